@@ -1,0 +1,5 @@
+"""Callbacks: sample logging."""
+
+from zoo.callbacks.samples import RetrievalSamples
+
+__all__ = ["RetrievalSamples"]

@@ -1,0 +1,24 @@
+"""Datasets, datamodules, tokenisation and the embedded-dataset generator.
+
+The datamodules import torchgeo; they load lazily so that ``zoo.data.tokenize`` and
+``zoo.data.embedded`` stay usable on a machine without it (e.g. a bare GPU benchmark box).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_LAZY = {
+    "EmbeddedDataModule": "zoo.data.datamodules",
+    "ImageTextLocationDataModule": "zoo.data.datamodules",
+    "ImageTextLocationDataset": "zoo.data.image_text",
+}
+
+__all__ = list(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'zoo.data' has no attribute {name!r}")

@@ -1,0 +1,154 @@
+"""Image-caption(-location) tables: torchgeo's SkyScript CSV format and its superset.
+
+A table is a CSV with a ``filepath`` column (relative to the root) and a caption column
+(``title`` as in SkyScript, or ``caption``); optional ``lat``/``lon`` columns (degrees) and a
+``label`` column (scene class name). The embedded dataset writes exactly this format, so the
+loader that reads it is the one that reads SkyScript.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from PIL import Image, UnidentifiedImageError
+from torch import Tensor
+from torch.nn import functional as F
+from torchgeo.datasets import NonGeoDataset
+
+__all__ = ["ImageTextLocationDataset", "caption_words", "load_image", "read_table"]
+
+CAPTION_COLUMNS = ("title", "caption")
+
+
+def load_image(path: Path, context: str = "") -> Tensor:
+    """Read an image file as float ``C×H×W`` in [0, 255]; a clear error names the file."""
+    try:
+        with Image.open(path) as img:
+            array = np.asarray(img.convert("RGB"), dtype=np.uint8)
+    except FileNotFoundError as error:
+        raise FileNotFoundError(f"image file {path} is missing{context}") from error
+    except (UnidentifiedImageError, OSError, ValueError) as error:
+        raise RuntimeError(
+            f"could not read image file {path}{context}: {error}. The file is corrupt or not an "
+            "image: replace it, or remove its row from the table"
+        ) from error
+    return torch.from_numpy(array).permute(2, 0, 1).float()
+
+
+def read_table(path: Path, class_names: Sequence[str] | None = None) -> pd.DataFrame:
+    """Read and validate an image-text(-location) CSV; errors name the file, row and column.
+
+    Returns a frame with columns ``filepath``, ``caption`` and, where present, ``lat``,
+    ``lon`` and ``label`` (the class index when ``class_names`` is given).
+    """
+    if not path.is_file():
+        raise FileNotFoundError(f"caption table {path} does not exist")
+    table = pd.read_csv(path, keep_default_na=False, na_values=[""])
+    caption_column = next((c for c in CAPTION_COLUMNS if c in table.columns), None)
+    if "filepath" not in table.columns or caption_column is None:
+        raise ValueError(
+            f"{path}: a caption table needs the columns 'filepath' and 'title' (or 'caption'); "
+            f"found {list(table.columns)}"
+        )
+    table = table.rename(columns={caption_column: "caption"})
+    rows = lambda bad: ", ".join(str(i + 2) for i in np.flatnonzero(bad)[:5])  # noqa: E731
+    missing = table["caption"].isna() | (table["caption"].astype(str).str.strip() == "")
+    if missing.any():
+        raise ValueError(f"{path}: caption missing on line(s) {rows(missing)} (column '{caption_column}')")
+    if ("lat" in table.columns) != ("lon" in table.columns):
+        raise ValueError(f"{path}: give both 'lat' and 'lon' columns, or neither")
+    if "lat" in table.columns:
+        for column, bound in (("lat", 90.0), ("lon", 180.0)):
+            values = pd.to_numeric(table[column], errors="coerce")
+            bad = values.isna() | (values.abs() > bound)
+            if bad.any():
+                first = table[column][bad].iloc[0]
+                raise ValueError(
+                    f"{path}: {'latitude' if column == 'lat' else 'longitude'} {first!r} on line(s) "
+                    f"{rows(bad)} is not a number in [-{bound:g}, {bound:g}] degrees (column '{column}')"
+                )
+            table[column] = values.astype(np.float64)
+    if "label" in table.columns and class_names is not None:
+        index = {name: i for i, name in enumerate(class_names)}
+        labels = table["label"].astype(str).map(index)
+        if labels.isna().any():
+            bad = labels.isna()
+            raise ValueError(
+                f"{path}: label {table['label'][bad].iloc[0]!r} on line(s) {rows(bad)} is not one "
+                f"of the class names {list(class_names)}"
+            )
+        table["label"] = labels.astype(np.int64)
+    return table
+
+
+class ImageTextLocationDataset(NonGeoDataset):
+    """Images with captions and, when the table has them, locations and scene labels.
+
+    Args:
+        root: folder holding ``{split}.csv`` and the images it names.
+        split: ``train``, ``val`` or ``test``.
+        class_names: scene classes, in label order; required to return ``label``.
+        image_size: resize every image to this square size (None keeps the file's size).
+        transforms: a function applied to each sample dict.
+    """
+
+    splits = ("train", "val", "test")
+
+    def __init__(
+        self,
+        root: str | Path = "data",
+        split: str = "train",
+        class_names: Sequence[str] | None = None,
+        image_size: int | None = None,
+        transforms: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+    ) -> None:
+        if split not in self.splits:
+            raise ValueError(f"split must be one of {self.splits}, got {split!r}")
+        self.root = Path(root)
+        self.split = split
+        if not self.root.is_dir():
+            raise FileNotFoundError(
+                f"dataset root {self.root} does not exist. Point root at a folder holding "
+                f"{split}.csv and its images (SkyScript's layout), or use "
+                "zoo.data.EmbeddedDataModule, which writes the embedded dataset there"
+            )
+        self.table_path = self.root / f"{split}.csv"
+        self.table = read_table(self.table_path, class_names)
+        self.has_location = "lat" in self.table.columns
+        self.has_label = "label" in self.table.columns and class_names is not None
+        self.image_size = image_size
+        self.transforms = transforms
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        row = self.table.iloc[index]
+        path = self.root / row["filepath"]
+        image = load_image(path, f" (line {index + 2} of {self.table_path})")
+        if self.image_size is not None and image.shape[-1] != self.image_size:
+            image = F.interpolate(
+                image[None], size=(self.image_size, self.image_size), mode="bilinear", antialias=True
+            )[0]
+        sample: dict[str, Any] = {"image": image, "caption": str(row["caption"]), "index": index}
+        if self.has_location:
+            sample["location"] = torch.tensor([row["lat"], row["lon"]], dtype=torch.float32)
+        if self.has_label:
+            sample["label"] = torch.tensor(row["label"], dtype=torch.long)
+        if self.transforms is not None:
+            sample = self.transforms(sample)
+        return sample
+
+
+_WORD = re.compile(r"\w+|[^\w\s]")
+
+
+def caption_words(captions: Sequence[str]) -> list[str]:
+    """Sorted lower-case words and punctuation of ``captions`` (a word-level vocabulary)."""
+    return sorted({w for c in captions for w in _WORD.findall(str(c).lower())})

@@ -1,0 +1,166 @@
+"""Vision encoders picked by name: timm models, ``hf:`` Hugging Face Hub ids, local folders.
+
+Every encoder is wrapped in :class:`VisionEncoder`, which returns a grid of patch tokens and
+a pooled vector, and accepts an optional token mask for masked image modelling. Vision
+transformers are masked at the token level (a learnable mask token replaces the patch
+embedding, as BEiT and FLAVA do); any other backbone (ConvNeXt, ResNet ...) is masked in pixel
+space under each output cell, as SimMIM does, so the masked-modelling losses work for every
+encoder a user can name.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import timm
+import torch
+from timm.models import generate_default_cfgs, register_model
+from timm.models.vision_transformer import VisionTransformer, _create_vision_transformer
+from torch import Tensor, nn
+
+__all__ = ["VisionEncoder", "VisionOutput", "create_timm_model"]
+
+
+# timm reads this module-level table when the models below are registered.
+default_cfgs = generate_default_cfgs(
+    {"zoo_vit_tiny.untrained": {"input_size": (3, 64, 64), "num_classes": 0, "license": "mit"}}
+)
+
+
+@register_model
+def zoo_vit_tiny(pretrained: bool = False, **kwargs) -> VisionTransformer:
+    """A 4-layer, 128-wide ViT with 8-pixel patches at 64 px: the zoo's CPU-friendly default."""
+    args = dict(img_size=64, patch_size=8, embed_dim=128, depth=4, num_heads=4, mlp_ratio=2.0)
+    return _create_vision_transformer("zoo_vit_tiny", pretrained=pretrained, **(args | kwargs))
+
+
+def _resolve_name(name: str) -> str:
+    """Map the zoo's naming (``hf:org/model``, a local folder) to timm's."""
+    if name.startswith("hf:"):
+        return "hf-hub:" + name[3:]
+    if os.sep in name or name.startswith("."):
+        path = Path(name).expanduser()
+        if not path.is_dir():
+            raise FileNotFoundError(
+                f"vision encoder {name!r} looks like a path but {path} is not a folder; give a timm "
+                "model name (e.g. 'vit_small_patch16_224'), 'hf:org/model', or a folder holding a "
+                "timm config.json and weights"
+            )
+        return f"local-dir:{path}"
+    return name
+
+
+def create_timm_model(
+    name: str, pretrained: bool = False, checkpoint_path: str | None = None, **kwargs
+) -> nn.Module:
+    """Create a timm model with a message that says what to do when weights are unavailable."""
+    timm_name = _resolve_name(name)
+    overlay = {}
+    if checkpoint_path is not None:
+        if not Path(checkpoint_path).is_file():
+            raise FileNotFoundError(f"vision encoder checkpoint_path {checkpoint_path} does not exist")
+        overlay = {"pretrained_cfg_overlay": {"file": str(checkpoint_path)}}
+        pretrained = True
+    try:
+        return timm.create_model(timm_name, pretrained=pretrained, **overlay, **kwargs)
+    except RuntimeError as error:
+        if "Unknown model" in str(error):
+            raise ValueError(
+                f"unknown vision encoder {name!r}; list the names with timm.list_models('*vit*')"
+            ) from error
+        raise
+    except OSError as error:  # hub unreachable, missing file
+        raise RuntimeError(
+            f"could not load pretrained weights for vision encoder {name!r} ({error}). This machine "
+            "may be offline: set pretrained: false, or point checkpoint_path at a local weight file"
+        ) from error
+
+
+@dataclass
+class VisionOutput:
+    """Patch tokens ``B×N×D`` in row-major grid order and the pooled vector ``B×D``."""
+
+    tokens: Tensor
+    pooled: Tensor
+
+
+class VisionEncoder(nn.Module):
+    """A named image encoder returning patch tokens, with optional masked-token input.
+
+    Args:
+        name: timm model name, ``hf:org/model`` or a local timm folder.
+        image_size: input size in pixels (square); transformer position embeddings follow it.
+        pretrained: load the named weights (needs the hub or a cache, unless checkpoint_path).
+        checkpoint_path: a local weight file for the named architecture.
+        in_chans: number of input bands.
+    """
+
+    def __init__(
+        self,
+        name: str = "zoo_vit_tiny",
+        image_size: int = 64,
+        pretrained: bool = False,
+        checkpoint_path: str | None = None,
+        in_chans: int = 3,
+    ) -> None:
+        super().__init__()
+        kwargs: dict = {"num_classes": 0, "in_chans": in_chans}
+        try:  # transformers take the input size; convolutional backbones refuse the argument
+            self.model = create_timm_model(name, pretrained, checkpoint_path, img_size=image_size, **kwargs)
+        except TypeError:
+            self.model = create_timm_model(name, pretrained, checkpoint_path, **kwargs)
+        self.is_transformer = isinstance(self.model, VisionTransformer)
+        self.image_size = image_size
+        with torch.no_grad():
+            grid = self._grid(torch.zeros(1, in_chans, image_size, image_size))
+        self.grid_size: tuple[int, int] = (grid.shape[-2], grid.shape[-1])
+        self.width: int = grid.shape[1]
+        self.patch_size: tuple[int, int] = (
+            image_size // self.grid_size[0],
+            image_size // self.grid_size[1],
+        )
+        # Token-level mask embedding for transformers, pixel-level mask value otherwise.
+        shape = (1, 1, self.width) if self.is_transformer else (1, in_chans, 1, 1)
+        self.mask_token = nn.Parameter(torch.zeros(shape))
+        nn.init.trunc_normal_(self.mask_token, std=0.02)
+
+    @property
+    def num_patches(self) -> int:
+        return self.grid_size[0] * self.grid_size[1]
+
+    def _grid(self, image: Tensor) -> Tensor:
+        """Final feature map ``B×C×h×w`` of a convolutional backbone (shape probe only)."""
+        if isinstance(self.model, VisionTransformer):
+            n = self.model.patch_embed.grid_size
+            return torch.zeros(1, self.model.embed_dim, *n)
+        return self.model.forward_features(image)
+
+    def forward(self, image: Tensor, token_mask: Tensor | None = None) -> VisionOutput:
+        """Encode ``image`` (``B×C×H×W``); ``token_mask`` (``B×N`` bool) marks masked patches."""
+        if self.is_transformer:
+            return self._forward_vit(image, token_mask)
+        if token_mask is not None:
+            cells = token_mask.view(-1, 1, *self.grid_size).to(image.dtype)
+            cells = nn.functional.interpolate(cells, size=image.shape[-2:], mode="nearest")
+            image = image * (1 - cells) + self.mask_token * cells
+        features = self.model.forward_features(image)
+        tokens = features.flatten(2).transpose(1, 2)
+        return VisionOutput(tokens=tokens, pooled=tokens.mean(dim=1))
+
+    def _forward_vit(self, image: Tensor, token_mask: Tensor | None) -> VisionOutput:
+        vit = self.model
+        x = vit.patch_embed(image)
+        if token_mask is not None:
+            x = torch.where(token_mask.unsqueeze(-1), self.mask_token.to(x.dtype), x)
+        x = vit._pos_embed(x)
+        x = vit.patch_drop(x)
+        x = vit.norm_pre(x)
+        x = vit.blocks(x)
+        x = vit.norm(x)
+        prefix = vit.num_prefix_tokens
+        tokens = x[:, prefix:]
+        pooled = x[:, 0] if prefix > 0 else tokens.mean(dim=1)
+        return VisionOutput(tokens=tokens, pooled=pooled)
+
