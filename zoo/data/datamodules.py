@@ -146,6 +146,10 @@ class ImageTextLocationDataModule(NonGeoDataModule):
             self.test_dataset = self._dataset("test")
             self.predict_dataset = self.test_dataset
 
+    def on_after_batch_transfer(self, batch: dict[str, Any], dataloader_idx: int) -> dict[str, Any]:
+        """Normalise the images once they are on the device (also outside a Trainer)."""
+        return self.aug(batch)
+
     def transfer_batch_to_device(self, batch: dict[str, Any], device: torch.device, idx: int) -> Any:
         """Move tensors, leave the caption strings where they are."""
         return {k: v.to(device) if isinstance(v, Tensor) else v for k, v in batch.items()}

@@ -30,7 +30,7 @@ def load_image(path: Path, context: str = "") -> Tensor:
     """Read an image file as float ``C×H×W`` in [0, 255]; a clear error names the file."""
     try:
         with Image.open(path) as img:
-            array = np.asarray(img.convert("RGB"), dtype=np.uint8)
+            array = np.array(img.convert("RGB"), dtype=np.uint8)
     except FileNotFoundError as error:
         raise FileNotFoundError(f"image file {path} is missing{context}") from error
     except (UnidentifiedImageError, OSError, ValueError) as error:
@@ -69,6 +69,7 @@ def read_table(path: Path, class_names: Sequence[str] | None = None) -> pd.DataF
             bad = values.isna() | (values.abs() > bound)
             if bad.any():
                 first = table[column][bad].iloc[0]
+                first = float(first) if isinstance(first, (int, float, np.number)) else first
                 raise ValueError(
                     f"{path}: {'latitude' if column == 'lat' else 'longitude'} {first!r} on line(s) "
                     f"{rows(bad)} is not a number in [-{bound:g}, {bound:g}] degrees (column '{column}')"

@@ -256,7 +256,8 @@ class CrossModalRetrieval(Metric):
     ``emb_b``). At ``compute`` every ``a`` item queries all gathered ``b`` items and vice versa;
     recall@k is the fraction of queries whose paired item ranks within the top ``k`` by cosine
     similarity, with the optimistic tie rule of :func:`retrieval_ranks`
-    (``rank = 1 + #strictly more similar candidates``).
+    (``rank = 1 + #strictly more similar candidates``); note that fully collapsed (identical)
+    embeddings therefore score a recall of 1.
 
     Result keys: ``f"{prefix_a}_to_{prefix_b}_R@{k}"`` and ``f"{prefix_b}_to_{prefix_a}_R@{k}"``,
     values in ``[0, 1]``.

@@ -159,16 +159,16 @@ class FLAVARS(ZooTask):
         self.image_encoder = VisionEncoder(image_encoder, image_size, image_pretrained, image_checkpoint)
         self.text_encoder = TextEncoder(text_encoder, len(tokenizer), pretrained=text_pretrained)
         if location_checkpoint is not None:
-            self.location_encoder = LocationEncoder.from_satclip_checkpoint(location_checkpoint)
+            self.location_encoder = LocationEncoder.from_satclip_checkpoint(location_checkpoint, max_latitude=89.95)
         else:
             self.location_encoder = LocationEncoder(
                 legendre_polys=legendre_polys, dim_hidden=location_hidden,
-                num_layers=location_layers, dim_out=embed_dim,
+                num_layers=location_layers, dim_out=embed_dim, max_latitude=89.95,
             )
         vw, tw = self.image_encoder.width, self.text_encoder.width
         self.image_projection = nn.Linear(vw, embed_dim)
         self.text_projection = nn.Linear(tw, embed_dim)
-        self.location_projection = nn.Linear(_out_features(self.location_encoder), embed_dim)
+        self.location_projection = nn.Linear(self.location_encoder.nnet.last_layer.weight.shape[0], embed_dim)
         self.logit_scale = init_logit_scale(temperature)
         self.location_logit_scale = init_logit_scale(temperature)
         self.fusion = FusionEncoder(vw, tw, fusion_width, fusion_layers, fusion_heads)
@@ -363,7 +363,3 @@ class FLAVARS(ZooTask):
             out["location"] = self.encode_location(batch["location"])
         return out
 
-
-def _out_features(module: nn.Module) -> int:
-    """Output width of the last linear layer of ``module``."""
-    return [m for m in module.modules() if isinstance(m, nn.Linear)][-1].out_features

@@ -1,0 +1,120 @@
+"""Each loss against a plain reference computation written out here."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from zoo.losses.contrastive import MAX_LOGIT_SCALE, contrastive_loss, init_logit_scale
+from zoo.losses.masked import mask_text_tokens, masked_pixel_loss, patchify, random_patch_mask
+from zoo.losses.matching import sample_hard_negatives
+
+
+def reference_contrastive(a, b, scale):
+    """Loop-by-row symmetric InfoNCE."""
+    n = len(a)
+    a = [x / x.norm() for x in a]
+    b = [x / x.norm() for x in b]
+    total = 0.0
+    for i in range(n):
+        row = torch.stack([scale * (a[i] @ b[j]) for j in range(n)])
+        col = torch.stack([scale * (a[j] @ b[i]) for j in range(n)])
+        total += -(row[i] - torch.logsumexp(row, 0)) - (col[i] - torch.logsumexp(col, 0))
+    return total / (2 * n)
+
+
+def test_contrastive_matches_reference():
+    torch.manual_seed(0)
+    a, b = torch.randn(7, 5), torch.randn(7, 5)
+    scale = init_logit_scale(0.07)
+    assert math.isclose(scale.item(), math.log(1 / 0.07), rel_tol=1e-6)
+    got = contrastive_loss(a, b, scale)
+    want = reference_contrastive(a, b, 1 / 0.07)
+    assert torch.allclose(got, want, atol=1e-5)
+
+
+def test_contrastive_logit_scale_clamped_at_ln100():
+    a, b = torch.randn(4, 3), torch.randn(4, 3)
+    big = torch.tensor(10.0)
+    assert torch.allclose(contrastive_loss(a, b, big), reference_contrastive(a, b, 100.0), atol=1e-5)
+    assert math.isclose(MAX_LOGIT_SCALE, math.log(100))
+
+
+def test_contrastive_perfect_alignment_is_low():
+    a = torch.eye(6)
+    assert contrastive_loss(a, a, torch.tensor(MAX_LOGIT_SCALE)) < 1e-3
+    assert contrastive_loss(a, a.roll(1, 0), torch.tensor(MAX_LOGIT_SCALE)) > 10
+
+
+def test_patchify_matches_loop():
+    image = torch.randn(2, 3, 8, 12)
+    patches = patchify(image, (4, 4))
+    assert patches.shape == (2, 6, 48)
+    k = 0
+    for r in range(2):
+        for c in range(3):
+            want = image[:, :, 4 * r : 4 * r + 4, 4 * c : 4 * c + 4].permute(0, 2, 3, 1).reshape(2, -1)
+            assert torch.equal(patches[:, k], want)
+            k += 1
+
+
+def test_masked_pixel_loss_only_counts_masked_patches():
+    torch.manual_seed(0)
+    image = torch.randn(2, 3, 8, 8)
+    target = patchify(image, (4, 4))
+    target = (target - target.mean(-1, keepdim=True)) / (target.var(-1, keepdim=True) + 1e-6).sqrt()
+    pred = torch.randn_like(target)
+    mask = torch.tensor([[True, False, False, True], [False, False, True, False]])
+    pred_unmasked_changed = pred.clone()
+    pred_unmasked_changed[~mask] += 100.0
+    want = torch.stack([((pred[b, i] - target[b, i]) ** 2).mean() for b, i in mask.nonzero()]).mean()
+    assert torch.allclose(masked_pixel_loss(pred, image, mask, (4, 4)), want, atol=1e-5)
+    assert torch.allclose(masked_pixel_loss(pred_unmasked_changed, image, mask, (4, 4)), want, atol=1e-5)
+
+
+def test_random_patch_mask_ratio_exact():
+    mask = random_patch_mask(5, 64, 0.4)
+    assert (mask.sum(1) == round(0.4 * 64)).all()
+    with pytest.raises(ValueError, match="mask ratio"):
+        random_patch_mask(1, 4, 1.5)
+
+
+def test_mask_text_tokens_bert_recipe():
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(5, 100, (64, 40), generator=g)
+    special = torch.zeros_like(ids, dtype=torch.bool)
+    special[:, 0] = special[:, -1] = True
+    masked, labels = mask_text_tokens(ids, special, mask_token_id=4, vocab_size=100, generator=g)
+    picked = labels != -100
+    assert not picked[special].any()
+    assert torch.equal(labels[picked], ids[picked])
+    assert torch.equal(masked[~picked], ids[~picked])
+    rate = picked.float().sum() / (~special).sum()
+    assert 0.13 < rate < 0.17  # 15 %
+    to_mask = (masked[picked] == 4).float().mean()
+    kept = (masked[picked] == ids[picked]).float().mean()
+    assert 0.75 < to_mask < 0.85 and 0.05 < kept < 0.16
+
+
+def test_mask_text_tokens_always_masks_one():
+    ids = torch.tensor([[2, 7, 3]])
+    special = torch.tensor([[True, False, True]])
+    _, labels = mask_text_tokens(ids, special, 4, 10, probability=1e-9)
+    assert labels.tolist() == [[-100, 7, -100]]
+
+
+def test_hard_negatives_follow_similarity_and_skip_duplicates():
+    sim = torch.tensor([[5.0, 4.0, -9.0, 4.0], [0.0, 5.0, 0.0, 0.0], [0.0, 0.0, 5.0, 0.0],
+                        [0.0, 0.0, 0.0, 5.0]])
+    same = torch.zeros(4, 4, dtype=torch.bool)
+    same[0, 3] = True  # caption 3 duplicates caption 0: never a negative for row 0
+    g = torch.Generator().manual_seed(0)
+    draws = torch.stack([sample_hard_negatives(sim, same, g) for _ in range(400)])
+    assert (draws != torch.arange(4)).all()
+    assert (draws[:, 0] == 1).float().mean() > 0.99  # the hardest allowed negative dominates
+    assert (draws[:, 0] != 3).all()
+    with pytest.raises(ValueError, match="at least 2"):
+        sample_hard_negatives(torch.zeros(1, 1), torch.zeros(1, 1, dtype=torch.bool))
+

@@ -1,0 +1,79 @@
+"""The CLI: every config parses, encoders swap from the command line, bad input is named."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from zoo.data import embedded
+from zoo.main import main
+
+ROOT = Path(__file__).parents[1]
+CONFIGS = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "configs").rglob("*.yaml"))
+TINY_DATA = [
+    "--data.init_args.num_train=16", "--data.init_args.num_val=8", "--data.init_args.num_test=8",
+]
+
+
+@pytest.fixture(autouse=True)
+def _in_repo(monkeypatch):
+    monkeypatch.chdir(ROOT)
+    monkeypatch.setattr(sys, "argv", ["zoo"])
+
+
+@pytest.mark.parametrize("config", CONFIGS)
+def test_every_config_parses(config, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["fit", "--config", config, "--print_config"])
+    assert exit_.value.code in (0, None)
+    resolved = yaml.safe_load(capsys.readouterr().out)
+    assert resolved["model"]["class_path"].startswith("zoo.models.")
+    assert resolved["data"]["class_path"].startswith("zoo.data.")
+
+
+def _instantiate(*args: str):
+    return main(["--config", "configs/flavars.yaml", *TINY_DATA, *args], run=False)
+
+
+def test_links_and_short_names():
+    cli = _instantiate()
+    assert type(cli.model).__name__ == "FLAVARS"
+    assert cli.model.class_names == list(embedded.SCENE_CLASSES)
+    assert cli.model.tokenizer is cli.datamodule.tokenizer
+    assert cli.model.hparams.image_size == cli.datamodule.image_size == 64
+
+
+def test_swap_image_encoder_from_command_line():
+    cli = _instantiate("--model.init_args.image_encoder=convnext_atto")
+    assert type(cli.model.image_encoder.model).__name__ == "ConvNeXt"
+
+
+def test_configs_compose_left_to_right(tmp_path):
+    override = tmp_path / "override.yaml"
+    override.write_text(yaml.safe_dump({"model": {"init_args": {"embed_dim": 32}}}))
+    cli = main(["--config", "configs/flavars.yaml", "--config", str(override), *TINY_DATA], run=False)
+    assert cli.model.image_projection.out_features == 32
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--model.init_args.imag_encoder=vit_small_patch16_224"], "imag_encoder"),
+        (["--model.init_args.embed_dim=wide"], "embed_dim"),
+        (["--config", "configs/no-such-file.yaml"], "no-such-file.yaml"),
+        (["--data.init_args.batch_size=-"], "batch_size"),
+    ],
+)
+def test_bad_arguments_name_the_key(args, message, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["--config", "configs/flavars.yaml", *args], run=False)
+    assert exit_.value.code != 0
+    assert message in capsys.readouterr().err
+
+
+def test_unknown_encoder_name_is_explained():
+    with pytest.raises(ValueError, match="unknown vision encoder 'vit_nonexistent'"):
+        _instantiate("--model.init_args.image_encoder=vit_nonexistent")
