@@ -7,6 +7,7 @@ its tokenizer, class names and image size, reaches the model through ``link_argu
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -58,8 +59,19 @@ class ZooCLI(LightningCLI):
         )
 
 
+def configure_logging() -> None:
+    """Show the zoo's INFO lines (e.g. where the embedded dataset was written) on stderr."""
+    log = logging.getLogger("zoo")
+    if not log.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
+
+
 def main(args: list[str] | None = None, run: bool = True) -> ZooCLI:
     """Entry point of ``zoo`` and ``python -m zoo``."""
+    configure_logging()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("WANDB_SILENT", "true")
     return ZooCLI(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor
-from torch.nn import functional as F
 
 __all__ = ["mask_text_tokens", "masked_pixel_loss", "patchify", "random_patch_mask"]
 
