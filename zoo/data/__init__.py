@@ -10,6 +10,9 @@ import importlib
 from typing import Any
 
 _LAZY = {
+    "ConversationDataModule": "zoo.data.datamodules",
+    "ConversationDataset": "zoo.data.conversations",
+    "EmbeddedConversationDataModule": "zoo.data.datamodules",
     "EmbeddedDataModule": "zoo.data.datamodules",
     "ImageTextLocationDataModule": "zoo.data.datamodules",
     "ImageTextLocationDataset": "zoo.data.image_text",

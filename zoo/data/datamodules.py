@@ -17,10 +17,16 @@ from torchgeo.datamodules import NonGeoDataModule
 from transformers import PreTrainedTokenizerBase
 
 from zoo.data import embedded
+from zoo.data.conversations import SHORT_ANSWER_PROMPT, ConversationCollate, ConversationDataset
 from zoo.data.image_text import ImageTextLocationDataset, caption_words, read_table
 from zoo.data.tokenize import build_tokenizer
 
-__all__ = ["EmbeddedDataModule", "ImageTextLocationDataModule"]
+__all__ = [
+    "ConversationDataModule",
+    "EmbeddedConversationDataModule",
+    "EmbeddedDataModule",
+    "ImageTextLocationDataModule",
+]
 
 log = logging.getLogger(__name__)
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -155,11 +161,46 @@ class ImageTextLocationDataModule(NonGeoDataModule):
         return {k: v.to(device) if isinstance(v, Tensor) else v for k, v in batch.items()}
 
 
-class EmbeddedDataModule(ImageTextLocationDataModule):
-    """The embedded synthetic dataset: written on first use (``prepare_data``), then read as tables.
+class EmbeddedMixin:
+    """Generate the embedded dataset under ``root/<parameters>`` on first use.
 
-    The dataset is generated under ``root/<parameters>`` so that runs with different sizes or
-    seeds never overwrite each other, and deterministically for a seed.
+    Runs with different sizes or seeds never overwrite each other; a complete copy is reused.
+    """
+
+    root: str
+    image_size: int
+    seed: int
+    sizes: dict[str, int]
+
+    @property
+    def dataset_root(self) -> Path:
+        n = self.sizes
+        name = (
+            f"v{embedded.DATASET_VERSION}-seed{self.seed}-{self.image_size}px-"
+            f"{n['num_train']}-{n['num_val']}-{n['num_test']}"
+        )
+        return Path(self.root) / name
+
+    def vocabulary(self) -> list[str]:
+        return [*embedded.vocabulary(), *_words(SHORT_ANSWER_PROMPT)]
+
+    def prepare_data(self) -> None:
+        """Generate the dataset unless a complete copy with these parameters exists."""
+        kwargs = dict(image_size=self.image_size, seed=self.seed, **self.sizes)
+        if embedded.is_complete(self.dataset_root, **kwargs):
+            log.info("embedded dataset found at %s", self.dataset_root)
+            return
+        embedded.generate(self.dataset_root, **kwargs)
+
+
+def _words(text: str) -> list[str]:
+    from zoo.data.image_text import caption_words
+
+    return caption_words([text])
+
+
+class EmbeddedDataModule(EmbeddedMixin, ImageTextLocationDataModule):
+    """The embedded synthetic dataset as image-caption-location tables.
 
     Args:
         root: parent folder of the generated datasets.
@@ -194,21 +235,143 @@ class EmbeddedDataModule(ImageTextLocationDataModule):
         self.sizes = {"num_train": num_train, "num_val": num_val, "num_test": num_test}
         self.seed = seed
 
+
+class ConversationDataModule(NonGeoDataModule):
+    """LLaVA-format conversations (captions, VQA, instructions) with their images.
+
+    Training uses whole (multi-turn) conversations; validation, test and predict use one
+    question per sample so every answer is generated and scored on its own.
+
+    Args:
+        root: folder of the images and the conversation files.
+        train_file: training conversations (LLaVA JSON), relative to root.
+        val_file: validation conversations.
+        test_file: test conversations (also used by predict).
+        tasks: keep only records with these ``task`` values (None keeps all).
+        eval_tasks: tasks kept for validation/test/predict (None: same as ``tasks``).
+        short_answer_tasks: tasks whose questions get the short-answer instruction.
+        batch_size: samples per batch and device.
+        num_workers: data-loading processes.
+        image_size: images are resized to this square size.
+        tokenizer: the LLM's tokenizer (Hugging Face id or folder); None builds a word-level
+            tokenizer with a chat template from the training texts.
+        max_length: conversations are truncated to this many tokens.
+        class_names: scene classes (for classification by generation).
+        mean: per-band mean of [0, 1] pixels.
+        std: per-band standard deviation of [0, 1] pixels.
+    """
+
+    def __init__(
+        self,
+        root: str = "data/llava",
+        train_file: str = "train.json",
+        val_file: str = "val.json",
+        test_file: str = "test.json",
+        tasks: list[str] | None = None,
+        eval_tasks: list[str] | None = None,
+        short_answer_tasks: list[str] = ["vqa"],  # noqa: B006 (jsonargparse shows the default)
+        batch_size: int = 16,
+        num_workers: int = 0,
+        image_size: int = 336,
+        tokenizer: str | None = None,
+        max_length: int = 256,
+        class_names: list[str] | None = None,
+        mean: Sequence[float] = IMAGENET_MEAN,
+        std: Sequence[float] = IMAGENET_STD,
+    ) -> None:
+        super().__init__(ConversationDataset, batch_size, num_workers)
+        self.root = root
+        self.files = {"train": train_file, "val": val_file, "test": test_file}
+        self.tasks = tasks
+        self.eval_tasks = eval_tasks if eval_tasks is not None else tasks
+        self.short_answer_tasks = list(short_answer_tasks)
+        self.image_size = image_size
+        self.tokenizer_name = tokenizer
+        self.max_length = max_length
+        self.class_names = list(class_names or [])
+        self.aug = Normalize(mean, std)
+
     @property
     def dataset_root(self) -> Path:
-        n = self.sizes
-        name = (
-            f"v{embedded.DATASET_VERSION}-seed{self.seed}-{self.image_size}px-"
-            f"{n['num_train']}-{n['num_val']}-{n['num_test']}"
-        )
-        return Path(self.root) / name
+        return Path(self.root)
 
     def vocabulary(self) -> list[str]:
-        return embedded.vocabulary()
+        from zoo.data.conversations import read_conversations
+        from zoo.data.image_text import caption_words
 
-    def prepare_data(self) -> None:
-        """Generate the dataset unless a complete copy with these parameters exists."""
-        if embedded.is_complete(self.dataset_root, image_size=self.image_size, seed=self.seed, **self.sizes):
-            log.info("embedded dataset found at %s", self.dataset_root)
-            return
-        embedded.generate(self.dataset_root, image_size=self.image_size, seed=self.seed, **self.sizes)
+        records = read_conversations(self.dataset_root / self.files["train"])
+        texts = [str(t["value"]) for r in records for t in r["conversations"]]
+        return caption_words([*texts, SHORT_ANSWER_PROMPT])
+
+    @cached_property
+    def tokenizer(self) -> PreTrainedTokenizerBase:
+        """The LLM's tokenizer (linked to the model, which sizes its embeddings from it)."""
+        vocabulary = None if self.tokenizer_name is not None else self.vocabulary()
+        tokenizer = build_tokenizer(self.tokenizer_name, vocabulary, chat=True)
+        return tokenizer
+
+    def _dataset(self, split: str) -> ConversationDataset:
+        train = split == "train"
+        return ConversationDataset(
+            self.dataset_root, self.files[split], self.image_size,
+            tasks=self.tasks if train else self.eval_tasks, single_turn=not train,
+        )
+
+    def setup(self, stage: str) -> None:
+        self.collate_fn = ConversationCollate(self.tokenizer, self.max_length, self.short_answer_tasks)
+        if stage == "fit":
+            self.train_dataset = self._dataset("train")
+            self.val_dataset = self._dataset("val")
+        elif stage == "validate":
+            self.val_dataset = self._dataset("val")
+        elif stage in ("test", "predict"):
+            self.test_dataset = self._dataset("test")
+            self.predict_dataset = self.test_dataset
+
+    def on_after_batch_transfer(self, batch: dict[str, Any], dataloader_idx: int) -> dict[str, Any]:
+        return self.aug(batch)
+
+    def transfer_batch_to_device(self, batch: dict[str, Any], device: torch.device, idx: int) -> Any:
+        return {k: v.to(device) if isinstance(v, Tensor) else v for k, v in batch.items()}
+
+
+class EmbeddedConversationDataModule(EmbeddedMixin, ConversationDataModule):
+    """The embedded dataset's LLaVA conversations (captions, descriptions, VQA).
+
+    Args:
+        root: parent folder of the generated datasets.
+        num_train: training images.
+        num_val: validation images.
+        num_test: test images.
+        seed: generator seed.
+        tasks: training tasks among ``caption``, ``description``, ``vqa``.
+        eval_tasks: evaluation tasks (None: same as ``tasks``).
+        batch_size: samples per batch and device.
+        num_workers: data-loading processes.
+        image_size: generated image size in pixels.
+        tokenizer: the LLM's tokenizer; None uses the generator's own vocabulary.
+        max_length: conversations are truncated to this many tokens.
+    """
+
+    def __init__(
+        self,
+        root: str = "data/embedded",
+        num_train: int = 2000,
+        num_val: int = 250,
+        num_test: int = 250,
+        seed: int = 0,
+        tasks: list[str] | None = ["caption", "vqa"],  # noqa: B006
+        eval_tasks: list[str] | None = None,
+        batch_size: int = 16,
+        num_workers: int = 0,
+        image_size: int = 64,
+        tokenizer: str | None = None,
+        max_length: int = 192,
+    ) -> None:
+        super().__init__(
+            root, "conversations_train.json", "conversations_val.json", "conversations_test.json",
+            tasks, eval_tasks, ["vqa"], batch_size, num_workers, image_size, tokenizer, max_length,
+            class_names=list(embedded.SCENE_CLASSES),
+        )
+        self.sizes = {"num_train": num_train, "num_val": num_val, "num_test": num_test}
+        self.seed = seed

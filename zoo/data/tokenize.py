@@ -14,14 +14,23 @@ from tokenizers import Tokenizer, normalizers, pre_tokenizers, processors
 from tokenizers.models import WordLevel
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
-__all__ = ["SPECIAL_TOKENS", "build_tokenizer", "word_level_tokenizer"]
+__all__ = ["CHAT_TEMPLATE", "SPECIAL_TOKENS", "build_tokenizer", "word_level_tokenizer"]
 
-SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[EOS]", "<image>")
+#: Words the chat template writes; added to every word-level vocabulary.
+CHAT_WORDS = ("user", "assistant", "system", ":")
+#: A plain chat template for the word-level tokenizer: ``user : ... assistant : ... [EOS]``.
+CHAT_TEMPLATE = (
+    "{% for m in messages %}{{ m['role'] }} : {{ m['content'] }}"
+    "{% if m['role'] == 'assistant' %} [EOS]{% endif %} {% endfor %}"
+    "{% if add_generation_prompt %}assistant :{% endif %}"
+)
 
 
 def word_level_tokenizer(vocabulary: Sequence[str]) -> PreTrainedTokenizerFast:
-    """A BERT-style ``[CLS] words [SEP]`` tokenizer over a fixed word list."""
-    words = [w for w in dict.fromkeys(vocabulary) if w not in SPECIAL_TOKENS]
+    """A BERT-style ``[CLS] words [SEP]`` tokenizer over a fixed word list, with a chat
+    template, an ``[EOS]`` token and the ``<image>`` placeholder for the generators."""
+    words = [w for w in dict.fromkeys([*vocabulary, *CHAT_WORDS]) if w not in SPECIAL_TOKENS]
     vocab = {token: i for i, token in enumerate([*SPECIAL_TOKENS, *words])}
     core = Tokenizer(WordLevel(vocab, unk_token="[UNK]"))
     core.normalizer = normalizers.BertNormalizer(lowercase=True, strip_accents=True)
@@ -31,20 +40,28 @@ def word_level_tokenizer(vocabulary: Sequence[str]) -> PreTrainedTokenizerFast:
         pair="[CLS] $A [SEP] $B [SEP]",
         special_tokens=[("[CLS]", vocab["[CLS]"]), ("[SEP]", vocab["[SEP]"])],
     )
-    return PreTrainedTokenizerFast(
+    tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=core,
         pad_token="[PAD]",
         unk_token="[UNK]",
         cls_token="[CLS]",
         sep_token="[SEP]",
         mask_token="[MASK]",
+        eos_token="[EOS]",
+        additional_special_tokens=["<image>"],
     )
+    tokenizer.chat_template = CHAT_TEMPLATE
+    return tokenizer
 
 
 def build_tokenizer(
-    name: str | None, vocabulary: Sequence[str] | None = None
+    name: str | None, vocabulary: Sequence[str] | None = None, chat: bool = False
 ) -> PreTrainedTokenizerBase:
-    """``name`` None -> word level over ``vocabulary``; else a Hugging Face id or local folder."""
+    """``name`` None -> word level over ``vocabulary``; else a Hugging Face id or local folder.
+
+    ``chat`` asks for a generator's tokenizer: it must have a chat template (one is set when
+    missing), a pad token (the EOS token when missing) and the ``<image>`` placeholder token.
+    """
     if name is None:
         if not vocabulary:
             raise ValueError("a word-level tokenizer needs a vocabulary; or set tokenizer: <hf id>")
@@ -56,7 +73,14 @@ def build_tokenizer(
             f"could not load tokenizer {name!r} ({error}); this machine may be offline: give a "
             "local folder with the tokenizer files, or leave tokenizer unset for the embedded data"
         ) from error
-    if tokenizer.mask_token is None or tokenizer.pad_token is None:
+    if chat:
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        if tokenizer.chat_template is None:
+            tokenizer.chat_template = CHAT_TEMPLATE
+        if "<image>" not in tokenizer.get_vocab():
+            tokenizer.add_special_tokens({"additional_special_tokens": ["<image>"]})
+    elif tokenizer.mask_token is None or tokenizer.pad_token is None:
         raise ValueError(
             f"tokenizer {name!r} has no mask or pad token; masked language modelling needs both"
         )
