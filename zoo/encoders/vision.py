@@ -16,7 +16,8 @@ from pathlib import Path
 
 import timm
 import torch
-from timm.models import generate_default_cfgs, register_model
+from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+from timm.models.convnext import ConvNeXt
 from timm.models.vision_transformer import VisionTransformer, _create_vision_transformer
 from torch import Tensor, nn
 
@@ -25,7 +26,10 @@ __all__ = ["VisionEncoder", "VisionOutput", "create_timm_model"]
 
 # timm reads this module-level table when the models below are registered.
 default_cfgs = generate_default_cfgs(
-    {"zoo_vit_tiny.untrained": {"input_size": (3, 64, 64), "num_classes": 0, "license": "mit"}}
+    {
+        "zoo_vit_tiny.untrained": {"input_size": (3, 64, 64), "num_classes": 0, "license": "mit"},
+        "zoo_convnext_tiny.untrained": {"input_size": (3, 64, 64), "num_classes": 0, "license": "mit"},
+    }
 )
 
 
@@ -34,6 +38,17 @@ def zoo_vit_tiny(pretrained: bool = False, **kwargs) -> VisionTransformer:
     """A 4-layer, 128-wide ViT with 8-pixel patches at 64 px: the zoo's CPU-friendly default."""
     args = dict(img_size=64, patch_size=8, embed_dim=128, depth=4, num_heads=4, mlp_ratio=2.0)
     return _create_vision_transformer("zoo_vit_tiny", pretrained=pretrained, **(args | kwargs))
+
+
+@register_model
+def zoo_convnext_tiny(pretrained: bool = False, **kwargs) -> ConvNeXt:
+    """A 4-stage ConvNeXt (one block a stage, 32..128 channels): at 64 px its stages are 16, 8,
+    4 and 2 cells wide; the zoo's CPU-friendly multi-scale default."""
+    args = dict(depths=(1, 1, 1, 1), dims=(32, 64, 96, 128))
+    return build_model_with_cfg(
+        ConvNeXt, "zoo_convnext_tiny", pretrained,
+        feature_cfg=dict(out_indices=(0, 1, 2, 3), flatten_sequential=True), **(args | kwargs),
+    )
 
 
 def _resolve_name(name: str) -> str:

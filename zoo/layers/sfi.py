@@ -73,7 +73,9 @@ def _validate_features(
     windows = []
     for s, (x, channels) in enumerate(zip(features, feature_dims, strict=True)):
         if x.ndim != 4:
-            raise ValueError(f"{name} scale {s}: expected a B x C x H x W map, got shape {tuple(x.shape)}")
+            raise ValueError(
+                f"{name} scale {s}: expected a B x C x H x W map, got shape {tuple(x.shape)}"
+            )
         b, c, h, w = x.shape
         if c != channels:
             raise ValueError(
@@ -202,8 +204,8 @@ class SpatialFeatureIntegration(nn.Module):
             self.register_parameter("pos_embed", None)
 
         self.kv_norms = nn.ModuleList(nn.LayerNorm(c) for c in self.feature_dims)
-        self.k_projs = nn.ModuleList(nn.Linear(c, dim) for c in self.feature_dims)
-        self.v_projs = nn.ModuleList(nn.Linear(c, dim) for c in self.feature_dims)
+        # Per-scale key and value projections, fused: rows [:dim] give keys, [dim:] values.
+        self.kv_projs = nn.ModuleList(nn.Linear(c, 2 * dim) for c in self.feature_dims)
         self.scale_embed = nn.Parameter(torch.empty(len(self.feature_dims), dim))
         if self.window_sizes is not None:
             self.window_pos: nn.ParameterList | None = nn.ParameterList(
@@ -291,18 +293,21 @@ class SpatialFeatureIntegration(nn.Module):
         rows = batch * self.num_tokens
         h, d = self.num_heads, self.head_dim
 
-        keys, values, key_bias = [], [], []
+        kv = []
         for s, (feature, k) in enumerate(zip(features, ks, strict=True)):
             window = self.kv_norms[s](_windows(feature, self.grid_size, k))  # rows, k^2, C_s
-            keys.append(self.k_projs[s](window))
-            values.append(self.v_projs[s](window))
-            bias = self.scale_embed[s].expand(k * k, -1)
-            key_bias.append(bias if self.window_pos is None else bias + self.window_pos[s])
+            proj = self.kv_projs[s]
+            # The scale embedding rides on the key bias: no extra pass over the keys.
+            bias = torch.cat([proj.bias[: self.dim] + self.scale_embed[s], proj.bias[self.dim :]])
+            kv_s = F.linear(window, proj.weight, bias)  # rows, k^2, 2 dim
+            if self.window_pos is not None:
+                kv_s[..., : self.dim] += self.window_pos[s]
+            kv.append(kv_s)
         n_keys = sum(k * k for k in ks)
-        key = (torch.cat(keys, dim=1) + torch.cat(key_bias)).view(rows, n_keys, h, d)
-        value = torch.cat(values, dim=1).view(rows, n_keys, h, d)
+        kv_all = torch.cat(kv, dim=1).view(rows, n_keys, 2, h, d)
+        key, value = kv_all[:, :, 0].transpose(1, 2), kv_all[:, :, 1].transpose(1, 2)
         q = self.q_proj(self.q_norm(x)).reshape(rows, h, 1, d)
-        attn = self._attention(q, key.transpose(1, 2), value.transpose(1, 2))  # rows, h, 1, d
+        attn = self._attention(q, key, value)  # rows, h, 1, d (key, value: rows, h, N, d)
         x = x + self.attn_drop(self.out_proj(attn.reshape(batch, self.num_tokens, self.dim)))
         return x + self.mlp(self.mlp_norm(x))
 
@@ -312,7 +317,10 @@ class SpatialFeatureIntegration(nn.Module):
         if q.shape[0] <= _SDPA_MAX_BATCH:
             return F.scaled_dot_product_attention(q, k, v, dropout_p=p)
         chunks = zip(
-            q.split(_SDPA_MAX_BATCH), k.split(_SDPA_MAX_BATCH), v.split(_SDPA_MAX_BATCH), strict=True
+            q.split(_SDPA_MAX_BATCH),
+            k.split(_SDPA_MAX_BATCH),
+            v.split(_SDPA_MAX_BATCH),
+            strict=True,
         )
         return torch.cat([F.scaled_dot_product_attention(*c, dropout_p=p) for c in chunks])
 
@@ -332,7 +340,7 @@ def sfi_reference_loop(
     """
     ks = _validate_features(features, module.feature_dims, module.grid_size, module.window_sizes)
     batch = features[0].shape[0]
-    L, h, d = module.grid_size, module.num_heads, module.head_dim
+    L, h, d, dim = module.grid_size, module.num_heads, module.head_dim, module.dim
     if queries is None and module.query is not None and module.pos_embed is not None:
         grid = (module.query + module.pos_embed).expand(batch, -1, -1)
     else:
@@ -345,14 +353,12 @@ def sfi_reference_loop(
                 for s, (fmap, k) in enumerate(zip(features, ks, strict=True)):
                     patch = fmap[b, :, i * k : (i + 1) * k, j * k : (j + 1) * k]  # C, k, k
                     pixels = module.kv_norms[s](patch.reshape(patch.shape[0], k * k).T)
-                    key = F.linear(pixels, module.k_projs[s].weight, module.k_projs[s].bias)
-                    key = key + module.scale_embed[s]
+                    w, bias = module.kv_projs[s].weight, module.kv_projs[s].bias
+                    key = F.linear(pixels, w[:dim], bias[:dim]) + module.scale_embed[s]
                     if module.window_pos is not None:
                         key = key + module.window_pos[s]
                     keys.append(key)
-                    values.append(
-                        F.linear(pixels, module.v_projs[s].weight, module.v_projs[s].bias)
-                    )
+                    values.append(F.linear(pixels, w[dim:], bias[dim:]))
                 key, value = torch.cat(keys), torch.cat(values)  # N, dim
                 x = grid[b, i * L + j]
                 q = F.linear(module.q_norm(x), module.q_proj.weight, module.q_proj.bias)

@@ -1,5 +1,6 @@
 """Evaluation metrics."""
 
+from zoo.metrics.captioning import CaptionMetrics
 from zoo.metrics.embedding import (
     CrossModalRetrieval,
     GeodesicError,
@@ -7,6 +8,7 @@ from zoo.metrics.embedding import (
     retrieve_locations,
     zero_shot_logits,
 )
+from zoo.metrics.vqa import VQAAccuracy, normalize_answer
 
 __all__ = [
     "CrossModalRetrieval",
@@ -14,4 +16,7 @@ __all__ = [
     "KNNAccuracy",
     "retrieve_locations",
     "zero_shot_logits",
+    "CaptionMetrics",
+    "VQAAccuracy",
+    "normalize_answer",
 ]

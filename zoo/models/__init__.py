@@ -1,6 +1,21 @@
 """The zoo's LightningModules, one file per model family."""
 
+from zoo.models.aquila import Aquila
 from zoo.models.base import ZooTask
 from zoo.models.flavars import FLAVARS
+from zoo.models.generator import (
+    GenerationConfig,
+    PredictionWriter,
+    TrainingStage,
+    VisionLanguageGenerator,
+)
 
-__all__ = ["FLAVARS", "ZooTask"]
+__all__ = [
+    "FLAVARS",
+    "Aquila",
+    "GenerationConfig",
+    "PredictionWriter",
+    "TrainingStage",
+    "VisionLanguageGenerator",
+    "ZooTask",
+]

@@ -1,0 +1,231 @@
+"""Tests for Aquila's Spatial Feature Integration and its convolutional-concatenation baseline."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import pytest
+import torch
+
+import zoo.layers.sfi as sfi_module
+from zoo.layers.sfi import ConvConcatBaseline, SpatialFeatureIntegration, sfi_reference_loop
+
+DIM = 16
+L = 3
+
+
+def _features(
+    dims: tuple[int, ...], ks: tuple[int, ...], batch: int = 2, seed: int = 0
+) -> list[torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    return [
+        torch.randn(batch, c, k * L, k * L, generator=gen) for c, k in zip(dims, ks, strict=True)
+    ]
+
+
+def _randomise(module: torch.nn.Module, seed: int = 0) -> None:
+    """Non-trivial values for every parameter (biases, norms, embeddings) so nothing hides."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.copy_(torch.randn(p.shape, generator=gen) * 0.3)
+
+
+@pytest.mark.parametrize(
+    ("dims", "ks", "heads", "window_pos"),
+    [
+        ((8, 12, 6), (1, 2, 4), 4, False),
+        ((8, 12, 6), (1, 2, 4), 2, True),
+        ((10, 6), (1, 2), 1, False),
+        ((16, 16), (2, 4), 8, True),
+    ],
+)
+@pytest.mark.parametrize("external", [False, True])
+def test_vectorised_matches_reference_loop(
+    dims: tuple[int, ...], ks: tuple[int, ...], heads: int, window_pos: bool, external: bool
+) -> None:
+    torch.manual_seed(0)
+    module = SpatialFeatureIntegration(
+        DIM, L, dims, num_heads=heads, window_sizes=ks if window_pos else None
+    ).eval()
+    _randomise(module)
+    features = _features(dims, ks)
+    queries = torch.randn(2, L * L, DIM) if external else None
+    with torch.no_grad():
+        fast = module(features, queries)
+    slow = sfi_reference_loop(module, features, queries)
+    assert fast.shape == (2, L * L, DIM)
+    torch.testing.assert_close(fast, slow, atol=1e-5, rtol=1e-5)
+
+
+def test_external_queries_without_learnable_grid() -> None:
+    dims, ks = (8, 12, 6), (1, 2, 4)
+    module = SpatialFeatureIntegration(DIM, L, dims, num_heads=4, learnable_queries=False).eval()
+    _randomise(module, seed=1)
+    assert module.query is None and module.pos_embed is None
+    features, queries = _features(dims, ks), torch.randn(2, L * L, DIM)
+    with torch.no_grad():
+        torch.testing.assert_close(
+            module(features, queries),
+            sfi_reference_loop(module, features, queries),
+            atol=1e-5,
+            rtol=1e-5,
+        )
+    with pytest.raises(ValueError, match="learnable_queries=False"):
+        module(features)
+
+
+def test_learnable_grid_is_shared_over_batch() -> None:
+    dims, ks = (8, 6), (1, 2)
+    module = SpatialFeatureIntegration(DIM, L, dims, num_heads=2).eval()
+    features = _features(dims, ks, batch=1)
+    doubled = [torch.cat([f, f]) for f in features]
+    with torch.no_grad():
+        out = module(doubled)
+    torch.testing.assert_close(out[0], out[1])
+    assert module.num_tokens == L * L == out.shape[1]
+
+
+@pytest.mark.parametrize("cell", [(0, 0), (1, 2), (2, 1)])
+def test_locality(cell: tuple[int, int]) -> None:
+    """Each output token depends on exactly its own windows, at every scale."""
+    dims, ks = (8, 12, 6), (1, 2, 4)
+    module = SpatialFeatureIntegration(DIM, L, dims, num_heads=4).eval()
+    _randomise(module, seed=2)
+    features = _features(dims, ks, batch=1)
+    i, j = cell
+    token = i * L + j
+    with torch.no_grad():
+        base = module(features)
+        for s, k in enumerate(ks):
+            # A random vector, not a constant: LayerNorm would cancel a shift of all channels.
+            bump = 3.0 * torch.randn(dims[s], generator=torch.Generator().manual_seed(s))
+            inside = [f.clone() for f in features]
+            inside[s][0, :, i * k + k - 1, j * k] += bump
+            changed = (module(inside) - base).abs().amax(dim=-1)[0]
+            assert changed[token] > 1e-4, f"scale {s}: a pixel in the window did not matter"
+            others = torch.arange(L * L) != token
+            assert changed[others].max() == 0, f"scale {s}: a pixel leaked to other tokens"
+
+            outside = [f.clone() for f in features]
+            row = ((i + 1) % L) * k  # a pixel of the cell below (wrapping), same column band
+            outside[s][0, :, row, j * k] += bump
+            changed = (module(outside) - base).abs().amax(dim=-1)[0]
+            assert changed[token] == 0, f"scale {s}: a pixel outside the window changed the token"
+
+    # The gradient of the token is non-zero exactly on its windows.
+    features = [f.requires_grad_() for f in features]
+    module(features)[0, token].sum().backward()
+    for s, (f, k) in enumerate(zip(features, ks, strict=True)):
+        assert f.grad is not None
+        mask = torch.zeros(k * L, k * L, dtype=torch.bool)
+        mask[i * k : (i + 1) * k, j * k : (j + 1) * k] = True
+        touched = f.grad[0].abs().sum(0) > 0
+        assert torch.equal(touched, mask), f"scale {s}"
+
+
+def test_gradients_reach_every_parameter_in_training() -> None:
+    dims, ks = (8, 12), (1, 2)
+    module = SpatialFeatureIntegration(DIM, L, dims, num_heads=2, dropout=0.1, window_sizes=ks)
+    module.train()
+    features = [f.requires_grad_() for f in _features(dims, ks)]
+    module(features).square().mean().backward()
+    for name, p in module.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+    assert all(f.grad is not None for f in features)
+
+
+def test_chunked_attention_matches(monkeypatch: pytest.MonkeyPatch) -> None:
+    dims, ks = (8, 6), (1, 2)
+    module = SpatialFeatureIntegration(DIM, L, dims, num_heads=2).eval()
+    features = _features(dims, ks)
+    with torch.no_grad():
+        whole = module(features)
+        monkeypatch.setattr(sfi_module, "_SDPA_MAX_BATCH", 4)  # 2 * 9 rows -> 5 chunks
+        torch.testing.assert_close(module(features), whole)
+
+
+@pytest.mark.parametrize("side", [7, 10])
+def test_non_multiple_map_raises_helpful_error(side: int) -> None:
+    module = SpatialFeatureIntegration(DIM, L, (8, 6), num_heads=2)
+    features = [torch.randn(1, 8, L, L), torch.randn(1, 6, side, side)]
+    with pytest.raises(ValueError, match=rf"scale 1: feature map is {side}x{side}") as err:
+        module(features)
+    message = str(err.value)
+    assert f"grid_size={L}" in message and "image size" in message and "resize" in message
+    assert f"{side // L * L} or {side // L * L + L}" in message
+
+
+def test_map_smaller_than_grid_and_non_square_raise() -> None:
+    module = SpatialFeatureIntegration(DIM, L, (8,), num_heads=2)
+    with pytest.raises(ValueError, match=r"scale 0: feature map is 2x2.*nearest valid sides: 3"):
+        module([torch.randn(1, 8, 2, 2)])
+    with pytest.raises(ValueError, match="must be square"):
+        module([torch.randn(1, 8, 3, 6)])
+
+
+def test_input_errors() -> None:
+    module = SpatialFeatureIntegration(DIM, L, (8, 6), num_heads=2)
+    good = [torch.randn(2, 8, L, L), torch.randn(2, 6, 2 * L, 2 * L)]
+    with pytest.raises(ValueError, match="got 1 feature maps .* 2 scales"):
+        module(good[:1])
+    with pytest.raises(ValueError, match=r"scale 1: map has 7 channels but feature_dims\[1\] = 6"):
+        module([good[0], torch.randn(2, 7, 2 * L, 2 * L)])
+    with pytest.raises(ValueError, match="batch size 3"):
+        module([good[0], torch.randn(3, 6, 2 * L, 2 * L)])
+    with pytest.raises(ValueError, match="B x C x H x W"):
+        module([good[0], torch.randn(6, 2 * L, 2 * L)])
+    with pytest.raises(TypeError, match="sequence"):
+        module(good[0])
+    for bad in (
+        torch.randn(2, L * L + 1, DIM),
+        torch.randn(2, L * L, DIM + 1),
+        torch.randn(L * L, DIM),
+    ):
+        with pytest.raises(
+            ValueError, match=r"queries must have shape \(B, L\^2, dim\) = \(2, 9, 16\)"
+        ):
+            module(good, bad)
+
+
+def test_constructor_and_window_size_errors() -> None:
+    with pytest.raises(ValueError, match="num_heads=3"):
+        SpatialFeatureIntegration(DIM, L, (8,), num_heads=3)
+    with pytest.raises(ValueError, match="feature_dims"):
+        SpatialFeatureIntegration(DIM, L, ())
+    with pytest.raises(ValueError, match="window_sizes"):
+        SpatialFeatureIntegration(DIM, L, (8, 6), window_sizes=(1,))
+    module = SpatialFeatureIntegration(DIM, L, (8, 6), num_heads=2, window_sizes=(1, 2))
+    with pytest.raises(ValueError, match=r"window_sizes\[1\]=2"):
+        module([torch.randn(1, 8, L, L), torch.randn(1, 6, 4 * L, 4 * L)])
+
+
+@pytest.mark.parametrize("downsample", ["pool", "conv"])
+def test_conv_concat_baseline(downsample: Literal["pool", "conv"]) -> None:
+    dims, ks = (8, 12, 6), (1, 2, 4)
+    baseline = ConvConcatBaseline(DIM, L, dims, downsample=downsample, window_sizes=ks)
+    features = [f.requires_grad_() for f in _features(dims, ks)]
+    out = baseline(features)
+    assert out.shape == (2, L * L, DIM) and baseline.num_tokens == L * L
+    out.square().mean().backward()
+    for name, p in baseline.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+    assert all(f.grad is not None and f.grad.abs().sum() > 0 for f in features)
+
+    queries = torch.randn(2, L * L, DIM)
+    with torch.no_grad():
+        torch.testing.assert_close(baseline(features, queries) - baseline(features), queries)
+    with pytest.raises(ValueError, match="queries must have shape"):
+        baseline(features, torch.randn(2, L * L, DIM + 1))
+    with pytest.raises(ValueError, match="got 2 feature maps"):
+        baseline(features[:2])
+
+
+def test_conv_concat_baseline_errors() -> None:
+    with pytest.raises(ValueError, match="needs window_sizes"):
+        ConvConcatBaseline(DIM, L, (8, 6), downsample="conv")
+    conv = ConvConcatBaseline(DIM, L, (8,), downsample="conv", window_sizes=(2,))
+    with pytest.raises(ValueError, match="scale 0: feature map is 7x7"):
+        conv([torch.randn(1, 8, 7, 7)])
+    pool = ConvConcatBaseline(DIM, L, (8,))  # pooling accepts any size
+    assert pool([torch.randn(1, 8, 7, 7)]).shape == (1, L * L, DIM)

@@ -1,0 +1,61 @@
+"""The generators' evaluation: captioning metrics on caption tasks, VQA accuracy on questions."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from torch import Tensor, nn
+
+from zoo.metrics.captioning import CaptionMetrics
+from zoo.metrics.vqa import VQAAccuracy
+
+__all__ = ["GenerationMetrics"]
+
+
+class GenerationMetrics(nn.Module):
+    """Route each generated answer by its sample's ``task``: caption tasks to
+    :class:`CaptionMetrics` (BLEU, METEOR, ROUGE-L, CIDEr against ``reference``), everything
+    else to :class:`VQAAccuracy` per ``question_type``.
+
+    Args:
+        question_types: VQA question types reported separately ('' counts only overall).
+        caption_tasks: the task names scored as captions.
+        meteor: compute METEOR (needs Java; skipped with a warning without it).
+    """
+
+    def __init__(
+        self, question_types: Sequence[str] = (), caption_tasks: Sequence[str] = ("caption", "description"),
+        meteor: bool = True,
+    ) -> None:
+        super().__init__()
+        self.question_types = list(question_types)
+        self.caption_tasks = set(caption_tasks)
+        self.caption = CaptionMetrics(meteor=meteor)
+        self.vqa = VQAAccuracy(question_types=self.question_types or None)
+
+    def update(self, batch: dict[str, Any], answers: list[str]) -> None:
+        tasks = batch.get("task") or [""] * len(answers)
+        types = batch.get("question_type") or [""] * len(answers)
+        caption = [i for i, t in enumerate(tasks) if t in self.caption_tasks]
+        if caption:
+            self.caption.update([answers[i] for i in caption], [[batch["reference"][i]] for i in caption])
+        vqa = [i for i, t in enumerate(tasks) if t not in self.caption_tasks]
+        if vqa:
+            known = set(self.question_types)
+            self.vqa.update(
+                [answers[i] for i in vqa], [batch["reference"][i] for i in vqa],
+                [types[i] for i in vqa] if known and all(types[i] in known for i in vqa) else None,
+            )
+
+    def compute(self) -> dict[str, Tensor]:
+        out: dict[str, Tensor] = {}
+        if self.caption.update_called:
+            out.update(self.caption.compute())
+        if self.vqa.update_called:
+            out.update({f"vqa_{k}": v for k, v in self.vqa.compute().items()})
+        return out
+
+    def reset(self) -> None:
+        self.caption.reset()
+        self.vqa.reset()

@@ -1,0 +1,144 @@
+"""Aquila: a remote-sensing vision-language generator over multi-scale CLIP-ConvNeXt features.
+
+* A-CCN: a ConvNeXt (CLIP-ConvNeXt-XXL at 1024 px in the paper) without its head gives four
+  stage maps; four two-layer MLP projectors map each stage's channels to the LLM width.
+* SFI: a learnable L×L query grid; each query cross-attends only to the sub-region of each
+  scale that lies under it; the L² outputs are the LLM's visual tokens.
+* MDA: SFI again inside the LLM, before the configured decoder layers, with the hidden states
+  at the visual positions as queries, written back in place (an empty list switches it off).
+* Ablations of the paper's Table 5: ``connector: conv`` (convolutional concatenation instead
+  of SFI) and ``mda_layers: []``.
+Training is two stages (configs/aquila/stage1.yaml, stage2.yaml): SFI only, then SFI + LoRA.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from torch import Tensor, nn
+from transformers import PreTrainedTokenizerBase
+
+from zoo.encoders.vision import create_timm_model
+from zoo.layers.sfi import ConvConcatBaseline, SpatialFeatureIntegration
+from zoo.models.generator import GenerationConfig, TrainingStage, VisionLanguageGenerator
+from zoo.metrics.generation import GenerationMetrics
+
+__all__ = ["Aquila"]
+
+
+class StageProjector(nn.Sequential):
+    """Two-layer MLP applied to every cell of a ``B×C×H×W`` map, keeping the layout."""
+
+    def __init__(self, channels: int, width: int) -> None:
+        super().__init__(nn.Linear(channels, width), nn.GELU(), nn.Linear(width, width))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return super().forward(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+
+class Aquila(VisionLanguageGenerator):
+    """Aquila with SFI and MDA over a swappable ConvNeXt and LLM.
+
+    Args:
+        vision_encoder: a timm ConvNeXt name (``convnext_xxlarge.clip_laion2b_soup`` in the
+            paper), ``hf:org/model`` or a local folder; any timm model with ``features_only``.
+        vision_pretrained: load the vision encoder's named weights.
+        vision_checkpoint: a local weight file for the vision encoder.
+        feature_stages: which backbone stages feed SFI (each map must be a multiple of the grid).
+        grid_size: L; the LLM sees L² visual tokens (32 -> 1024 tokens in the paper).
+        num_heads: attention heads of SFI and MDA.
+        connector: ``sfi`` or ``conv`` (the Table 5 convolutional-concatenation baseline).
+        mda_layers: LLM decoder layers preceded by an MDA block (empty: MDA off).
+        question_types: VQA question types reported separately.
+        llm, llm_pretrained, gguf_file, llm_dtype, stage, generation, val_generate_batches,
+        tokenizer, class_names, image_size, lr, weight_decay, betas, warmup_fraction: see
+            :class:`~zoo.models.generator.VisionLanguageGenerator`.
+    """
+
+    def __init__(
+        self,
+        vision_encoder: str = "zoo_convnext_tiny",
+        vision_pretrained: bool = False,
+        vision_checkpoint: str | None = None,
+        feature_stages: list[int] = [0, 1, 2],  # noqa: B006
+        grid_size: int = 4,
+        num_heads: int = 4,
+        connector: Literal["sfi", "conv"] = "sfi",
+        mda_layers: list[int] = [1, 3],  # noqa: B006
+        question_types: list[str] = ["presence", "count", "position", "colour", "category"],  # noqa: B006
+        llm: str = "tiny",
+        llm_pretrained: bool = True,
+        gguf_file: str | None = None,
+        llm_dtype: str | None = None,
+        stage: TrainingStage | None = None,
+        generation: GenerationConfig | None = None,
+        val_generate_batches: int = 2,
+        tokenizer: PreTrainedTokenizerBase | None = None,
+        class_names: list[str] | None = None,
+        image_size: int = 64,
+        lr: float = 1e-3,
+        weight_decay: float = 0.05,
+        betas: tuple[float, float] = (0.9, 0.95),
+        warmup_fraction: float = 0.06,
+    ) -> None:
+        super().__init__(
+            llm, llm_pretrained, gguf_file, llm_dtype, stage, generation, val_generate_batches,
+            tokenizer, class_names, image_size, lr, weight_decay, betas, warmup_fraction,
+        )
+        self.save_hyperparameters(ignore=["tokenizer"])
+        self.vision = create_timm_model(
+            vision_encoder, vision_pretrained, vision_checkpoint, features_only=True,
+            out_indices=tuple(feature_stages),
+        )
+        channels = self.vision.feature_info.channels()
+        width = self.llm_width
+        self.projectors = nn.ModuleList(StageProjector(c, width) for c in channels)
+        dims = [width] * len(channels)
+        if connector == "sfi":
+            self.connector = SpatialFeatureIntegration(width, grid_size, dims, num_heads)
+        else:
+            self.connector = ConvConcatBaseline(width, grid_size, dims)
+        self.mda = nn.ModuleDict({
+            str(layer): SpatialFeatureIntegration(
+                width, grid_size, dims, num_heads, learnable_queries=False
+            )
+            for layer in mda_layers
+        })
+        self.inject_layers = sorted(mda_layers)
+        self.metrics = nn.ModuleDict({
+            split: GenerationMetrics(question_types) for split in ("val", "test")
+        })
+        self.setup_stage()
+
+    def multiscale_features(self, image: Tensor) -> list[Tensor]:
+        """The projected stage maps ``B×width×H_s×W_s`` (A-CCN)."""
+        return [p(f) for p, f in zip(self.projectors, self.vision(image), strict=True)]
+
+    def visual_tokens(self, image: Tensor) -> tuple[Tensor, Any]:
+        features = self.multiscale_features(image)
+        return self.connector(features), features
+
+    def inject(self, layer: int, hidden: Tensor, positions: Tensor, context: Any) -> Tensor:
+        """MDA: SFI with the visual hidden states as queries, written back in place."""
+        index = positions.unsqueeze(-1).expand(-1, -1, hidden.shape[-1])
+        queries = hidden.gather(1, index)
+        features = [f.to(hidden.dtype) for f in context]
+        updated = self.mda[str(layer)](features, queries.to(features[0].dtype))
+        return hidden.scatter(1, index, updated.to(hidden.dtype))
+
+    def update_generation_metrics(self, split: str, batch: dict[str, Any], answers: list[str]) -> None:
+        self.metrics[split].update(batch, answers)
+
+    def _log_generation_metrics(self, split: str) -> None:
+        metric = self.metrics[split]
+        values = metric.compute()
+        if values:
+            self.log_dict({f"{split}_{k}": v for k, v in values.items()})
+        metric.reset()
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_generation_metrics("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_generation_metrics("test")
+

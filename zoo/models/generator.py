@@ -1,0 +1,379 @@
+"""The generator core that Aquila, FUSE and GeoPix share (Prismatic VLMs / LLaVA anatomy).
+
+A generator = vision backbone + connector (projector, SFI ...) + causal LM. A family's file
+builds its vision side and implements :meth:`VisionLanguageGenerator.visual_tokens`; if it
+injects visual features inside the LLM (Aquila's MDA, FUSE's recurrent injection) it also
+implements :meth:`VisionLanguageGenerator.inject` and lists the layers in ``self.inject_layers``.
+
+Conventions:
+* the data tokenises; each sample has one ``<image>`` token, which the model replaces by its
+  visual tokens (vectorised splice, any position, left or right padding);
+* labels are -100 except on answers (done by the data) and on visual tokens (done here);
+* training stages are a :class:`TrainingStage` (what is trained, LoRA by peft) in the config.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning.pytorch.callbacks import BasePredictionWriter
+from lightning.pytorch.utilities import rank_zero_info
+from torch import Tensor, nn
+from transformers import PreTrainedTokenizerBase
+
+from zoo.encoders.llm import build_llm, decoder_layers
+from zoo.models.base import ZooTask
+
+__all__ = [
+    "GenerationConfig",
+    "PredictionWriter",
+    "TrainingStage",
+    "VisionLanguageGenerator",
+    "splice_visual_tokens",
+]
+
+LLAMA_LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+@dataclass
+class TrainingStage:
+    """What a training stage trains (everything else is frozen).
+
+    Attributes:
+        train_vision: the vision encoder.
+        train_connector: projectors, SFI/MDA, injection modules (everything but vision and LLM).
+        train_llm: the whole LLM (full fine-tuning).
+        lora_rank: LoRA rank on the LLM (0: no LoRA); LoRA adapters are always trained.
+        lora_alpha: LoRA scaling numerator.
+        lora_dropout: dropout on the LoRA input.
+        lora_target_modules: names of the LLM's linear layers that get adapters.
+        init_checkpoint: a previous stage's checkpoint to start from (weights only).
+    """
+
+    train_vision: bool = False
+    train_connector: bool = True
+    train_llm: bool = False
+    lora_rank: int = 0
+    lora_alpha: int = 16
+    lora_dropout: float = 0.05
+    lora_target_modules: list[str] = field(default_factory=lambda: list(LLAMA_LORA_TARGETS))
+    init_checkpoint: str | None = None
+
+
+@dataclass
+class GenerationConfig:
+    """Decoding with the KV cache: greedy by default, sampling when ``do_sample``."""
+
+    max_new_tokens: int = 32
+    do_sample: bool = False
+    temperature: float = 1.0
+    top_p: float = 1.0
+    num_beams: int = 1
+
+
+def splice_visual_tokens(
+    embeds: Tensor, input_ids: Tensor, attention_mask: Tensor, labels: Tensor | None,
+    image_token_id: int, visual: Tensor,
+) -> tuple[Tensor, Tensor, Tensor | None, Tensor]:
+    """Replace each sample's single ``<image>`` token by its ``N`` visual tokens.
+
+    Returns the new embeddings ``B×(T+N-1)×D``, attention mask, labels (-100 on the visual
+    tokens) and the visual positions ``B×N``. One gather, no loop over samples or tokens.
+    """
+    b, t, d = embeds.shape
+    n = visual.shape[1]
+    is_image = input_ids == image_token_id
+    counts = is_image.sum(dim=1)
+    if (counts != 1).any():
+        bad = int((counts != 1).nonzero()[0])
+        raise ValueError(
+            f"sample {bad} of the batch has {int(counts[bad])} <image> tokens; each needs exactly "
+            "one (check the conversation file and that the tokenizer knows '<image>')"
+        )
+    start = is_image.float().argmax(dim=1, keepdim=True)  # B×1
+    new = torch.arange(t + n - 1, device=embeds.device).expand(b, -1)
+    in_visual = (new >= start) & (new < start + n)
+    text_index = torch.where(new < start, new, new - n + 1).clamp(0, t - 1)
+    visual_index = (new - start).clamp(0, n - 1)
+    out = torch.where(
+        in_visual.unsqueeze(-1),
+        visual.to(embeds.dtype).gather(1, visual_index.unsqueeze(-1).expand(-1, -1, d)),
+        embeds.gather(1, text_index.unsqueeze(-1).expand(-1, -1, d)),
+    )
+    mask = torch.where(in_visual, 1, attention_mask.gather(1, text_index))
+    new_labels = None
+    if labels is not None:
+        new_labels = torch.where(in_visual, -100, labels.gather(1, text_index))
+    positions = start + torch.arange(n, device=embeds.device)
+    return out, mask, new_labels, positions
+
+
+class VisionLanguageGenerator(ZooTask):
+    """Base of the zoo's generators; subclasses build the vision side.
+
+    Args:
+        llm: ``tiny``/``small`` random Llama, a Hugging Face id or a local folder.
+        llm_pretrained: load the LLM's weights when it is named.
+        gguf_file: a GGUF weight file inside ``llm`` (e.g. the packaged SmolLM2).
+        llm_dtype: the LLM's weight dtype (None: float32; use bf16-mixed precision to train).
+        stage: what this training stage trains, LoRA, and the checkpoint it starts from.
+        generation: decoding settings for validation, test and predict.
+        val_generate_batches: validation batches decoded for the generation metrics per epoch.
+        tokenizer: the data's tokenizer (linked from the data).
+        class_names: scene classes (linked from the data).
+        image_size: input size in pixels (linked from the data).
+        lr: peak learning rate; weight_decay, betas, warmup_fraction: AdamW and schedule.
+    """
+
+    def __init__(
+        self,
+        llm: str = "tiny",
+        llm_pretrained: bool = True,
+        gguf_file: str | None = None,
+        llm_dtype: str | None = None,
+        stage: TrainingStage | None = None,
+        generation: GenerationConfig | None = None,
+        val_generate_batches: int = 2,
+        tokenizer: PreTrainedTokenizerBase | None = None,
+        class_names: list[str] | None = None,
+        image_size: int = 64,
+        lr: float = 1e-3,
+        weight_decay: float = 0.05,
+        betas: tuple[float, float] = (0.9, 0.95),
+        warmup_fraction: float = 0.03,
+    ) -> None:
+        super().__init__(lr, weight_decay, betas, warmup_fraction)
+        if tokenizer is None:
+            raise ValueError(
+                f"{type(self).__name__} needs the data's tokenizer: pass tokenizer="
+                "datamodule.tokenizer (the zoo CLI links it from the datamodule)"
+            )
+        image_token = tokenizer.convert_tokens_to_ids("<image>")
+        if image_token is None or image_token == tokenizer.unk_token_id:
+            raise ValueError("the tokenizer has no '<image>' token; build it with chat=True")
+        self.tokenizer = tokenizer
+        self.image_token_id = int(image_token)
+        self.class_names = list(class_names or [])
+        # Checkpoints store the dataclasses as dicts (see on_save_checkpoint).
+        self.stage = TrainingStage(**stage) if isinstance(stage, dict) else stage or TrainingStage()
+        self.generation = (
+            GenerationConfig(**generation) if isinstance(generation, dict)
+            else generation or GenerationConfig()
+        )
+        self.val_generate_batches = val_generate_batches
+        self.llm = build_llm(llm, len(tokenizer), llm_pretrained, gguf_file, llm_dtype)
+        self.llm.config.pad_token_id = tokenizer.pad_token_id
+        self.inject_layers: list[int] = []
+        self._inject_context: dict[str, Any] | None = None
+        self._hooks: list[Any] = []
+
+    @property
+    def llm_width(self) -> int:
+        return self.llm.config.hidden_size
+
+    # ----------------------------------------------------------------- subclass interface
+    def visual_tokens(self, image: Tensor) -> tuple[Tensor, Any]:
+        """``B×N×llm_width`` tokens for the LLM input, and any context for :meth:`inject`."""
+        raise NotImplementedError
+
+    def inject(self, layer: int, hidden: Tensor, positions: Tensor, context: Any) -> Tensor:
+        """Update the hidden states before decoder layer ``layer`` (only the visual positions
+        ``B×N`` may change). Called only for the layers in ``self.inject_layers``."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------------- stages
+    def setup_stage(self) -> None:
+        """Load the previous stage's weights, freeze per the stage, add LoRA, install hooks.
+
+        Subclasses call this at the end of ``__init__``, once every module exists.
+        """
+        stage = self.stage
+        if stage.init_checkpoint is not None:
+            self.load_stage_checkpoint(stage.init_checkpoint)
+        for name, param in self.named_parameters():
+            if name.startswith("llm."):
+                param.requires_grad = stage.train_llm
+            elif name.startswith("vision."):
+                param.requires_grad = stage.train_vision
+            else:
+                param.requires_grad = stage.train_connector
+        if stage.lora_rank > 0:
+            from peft import LoraConfig, get_peft_model
+
+            config = LoraConfig(
+                r=stage.lora_rank, lora_alpha=stage.lora_alpha, lora_dropout=stage.lora_dropout,
+                target_modules=list(stage.lora_target_modules), bias="none", task_type="CAUSAL_LM",
+            )
+            self.llm = get_peft_model(self.llm, config)
+            if stage.train_llm:
+                for name, param in self.llm.named_parameters():
+                    param.requires_grad = True
+        self._install_hooks()
+
+    def load_stage_checkpoint(self, path: str) -> None:
+        """Weights of a previous stage (a Lightning checkpoint or a safetensors file)."""
+        file = Path(path)
+        if not file.is_file():
+            raise FileNotFoundError(f"stage.init_checkpoint {file} does not exist")
+        if file.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(str(file))
+        else:
+            state = torch.load(file, map_location="cpu", weights_only=True)["state_dict"]
+        state = {_unpeft(k): v for k, v in state.items() if "lora_" not in k}
+        missing, unexpected = self.load_state_dict(state, strict=False)
+        rank_zero_info(
+            f"loaded {len(state) - len(unexpected)} tensors from {file}"
+            + (f"; {len(missing)} not in it (e.g. {missing[0]})" if missing else "")
+        )
+        if unexpected:
+            raise ValueError(
+                f"{file} holds weights this model does not have (e.g. {unexpected[0]}): is it a "
+                "checkpoint of the same model family and size?"
+            )
+
+    def _install_hooks(self) -> None:
+        for handle in self._hooks:
+            handle.remove()
+        layers = decoder_layers(self.llm)
+        self._hooks = []
+        for index in self.inject_layers:
+            if not 0 <= index < len(layers):
+                raise ValueError(f"injection layer {index} is outside the LLM's {len(layers)} layers")
+            self._hooks.append(
+                layers[index].register_forward_pre_hook(self._make_hook(index), with_kwargs=True)
+            )
+
+    def _make_hook(self, index: int):
+        def hook(module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict] | None:
+            context = self._inject_context
+            if context is None:
+                return None
+            hidden = kwargs["hidden_states"] if "hidden_states" in kwargs else args[0]
+            positions = context["positions"]
+            if hidden.shape[1] <= int(positions.max()):  # a decoding step: no visual tokens
+                return None
+            hidden = self.inject(index, hidden, positions, context["context"])
+            if "hidden_states" in kwargs:
+                kwargs["hidden_states"] = hidden
+            else:
+                args = (hidden, *args[1:])
+            return args, kwargs
+
+        return hook
+
+    def merge_lora(self) -> None:
+        """Fold the LoRA adapters into the LLM's weights (a plain model afterwards)."""
+        if hasattr(self.llm, "merge_and_unload"):
+            self.llm = self.llm.merge_and_unload()
+            self._install_hooks()
+
+    # ------------------------------------------------------------------------ forward
+    def _inputs(
+        self, image: Tensor, input_ids: Tensor, attention_mask: Tensor, labels: Tensor | None
+    ) -> tuple[Tensor, Tensor, Tensor | None]:
+        visual, context = self.visual_tokens(image)
+        embeds = self.llm.get_input_embeddings()(input_ids)
+        embeds, mask, labels, positions = splice_visual_tokens(
+            embeds, input_ids, attention_mask, labels, self.image_token_id, visual
+        )
+        self._inject_context = {"positions": positions, "context": context} if self.inject_layers else None
+        return embeds, mask, labels
+
+    def forward(
+        self, image: Tensor, input_ids: Tensor, attention_mask: Tensor, labels: Tensor | None = None
+    ) -> Any:
+        """Teacher-forced pass; returns the Hugging Face output (``loss`` when labels given)."""
+        embeds, mask, labels = self._inputs(image, input_ids, attention_mask, labels)
+        try:
+            return self.llm(inputs_embeds=embeds, attention_mask=mask, labels=labels)
+        finally:
+            self._inject_context = None
+
+    @torch.no_grad()
+    def generate(self, image: Tensor, prompt_ids: Tensor, prompt_attention_mask: Tensor) -> list[str]:
+        """Decode answers to left-padded prompts with the KV cache."""
+        embeds, mask, _ = self._inputs(image, prompt_ids, prompt_attention_mask, None)
+        g = self.generation
+        try:
+            out = self.llm.generate(
+                inputs_embeds=embeds, attention_mask=mask, max_new_tokens=g.max_new_tokens,
+                do_sample=g.do_sample, temperature=g.temperature if g.do_sample else None,
+                top_p=g.top_p if g.do_sample else None, num_beams=g.num_beams,
+                eos_token_id=self.tokenizer.eos_token_id, pad_token_id=self.tokenizer.pad_token_id,
+            )
+        finally:
+            self._inject_context = None
+        return [s.strip() for s in self.tokenizer.batch_decode(out, skip_special_tokens=True)]
+
+    # ----------------------------------------------------------------------- training
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
+        loss = self(batch["image"], batch["input_ids"], batch["attention_mask"], batch["labels"]).loss
+        self.log("train_loss", loss, batch_size=len(batch["image"]), prog_bar=True)
+        return loss
+
+    def _evaluate(self, split: str, batch: dict[str, Any], batch_idx: int) -> None:
+        loss = self(batch["image"], batch["input_ids"], batch["attention_mask"], batch["labels"]).loss
+        self.log(f"{split}_loss", loss, batch_size=len(batch["image"]), sync_dist=True)
+        if split == "val" and batch_idx >= self.val_generate_batches:
+            return
+        answers = self.generate(batch["image"], batch["prompt_ids"], batch["prompt_attention_mask"])
+        self.update_generation_metrics(split, batch, answers)
+
+    def update_generation_metrics(self, split: str, batch: dict[str, Any], answers: list[str]) -> None:
+        """Hook for the families' metrics (captioning, VQA); the core has none."""
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self._evaluate("val", batch, batch_idx)
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self._evaluate("test", batch, batch_idx)
+
+    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> list[dict[str, str]]:
+        answers = self.generate(batch["image"], batch["prompt_ids"], batch["prompt_attention_mask"])
+        return [
+            {"id": i, "question": q, "answer": a, "reference": r}
+            for i, q, a, r in zip(batch["id"], batch["question"], answers, batch["reference"], strict=True)
+        ]
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Plain types only in the hyper-parameters, so checkpoints load with weights_only."""
+        hparams = checkpoint.get("hyper_parameters", {})
+        for key in ("stage", "generation"):
+            if key in hparams and hasattr(hparams[key], "__dataclass_fields__"):
+                hparams[key] = asdict(hparams[key])
+
+
+def _unpeft(key: str) -> str:
+    """A peft-wrapped LLM's parameter name as the plain model's."""
+    return key.replace("llm.base_model.model.", "llm.").replace(".base_layer.", ".")
+
+
+class PredictionWriter(BasePredictionWriter):
+    """Write one JSON line per sample (id, question, answer, reference) to ``output_path``.
+
+    Each rank writes its own file (``.rank{r}`` suffix under DDP); the file is written to a
+    temporary name and moved into place at the end, so no half-written file is left behind.
+    """
+
+    def __init__(self, output_path: str = "predictions.jsonl") -> None:
+        super().__init__(write_interval="epoch")
+        self.output_path = output_path
+
+    def write_on_epoch_end(self, trainer, pl_module, predictions, batch_indices) -> None:
+        path = Path(self.output_path)
+        if trainer.world_size > 1:
+            path = path.with_name(f"{path.name}.rank{trainer.global_rank}")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        with tmp.open("w", encoding="utf-8") as f:
+            for batch in predictions:
+                for row in batch:
+                    f.write(json.dumps(row) + "\n")
+        tmp.replace(path)
+        rank_zero_info(f"wrote {sum(len(b) for b in predictions)} predictions to {path}")
