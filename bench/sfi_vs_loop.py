@@ -4,7 +4,7 @@ Times one forward pass (no grad, eval mode) of :class:`zoo.layers.sfi.SpatialFea
 and of :func:`zoo.layers.sfi.sfi_reference_loop` on the same module and inputs, checks that they
 agree, and prints milliseconds per call and the speed-up.
 
-    python bench/sfi_vs_loop.py [--batch 2] [--grid 16] [--scales 1 2 4 8] [--dim 256]
+    python bench/sfi_vs_loop.py [--batch 2] [--grid 16] [--scales 1 2 4 8] [--dim 256] [--threads N]
 """
 
 from __future__ import annotations
@@ -40,7 +40,10 @@ def main() -> None:
     parser.add_argument("--heads", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=20, help="timed calls of the fast path")
     parser.add_argument("--loop-repeats", type=int, default=2, help="timed calls of the loop")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     torch.manual_seed(0)
     dims = [args.dim] * len(args.scales)

@@ -24,10 +24,15 @@ def _in_repo(monkeypatch):
     monkeypatch.setattr(sys, "argv", ["zoo"])
 
 
+#: Configs written as overrides of another (a later training stage) parse composed on it.
+BASES = {"configs/aquila/stage2.yaml": "configs/aquila/stage1.yaml"}
+
+
 @pytest.mark.parametrize("config", CONFIGS)
 def test_every_config_parses(config, capsys):
+    base = ["--config", BASES[config]] if config in BASES else []
     with pytest.raises(SystemExit) as exit_:
-        main(["fit", "--config", config, "--print_config"])
+        main(["fit", *base, "--config", config, "--print_config"])
     assert exit_.value.code in (0, None)
     resolved = yaml.safe_load(capsys.readouterr().out)
     assert resolved["model"]["class_path"].startswith("zoo.models.")

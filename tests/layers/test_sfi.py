@@ -73,6 +73,10 @@ def test_external_queries_without_learnable_grid() -> None:
         )
     with pytest.raises(ValueError, match="learnable_queries=False"):
         module(features)
+    # MDA: gradients reach the LLM hidden states used as queries.
+    queries.requires_grad_()
+    module(features, queries).sum().backward()
+    assert queries.grad is not None and queries.grad.abs().sum() > 0
 
 
 def test_learnable_grid_is_shared_over_batch() -> None:

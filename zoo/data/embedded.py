@@ -110,15 +110,15 @@ _SUPERCATEGORIES = {
     "field": "land",
 }
 # Nominal object area in (64-pixel-canvas units)^2, for the "small"/"large" size words.
-_NOMINAL_AREA = {
+_NOMINAL_AREA: dict[str, float | None] = {
     "building": 45.0,
-    "road": 400.0,
-    "tree": 14.0,
-    "vehicle": 6.0,
-    "ship": 45.0,
+    "road": None,  # no size words for roads
+    "tree": 24.0,
+    "vehicle": 9.0,
+    "ship": 40.0,
     "storage tank": 40.0,
     "plane": 60.0,
-    "field": 300.0,
+    "field": 250.0,
 }
 _NO_POSITION = frozenset({"road"})  # elongated objects: a centroid position would mislead
 
@@ -449,8 +449,13 @@ def _pick(rng: np.random.Generator, items: Sequence[Any]) -> Any:
 
 
 def _pick_weighted(rng: np.random.Generator, options: Sequence[tuple[str, float]]) -> str:
-    weights = np.array([w for _, w in options])
-    return options[int(rng.choice(len(options), p=weights / weights.sum()))][0]
+    """A name drawn with the given relative weights."""
+    x = float(rng.random()) * sum(w for _, w in options)
+    for name, weight in options:
+        x -= weight
+        if x < 0.0:
+            return name
+    return options[-1][0]
 
 
 @lru_cache(maxsize=8)
@@ -576,7 +581,7 @@ class _Canvas:
     def mix(self, a: np.ndarray, b: np.ndarray, cells: int, bias: float, sharp: float) -> None:
         """Background blending palettes ``a`` and ``b`` with low-frequency noise."""
         t = 1.0 / (1.0 + np.exp(-sharp * (_smooth(self.rng, self.size, cells) + bias)))
-        self.background = (a[None, None] * (1.0 - t[..., None]) + b[None, None] * t[..., None])
+        self.background = a[None, None] * (1.0 - t[..., None]) + b[None, None] * t[..., None]
         self.background = self.background.astype(np.float32)
 
     def modulate(self, cells: int, amplitude: float) -> None:
@@ -665,8 +670,15 @@ class _Canvas:
             step = 6.0 * self.u
             n = int(length / step)
             for k in range(-n // 2, n // 2 + 1):
-                decor.append(("poly", _rect(x + c * k * step, y + s * k * step,
-                                            2.5 * self.u, 0.6 * self.u, angle), 1.8))
+                decor.append(
+                    (
+                        "poly",
+                        _rect(
+                            x + c * k * step, y + s * k * step, 2.5 * self.u, 0.6 * self.u, angle
+                        ),
+                        1.8,
+                    )
+                )
         self.add(_Shape("road", colour, rgb, "poly", _rect(x, y, length, width, angle), decor))
         self.roads.append((x0, y0, x1, y1, width / 2))
 
@@ -680,39 +692,84 @@ class _Canvas:
             decor = [("poly", shade, 0.78)]
         else:  # flat roof with a lighter inner panel
             decor = [("poly", _rect(x, y, 0.8 * length, 0.7 * width, angle), 1.07)]
-        self.add(_Shape("building", colour, self.rgb(colour), "poly",
-                        _rect(x, y, length, width, angle), decor, shadow=True))
+        self.add(
+            _Shape(
+                "building",
+                colour,
+                self.rgb(colour),
+                "poly",
+                _rect(x, y, length, width, angle),
+                decor,
+                shadow=True,
+            )
+        )
 
     def tree(self, x: float, y: float, radius: float, darkness: float) -> None:
         rx = radius * float(self.rng.uniform(0.85, 1.15))
         highlight = _ellipse(x - 0.25 * radius, y - 0.25 * radius, 0.45 * radius, 0.45 * radius)
-        self.add(_Shape("tree", "green", self.vegetation_rgb(darkness), "ellipse",
-                        _ellipse(x, y, rx, radius), [("ellipse", highlight, 1.18)], shadow=True))
+        self.add(
+            _Shape(
+                "tree",
+                "green",
+                self.vegetation_rgb(darkness),
+                "ellipse",
+                _ellipse(x, y, rx, radius),
+                [("ellipse", highlight, 1.18)],
+                shadow=True,
+            )
+        )
 
     def vehicle(self, x: float, y: float, angle: float, colour: str, large: bool = False) -> None:
         length = float(self.rng.uniform(4.5, 6.5) if large else self.rng.uniform(3.0, 4.5)) * self.u
         width = float(self.rng.uniform(2.0, 2.6) if large else self.rng.uniform(1.8, 2.4)) * self.u
-        self.add(_Shape("vehicle", colour, self.rgb(colour), "poly",
-                        _rect(x, y, length, width, angle)))
+        self.add(
+            _Shape("vehicle", colour, self.rgb(colour), "poly", _rect(x, y, length, width, angle))
+        )
 
-    def ship(self, x: float, y: float, length: float, beam: float, angle: float, colour: str) -> None:
+    def ship(
+        self, x: float, y: float, length: float, beam: float, angle: float, colour: str
+    ) -> None:
         factor = 1.5 if colour in ("black", "blue", "red") else 0.75
         cabin = _transform(_rect(-0.22 * length, 0.0, 0.25 * length, 0.6 * beam, 0.0), x, y, angle)
-        self.add(_Shape("ship", colour, self.rgb(colour), "poly",
-                        _transform(_ship_outline(length, beam), x, y, angle),
-                        [("poly", cabin, factor)], shadow=True))
+        self.add(
+            _Shape(
+                "ship",
+                colour,
+                self.rgb(colour),
+                "poly",
+                _transform(_ship_outline(length, beam), x, y, angle),
+                [("poly", cabin, factor)],
+                shadow=True,
+            )
+        )
 
     def tank(self, x: float, y: float, radius: float, colour: str) -> None:
         roof = _ellipse(x, y, 0.72 * radius, 0.72 * radius)
         hub = _ellipse(x, y, 0.2 * radius, 0.2 * radius)
-        self.add(_Shape("storage tank", colour, self.rgb(colour), "ellipse",
-                        _ellipse(x, y, radius, radius),
-                        [("ellipse", roof, 0.86), ("ellipse", hub, 0.7)], shadow=True))
+        self.add(
+            _Shape(
+                "storage tank",
+                colour,
+                self.rgb(colour),
+                "ellipse",
+                _ellipse(x, y, radius, radius),
+                [("ellipse", roof, 0.86), ("ellipse", hub, 0.7)],
+                shadow=True,
+            )
+        )
 
     def plane(self, x: float, y: float, length: float, angle: float, colour: str) -> None:
         span = length * float(self.rng.uniform(0.85, 1.1))
-        self.add(_Shape("plane", colour, self.rgb(colour, 6.0), "poly",
-                        _transform(_plane_outline(length, span), x, y, angle), shadow=True))
+        self.add(
+            _Shape(
+                "plane",
+                colour,
+                self.rgb(colour, 6.0),
+                "poly",
+                _transform(_plane_outline(length, span), x, y, angle),
+                shadow=True,
+            )
+        )
 
     def field(
         self, x: float, y: float, length: float, width: float, angle: float, colour: str
@@ -725,8 +782,9 @@ class _Canvas:
             rgb = self.rgb(colour) * 0.92 + 0.08 * self.climate.soil
         period = float(self.rng.uniform(1.6, 3.0)) * self.u
         stripes = (x, y, angle + math.pi / 2 * float(self.rng.integers(2)), period, 0.08)
-        self.add(_Shape("field", colour, rgb, "poly", _rect(x, y, length, width, angle),
-                        stripes=stripes))
+        self.add(
+            _Shape("field", colour, rgb, "poly", _rect(x, y, length, width, angle), stripes=stripes)
+        )
 
     # -- rendering -------------------------------------------------------------------------
     def render(self) -> tuple[np.ndarray, list[_Object]]:
@@ -743,41 +801,62 @@ class _Canvas:
             img[np.asarray(canvas) > 0] *= 0.62
         owner = np.full((s, s), -1, np.int16)
         yy, xx = _grid(s)
+        bounds: dict[int, tuple[int, int, int, int]] = {}
         for i, sh in enumerate(self.shapes):
-            canvas = Image.new("L", (s, s), 0)
+            # rasterise on a canvas the size of the shape's box, clipped to the image
+            points = [p for _, geom, _ in sh.decor for p in geom] + sh.geom
+            x0 = max(math.floor(min(p[0] for p in points)) - 1, 0)
+            y0 = max(math.floor(min(p[1] for p in points)) - 1, 0)
+            x1 = min(math.ceil(max(p[0] for p in points)) + 2, s)
+            y1 = min(math.ceil(max(p[1] for p in points)) + 2, s)
+            if x0 >= x1 or y0 >= y1:
+                continue
+            canvas = Image.new("L", (x1 - x0, y1 - y0), 0)
             draw = ImageDraw.Draw(canvas)
-            _draw(draw, sh.kind, sh.geom, 1)
-            for j, (kind, geom, _) in enumerate(sh.decor):
-                _draw(draw, kind, geom, j + 2)
+            for value, (kind, geom) in enumerate(
+                [(sh.kind, sh.geom), *((k, g) for k, g, _ in sh.decor)], start=1
+            ):
+                _draw(draw, kind, [(px - x0, py - y0) for px, py in geom], value)
             label = np.asarray(canvas)
             inside = label > 0
             if not inside.any():
                 continue
-            img[inside] = sh.rgb
+            region = img[y0:y1, x0:x1]
+            region[inside] = sh.rgb
             for j, (_, _, factor) in enumerate(sh.decor):
-                img[label == j + 2] = sh.rgb * factor
+                region[label == j + 2] = sh.rgb * factor
             if sh.stripes is not None:
-                x0, y0, angle, period, amp = sh.stripes
-                v = (xx[inside] - x0) * math.cos(angle) + (yy[inside] - y0) * math.sin(angle)
-                img[inside] *= (1.0 + amp * np.sign(np.sin(2 * math.pi * v / period)))[:, None]
-            owner[inside] = i
+                ox, oy, angle, period, amp = sh.stripes
+                v = (xx[y0:y1, x0:x1][inside] - ox) * math.cos(angle)
+                v += (yy[y0:y1, x0:x1][inside] - oy) * math.sin(angle)
+                region[inside] *= (1.0 + amp * np.sign(np.sin(2 * math.pi * v / period)))[:, None]
+            owner[y0:y1, x0:x1][inside] = i
+            bounds[i] = (x0, y0, x1, y1)
         img *= float(rng.uniform(0.92, 1.08))
-        img += rng.normal(0.0, float(rng.uniform(2.0, 7.0)), img.shape).astype(np.float32)
+        img += float(rng.uniform(2.0, 7.0)) * rng.standard_normal(img.shape, dtype=np.float32)
         pixels = np.clip(np.rint(img), 0, 255).astype(np.uint8)
 
         min_area = max(3, round(3 * (s / 64.0) ** 2))
         objects = []
-        for i, sh in enumerate(self.shapes):
-            mask = owner == i
-            area = int(mask.sum())
+        for i, (x0, y0, x1, y1) in bounds.items():
+            local = owner[y0:y1, x0:x1] == i
+            area = int(local.sum())
             if area < min_area:
                 continue
-            rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
-            bbox = (int(cols[0]), int(rows[0]), int(cols[-1] - cols[0] + 1),
+            sh = self.shapes[i]
+            mask = np.zeros((s, s), bool)
+            mask[y0:y1, x0:x1] = local
+            rows, cols = np.flatnonzero(local.any(1)), np.flatnonzero(local.any(0))
+            bbox = (x0 + int(cols[0]), y0 + int(rows[0]), int(cols[-1] - cols[0] + 1),
                     int(rows[-1] - rows[0] + 1))  # fmt: skip
-            cx, cy = float(xx[mask].mean()), float(yy[mask].mean())
-            nominal = _NOMINAL_AREA[sh.category] * self.u**2
-            size = "small" if area < 0.55 * nominal else "large" if area > 1.8 * nominal else None
+            cx = float(xx[y0:y1, x0:x1][local].mean())
+            cy = float(yy[y0:y1, x0:x1][local].mean())
+            nominal = _NOMINAL_AREA[sh.category]
+            size = None
+            if nominal is not None:
+                nominal *= self.u**2
+                small, large = _SIZE_WORDS
+                size = small if area < 0.55 * nominal else large if 1.8 * nominal < area else None
             objects.append(
                 _Object(sh.category, sh.colour, mask, area, bbox, cx, cy, _cell(cx, cy, s), size)
             )
@@ -927,11 +1006,22 @@ def _lake(cv: _Canvas) -> None:
         length = float(r.uniform(4.0, 8.0)) * u
         p = cv.spot(0.5 * length, "water")
         if p is not None:
-            cv.ship(p[0], p[1], length, length * float(r.uniform(0.3, 0.42)),
-                    float(r.uniform(0, 2 * math.pi)), _pick(r, ("white", "white", "red", "blue")))
+            cv.ship(
+                p[0],
+                p[1],
+                length,
+                length * float(r.uniform(0.3, 0.42)),
+                float(r.uniform(0, 2 * math.pi)),
+                _pick(r, ("white", "white", "red", "blue")),
+            )
     if r.random() < 0.35:
-        cv.road(*(float(v) for v in r.uniform(0, s, 2)), float(r.uniform(0, math.pi)),
-                float(r.uniform(2.0, 3.0)) * u, _pick(r, ("brown", "grey")), length=0.5 * s)
+        cv.road(
+            *(float(v) for v in r.uniform(0, s, 2)),
+            float(r.uniform(0, math.pi)),
+            float(r.uniform(2.0, 3.0)) * u,
+            _pick(r, ("brown", "grey")),
+            length=0.5 * s,
+        )
     _buildings(cv, _count(r, 0, 3), (3.5, 6), (3, 5), float(r.uniform(0, math.pi)),
                (("red", 0.4), ("brown", 0.3), ("white", 0.3)), gabled=True)  # fmt: skip
     _trees(cv, _count(r, 3, 12), (1.5, 3.0))
@@ -983,7 +1073,9 @@ def _harbour(cv: _Canvas) -> None:
         length = float(r.uniform(8.0, 18.0)) * u
         p = cv.spot(0.5 * length, "water")
         if p is not None:
-            heading = theta + math.pi / 2 + float(r.normal(0.0, 0.35)) + math.pi * int(r.integers(2))
+            heading = (
+                theta + math.pi / 2 + float(r.normal(0.0, 0.35)) + math.pi * int(r.integers(2))
+            )
             cv.ship(p[0], p[1], length, length * float(r.uniform(0.25, 0.35)), heading,
                     _pick(r, ("white", "grey", "red", "blue", "black")))  # fmt: skip
     for _ in range(_count(r, 0, 5)):
@@ -1181,9 +1273,7 @@ def _description(
         if largest is not None and category not in ("tree", "road"):
             sentences.append(_DESC_LARGEST[0].format(c=category, colour=largest.colour))
             break
-    sentences.append(
-        _pick(rng, _DESC_LOCATION).format(band=climate.band, hemi=climate.hemisphere)
-    )
+    sentences.append(_pick(rng, _DESC_LOCATION).format(band=climate.band, hemi=climate.hemisphere))
     return " ".join(sentences)
 
 
@@ -1213,8 +1303,9 @@ def _questions(
         largest = _largest_with_margin(objects, category)
         if largest is not None:
             referable.append((f"the {_SUPERLATIVES['largest'][0]} {category}", largest))
-    if referable:
-        ref, obj = _pick(rng, referable)
+    informative = [(r, o) for r, o in referable if o.category not in ("road", "tree")]
+    if informative or referable:
+        ref, obj = _pick(rng, informative or referable)
         qa.append(("colour", _pick(rng, _Q_COLOUR).format(ref=ref), obj.colour))
     by_cell = Counter(o.cell for o in objects if o.category not in _NO_POSITION)
     lone = [o for o in objects if o.category not in _NO_POSITION and by_cell[o.cell] == 1]
@@ -1226,84 +1317,117 @@ def _questions(
     return [qa[i] for i in order]
 
 
-def _distinct(obj: _Object, peer: _Object, attribute: str) -> bool:
-    """True when ``attribute`` tells ``obj`` apart from ``peer`` (sizes need a 1.4× margin)."""
-    if attribute == "colour":
-        return obj.colour != peer.colour
-    if attribute == "cell":
-        return obj.cell != peer.cell
-    if obj.size == "small":
-        return peer.area >= 1.4 * obj.area
-    if obj.size == "large":
-        return 1.4 * peer.area <= obj.area
-    return False
-
-
 _ATTRIBUTE_SETS = (
     ("colour",), ("cell",), ("size",), ("colour", "cell"), ("size", "cell"), ("size", "colour"),
 )  # fmt: skip
 
 
+@dataclass
+class _Group:
+    """The objects of one category in an image, as arrays (for referring expressions)."""
+
+    members: np.ndarray
+    area: np.ndarray
+    cx: np.ndarray
+    cy: np.ndarray
+    colour: np.ndarray
+    cell: np.ndarray
+
+
+def _groups(objects: Sequence[_Object]) -> dict[str, _Group]:
+    members: dict[str, list[int]] = {}
+    for i, obj in enumerate(objects):
+        members.setdefault(obj.category, []).append(i)
+    return {
+        c: _Group(
+            np.array(ids),
+            np.array([objects[i].area for i in ids], dtype=np.float64),
+            np.array([objects[i].cx for i in ids]),
+            np.array([objects[i].cy for i in ids]),
+            np.array([objects[i].colour for i in ids]),
+            np.array([objects[i].cell for i in ids]),
+        )
+        for c, ids in members.items()
+    }
+
+
 def _referring(
-    rng: np.random.Generator, objects: Sequence[_Object], index: int, counts: Counter[str],
-    fallback: bool = False,
+    rng: np.random.Generator, objects: Sequence[_Object], index: int,
+    groups: dict[str, _Group], fallback: bool = False,
 ) -> list[str]:  # fmt: skip
     """Up to two expressions that single out ``objects[index]``; empty when none is unique.
 
-    ``fallback`` accepts superlatives and extremes without a margin (used when no object of
-    the image could be referred to otherwise).
+    An attribute set (colour, 3×3 cell, size word) refers to the object when every other
+    object of its category differs in one of them (size words need a 1.4× area margin);
+    superlatives need a 1.3× margin and extremes a 2-pixel gap, unless ``fallback`` (used when
+    no object of the image could be referred to otherwise). Relations use anchors whose
+    category occurs once in the image.
     """
     obj = objects[index]
     c = obj.category
-    peers = [p for j, p in enumerate(objects) if j != index and p.category == c]
+    group = groups[c]
+    keep = group.members != index
     positional = c not in _NO_POSITION
     found: list[str] = []
-    if not peers:
+    if not keep.any():
         found.append(f"the {c}")
         found.append(f"the {obj.colour} {c}")
         if positional:
             found.append(f"the {c} {_POSITION_PHRASES[obj.cell]}")
-    for attributes in _ATTRIBUTE_SETS if peers else ():
-        if ("cell" in attributes and not positional) or ("size" in attributes and not obj.size):
-            continue
-        if all(any(_distinct(obj, p, a) for a in attributes) for p in peers):
-            adjectives = " ".join(
-                w for a, w in (("size", obj.size), ("colour", obj.colour)) if a in attributes and w
-            )
-            text = f"the {adjectives} {c}" if adjectives else f"the {c}"
-            found.append(f"{text} {_POSITION_PHRASES[obj.cell]}" if "cell" in attributes else text)
-    margin = 1.0 if fallback else 1.3
-    gap = 0.0 if fallback else 2.0
-    if peers:
-        if obj.area >= margin * max(p.area for p in peers) and obj.area > max(p.area for p in peers):
+    else:
+        area, cx, cy = group.area[keep], group.cx[keep], group.cy[keep]
+        if obj.size == "small":
+            size_differs = area >= 1.4 * obj.area
+        elif obj.size == "large":
+            size_differs = 1.4 * area <= obj.area
+        else:
+            size_differs = np.zeros(len(area), bool)
+        differs = {
+            "colour": group.colour[keep] != obj.colour,
+            "cell": group.cell[keep] != obj.cell,
+            "size": size_differs,
+        }
+        useful = {a: bool(d.any()) for a, d in differs.items()}  # else the word is redundant
+        useful["cell"] &= positional
+        for attributes in _ATTRIBUTE_SETS:
+            if not all(useful[a] for a in attributes):
+                continue
+            if np.logical_or.reduce([differs[a] for a in attributes]).all():
+                adjectives = [
+                    w for a, w in (("size", obj.size), ("colour", obj.colour)) if a in attributes
+                ]
+                text = " ".join(["the", *(w for w in adjectives if w), c])
+                cell = "cell" in attributes
+                found.append(f"{text} {_POSITION_PHRASES[obj.cell]}" if cell else text)
+        margin, gap = (1.0, 0.0) if fallback else (1.3, 2.0)
+        if obj.area >= margin * area.max() and obj.area > area.max():
             found.append(f"the {_pick(rng, _SUPERLATIVES['largest'])} {c}")
-        if obj.area * margin <= min(p.area for p in peers) and obj.area < min(p.area for p in peers):
+        if obj.area * margin <= area.min() and obj.area < area.min():
             found.append(f"the {_SUPERLATIVES['smallest'][0]} {c}")
         extremes = {
-            "left": obj.cx + gap < min(p.cx for p in peers),
-            "right": obj.cx - gap > max(p.cx for p in peers),
-            "top": obj.cy + gap < min(p.cy for p in peers),
-            "bottom": obj.cy - gap > max(p.cy for p in peers),
+            "left": obj.cx + gap < cx.min(),
+            "right": obj.cx - gap > cx.max(),
+            "top": obj.cy + gap < cy.min(),
+            "bottom": obj.cy - gap > cy.max(),
         }
         found.extend(f"the {_EXTREMES[k]} {c}" for k, ok in extremes.items() if ok)
-        anchors = [a for a in objects if a.category != c and counts[a.category] == 1]
-        for anchor in anchors:
+        for other, anchors in groups.items():
+            if other == c or len(anchors.members) != 1:
+                continue
+            anchor = objects[int(anchors.members[0])]
             x0, y0, w, h = anchor.bbox
-            strict = {
-                "left": obj.cx < x0, "right": obj.cx > x0 + w,
-                "above": obj.cy < y0, "below": obj.cy > y0 + h,
-            }  # fmt: skip
-            for direction, ok in strict.items():
-                loose = [
-                    {"left": p.cx < anchor.cx, "right": p.cx > anchor.cx,
-                     "above": p.cy < anchor.cy, "below": p.cy > anchor.cy}[direction]
-                    for p in peers
-                ]  # fmt: skip
-                if ok and not any(loose):
-                    found.append(f"the {c} {_RELATIONS[direction]} the {anchor.category}")
+            tests = {  # (the object is clearly there, some other object is roughly there)
+                "left": (obj.cx < x0, cx < anchor.cx),
+                "right": (obj.cx > x0 + w, cx > anchor.cx),
+                "above": (obj.cy < y0, cy < anchor.cy),
+                "below": (obj.cy > y0 + h, cy > anchor.cy),
+            }
+            for direction, (clearly, roughly) in tests.items():
+                if clearly and not roughly.any():
+                    found.append(f"the {c} {_RELATIONS[direction]} the {other}")
             d = math.hypot(obj.cx - anchor.cx, obj.cy - anchor.cy)
-            if all(1.5 * d < math.hypot(p.cx - anchor.cx, p.cy - anchor.cy) for p in peers):
-                found.append(f"the {c} {_RELATIONS['near']} the {anchor.category}")
+            if (1.5 * d < np.hypot(cx - anchor.cx, cy - anchor.cy)).all():
+                found.append(f"the {c} {_RELATIONS['near']} the {other}")
     unique = list(dict.fromkeys(found))
     order = rng.permutation(len(unique)).tolist()
     return [unique[i] for i in order[:2]]
@@ -1346,11 +1470,12 @@ def _make_sample(seed: int, split: str, index: int, image_size: int) -> _Sample:
     _COMPOSERS[scene](canvas)
     pixels, objects = canvas.render()
     counts = Counter(o.category for o in objects)
-    refs = [(i, s) for i in range(len(objects)) if (s := _referring(rng, objects, i, counts))]
+    groups = _groups(objects)
+    refs = [(i, s) for i in range(len(objects)) if (s := _referring(rng, objects, i, groups))]
     if objects and not refs:
         refs = [
             (i, s) for i in range(len(objects))
-            if (s := _referring(rng, objects, i, counts, fallback=True))
+            if (s := _referring(rng, objects, i, groups, fallback=True))
         ]  # fmt: skip
     return _Sample(
         pixels=pixels,

@@ -10,13 +10,18 @@ Aggregator of Cambrian-1 (Tong et al., 2024); the block used here is, per query 
     x = x + Dropout(OutProj(Attention(Q(LN(x)), K_s(LN_s(f_s)) + e_s [+ p_s], V_s(LN_s(f_s)))))
     x = x + MLP(LN(x))
 
-with one LayerNorm ``LN_s`` and key/value projections ``K_s``, ``V_s`` per scale, a learnable
-per-scale embedding ``e_s`` added to the keys (so the attention logits can tell the scales apart)
-and, optionally, learnable within-window positions ``p_s`` (see ``window_sizes``).
+where ``x`` starts as the learnable grid query plus its learnable absolute position embedding
+(or as external queries, below). Each scale has its own LayerNorm ``LN_s`` and key/value
+projections ``K_s``, ``V_s`` (stored fused as ``kv_projs[s]``: output rows ``[:dim]`` are keys,
+``[dim:]`` values), a learnable embedding ``e_s`` added to its keys (so the attention logits can
+tell the scales apart) and, optionally, learnable within-window positions ``p_s`` (see
+``window_sizes``). Both sublayers are pre-norm with a residual.
 
 In Aquila's Multi-layer Deep Alignment (MDA) the same block runs inside LLM decoder layers with
 the LLM's hidden states at the visual positions as queries (``B x L^2 x D``, row-major grid
-order); pass them as ``queries=`` and write the output back in place.
+order); pass them as ``queries=`` (no position embedding is added to them) and write the output
+back at the same positions, e.g. ``h = torch.cat([h[:, :a], sfi(maps, h[:, a:a + L * L]),
+h[:, a + L * L:]], 1)``.
 
 The attention over all ``B L^2`` queries is one batched
 :func:`~torch.nn.functional.scaled_dot_product_attention` call with one query per batch row: every

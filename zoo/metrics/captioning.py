@@ -22,8 +22,9 @@ gathering, so per-caption boundaries are kept in separate states:
 
 All three are concatenated in the same rank order, so :meth:`CaptionMetrics.compute` decodes the
 gathered corpus by walking the lengths. Each update appends one tensor per state, not one per
-caption. As for every gathered metric, each rank must call ``update`` at least once, and samples
-that a ``DistributedSampler`` duplicates to even out ranks are scored twice.
+caption. A rank that saw no sample contributes typed empty tensors (so every rank must still call
+``compute``, as for any synced metric), and samples that a ``DistributedSampler`` duplicates to
+even out ranks are scored twice.
 
 Use ``update`` then ``compute`` (e.g. ``self.log_dict(metric.compute())`` at epoch end, then
 ``reset``); ``forward`` would score every batch on its own, which is slow (one Java call per batch)
@@ -37,13 +38,14 @@ import re
 import shutil
 import threading
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 from torch import Tensor
 from torchmetrics import Metric
 from torchmetrics.utilities.data import dim_zero_cat
+from torchmetrics.utilities.distributed import gather_all_tensors
 
 __all__ = ["CAPTION_METRIC_KEYS", "CaptionMetrics", "java_available", "simple_tokenize"]
 
@@ -65,8 +67,9 @@ def java_available() -> bool:
 # Tokenisation
 # --------------------------------------------------------------------------------------------
 
-# Punctuation tokens dropped after tokenisation: pycocoevalcap's list plus the raw quote and
-# bracket characters that the PTBTokenizer would have rewritten into quote/bracket tokens.
+# Punctuation tokens dropped after tokenisation: pycocoevalcap's list plus raw double quotes (PTB
+# rewrites them to ``/'', which that list drops) and brackets. PTB rewrites brackets to "-lrb-" etc.
+# and pycocoevalcap keeps those (its list spells them in upper case), a quirk not reproduced here.
 _DROPPED_TOKENS = frozenset(
     ["''", "'", "``", "`", '"', ".", "?", "!", ",", ":", "-", "--", "...", ";"]
     + ["(", ")", "[", "]", "{", "}"]
@@ -187,6 +190,9 @@ def _decode(buf: Tensor, lengths: Tensor) -> list[str]:
     return texts
 
 
+_STATE_DTYPES = {"text_bytes": torch.uint8, "text_lengths": torch.long, "num_refs": torch.long}
+
+
 def _has_samples(state: list[Tensor] | Tensor) -> bool:
     """Whether a ``cat`` state (a list before sync, a tensor after) holds any sample."""
     return state.numel() > 0 if isinstance(state, Tensor) else len(state) > 0
@@ -222,6 +228,19 @@ class CaptionMetrics(Metric):
         self.add_state("text_bytes", default=[], dist_reduce_fx="cat")
         self.add_state("text_lengths", default=[], dist_reduce_fx="cat")
         self.add_state("num_refs", default=[], dist_reduce_fx="cat")
+
+    def _sync_dist(
+        self, dist_sync_fn: Callable = gather_all_tensors, process_group: Any = None
+    ) -> None:
+        """Gather the states, giving a rank without samples empty states of the right dtypes.
+
+        torchmetrics would substitute a floating-point empty tensor for an empty list state, which
+        cannot be gathered together with the other ranks' ``uint8``/``int64`` tensors.
+        """
+        for attr, dtype in _STATE_DTYPES.items():
+            if isinstance(getattr(self, attr), list) and not getattr(self, attr):
+                setattr(self, attr, [torch.empty(0, dtype=dtype, device=self.device)])
+        super()._sync_dist(dist_sync_fn, process_group=process_group)
 
     def update(self, predictions: Sequence[str], references: Sequence[Sequence[str]]) -> None:
         """Add a batch: one predicted caption and one or more reference captions per sample.

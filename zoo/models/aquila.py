@@ -20,8 +20,8 @@ from transformers import PreTrainedTokenizerBase
 
 from zoo.encoders.vision import create_timm_model
 from zoo.layers.sfi import ConvConcatBaseline, SpatialFeatureIntegration
-from zoo.models.generator import GenerationConfig, TrainingStage, VisionLanguageGenerator
 from zoo.metrics.generation import GenerationMetrics
+from zoo.models.generator import GenerationConfig, TrainingStage, VisionLanguageGenerator
 
 __all__ = ["Aquila"]
 

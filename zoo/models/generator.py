@@ -210,7 +210,7 @@ class VisionLanguageGenerator(ZooTask):
             )
             self.llm = get_peft_model(self.llm, config)
             if stage.train_llm:
-                for name, param in self.llm.named_parameters():
+                for param in self.llm.parameters():
                     param.requires_grad = True
         self._install_hooks()
 
