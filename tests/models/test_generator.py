@@ -156,3 +156,22 @@ def test_predict_writes_one_json_line_per_question(dm, tmp_path):
     assert len(rows) == len(dm.predict_dataset)
     assert set(rows[0]) == {"id", "question", "answer", "reference"}
     assert not out.with_name(out.name + ".tmp").exists()
+
+
+def test_export_merges_lora_into_safetensors(dm, batch, tmp_path):
+    from safetensors.torch import load_model
+
+    from zoo.export import export_model
+
+    model = aquila(dm, stage=TrainingStage(lora_rank=4)).eval()
+    for name, p in model.llm.named_parameters():
+        if "lora_B" in name:
+            torch.nn.init.normal_(p, std=0.05)
+    args = (batch["image"], batch["input_ids"], batch["attention_mask"])
+    with torch.no_grad():
+        want = model(*args).logits
+    path = export_model(model, tmp_path)
+    plain = aquila(dm).eval()  # no LoRA: the merged weights load into the plain model
+    load_model(plain, str(path))
+    with torch.no_grad():
+        assert torch.allclose(plain(*args).logits, want, atol=1e-5)

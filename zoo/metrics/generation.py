@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import torch
+import torch.distributed as dist
 from torch import Tensor, nn
 
 from zoo.metrics.captioning import CaptionMetrics
@@ -25,7 +27,9 @@ class GenerationMetrics(nn.Module):
     """
 
     def __init__(
-        self, question_types: Sequence[str] = (), caption_tasks: Sequence[str] = ("caption", "description"),
+        self,
+        question_types: Sequence[str] = (),
+        caption_tasks: Sequence[str] = ("caption", "description"),
         meteor: bool = True,
     ) -> None:
         super().__init__()
@@ -39,20 +43,29 @@ class GenerationMetrics(nn.Module):
         types = batch.get("question_type") or [""] * len(answers)
         caption = [i for i, t in enumerate(tasks) if t in self.caption_tasks]
         if caption:
-            self.caption.update([answers[i] for i in caption], [[batch["reference"][i]] for i in caption])
+            self.caption.update(
+                [answers[i] for i in caption], [[batch["reference"][i]] for i in caption]
+            )
         vqa = [i for i, t in enumerate(tasks) if t not in self.caption_tasks]
         if vqa:
             known = set(self.question_types)
             self.vqa.update(
-                [answers[i] for i in vqa], [batch["reference"][i] for i in vqa],
+                [answers[i] for i in vqa],
+                [batch["reference"][i] for i in vqa],
                 [types[i] for i in vqa] if known and all(types[i] in known for i in vqa) else None,
             )
 
     def compute(self) -> dict[str, Tensor]:
+        """Scores of the metrics that saw samples on any rank (every rank joins the same
+        collectives, so a rank without captions does not leave the others waiting)."""
+        seen = torch.tensor([self.caption.update_called, self.vqa.update_called], dtype=torch.long)
+        if dist.is_available() and dist.is_initialized():
+            seen = seen.to(self.vqa.correct.device)
+            dist.all_reduce(seen, op=dist.ReduceOp.MAX)
         out: dict[str, Tensor] = {}
-        if self.caption.update_called:
+        if seen[0]:
             out.update(self.caption.compute())
-        if self.vqa.update_called:
+        if seen[1]:
             out.update({f"vqa_{k}": v for k, v in self.vqa.compute().items()})
         return out
 
