@@ -6,29 +6,24 @@ import pytest
 import torch
 from lightning import Trainer, seed_everything
 
+from tests.models.conftest import make_aquila
 from zoo.data import EmbeddedConversationDataModule
 from zoo.metrics.vqa import normalize_answer
 from zoo.models import Aquila, GenerationConfig, TrainingStage
 from zoo.models.generator import splice_visual_tokens
 
 
-@pytest.fixture(scope="module")
-def dm(tmp_path_factory) -> EmbeddedConversationDataModule:
-    root = tmp_path_factory.getbasetemp() / "embedded"
-    dm = EmbeddedConversationDataModule(str(root), num_train=24, num_val=8, num_test=8, batch_size=4)
-    dm.prepare_data()
-    dm.setup("fit")
-    return dm
+@pytest.fixture
+def dm(conversations):
+    return conversations
 
 
-@pytest.fixture(scope="module")
-def batch(dm) -> dict:
-    return dm.on_after_batch_transfer(next(iter(dm.val_dataloader())), 0)
+@pytest.fixture
+def batch(conversation_batch):
+    return conversation_batch
 
 
-def aquila(dm, **kwargs) -> Aquila:
-    torch.manual_seed(0)
-    return Aquila(tokenizer=dm.tokenizer, class_names=dm.class_names, **kwargs).eval()
+aquila = make_aquila
 
 
 def _plain_logits(model: Aquila, batch: dict) -> torch.Tensor:
@@ -104,13 +99,15 @@ def _majority_baseline(dm) -> float:
 
 @pytest.mark.slow
 def test_aquila_learns_vqa_and_captions(tmp_path_factory):
-    """A tiny Aquila (SFI + MDA, 1.7 M parameters) trained for 3 epochs on 400 embedded images.
+    """A tiny Aquila (SFI + MDA, 1.7 M parameters) trained for 10 epochs (500 steps) on the
+    captions and questions of 400 embedded images (~2.5 min on 2 CPU cores).
 
-    Baselines: held-out VQA majority answer per question type; caption BLEU-1 of the same
-    model untrained. Measured (seed 0, 2 CPU cores, ~3 min): see the assertions' comments.
+    Baselines: the majority answer of each question type on held-out VQA (0.28 here) and the
+    caption BLEU-1 of the same model untrained (0.0). Measured (seed 0): VQA accuracy 0.53
+    (scene category 0.81, presence 0.56, count 0.28).
     """
     root = tmp_path_factory.getbasetemp() / "learn"
-    kwargs = dict(num_train=400, num_val=16, num_test=40, batch_size=32)
+    kwargs = dict(num_train=400, num_val=16, num_test=40, batch_size=16)
     vqa = EmbeddedConversationDataModule(str(root), tasks=["caption", "vqa"], eval_tasks=["vqa"], **kwargs)
     caption = EmbeddedConversationDataModule(str(root), tasks=["caption"], **kwargs)
     vqa.prepare_data()
@@ -120,7 +117,7 @@ def test_aquila_learns_vqa_and_captions(tmp_path_factory):
     model = Aquila(
         tokenizer=vqa.tokenizer, class_names=vqa.class_names, lr=2e-3, val_generate_batches=0,
         stage=TrainingStage(train_vision=True, train_llm=True),
-        generation=GenerationConfig(max_new_tokens=16),
+        generation=GenerationConfig(max_new_tokens=24),
     )
 
     def test(datamodule) -> dict[str, float]:
@@ -128,12 +125,12 @@ def test_aquila_learns_vqa_and_captions(tmp_path_factory):
         return {k: float(v) for k, v in trainer.test(model, datamodule=datamodule, verbose=False)[0].items()}
 
     untrained_bleu = test(caption)["test_BLEU-1"]
-    trainer = Trainer(max_epochs=3, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+    trainer = Trainer(max_epochs=10, logger=False, enable_checkpointing=False, enable_progress_bar=False,
                       num_sanity_val_steps=0, accelerator="cpu", devices=1, limit_val_batches=0)
     trainer.fit(model, datamodule=vqa)
     majority = _majority_baseline(vqa)
     accuracy = test(vqa)["test_vqa_accuracy"]
     bleu = test(caption)["test_BLEU-1"]
-    print(f"VQA accuracy {accuracy:.3f} vs majority {majority:.3f}; BLEU-1 {bleu:.3f} vs untrained {untrained_bleu:.3f}")
-    assert accuracy > majority + 0.05
+    print(f"VQA {accuracy:.3f} vs majority {majority:.3f}; BLEU-1 {bleu:.3f} vs untrained {untrained_bleu:.3f}")
+    assert accuracy > majority + 0.1
     assert bleu > untrained_bleu + 0.2

@@ -7,28 +7,22 @@ import json
 import pytest
 import torch
 
-from zoo.data import EmbeddedConversationDataModule
-from zoo.models import Aquila, TrainingStage
+from tests.models.conftest import make_aquila
+from zoo.models import TrainingStage
 from zoo.models.generator import splice_visual_tokens
 
 
-@pytest.fixture(scope="module")
-def dm(tmp_path_factory) -> EmbeddedConversationDataModule:
-    root = tmp_path_factory.getbasetemp() / "embedded"
-    dm = EmbeddedConversationDataModule(str(root), num_train=24, num_val=8, num_test=8, batch_size=4)
-    dm.prepare_data()
-    dm.setup("fit")
-    return dm
+@pytest.fixture
+def dm(conversations):
+    return conversations
 
 
-@pytest.fixture(scope="module")
-def batch(dm) -> dict:
-    return dm.on_after_batch_transfer(next(iter(dm.val_dataloader())), 0)
+@pytest.fixture
+def batch(conversation_batch):
+    return conversation_batch
 
 
-def aquila(dm, **kwargs) -> Aquila:
-    torch.manual_seed(0)
-    return Aquila(tokenizer=dm.tokenizer, class_names=dm.class_names, **kwargs)
+aquila = make_aquila
 
 
 def test_splice_matches_plain_loop():

@@ -69,7 +69,69 @@ class TextCollate:
         return batch
 
 
-class ImageTextLocationDataModule(NonGeoDataModule):
+class ZooDataModule(NonGeoDataModule):
+    """What the zoo's datamodules share: normalisation on the device, string-aware transfer,
+    the tokenizer (linked to the model), and the split datasets per stage.
+
+    Subclasses implement ``_dataset(split)``, ``_collate()`` and ``vocabulary()``.
+    """
+
+    #: Generators need a chat template, an EOS and the ``<image>`` token.
+    chat_tokenizer = False
+
+    def __init__(
+        self, dataset_class: type, batch_size: int, num_workers: int, root: str, image_size: int,
+        tokenizer: str | None, mean: Sequence[float], std: Sequence[float],
+    ) -> None:
+        super().__init__(dataset_class, batch_size, num_workers)
+        self.root = root
+        self.image_size = image_size
+        self.tokenizer_name = tokenizer
+        self.aug = Normalize(mean, std)
+
+    @property
+    def dataset_root(self) -> Path:
+        """The folder the data is read from."""
+        return Path(self.root)
+
+    def vocabulary(self) -> list[str]:
+        """Words of the word-level tokenizer used when ``tokenizer`` is None."""
+        raise NotImplementedError
+
+    @cached_property
+    def tokenizer(self) -> PreTrainedTokenizerBase:
+        """The data's tokenizer (linked to the model, which sizes its embeddings from it)."""
+        vocabulary = None if self.tokenizer_name is not None else self.vocabulary()
+        return build_tokenizer(self.tokenizer_name, vocabulary, chat=self.chat_tokenizer)
+
+    def _dataset(self, split: str) -> Any:
+        raise NotImplementedError
+
+    def _collate(self) -> Any:
+        raise NotImplementedError
+
+    def setup(self, stage: str) -> None:
+        """Build the split datasets for ``stage`` and the tokenising collate function."""
+        self.collate_fn = self._collate()
+        if stage == "fit":
+            self.train_dataset = self._dataset("train")
+            self.val_dataset = self._dataset("val")
+        elif stage == "validate":
+            self.val_dataset = self._dataset("val")
+        elif stage in ("test", "predict"):
+            self.test_dataset = self._dataset("test")
+            self.predict_dataset = self.test_dataset
+
+    def on_after_batch_transfer(self, batch: dict[str, Any], dataloader_idx: int) -> dict[str, Any]:
+        """Normalise the images once they are on the device (also outside a Trainer)."""
+        return self.aug(batch)
+
+    def transfer_batch_to_device(self, batch: dict[str, Any], device: torch.device, idx: int) -> Any:
+        """Move tensors, leave the strings where they are."""
+        return {k: v.to(device) if isinstance(v, Tensor) else v for k, v in batch.items()}
+
+
+class ImageTextLocationDataModule(ZooDataModule):
     """Image-caption(-location) tables in SkyScript's CSV format (and its superset).
 
     Args:
@@ -97,18 +159,11 @@ class ImageTextLocationDataModule(NonGeoDataModule):
         mean: Sequence[float] = IMAGENET_MEAN,
         std: Sequence[float] = IMAGENET_STD,
     ) -> None:
-        super().__init__(ImageTextLocationDataset, batch_size, num_workers)
-        self.root = root
-        self.image_size = image_size
-        self.tokenizer_name = tokenizer
+        super().__init__(
+            ImageTextLocationDataset, batch_size, num_workers, root, image_size, tokenizer, mean, std
+        )
         self.max_text_length = max_text_length
         self._class_names = class_names
-        self.aug = Normalize(mean, std)
-
-    @property
-    def dataset_root(self) -> Path:
-        """The folder the tables are read from."""
-        return Path(self.root)
 
     @cached_property
     def class_names(self) -> list[str]:
@@ -121,44 +176,23 @@ class ImageTextLocationDataModule(NonGeoDataModule):
         return sorted(table["label"].astype(str).unique())
 
     def vocabulary(self) -> list[str]:
-        """Words of a word-level tokenizer (used only when ``tokenizer`` is None)."""
         return caption_words(read_table(self.dataset_root / "train.csv")["caption"].tolist())
-
-    @cached_property
-    def tokenizer(self) -> PreTrainedTokenizerBase:
-        """The tokenizer of the captions (linked to the model, which sizes its text encoder)."""
-        vocabulary = None if self.tokenizer_name is not None else self.vocabulary()
-        return build_tokenizer(self.tokenizer_name, vocabulary)
 
     def _dataset(self, split: str) -> ImageTextLocationDataset:
         return ImageTextLocationDataset(
             self.dataset_root, split, self.class_names or None, self.image_size
         )
 
+    def _collate(self) -> TextCollate:
+        return TextCollate(self.tokenizer, self.max_text_length)
+
     def setup(self, stage: str) -> None:
-        """Build the split datasets for ``stage`` and the tokenising collate function."""
-        self.collate_fn = TextCollate(self.tokenizer, self.max_text_length)
-        if stage == "fit":
-            self.train_dataset = self._dataset("train")
-            self.val_dataset = self._dataset("val")
-            if not self.train_dataset.has_location:
-                rank_zero_warn(
-                    f"{self.train_dataset.table_path} has no 'lat'/'lon' columns: batches carry "
-                    "no 'location', so the image-location losses are switched off"
-                )
-        elif stage == "validate":
-            self.val_dataset = self._dataset("val")
-        elif stage in ("test", "predict"):
-            self.test_dataset = self._dataset("test")
-            self.predict_dataset = self.test_dataset
-
-    def on_after_batch_transfer(self, batch: dict[str, Any], dataloader_idx: int) -> dict[str, Any]:
-        """Normalise the images once they are on the device (also outside a Trainer)."""
-        return self.aug(batch)
-
-    def transfer_batch_to_device(self, batch: dict[str, Any], device: torch.device, idx: int) -> Any:
-        """Move tensors, leave the caption strings where they are."""
-        return {k: v.to(device) if isinstance(v, Tensor) else v for k, v in batch.items()}
+        super().setup(stage)
+        if stage == "fit" and not self.train_dataset.has_location:
+            rank_zero_warn(
+                f"{self.train_dataset.table_path} has no 'lat'/'lon' columns: batches carry "
+                "no 'location', so the image-location losses are switched off"
+            )
 
 
 class EmbeddedMixin:
@@ -236,7 +270,7 @@ class EmbeddedDataModule(EmbeddedMixin, ImageTextLocationDataModule):
         self.seed = seed
 
 
-class ConversationDataModule(NonGeoDataModule):
+class ConversationDataModule(ZooDataModule):
     """LLaVA-format conversations (captions, VQA, instructions) with their images.
 
     Training uses whole (multi-turn) conversations; validation, test and predict use one
@@ -261,6 +295,8 @@ class ConversationDataModule(NonGeoDataModule):
         std: per-band standard deviation of [0, 1] pixels.
     """
 
+    chat_tokenizer = True
+
     def __init__(
         self,
         root: str = "data/llava",
@@ -279,21 +315,15 @@ class ConversationDataModule(NonGeoDataModule):
         mean: Sequence[float] = IMAGENET_MEAN,
         std: Sequence[float] = IMAGENET_STD,
     ) -> None:
-        super().__init__(ConversationDataset, batch_size, num_workers)
-        self.root = root
+        super().__init__(
+            ConversationDataset, batch_size, num_workers, root, image_size, tokenizer, mean, std
+        )
         self.files = {"train": train_file, "val": val_file, "test": test_file}
         self.tasks = tasks
         self.eval_tasks = eval_tasks if eval_tasks is not None else tasks
         self.short_answer_tasks = list(short_answer_tasks)
-        self.image_size = image_size
-        self.tokenizer_name = tokenizer
         self.max_length = max_length
         self.class_names = list(class_names or [])
-        self.aug = Normalize(mean, std)
-
-    @property
-    def dataset_root(self) -> Path:
-        return Path(self.root)
 
     def vocabulary(self) -> list[str]:
         from zoo.data.conversations import read_conversations
@@ -303,13 +333,6 @@ class ConversationDataModule(NonGeoDataModule):
         texts = [str(t["value"]) for r in records for t in r["conversations"]]
         return caption_words([*texts, SHORT_ANSWER_PROMPT])
 
-    @cached_property
-    def tokenizer(self) -> PreTrainedTokenizerBase:
-        """The LLM's tokenizer (linked to the model, which sizes its embeddings from it)."""
-        vocabulary = None if self.tokenizer_name is not None else self.vocabulary()
-        tokenizer = build_tokenizer(self.tokenizer_name, vocabulary, chat=True)
-        return tokenizer
-
     def _dataset(self, split: str) -> ConversationDataset:
         train = split == "train"
         return ConversationDataset(
@@ -317,22 +340,8 @@ class ConversationDataModule(NonGeoDataModule):
             tasks=self.tasks if train else self.eval_tasks, single_turn=not train,
         )
 
-    def setup(self, stage: str) -> None:
-        self.collate_fn = ConversationCollate(self.tokenizer, self.max_length, self.short_answer_tasks)
-        if stage == "fit":
-            self.train_dataset = self._dataset("train")
-            self.val_dataset = self._dataset("val")
-        elif stage == "validate":
-            self.val_dataset = self._dataset("val")
-        elif stage in ("test", "predict"):
-            self.test_dataset = self._dataset("test")
-            self.predict_dataset = self.test_dataset
-
-    def on_after_batch_transfer(self, batch: dict[str, Any], dataloader_idx: int) -> dict[str, Any]:
-        return self.aug(batch)
-
-    def transfer_batch_to_device(self, batch: dict[str, Any], device: torch.device, idx: int) -> Any:
-        return {k: v.to(device) if isinstance(v, Tensor) else v for k, v in batch.items()}
+    def _collate(self) -> ConversationCollate:
+        return ConversationCollate(self.tokenizer, self.max_length, self.short_answer_tasks)
 
 
 class EmbeddedConversationDataModule(EmbeddedMixin, ConversationDataModule):

@@ -5,6 +5,7 @@ from zoo.metrics.embedding import (
     CrossModalRetrieval,
     GeodesicError,
     KNNAccuracy,
+    LocationRetrievalError,
     retrieve_locations,
     zero_shot_logits,
 )
@@ -14,6 +15,7 @@ __all__ = [
     "CrossModalRetrieval",
     "GeodesicError",
     "KNNAccuracy",
+    "LocationRetrievalError",
     "retrieve_locations",
     "zero_shot_logits",
     "CaptionMetrics",

@@ -503,3 +503,39 @@ class GeodesicError(Metric):
         for t in self.thresholds_km:
             out[f"acc@{t:g}km"] = (dist <= t).to(dist.dtype).mean()
         return out
+
+
+class LocationRetrievalError(Metric):
+    """Great-circle error of image-to-location retrieval over the whole split.
+
+    Each image retrieves the most similar location embedding among all the split's locations;
+    the error is the distance from the retrieved coordinates to the image's own (computed by
+    :class:`GeodesicError`, so the keys are the same: ``median_km``, ``acc@{t}km`` ...). Unlike
+    recall@k it gives credit for a neighbour in the right region, not only the exact pair.
+    """
+
+    full_state_update = False
+
+    def __init__(self, thresholds_km: Sequence[float] = (25.0, 200.0, 750.0, 2500.0), **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.thresholds_km = tuple(thresholds_km)
+        for name in ("image_emb", "location_emb", "locations"):
+            self.add_state(name, default=[], dist_reduce_fx="cat")
+
+    def update(self, image_emb: Tensor, location_emb: Tensor, locations: Tensor) -> None:
+        """Paired rows: image embeddings, their location embeddings and (lat, lon) degrees."""
+        _check_matrix("image_emb", image_emb)
+        _check_matrix("location_emb", location_emb, image_emb.shape[1])
+        _check_matrix("locations", locations, 2)
+        self.image_emb.append(image_emb.detach())
+        self.location_emb.append(location_emb.detach())
+        self.locations.append(locations.detach())
+
+    def compute(self) -> dict[str, Tensor]:
+        locations = dim_zero_cat(self.locations)
+        predicted = retrieve_locations(
+            dim_zero_cat(self.image_emb), dim_zero_cat(self.location_emb), locations
+        )
+        error = GeodesicError(thresholds_km=self.thresholds_km).to(locations.device)
+        error.update(predicted, locations)
+        return error.compute()

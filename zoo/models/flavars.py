@@ -31,7 +31,7 @@ from zoo.encoders.vision import VisionEncoder
 from zoo.losses.contrastive import contrastive_loss, init_logit_scale
 from zoo.losses.masked import mask_text_tokens, masked_pixel_loss, random_patch_mask
 from zoo.losses.matching import sample_hard_negatives
-from zoo.metrics import CrossModalRetrieval, KNNAccuracy, zero_shot_logits
+from zoo.metrics import CrossModalRetrieval, KNNAccuracy, LocationRetrievalError, zero_shot_logits
 from zoo.models.base import ZooTask
 
 __all__ = ["FLAVARS", "FusionEncoder"]
@@ -188,6 +188,7 @@ class FLAVARS(ZooTask):
             {
                 "retrieval": CrossModalRetrieval(prefix_a="image", prefix_b="text"),
                 "location": CrossModalRetrieval(prefix_a="image", prefix_b="location"),
+                "location_error": LocationRetrievalError(),
             }
         )
         if len(self.class_names) > 1:
@@ -320,7 +321,9 @@ class FLAVARS(ZooTask):
         loss = contrastive_loss(image_emb, text_emb, self.logit_scale, gather=False)
         self.log(f"{split}_contrastive_loss", loss, batch_size=b, sync_dist=True)
         if "location" in batch:
-            metrics["location"].update(image_emb, self.encode_location(batch["location"]))
+            location_emb = self.encode_location(batch["location"])
+            metrics["location"].update(image_emb, location_emb)
+            metrics["location_error"].update(image_emb, location_emb, batch["location"])
         if "label" in batch and "zero_shot_acc" in metrics:
             if self.class_embeddings.numel() == 0:
                 self.class_embeddings = self.zero_shot_class_embeddings()
@@ -335,7 +338,8 @@ class FLAVARS(ZooTask):
                 continue
             result = metric.compute()
             if isinstance(result, dict):
-                values.update({f"{split}_{k}": v for k, v in result.items()})
+                scope = "image_to_location_" if name == "location_error" else ""
+                values.update({f"{split}_{scope}{k}": v for k, v in result.items()})
             else:
                 values[f"{split}_{name}"] = result
             metric.reset()

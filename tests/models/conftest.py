@@ -1,0 +1,29 @@
+"""Fixtures of the generator tests: a small embedded conversation dataset and a batch."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from zoo.data import EmbeddedConversationDataModule
+from zoo.models import Aquila
+
+
+@pytest.fixture(scope="package")
+def conversations(tmp_path_factory) -> EmbeddedConversationDataModule:
+    root = tmp_path_factory.getbasetemp() / "embedded"
+    dm = EmbeddedConversationDataModule(str(root), num_train=24, num_val=8, num_test=8, batch_size=4)
+    dm.prepare_data()
+    dm.setup("fit")
+    return dm
+
+
+@pytest.fixture(scope="package")
+def conversation_batch(conversations) -> dict:
+    return conversations.on_after_batch_transfer(next(iter(conversations.val_dataloader())), 0)
+
+
+def make_aquila(dm: EmbeddedConversationDataModule, **kwargs) -> Aquila:
+    """A tiny Aquila on the data's tokenizer, seeded, in eval mode."""
+    torch.manual_seed(0)
+    return Aquila(tokenizer=dm.tokenizer, class_names=dm.class_names, **kwargs).eval()
