@@ -14,6 +14,8 @@ from tokenizers import Tokenizer, normalizers, pre_tokenizers, processors
 from tokenizers.models import WordLevel
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
+from zoo.encoders.packaged import packaged_weights
+
 __all__ = ["CHAT_TEMPLATE", "SPECIAL_TOKENS", "build_tokenizer", "word_level_tokenizer"]
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[EOS]", "<image>")
@@ -57,7 +59,8 @@ def word_level_tokenizer(vocabulary: Sequence[str]) -> PreTrainedTokenizerFast:
 def build_tokenizer(
     name: str | None, vocabulary: Sequence[str] | None = None, chat: bool = False
 ) -> PreTrainedTokenizerBase:
-    """``name`` None -> word level over ``vocabulary``; else a Hugging Face id or local folder.
+    """``name`` None -> word level over ``vocabulary``; else a packaged model's (``minilm``,
+    ``smollm2``), a Hugging Face id's or a local folder's tokenizer.
 
     ``chat`` asks for a generator's tokenizer: it must have a chat template (one is set when
     missing), a pad token (the EOS token when missing) and the ``<image>`` placeholder token.
@@ -66,8 +69,12 @@ def build_tokenizer(
         if not vocabulary:
             raise ValueError("a word-level tokenizer needs a vocabulary; or set tokenizer: <hf id>")
         return word_level_tokenizer(vocabulary)
+    packaged = packaged_weights(name)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(name)
+        if packaged is not None:
+            tokenizer = AutoTokenizer.from_pretrained(packaged[0], gguf_file=packaged[1])
+        else:
+            tokenizer = AutoTokenizer.from_pretrained(name)
     except OSError as error:
         raise RuntimeError(
             f"could not load tokenizer {name!r} ({error}); this machine may be offline: give a "

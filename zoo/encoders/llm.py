@@ -9,6 +9,8 @@ import torch
 from torch import nn
 from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM, PreTrainedModel
 
+from zoo.encoders.packaged import packaged_weights
+
 __all__ = ["TINY_LLMS", "build_llm", "decoder_layers"]
 
 #: Small random Llama-style configurations usable offline by name.
@@ -30,13 +32,17 @@ def build_llm(
     """A causal LM with SDPA attention whose embedding table holds ``vocab_size`` tokens.
 
     Args:
-        name: ``tiny``/``small`` (random Llama), a Hugging Face id or a local folder.
+        name: ``tiny``/``small`` (random Llama), ``smollm2`` (the packaged SmolLM2-135M-Instruct),
+            a Hugging Face id or a local folder.
         vocab_size: the tokenizer's length; the embeddings are resized to it when larger.
         pretrained: load the named weights (else the named config with random weights).
         gguf_file: a GGUF file inside ``name`` (e.g. the packaged SmolLM2-135M-Instruct).
         dtype: ``bfloat16``, ``float16`` or ``float32`` for the weights (None: float32).
     """
     torch_dtype = getattr(torch, dtype) if dtype else None
+    packaged = packaged_weights(name)
+    if packaged is not None:
+        name, gguf_file = packaged
     if name in TINY_LLMS:
         if vocab_size is None:
             raise ValueError(f"LLM {name!r} needs vocab_size (the tokenizer's length)")

@@ -11,6 +11,8 @@ from pathlib import Path
 from torch import Tensor, nn
 from transformers import AutoConfig, AutoModel, BertConfig, BertModel
 
+from zoo.encoders.packaged import packaged_weights
+
 __all__ = ["TextEncoder", "TINY_TEXT_ENCODERS"]
 
 #: Small random BERT configurations usable offline by name.
@@ -24,7 +26,8 @@ class TextEncoder(nn.Module):
     """A bidirectional text encoder returning one hidden state per token.
 
     Args:
-        name: ``tiny``/``mini`` (random BERT sized by ``vocab_size``), a Hugging Face model id
+        name: ``tiny``/``mini`` (random BERT sized by ``vocab_size``), ``minilm`` (the packaged
+            all-MiniLM-L6-v2), a Hugging Face model id
             or a local folder in Hugging Face layout (e.g. ``bert-base-uncased``).
         vocab_size: vocabulary size of the tokenizer; required for the random encoders and
             checked against a pretrained model's embedding table.
@@ -53,7 +56,8 @@ class TextEncoder(nn.Module):
             )
             self.model = BertModel(config, add_pooling_layer=False)
         else:
-            self.model = _load_pretrained(name, pretrained)
+            packaged = packaged_weights(name)
+            self.model = _load_pretrained(packaged[0] if packaged else name, pretrained)
             table = self.model.get_input_embeddings().num_embeddings
             if vocab_size is not None and vocab_size > table:
                 raise ValueError(
