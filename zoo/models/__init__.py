@@ -3,6 +3,7 @@
 from zoo.models.aquila import Aquila
 from zoo.models.base import ZooTask
 from zoo.models.flavars import FLAVARS
+from zoo.models.fuse import FUSE
 from zoo.models.generator import (
     GenerationConfig,
     PredictionWriter,
@@ -12,6 +13,7 @@ from zoo.models.generator import (
 
 __all__ = [
     "FLAVARS",
+    "FUSE",
     "Aquila",
     "GenerationConfig",
     "PredictionWriter",

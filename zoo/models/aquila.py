@@ -20,7 +20,6 @@ from transformers import PreTrainedTokenizerBase
 
 from zoo.encoders.vision import create_timm_model
 from zoo.layers.sfi import ConvConcatBaseline, SpatialFeatureIntegration
-from zoo.metrics.generation import GenerationMetrics
 from zoo.models.generator import GenerationConfig, TrainingStage, VisionLanguageGenerator
 
 __all__ = ["Aquila"]
@@ -105,9 +104,7 @@ class Aquila(VisionLanguageGenerator):
             for layer in mda_layers
         })
         self.inject_layers = sorted(mda_layers)
-        self.metrics = nn.ModuleDict({
-            split: GenerationMetrics(question_types) for split in ("val", "test")
-        })
+        self.metrics = self.generation_metrics(question_types)
         self.setup_stage()
 
     def multiscale_features(self, image: Tensor) -> list[Tensor]:
@@ -125,20 +122,3 @@ class Aquila(VisionLanguageGenerator):
         features = [f.to(hidden.dtype) for f in context]
         updated = self.mda[str(layer)](features, queries.to(features[0].dtype))
         return hidden.scatter(1, index, updated.to(hidden.dtype))
-
-    def update_generation_metrics(self, split: str, batch: dict[str, Any], answers: list[str]) -> None:
-        self.metrics[split].update(batch, answers)
-
-    def _log_generation_metrics(self, split: str) -> None:
-        metric = self.metrics[split]
-        values = metric.compute()
-        if values:
-            self.log_dict({f"{split}_{k}": v for k, v in values.items()})
-        metric.reset()
-
-    def on_validation_epoch_end(self) -> None:
-        self._log_generation_metrics("val")
-
-    def on_test_epoch_end(self) -> None:
-        self._log_generation_metrics("test")
-

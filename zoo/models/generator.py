@@ -26,6 +26,7 @@ from torch import Tensor, nn
 from transformers import PreTrainedTokenizerBase
 
 from zoo.encoders.llm import build_llm, decoder_layers
+from zoo.metrics.generation import GenerationMetrics
 from zoo.models.base import ZooTask
 
 __all__ = [
@@ -168,6 +169,7 @@ class VisionLanguageGenerator(ZooTask):
         self.llm = build_llm(llm, len(tokenizer), llm_pretrained, gguf_file, llm_dtype)
         self.llm.config.pad_token_id = tokenizer.pad_token_id
         self.inject_layers: list[int] = []
+        self.metrics: nn.ModuleDict | None = None
         self._inject_context: dict[str, Any] | None = None
         self._hooks: list[Any] = []
 
@@ -325,8 +327,28 @@ class VisionLanguageGenerator(ZooTask):
         answers = self.generate(batch["image"], batch["prompt_ids"], batch["prompt_attention_mask"])
         self.update_generation_metrics(split, batch, answers)
 
+    @staticmethod
+    def generation_metrics(question_types: list[str]) -> nn.ModuleDict:
+        """Captioning and VQA metrics per evaluation split (families assign ``self.metrics``)."""
+        return nn.ModuleDict({s: GenerationMetrics(question_types) for s in ("val", "test")})
+
     def update_generation_metrics(self, split: str, batch: dict[str, Any], answers: list[str]) -> None:
-        """Hook for the families' metrics (captioning, VQA); the core has none."""
+        if self.metrics is not None:
+            self.metrics[split].update(batch, answers)
+
+    def _log_generation_metrics(self, split: str) -> None:
+        if self.metrics is None:
+            return
+        values = self.metrics[split].compute()
+        if values:
+            self.log_dict({f"{split}_{k}": v for k, v in values.items()})
+        self.metrics[split].reset()
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_generation_metrics("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_generation_metrics("test")
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         self._evaluate("val", batch, batch_idx)

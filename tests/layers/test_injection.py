@@ -1,0 +1,186 @@
+"""Tests for FUSE's recurrent injection and the Flamingo-style gated cross-attention ablation."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from zoo.layers.injection import GatedCrossAttentionInjection, RecurrentInjection
+
+B, N, S, D, DD = 2, 5, 3, 16, 12
+
+
+def _inputs(seed: int = 0, positions: int = N) -> tuple[torch.Tensor, torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    hidden = 3 * torch.randn(B, N, D, generator=gen)
+    details = torch.randn(B, S, positions, DD, generator=gen)
+    return hidden, details
+
+
+def _randomise(module: torch.nn.Module, seed: int = 1) -> None:
+    """Non-trivial values for every parameter (norms and biases too) so nothing hides."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.copy_(0.5 * torch.randn(p.shape, generator=gen) + (1.0 if p.ndim == 1 else 0.0))
+
+
+def _modules() -> list[torch.nn.Module]:
+    return [RecurrentInjection(D, DD, S), GatedCrossAttentionInjection(D, DD, num_heads=4)]
+
+
+# ----------------------------------------------------------------------------- identity at init
+@pytest.mark.parametrize("index", [0, 1])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_identity_at_initialisation(index: int, dtype: torch.dtype):
+    module = _modules()[index]
+    hidden, details = _inputs()
+    hidden = hidden.to(dtype)
+    out = module(hidden, details)
+    assert out.dtype == dtype
+    assert torch.equal(out, hidden)
+
+
+@pytest.mark.parametrize("index", [0, 1])
+def test_gradient_reaches_gates_at_initialisation(index: int):
+    module = _modules()[index]
+    hidden, details = _inputs()
+    out = module(hidden, details)
+    (out * torch.randn_like(out)).sum().backward()
+    gates = (
+        [module.alpha]
+        if isinstance(module, RecurrentInjection)
+        else [module.attn_gate, module.ff_gate]
+    )
+    for gate in gates:
+        assert gate.grad is not None and gate.grad.abs() > 1e-6
+
+
+# ----------------------------------------------------------------------------- RecurrentInjection
+def _recurrent_loop(m: RecurrentInjection, hidden: torch.Tensor, details: torch.Tensor):
+    """Reference: position by position, stack by stack."""
+    out = torch.empty_like(hidden)
+    for b in range(hidden.shape[0]):
+        for n in range(hidden.shape[1]):
+            x = m.hidden_norm(hidden[b, n])
+            q = m.query(x)
+            scores = []
+            for s in range(details.shape[1]):
+                k = m.key(m.detail_norm(details[b, s, n]))
+                scores.append(float(q @ k) / math.sqrt(m.router_dim))
+            top = max(scores)
+            exps = [math.exp(v - top) for v in scores]
+            weights = [e / sum(exps) for e in exps]
+            mixed = sum(w * m.value(m.detail_norm(details[b, s, n])) for s, w in enumerate(weights))
+            gate = torch.sigmoid(m.gate(torch.cat([x, mixed])))
+            out[b, n] = hidden[b, n] + m.alpha * gate * m.out(mixed)
+    return out
+
+
+@pytest.mark.parametrize("router_dim", [None, 8])
+def test_recurrent_injection_matches_loop(router_dim: int | None):
+    module = RecurrentInjection(D, DD, S, router_dim=router_dim)
+    _randomise(module)
+    with torch.no_grad():
+        module.alpha.fill_(0.7)
+    hidden, details = _inputs()
+    with torch.no_grad():
+        out = module(hidden, details)
+        expected = _recurrent_loop(module, hidden, details)
+    assert out.shape == (B, N, D)
+    torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(out, hidden)
+    weights = module.routing(hidden, details)
+    assert weights.shape == (B, S, N)
+    torch.testing.assert_close(weights.sum(1), torch.ones(B, N))
+
+
+def test_recurrent_injection_gate_bias_and_repr():
+    module = RecurrentInjection(D, DD, S, gate_bias_init=-2.0)
+    assert torch.equal(module.gate.bias, torch.full((D,), -2.0))
+    assert module.alpha.shape == () and module.alpha.item() == 0.0
+    assert "num_stacks=3" in repr(module)
+
+
+def test_recurrent_injection_dtypes():
+    hidden, details = _inputs()
+    module = RecurrentInjection(D, DD, S)
+    _randomise(module)
+    with torch.no_grad():
+        module.alpha.fill_(0.5)
+    ref = module(hidden, details)
+    # float32 module, bfloat16 hidden (and float64 details): computed in float32, bf16 out.
+    out = module(hidden.bfloat16(), details.double())
+    assert out.dtype == torch.bfloat16
+    torch.testing.assert_close(out.float(), ref, atol=0.1, rtol=0.05)
+    # A bfloat16 module with bfloat16 hidden and float32 details.
+    out = module.to(torch.bfloat16)(hidden.bfloat16(), details)
+    assert out.dtype == torch.bfloat16
+    torch.testing.assert_close(out.float(), ref, atol=0.25, rtol=0.05)
+
+
+def test_recurrent_injection_errors():
+    module = RecurrentInjection(D, DD, S)
+    hidden, details = _inputs()
+    with pytest.raises(ValueError, match="got 2 detail stacks but the module was built for 3"):
+        module(hidden, details[:, :2])
+    with pytest.raises(ValueError, match=f"details must be B x S x N x {DD}"):
+        module(hidden, details[..., :-1])
+    with pytest.raises(ValueError, match=f"hidden must be B x N x {D}"):
+        module(hidden[..., :-1], details)
+    with pytest.raises(ValueError, match="hidden must be"):
+        module(hidden[0], details)
+    with pytest.raises(ValueError, match="4 positions per stack but hidden has 5"):
+        module(hidden, details[:, :, :4])
+    with pytest.raises(ValueError, match="details batch 1 differs"):
+        module(hidden, details[:1])
+    with pytest.raises(ValueError, match="num_stacks must be positive"):
+        RecurrentInjection(D, DD, 0)
+
+
+# ----------------------------------------------------------------------------- gated cross-attn
+def _gated_reference(m: GatedCrossAttentionInjection, hidden: torch.Tensor, details: torch.Tensor):
+    """Reference with an explicit softmax per head."""
+    heads, dh = m.num_heads, D // m.num_heads
+    e = m.detail_norm(details.flatten(1, 2))
+    q = m.query(m.attn_norm(hidden)).view(B, -1, heads, dh)
+    k = m.key(e).view(B, -1, heads, dh)
+    v = m.value(e).view(B, -1, heads, dh)
+    attn = torch.einsum("bnhc,bmhc->bhnm", q, k).div(math.sqrt(dh)).softmax(-1)
+    ctx = torch.einsum("bhnm,bmhc->bnhc", attn, v).reshape(B, -1, D)
+    h = hidden + torch.tanh(m.attn_gate) * m.attn_out(ctx)
+    ff = m.ff[2](F.gelu(m.ff[0](m.ff_norm(h))))
+    return h + torch.tanh(m.ff_gate) * ff
+
+
+def test_gated_cross_attention_matches_reference():
+    module = GatedCrossAttentionInjection(D, DD, num_heads=4, ff_mult=2)
+    _randomise(module)
+    with torch.no_grad():
+        module.attn_gate.fill_(0.6)
+        module.ff_gate.fill_(-0.4)
+    hidden, details = _inputs(positions=7)  # detail positions need not match N
+    with torch.no_grad():
+        out = module(hidden, details)
+        expected = _gated_reference(module, hidden, details)
+        flat = module(hidden, details.flatten(1, 2))  # already-flat details
+    assert out.shape == (B, N, D)
+    torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(flat, out)
+    assert module(hidden.bfloat16(), details).dtype == torch.bfloat16
+
+
+def test_gated_cross_attention_errors():
+    with pytest.raises(ValueError, match="not divisible by num_heads=3"):
+        GatedCrossAttentionInjection(D, DD, num_heads=3)
+    module = GatedCrossAttentionInjection(D, DD, num_heads=4)
+    hidden, details = _inputs()
+    with pytest.raises(ValueError, match=f"details must be B x S x N x {DD}"):
+        module(hidden, details[..., :-1])
+    with pytest.raises(ValueError, match=f"hidden must be B x N x {D}"):
+        module(hidden[..., :-2], details)
+    with pytest.raises(ValueError, match="details batch 1 differs"):
+        module(hidden, details[:1])

@@ -1,0 +1,360 @@
+"""Overlapping sliding windows: cut an image into windows, stitch per-window token maps back.
+
+FUSE (MF-RSVLM, Dang et al., 2025) gives its LLM detail features besides the global view: the
+image is resized to a larger canvas (e.g. 672 px), cut into overlapping windows at several scales
+(e.g. 336 px and 168 px windows, stride half a window), every window goes through the same ViT,
+and for each (scale, depth) the windows' token maps are stitched back into one token canvas,
+overlaps blended with smooth window weights, then resized to the LLM's visual token grid.
+
+* :func:`window_offsets` -- start offsets of windows covering a length, the last one flush.
+* :func:`extract_windows` -- ``B x C x H x W -> (B n_h n_w) x C x win x win``, one gather.
+* :func:`window_weights` -- smooth, strictly positive separable blending weights.
+* :func:`stitch_windows` -- ``sum w x / sum w`` over the windows covering every canvas cell, one
+  ``index_add`` over a flat canvas index (works with irregular, flush final offsets).
+* :class:`SlidingWindowFeatures` -- the encoder-agnostic orchestration, all windows of all scales
+  of a batch through the encoder in one call.
+
+Windows are always row-major within an image and images are outermost, so window ``(i, j)`` of
+image ``b`` is row ``(b n_h + i) n_w + j``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = [
+    "WEIGHTINGS",
+    "SlidingWindowFeatures",
+    "extract_windows",
+    "stitch_windows",
+    "window_offsets",
+    "window_weights",
+]
+
+WEIGHTINGS = ("hann", "triangular", "uniform")
+
+
+def window_offsets(size: int, window: int, stride: int) -> list[int]:
+    """Start offsets of ``window``-long windows at ``stride`` that cover ``[0, size)``.
+
+    Offsets are ``0, stride, 2 stride, ...`` while the window fits; if the last one stops short of
+    ``size``, a final window flush with the end (offset ``size - window``) is added, so the final
+    step may be shorter than ``stride``.
+
+    Raises:
+        ValueError: ``window <= 0``, ``window > size``, ``stride <= 0`` or ``stride > window``
+            (windows would leave gaps).
+    """
+    if window <= 0:
+        raise ValueError(f"window must be positive, got {window}")
+    if window > size:
+        raise ValueError(f"window ({window}) is larger than the length to cover ({size})")
+    if stride <= 0:
+        raise ValueError(f"stride must be positive, got {stride}")
+    if stride > window:
+        raise ValueError(
+            f"stride ({stride}) is larger than the window ({window}): windows would leave gaps"
+        )
+    offsets = list(range(0, size - window + 1, stride))
+    if offsets[-1] + window < size:
+        offsets.append(size - window)
+    return offsets
+
+
+def _window_index(offsets: Sequence[int], window: int, device: torch.device) -> Tensor:
+    """``n x window`` positions covered by each window: ``offsets[i] + arange(window)``."""
+    start = torch.as_tensor(list(offsets), dtype=torch.long, device=device)
+    return start[:, None] + torch.arange(window, device=device)
+
+
+def extract_windows(image: Tensor, window: int, stride: int) -> Tensor:
+    """Cut ``B x C x H x W`` into ``(B n_h n_w) x C x window x window`` overlapping windows.
+
+    Offsets along each axis come from :func:`window_offsets` (so the last window is flush with the
+    border); windows are row-major per image. One advanced-indexing gather, no loop over windows.
+    """
+    if image.ndim != 4:
+        raise ValueError(f"expected a B x C x H x W image, got shape {tuple(image.shape)}")
+    b, c, h, w = image.shape
+    rows = _window_index(window_offsets(h, window, stride), window, image.device)  # n_h, win
+    cols = _window_index(window_offsets(w, window, stride), window, image.device)  # n_w, win
+    n_h, n_w = rows.shape[0], cols.shape[0]
+    patches = image[:, :, rows[:, :, None, None], cols[None, None]]  # B, C, n_h, win, n_w, win
+    patches = patches.permute(0, 2, 4, 1, 3, 5)
+    return patches.reshape(b * n_h * n_w, c, window, window)
+
+
+def _profile(
+    size: int, kind: str, device: torch.device | None = None, dtype: torch.dtype | None = None
+) -> Tensor:
+    """1-D weights of length ``size``, positive, symmetric, maximum exactly 1."""
+    if size <= 0:
+        raise ValueError(f"window weight size must be positive, got {size}")
+    if kind not in WEIGHTINGS:
+        raise ValueError(f"unknown window weighting {kind!r}; choose one of {WEIGHTINGS}")
+    if kind == "uniform":
+        return torch.ones(size, device=device, dtype=dtype)
+    # Distance of each cell centre from the window centre, exactly symmetric (half-integers).
+    d = (torch.arange(size, device=device, dtype=torch.float32) - (size - 1) / 2).abs() / size
+    # d < 1/2 everywhere, so both profiles stay > 0 at the border cells.
+    profile = torch.cos(math.pi * d) ** 2 if kind == "hann" else 1.0 - 2.0 * d
+    return (profile / profile.max()).to(dtype or torch.float32)
+
+
+def window_weights(
+    size: int,
+    kind: str = "hann",
+    *,
+    device: torch.device | None = None,
+    dtype: torch.dtype | None = None,
+) -> Tensor:
+    """``size x size`` separable blending weights, ``> 0`` everywhere, 1 at the centre.
+
+    With ``d_i = |i - (size - 1) / 2| / size < 1/2`` the distance of cell ``i`` from the centre:
+    ``"hann"`` is ``cos^2(pi d_i)`` (``= sin^2(pi (i + 1/2) / size)``, a Hann window sampled at cell
+    centres, so the borders are small but positive), ``"triangular"`` a tent ``1 - 2 d_i``,
+    ``"uniform"`` ones. Each 1-D profile is exactly symmetric and divided by its maximum (even
+    sizes have two centre cells), then the two axes are multiplied.
+    """
+    profile = _profile(size, kind, device, dtype)
+    return torch.outer(profile, profile)
+
+
+def _check_cover(offsets: Sequence[int], extent: int, size: int, axis: str) -> None:
+    """Raise unless windows ``[o, o + extent)`` lie inside and cover ``[0, size)``."""
+    if not offsets:
+        raise ValueError(f"no window offsets along {axis}")
+    reach = 0
+    for o in sorted(offsets):
+        if o < 0 or o + extent > size:
+            raise ValueError(
+                f"window at {axis} offset {o} (extent {extent}) lies outside the canvas [0, {size})"
+            )
+        if o > reach:
+            raise ValueError(f"canvas {axis} cells {reach}..{o - 1} are covered by no window")
+        reach = max(reach, o + extent)
+    if reach < size:
+        raise ValueError(f"canvas {axis} cells {reach}..{size - 1} are covered by no window")
+
+
+def _stitch(
+    tokens: Tensor,
+    batch: int,
+    canvas: tuple[int, int],
+    offsets_h: Sequence[int],
+    offsets_w: Sequence[int],
+    weights: Tensor,
+) -> Tensor:
+    """:func:`stitch_windows` without the checks (geometry and weights assumed valid)."""
+    n_h, n_w = len(offsets_h), len(offsets_w)
+    _, dim, h, w = tokens.shape
+    height, width = canvas
+    device = tokens.device
+    # Accumulate in at least float32 so half-precision features blend without rounding drift.
+    acc = torch.promote_types(tokens.dtype, torch.float32)
+    rows = _window_index(offsets_h, h, device)  # n_h, h
+    cols = _window_index(offsets_w, w, device)  # n_w, w
+    index = (rows[:, None, :, None] * width + cols[None, :, None, :]).reshape(-1)  # n_h n_w h w
+    weights = weights.to(device=device, dtype=acc)
+    src = tokens.to(acc).reshape(batch, n_h, n_w, dim, h, w) * weights
+    src = src.permute(0, 3, 1, 2, 4, 5).reshape(batch, dim, -1)  # B, D, (n_h n_w h w)
+    num = src.new_zeros(batch, dim, height * width).index_add(2, index, src)
+    den = weights.new_zeros(height * width).index_add(
+        0, index, weights.expand(n_h, n_w, h, w).reshape(-1)
+    )
+    return (num / den).reshape(batch, dim, height, width).to(tokens.dtype)
+
+
+def stitch_windows(
+    tokens: Tensor,
+    batch: int,
+    canvas: tuple[int, int],
+    offsets_h: list[int],
+    offsets_w: list[int],
+    weights: Tensor | None = None,
+) -> Tensor:
+    """Blend per-window token maps into one ``B x D x canvas_h x canvas_w`` canvas.
+
+    Args:
+        tokens: ``(B n_h n_w) x D x h x w`` token maps, windows row-major per image.
+        batch: ``B``.
+        canvas: ``(canvas_h, canvas_w)`` in token cells.
+        offsets_h, offsets_w: window start offsets in token cells (any order of steps, e.g. a
+            flush final window); every canvas cell must be covered by at least one window.
+        weights: ``h x w`` positive per-cell weights (default: uniform).
+
+    Returns:
+        Each cell is ``sum_k w_k x_k / sum_k w_k`` over the windows ``k`` covering it, computed with
+        one ``index_add`` into a flat canvas (no loop over windows); the result has ``tokens``'
+        dtype (accumulation is in at least float32).
+
+    Raises:
+        ValueError: wrong rank or number of windows, a window outside the canvas, an uncovered
+            canvas cell, or weights of the wrong shape or not strictly positive.
+    """
+    if tokens.ndim != 4:
+        raise ValueError(
+            f"expected (B*n_h*n_w) x D x h x w tokens, got shape {tuple(tokens.shape)}"
+        )
+    n_windows = batch * len(offsets_h) * len(offsets_w)
+    if batch <= 0 or tokens.shape[0] != n_windows:
+        raise ValueError(
+            f"got {tokens.shape[0]} windows but batch={batch} x {len(offsets_h)} x "
+            f"{len(offsets_w)} offsets = {n_windows}"
+        )
+    h, w = tokens.shape[-2:]
+    _check_cover(offsets_h, h, canvas[0], "row")
+    _check_cover(offsets_w, w, canvas[1], "column")
+    if weights is None:
+        weights = tokens.new_ones(h, w)
+    elif tuple(weights.shape) != (h, w):
+        raise ValueError(f"weights must be {h} x {w} like a window, got {tuple(weights.shape)}")
+    elif not bool((weights > 0).all()):
+        raise ValueError("window weights must be strictly positive")
+    return _stitch(tokens, batch, canvas, offsets_h, offsets_w, weights)
+
+
+def _to_grid(x: Tensor, grid: int) -> Tensor:
+    """Resize ``B x D x H x W`` to ``grid x grid``: area average down, bilinear up."""
+    if x.shape[-2:] == (grid, grid):
+        return x
+    if min(x.shape[-2:]) >= grid:
+        return F.adaptive_avg_pool2d(x, grid)
+    return F.interpolate(x, size=(grid, grid), mode="bilinear", align_corners=False)
+
+
+def _resize(x: Tensor, size: int) -> Tensor:
+    """Bilinear resize to ``size x size`` (anti-aliased when shrinking); no-op at that size."""
+    if x.shape[-2:] == (size, size):
+        return x
+    shrink = max(x.shape[-2:]) > size  # antialiasing only changes the shrunk axes
+    return F.interpolate(
+        x, size=(size, size), mode="bilinear", align_corners=False, antialias=shrink
+    )
+
+
+class SlidingWindowFeatures(nn.Module):
+    """FUSE's multi-scale sliding-window detail features, for any encoder.
+
+    ``forward(image, encode)`` resizes the image to a ``canvas_size`` square canvas (bilinear,
+    anti-aliased when shrinking; the aspect ratio is not kept), cuts it at every window size with
+    stride ``round(window * stride_fraction)`` (last window flush with the border), resizes every
+    window to the encoder's ``input_size`` and calls ``encode`` once on all windows of all scales
+    (scale-major, then image, then row-major window). ``encode`` returns one ``N x D x h x w``
+    token map per depth.
+
+    Each scale is stitched at its own native token resolution: with ``h`` tokens per window side a
+    token cell is ``window / h`` canvas pixels, so the scale's token canvas is ``canvas_size h /
+    window`` cells a side (48 for 336 px windows and 96 for 168 px windows with CLIP-L/14 at 336),
+    and no window is resampled before blending. Overlaps are blended with :func:`window_weights`
+    (``weighting``). The stitched canvas is then area-averaged (``adaptive_avg_pool2d``) to
+    ``grid_size x grid_size``, or bilinearly upsampled if it is smaller.
+
+    Returns ``B x S x grid_size^2 x D`` with ``S = len(window_sizes) * n_depths`` stacks ordered
+    scale-major, depth-minor, tokens row-major.
+    """
+
+    def __init__(
+        self,
+        window_sizes: Sequence[int] = (336, 168),
+        canvas_size: int = 672,
+        input_size: int = 336,
+        grid_size: int = 24,
+        stride_fraction: float = 0.5,
+        weighting: str = "hann",
+    ) -> None:
+        super().__init__()
+        if not window_sizes:
+            raise ValueError("window_sizes must name at least one window size")
+        for name, value in (
+            ("canvas_size", canvas_size),
+            ("input_size", input_size),
+            ("grid_size", grid_size),
+        ):
+            if value <= 0:
+                raise ValueError(f"{name} must be positive, got {value}")
+        if not 0.0 < stride_fraction <= 1.0:
+            raise ValueError(f"stride_fraction must lie in (0, 1], got {stride_fraction}")
+        if weighting not in WEIGHTINGS:
+            raise ValueError(f"unknown weighting {weighting!r}; choose one of {WEIGHTINGS}")
+        self.window_sizes = [int(s) for s in window_sizes]
+        self.canvas_size = canvas_size
+        self.input_size = input_size
+        self.grid_size = grid_size
+        self.stride_fraction = stride_fraction
+        self.weighting = weighting
+        self.strides = [max(1, round(s * stride_fraction)) for s in self.window_sizes]
+        # Pixel offsets per scale (the same along both axes of the square canvas).
+        self.offsets = [
+            window_offsets(canvas_size, s, t)
+            for s, t in zip(self.window_sizes, self.strides, strict=True)
+        ]
+
+    @property
+    def windows_per_image(self) -> list[int]:
+        """Number of windows each image contributes at each scale."""
+        return [len(o) ** 2 for o in self.offsets]
+
+    def _token_geometry(self, scale: int, tokens: int) -> tuple[int, list[int]]:
+        """Token-canvas side and token offsets of ``scale`` for ``tokens`` cells a window side."""
+        window = self.window_sizes[scale]
+        pixels = [self.canvas_size, *self.offsets[scale]]
+        if any(p * tokens % window for p in pixels):
+            raise ValueError(
+                f"scale {scale}: {window} px windows give {tokens} tokens a side (a token is "
+                f"{window / tokens:g} px), but the canvas ({self.canvas_size} px) or the window "
+                f"offsets {self.offsets[scale]} are not whole numbers of tokens; choose sizes "
+                f"and stride_fraction so they are"
+            )
+        side, *offsets = (p * tokens // window for p in pixels)
+        return side, offsets
+
+    def forward(self, image: Tensor, encode: Callable[[Tensor], list[Tensor]]) -> Tensor:
+        """``B x C x H x W`` image -> ``B x S x grid^2 x D`` stitched detail stacks."""
+        if image.ndim != 4:
+            raise ValueError(f"expected a B x C x H x W image, got shape {tuple(image.shape)}")
+        batch = image.shape[0]
+        canvas = _resize(image, self.canvas_size)
+        windows = [
+            _resize(extract_windows(canvas, s, t), self.input_size)
+            for s, t in zip(self.window_sizes, self.strides, strict=True)
+        ]
+        counts = [w.shape[0] for w in windows]
+        features = encode(torch.cat(windows) if len(windows) > 1 else windows[0])
+        if isinstance(features, Tensor) or not features:
+            raise ValueError(
+                "encode must return a non-empty list of N x D x h x w maps, one per depth"
+            )
+        for d, f in enumerate(features):
+            if f.ndim != 4 or f.shape[0] != sum(counts) or f.shape[1] != features[0].shape[1]:
+                raise ValueError(
+                    f"encode output {d} has shape {tuple(f.shape)}; expected {sum(counts)} x D "
+                    f"x h x w ({counts} windows per scale) with one D for all depths"
+                )
+        per_depth = [torch.split(f, counts) for f in features]
+        stacks = []
+        for scale in range(len(self.window_sizes)):
+            for depth in range(len(features)):
+                tokens = per_depth[depth][scale]
+                h, w = tokens.shape[-2:]
+                side_h, off_h = self._token_geometry(scale, h)
+                side_w, off_w = self._token_geometry(scale, w)
+                weights = torch.outer(
+                    _profile(h, self.weighting, tokens.device),
+                    _profile(w, self.weighting, tokens.device),
+                )
+                stitched = _stitch(tokens, batch, (side_h, side_w), off_h, off_w, weights)
+                stacks.append(_to_grid(stitched, self.grid_size))
+        return torch.stack(stacks, 1).flatten(3).transpose(2, 3)  # B, S, grid^2, D
+
+    def extra_repr(self) -> str:
+        return (
+            f"window_sizes={self.window_sizes}, strides={self.strides}, "
+            f"canvas_size={self.canvas_size}, input_size={self.input_size}, "
+            f"grid_size={self.grid_size}, weighting={self.weighting!r}"
+        )
