@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -82,3 +83,31 @@ def test_bad_arguments_name_the_key(args, message, capsys):
 def test_unknown_encoder_name_is_explained():
     with pytest.raises(ValueError, match="unknown vision encoder 'vit_nonexistent'"):
         _instantiate("--model.init_args.image_encoder=vit_nonexistent")
+
+
+@pytest.mark.parametrize("config", ["configs/aquila.yaml", "configs/fuse.yaml"])
+def test_fit_then_predict_writes_answers(config, tmp_path):
+    """The generators' README commands: fit, then predict from the checkpoint (weights only)."""
+    override = tmp_path / "override.yaml"
+    override.write_text(yaml.safe_dump({
+        "trainer": {
+            "max_epochs": 1, "logger": False, "enable_progress_bar": False,
+            "limit_train_batches": 2, "limit_val_batches": 1,
+            "callbacks": [
+                {"class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
+                 "init_args": {"dirpath": str(tmp_path / "ckpt"), "save_last": True}},
+                {"class_path": "zoo.models.PredictionWriter",
+                 "init_args": {"output_path": str(tmp_path / "answers.jsonl")}},
+            ],
+        },
+        "model": {"init_args": {"generation": {"max_new_tokens": 3}}},
+        "data": {"init_args": {"root": str(tmp_path / "data"), "num_train": 16, "num_val": 4,
+                               "num_test": 4, "batch_size": 8}},
+    }))
+    configs = ["--config", config, "--config", str(override)]
+    main(["fit", *configs])
+    checkpoint = tmp_path / "ckpt" / "last.ckpt"
+    assert checkpoint.is_file()
+    main(["predict", *configs, "--ckpt_path", str(checkpoint)])
+    rows = (tmp_path / "answers.jsonl").read_text().splitlines()
+    assert rows and all({"id", "question", "answer", "reference"} <= set(json.loads(r)) for r in rows)
