@@ -169,3 +169,18 @@ def test_export_merges_lora_into_safetensors(dm, batch, tmp_path):
     load_model(plain, str(path))
     with torch.no_grad():
         assert torch.allclose(plain(*args).logits, want, atol=1e-5)
+
+
+def test_stage_checkpoint_with_lora_is_merged(dm, batch, tmp_path):
+    """A later stage starting from a LoRA stage keeps what that stage learnt."""
+    stage1 = aquila(dm, stage=TrainingStage(lora_rank=4, lora_alpha=8))
+    for name, p in stage1.llm.named_parameters():
+        if "lora_B" in name:
+            torch.nn.init.normal_(p, std=0.05)
+    path = tmp_path / "stage1.ckpt"
+    torch.save({"state_dict": stage1.state_dict(),
+                "hyper_parameters": {"stage": {"lora_rank": 4, "lora_alpha": 8}}}, path)
+    stage2 = aquila(dm, stage=TrainingStage(init_checkpoint=str(path)))
+    args = (batch["image"], batch["input_ids"], batch["attention_mask"])
+    with torch.no_grad():
+        assert torch.allclose(stage1.eval()(*args).logits, stage2(*args).logits, atol=1e-5)

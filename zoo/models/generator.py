@@ -217,17 +217,26 @@ class VisionLanguageGenerator(ZooTask):
         self._install_hooks()
 
     def load_stage_checkpoint(self, path: str) -> None:
-        """Weights of a previous stage (a Lightning checkpoint or a safetensors file)."""
+        """Weights of a previous stage (a Lightning checkpoint or a safetensors file).
+
+        LoRA adapters of that stage are merged into the LLM's weights first (W + s·B·A with
+        s = alpha / r from its hyper-parameters), so a new stage can add its own adapters.
+        """
         file = Path(path)
         if not file.is_file():
             raise FileNotFoundError(f"stage.init_checkpoint {file} does not exist")
+        scaling = 1.0
         if file.suffix == ".safetensors":
             from safetensors.torch import load_file
 
             state = load_file(str(file))
         else:
-            state = torch.load(file, map_location="cpu", weights_only=True)["state_dict"]
-        state = {_unpeft(k): v for k, v in state.items() if "lora_" not in k}
+            checkpoint = torch.load(file, map_location="cpu", weights_only=True)
+            state = checkpoint["state_dict"]
+            previous = checkpoint.get("hyper_parameters", {}).get("stage") or {}
+            if previous.get("lora_rank"):
+                scaling = previous["lora_alpha"] / previous["lora_rank"]
+        state = {_unpeft(k): v for k, v in merge_lora_state(state, scaling).items()}
         missing, unexpected = self.load_state_dict(state, strict=False)
         rank_zero_info(
             f"loaded {len(state) - len(unexpected)} tensors from {file}"
@@ -369,6 +378,19 @@ class VisionLanguageGenerator(ZooTask):
         for key in ("stage", "generation"):
             if key in hparams and hasattr(hparams[key], "__dataclass_fields__"):
                 hparams[key] = asdict(hparams[key])
+
+
+def merge_lora_state(state: dict[str, Tensor], scaling: float) -> dict[str, Tensor]:
+    """Fold peft LoRA pairs of a state dict into their base weights: W + scaling · B @ A."""
+    out = {k: v for k, v in state.items() if ".lora_" not in k}
+    for key, a in state.items():
+        if ".lora_A." not in key:
+            continue
+        prefix, adapter = key.split(".lora_A.")
+        b = state[f"{prefix}.lora_B.{adapter}"]
+        base = f"{prefix}.base_layer.weight"
+        out[base] = out[base] + scaling * (b.float() @ a.float()).to(out[base].dtype)
+    return out
 
 
 def _unpeft(key: str) -> str:
