@@ -26,7 +26,10 @@ def _in_repo(monkeypatch):
 
 
 #: Configs written as overrides of another (a later training stage) parse composed on it.
-BASES = {"configs/aquila/stage2.yaml": "configs/aquila/stage1.yaml"}
+BASES = {
+    "configs/aquila/stage2.yaml": "configs/aquila/stage1.yaml",
+    "configs/geopix/stage2.yaml": "configs/geopix/stage1.yaml",
+}
 
 
 @pytest.mark.parametrize("config", CONFIGS)
@@ -85,9 +88,15 @@ def test_unknown_encoder_name_is_explained():
         _instantiate("--model.init_args.image_encoder=vit_nonexistent")
 
 
-@pytest.mark.parametrize("config", ["configs/aquila.yaml", "configs/fuse.yaml"])
+@pytest.mark.parametrize("config", ["configs/aquila.yaml", "configs/fuse.yaml", "configs/geopix.yaml"])
 def test_fit_then_predict_writes_answers(config, tmp_path):
     """The generators' README commands: fit, then predict from the checkpoint (weights only)."""
+    if "geopix" in config:
+        writer = {"class_path": "zoo.callbacks.MaskPredictionWriter",
+                  "init_args": {"output_dir": str(tmp_path / "answers")}}
+    else:
+        writer = {"class_path": "zoo.models.PredictionWriter",
+                  "init_args": {"output_path": str(tmp_path / "answers.jsonl")}}
     override = tmp_path / "override.yaml"
     override.write_text(yaml.safe_dump({
         "trainer": {
@@ -96,8 +105,7 @@ def test_fit_then_predict_writes_answers(config, tmp_path):
             "callbacks": [
                 {"class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
                  "init_args": {"dirpath": str(tmp_path / "ckpt"), "save_last": True}},
-                {"class_path": "zoo.models.PredictionWriter",
-                 "init_args": {"output_path": str(tmp_path / "answers.jsonl")}},
+                writer,
             ],
         },
         "model": {"init_args": {"generation": {"max_new_tokens": 3}}},
@@ -109,5 +117,8 @@ def test_fit_then_predict_writes_answers(config, tmp_path):
     checkpoint = tmp_path / "ckpt" / "last.ckpt"
     assert checkpoint.is_file()
     main(["predict", *configs, "--ckpt_path", str(checkpoint)])
-    rows = (tmp_path / "answers.jsonl").read_text().splitlines()
+    if "geopix" in config:  # a folder per sample: answer.json, mask_{k}.png (GeoJSON if georeferenced)
+        rows = [p.read_text() for p in (tmp_path / "answers").glob("*/answer.json")]
+    else:
+        rows = (tmp_path / "answers.jsonl").read_text().splitlines()
     assert rows and all({"id", "question", "answer", "reference"} <= set(json.loads(r)) for r in rows)

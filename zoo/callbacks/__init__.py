@@ -1,5 +1,6 @@
-"""Callbacks: sample logging."""
+"""Callbacks: sample logging and prediction writers."""
 
+from zoo.callbacks.masks import MaskPredictionWriter
 from zoo.callbacks.samples import RetrievalSamples
 
-__all__ = ["RetrievalSamples"]
+__all__ = ["MaskPredictionWriter", "RetrievalSamples"]

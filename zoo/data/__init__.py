@@ -14,6 +14,10 @@ _LAZY = {
     "ConversationDataset": "zoo.data.conversations",
     "EmbeddedConversationDataModule": "zoo.data.datamodules",
     "EmbeddedDataModule": "zoo.data.datamodules",
+    "EmbeddedReferringDataModule": "zoo.data.referring",
+    "ReferringCollate": "zoo.data.referring",
+    "ReferringSegmentationDataModule": "zoo.data.referring",
+    "ReferringSegmentationDataset": "zoo.data.referring",
     "ImageTextLocationDataModule": "zoo.data.datamodules",
     "ImageTextLocationDataset": "zoo.data.image_text",
 }

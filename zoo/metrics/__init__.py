@@ -9,6 +9,7 @@ from zoo.metrics.embedding import (
     retrieve_locations,
     zero_shot_logits,
 )
+from zoo.metrics.segmentation import ReferringIoU
 from zoo.metrics.vqa import VQAAccuracy, normalize_answer
 
 __all__ = [
@@ -19,6 +20,7 @@ __all__ = [
     "retrieve_locations",
     "zero_shot_logits",
     "CaptionMetrics",
+    "ReferringIoU",
     "VQAAccuracy",
     "normalize_answer",
 ]

@@ -10,12 +10,14 @@ from zoo.models.generator import (
     TrainingStage,
     VisionLanguageGenerator,
 )
+from zoo.models.geopix import GeoPix
 
 __all__ = [
     "FLAVARS",
     "FUSE",
     "Aquila",
     "GenerationConfig",
+    "GeoPix",
     "PredictionWriter",
     "TrainingStage",
     "VisionLanguageGenerator",

@@ -1,0 +1,189 @@
+"""Write predicted referring-segmentation masks: PNGs, the answer, and geo-referenced polygons.
+
+For each predicted sample ``{output_dir}/{id}/`` receives:
+
+* ``answer.json``: id, question, generated answer, reference (and sentences, categories, geo
+  when given), and the names of the mask files;
+* ``mask_{k}.png``: the mask of target ``k`` as a single-band 0/255 PNG;
+* ``masks.geojson`` when the sample has a location and a ground sample distance: a
+  FeatureCollection with one (Multi)Polygon feature per target (null geometry for an empty
+  mask) in lon/lat (EPSG:4326).
+
+The pixel grid is geo-referenced with a *local equirectangular* approximation: the image
+centre is at ``(lat, lon)``, a pixel spans ``gsd_m / M`` degrees of latitude and
+``gsd_m / (M·cos(lat))`` degrees of longitude with ``M = π·R/180`` metres per degree on a
+sphere of radius :data:`EARTH_RADIUS_M`; north is up. This is accurate to well under a pixel
+for image chips of a few kilometres away from the poles, but is no substitute for the real
+geotransform of an orthorectified product; it does not wrap at the antimeridian.
+
+Files are written to a temporary name and renamed, so a reader never sees half a file.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from lightning.pytorch import LightningModule, Trainer
+from lightning.pytorch.callbacks import BasePredictionWriter
+from PIL import Image
+from rasterio.features import shapes
+from rasterio.transform import Affine
+from torch import Tensor
+
+__all__ = [
+    "EARTH_RADIUS_M",
+    "METRES_PER_DEGREE",
+    "MaskPredictionWriter",
+    "mask_features",
+    "pixel_transform",
+]
+
+EARTH_RADIUS_M = 6_371_008.8
+"""Mean Earth radius (IUGG) of the spherical approximation."""
+METRES_PER_DEGREE = math.pi * EARTH_RADIUS_M / 180.0
+"""Length of one degree of latitude (and of longitude at the equator) on that sphere."""
+
+_UNSAFE = re.compile(r"[^\w.-]")
+
+
+def pixel_transform(lat: float, lon: float, gsd_m: float, height: int, width: int) -> Affine:
+    """Affine map from pixel (column, row) to (lon, lat), centred on ``(lat, lon)``.
+
+    Local equirectangular approximation (see the module docstring); pixel corners are at
+    integer coordinates, so the image centre is ``(width / 2, height / 2)``.
+    """
+    if not -90.0 < lat < 90.0:
+        raise ValueError(f"latitude {lat} must be strictly between -90 and 90 degrees")
+    if gsd_m <= 0:
+        raise ValueError(f"ground sample distance must be positive, got {gsd_m} m")
+    dlat = gsd_m / METRES_PER_DEGREE
+    dlon = dlat / math.cos(math.radians(lat))
+    return Affine(dlon, 0.0, lon - dlon * width / 2, 0.0, -dlat, lat + dlat * height / 2)
+
+
+def mask_features(
+    masks: np.ndarray, transform: Affine, categories: Sequence[Any] | None = None
+) -> dict[str, Any]:
+    """A GeoJSON FeatureCollection with one feature per ``K×H×W`` bool mask.
+
+    Each mask is vectorised with :func:`rasterio.features.shapes` (4-connected regions, holes
+    kept); its regions form one Polygon or MultiPolygon. Properties: ``target`` (the index)
+    and ``category`` when ``categories`` is given.
+    """
+    features = []
+    for k, mask in enumerate(masks):
+        mask = np.ascontiguousarray(mask, dtype=np.uint8)
+        rings = [
+            geometry["coordinates"]
+            for geometry, value in shapes(mask, mask=mask.astype(bool), transform=transform)
+            if value == 1
+        ]
+        if not rings:
+            geometry = None
+        elif len(rings) == 1:
+            geometry = {"type": "Polygon", "coordinates": rings[0]}
+        else:
+            geometry = {"type": "MultiPolygon", "coordinates": rings}
+        properties: dict[str, Any] = {"target": k}
+        if categories is not None:
+            properties["category"] = categories[k]
+        features.append({"type": "Feature", "geometry": geometry, "properties": properties})
+    return {"type": "FeatureCollection", "features": features}
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _atomic_write_png(path: Path, mask: np.ndarray) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    Image.fromarray(mask.astype(np.uint8) * 255, mode="L").save(tmp, format="PNG")
+    os.replace(tmp, path)
+
+
+def _as_bool(masks: Tensor | np.ndarray) -> np.ndarray:
+    """``K×H×W`` bool: floats are probabilities (> 0.5), integers and bools are > 0."""
+    masks = torch.as_tensor(masks).detach().cpu()
+    if masks.dim() == 2:
+        masks = masks[None]
+    return (masks > 0.5 if masks.is_floating_point() else masks > 0).numpy()
+
+
+def _plain(value: Any) -> Any:
+    """Tensors and numpy values as JSON-serialisable Python values."""
+    if isinstance(value, (Tensor, np.ndarray, np.generic)):
+        return torch.as_tensor(value).tolist()
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+class MaskPredictionWriter(BasePredictionWriter):
+    """Write each predicted sample's answer, masks and (geo-located) polygons after each batch.
+
+    ``predict_step`` returns a list of dicts ``{"id", "question", "answer", "reference",
+    "masks": K×H×W bool/uint8 tensor, "geo": {"lat", "lon", "gsd_m"} or None}``, optionally
+    with ``"category"`` (``K`` values, written as GeoJSON properties) and ``"sentences"``.
+    ``masks.geojson`` is written when ``geo`` has ``lat``, ``lon`` and a ``gsd_m`` (metres per
+    pixel of the mask).
+
+    Args:
+        output_dir: folder of the per-sample folders.
+    """
+
+    def __init__(self, output_dir: str = "predictions") -> None:
+        super().__init__(write_interval="batch")
+        self.output_dir = Path(output_dir)
+
+    def write_on_batch_end(
+        self,
+        trainer: Trainer,
+        pl_module: LightningModule,
+        prediction: Any,
+        batch_indices: Sequence[int] | None,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int,
+    ) -> None:
+        for item in prediction or []:
+            self.write(item)
+
+    def write(self, item: dict[str, Any]) -> Path:
+        """Write one predicted sample; returns its folder."""
+        folder = self.output_dir / _UNSAFE.sub("_", str(item["id"]))
+        folder.mkdir(parents=True, exist_ok=True)
+        masks = _as_bool(item["masks"])
+        names = []
+        for k, mask in enumerate(masks):
+            names.append(f"mask_{k}.png")
+            _atomic_write_png(folder / names[-1], mask)
+        categories = _plain(item.get("category"))
+        geo = item.get("geo")
+        record = {
+            key: _plain(item[key])
+            for key in ("id", "question", "answer", "reference", "sentences", "geo")
+            if key in item
+        }
+        record |= {"category": categories} if categories is not None else {}
+        record["masks"] = names
+        if geo and geo.get("gsd_m") is not None and len(masks):
+            transform = pixel_transform(
+                float(geo["lat"]), float(geo["lon"]), float(geo["gsd_m"]), *masks.shape[-2:]
+            )
+            collection = mask_features(masks, transform, categories)
+            _atomic_write_text(folder / "masks.geojson", json.dumps(collection) + "\n")
+            record["geojson"] = "masks.geojson"
+        _atomic_write_text(folder / "answer.json", json.dumps(record, indent=2) + "\n")
+        return folder

@@ -1,0 +1,301 @@
+"""GeoPix: a generator that answers with masks (LISA / PixelLM lineage, remote sensing).
+
+* Vision: a ViT whose tokens at several depths are the scales (the paper: CLIP ViT-L at
+  336 px, two depths); an independent projector per scale into the mask-decoder width
+  (``shared_projector`` for the paper's ablation), and the deepest scale through the
+  multimodal projector into the LLM.
+* Segmentation tokens: N per scale (``[SEG{s}_{i}]``, added to the tokenizer by the data and to
+  the embedding table here); a target's phrase is its S·N tokens. Their last-layer hidden
+  states, through an MLP, condition the mask decoder, one target per phrase, several targets
+  per answer.
+* Mask decoder (:class:`~zoo.layers.mask_decoder.MultiScaleMaskDecoder`): SAM-style two-way
+  attention per scale, initial masks, and the class-wise learnable memory
+  (:class:`~zoo.layers.memory.ClassWiseMemory`) refining the features before the final masks.
+* Loss: text cross-entropy + 2.0 · BCE + 0.5 · Dice (LISA's weights), averaged over targets.
+
+Masks are evaluated teacher-forced (the reference answer's segmentation tokens condition the
+decoder, as in LISA's evaluation); ``predict`` generates the answer, then decodes one mask per
+generated segmentation phrase, with the category read from the words before it (the first class name).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import torch
+from torch import Tensor, nn
+from transformers import PreTrainedTokenizerBase
+
+from zoo.encoders.vision import create_timm_model
+from zoo.layers.mask_decoder import MultiScaleMaskDecoder
+from zoo.layers.memory import ClassWiseMemory
+from zoo.losses.segmentation import mask_losses
+from zoo.metrics.segmentation import ReferringIoU
+from zoo.models.generator import (
+    GenerationConfig,
+    TrainingStage,
+    VisionLanguageGenerator,
+    splice_visual_tokens,
+)
+
+__all__ = ["GeoPix"]
+
+
+def _mlp(dim_in: int, dim_out: int) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(dim_in, dim_out), nn.GELU(), nn.Linear(dim_out, dim_out))
+
+
+class GeoPix(VisionLanguageGenerator):
+    """GeoPix over a swappable ViT and LLM.
+
+    Args:
+        vision_encoder: a timm ViT name (``vit_large_patch14_clip_336.openai`` in the paper).
+        vision_pretrained: load the vision encoder's named weights.
+        vision_checkpoint: a local weight file for the vision encoder.
+        feature_layers: ViT blocks giving the scales (deepest last; it also feeds the LLM).
+        shared_projector: one projector for all scales instead of one each (ablation).
+        decoder_dim: width of the mask decoder.
+        decoder_depth: two-way blocks per scale.
+        decoder_heads: attention heads of the mask decoder.
+        seg_tokens_per_scale: N segmentation tokens per scale.
+        use_memory: refine with the class-wise learnable memory (CLM).
+        memory_capacity: memory entries per class and scale (the paper: 64).
+        memory_fusion: how the entries are fused: ``conv3d`` (the paper's best), ``conv2d``,
+            ``argmax``.
+        bce_weight: weight of the mask BCE loss.
+        dice_weight: weight of the mask Dice loss.
+        llm, llm_pretrained, gguf_file, llm_dtype, stage, generation, val_generate_batches,
+        tokenizer, class_names (the object categories of the memory), image_size, lr,
+        weight_decay, betas, warmup_fraction: see
+            :class:`~zoo.models.generator.VisionLanguageGenerator`.
+    """
+
+    def __init__(
+        self,
+        vision_encoder: str = "zoo_vit_tiny",
+        vision_pretrained: bool = False,
+        vision_checkpoint: str | None = None,
+        feature_layers: list[int] = [1, 3],  # noqa: B006
+        shared_projector: bool = False,
+        decoder_dim: int = 64,
+        decoder_depth: int = 2,
+        decoder_heads: int = 4,
+        seg_tokens_per_scale: int = 3,
+        use_memory: bool = True,
+        memory_capacity: int = 64,
+        memory_fusion: Literal["conv3d", "conv2d", "argmax"] = "conv3d",
+        bce_weight: float = 2.0,
+        dice_weight: float = 0.5,
+        llm: str = "tiny",
+        llm_pretrained: bool = True,
+        gguf_file: str | None = None,
+        llm_dtype: str | None = None,
+        stage: TrainingStage | None = None,
+        generation: GenerationConfig | None = None,
+        val_generate_batches: int = 0,
+        tokenizer: PreTrainedTokenizerBase | None = None,
+        class_names: list[str] | None = None,
+        image_size: int = 64,
+        lr: float = 3e-4,
+        weight_decay: float = 0.0,
+        betas: tuple[float, float] = (0.9, 0.95),
+        warmup_fraction: float = 0.03,
+    ) -> None:
+        super().__init__(
+            llm, llm_pretrained, gguf_file, llm_dtype, stage, generation, val_generate_batches,
+            tokenizer, class_names, image_size, lr, weight_decay, betas, warmup_fraction,
+        )
+        self.save_hyperparameters(ignore=["tokenizer"])
+        if not self.class_names:
+            raise ValueError("GeoPix needs class_names: the object categories of the memory")
+        scales = len(feature_layers)
+        self.seg_token_ids = self._seg_token_ids(tokenizer, scales, seg_tokens_per_scale)
+        self.vision = create_timm_model(
+            vision_encoder, vision_pretrained, vision_checkpoint, num_classes=0, img_size=image_size
+        )
+        depth = len(self.vision.blocks)
+        self.feature_layers = [layer % depth for layer in feature_layers]
+        vision_width = self.vision.embed_dim
+        self.grid_size = image_size // self.vision.patch_embed.patch_size[0]
+        self.scale_projectors = nn.ModuleList(
+            [_mlp(vision_width, decoder_dim)] * scales if shared_projector
+            else [_mlp(vision_width, decoder_dim) for _ in range(scales)]
+        )
+        self.projector = _mlp(vision_width, self.llm_width)
+        self.seg_projector = _mlp(self.llm_width, decoder_dim)
+        self.decoder = MultiScaleMaskDecoder(
+            decoder_dim, scales, decoder_depth, decoder_heads, mask_size=image_size
+        )
+        self.memory = ClassWiseMemory(
+            len(self.class_names), scales, decoder_dim, self.grid_size, memory_capacity,
+            memory_fusion, decoder_heads,
+        ) if use_memory else None
+        self.tokens_per_target = scales * seg_tokens_per_scale
+        self.metrics = nn.ModuleDict({s: ReferringIoU() for s in ("val", "test")})
+        self.setup_stage()
+
+    @staticmethod
+    def _seg_token_ids(tokenizer: PreTrainedTokenizerBase, scales: int, per_scale: int) -> Tensor:
+        names = [f"[SEG{s}_{i}]" for s in range(scales) for i in range(per_scale)]
+        ids = tokenizer.convert_tokens_to_ids(names)
+        if any(i is None or i == tokenizer.unk_token_id for i in ids):
+            raise ValueError(
+                f"the tokenizer lacks the segmentation tokens {names}: use a referring-"
+                "segmentation datamodule, which adds them"
+            )
+        return torch.tensor(ids)
+
+    # ------------------------------------------------------------------------- vision
+    def _features(self, image: Tensor) -> list[Tensor]:
+        return self.vision.forward_intermediates(
+            image, indices=self.feature_layers, output_fmt="NCHW", intermediates_only=True
+        )
+
+    def visual_tokens(self, image: Tensor) -> tuple[Tensor, Any]:
+        maps = self._features(image)
+        tokens = self.projector(maps[-1].flatten(2).transpose(1, 2))
+        return tokens, maps
+
+    def scale_features(self, maps: list[Tensor]) -> list[Tensor]:
+        """Per-scale maps projected to the decoder width, ``B×D×h×w``."""
+        return [
+            p(m.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+            for p, m in zip(self.scale_projectors, maps, strict=True)
+        ]
+
+    # --------------------------------------------------------------------------- masks
+    def _seg_positions(self, input_ids: Tensor) -> Tensor:
+        """-100 everywhere except segmentation tokens (their index in the target phrase)."""
+        ids = self.seg_token_ids.to(input_ids.device)
+        match = input_ids.unsqueeze(-1) == ids
+        return torch.where(match.any(-1), match.float().argmax(-1), -100)
+
+    def forward_with_masks(
+        self, batch: dict[str, Any], input_ids: Tensor, attention_mask: Tensor,
+        labels: Tensor | None, category: Tensor | None,
+    ) -> tuple[Any, Tensor, Tensor]:
+        """Teacher-forced pass: (LLM output, mask logits ``T×H×W``, target image index ``T``)."""
+        image = batch["image"]
+        visual, maps = self.visual_tokens(image)
+        embeds = self.llm.get_input_embeddings()(input_ids)
+        embeds, mask, labels, _ = splice_visual_tokens(
+            embeds, input_ids, attention_mask, labels, self.image_token_id, visual
+        )
+        seg = splice_visual_tokens(  # the segmentation-token map, shifted like the labels
+            input_ids[..., None].float(), input_ids, attention_mask,
+            self._seg_positions(input_ids), self.image_token_id, visual[..., :1],
+        )[2]
+        out = self.llm(inputs_embeds=embeds, attention_mask=mask, labels=labels, output_hidden_states=True)
+        hidden = out.hidden_states[-1][seg >= 0]  # row-major: targets in answer order
+        if len(hidden) % self.tokens_per_target:
+            raise ValueError(
+                f"found {len(hidden)} segmentation tokens, not a multiple of the "
+                f"{self.tokens_per_target} of a target phrase (was a sequence truncated?)"
+            )
+        per_image = (seg >= 0).sum(1) // self.tokens_per_target
+        target_image = torch.repeat_interleave(torch.arange(len(image), device=image.device), per_image)
+        scales = len(self.feature_layers)
+        cond = self.seg_projector(hidden.float()).view(len(target_image), scales, -1, self.seg_projector[-1].out_features)
+        features = self.scale_features(maps)
+        if category is None:
+            category = torch.zeros(len(target_image), dtype=torch.long, device=image.device)
+        elif len(category) != len(target_image):
+            raise ValueError(
+                f"the answers hold {len(target_image)} segmentation phrases but the batch has "
+                f"{len(category)} target masks: each target needs one phrase"
+            )
+        masks = self.decoder(features, cond, target_image, self.memory, category).logits
+        return out, masks, target_image
+
+    def _targets(self, batch: dict[str, Any]) -> tuple[Tensor, Tensor]:
+        valid = batch["mask_valid"]
+        return batch["mask"][valid].float(), batch["category"][valid]
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
+        targets, category = self._targets(batch)
+        out, masks, _ = self.forward_with_masks(
+            batch, batch["input_ids"], batch["attention_mask"], batch["labels"], category
+        )
+        self._check_targets(masks, targets)
+        losses = mask_losses(masks, targets, self.hparams.bce_weight, self.hparams.dice_weight)
+        loss = out.loss + losses["loss"]
+        b = len(batch["image"])
+        self.log_dict({"train_text_loss": out.loss, "train_bce": losses["bce"], "train_dice": losses["dice"]}, batch_size=b)
+        self.log("train_loss", loss, batch_size=b, prog_bar=True)
+        return loss
+
+    @staticmethod
+    def _check_targets(masks: Tensor, targets: Tensor) -> None:
+        if len(masks) != len(targets):
+            raise ValueError(
+                f"the answers hold {len(masks)} segmentation phrases but the batch has "
+                f"{len(targets)} target masks: each target needs one phrase"
+            )
+
+    def _evaluate(self, split: str, batch: dict[str, Any], batch_idx: int) -> None:
+        targets, category = self._targets(batch)
+        out, masks, _ = self.forward_with_masks(
+            batch, batch["input_ids"], batch["attention_mask"], batch["labels"], category
+        )
+        self._check_targets(masks, targets)
+        b = len(batch["image"])
+        self.log(f"{split}_loss", out.loss, batch_size=b, sync_dist=True)
+        self.metrics[split].update(masks > 0, targets > 0.5)
+
+    def _log_generation_metrics(self, split: str) -> None:
+        self.log_dict({f"{split}_{k}": v for k, v in self.metrics[split].compute().items()})
+        self.metrics[split].reset()
+
+    # ---------------------------------------------------------------------- inference
+    @torch.no_grad()
+    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> list[dict[str, Any]]:
+        """Generate each answer, then one mask per generated segmentation phrase."""
+        prompt, prompt_mask = batch["prompt_ids"], batch["prompt_attention_mask"]
+        embeds, mask, _ = self._inputs(batch["image"], prompt, prompt_mask, None)
+        self._inject_context = None
+        g = self.generation
+        generated = self.llm.generate(
+            inputs_embeds=embeds, attention_mask=mask, max_new_tokens=g.max_new_tokens,
+            do_sample=g.do_sample, eos_token_id=self.tokenizer.eos_token_id,
+            pad_token_id=self.tokenizer.pad_token_id,
+        )
+        rows = []
+        for i in range(len(prompt)):
+            answer_ids = generated[i][generated[i] != self.tokenizer.pad_token_id]
+            ids = torch.cat([prompt[i][prompt_mask[i] > 0], answer_ids])[None]
+            seg = self._seg_positions(ids)
+            complete = int((seg >= 0).sum()) // self.tokens_per_target
+            masks = torch.zeros(0, *batch["image"].shape[-2:], dtype=torch.bool)
+            if complete:
+                keep = self._complete_phrases(seg[0], complete)
+                ids = ids[:, : keep + 1]
+                category = self.categories_from_text(ids[0], complete)
+                sample = {"image": batch["image"][i : i + 1]}
+                _, logits, _ = self.forward_with_masks(sample, ids, torch.ones_like(ids), None, category)
+                masks = (logits > 0).cpu()
+            rows.append({
+                "id": batch["id"][i], "question": batch["question"][i],
+                "answer": self.tokenizer.decode(answer_ids, skip_special_tokens=True).strip(),
+                "reference": batch["reference"][i], "masks": masks,
+                "geo": batch.get("geo", [None] * len(prompt))[i],
+            })
+        return rows
+
+    def _complete_phrases(self, seg: Tensor, complete: int) -> int:
+        """Position of the last token of the ``complete``-th segmentation phrase."""
+        positions = (seg >= 0).nonzero().squeeze(1)
+        return int(positions[complete * self.tokens_per_target - 1])
+
+    def categories_from_text(self, ids: Tensor, count: int) -> Tensor:
+        """The memory category of each target: the first class name written between the previous
+        phrase and its own (the head noun of "the storage tank left of the ship")."""
+        seg = torch.isin(ids, self.seg_token_ids.to(ids.device))
+        starts = seg.nonzero().squeeze(1)[:: self.tokens_per_target][:count].tolist()
+        categories, previous = [], 0
+        for start in starts:  # a handful of targets, not tokens
+            span = ids[previous:start][~seg[previous:start]]
+            text = self.tokenizer.decode(span, skip_special_tokens=True).lower()
+            hits = [(text.find(name), c) for c, name in enumerate(self.class_names) if name in text]
+            categories.append(min(hits)[1] if hits else 0)
+            previous = start
+        return torch.tensor(categories, dtype=torch.long, device=ids.device)
