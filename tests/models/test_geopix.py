@@ -105,3 +105,21 @@ def test_geopix_learns_masks(tmp_path_factory):
     whole_miou = float(whole.compute()["mIoU"])
     print(f"mIoU {miou:.3f}; whole image {whole_miou:.3f}; background 0")
     assert miou > whole_miou + 0.02
+
+
+def test_mixed_conversations_train_with_and_without_targets(tmp_path):
+    mixed = EmbeddedReferringDataModule(str(tmp_path), num_train=20, num_val=4, num_test=4,
+                                        batch_size=8, mix_ratio=0.5)
+    mixed.prepare_data()
+    mixed.setup("fit")
+    assert len(mixed.train_dataset) == 2 * len(mixed.train_dataset.datasets[0])
+    tail = [mixed.train_dataset[i] for i in range(len(mixed.train_dataset) - 3, len(mixed.train_dataset))]
+    batch = mixed.on_after_batch_transfer(mixed.collate_fn(tail), 0)
+    assert not batch["mask_valid"].any()  # captions / VQA: text loss only
+    assert (batch["input_ids"] != mixed.tokenizer.unk_token_id).all()
+    model = geopix(mixed)
+    loss = model.training_step(batch, 0)
+    loss.backward()
+    assert torch.isfinite(loss)
+    with pytest.raises(ValueError, match="mix_ratio"):
+        EmbeddedReferringDataModule(str(tmp_path), mix_ratio=1.0)

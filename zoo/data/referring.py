@@ -34,11 +34,17 @@ import torch
 from pycocotools.coco import COCO
 from torch import Tensor
 from torch.nn import functional as F
+from torch.utils.data import ConcatDataset, Dataset, Subset
 from torchgeo.datasets import NonGeoDataset
 from transformers import PreTrainedTokenizerBase
 
 from zoo.data import embedded
-from zoo.data.conversations import IMAGE_TOKEN, ConversationCollate
+from zoo.data.conversations import (
+    IMAGE_TOKEN,
+    SHORT_ANSWER_PROMPT,
+    ConversationCollate,
+    ConversationDataset,
+)
 from zoo.data.datamodules import IMAGENET_MEAN, IMAGENET_STD, EmbeddedMixin, ZooDataModule
 from zoo.data.image_text import caption_words, load_image
 from zoo.data.tokenize import build_tokenizer
@@ -294,12 +300,15 @@ class ReferringCollate:
     def __init__(
         self, tokenizer: PreTrainedTokenizerBase, max_length: int = 256, max_targets: int = 3
     ) -> None:
-        self.text = ConversationCollate(tokenizer, max_length, short_answer_tasks=())
+        self.text = ConversationCollate(tokenizer, max_length, short_answer_tasks=("vqa",))
         self.max_targets = max_targets
 
     def __call__(self, samples: list[dict[str, Any]]) -> dict[str, Any]:
-        batch = self.text([{k: v for k, v in s.items() if k not in self._OWN} for s in samples])
-        masks: list[Tensor] = [s["mask"] for s in samples]
+        """Samples without ``mask`` (image-level conversations mixed in) have no targets."""
+        text_keys = ("image", "id", "conversations", "task", "question_type")
+        batch = self.text([{k: s.get(k, "") for k in text_keys} for s in samples])
+        size = samples[0]["image"].shape[-2:]
+        masks: list[Tensor] = [s["mask"] if "mask" in s else torch.zeros(0, *size) for s in samples]
         counts = [len(m) for m in masks]
         if max(counts) > self.max_targets:
             i = counts.index(max(counts))
@@ -312,7 +321,8 @@ class ReferringCollate:
         category = torch.full((len(samples), self.max_targets), -1, dtype=torch.long)
         for i, (m, s) in enumerate(zip(masks, samples, strict=True)):
             mask[i, : len(m)] = m
-            category[i, : len(m)] = s["category"]
+            if len(m):
+                category[i, : len(m)] = s["category"]
         batch["mask"] = mask
         batch["mask_valid"] = torch.arange(self.max_targets) < torch.tensor(counts)[:, None]
         batch["category"] = category
@@ -340,6 +350,8 @@ class ReferringSegmentationDataModule(ZooDataModule):
         num_scales: mask-decoder scales.
         per_scale: segmentation tokens per scale.
         seed: seed of the target selection.
+        mix_file: image-level LLaVA conversations (relative to root) mixed into training.
+        mix_ratio: fraction of the training samples drawn from ``mix_file`` (0 mixes nothing).
         mean: per-band mean of [0, 1] pixels.
         std: per-band standard deviation of [0, 1] pixels.
     """
@@ -358,6 +370,8 @@ class ReferringSegmentationDataModule(ZooDataModule):
         num_scales: int = 2,
         per_scale: int = 3,
         seed: int = 0,
+        mix_file: str | None = None,
+        mix_ratio: float = 0.0,
         mean: Sequence[float] = IMAGENET_MEAN,
         std: Sequence[float] = IMAGENET_STD,
     ) -> None:
@@ -376,6 +390,12 @@ class ReferringSegmentationDataModule(ZooDataModule):
         self.num_scales = num_scales
         self.per_scale = per_scale
         self.seed = seed
+        if not 0.0 <= mix_ratio < 1.0:
+            raise ValueError(f"mix_ratio must be in [0, 1), got {mix_ratio}")
+        if mix_ratio > 0 and mix_file is None:
+            raise ValueError("mix_ratio > 0 needs mix_file (a LLaVA-format JSON under root)")
+        self.mix_file = mix_file
+        self.mix_ratio = mix_ratio
 
     @cached_property
     def tokenizer(self) -> PreTrainedTokenizerBase:
@@ -405,8 +425,8 @@ class ReferringSegmentationDataModule(ZooDataModule):
         sentences = [str(s.get("sent", "")) for r in refs for s in r.get("sentences", [])]
         return caption_words([*sentences, *template_words()])
 
-    def _dataset(self, split: str) -> ReferringSegmentationDataset:
-        return ReferringSegmentationDataset(
+    def _dataset(self, split: str) -> Dataset:
+        dataset = ReferringSegmentationDataset(
             self.dataset_root,
             split,
             self.image_size,
@@ -415,6 +435,14 @@ class ReferringSegmentationDataModule(ZooDataModule):
             self.per_scale,
             self.seed,
         )
+        if split != "train" or self.mix_ratio == 0:
+            return dataset
+        # Image-level conversations (captions, VQA) mixed in: mix_ratio of the training samples.
+        conversations = ConversationDataset(self.dataset_root, self.mix_file, self.image_size)
+        count = round(len(dataset) * self.mix_ratio / (1 - self.mix_ratio))
+        generator = torch.Generator().manual_seed(self.seed)
+        index = torch.randint(len(conversations), (count,), generator=generator).tolist()
+        return ConcatDataset([dataset, Subset(conversations, index)])
 
     def _collate(self) -> ReferringCollate:
         return ReferringCollate(self.tokenizer, self.max_length, self.max_targets)
@@ -437,6 +465,8 @@ class EmbeddedReferringDataModule(EmbeddedMixin, ReferringSegmentationDataModule
         max_targets: at most this many objects per sample.
         num_scales: mask-decoder scales.
         per_scale: segmentation tokens per scale.
+        mix_ratio: fraction of the training samples that are the embedded dataset's own
+            captions and VQA (``conversations_train.json``); 0 mixes nothing.
     """
 
     def __init__(
@@ -454,6 +484,7 @@ class EmbeddedReferringDataModule(EmbeddedMixin, ReferringSegmentationDataModule
         max_targets: int = 3,
         num_scales: int = 2,
         per_scale: int = 3,
+        mix_ratio: float = 0.0,
     ) -> None:
         super().__init__(
             root,
@@ -466,6 +497,8 @@ class EmbeddedReferringDataModule(EmbeddedMixin, ReferringSegmentationDataModule
             num_scales,
             per_scale,
             seed,
+            "conversations_train.json",
+            mix_ratio,
         )
         self.sizes = {"num_train": num_train, "num_val": num_val, "num_test": num_test}
 
@@ -474,4 +507,6 @@ class EmbeddedReferringDataModule(EmbeddedMixin, ReferringSegmentationDataModule
         return list(embedded.OBJECT_CATEGORIES)
 
     def vocabulary(self) -> list[str]:
-        return sorted({*embedded.vocabulary(), *template_words()})
+        return sorted(
+            {*embedded.vocabulary(), *template_words(), *caption_words([SHORT_ANSWER_PROMPT])}
+        )

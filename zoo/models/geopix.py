@@ -195,7 +195,9 @@ class GeoPix(VisionLanguageGenerator):
         per_image = (seg >= 0).sum(1) // self.tokens_per_target
         target_image = torch.repeat_interleave(torch.arange(len(image), device=image.device), per_image)
         scales = len(self.feature_layers)
-        cond = self.seg_projector(hidden.float()).view(len(target_image), scales, -1, self.seg_projector[-1].out_features)
+        cond = self.seg_projector(hidden.float()).view(
+            len(target_image), scales, self.hparams.seg_tokens_per_scale, self.hparams.decoder_dim
+        )
         features = self.scale_features(maps)
         if category is None:
             category = torch.zeros(len(target_image), dtype=torch.long, device=image.device)
