@@ -85,7 +85,9 @@ def test_sample_matches_annotations(root):
             assert torch.equal(sample["mask"][j], torch.from_numpy(decoded).float())
         info = images[ds.image_ids[index]]
         assert sample["id"] == Path(info["file_name"]).stem
-        assert sample["geo"] == {"lat": info["lat"], "lon": info["lon"], "gsd_m": None}
+        # The embedded dataset is georeferenced: centre (lat, lon) and a ground sample distance.
+        assert sample["geo"] == {"lat": info["lat"], "lon": info["lon"], "gsd_m": info["gsd_m"]}
+        assert 3.0 < info["gsd_m"] < 7.0
     assert len(sizes) > 1  # train draws the number of targets
 
 

@@ -59,7 +59,11 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-DATASET_VERSION = 1
+DATASET_VERSION = 2
+#: Nominal ground size of one unit of the 64-unit design canvas: a scene spans ~320 m, so each
+#: image has a ground sample distance (``gsd_m`` in the COCO images) and is georeferenced by its
+#: centre (lat, lon).
+DESIGN_UNIT_M = 5.0
 """Bumped whenever the generated content changes; part of :func:`is_complete`'s check."""
 
 SCENE_CLASSES: tuple[str, ...] = (
@@ -1449,6 +1453,7 @@ class _Sample:
     description: str
     qa: list[tuple[str, str, str]]
     refs: list[tuple[int, list[str]]]
+    gsd_m: float
 
 
 @lru_cache(maxsize=64)
@@ -1487,6 +1492,7 @@ def _make_sample(seed: int, split: str, index: int, image_size: int) -> _Sample:
         description=_description(rng, scene, objects, counts, climate),
         qa=_questions(rng, scene, objects, counts),
         refs=refs,
+        gsd_m=round(DESIGN_UNIT_M / canvas.u, 6),
     )
 
 
@@ -1546,7 +1552,7 @@ def _write_split(
         image_id = index + 1
         images.append({
             "id": image_id, "file_name": rel, "width": image_size, "height": image_size,
-            "lat": sample.lat, "lon": sample.lon, "scene": sample.scene,
+            "lat": sample.lat, "lon": sample.lon, "scene": sample.scene, "gsd_m": sample.gsd_m,
         })  # fmt: skip
         ann_ids = []
         for obj in sample.objects:
