@@ -55,7 +55,7 @@ def test_mda_writes_only_visual_positions(dm, batch):
     b, n = len(batch["image"]), model.connector.num_tokens
     hidden = torch.randn(b, n + 10, model.llm_width)
     positions = torch.arange(3, 3 + n).expand(b, -1)
-    out = model.inject(1, hidden, positions, features)
+    out = model.inject_at(1, hidden, positions, features)
     text = torch.ones(n + 10, dtype=torch.bool)
     text[3 : 3 + n] = False
     assert torch.equal(out[:, text], hidden[:, text])

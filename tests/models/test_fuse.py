@@ -46,7 +46,7 @@ def test_text_positions_are_never_modified(conversations, conversation_batch):
         n = model.grid_size**2
         hidden = torch.randn(len(image), n + 12, model.llm_width)
         positions = torch.arange(5, 5 + n).expand(len(image), -1)
-        out = model.inject(1, hidden, positions, details)
+        out = model.inject_at(1, hidden, positions, details)
     text = torch.ones(n + 12, dtype=torch.bool)
     text[5 : 5 + n] = False
     assert torch.equal(out[:, text], hidden[:, text])

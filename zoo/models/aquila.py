@@ -115,10 +115,6 @@ class Aquila(VisionLanguageGenerator):
         features = self.multiscale_features(image)
         return self.connector(features), features
 
-    def inject(self, layer: int, hidden: Tensor, positions: Tensor, context: Any) -> Tensor:
-        """MDA: SFI with the visual hidden states as queries, written back in place."""
-        index = positions.unsqueeze(-1).expand(-1, -1, hidden.shape[-1])
-        queries = hidden.gather(1, index)
-        features = [f.to(hidden.dtype) for f in context]
-        updated = self.mda[str(layer)](features, queries.to(features[0].dtype))
-        return hidden.scatter(1, index, updated.to(hidden.dtype))
+    def inject(self, layer: int, visual: Tensor, context: Any) -> Tensor:
+        """MDA: SFI with the visual hidden states as queries (written back in place)."""
+        return self.mda[str(layer)](context, visual.to(context[0].dtype))

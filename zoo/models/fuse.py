@@ -140,9 +140,6 @@ class FUSE(VisionLanguageGenerator):
         details = self.detail_stacks(image, [maps[layer] for layer in self.detail_layers])
         return tokens, details
 
-    def inject(self, layer: int, hidden: Tensor, positions: Tensor, context: Any) -> Tensor:
-        """Update the visual positions from the detail stacks; text positions stay as they are."""
-        index = positions.unsqueeze(-1).expand(-1, -1, hidden.shape[-1])
-        visual = hidden.gather(1, index)
-        updated = self.injection[str(layer)](visual, context)
-        return hidden.scatter(1, index, updated.to(hidden.dtype))
+    def inject(self, layer: int, visual: Tensor, context: Any) -> Tensor:
+        """Update the visual hidden states from the detail stacks."""
+        return self.injection[str(layer)](visual, context)

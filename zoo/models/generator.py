@@ -3,7 +3,9 @@
 A generator = vision backbone + connector (projector, SFI ...) + causal LM. A family's file
 builds its vision side and implements :meth:`VisionLanguageGenerator.visual_tokens`; if it
 injects visual features inside the LLM (Aquila's MDA, FUSE's recurrent injection) it also
-implements :meth:`VisionLanguageGenerator.inject` and lists the layers in ``self.inject_layers``.
+implements :meth:`VisionLanguageGenerator.inject` (visual hidden states in, new ones out; the
+core gathers and scatters them, so text positions cannot change) and lists the layers in
+``self.inject_layers``.
 
 Conventions:
 * the data tokenises; each sample has one ``<image>`` token, which the model replaces by its
@@ -182,10 +184,17 @@ class VisionLanguageGenerator(ZooTask):
         """``B×N×llm_width`` tokens for the LLM input, and any context for :meth:`inject`."""
         raise NotImplementedError
 
-    def inject(self, layer: int, hidden: Tensor, positions: Tensor, context: Any) -> Tensor:
-        """Update the hidden states before decoder layer ``layer`` (only the visual positions
-        ``B×N`` may change). Called only for the layers in ``self.inject_layers``."""
+    def inject(self, layer: int, visual: Tensor, context: Any) -> Tensor:
+        """New hidden states ``B×N×D`` for the visual positions before decoder layer ``layer``
+        (only for the layers in ``self.inject_layers``); :meth:`inject_at` writes them back."""
         raise NotImplementedError
+
+    def inject_at(self, layer: int, hidden: Tensor, positions: Tensor, context: Any) -> Tensor:
+        """Apply :meth:`inject` to the visual positions ``B×N`` of ``hidden``; every other
+        position (the text) is returned unchanged."""
+        index = positions.unsqueeze(-1).expand(-1, -1, hidden.shape[-1])
+        updated = self.inject(layer, hidden.gather(1, index), context)
+        return hidden.scatter(1, index, updated.to(hidden.dtype))
 
     # ------------------------------------------------------------------------- stages
     def setup_stage(self) -> None:
@@ -269,7 +278,7 @@ class VisionLanguageGenerator(ZooTask):
             positions = context["positions"]
             if hidden.shape[1] <= int(positions.max()):  # a decoding step: no visual tokens
                 return None
-            hidden = self.inject(index, hidden, positions, context["context"])
+            hidden = self.inject_at(index, hidden, positions, context["context"])
             if "hidden_states" in kwargs:
                 kwargs["hidden_states"] = hidden
             else:
