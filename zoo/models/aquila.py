@@ -19,20 +19,11 @@ from torch import Tensor, nn
 from transformers import PreTrainedTokenizerBase
 
 from zoo.encoders.vision import create_timm_model
+from zoo.layers.projector import MapProjector
 from zoo.layers.sfi import ConvConcatBaseline, SpatialFeatureIntegration
 from zoo.models.generator import GenerationConfig, TrainingStage, VisionLanguageGenerator
 
 __all__ = ["Aquila"]
-
-
-class StageProjector(nn.Sequential):
-    """Two-layer MLP applied to every cell of a ``B×C×H×W`` map, keeping the layout."""
-
-    def __init__(self, channels: int, width: int) -> None:
-        super().__init__(nn.Linear(channels, width), nn.GELU(), nn.Linear(width, width))
-
-    def forward(self, x: Tensor) -> Tensor:
-        return super().forward(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
 
 
 class Aquila(VisionLanguageGenerator):
@@ -91,7 +82,7 @@ class Aquila(VisionLanguageGenerator):
         )
         channels = self.vision.feature_info.channels()
         width = self.llm_width
-        self.projectors = nn.ModuleList(StageProjector(c, width) for c in channels)
+        self.projectors = nn.ModuleList(MapProjector(c, width) for c in channels)
         dims = [width] * len(channels)
         if connector == "sfi":
             self.connector = SpatialFeatureIntegration(width, grid_size, dims, num_heads)

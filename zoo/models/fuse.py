@@ -25,6 +25,7 @@ from transformers import PreTrainedTokenizerBase
 
 from zoo.encoders.vision import create_timm_model
 from zoo.layers.injection import GatedCrossAttentionInjection, RecurrentInjection
+from zoo.layers.projector import mlp_projector
 from zoo.layers.windows import SlidingWindowFeatures
 from zoo.models.generator import GenerationConfig, TrainingStage, VisionLanguageGenerator
 
@@ -99,9 +100,7 @@ class FUSE(VisionLanguageGenerator):
         grid = image_size // self.vision.patch_embed.patch_size[0]
         self.grid_size = grid
         width, vision_width = self.llm_width, self.vision.embed_dim
-        self.projector = nn.Sequential(
-            nn.Linear(vision_width, width), nn.GELU(), nn.Linear(width, width)
-        )
+        self.projector = mlp_projector(vision_width, width)
         self.multi_scale = multi_scale
         self.windows = SlidingWindowFeatures(
             window_sizes, canvas_size, image_size, grid, stride_fraction

@@ -29,6 +29,7 @@ from transformers import PreTrainedTokenizerBase
 from zoo.encoders.vision import create_timm_model
 from zoo.layers.mask_decoder import MultiScaleMaskDecoder
 from zoo.layers.memory import ClassWiseMemory
+from zoo.layers.projector import MapProjector, mlp_projector
 from zoo.losses.segmentation import mask_losses
 from zoo.metrics.segmentation import ReferringIoU
 from zoo.models.generator import (
@@ -39,10 +40,6 @@ from zoo.models.generator import (
 )
 
 __all__ = ["GeoPix"]
-
-
-def _mlp(dim_in: int, dim_out: int) -> nn.Sequential:
-    return nn.Sequential(nn.Linear(dim_in, dim_out), nn.GELU(), nn.Linear(dim_out, dim_out))
 
 
 class GeoPix(VisionLanguageGenerator):
@@ -118,11 +115,11 @@ class GeoPix(VisionLanguageGenerator):
         vision_width = self.vision.embed_dim
         self.grid_size = image_size // self.vision.patch_embed.patch_size[0]
         self.scale_projectors = nn.ModuleList(
-            [_mlp(vision_width, decoder_dim)] * scales if shared_projector
-            else [_mlp(vision_width, decoder_dim) for _ in range(scales)]
+            [MapProjector(vision_width, decoder_dim)] * scales if shared_projector
+            else [MapProjector(vision_width, decoder_dim) for _ in range(scales)]
         )
-        self.projector = _mlp(vision_width, self.llm_width)
-        self.seg_projector = _mlp(self.llm_width, decoder_dim)
+        self.projector = mlp_projector(vision_width, self.llm_width)
+        self.seg_projector = mlp_projector(self.llm_width, decoder_dim)
         self.decoder = MultiScaleMaskDecoder(
             decoder_dim, scales, decoder_depth, decoder_heads, mask_size=image_size
         )
@@ -158,10 +155,7 @@ class GeoPix(VisionLanguageGenerator):
 
     def scale_features(self, maps: list[Tensor]) -> list[Tensor]:
         """Per-scale maps projected to the decoder width, ``B×D×h×w``."""
-        return [
-            p(m.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
-            for p, m in zip(self.scale_projectors, maps, strict=True)
-        ]
+        return [p(m) for p, m in zip(self.scale_projectors, maps, strict=True)]
 
     # --------------------------------------------------------------------------- masks
     def _seg_positions(self, input_ids: Tensor) -> Tensor:
