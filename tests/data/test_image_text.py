@@ -84,3 +84,13 @@ def test_table_without_caption_column(table_root):
     pd.read_csv(table_root / "val.csv").drop(columns="title").to_csv(table_root / "val.csv")
     with pytest.raises(ValueError, match="'filepath' and 'title'"):
         ImageTextLocationDataset(table_root, "val", CLASSES)
+
+
+def test_conversation_task_filter_that_keeps_nothing_is_an_error(tmp_path):
+    from zoo.data import EmbeddedConversationDataModule
+
+    dm = EmbeddedConversationDataModule(str(tmp_path), num_train=4, num_val=2, num_test=2,
+                                        tasks=["captions"])  # a typo of "caption"
+    dm.prepare_data()
+    with pytest.raises(ValueError, match=r"conversations_train\.json: no record has a task in \['captions'\]"):
+        dm.setup("fit")

@@ -61,7 +61,13 @@ def test_detail_stacks_shapes_and_ablation(conversations, conversation_batch):
     assert stacks.shape == (len(image), 2 * 3, model.grid_size**2, model.vision.embed_dim)
     single = fuse(conversations, multi_scale=False)
     assert single.windows is None
-    assert single.detail_stacks(image).shape == (len(image), 3, model.grid_size**2, model.vision.embed_dim)
+    stacks = single.detail_stacks(image)
+    assert stacks.shape == (len(image), 3, model.grid_size**2, model.vision.embed_dim)
+    # Without windows the stacks are the global view's tokens at the detail depths.
+    maps = single.vision.forward_intermediates(image, indices=single.detail_layers,
+                                               output_fmt="NCHW", intermediates_only=True)
+    for s, m in enumerate(maps):
+        assert torch.allclose(stacks[:, s], m.flatten(2).transpose(1, 2))
     out = single(image, conversation_batch["input_ids"], conversation_batch["attention_mask"],
                  conversation_batch["labels"])
     out.loss.backward()

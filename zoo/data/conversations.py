@@ -137,7 +137,13 @@ class ConversationDataset(NonGeoDataset):
         self.path = self.root / file
         records = read_conversations(self.path)
         if tasks is not None:
+            found = sorted({str(r.get("task")) for r in records})
             records = [r for r in records if r.get("task") in tasks]
+            if not records:
+                raise ValueError(
+                    f"{self.path}: no record has a task in {list(tasks)}; its tasks are {found} "
+                    "(set tasks to some of them, or to null to keep every record)"
+                )
         if single_turn:
             records = [part for r in records for part in _split_turns(r)]
         self.records = records

@@ -279,10 +279,8 @@ class FLAVARS(ZooTask):
         return F.cross_entropy(self.itm_head(fused), target)
 
     def _language_loss(self, ids: Tensor, mask: Tensor) -> Tensor:
-        special = torch.zeros_like(ids, dtype=torch.bool)
-        for token in self.tokenizer.all_special_ids:
-            special |= ids == token
-        special |= mask == 0
+        specials = torch.tensor(self.tokenizer.all_special_ids, device=ids.device)
+        special = torch.isin(ids, specials) | (mask == 0)
         masked_ids, labels = mask_text_tokens(
             ids, special, self.tokenizer.mask_token_id, len(self.tokenizer),
             self.hparams.mlm_probability,
