@@ -1,4 +1,5 @@
-"""Fixtures of the generator tests: a small embedded conversation dataset and a batch."""
+"""Fixtures of the generator tests: a small embedded conversation dataset (``dm``) and a
+validation batch (``batch``); test modules with other data override ``dm``."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from zoo.models import Aquila
 
 
 @pytest.fixture(scope="package")
-def conversations(tmp_path_factory) -> EmbeddedConversationDataModule:
+def dm(tmp_path_factory) -> EmbeddedConversationDataModule:
     root = tmp_path_factory.getbasetemp() / "embedded"
     dm = EmbeddedConversationDataModule(str(root), num_train=24, num_val=8, num_test=8, batch_size=4)
     dm.prepare_data()
@@ -19,8 +20,8 @@ def conversations(tmp_path_factory) -> EmbeddedConversationDataModule:
 
 
 @pytest.fixture(scope="package")
-def conversation_batch(conversations) -> dict:
-    return conversations.on_after_batch_transfer(next(iter(conversations.val_dataloader())), 0)
+def batch(dm) -> dict:
+    return dm.on_after_batch_transfer(next(iter(dm.val_dataloader())), 0)
 
 
 def make_aquila(dm: EmbeddedConversationDataModule, **kwargs) -> Aquila:

@@ -12,17 +12,6 @@ from zoo.metrics.vqa import normalize_answer
 from zoo.models import Aquila, GenerationConfig, TrainingStage
 from zoo.models.generator import splice_visual_tokens
 
-
-@pytest.fixture
-def dm(conversations):
-    return conversations
-
-
-@pytest.fixture
-def batch(conversation_batch):
-    return conversation_batch
-
-
 aquila = make_aquila
 
 

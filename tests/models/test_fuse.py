@@ -22,25 +22,25 @@ def _logits(model: FUSE, batch: dict) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("injection", ["recurrent", "xattn"])
-def test_fresh_injection_changes_nothing(conversations, conversation_batch, injection):
-    injected = fuse(conversations, injection=injection, inject_layers=[0, 2])
-    plain = fuse(conversations, inject_layers=[])
+def test_fresh_injection_changes_nothing(dm, batch, injection):
+    injected = fuse(dm, injection=injection, inject_layers=[0, 2])
+    plain = fuse(dm, inject_layers=[])
     plain.load_state_dict(injected.state_dict(), strict=False)  # the shared weights
     assert len(injected._hooks) == 2 and not plain._hooks
-    assert torch.equal(_logits(injected, conversation_batch), _logits(plain, conversation_batch))
+    assert torch.equal(_logits(injected, batch), _logits(plain, batch))
     # Opened gates do change the answer: the identity is the initialisation, not a no-op.
     for name, p in injected.injection.named_parameters():
         if name.endswith(("alpha", "attn_gate", "ff_gate")):
             torch.nn.init.constant_(p, 1.0)
-    assert not torch.allclose(_logits(injected, conversation_batch), _logits(plain, conversation_batch))
+    assert not torch.allclose(_logits(injected, batch), _logits(plain, batch))
 
 
-def test_text_positions_are_never_modified(conversations, conversation_batch):
-    model = fuse(conversations, inject_layers=[1])
+def test_text_positions_are_never_modified(dm, batch):
+    model = fuse(dm, inject_layers=[1])
     for name, p in model.injection.named_parameters():
         if name.endswith("alpha"):
             torch.nn.init.constant_(p, 1.0)
-    image = conversation_batch["image"]
+    image = batch["image"]
     with torch.no_grad():
         _, details = model.visual_tokens(image)
         n = model.grid_size**2
@@ -54,12 +54,12 @@ def test_text_positions_are_never_modified(conversations, conversation_batch):
 
 
 
-def test_detail_stacks_shapes_and_ablation(conversations, conversation_batch):
-    model = fuse(conversations)
-    image = conversation_batch["image"]
+def test_detail_stacks_shapes_and_ablation(dm, batch):
+    model = fuse(dm)
+    image = batch["image"]
     stacks = model.detail_stacks(image)
     assert stacks.shape == (len(image), 2 * 3, model.grid_size**2, model.vision.embed_dim)
-    single = fuse(conversations, multi_scale=False)
+    single = fuse(dm, multi_scale=False)
     assert single.windows is None
     stacks = single.detail_stacks(image)
     assert stacks.shape == (len(image), 3, model.grid_size**2, model.vision.embed_dim)
@@ -68,19 +68,19 @@ def test_detail_stacks_shapes_and_ablation(conversations, conversation_batch):
                                                output_fmt="NCHW", intermediates_only=True)
     for s, m in enumerate(maps):
         assert torch.allclose(stacks[:, s], m.flatten(2).transpose(1, 2))
-    out = single(image, conversation_batch["input_ids"], conversation_batch["attention_mask"],
-                 conversation_batch["labels"])
+    out = single(image, batch["input_ids"], batch["attention_mask"],
+                 batch["labels"])
     out.loss.backward()
     assert all(p.grad is not None for p in single.injection.parameters() if p.requires_grad)
 
 
-def test_all_windows_in_one_encoder_call(conversations, conversation_batch):
-    model = fuse(conversations)
+def test_all_windows_in_one_encoder_call(dm, batch):
+    model = fuse(dm)
     calls = []
     original = model._encode
     model._encode = lambda x, layers: calls.append(len(x)) or original(x, layers)
-    model.visual_tokens(conversation_batch["image"])
-    b = len(conversation_batch["image"])
+    model.visual_tokens(batch["image"])
+    b = len(batch["image"])
     assert calls == [b, b * sum(model.windows.windows_per_image)]  # global view, then all windows
 
 

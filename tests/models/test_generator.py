@@ -11,17 +11,6 @@ from tests.models.conftest import make_aquila
 from zoo.models import TrainingStage
 from zoo.models.generator import splice_visual_tokens
 
-
-@pytest.fixture
-def dm(conversations):
-    return conversations
-
-
-@pytest.fixture
-def batch(conversation_batch):
-    return conversation_batch
-
-
 aquila = make_aquila
 
 
