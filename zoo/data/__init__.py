@@ -20,6 +20,13 @@ _LAZY = {
     "ReferringSegmentationDataset": "zoo.data.referring",
     "ImageTextLocationDataModule": "zoo.data.datamodules",
     "ImageTextLocationDataset": "zoo.data.image_text",
+    "ReferringDataset": "zoo.data.referring",
+    "CocoReferringDataset": "zoo.data.referring",
+    "CocoRefsDataModule": "zoo.data.referring",
+    "RRSISDDataset": "zoo.data.referring_benchmarks",
+    "RRSISDDataModule": "zoo.data.referring_benchmarks",
+    "RefSegRSDataset": "zoo.data.referring_benchmarks",
+    "RefSegRSDataModule": "zoo.data.referring_benchmarks",
 }
 
 __all__ = list(_LAZY)

@@ -11,10 +11,14 @@ question and answered with one *segmentation phrase* per object, in target order
 A segmentation phrase holds ``per_scale`` special tokens per mask-decoder scale
 (:func:`seg_tokens`); the hidden states of the LLM at these tokens prompt the mask decoder.
 
-The files are those of the embedded dataset (and of RefCOCO converted to COCO JSON):
+:class:`ReferringDataset` turns refs into samples (conversation, masks, categories);
+:class:`CocoReferringDataset` reads the masks from an in-memory COCO object and a list of refs;
+:class:`ReferringSegmentationDataset` (datamodule :class:`CocoRefsDataModule`) loads them from
+the files of the embedded dataset (and of RefCOCO converted to COCO JSON):
 ``instances_{split}.json`` (COCO instances with RLE or polygon masks; ``lat``/``lon`` and
 optionally ``gsd_m`` on each image) and ``refs_{split}.json`` (a list of
-``{"ref_id", "ann_id", "image_id", "category_id", "sentences": [{"sent"}]}``).
+``{"ref_id", "ann_id", "image_id", "category_id", "sentences": [{"sent"}]}``). The real
+benchmarks (RRSIS-D, RefSegRS) are in :mod:`zoo.data.referring_benchmarks`.
 """
 
 from __future__ import annotations
@@ -51,11 +55,16 @@ from zoo.data.tokenize import build_tokenizer
 
 __all__ = [
     "SEG_TOKEN_TEMPLATE",
+    "CocoReferringDataset",
+    "CocoRefsDataModule",
     "EmbeddedReferringDataModule",
     "ReferringCollate",
+    "ReferringDataset",
     "ReferringSegmentationDataModule",
     "ReferringSegmentationDataset",
     "add_seg_tokens",
+    "load_coco",
+    "read_refs_json",
     "seg_phrase",
     "seg_tokens",
 ]
@@ -119,16 +128,24 @@ def _sentence(text: str) -> str:
     return str(text).strip().rstrip(".").strip()
 
 
-class ReferringSegmentationDataset(NonGeoDataset):
-    """Images with ``1..max_targets`` referred objects each, as a conversation and masks.
+class ReferringDataset(NonGeoDataset):
+    """Core of the referring-segmentation datasets: samples of refs -> conversation and masks.
 
-    Images without refs are skipped. Which refs (and which of their sentences) a sample uses
-    depends only on ``(seed, split, index)``: for ``train`` a random number of random refs and
-    a random sentence of each; for ``val``/``test`` ``min(max_targets, refs)`` random refs with
-    their first sentence, so evaluation is reproducible.
+    A *ref* is a dict with ``sentences`` (``[{"sent": ...}]``, at least one non-empty) and
+    whatever its subclass needs to find the mask. A sample holds one or more refs of one image:
+    either all refs of an image (``per_ref=False``: ``1..max_targets`` of them are chosen per
+    sample) or exactly one (``per_ref=True``, the referring benchmarks' protocol: each ref is
+    one training sample with a random sentence, and ``val``/``test`` have one sample per ref and
+    sentence, so every expression is evaluated exactly once).
+
+    Which refs (and sentences) a sample uses depends only on ``(seed, split, index)``: for
+    ``train`` a random number of random refs and a random sentence of each; for ``val``/``test``
+    ``min(max_targets, refs)`` random refs with their first sentence.
+
+    Subclasses set ``self.refs`` with :meth:`_set_samples` and implement :meth:`_image`,
+    :meth:`_mask`, :meth:`_category` and :meth:`_sample_name` (and optionally :meth:`_geo`).
 
     Args:
-        root: folder of ``instances_{split}.json``, ``refs_{split}.json`` and the images.
         split: ``train``, ``val`` or ``test``.
         image_size: images (bilinear) and masks (nearest) are resized to this square size.
         max_targets: at most this many objects per sample.
@@ -139,15 +156,14 @@ class ReferringSegmentationDataset(NonGeoDataset):
         transforms: a function applied to each sample dict.
 
     A sample holds ``image`` (float ``C×H×W`` in [0, 255]), ``mask`` (float ``K×H×W`` in
-    {0, 1}), ``category`` (``K`` long, COCO category id - 1), ``id``, ``conversations``,
-    ``task`` (``"referring"``), ``sentences`` (the ``K`` expressions) and, when the COCO image
-    has ``lat``/``lon``, ``geo``: ``{"lat", "lon", "gsd_m"}`` with the ground sample distance
-    in metres of a *resized* pixel (None unless the image has ``gsd_m``).
+    {0, 1}), ``category`` (``K`` long, class index), ``id``, ``conversations``, ``task``
+    (``"referring"``), ``sentences`` (the ``K`` expressions) and, where the source is
+    georeferenced, ``geo``: ``{"lat", "lon", "gsd_m"}`` with the ground sample distance in
+    metres of a *resized* pixel (None when unknown).
     """
 
     def __init__(
         self,
-        root: str | Path,
         split: str = "train",
         image_size: int = 224,
         max_targets: int = 3,
@@ -160,46 +176,38 @@ class ReferringSegmentationDataset(NonGeoDataset):
             raise ValueError(f"split must be one of {_SPLITS}, got {split!r}")
         if max_targets < 1:
             raise ValueError(f"max_targets must be >= 1, got {max_targets}")
-        self.root = Path(root)
-        if not self.root.is_dir():
-            raise FileNotFoundError(
-                f"dataset root {self.root} does not exist: point root at the folder holding "
-                f"instances_{split}.json, refs_{split}.json and the images, or use "
-                "EmbeddedReferringDataModule"
-            )
         self.split = split
         self.image_size = image_size
         self.max_targets = max_targets
         self.phrase = seg_phrase(num_scales, per_scale)
         self.seed = seed
         self.transforms = transforms
-        self.instances_path = self.root / f"instances_{split}.json"
-        self.refs_path = self.root / f"refs_{split}.json"
-        for path in (self.instances_path, self.refs_path):
-            if not path.is_file():
-                raise FileNotFoundError(f"referring segmentation file {path} does not exist")
-        with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
-            self.coco = COCO(str(self.instances_path))
-        try:
-            refs = json.loads(self.refs_path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as error:
-            raise ValueError(f"{self.refs_path} is not valid JSON: {error}") from error
-        grouped: dict[int, list[dict[str, Any]]] = defaultdict(list)
-        for n, ref in enumerate(refs):
-            where = f"{self.refs_path}, ref {n} (ref_id {ref.get('ref_id', '?')!r})"
-            if ref.get("ann_id") not in self.coco.anns:
-                raise ValueError(
-                    f"{where}: ann_id {ref.get('ann_id')!r} is not in {self.instances_path}"
-                )
-            if not [s for s in ref.get("sentences", []) if _sentence(s.get("sent", ""))]:
-                raise ValueError(f"{where}: no sentence")
-            image_id = self.coco.anns[ref["ann_id"]]["image_id"]
-            grouped[image_id].append(ref)
-        self.image_ids = sorted(grouped)
-        self.refs = [grouped[i] for i in self.image_ids]
+        self.refs: list[list[dict[str, Any]]] = []
+        self.sentence_index: list[int | None] = []
+        self.per_ref = False
+
+    @staticmethod
+    def sentences(ref: dict[str, Any]) -> list[str]:
+        """The non-empty referring expressions of a ref, as clauses."""
+        found = [_sentence(s.get("sent", "")) for s in ref.get("sentences", [])]
+        return [s for s in found if s]
+
+    def _set_samples(self, groups: Sequence[list[dict[str, Any]]], per_ref: bool) -> None:
+        """The samples: each group is the refs of one image (in a fixed order)."""
+        self.per_ref = per_ref
+        if not per_ref:
+            self.refs = [list(g) for g in groups]
+            self.sentence_index = [None] * len(self.refs)
+        elif self.split == "train":
+            self.refs = [[ref] for g in groups for ref in g]
+            self.sentence_index = [None] * len(self.refs)
+        else:
+            pairs = [(ref, j) for g in groups for ref in g for j in range(len(self.sentences(ref)))]
+            self.refs = [[ref] for ref, _ in pairs]
+            self.sentence_index = [j for _, j in pairs]
 
     def __len__(self) -> int:
-        return len(self.image_ids)
+        return len(self.refs)
 
     def _targets(self, index: int) -> list[tuple[dict[str, Any], str]]:
         """The (ref, sentence) pairs of sample ``index``."""
@@ -209,39 +217,60 @@ class ReferringSegmentationDataset(NonGeoDataset):
         train = self.split == "train"
         k = int(rng.integers(1, limit + 1)) if train else limit
         chosen = [refs[int(i)] for i in rng.permutation(len(refs))[:k]]
+        fixed = self.sentence_index[index]
         pairs = []
         for ref in chosen:
-            sentences = [_sentence(s["sent"]) for s in ref["sentences"]]
-            sentences = [s for s in sentences if s]
-            pairs.append(
-                (ref, sentences[int(rng.integers(len(sentences)))] if train else sentences[0])
-            )
+            sentences = self.sentences(ref)
+            if fixed is not None:
+                pairs.append((ref, sentences[fixed]))
+            else:
+                pairs.append(
+                    (ref, sentences[int(rng.integers(len(sentences)))] if train else sentences[0])
+                )
         return pairs
 
-    def _mask(self, ann: dict[str, Any], info: dict[str, Any], ref: dict[str, Any]) -> np.ndarray:
-        where = f"ref {ref.get('ref_id', '?')!r} (ann {ann['id']}) of {self.refs_path}"
-        mask = self.coco.annToMask(ann)
-        expected = (int(info["height"]), int(info["width"]))
-        if mask.shape != expected:
-            raise ValueError(
-                f"{where}: mask size {tuple(mask.shape)} differs from the image size (height, "
-                f"width) {expected} of image {info['id']} ({info['file_name']}) in "
-                f"{self.instances_path}"
-            )
-        if not mask.any():
-            raise ValueError(f"{where}: no valid mask (the segmentation decodes to all zeros)")
-        return mask
+    def _image(self, index: int) -> Tensor:
+        """The image of sample ``index``: float ``C×H×W`` in [0, 255]."""
+        raise NotImplementedError
+
+    def _mask(self, index: int, ref: dict[str, Any]) -> np.ndarray:
+        """The mask of ``ref`` in sample ``index``: ``H×W``, non-zero on the object."""
+        raise NotImplementedError
+
+    def _category(self, ref: dict[str, Any]) -> int:
+        """The class index of ``ref`` (0 where the dataset has one class)."""
+        raise NotImplementedError
+
+    def _sample_name(self, index: int) -> str:
+        """The name of the image of sample ``index`` (file stem)."""
+        raise NotImplementedError
+
+    def _geo(self, index: int) -> dict[str, Any] | None:
+        """``{"lat", "lon", "gsd_m"}`` of the image (gsd of a file pixel), or None."""
+        return None
+
+    def _sample_id(self, index: int) -> str:
+        """A unique id: the image name, plus ref (and sentence) where a sample is one ref."""
+        name = self._sample_name(index)
+        if not self.per_ref:
+            return name
+        name = f"{name}_ref{self.refs[index][0].get('ref_id', index)}"
+        fixed = self.sentence_index[index]
+        return name if fixed is None else f"{name}_s{fixed}"
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        image_id = self.image_ids[index]
-        info = self.coco.imgs[image_id]
-        path = self.root / info["file_name"]
-        image = load_image(path, f" (image {image_id} of {self.instances_path}, sample {index})")
+        image = self._image(index)
         targets = self._targets(index)
-        anns = [self.coco.anns[ref["ann_id"]] for ref, _ in targets]
         masks = torch.from_numpy(
-            np.stack([self._mask(a, info, r) for a, (r, _) in zip(anns, targets, strict=True)])
+            np.stack([self._mask(index, ref) != 0 for ref, _ in targets])
         ).float()
+        sample_id = self._sample_id(index)
+        if masks.shape[-2:] != image.shape[-2:]:
+            raise ValueError(
+                f"sample {index} ({sample_id}) of the {self.split} split: mask size (height, "
+                f"width) {tuple(masks.shape[-2:])} differs from the image size "
+                f"{tuple(image.shape[-2:])}"
+            )
         size = (self.image_size, self.image_size)
         width = image.shape[-1]
         if tuple(image.shape[-2:]) != size:
@@ -258,8 +287,8 @@ class ReferringSegmentationDataset(NonGeoDataset):
         sample: dict[str, Any] = {
             "image": image,
             "mask": masks,
-            "category": torch.tensor([a["category_id"] - 1 for a in anns], dtype=torch.long),
-            "id": Path(info["file_name"]).stem,
+            "category": torch.tensor([self._category(r) for r, _ in targets], dtype=torch.long),
+            "id": sample_id,
             "conversations": [
                 {"from": "human", "value": f"{IMAGE_TOKEN}\n{question}"},
                 {"from": "gpt", "value": answer},
@@ -267,16 +296,226 @@ class ReferringSegmentationDataset(NonGeoDataset):
             "task": "referring",
             "sentences": sentences,
         }
-        if "lat" in info and "lon" in info:
-            gsd = info.get("gsd_m")
+        geo = self._geo(index)
+        if geo is not None:
+            gsd = geo.get("gsd_m")
             sample["geo"] = {
-                "lat": float(info["lat"]),
-                "lon": float(info["lon"]),
+                "lat": float(geo["lat"]),
+                "lon": float(geo["lon"]),
                 "gsd_m": None if gsd is None else float(gsd) * width / self.image_size,
             }
         if self.transforms is not None:
             sample = self.transforms(sample)
         return sample
+
+
+def load_coco(path: Path) -> COCO:
+    """Read a COCO instances file quietly; a clear error names a missing or broken file."""
+    if not path.is_file():
+        raise FileNotFoundError(f"COCO instances file {path} does not exist")
+    try:
+        dataset = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path} is not valid JSON: {error}") from error
+    keys = ("images", "annotations", "categories")
+    if not isinstance(dataset, dict) or not all(k in dataset for k in keys):
+        found = sorted(dataset) if isinstance(dataset, dict) else type(dataset).__name__
+        raise ValueError(f"{path}: a COCO instances file needs the keys {keys}, found {found}")
+    coco = COCO()
+    coco.dataset = dataset
+    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
+        coco.createIndex()
+    return coco
+
+
+class CocoReferringDataset(ReferringDataset):
+    """Refs over the masks of an in-memory COCO object: the core of the COCO-based loaders.
+
+    Args:
+        coco: COCO instances (RLE or polygon ``segmentation``); images may carry ``lat``,
+            ``lon`` and ``gsd_m``.
+        refs: ``{"ref_id", "ann_id", "sentences": [{"sent"}], ...}`` of this split.
+        image_root: folder the images' ``file_name`` are relative to.
+        split: ``train``, ``val`` or ``test``.
+        image_size: images (bilinear) and masks (nearest) are resized to this square size.
+        max_targets: at most this many objects per sample.
+        num_scales: mask-decoder scales.
+        per_scale: segmentation tokens per scale.
+        seed: seed of the target selection.
+        transforms: a function applied to each sample dict.
+        per_ref: one ref per sample (see :class:`ReferringDataset`) instead of one image.
+        refs_source: the refs' file (for error messages).
+        instances_source: the COCO file (for error messages).
+
+    ``category`` is the position of the COCO category id among the sorted ids of ``coco``
+    (``id - 1`` for ids ``1..N``). Images without refs are skipped.
+    """
+
+    def __init__(
+        self,
+        coco: COCO,
+        refs: Sequence[dict[str, Any]],
+        image_root: str | Path,
+        split: str = "train",
+        image_size: int = 224,
+        max_targets: int = 3,
+        num_scales: int = 2,
+        per_scale: int = 3,
+        seed: int = 0,
+        transforms: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+        per_ref: bool = False,
+        refs_source: str = "refs",
+        instances_source: str = "instances",
+    ) -> None:
+        super().__init__(split, image_size, max_targets, num_scales, per_scale, seed, transforms)
+        self.coco = coco
+        self.image_root = Path(image_root)
+        self.refs_source = refs_source
+        self.instances_source = instances_source
+        self.category_index = {c: i for i, c in enumerate(sorted(coco.cats))}
+        grouped: dict[int, list[dict[str, Any]]] = defaultdict(list)
+        for n, ref in enumerate(refs):
+            where = f"{refs_source}, ref {n} (ref_id {ref.get('ref_id', '?')!r})"
+            ann = coco.anns.get(ref.get("ann_id"))
+            if ann is None:
+                raise ValueError(
+                    f"{where}: ann_id {ref.get('ann_id')!r} is not in {instances_source}"
+                )
+            if not self.sentences(ref):
+                raise ValueError(f"{where}: no sentence")
+            if ann.get("category_id") not in self.category_index:
+                raise ValueError(
+                    f"{where}: category_id {ann.get('category_id')!r} of ann {ann['id']} is not "
+                    f"among the categories of {instances_source}"
+                )
+            if ann["image_id"] not in coco.imgs:
+                raise ValueError(
+                    f"{where}: image_id {ann['image_id']!r} of ann {ann['id']} is not among the "
+                    f"images of {instances_source}"
+                )
+            grouped[ann["image_id"]].append(ref)
+        self.image_ids = sorted(grouped)
+        self._set_samples([grouped[i] for i in self.image_ids], per_ref)
+        self._image_of = (
+            [self.coco.anns[g[0]["ann_id"]]["image_id"] for g in self.refs]
+            if per_ref
+            else self.image_ids
+        )
+
+    def _image(self, index: int) -> Tensor:
+        image_id = self._image_of[index]
+        path = self.image_root / self.coco.imgs[image_id]["file_name"]
+        return load_image(path, f" (image {image_id} of {self.instances_source}, sample {index})")
+
+    def _mask(self, index: int, ref: dict[str, Any]) -> np.ndarray:
+        ann = self.coco.anns[ref["ann_id"]]
+        info = self.coco.imgs[ann["image_id"]]
+        where = f"ref {ref.get('ref_id', '?')!r} (ann {ann['id']}) of {self.refs_source}"
+        try:
+            mask = self.coco.annToMask(ann)
+        except Exception as error:  # pycocotools raises bare TypeErrors/ValueErrors
+            raise ValueError(f"{where}: cannot decode its segmentation: {error}") from error
+        expected = (int(info["height"]), int(info["width"]))
+        if mask.shape != expected:
+            raise ValueError(
+                f"{where}: mask size {tuple(mask.shape)} differs from the image size (height, "
+                f"width) {expected} of image {info['id']} ({info['file_name']}) in "
+                f"{self.instances_source}"
+            )
+        if not mask.any():
+            raise ValueError(f"{where}: no valid mask (the segmentation decodes to all zeros)")
+        return mask
+
+    def _category(self, ref: dict[str, Any]) -> int:
+        return self.category_index[self.coco.anns[ref["ann_id"]]["category_id"]]
+
+    def _sample_name(self, index: int) -> str:
+        return Path(self.coco.imgs[self._image_of[index]]["file_name"]).stem
+
+    def _geo(self, index: int) -> dict[str, Any] | None:
+        info = self.coco.imgs[self._image_of[index]]
+        if "lat" in info and "lon" in info:
+            return {"lat": info["lat"], "lon": info["lon"], "gsd_m": info.get("gsd_m")}
+        return None
+
+
+def read_refs_json(path: Path) -> list[dict[str, Any]]:
+    """Read a ``refs_{split}.json`` list; a clear error names a missing or broken file."""
+    if not path.is_file():
+        raise FileNotFoundError(f"referring segmentation file {path} does not exist")
+    try:
+        refs = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path} is not valid JSON: {error}") from error
+    if not isinstance(refs, list) or not all(isinstance(r, dict) for r in refs):
+        raise ValueError(f"{path}: expected a JSON list of ref objects")
+    return refs
+
+
+class ReferringSegmentationDataset(CocoReferringDataset):
+    """Referring segmentation in the COCO + refs layout, one file pair per split.
+
+    ``root`` holds ``instances_{split}.json`` (COCO instances with RLE or polygon masks;
+    ``lat``/``lon`` and optionally ``gsd_m`` on each image), ``refs_{split}.json`` (a list of
+    ``{"ref_id", "ann_id", "image_id", "category_id", "sentences": [{"sent"}]}``) and the
+    images (``file_name`` relative to root). The embedded dataset writes this layout, and
+    RefCOCO-style refs converted to COCO JSON read the same way.
+
+    Args:
+        root: folder of ``instances_{split}.json``, ``refs_{split}.json`` and the images.
+        split: ``train``, ``val`` or ``test``.
+        image_size: images (bilinear) and masks (nearest) are resized to this square size.
+        max_targets: at most this many objects per sample.
+        num_scales: mask-decoder scales (segmentation tokens per target: ``num_scales *
+            per_scale``).
+        per_scale: segmentation tokens per scale.
+        seed: seed of the target selection.
+        transforms: a function applied to each sample dict.
+        per_ref: one ref per sample (the benchmarks' protocol) instead of one image.
+
+    Samples as in :class:`ReferringDataset` (``category``: COCO category id - 1 for ids
+    ``1..N``).
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        split: str = "train",
+        image_size: int = 224,
+        max_targets: int = 3,
+        num_scales: int = 2,
+        per_scale: int = 3,
+        seed: int = 0,
+        transforms: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+        per_ref: bool = False,
+    ) -> None:
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise FileNotFoundError(
+                f"dataset root {self.root} does not exist: point root at the folder holding "
+                f"instances_{split}.json, refs_{split}.json and the images, or use "
+                "EmbeddedReferringDataModule"
+            )
+        self.instances_path = self.root / f"instances_{split}.json"
+        self.refs_path = self.root / f"refs_{split}.json"
+        for path in (self.instances_path, self.refs_path):
+            if not path.is_file():
+                raise FileNotFoundError(f"referring segmentation file {path} does not exist")
+        super().__init__(
+            load_coco(self.instances_path),
+            read_refs_json(self.refs_path),
+            self.root,
+            split,
+            image_size,
+            max_targets,
+            num_scales,
+            per_scale,
+            seed,
+            transforms,
+            per_ref,
+            str(self.refs_path),
+            str(self.instances_path),
+        )
 
 
 class ReferringCollate:
@@ -421,12 +660,13 @@ class ReferringSegmentationDataModule(ZooDataModule):
         return seg_tokens(self.num_scales, self.per_scale)
 
     def vocabulary(self) -> list[str]:
-        refs = json.loads((self.dataset_root / "refs_train.json").read_text(encoding="utf-8"))
+        refs = read_refs_json(self.dataset_root / "refs_train.json")
         sentences = [str(s.get("sent", "")) for r in refs for s in r.get("sentences", [])]
         return caption_words([*sentences, *template_words()])
 
-    def _dataset(self, split: str) -> Dataset:
-        dataset = ReferringSegmentationDataset(
+    def _referring_dataset(self, split: str) -> ReferringDataset:
+        """The referring samples of ``split`` (subclasses read other layouts here)."""
+        return ReferringSegmentationDataset(
             self.dataset_root,
             split,
             self.image_size,
@@ -435,6 +675,9 @@ class ReferringSegmentationDataModule(ZooDataModule):
             self.per_scale,
             self.seed,
         )
+
+    def _dataset(self, split: str) -> Dataset:
+        dataset = self._referring_dataset(split)
         if split != "train" or self.mix_ratio == 0:
             return dataset
         # Image-level conversations (captions, VQA) mixed in: mix_ratio of the training samples.
@@ -446,6 +689,17 @@ class ReferringSegmentationDataModule(ZooDataModule):
 
     def _collate(self) -> ReferringCollate:
         return ReferringCollate(self.tokenizer, self.max_length, self.max_targets)
+
+
+class CocoRefsDataModule(ReferringSegmentationDataModule):
+    """Referring segmentation in the generic COCO + refs layout (one file pair per split).
+
+    The layout the embedded dataset writes and RefCOCO-style data converts to: ``root`` holds
+    ``instances_{split}.json`` (COCO instances, RLE or polygon masks), ``refs_{split}.json``
+    (``[{"ref_id", "ann_id", "sentences": [{"sent"}]}]``) and the images. The same datamodule
+    as :class:`ReferringSegmentationDataModule` under the name of its format; see there for
+    the arguments (``configs/data/coco_refs.yaml``).
+    """
 
 
 class EmbeddedReferringDataModule(EmbeddedMixin, ReferringSegmentationDataModule):
