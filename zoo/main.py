@@ -18,6 +18,9 @@ from lightning.pytorch.loggers import WandbLogger
 import zoo.data.datamodules  # noqa: F401  (registers the datamodules' short names)
 import zoo.data.referring  # noqa: F401
 import zoo.data.referring_benchmarks  # noqa: F401
+import zoo.data.scenes  # noqa: F401
+import zoo.data.skyscript  # noqa: F401
+import zoo.data.spacenet  # noqa: F401
 import zoo.models  # noqa: F401  (registers the models' short names)
 
 __all__ = ["ZooCLI", "main"]

@@ -27,6 +27,13 @@ _LAZY = {
     "RRSISDDataModule": "zoo.data.referring_benchmarks",
     "RefSegRSDataset": "zoo.data.referring_benchmarks",
     "RefSegRSDataModule": "zoo.data.referring_benchmarks",
+    "EuroSATScenesDataModule": "zoo.data.scenes",
+    "RESISC45ScenesDataModule": "zoo.data.scenes",
+    "UCMercedScenesDataModule": "zoo.data.scenes",
+    "PatternNetScenesDataModule": "zoo.data.scenes",
+    "SpaceNet1SegmentationDataModule": "zoo.data.spacenet",
+    "SkyScriptDataModule": "zoo.data.skyscript",
+    "SkyScriptDataset": "zoo.data.skyscript",
 }
 
 __all__ = list(_LAZY)

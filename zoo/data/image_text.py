@@ -21,7 +21,10 @@ from torch import Tensor
 from torch.nn import functional as F
 from torchgeo.datasets import NonGeoDataset
 
-__all__ = ["ImageTextLocationDataset", "caption_words", "load_image", "read_table"]
+__all__ = [
+    "ImageTextLocationDataset", "caption_words", "csv_lines", "load_image", "read_table",
+    "validate_location",
+]
 
 CAPTION_COLUMNS = ("title", "caption")
 
@@ -41,6 +44,34 @@ def load_image(path: Path, context: str = "") -> Tensor:
     return torch.from_numpy(array).permute(2, 0, 1).float()
 
 
+def csv_lines(bad: Any) -> str:
+    """The CSV line numbers (header = line 1) of the first five rows flagged in ``bad``."""
+    return ", ".join(str(i + 2) for i in np.flatnonzero(bad)[:5])
+
+
+def validate_location(table: pd.DataFrame, path: Path) -> pd.DataFrame:
+    """Check the optional ``lat``/``lon`` columns of a table read from ``path`` (both or
+    neither; numbers within [-90, 90] and [-180, 180] degrees) and make them float64.
+
+    Errors name the file, the line(s) and the column.
+    """
+    if ("lat" in table.columns) != ("lon" in table.columns):
+        raise ValueError(f"{path}: give both 'lat' and 'lon' columns, or neither")
+    if "lat" in table.columns:
+        for column, bound in (("lat", 90.0), ("lon", 180.0)):
+            values = pd.to_numeric(table[column], errors="coerce")
+            bad = values.isna() | (values.abs() > bound)
+            if bad.any():
+                first = table[column][bad].iloc[0]
+                first = float(first) if isinstance(first, (int, float, np.number)) else first
+                raise ValueError(
+                    f"{path}: {'latitude' if column == 'lat' else 'longitude'} {first!r} on line(s) "
+                    f"{csv_lines(bad)} is not a number in [-{bound:g}, {bound:g}] degrees (column '{column}')"
+                )
+            table[column] = values.astype(np.float64)
+    return table
+
+
 def read_table(path: Path, class_names: Sequence[str] | None = None) -> pd.DataFrame:
     """Read and validate an image-text(-location) CSV; errors name the file, row and column.
 
@@ -57,31 +88,17 @@ def read_table(path: Path, class_names: Sequence[str] | None = None) -> pd.DataF
             f"found {list(table.columns)}"
         )
     table = table.rename(columns={caption_column: "caption"})
-    rows = lambda bad: ", ".join(str(i + 2) for i in np.flatnonzero(bad)[:5])  # noqa: E731
     missing = table["caption"].isna() | (table["caption"].astype(str).str.strip() == "")
     if missing.any():
-        raise ValueError(f"{path}: caption missing on line(s) {rows(missing)} (column '{caption_column}')")
-    if ("lat" in table.columns) != ("lon" in table.columns):
-        raise ValueError(f"{path}: give both 'lat' and 'lon' columns, or neither")
-    if "lat" in table.columns:
-        for column, bound in (("lat", 90.0), ("lon", 180.0)):
-            values = pd.to_numeric(table[column], errors="coerce")
-            bad = values.isna() | (values.abs() > bound)
-            if bad.any():
-                first = table[column][bad].iloc[0]
-                first = float(first) if isinstance(first, (int, float, np.number)) else first
-                raise ValueError(
-                    f"{path}: {'latitude' if column == 'lat' else 'longitude'} {first!r} on line(s) "
-                    f"{rows(bad)} is not a number in [-{bound:g}, {bound:g}] degrees (column '{column}')"
-                )
-            table[column] = values.astype(np.float64)
+        raise ValueError(f"{path}: caption missing on line(s) {csv_lines(missing)} (column '{caption_column}')")
+    table = validate_location(table, path)
     if "label" in table.columns and class_names is not None:
         index = {name: i for i, name in enumerate(class_names)}
         labels = table["label"].astype(str).map(index)
         if labels.isna().any():
             bad = labels.isna()
             raise ValueError(
-                f"{path}: label {table['label'][bad].iloc[0]!r} on line(s) {rows(bad)} is not one "
+                f"{path}: label {table['label'][bad].iloc[0]!r} on line(s) {csv_lines(bad)} is not one "
                 f"of the class names {list(class_names)}"
             )
         table["label"] = labels.astype(np.int64)
