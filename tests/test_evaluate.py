@@ -1,0 +1,140 @@
+"""The evaluation command: configs, the results table, and end-to-end runs offline."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from zoo.evaluate import Evaluation, load_evaluations, main, markdown_table, write_results
+
+ROOT = Path(__file__).resolve().parents[1]
+EVAL_CONFIGS = sorted((ROOT / "configs" / "eval").rglob("*.yaml"))
+
+
+def _write(path: Path, spec: dict) -> Path:
+    path.write_text(yaml.safe_dump(spec), encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize("path", EVAL_CONFIGS, ids=lambda p: str(p.relative_to(ROOT)))
+def test_every_eval_config_loads_and_its_data_parses(path: Path) -> None:
+    from zoo.evaluate import build_datamodule
+
+    evaluations = load_evaluations([path])
+    assert evaluations
+    for ev in evaluations:
+        build_datamodule(ev, image_size=32)  # validates class_path and init_args
+
+
+def test_suite_expands_relative_paths_and_nested_paper_numbers(tmp_path: Path) -> None:
+    data = {"class_path": "EmbeddedDataModule"}
+    _write(tmp_path / "a.yaml", {"protocol": "knn", "data": data, "paper": {"FLAVARS": {"knn_acc": 90}}})
+    (tmp_path / "sub").mkdir()
+    _write(tmp_path / "sub" / "suite.yaml", {"evaluations": ["../a.yaml", "../a.yaml"]})
+    evaluations = load_evaluations([tmp_path / "sub" / "suite.yaml"])
+    assert [e.name for e in evaluations] == ["a", "a"]
+    assert evaluations[0].paper_numbers("FLAVARS") == {"knn_acc": 90}
+    assert evaluations[0].paper_numbers("Aquila") == {}
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ({"protocol": "knn", "data": {}, "datta": 1}, "unknown field"),
+        ({"protocol": "knm", "data": {}}, "is not one of"),
+        ({"protocol": "knn"}, "missing field 'data'"),
+        ({"protocol": "knn", "data": {}, "paper": {"knn_acc": "high"}}, "'paper' maps"),
+    ],
+)
+def test_bad_eval_config_names_the_file_and_field(tmp_path: Path, spec: dict, message: str) -> None:
+    path = _write(tmp_path / "bad.yaml", spec)
+    with pytest.raises(ValueError, match=message) as info:
+        load_evaluations([path])
+    assert "bad.yaml" in str(info.value)
+
+
+def test_table_puts_ours_beside_the_paper(tmp_path: Path) -> None:
+    rows = [
+        {"evaluation": "RSICD", "protocol": "test", "config": "c", "source": "Aquila Table 3",
+         "metric": "BLEU-1", "ours": 70.0, "paper": 74.6, "delta": -4.6},
+        {"evaluation": "X", "protocol": "knn", "config": "c", "source": "", "metric": "error",
+         "ours": None, "paper": None, "error": "FileNotFoundError: data/x does not exist"},
+    ]
+    write_results(rows, tmp_path, {"model": "Aquila"})
+    table = (tmp_path / "results.md").read_text()
+    assert "| RSICD | test | BLEU-1 | 70.00 | 74.60 | -4.60 | Aquila Table 3 |" in table
+    assert "FileNotFoundError: data/x does not exist" in table
+    assert json.loads((tmp_path / "results.json").read_text())["results"] == rows
+    assert markdown_table(rows) == markdown_table(rows)  # deterministic
+
+
+@pytest.fixture(scope="module")
+def flavars_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, dict]:
+    """A tiny FLAVARS config on a small embedded dataset and a checkpoint of its initial weights."""
+    import torch
+
+    from zoo.evaluate import load_model
+
+    root = tmp_path_factory.mktemp("flavars")
+    data = {"class_path": "EmbeddedDataModule", "init_args": {
+        "root": str(root / "data"), "num_train": 60, "num_val": 10, "num_test": 30,
+        "image_size": 32, "batch_size": 16}}
+    config = _write(root / "flavars.yaml", {
+        "model": {"class_path": "FLAVARS", "init_args": {
+            "image_encoder": "zoo_vit_tiny", "text_encoder": "tiny", "embed_dim": 32,
+            "fusion_width": 32, "fusion_layers": 1, "location_hidden": 32}},
+        "data": data,
+    })
+    model = load_model([str(config)], None)
+    ckpt = root / "model.ckpt"
+    torch.save({"state_dict": model.state_dict()}, ckpt)
+    return config, ckpt, data
+
+
+def test_evaluate_flavars_end_to_end_on_embedded_data(flavars_run, tmp_path: Path) -> None:
+    config, ckpt, data = flavars_run
+    evals = []
+    for protocol in ("knn", "linear_probe", "zero_shot", "retrieval"):
+        evals.append(str(_write(tmp_path / f"{protocol}.yaml", {
+            "name": f"embedded {protocol}", "protocol": protocol, "data": data,
+            "paper": {"FLAVARS": {"knn_acc": 99.0}} if protocol == "knn" else {},
+        })))
+    out = tmp_path / "out"
+    rows = main(["--config", str(config), "--ckpt_path", str(ckpt), "--evals", *evals,
+                 "--output", str(out), "--device", "cpu"])
+    metrics = {r["metric"]: r for r in rows}
+    for key in ("knn_acc", "linear_probe_acc", "zero_shot_top1", "image_to_text_R@1",
+                "text_to_image_R@10", "mean_recall"):
+        assert 0.0 <= metrics[key]["ours"] <= 100.0, key
+    assert metrics["knn_acc"]["paper"] == 99.0
+    assert metrics["knn_acc"]["delta"] == pytest.approx(metrics["knn_acc"]["ours"] - 99.0)
+    assert "| embedded knn | knn | knn_acc |" in (out / "results.md").read_text()
+
+
+def test_a_failing_evaluation_is_recorded_with_keep_going(flavars_run, tmp_path: Path) -> None:
+    config, ckpt, data = flavars_run
+    missing = {"class_path": "ImageTextLocationDataModule", "init_args": {"root": str(tmp_path / "nowhere")}}
+    bad = _write(tmp_path / "bad.yaml", {"name": "missing data", "protocol": "knn", "data": missing})
+    good = _write(tmp_path / "good.yaml", {"name": "ok", "protocol": "knn", "data": data})
+    out = tmp_path / "out"
+    with pytest.raises(FileNotFoundError, match="nowhere"):
+        main(["--config", str(config), "--evals", str(bad), "--output", str(out)])
+    rows = main(["--config", str(config), "--ckpt_path", str(ckpt), "--evals", str(bad), str(good),
+                 "--output", str(out), "--keep_going"])
+    assert rows[0]["metric"] == "error" and "nowhere" in rows[0]["error"]
+    assert rows[1]["metric"] == "knn_acc"
+
+
+def test_zero_shot_needs_a_text_encoder() -> None:
+    from zoo.evaluate import Context, run_zero_shot
+
+    class NoText:  # a generator has no text encoder
+        pass
+
+    ctx = Context(model=NoText(), device=None, ckpt_path=None)  # type: ignore[arg-type]
+    ev = Evaluation(name="z", protocol="zero_shot", data={})
+    with pytest.raises(ValueError, match="needs a text encoder"):
+        run_zero_shot(ctx, ev, dm=None)  # type: ignore[arg-type]
