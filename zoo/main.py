@@ -15,9 +15,11 @@ from lightning.pytorch import LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import WandbLogger
 
+import zoo.data.captions  # noqa: F401
 import zoo.data.datamodules  # noqa: F401  (registers the datamodules' short names)
 import zoo.data.referring  # noqa: F401
 import zoo.data.referring_benchmarks  # noqa: F401
+import zoo.data.rsvqa  # noqa: F401
 import zoo.data.scenes  # noqa: F401
 import zoo.data.skyscript  # noqa: F401
 import zoo.data.spacenet  # noqa: F401

@@ -34,6 +34,11 @@ _LAZY = {
     "SpaceNet1SegmentationDataModule": "zoo.data.spacenet",
     "SkyScriptDataModule": "zoo.data.skyscript",
     "SkyScriptDataset": "zoo.data.skyscript",
+    "CaptionDataset": "zoo.data.captions",
+    "CaptionDataModule": "zoo.data.captions",
+    "CaptionConversationDataModule": "zoo.data.captions",
+    "RSVQADataset": "zoo.data.rsvqa",
+    "RSVQADataModule": "zoo.data.rsvqa",
 }
 
 __all__ = list(_LAZY)

@@ -1,14 +1,45 @@
 """LLaVA-format conversations: reading, validating, formatting with a chat template, labels.
 
 A record is ``{"id", "image", "conversations": [{"from": "human"|"gpt"|"system", "value"}]}``
-with one ``<image>`` placeholder in the first human turn, the format of LLaVA, FIT-RS,
-GeoChat-Instruct and VRSBench (and of the embedded dataset's ``conversations_{split}.json``).
-Optional fields the zoo uses when present: ``task`` and ``question_types`` (one per QA pair).
+with one ``<image>`` placeholder (anywhere in the conversation; it is moved to the front of its
+turn), the format of LLaVA, FIT-RS, GeoChat-Instruct and VRSBench (and of the embedded dataset's
+``conversations_{split}.json``). Files are a JSON list or JSON lines. Optional fields the zoo
+uses when present: ``task``, ``question_types`` (one per QA pair) and ``references`` (all
+reference answers of a one-question record, e.g. the five captions of a caption benchmark).
+
+The variants of the remote-sensing instruction sets are normalised by :func:`normalize_record`:
+
+* ``"from"`` is matched case-insensitively (``human``/``gpt``, ``user``/``assistant``) and a
+  number ``"value"`` is read as text;
+* ``image_id`` stands for a missing ``image``; an ``image`` without extension is looked up with
+  the usual image extensions (:data:`IMAGE_EXTENSIONS`) when the file is read;
+* ``question_id`` stands for a missing ``id``;
+* without a ``task``, a leading task tag of the first question (GeoChat's and VRSBench's
+  ``[vqa]``, ``[caption]``, ``[refer]``, ``[grounding]``, ``[identify]``) gives it
+  (:data:`TASK_TAGS`); the tag stays in the text, the models were trained with it;
+* one-question evaluation records (VRSBench ``{"image_id", "question", "ground_truth",
+  "question_id", "type"}``, GeoChat-Bench and FIT-RSFG-Bench ``{"question_id", "image",
+  "text"|"question", "ground_truth", "category"}``) become one-turn records with
+  ``question_types = [type or category]`` and ``task`` from :data:`EVAL_TYPE_TASKS`
+  (``vqa`` for any other type).
+
+The instruction sets (configs in ``configs/data/{geochat,fit_rs,vrsbench}.yaml``):
+
+* GeoChat-Instruct: K. Kuckreja, M. S. Danish, M. Naseer, A. Das, S. Khan and F. S. Khan,
+  "GeoChat: Grounded Large Vision-Language Model for Remote Sensing", CVPR 2024;
+  https://huggingface.co/datasets/MBZUAI/GeoChat_Instruct (licence on the dataset card).
+* FIT-RS: J. Luo et al., "SkySenseGPT: A Fine-Grained Instruction Tuning Dataset and Model for
+  Remote Sensing Vision-Language Understanding", arXiv:2406.10100, 2024;
+  https://huggingface.co/datasets/ll-13/FIT-RS (CC BY-NC 4.0).
+* VRSBench: X. Li, J. Ding and M. Elhoseiny, "VRSBench: A Versatile Vision-Language Benchmark
+  Dataset for Remote Sensing Image Understanding", NeurIPS 2024 Datasets and Benchmarks;
+  https://huggingface.co/datasets/xiang709/VRSBench (CC BY 4.0).
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -23,10 +54,15 @@ from transformers import PreTrainedTokenizerBase
 from zoo.data.image_text import load_image
 
 __all__ = [
+    "EVAL_TYPE_TASKS",
+    "IMAGE_EXTENSIONS",
     "IMAGE_TOKEN",
     "SHORT_ANSWER_PROMPT",
+    "TASK_TAGS",
     "ConversationCollate",
     "ConversationDataset",
+    "normalize_record",
+    "prepare_records",
     "read_conversations",
     "tokenize_conversation",
 ]
@@ -38,33 +74,138 @@ ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assi
          "system": "system"}
 
 
+#: Leading task tags of GeoChat-Instruct and VRSBench questions -> the zoo's task names.
+TASK_TAGS = {
+    "caption": "caption", "vqa": "vqa", "refer": "referring", "grounding": "grounding",
+    "identify": "identify",
+}
+#: ``type``/``category`` of one-question evaluation records that are not VQA -> task names.
+EVAL_TYPE_TASKS = {"caption": "caption", "ref": "referring", "refer": "referring"}
+#: Tried in this order for an ``image`` given without extension.
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+_TASK_TAG = re.compile(r"^\s*(?:<image>\s*)?\[(\w+)\]")
+_QUESTION_KEYS = ("question", "text")
+_ANSWER_KEYS = ("ground_truth", "answer")
+_TYPE_KEYS = ("type", "category")
+
+
+def _first(record: dict[str, Any], keys: Sequence[str]) -> Any:
+    return next((record[k] for k in keys if record.get(k) not in (None, "")), None)
+
+
+def _text(value: Any) -> Any:
+    """Numbers as text (an answer written ``2``); anything else as it is (validated later)."""
+    return str(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else value
+
+
+def normalize_record(record: Any, where: str = "record") -> dict[str, Any]:
+    """Return the LLaVA record of one record in any supported variant (see the module doc);
+    the input is not modified. ``where`` names the record in errors."""
+    if not isinstance(record, dict):
+        raise ValueError(f"{where}: a record must be a JSON object, got {type(record).__name__}")
+    out = dict(record)
+    if out.get("image") in (None, "") and out.get("image_id") not in (None, ""):
+        out["image"] = out["image_id"]
+    if "id" not in out and "question_id" in out:
+        out["id"] = out["question_id"]
+    qtype = _first(record, _TYPE_KEYS)
+    if "conversations" not in out:
+        question, answer = _first(record, _QUESTION_KEYS), _first(record, _ANSWER_KEYS)
+        if question is None or answer is None:
+            raise ValueError(
+                f"{where}: needs a 'conversations' list, or (an evaluation record) a question "
+                f"{list(_QUESTION_KEYS)} and an answer {list(_ANSWER_KEYS)}; found the keys "
+                f"{sorted(record)}"
+            )
+        text = str(question)
+        out["conversations"] = [
+            {"from": "human", "value": text if IMAGE_TOKEN in text else f"{IMAGE_TOKEN}\n{text}"},
+            {"from": "gpt", "value": str(answer)},
+        ]
+        if qtype is not None:
+            out.setdefault("question_types", [str(qtype)])
+        out.setdefault("task", EVAL_TYPE_TASKS.get(str(qtype).lower(), "vqa"))
+        return out
+    turns = out["conversations"]
+    if isinstance(turns, list):
+        out["conversations"] = [
+            {**t, "from": str(t["from"]).lower(), "value": _text(t.get("value"))}
+            if isinstance(t, dict) and "from" in t else t
+            for t in turns
+        ]
+        dialogue = [
+            t for t in out["conversations"] if isinstance(t, dict) and t.get("from") != "system"
+        ]
+        if "task" not in out and dialogue:
+            tag = _TASK_TAG.match(str(dialogue[0].get("value", "")))
+            if tag and tag.group(1).lower() in TASK_TAGS:
+                out["task"] = TASK_TAGS[tag.group(1).lower()]
+        if qtype is not None and "question_types" not in out and len(dialogue) == 2:
+            out["question_types"] = [str(qtype)]
+    return out
+
+
+def _validate(record: dict[str, Any], where: str) -> None:
+    turns = record.get("conversations")
+    if record.get("image") in (None, "") or not isinstance(turns, list) or not turns:
+        raise ValueError(f"{where}: needs 'image' and a non-empty 'conversations' list")
+    if not all(isinstance(t, dict) and isinstance(t.get("value"), str) for t in turns):
+        raise ValueError(f"{where}: each turn needs a 'from' and a string 'value'")
+    if None in [ROLES.get(t.get("from")) for t in turns]:
+        raise ValueError(f"{where}: each turn's 'from' must be one of {sorted(ROLES)}")
+    roles = [ROLES[t["from"]] for t in turns if ROLES[t["from"]] != "system"]
+    if roles[::2] != ["user"] * len(roles[::2]) or roles[1::2] != ["assistant"] * len(roles[1::2]):
+        raise ValueError(f"{where}: turns must alternate human, gpt, human, gpt ...")
+    if len(roles) % 2:
+        raise ValueError(f"{where}: the last turn must be an answer ('gpt')")
+    count = sum(t["value"].count(IMAGE_TOKEN) for t in turns)
+    if count != 1:
+        raise ValueError(f"{where}: expected exactly one {IMAGE_TOKEN} placeholder, found {count}")
+    references = record.get("references")
+    if references is not None and (
+        not isinstance(references, list) or not references
+        or not all(isinstance(r, str) and r.strip() for r in references)
+    ):
+        raise ValueError(f"{where}: 'references' must be a non-empty list of non-empty strings")
+
+
+def prepare_records(records: Sequence[Any], source: str) -> list[dict[str, Any]]:
+    """Normalise (:func:`normalize_record`) and validate records; errors name ``source`` and
+    the record (index and id)."""
+    out = []
+    for n, record in enumerate(records):
+        ident = record.get("id", record.get("question_id", "?")) if isinstance(record, dict) else "?"
+        where = f"{source}, record {n} (id {ident!r})"
+        record = normalize_record(record, where)
+        _validate(record, where)
+        out.append(record)
+    return out
+
+
 def read_conversations(path: Path) -> list[dict[str, Any]]:
-    """Read and validate a LLaVA-format JSON (or JSON-lines) file; errors name file and record."""
+    """Read, normalise and validate a LLaVA-format JSON list or JSON-lines file (or one of its
+    variants, see the module doc); errors name the file and the record or line."""
     if not path.is_file():
         raise FileNotFoundError(f"conversation file {path} does not exist")
     text = path.read_text(encoding="utf-8")
-    try:
-        records = json.loads(text) if text.lstrip().startswith("[") else [
-            json.loads(line) for line in text.splitlines() if line.strip()
-        ]
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{path} is not valid JSON: {error}") from error
-    for n, record in enumerate(records):
-        where = f"{path}, record {n} (id {record.get('id', '?')!r})"
-        turns = record.get("conversations")
-        if "image" not in record or not isinstance(turns, list) or not turns:
-            raise ValueError(f"{where}: needs 'image' and a non-empty 'conversations' list")
-        roles = [ROLES.get(t.get("from")) for t in turns if ROLES.get(t.get("from")) != "system"]
-        if None in [ROLES.get(t.get("from")) for t in turns]:
-            raise ValueError(f"{where}: each turn's 'from' must be one of {sorted(ROLES)}")
-        if roles[::2] != ["user"] * len(roles[::2]) or roles[1::2] != ["assistant"] * len(roles[1::2]):
-            raise ValueError(f"{where}: turns must alternate human, gpt, human, gpt ...")
-        if len(roles) % 2:
-            raise ValueError(f"{where}: the last turn must be an answer ('gpt')")
-        count = sum(str(t.get("value", "")).count(IMAGE_TOKEN) for t in turns)
-        if count != 1:
-            raise ValueError(f"{where}: expected exactly one {IMAGE_TOKEN} placeholder, found {count}")
-    return records
+    if text.lstrip().startswith("["):
+        try:
+            records = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{path} is not valid JSON: {error}") from error
+    else:
+        records = []
+        for n, line in enumerate(text.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError as error:
+                raise ValueError(
+                    f"{path}, line {n}: not valid JSON ({error}); a conversation file is a JSON "
+                    "list of records or JSON lines (one record per line)"
+                ) from error
+    return prepare_records(records, str(path))
 
 
 def _messages(turns: Sequence[dict[str, str]], short_answer: bool) -> list[dict[str, str]]:
@@ -108,25 +249,37 @@ def tokenize_conversation(
 
 
 class ConversationDataset(NonGeoDataset):
-    """Images with LLaVA-format conversations.
+    """Images with LLaVA-format conversations, read from a file or given in memory.
+
+    Samples hold ``image`` (float ``C×S×S`` in [0, 255]), ``id``, ``conversations``, ``task``,
+    ``question_type`` (the record's only question type, else ``""``) and, when the record has
+    them, ``references``.
 
     Args:
-        root: folder of the images (paths in the file are relative to it).
-        file: the conversation file, relative to ``root`` or absolute.
+        root: folder of the images (paths in the records are relative to ``root/image_dir``).
+        file: the conversation file, relative to ``root`` or absolute; None with ``records``.
         image_size: images are resized to this square size.
         tasks: keep only records whose ``task`` is listed (None keeps all).
         single_turn: split multi-turn records into one record per question (for evaluation).
         transforms: a function applied to each sample.
+        records: in-memory records (any variant :func:`normalize_record` reads) instead of a
+            file; see :meth:`from_records`.
+        image_dir: sub-folder of ``root`` that the records' image paths are relative to.
+        source: names the in-memory records in errors (e.g. the file they were built from).
     """
 
     def __init__(
         self,
         root: str | Path,
-        file: str,
+        file: str | None = None,
         image_size: int = 224,
         tasks: Sequence[str] | None = None,
         single_turn: bool = False,
         transforms: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+        *,
+        records: Sequence[dict[str, Any]] | None = None,
+        image_dir: str = "",
+        source: str = "in-memory records",
     ) -> None:
         self.root = Path(root)
         if not self.root.is_dir():
@@ -134,8 +287,14 @@ class ConversationDataset(NonGeoDataset):
                 f"dataset root {self.root} does not exist: point root at the folder holding the "
                 "images and the LLaVA-format JSON, or use EmbeddedConversationDataModule"
             )
-        self.path = self.root / file
-        records = read_conversations(self.path)
+        if (file is None) == (records is None):
+            raise ValueError("give either file (a conversation file) or records (in memory)")
+        if file is not None:
+            self.path = self.root / file
+            records = read_conversations(self.path)
+        else:
+            self.path = Path(source)
+            records = prepare_records(records, source)
         if tasks is not None:
             found = sorted({str(r.get("task")) for r in records})
             records = [r for r in records if r.get("task") in tasks]
@@ -147,16 +306,46 @@ class ConversationDataset(NonGeoDataset):
         if single_turn:
             records = [part for r in records for part in _split_turns(r)]
         self.records = records
+        self.images = self.root / image_dir
         self.image_size = image_size
         self.transforms = transforms
+
+    @classmethod
+    def from_records(
+        cls,
+        root: str | Path,
+        records: Sequence[dict[str, Any]],
+        image_size: int = 224,
+        *,
+        source: str = "in-memory records",
+        image_dir: str = "",
+        tasks: Sequence[str] | None = None,
+        single_turn: bool = False,
+        transforms: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+    ) -> ConversationDataset:
+        """A dataset of records built in memory (no file), validated like a file's."""
+        return cls(
+            root, None, image_size, tasks, single_turn, transforms,
+            records=records, image_dir=image_dir, source=source,
+        )
 
     def __len__(self) -> int:
         return len(self.records)
 
+    def image_path(self, record: dict[str, Any]) -> Path:
+        """The record's image file; an ``image`` without extension tries
+        :data:`IMAGE_EXTENSIONS`."""
+        path = self.images / str(record["image"])
+        if path.suffix or path.is_file():
+            return path
+        found = (path.with_name(path.name + ext) for ext in IMAGE_EXTENSIONS)
+        return next((p for p in found if p.is_file()), path)
+
     def __getitem__(self, index: int) -> dict[str, Any]:
         record = self.records[index]
-        path = self.root / record["image"]
-        image = load_image(path, f" (record {record.get('id', index)!r} of {self.path})")
+        path = self.image_path(record)
+        tried = "" if path.suffix else f", also with the extensions {list(IMAGE_EXTENSIONS)}"
+        image = load_image(path, f" (record {record.get('id', index)!r} of {self.path}{tried})")
         if image.shape[-1] != self.image_size or image.shape[-2] != self.image_size:
             image = F.interpolate(
                 image[None], size=(self.image_size, self.image_size), mode="bilinear", antialias=True
@@ -169,31 +358,37 @@ class ConversationDataset(NonGeoDataset):
             "task": str(record.get("task", "")),
             "question_type": str(types[0]) if len(types) == 1 else "",
         }
+        if record.get("references"):
+            sample["references"] = list(record["references"])
         if self.transforms is not None:
             sample = self.transforms(sample)
         return sample
 
 
 def _split_turns(record: dict[str, Any]) -> list[dict[str, Any]]:
-    """One record per (question, answer) pair, each with the image placeholder."""
+    """One record per (question, answer) pair, each with the image placeholder; a record's
+    ``references`` stay with its first question."""
     turns = [t for t in record["conversations"] if ROLES[t["from"]] != "system"]
     types = record.get("question_types") or []
     out = []
     for k in range(0, len(turns), 2):
         question = str(turns[k]["value"]).replace(IMAGE_TOKEN, "").strip()
-        out.append({
+        part = {
             **record,
             "id": f"{record.get('id', '')}_{k // 2}",
             "conversations": [{"from": "human", "value": f"{IMAGE_TOKEN}\n{question}"}, turns[k + 1]],
             "question_types": [types[k // 2]] if k // 2 < len(types) else [],
-        })
+        }
+        if k:
+            part.pop("references", None)
+        out.append(part)
     return out
 
 
 class ConversationCollate:
     """Batch conversations for training (right-padded ids and labels) and for generation
     (left-padded prompt = the conversation up to its first answer, with that answer as the
-    reference).
+    ``reference``, and ``references``: each sample's list of references, else ``[reference]``).
 
     Args:
         tokenizer: a tokenizer with a chat template, a pad token and the ``<image>`` token.
@@ -211,7 +406,7 @@ class ConversationCollate:
 
     def __call__(self, samples: list[dict[str, Any]]) -> dict[str, Any]:
         pad = self.tokenizer.pad_token_id
-        ids, labels, prompts, questions, references = [], [], [], [], []
+        ids, labels, prompts, questions, references, all_references = [], [], [], [], [], []
         for sample in samples:
             short = sample["task"] in self.short_answer_tasks
             turns = sample["conversations"]
@@ -223,8 +418,10 @@ class ConversationCollate:
             prompts.append(torch.tensor(prompt[-self.max_length :]))
             questions.append(str(first[0]["value"]).replace(IMAGE_TOKEN, "").strip())
             references.append(str(first[1]["value"]).strip())
-        batch = default_collate([
-            {k: v for k, v in s.items() if k != "conversations"} for s in samples
+            all_references.append(list(sample.get("references") or [references[-1]]))
+        batch = default_collate([  # lists of strings would be transposed: kept aside
+            {k: v for k, v in s.items() if k not in ("conversations", "references")}
+            for s in samples
         ])
         batch["input_ids"] = _pad(ids, pad, left=False)
         batch["attention_mask"] = _pad([torch.ones_like(x) for x in ids], 0, left=False)
@@ -233,6 +430,7 @@ class ConversationCollate:
         batch["prompt_attention_mask"] = _pad([torch.ones_like(x) for x in prompts], 0, left=True)
         batch["question"] = questions
         batch["reference"] = references
+        batch["references"] = all_references
         return batch
 
 

@@ -17,8 +17,10 @@ __all__ = ["GenerationMetrics"]
 
 class GenerationMetrics(nn.Module):
     """Route each generated answer by its sample's ``task``: caption tasks to
-    :class:`CaptionMetrics` (BLEU, METEOR, ROUGE-L, CIDEr against ``reference``), everything
-    else to :class:`VQAAccuracy` per ``question_type``.
+    :class:`CaptionMetrics` (BLEU, METEOR, ROUGE-L, CIDEr against all of the sample's
+    ``references`` when the batch has them, as caption benchmarks score against five
+    references, else against ``reference``), everything else to :class:`VQAAccuracy` per
+    ``question_type``.
 
     Args:
         question_types: VQA question types reported separately ('' counts only overall).
@@ -43,8 +45,13 @@ class GenerationMetrics(nn.Module):
         types = batch.get("question_type") or [""] * len(answers)
         caption = [i for i, t in enumerate(tasks) if t in self.caption_tasks]
         if caption:
+            references = batch.get("references")
             self.caption.update(
-                [answers[i] for i in caption], [[batch["reference"][i]] for i in caption]
+                [answers[i] for i in caption],
+                [
+                    list(references[i]) if references is not None else [batch["reference"][i]]
+                    for i in caption
+                ],
             )
         vqa = [i for i, t in enumerate(tasks) if t not in self.caption_tasks]
         if vqa:
