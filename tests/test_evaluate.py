@@ -180,3 +180,53 @@ def test_spacenet1_upernet_evaluation_runs_on_fake_data(flavars_run, tmp_path) -
     assert 0.0 <= metrics["miou"]["ours"] <= 100.0
     assert metrics["miou"]["paper"] == 77.9
     assert "| SpaceNet1 UPerNet | segmentation | miou |" in (tmp_path / "results.md").read_text()
+
+
+def _small_embedded(ev: Evaluation, root: Path) -> Evaluation:
+    ev.data["init_args"].update(root=str(root), num_train=24, num_val=8, num_test=8, batch_size=4)
+    return ev
+
+
+def test_evaluate_aquila_on_embedded_and_fake_benchmarks(tmp_path: Path) -> None:
+    """The generator protocols end to end: the test loop (captions with five references, VQA per
+    question type with the paper's average) and the vision tower's k-NN."""
+    from zoo.evaluate import evaluate, load_model
+
+    override = _write(tmp_path / "small.yaml", {"data": {"init_args": {
+        "root": str(tmp_path / "data"), "num_train": 24, "num_val": 8, "num_test": 8}}})
+    model = load_model([str(ROOT / "configs" / "aquila.yaml"), str(override)], None)
+    evals = [
+        _small_embedded(load_evaluations([ROOT / "configs/eval/embedded_generation.yaml"])[0], tmp_path / "data"),
+        _small_embedded(load_evaluations([ROOT / "configs/eval/embedded_knn.yaml"])[0], tmp_path / "data"),
+        _on_fake_data("rsvqa_lr.yaml", root=str(ROOT / "tests/data/rsvqa_lr"), batch_size=8),
+        _on_fake_data("rsicd_captioning.yaml", root=str(ROOT / "tests/data/rsicd"), batch_size=4),
+    ]
+    evals[2].options["average_over"] = ["presence"]
+    rows = evaluate(model, evals, tmp_path / "out", device="cpu", limit_batches=2)
+    by_eval: dict[str, dict[str, dict]] = {}
+    for r in rows:
+        by_eval.setdefault(r["evaluation"], {})[r["metric"]] = r
+    assert {"BLEU-1", "CIDEr", "vqa_accuracy"} <= set(by_eval["embedded captions + VQA"])
+    assert 0 <= by_eval["embedded scenes k-NN"]["knn_acc"]["ours"] <= 100
+    rsvqa = by_eval["RSVQA-LR"]
+    assert rsvqa["vqa_average_accuracy"]["ours"] == pytest.approx(rsvqa["vqa_accuracy_presence"]["ours"])
+    assert rsvqa["vqa_average_accuracy"]["paper"] == 92.72
+    assert by_eval["RSICD captioning"]["BLEU-1"]["paper"] == 74.6
+    table = (tmp_path / "out" / "results.md").read_text()
+    assert "| RSICD captioning | test | BLEU-1 |" in table and "74.60" in table
+
+
+def test_evaluate_geopix_on_fake_referring_benchmarks(tmp_path: Path) -> None:
+    from zoo.evaluate import evaluate, load_model
+
+    override = _write(tmp_path / "small.yaml", {"data": {"init_args": {
+        "root": str(tmp_path / "data"), "num_train": 24, "num_val": 8, "num_test": 8}}})
+    model = load_model([str(ROOT / "configs" / "geopix.yaml"), str(override)], None)
+    evals = [
+        _on_fake_data("rrsisd.yaml", root=str(ROOT / "tests/data/rrsisd"), batch_size=2),
+        _on_fake_data("refsegrs.yaml", root=str(ROOT / "tests/data/refsegrs"), batch_size=2),
+    ]
+    rows = evaluate(model, evals, tmp_path / "out", device="cpu", limit_batches=1)
+    metrics = {(r["evaluation"], r["metric"]): r["ours"] for r in rows}
+    for name in ("RRSIS-D referring segmentation", "RefSegRS referring segmentation"):
+        assert 0 <= metrics[(name, "mIoU")] <= 100 and 0 <= metrics[(name, "cIoU")] <= 100

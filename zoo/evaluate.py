@@ -35,7 +35,8 @@ text-aware protocols):
   frozen or fine-tuned (``options.freeze_encoder``), fit on train, mIoU on test (FLAVARS,
   SpaceNet1).
 * ``test``: the model's own test loop (captioning BLEU/METEOR/ROUGE-L/CIDEr, VQA accuracy per
-  question type, referring mIoU/cIoU).
+  question type and their average, over ``options.average_over`` when given; referring
+  mIoU/cIoU).
 """
 
 from __future__ import annotations
@@ -338,9 +339,17 @@ def run_test(ctx: Context, ev: Evaluation, dm: LightningDataModule) -> dict[str,
     trainer = _trainer(ctx, limit_test_batches=ctx.limit_batches)
     (result,) = trainer.test(model, datamodule=dm, verbose=False)
     result = _strip(result, "test_")
-    per_type = [v for k, v in result.items() if k.startswith("vqa_accuracy_")]
-    if per_type:
-        result["vqa_average_accuracy"] = sum(per_type) / len(per_type)
+    types_seen = [k.removeprefix("vqa_accuracy_") for k in result if k.startswith("vqa_accuracy_")]
+    average_over = list(ev.options.get("average_over") or types_seen)
+    missing = [t for t in average_over if t not in types_seen]
+    if missing:
+        raise ValueError(
+            f"{ev.path}: options.average_over names question types without answers {missing}; "
+            f"the test split has {types_seen}"
+        )
+    if average_over:
+        values = [result[f"vqa_accuracy_{t}"] for t in average_over]
+        result["vqa_average_accuracy"] = sum(values) / len(values)
     return result
 
 
