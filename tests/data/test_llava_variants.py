@@ -27,19 +27,19 @@ CONFIGS = Path(__file__).parents[2] / "configs" / "data"
 SIZE = 16
 KEYS = {"image", "id", "task", "question_type", "input_ids", "attention_mask", "labels",
         "prompt_ids", "prompt_attention_mask", "question", "reference", "references"}
-# name -> (images folder, train file, eval file), as in configs/data/<name>.yaml
+# name -> (image folder under root, train file, eval file), as in configs/data/<name>.yaml
 LAYOUTS = {
-    "geochat": ("geochat/final_images_llava", "../GeoChat_Instruct.json", "../GeoChat_Instruct.json"),
-    "fit_rs": ("fit_rs/FIT-RS_Images", "../FIT-RS_Instruction/FIT-RS-train-1415k.json",
-               "../FIT-RSFG/FIT-RSFG-Bench/test_FITRS_vqa_eval.jsonl"),
-    "vrsbench": ("vrsbench/images", "../VRSBench_train.json", "../VRSBench_EVAL_vqa.json"),
+    "geochat": ("final_images_llava", "GeoChat_Instruct.json", "GeoChat_Instruct.json"),
+    "fit_rs": ("FIT-RS_Images", "FIT-RS_Instruction/FIT-RS-train-1415k.json",
+               "FIT-RSFG/FIT-RSFG-Bench/test_FITRS_vqa_eval.jsonl"),
+    "vrsbench": ("images", "VRSBench_train.json", "VRSBench_EVAL_vqa.json"),
 }
 
 
 def _datamodule(name: str, **kwargs) -> ConversationDataModule:
     images, train, evaluation = LAYOUTS[name]
-    args = {"batch_size": 2, "image_size": SIZE} | kwargs
-    return ConversationDataModule(str(DATA / images), train, evaluation, evaluation, **args)
+    args = {"batch_size": 2, "image_size": SIZE, "image_dir": images} | kwargs
+    return ConversationDataModule(str(DATA / name), train, evaluation, evaluation, **args)
 
 
 def _all(dm: ConversationDataModule, split: str) -> tuple[list[dict], dict[str, dict]]:
@@ -136,9 +136,9 @@ def test_config(name: str) -> None:
     cfg = parser.parse_path(CONFIGS / f"{name}.yaml")
     images, train, evaluation = LAYOUTS[name]
     args = cfg.data.init_args
-    assert args.root == f"data/{images}"
+    assert (args.root, args.image_dir) == (f"data/{name}", images)
     assert (args.train_file, args.val_file, args.test_file) == (train, evaluation, evaluation)
-    args.root = str(DATA / images)
+    args.root = str(DATA / name)
     args.image_size = SIZE
     dm = parser.instantiate_classes(cfg).data
     assert isinstance(dm, ConversationDataModule)

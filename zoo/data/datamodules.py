@@ -293,6 +293,7 @@ class ConversationDataModule(ZooDataModule):
         class_names: scene classes (for classification by generation).
         mean: per-band mean of [0, 1] pixels.
         std: per-band standard deviation of [0, 1] pixels.
+        image_dir: sub-folder of root that the files' image paths are relative to.
     """
 
     chat_tokenizer = True
@@ -314,11 +315,13 @@ class ConversationDataModule(ZooDataModule):
         class_names: list[str] | None = None,
         mean: Sequence[float] = IMAGENET_MEAN,
         std: Sequence[float] = IMAGENET_STD,
+        image_dir: str = "",
     ) -> None:
         super().__init__(
             ConversationDataset, batch_size, num_workers, root, image_size, tokenizer, mean, std
         )
         self.files = {"train": train_file, "val": val_file, "test": test_file}
+        self.image_dir = image_dir
         self.tasks = tasks
         self.eval_tasks = eval_tasks if eval_tasks is not None else tasks
         self.short_answer_tasks = list(short_answer_tasks)
@@ -338,6 +341,7 @@ class ConversationDataModule(ZooDataModule):
         return ConversationDataset(
             self.dataset_root, self.files[split], self.image_size,
             tasks=self.tasks if train else self.eval_tasks, single_turn=not train,
+            image_dir=self.image_dir,
         )
 
     def _collate(self) -> ConversationCollate:
