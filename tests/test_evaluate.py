@@ -104,7 +104,8 @@ def test_evaluate_flavars_end_to_end_on_embedded_data(flavars_run, tmp_path: Pat
         })))
     out = tmp_path / "out"
     rows = main(["--config", str(config), "--ckpt_path", str(ckpt), "--evals", *evals,
-                 "--output", str(out), "--device", "cpu"])
+                 "--output", str(out), "--device", "cpu", "--wandb_project", "zoo-test"])
+    assert list((out / "wandb").glob("offline-run-*/run-*.wandb")), "the W&B run was not written"
     metrics = {r["metric"]: r for r in rows}
     for key in ("knn_acc", "linear_probe_acc", "zero_shot_top1", "image_to_text_R@1",
                 "text_to_image_R@10", "mean_recall"):

@@ -464,6 +464,26 @@ def _atomic_write(path: Path, text: str) -> None:
     tmp.replace(path)
 
 
+def log_to_wandb(
+    rows: list[dict[str, Any]], header: dict[str, Any], project: str, output: str | Path,
+    online: bool = False,
+) -> Path:
+    """Log the table (and each value as a summary metric) as one W&B run, offline by default."""
+    import wandb
+
+    columns = ["evaluation", "protocol", "metric", "ours", "paper", "delta", "source"]
+    run = wandb.init(
+        project=project, dir=str(output), job_type="evaluation", config=header,
+        mode="online" if online else "offline", name=f"eval-{header.get('model', 'model')}",
+    )
+    run.log({"results": wandb.Table(columns=columns, data=[[r.get(c) for c in columns] for r in rows])})
+    run.summary.update({
+        f"{r['evaluation']}/{r['metric']}": r["ours"] for r in rows if r.get("ours") is not None
+    })
+    run.finish()
+    return Path(run.dir)
+
+
 def load_model(configs: list[str], ckpt_path: str | None) -> LightningModule:
     """Rebuild the run's model from its config(s) and load the checkpoint's weights."""
     from zoo.main import main as zoo_main
@@ -492,6 +512,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
     parser.add_argument("--limit_batches", type=int, help="at most this many batches per split (smoke runs)")
     parser.add_argument("--keep_going", action="store_true", help="record a failing evaluation and go on")
+    parser.add_argument("--wandb_project", help="also log the table to this W&B project (offline)")
+    parser.add_argument("--wandb_online", action="store_true", help="log to W&B online, not offline")
     args = parser.parse_args(argv)
     if args.ckpt_path is not None and not Path(args.ckpt_path).is_file():
         parser.error(f"--ckpt_path {args.ckpt_path} does not exist")
@@ -509,6 +531,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         model, evaluations, args.output, args.ckpt_path, args.device, args.limit_batches,
         args.keep_going, header,
     )
+    if args.wandb_project:
+        log_to_wandb(rows, header, args.wandb_project, args.output, args.wandb_online)
     print(markdown_table(rows, header))
     print(f"wrote {Path(args.output) / 'results.md'} and results.json")
     return rows
