@@ -36,3 +36,41 @@ def test_data_config_parses_and_instantiates(path: Path) -> None:
     assert isinstance(dm, LightningDataModule)
     root = getattr(dm, "root", None) or getattr(dm, "kwargs", {}).get("root")
     assert root is not None and str(root).startswith("data/"), "default roots live under data/"
+
+
+FAKE = ROOT / "tests" / "data"
+
+
+@pytest.mark.parametrize(
+    ("model", "data", "overrides"),
+    [
+        ("flavars", "skyscript", ["--data.init_args.coordinates_file=" + str(FAKE / "skyscript" / "coordinates.csv")]),
+        ("flavars", "rsicd", []),
+        ("aquila", "rsvqa_lr", ["--model.init_args.question_types=[count,presence,comp,rural_urban]"]),
+        ("aquila", "vrsbench", []),
+        ("fuse", "ucm_captions", ["--data.class_path=zoo.data.captions.CaptionConversationDataModule"]),
+        ("geopix", "rrsisd", []),
+        ("geopix", "refsegrs", []),
+    ],
+)
+def test_model_config_composes_with_data_config_on_fake_data(
+    model: str, data: str, overrides: list[str], tmp_path: Path
+) -> None:
+    """`--config configs/<model>.yaml --config configs/data/<name>.yaml` trains a step: a user
+    swaps the dataset by adding one file."""
+    import sys
+
+    from zoo.main import main
+
+    argv0, sys.argv = sys.argv, ["zoo"]
+    try:
+        main([
+            "fit", "--config", str(ROOT / "configs" / f"{model}.yaml"),
+            "--config", str(ROOT / "configs" / "data" / f"{data}.yaml"), *overrides,
+            f"--data.init_args.root={FAKE / data}", "--data.init_args.image_size=64",
+            "--data.init_args.batch_size=2", "--data.init_args.num_workers=0",
+            "--trainer.fast_dev_run=1", "--trainer.logger=false", "--trainer.callbacks=[]",
+            f"--trainer.default_root_dir={tmp_path}",
+        ])
+    finally:
+        sys.argv = argv0
