@@ -111,8 +111,33 @@ def test_evaluate_flavars_end_to_end_on_embedded_data(flavars_run, tmp_path: Pat
                 "text_to_image_R@10", "mean_recall"):
         assert 0.0 <= metrics[key]["ours"] <= 100.0, key
     assert metrics["knn_acc"]["paper"] == 99.0
+    assert metrics["knn_acc"]["ours"] == pytest.approx(100 * _knn_by_hand(config, ckpt, data))
     assert metrics["knn_acc"]["delta"] == pytest.approx(metrics["knn_acc"]["ours"] - 99.0)
     assert "| embedded knn | knn | knn_acc |" in (out / "results.md").read_text()
+
+
+def _knn_by_hand(config: Path, ckpt: Path, data: dict) -> float:
+    """k-NN accuracy from features computed one image at a time, normalised by hand."""
+    import torch
+
+    from zoo.data.datamodules import IMAGENET_MEAN, IMAGENET_STD, EmbeddedDataModule
+    from zoo.evaluate import load_model
+    from zoo.evaluation.probes import knn_accuracy
+
+    model = load_model([str(config)], str(ckpt)).eval()
+    dm = EmbeddedDataModule(**data["init_args"])
+    dm.prepare_data()
+    dm.setup("fit")
+    dm.setup("test")
+    mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1) * 255
+    std = torch.tensor(IMAGENET_STD).view(3, 1, 1) * 255
+    out = []
+    for dataset in (dm.train_dataset, dm.test_dataset):
+        with torch.no_grad():
+            x = [model.encode_image(((s["image"] - mean) / std)[None])[0][0] for s in dataset]
+        out.append((torch.stack(x), torch.stack([s["label"] for s in dataset])))
+    (train_x, train_y), (test_x, test_y) = out
+    return knn_accuracy(train_x, train_y, test_x, test_y, 10, k=20)
 
 
 def test_a_failing_evaluation_is_recorded_with_keep_going(flavars_run, tmp_path: Path) -> None:
