@@ -55,9 +55,11 @@ from typing import Any
 import torch
 import yaml
 from lightning import LightningDataModule, LightningModule, Trainer
-from torch import Tensor
+from torch import Tensor, nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
+
+from zoo.metrics.generation import GenerationMetrics
 
 __all__ = ["PROTOCOLS", "Evaluation", "evaluate", "load_evaluations", "main", "write_results"]
 
@@ -120,6 +122,13 @@ def load_evaluations(paths: list[str | Path]) -> list[Evaluation]:
             raise ValueError(
                 f"{path}: protocol {spec['protocol']!r} is not one of {sorted(PROTOCOLS)}"
             )
+        allowed = protocol_options(spec["protocol"])
+        unknown = set(spec.get("options") or {}) - allowed
+        if unknown:
+            raise ValueError(
+                f"{path}: unknown option(s) {sorted(unknown)} for protocol "
+                f"{spec['protocol']!r}; it takes {sorted(allowed)}"
+            )
         paper = spec.get("paper") or {}
         flat = [paper] if not any(isinstance(v, dict) for v in paper.values()) else paper.values()
         if not isinstance(paper, dict) or not all(
@@ -135,6 +144,26 @@ def load_evaluations(paths: list[str | Path]) -> list[Evaluation]:
             source=str(spec.get("source", "")), path=str(path),
         ))
     return out
+
+
+def protocol_options(protocol: str) -> set[str]:
+    """The ``options`` a protocol accepts (those of the function or class it calls)."""
+    import inspect
+
+    if protocol == "linear_probe":
+        from zoo.evaluation.probes import linear_probe
+
+        taken = {"train_features", "train_labels", "test_features", "test_labels", "num_classes"}
+        return set(inspect.signature(linear_probe).parameters) - taken
+    if protocol == "segmentation":
+        from zoo.evaluation.segmentation import UPerNetSegmentation
+
+        taken = {"image_encoder", "image_size", "image_checkpoint", "num_classes", "class_names",
+                 "feature_indices"}
+        return (set(inspect.signature(UPerNetSegmentation.__init__).parameters) - taken - {"self"}
+                | {"max_epochs"})
+    return {"knn": {"k", "temperature"}, "zero_shot": {"templates"}, "retrieval": set(),
+            "test": {"average_over"}}[protocol]
 
 
 def build_datamodule(evaluation: Evaluation, image_size: int | None) -> LightningDataModule:
@@ -334,7 +363,9 @@ def run_segmentation(ctx: Context, ev: Evaluation, dm: LightningDataModule) -> d
 def run_test(ctx: Context, ev: Evaluation, dm: LightningDataModule) -> dict[str, float]:
     model = ctx.model
     types = getattr(dm, "question_types", None)
-    if types and hasattr(model, "generation_metrics") and type(model).__name__ != "GeoPix":
+    metrics = getattr(model, "metrics", None)
+    if types and isinstance(metrics, nn.ModuleDict) and isinstance(metrics["test"], GenerationMetrics):
+        # The data's question types (RSVQA's), so accuracy is reported per type.
         model.metrics = model.generation_metrics(list(types)).to(ctx.device)
     trainer = _trainer(ctx, limit_test_batches=ctx.limit_batches)
     (result,) = trainer.test(model, datamodule=dm, verbose=False)
