@@ -1,0 +1,130 @@
+"""Files in and out, in one place: atomic writes and checkpoint / state-dict reading.
+
+Every file the zoo writes goes through :func:`atomic_write` (a temporary file beside the
+target, renamed over it only when complete), so an interrupted run never leaves a
+half-written file under the real name. Every weight file it reads goes through
+:func:`load_checkpoint` (``weights_only=True`` by default, clear errors for a missing,
+truncated or foreign file) or :func:`read_state_dict` (tensors only).
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import shutil
+import tempfile
+import zipfile
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Any
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "atomic_dir",
+    "atomic_write",
+    "atomic_write_text",
+    "load_checkpoint",
+    "read_state_dict",
+]
+
+
+@contextmanager
+def atomic_write(path: str | Path, mode: str = "w", encoding: str | None = "utf-8") -> Iterator[IO]:
+    """Open a temporary file beside ``path``; on success it replaces ``path`` atomically.
+
+    On an exception the temporary file is removed and ``path`` keeps its previous content.
+    ``mode`` is ``"w"`` (text) or ``"wb"`` (bytes).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, mode, encoding=None if "b" in mode else encoding) as f:
+            yield f
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` atomically; returns the path."""
+    with atomic_write(path) as f:
+        f.write(text)
+    return Path(path)
+
+
+@contextmanager
+def atomic_dir(path: str | Path) -> Iterator[Path]:
+    """A temporary folder beside ``path`` that becomes ``path`` when the block succeeds.
+
+    Fails (and removes the temporary folder) if ``path`` appeared meanwhile; on an exception
+    nothing is left behind.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    try:
+        yield tmp
+        tmp.rename(path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def load_checkpoint(path: str | Path, what: str = "checkpoint", weights_only: bool = True) -> Any:
+    """Load a ``torch.save`` file on the CPU, with errors that name the file and the fix.
+
+    Args:
+        path: the file.
+        what: how the error messages name it (``"stage.init_checkpoint"``, ``"--ckpt_path"``).
+        weights_only: passed to :func:`torch.load`; only set ``False`` for a file you trust
+            (unpickling arbitrary objects can run code).
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        RuntimeError: the file is truncated, not a torch file, or pickles objects that
+            ``weights_only=True`` refuses.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} {path} does not exist")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=weights_only)
+    except pickle.UnpicklingError as error:
+        raise RuntimeError(
+            f"could not load {what} {path} with weights_only=True: it pickles objects other "
+            "than tensors and plain containers. Export the weights as safetensors "
+            "(zoo export) or re-save only its 'state_dict'. Original error: "
+            f"{str(error).splitlines()[0]}"
+        ) from error
+    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile) as error:
+        raise RuntimeError(
+            f"could not read {what} {path}: it is truncated or not a PyTorch checkpoint "
+            f"({str(error).splitlines()[0]})"
+        ) from error
+
+
+def read_state_dict(path: str | Path, what: str = "checkpoint") -> dict[str, Tensor]:
+    """The tensors of a Lightning ``.ckpt`` (its ``state_dict``), a plain state-dict file or
+    a ``.safetensors`` file, loaded on the CPU."""
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        if not path.is_file():
+            raise FileNotFoundError(f"{what} {path} does not exist")
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    data = load_checkpoint(path, what)
+    if isinstance(data, Mapping) and isinstance(data.get("state_dict"), Mapping):
+        data = data["state_dict"]
+    if not isinstance(data, Mapping) or not all(isinstance(v, Tensor) for v in data.values()):
+        keys = list(data)[:10] if isinstance(data, Mapping) else type(data).__name__
+        raise ValueError(
+            f"{what} {path} holds neither a Lightning checkpoint ('state_dict') nor a state "
+            f"dict of tensors; found {keys}"
+        )
+    return dict(data)
