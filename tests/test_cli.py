@@ -59,9 +59,9 @@ def test_links_and_short_names():
     assert cli.model.hparams.image_size == cli.datamodule.image_size == 64
 
 
-def test_swap_image_encoder_from_command_line():
-    cli = _instantiate("--model.init_args.image_encoder=convnext_atto")
-    assert type(cli.model.image_encoder.model).__name__ == "ConvNeXt"
+def test_swap_vision_encoder_from_command_line():
+    cli = _instantiate("--model.init_args.vision_encoder=convnext_atto")
+    assert type(cli.model.vision_encoder.model).__name__ == "ConvNeXt"
 
 
 def test_configs_compose_left_to_right(tmp_path):
@@ -89,7 +89,7 @@ def test_bad_arguments_name_the_key(args, message, capsys):
 
 def test_unknown_encoder_name_is_explained():
     with pytest.raises(ValueError, match="unknown vision encoder 'vit_nonexistent'"):
-        _instantiate("--model.init_args.image_encoder=vit_nonexistent")
+        _instantiate("--model.init_args.vision_encoder=vit_nonexistent")
 
 
 @pytest.mark.parametrize("config", ["configs/aquila.yaml", "configs/fuse.yaml", "configs/geopix.yaml"])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 from lightning import Trainer, seed_everything
@@ -10,6 +12,7 @@ from tests.models.conftest import make_aquila
 from zoo.data import EmbeddedConversationDataModule
 from zoo.metrics.vqa import normalize_answer
 from zoo.models import Aquila, GenerationConfig, TrainingStage
+from zoo.models.aquila import AQUILA_OPTIMIZER
 from zoo.models.generator import splice_visual_tokens
 
 aquila = make_aquila
@@ -104,7 +107,7 @@ def test_aquila_learns_vqa_and_captions(tmp_path_factory):
     vqa.setup("test")
     seed_everything(0)
     model = Aquila(
-        tokenizer=vqa.tokenizer, class_names=vqa.class_names, lr=2e-3, val_generate_batches=0,
+        tokenizer=vqa.tokenizer, class_names=vqa.class_names, optimizer=replace(AQUILA_OPTIMIZER, lr=2e-3), val_generate_batches=0,
         stage=TrainingStage(train_vision=True, train_llm=True),
         generation=GenerationConfig(max_new_tokens=24),
     )

@@ -7,7 +7,7 @@ import torch
 from lightning import Trainer, seed_everything
 
 from zoo.data import EmbeddedDataModule
-from zoo.models import FLAVARS
+from zoo.models import FLAVARS, OptimizerConfig
 
 NUM_CLASSES = 10
 
@@ -23,7 +23,7 @@ def _datamodule(tmp_path_factory, **kwargs) -> EmbeddedDataModule:
 def _model(dm: EmbeddedDataModule, **kwargs) -> FLAVARS:
     args = dict(
         image_size=dm.image_size, embed_dim=64, fusion_width=64, fusion_layers=1,
-        tokenizer=dm.tokenizer, class_names=dm.class_names, lr=2e-3,
+        tokenizer=dm.tokenizer, class_names=dm.class_names, optimizer=OptimizerConfig(lr=2e-3),
     ) | kwargs
     return FLAVARS(**args)
 
@@ -70,11 +70,11 @@ def test_location_loss_switches_off_without_coordinates(dm):
     assert "location" not in losses
 
 
-def test_convolutional_image_encoder_masks_pixels(dm):
+def test_convolutional_vision_encoder_masks_pixels(dm):
     dm.setup("fit")
     batch = dm.on_after_batch_transfer(next(iter(dm.train_dataloader())), 0)
-    model = _model(dm, image_encoder="convnext_atto")
-    assert not model.image_encoder.is_transformer
+    model = _model(dm, vision_encoder="convnext_atto")
+    assert not model.vision_encoder.is_transformer
     assert torch.isfinite(model.compute_losses(batch)["loss"])
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 from lightning import Trainer, seed_everything
@@ -9,6 +11,7 @@ from lightning import Trainer, seed_everything
 from tests.models.test_aquila import _majority_baseline
 from zoo.data import EmbeddedConversationDataModule
 from zoo.models import FUSE, GenerationConfig, TrainingStage
+from zoo.models.fuse import FUSE_OPTIMIZER
 
 
 def fuse(dm, **kwargs) -> FUSE:
@@ -99,7 +102,8 @@ def test_fuse_learns_vqa(tmp_path_factory):
     for name, layers in (("fuse", [1, 2]), ("no-injection", [])):
         seed_everything(0)
         model = FUSE(tokenizer=dm.tokenizer, class_names=dm.class_names, inject_layers=layers,
-                     lr=2e-3, val_generate_batches=0, weight_decay=0.05,
+                     optimizer=replace(FUSE_OPTIMIZER, lr=2e-3, weight_decay=0.05),
+                     val_generate_batches=0,
                      stage=TrainingStage(train_vision=True, train_llm=True),
                      generation=GenerationConfig(max_new_tokens=8))
         Trainer(max_epochs=10, logger=False, enable_checkpointing=False, enable_progress_bar=False,

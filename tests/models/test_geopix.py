@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 from lightning import Trainer, seed_everything
@@ -9,6 +11,7 @@ from lightning import Trainer, seed_everything
 from zoo.data.referring import EmbeddedReferringDataModule
 from zoo.metrics.segmentation import ReferringIoU
 from zoo.models import GeoPix, TrainingStage
+from zoo.models.geopix import GEOPIX_OPTIMIZER
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +94,7 @@ def test_geopix_learns_masks(tmp_path_factory):
                                      num_val=40, num_test=8, batch_size=16)
     dm.prepare_data()
     seed_everything(0)
-    model = GeoPix(tokenizer=dm.tokenizer, class_names=dm.class_names, lr=2e-3, weight_decay=0.05,
+    model = GeoPix(tokenizer=dm.tokenizer, class_names=dm.class_names, optimizer=replace(GEOPIX_OPTIMIZER, lr=2e-3, weight_decay=0.05),
                    memory_capacity=8, bce_weight=0.5, dice_weight=2.0,
                    stage=TrainingStage(train_vision=True, train_llm=True))
     trainer = Trainer(max_epochs=12, logger=False, enable_checkpointing=False, enable_progress_bar=False,

@@ -1,7 +1,7 @@
 """The zoo's LightningModules, one file per model family."""
 
 from zoo.models.aquila import Aquila
-from zoo.models.base import ZooTask
+from zoo.models.base import OptimizerConfig, ZooTask
 from zoo.models.flavars import FLAVARS
 from zoo.models.fuse import FUSE
 from zoo.models.generator import (
@@ -18,6 +18,7 @@ __all__ = [
     "Aquila",
     "GenerationConfig",
     "GeoPix",
+    "OptimizerConfig",
     "PredictionWriter",
     "TrainingStage",
     "VisionLanguageGenerator",

@@ -16,12 +16,17 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from torch import Tensor, nn
-from transformers import PreTrainedTokenizerBase
 
 from zoo.encoders.vision import create_timm_model
 from zoo.layers.projector import MapProjector
 from zoo.layers.sfi import ConvConcatBaseline, SpatialFeatureIntegration
-from zoo.models.generator import GenerationConfig, TrainingStage, VisionLanguageGenerator
+from zoo.models.base import OptimizerConfig
+from zoo.models.generator import VisionLanguageGenerator
+
+#: AdamW and schedule of the paper's recipe (the configs set each stage's own).
+AQUILA_OPTIMIZER = OptimizerConfig(
+    lr=1e-3, weight_decay=0.05, betas=(0.9, 0.95), warmup_fraction=0.06
+)
 
 __all__ = ["Aquila"]
 
@@ -40,8 +45,8 @@ class Aquila(VisionLanguageGenerator):
         connector: ``sfi`` or ``conv`` (the Table 5 convolutional-concatenation baseline).
         mda_layers: LLM decoder layers preceded by an MDA block (empty: MDA off).
         question_types: VQA question types reported separately.
-        llm, llm_pretrained, gguf_file, llm_dtype, stage, generation, val_generate_batches,
-        tokenizer, class_names, image_size, lr, weight_decay, betas, warmup_fraction: see
+        optimizer: AdamW and its schedule (defaults: the paper's recipe).
+        **kwargs: the LLM, training stage, decoding and linked data arguments of
             :class:`~zoo.models.generator.VisionLanguageGenerator`.
     """
 
@@ -56,25 +61,10 @@ class Aquila(VisionLanguageGenerator):
         connector: Literal["sfi", "conv"] = "sfi",
         mda_layers: list[int] = [1, 3],  # noqa: B006
         question_types: list[str] = ["presence", "count", "position", "colour", "category"],  # noqa: B006
-        llm: str = "tiny",
-        llm_pretrained: bool = True,
-        gguf_file: str | None = None,
-        llm_dtype: str | None = None,
-        stage: TrainingStage | None = None,
-        generation: GenerationConfig | None = None,
-        val_generate_batches: int = 2,
-        tokenizer: PreTrainedTokenizerBase | None = None,
-        class_names: list[str] | None = None,
-        image_size: int = 64,
-        lr: float = 1e-3,
-        weight_decay: float = 0.05,
-        betas: tuple[float, float] = (0.9, 0.95),
-        warmup_fraction: float = 0.06,
+        optimizer: OptimizerConfig = AQUILA_OPTIMIZER,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(
-            llm, llm_pretrained, gguf_file, llm_dtype, stage, generation, val_generate_batches,
-            tokenizer, class_names, image_size, lr, weight_decay, betas, warmup_fraction,
-        )
+        super().__init__(optimizer=optimizer, **kwargs)
         self.save_hyperparameters(ignore=["tokenizer"])
         self.vision = create_timm_model(
             vision_encoder, vision_pretrained, vision_checkpoint, features_only=True,

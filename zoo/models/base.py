@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import math
+from dataclasses import asdict, dataclass, is_dataclass
+from typing import Any
 
 import torch
 from lightning import LightningModule
 from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 
-__all__ = ["ZooTask", "warmup_cosine"]
+__all__ = ["OptimizerConfig", "ZooTask", "warmup_cosine"]
 
 
 def warmup_cosine(step: int, total: int, warmup: int, final: float = 0.0) -> float:
@@ -20,28 +22,52 @@ def warmup_cosine(step: int, total: int, warmup: int, final: float = 0.0) -> flo
     return final + (1.0 - final) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
-class ZooTask(LightningModule):
-    """AdamW with decoupled weight decay and a warm-up + cosine schedule, for every model.
+@dataclass(frozen=True)
+class OptimizerConfig:
+    """AdamW with decoupled weight decay and a linear warm-up + cosine schedule.
 
-    Subclasses call ``super().__init__(lr=..., ...)`` with their own typed arguments so
-    LightningCLI validates a YAML against them.
+    In YAML: ``optimizer: {lr: 2.0e-5, weight_decay: 0.0, betas: [0.9, 0.999]}``; keys not
+    given keep the model family's defaults.
+
+    Attributes:
+        lr: peak learning rate.
+        weight_decay: AdamW weight decay (not applied to biases, norms and embeddings).
+        betas: AdamW betas.
+        warmup_fraction: fraction of the steps spent in linear warm-up before the cosine decay.
+    """
+
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    betas: tuple[float, float] = (0.9, 0.98)
+    warmup_fraction: float = 0.05
+
+    def __post_init__(self) -> None:
+        if self.lr <= 0:
+            raise ValueError(f"optimizer.lr must be > 0, got {self.lr}")
+        if self.weight_decay < 0:
+            raise ValueError(f"optimizer.weight_decay must be >= 0, got {self.weight_decay}")
+        if not 0.0 <= self.warmup_fraction < 1.0:
+            raise ValueError(
+                f"optimizer.warmup_fraction must be in [0, 1), got {self.warmup_fraction}"
+            )
+        object.__setattr__(self, "betas", tuple(self.betas))
+
+
+class ZooTask(LightningModule):
+    """The optimiser and schedule of :class:`OptimizerConfig`, for every model.
+
+    Subclasses take ``optimizer: OptimizerConfig = OptimizerConfig(<family defaults>)`` and
+    pass it on, so LightningCLI validates ``optimizer:`` in a YAML against the dataclass.
     """
 
     #: Parameters whose names contain one of these get no weight decay.
     no_decay_keys = ("bias", "norm", "logit_scale", "token", "pos_embed", "embeddings")
 
-    def __init__(
-        self,
-        lr: float = 1e-3,
-        weight_decay: float = 0.05,
-        betas: tuple[float, float] = (0.9, 0.98),
-        warmup_fraction: float = 0.05,
-    ) -> None:
+    def __init__(self, optimizer: OptimizerConfig | dict | None = None) -> None:
         super().__init__()
-        self.lr = lr
-        self.weight_decay = weight_decay
-        self.betas = tuple(betas)
-        self.warmup_fraction = warmup_fraction
+        if isinstance(optimizer, dict):  # as stored in a checkpoint's hyper-parameters
+            optimizer = OptimizerConfig(**optimizer)
+        self.optimizer_config = optimizer or OptimizerConfig()
 
     def parameter_groups(self) -> list[dict]:
         """Trainable parameters split into decayed and not-decayed groups."""
@@ -52,18 +78,19 @@ class ZooTask(LightningModule):
             skip = param.ndim < 2 or any(key in name for key in self.no_decay_keys)
             (no_decay if skip else decay).append(param)
         return [
-            {"params": decay, "weight_decay": self.weight_decay},
+            {"params": decay, "weight_decay": self.optimizer_config.weight_decay},
             {"params": no_decay, "weight_decay": 0.0},
         ]
 
     def configure_optimizers(self) -> dict:
         params = [p for p in self.parameters() if p.requires_grad]
         fused = bool(params) and all(p.is_cuda for p in params)  # fused kernels need CUDA
+        config = self.optimizer_config
         optimizer = torch.optim.AdamW(
-            self.parameter_groups(), lr=self.lr, betas=self.betas, fused=fused or None
+            self.parameter_groups(), lr=config.lr, betas=config.betas, fused=fused or None
         )
         total = max(1, int(self.trainer.estimated_stepping_batches))
-        warmup = max(1, round(self.warmup_fraction * total))
+        warmup = max(1, round(config.warmup_fraction * total))
         scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda step: warmup_cosine(step, total, warmup)
         )
@@ -71,6 +98,14 @@ class ZooTask(LightningModule):
 
     def on_fit_start(self) -> None:
         rank_zero_info(parameter_report(self))
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Plain types only in the hyper-parameters (dataclasses as dicts), so checkpoints
+        load with ``weights_only=True``; the constructors accept the dicts back."""
+        hparams = checkpoint.get("hyper_parameters", {})
+        for key, value in list(hparams.items()):
+            if is_dataclass(value) and not isinstance(value, type):
+                hparams[key] = asdict(value)
 
 
 def parameter_report(module: nn.Module) -> str:

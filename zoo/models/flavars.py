@@ -32,11 +32,17 @@ from zoo.losses.contrastive import contrastive_loss, init_logit_scale
 from zoo.losses.masked import mask_text_tokens, masked_pixel_loss, random_patch_mask
 from zoo.losses.matching import sample_hard_negatives
 from zoo.metrics import CrossModalRetrieval, KNNAccuracy, LocationRetrievalError, zero_shot_logits
-from zoo.models.base import ZooTask
+from zoo.models.base import OptimizerConfig, ZooTask
 
 __all__ = ["FLAVARS", "FusionEncoder"]
 
 LOSSES = ("mim", "mlm", "itm", "contrastive", "location")
+
+
+#: AdamW and schedule of the embedded-data default (the paper config sets FLAVA's).
+FLAVARS_OPTIMIZER = OptimizerConfig(
+    lr=1e-3, weight_decay=0.05, betas=(0.9, 0.98), warmup_fraction=0.05
+)
 
 
 class FusionEncoder(nn.Module):
@@ -76,9 +82,9 @@ class FLAVARS(ZooTask):
     """FLAVA-style image-text-location pretraining.
 
     Args:
-        image_encoder: timm name, ``hf:org/model`` or local folder (a ViT in the paper).
-        image_pretrained: load the image encoder's named weights.
-        image_checkpoint: a local weight file for the image encoder.
+        vision_encoder: timm name, ``hf-hub:org/model`` or local folder (a ViT in the paper).
+        vision_pretrained: load the vision encoder's named weights.
+        vision_checkpoint: a local weight file for the vision encoder.
         image_size: input size in pixels (linked from the data).
         text_encoder: ``tiny``/``mini`` (random BERT) or a Hugging Face id / local folder.
         text_pretrained: load the text encoder's weights when it is named.
@@ -102,17 +108,14 @@ class FLAVARS(ZooTask):
         prompt_templates: zero-shot prompts; ``{}`` is replaced by the class name.
         class_names: scene classes for zero-shot evaluation (linked from the data).
         tokenizer: the data's tokenizer (linked from the data).
-        lr: peak learning rate of AdamW.
-        weight_decay: AdamW weight decay.
-        betas: AdamW betas.
-        warmup_fraction: fraction of the steps spent in linear warm-up before the cosine decay.
+        optimizer: AdamW and its warm-up + cosine schedule.
     """
 
     def __init__(
         self,
-        image_encoder: str = "zoo_vit_tiny",
-        image_pretrained: bool = False,
-        image_checkpoint: str | None = None,
+        vision_encoder: str = "zoo_vit_tiny",
+        vision_pretrained: bool = False,
+        vision_checkpoint: str | None = None,
         image_size: int = 64,
         text_encoder: str = "tiny",
         text_pretrained: bool = True,
@@ -136,12 +139,9 @@ class FLAVARS(ZooTask):
         prompt_templates: list[str] | None = None,
         class_names: list[str] | None = None,
         tokenizer: PreTrainedTokenizerBase | None = None,
-        lr: float = 1e-3,
-        weight_decay: float = 0.05,
-        betas: tuple[float, float] = (0.9, 0.98),
-        warmup_fraction: float = 0.05,
+        optimizer: OptimizerConfig = FLAVARS_OPTIMIZER,
     ) -> None:
-        super().__init__(lr, weight_decay, betas, warmup_fraction)
+        super().__init__(optimizer)
         self.save_hyperparameters(ignore=["tokenizer"])
         if tokenizer is None:
             raise ValueError(
@@ -156,7 +156,9 @@ class FLAVARS(ZooTask):
         self.prompt_templates = list(prompt_templates or ["a satellite image of a {}."])
         self.weights = {name: getattr(self.hparams, f"{name}_weight") for name in LOSSES}
 
-        self.image_encoder = VisionEncoder(image_encoder, image_size, image_pretrained, image_checkpoint)
+        self.vision_encoder = VisionEncoder(
+            vision_encoder, image_size, vision_pretrained, vision_checkpoint
+        )
         self.text_encoder = TextEncoder(text_encoder, len(tokenizer), pretrained=text_pretrained)
         if location_checkpoint is not None:
             self.location_encoder = LocationEncoder.from_satclip_checkpoint(location_checkpoint, max_latitude=89.95)
@@ -165,7 +167,7 @@ class FLAVARS(ZooTask):
                 legendre_polys=legendre_polys, dim_hidden=location_hidden,
                 num_layers=location_layers, dim_out=embed_dim, max_latitude=89.95,
             )
-        vw, tw = self.image_encoder.width, self.text_encoder.width
+        vw, tw = self.vision_encoder.width, self.text_encoder.width
         self.image_projection = nn.Linear(vw, embed_dim)
         self.text_projection = nn.Linear(tw, embed_dim)
         self.location_projection = nn.Linear(self.location_encoder.nnet.last_layer.weight.shape[0], embed_dim)
@@ -176,7 +178,7 @@ class FLAVARS(ZooTask):
         self.mlm_head = nn.Sequential(
             nn.Linear(tw, tw), nn.GELU(), nn.LayerNorm(tw), nn.Linear(tw, len(tokenizer))
         )
-        ph, pw = self.image_encoder.patch_size
+        ph, pw = self.vision_encoder.patch_size
         self.mim_head = nn.Linear(vw, ph * pw * 3)
         self._location_warned = False
 
@@ -200,7 +202,7 @@ class FLAVARS(ZooTask):
     # ----------------------------------------------------------------------------- encoders
     def encode_image(self, image: Tensor) -> tuple[Tensor, Tensor]:
         """(pooled backbone features ``B×D_v``, unit image embedding ``B×E``)."""
-        pooled = self.image_encoder(image).pooled
+        pooled = self.vision_encoder(image).pooled
         return pooled, F.normalize(self.image_projection(pooled), dim=-1)
 
     def encode_text(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
@@ -223,7 +225,7 @@ class FLAVARS(ZooTask):
         image, ids, mask = batch["image"], batch["input_ids"], batch["attention_mask"]
         w = self.weights
         losses: dict[str, Tensor] = {}
-        vision = self.image_encoder(image)
+        vision = self.vision_encoder(image)
         text = self.text_encoder(ids, mask)
         image_emb = self.image_projection(vision.pooled)
         text_emb = self.text_projection(text[:, 0])
@@ -238,11 +240,11 @@ class FLAVARS(ZooTask):
             losses["itm"] = self._matching_loss(vision.tokens, text, mask, image_emb, text_emb, ids)
         if w["mim"]:
             patches = random_patch_mask(
-                len(image), self.image_encoder.num_patches, self.hparams.mim_mask_ratio, image.device
+                len(image), self.vision_encoder.num_patches, self.hparams.mim_mask_ratio, image.device
             )
-            masked = self.image_encoder(image, patches).tokens
+            masked = self.vision_encoder(image, patches).tokens
             losses["mim"] = masked_pixel_loss(
-                self.mim_head(masked), image, patches, self.image_encoder.patch_size
+                self.mim_head(masked), image, patches, self.vision_encoder.patch_size
             )
         if w["mlm"]:
             losses["mlm"] = self._language_loss(ids, mask)

@@ -21,13 +21,18 @@ from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
-from transformers import PreTrainedTokenizerBase
 
 from zoo.encoders.vision import create_timm_model
 from zoo.layers.injection import GatedCrossAttentionInjection, RecurrentInjection
 from zoo.layers.projector import mlp_projector
 from zoo.layers.windows import SlidingWindowFeatures
-from zoo.models.generator import GenerationConfig, TrainingStage, VisionLanguageGenerator
+from zoo.models.base import OptimizerConfig
+from zoo.models.generator import VisionLanguageGenerator
+
+#: AdamW and schedule of the paper's recipe (the configs set each stage's own).
+FUSE_OPTIMIZER = OptimizerConfig(
+    lr=2e-5, weight_decay=0.0, betas=(0.9, 0.999), warmup_fraction=0.03
+)
 
 __all__ = ["FUSE"]
 
@@ -50,8 +55,8 @@ class FUSE(VisionLanguageGenerator):
         inject_layers: LLM decoder layers preceded by an injection (paper: 4, 8, 12, 16).
         injection: ``recurrent`` (router + gate + scale) or ``xattn`` (gated cross-attention).
         question_types: VQA question types reported separately.
-        llm, llm_pretrained, gguf_file, llm_dtype, stage, generation, val_generate_batches,
-        tokenizer, class_names, image_size, lr, weight_decay, betas, warmup_fraction: see
+        optimizer: AdamW and its schedule (defaults: the paper's recipe).
+        **kwargs: the LLM, training stage, decoding and linked data arguments of
             :class:`~zoo.models.generator.VisionLanguageGenerator`.
     """
 
@@ -69,26 +74,12 @@ class FUSE(VisionLanguageGenerator):
         inject_layers: list[int] = [1, 2],  # noqa: B006
         injection: Literal["recurrent", "xattn"] = "recurrent",
         question_types: list[str] = ["presence", "count", "position", "colour", "category"],  # noqa: B006
-        llm: str = "tiny",
-        llm_pretrained: bool = True,
-        gguf_file: str | None = None,
-        llm_dtype: str | None = None,
-        stage: TrainingStage | None = None,
-        generation: GenerationConfig | None = None,
-        val_generate_batches: int = 2,
-        tokenizer: PreTrainedTokenizerBase | None = None,
-        class_names: list[str] | None = None,
-        image_size: int = 64,
-        lr: float = 2e-5,
-        weight_decay: float = 0.0,
-        betas: tuple[float, float] = (0.9, 0.999),
-        warmup_fraction: float = 0.03,
+        optimizer: OptimizerConfig = FUSE_OPTIMIZER,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(
-            llm, llm_pretrained, gguf_file, llm_dtype, stage, generation, val_generate_batches,
-            tokenizer, class_names, image_size, lr, weight_decay, betas, warmup_fraction,
-        )
+        super().__init__(optimizer=optimizer, **kwargs)
         self.save_hyperparameters(ignore=["tokenizer"])
+        image_size = self.image_size
         self.vision = create_timm_model(
             vision_encoder, vision_pretrained, vision_checkpoint, num_classes=0, img_size=image_size
         )

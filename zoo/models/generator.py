@@ -17,7 +17,7 @@ Conventions:
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,7 @@ from transformers import PreTrainedTokenizerBase
 
 from zoo.encoders.llm import build_llm, decoder_layers
 from zoo.metrics.generation import GenerationMetrics
-from zoo.models.base import ZooTask
+from zoo.models.base import OptimizerConfig, ZooTask
 
 __all__ = [
     "GenerationConfig",
@@ -38,6 +38,11 @@ __all__ = [
     "VisionLanguageGenerator",
     "splice_visual_tokens",
 ]
+
+#: AdamW defaults of the generators (LLaVA-style betas).
+GENERATOR_OPTIMIZER = OptimizerConfig(
+    lr=1e-3, weight_decay=0.05, betas=(0.9, 0.95), warmup_fraction=0.03
+)
 
 LLAMA_LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
@@ -118,6 +123,10 @@ def splice_visual_tokens(
 class VisionLanguageGenerator(ZooTask):
     """Base of the zoo's generators; subclasses build the vision side.
 
+    A family's ``__init__`` declares its own arguments and forwards ``**kwargs`` here, so
+    these are written once and LightningCLI still validates and documents them for every
+    family (jsonargparse resolves ``**kwargs`` through this signature).
+
     Args:
         llm: ``tiny``/``small`` random Llama, a Hugging Face id or a local folder.
         llm_pretrained: load the LLM's weights when it is named.
@@ -129,7 +138,7 @@ class VisionLanguageGenerator(ZooTask):
         tokenizer: the data's tokenizer (linked from the data).
         class_names: scene classes (linked from the data).
         image_size: input size in pixels (linked from the data).
-        lr: peak learning rate; weight_decay, betas, warmup_fraction: AdamW and schedule.
+        optimizer: AdamW and its warm-up + cosine schedule.
     """
 
     def __init__(
@@ -144,12 +153,9 @@ class VisionLanguageGenerator(ZooTask):
         tokenizer: PreTrainedTokenizerBase | None = None,
         class_names: list[str] | None = None,
         image_size: int = 64,
-        lr: float = 1e-3,
-        weight_decay: float = 0.05,
-        betas: tuple[float, float] = (0.9, 0.95),
-        warmup_fraction: float = 0.03,
+        optimizer: OptimizerConfig = GENERATOR_OPTIMIZER,
     ) -> None:
-        super().__init__(lr, weight_decay, betas, warmup_fraction)
+        super().__init__(optimizer)
         if tokenizer is None:
             raise ValueError(
                 f"{type(self).__name__} needs the data's tokenizer: pass tokenizer="
@@ -161,6 +167,7 @@ class VisionLanguageGenerator(ZooTask):
         self.tokenizer = tokenizer
         self.image_token_id = int(image_token)
         self.class_names = list(class_names or [])
+        self.image_size = image_size
         # Checkpoints store the dataclasses as dicts (see on_save_checkpoint).
         self.stage = TrainingStage(**stage) if isinstance(stage, dict) else stage or TrainingStage()
         self.generation = (
@@ -380,13 +387,6 @@ class VisionLanguageGenerator(ZooTask):
             {"id": i, "question": q, "answer": a, "reference": r}
             for i, q, a, r in zip(batch["id"], batch["question"], answers, batch["reference"], strict=True)
         ]
-
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Plain types only in the hyper-parameters, so checkpoints load with weights_only."""
-        hparams = checkpoint.get("hyper_parameters", {})
-        for key in ("stage", "generation"):
-            if key in hparams and hasattr(hparams[key], "__dataclass_fields__"):
-                hparams[key] = asdict(hparams[key])
 
 
 def merge_lora_state(state: dict[str, Tensor], scaling: float) -> dict[str, Tensor]:

@@ -32,11 +32,12 @@ from zoo.layers.memory import ClassWiseMemory
 from zoo.layers.projector import MapProjector, mlp_projector
 from zoo.losses.segmentation import mask_losses
 from zoo.metrics.segmentation import ReferringIoU
-from zoo.models.generator import (
-    GenerationConfig,
-    TrainingStage,
-    VisionLanguageGenerator,
-    splice_visual_tokens,
+from zoo.models.base import OptimizerConfig
+from zoo.models.generator import VisionLanguageGenerator, splice_visual_tokens
+
+#: AdamW and schedule of the paper's recipe (the configs set each stage's own).
+GEOPIX_OPTIMIZER = OptimizerConfig(
+    lr=3e-4, weight_decay=0.0, betas=(0.9, 0.95), warmup_fraction=0.03
 )
 
 __all__ = ["GeoPix"]
@@ -61,9 +62,9 @@ class GeoPix(VisionLanguageGenerator):
             ``argmax``.
         bce_weight: weight of the mask BCE loss.
         dice_weight: weight of the mask Dice loss.
-        llm, llm_pretrained, gguf_file, llm_dtype, stage, generation, val_generate_batches,
-        tokenizer, class_names (the object categories of the memory), image_size, lr,
-        weight_decay, betas, warmup_fraction: see
+        val_generate_batches: validation batches decoded for the generation metrics.
+        optimizer: AdamW and its schedule (defaults: the paper's recipe).
+        **kwargs: the LLM, training stage, decoding and linked data arguments of
             :class:`~zoo.models.generator.VisionLanguageGenerator`.
     """
 
@@ -83,30 +84,17 @@ class GeoPix(VisionLanguageGenerator):
         memory_fusion: Literal["conv3d", "conv2d", "argmax"] = "conv3d",
         bce_weight: float = 2.0,
         dice_weight: float = 0.5,
-        llm: str = "tiny",
-        llm_pretrained: bool = True,
-        gguf_file: str | None = None,
-        llm_dtype: str | None = None,
-        stage: TrainingStage | None = None,
-        generation: GenerationConfig | None = None,
         val_generate_batches: int = 0,
-        tokenizer: PreTrainedTokenizerBase | None = None,
-        class_names: list[str] | None = None,
-        image_size: int = 64,
-        lr: float = 3e-4,
-        weight_decay: float = 0.0,
-        betas: tuple[float, float] = (0.9, 0.95),
-        warmup_fraction: float = 0.03,
+        optimizer: OptimizerConfig = GEOPIX_OPTIMIZER,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(
-            llm, llm_pretrained, gguf_file, llm_dtype, stage, generation, val_generate_batches,
-            tokenizer, class_names, image_size, lr, weight_decay, betas, warmup_fraction,
-        )
+        super().__init__(val_generate_batches=val_generate_batches, optimizer=optimizer, **kwargs)
         self.save_hyperparameters(ignore=["tokenizer"])
+        image_size = self.image_size
         if not self.class_names:
             raise ValueError("GeoPix needs class_names: the object categories of the memory")
         scales = len(feature_layers)
-        self.seg_token_ids = self._seg_token_ids(tokenizer, scales, seg_tokens_per_scale)
+        self.seg_token_ids = self._seg_token_ids(self.tokenizer, scales, seg_tokens_per_scale)
         self.vision = create_timm_model(
             vision_encoder, vision_pretrained, vision_checkpoint, num_classes=0, img_size=image_size
         )
