@@ -42,7 +42,7 @@ from zoo.data.conversations import (
     ConversationCollate,
     ConversationDataset,
 )
-from zoo.data.datamodules import IMAGENET_MEAN, IMAGENET_STD, TextCollate, ZooDataModule
+from zoo.data.datamodules import TextCollate, ZooDataModule
 from zoo.data.image_text import caption_words, load_image
 
 __all__ = [
@@ -326,14 +326,11 @@ class CaptionDataModule(_CaptionData, ZooDataModule):
         name: ``rsicd``, ``ucm``, ``sydney`` or ``nwpu``.
         images_dir: image folder relative to root (None: the dataset's own).
         annotation_file: annotation file relative to root (None: the dataset's own).
-        batch_size: samples per batch and device.
-        num_workers: data-loading processes.
-        image_size: images are resized to this square size.
-        tokenizer: a Hugging Face tokenizer id or folder (the text encoder's own); None builds
-            a word-level vocabulary from the training captions.
         max_text_length: captions are truncated to this many tokens.
-        mean: per-band mean of [0, 1] pixels, for normalisation.
-        std: per-band standard deviation of [0, 1] pixels.
+        batch_size: samples per batch and device.
+        **kwargs: ``num_workers``, ``image_size``, ``tokenizer`` (the text encoder's own; None
+            builds a word-level vocabulary from the training captions), ``mean``, ``std`` of
+            :class:`~zoo.data.datamodules.ZooDataModule`.
     """
 
     def __init__(
@@ -342,16 +339,12 @@ class CaptionDataModule(_CaptionData, ZooDataModule):
         name: CaptionName = "rsicd",
         images_dir: str | None = None,
         annotation_file: str | None = None,
-        batch_size: int = 64,
-        num_workers: int = 0,
-        image_size: int = 224,
-        tokenizer: str | None = None,
         max_text_length: int = 64,
-        mean: Sequence[float] = IMAGENET_MEAN,
-        std: Sequence[float] = IMAGENET_STD,
+        batch_size: int = 64,
+        **kwargs: Any,
     ) -> None:
         _spec(name)
-        super().__init__(CaptionDataset, batch_size, num_workers, root, image_size, tokenizer, mean, std)
+        super().__init__(CaptionDataset, root=root, batch_size=batch_size, **kwargs)
         self.name = name
         self.images_dir = images_dir
         self.annotation_file = annotation_file
@@ -408,14 +401,11 @@ class CaptionConversationDataModule(_CaptionData, ZooDataModule):
         images_dir: image folder relative to root (None: the dataset's own).
         annotation_file: annotation file relative to root (None: the dataset's own).
         question: the instruction asked for every image.
-        batch_size: samples per batch and device.
-        num_workers: data-loading processes.
-        image_size: images are resized to this square size.
-        tokenizer: the LLM's tokenizer (Hugging Face id or folder); None builds a word-level
-            tokenizer with a chat template from the training captions.
         max_length: conversations are truncated to this many tokens.
-        mean: per-band mean of [0, 1] pixels.
-        std: per-band standard deviation of [0, 1] pixels.
+        image_size: images are resized to this square size.
+        **kwargs: ``batch_size``, ``num_workers``, ``tokenizer`` (the LLM's; None builds a
+            word-level tokenizer with a chat template from the training captions), ``mean``,
+            ``std`` of :class:`~zoo.data.datamodules.ZooDataModule`.
     """
 
     chat_tokenizer = True
@@ -427,18 +417,12 @@ class CaptionConversationDataModule(_CaptionData, ZooDataModule):
         images_dir: str | None = None,
         annotation_file: str | None = None,
         question: str = "Describe this image briefly.",
-        batch_size: int = 16,
-        num_workers: int = 0,
-        image_size: int = 336,
-        tokenizer: str | None = None,
         max_length: int = 256,
-        mean: Sequence[float] = IMAGENET_MEAN,
-        std: Sequence[float] = IMAGENET_STD,
+        image_size: int = 336,
+        **kwargs: Any,
     ) -> None:
         _spec(name)
-        super().__init__(
-            ConversationDataset, batch_size, num_workers, root, image_size, tokenizer, mean, std
-        )
+        super().__init__(ConversationDataset, root=root, image_size=image_size, **kwargs)
         self.name = name
         self.images_dir = images_dir
         self.annotation_file = annotation_file

@@ -1,4 +1,4 @@
-"""Datamodules producing the batch contract of DESIGN.md (torchgeo ``NonGeoDataModule``s)."""
+"""Datamodules producing the batch contract of docs/architecture.md (torchgeo ``NonGeoDataModule``s)."""
 
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ from zoo.data.tokenize import build_tokenizer
 
 __all__ = [
     "ConversationDataModule",
+    "EmbeddedSource",
     "EmbeddedConversationDataModule",
     "EmbeddedDataModule",
     "ImageTextLocationDataModule",
@@ -70,30 +71,57 @@ class TextCollate:
 
 
 class ZooDataModule(NonGeoDataModule):
-    """What the zoo's datamodules share: normalisation on the device, string-aware transfer,
+    """What the zoo's datamodules share: normalization on the device, string-aware transfer,
     the tokenizer (linked to the model), and the split datasets per stage.
 
-    Subclasses implement ``_dataset(split)``, ``_collate()`` and ``vocabulary()``.
+    Subclasses implement ``_dataset(split)``, ``_collate()`` and ``vocabulary()``, declare their
+    own arguments (and any of these whose default differs) and forward the rest with
+    ``**kwargs``: jsonargparse resolves them through this signature, so each is written once and
+    every YAML is still validated and ``--data.help`` documents every field.
+
+    Args:
+        dataset_class: the dataset class (torchgeo's bookkeeping).
+        root: the dataset folder.
+        batch_size: samples per batch and device.
+        num_workers: data-loading processes.
+        image_size: images are resized to this square size (linked to the model).
+        tokenizer: a Hugging Face tokenizer id or local folder (the text encoder's or the LLM's
+            own); None builds a word-level tokenizer from the training texts.
+        mean: per-band mean of [0, 1] pixels, for normalization.
+        std: per-band standard deviation of [0, 1] pixels.
     """
 
     #: Generators need a chat template, an EOS and the ``<image>`` token.
     chat_tokenizer = False
 
     def __init__(
-        self, dataset_class: type, batch_size: int, num_workers: int, root: str, image_size: int,
-        tokenizer: str | None, mean: Sequence[float], std: Sequence[float],
+        self,
+        dataset_class: type,
+        root: str,
+        batch_size: int = 16,
+        num_workers: int = 0,
+        image_size: int = 224,
+        tokenizer: str | None = None,
+        mean: Sequence[float] = IMAGENET_MEAN,
+        std: Sequence[float] = IMAGENET_STD,
     ) -> None:
-        super().__init__(dataset_class, batch_size, num_workers)
+        super().__init__(dataset_class, batch_size=batch_size, num_workers=num_workers)
         self.root = root
         self.image_size = image_size
         self.tokenizer_name = tokenizer
         self.aug = Normalize(mean, std)
+        #: Set when the zoo writes the data itself (the embedded dataset); None reads ``root``.
+        self.source: EmbeddedSource | None = None
 
     @property
     def dataset_root(self) -> Path:
         """The folder the data is read from."""
-        return Path(self.root)
+        return self.source.path if self.source is not None else Path(self.root)
 
+    def prepare_data(self) -> None:
+        """Write the embedded dataset on first use (when this datamodule has a source)."""
+        if self.source is not None:
+            self.source.prepare()
     def vocabulary(self) -> list[str]:
         """Words of the word-level tokenizer used when ``tokenizer`` is None."""
         raise NotImplementedError
@@ -136,32 +164,22 @@ class ImageTextLocationDataModule(ZooDataModule):
 
     Args:
         root: folder with ``train.csv``, ``val.csv``, ``test.csv`` and the images they name.
-        batch_size: samples per batch and device.
-        num_workers: data-loading processes.
-        image_size: images are resized to this square size.
-        tokenizer: a Hugging Face tokenizer id or local folder (use the text encoder's own);
-            None builds a word-level vocabulary from the training captions.
         max_text_length: captions are truncated to this many tokens.
         class_names: scene classes in label order (default: sorted labels of the train table).
-        mean: per-band mean of [0, 1] pixels, for normalisation.
-        std: per-band standard deviation of [0, 1] pixels.
+        batch_size: samples per batch and device.
+        **kwargs: ``num_workers``, ``image_size``, ``tokenizer``, ``mean``, ``std`` of
+            :class:`ZooDataModule`.
     """
 
     def __init__(
         self,
         root: str = "data/skyscript",
-        batch_size: int = 64,
-        num_workers: int = 0,
-        image_size: int = 224,
-        tokenizer: str | None = None,
         max_text_length: int = 64,
         class_names: list[str] | None = None,
-        mean: Sequence[float] = IMAGENET_MEAN,
-        std: Sequence[float] = IMAGENET_STD,
+        batch_size: int = 64,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(
-            ImageTextLocationDataset, batch_size, num_workers, root, image_size, tokenizer, mean, std
-        )
+        super().__init__(ImageTextLocationDataset, root=root, batch_size=batch_size, **kwargs)
         self.max_text_length = max_text_length
         self._class_names = class_names
 
@@ -195,45 +213,55 @@ class ImageTextLocationDataModule(ZooDataModule):
             )
 
 
-class EmbeddedMixin:
-    """Generate the embedded dataset under ``root/<parameters>`` on first use.
+class EmbeddedSource:
+    """The embedded dataset as a datamodule's source, written under ``root/<parameters>``.
 
     Runs with different sizes or seeds never overwrite each other; a complete copy is reused.
+    A datamodule holds one as ``self.source`` (composition: its ``dataset_root`` and
+    ``prepare_data`` follow it), whatever format it reads the files in.
+
+    Args:
+        root: parent folder of the generated datasets.
+        image_size: generated image size in pixels.
+        seed: generator seed.
+        num_train: training images.
+        num_val: validation images.
+        num_test: test images.
     """
 
-    root: str
-    image_size: int
-    seed: int
-    sizes: dict[str, int]
+    def __init__(
+        self, root: str, image_size: int, seed: int, num_train: int, num_val: int, num_test: int
+    ) -> None:
+        self.root = Path(root)
+        self.image_size = image_size
+        self.seed = seed
+        self.sizes = {"num_train": num_train, "num_val": num_val, "num_test": num_test}
 
     @property
-    def dataset_root(self) -> Path:
+    def path(self) -> Path:
+        """The folder of this parameter set's copy."""
         n = self.sizes
         name = (
             f"v{embedded.DATASET_VERSION}-seed{self.seed}-{self.image_size}px-"
             f"{n['num_train']}-{n['num_val']}-{n['num_test']}"
         )
-        return Path(self.root) / name
+        return self.root / name
 
-    def vocabulary(self) -> list[str]:
-        return [*embedded.vocabulary(), *_words(SHORT_ANSWER_PROMPT)]
-
-    def prepare_data(self) -> None:
+    def prepare(self) -> None:
         """Generate the dataset unless a complete copy with these parameters exists."""
         kwargs = dict(image_size=self.image_size, seed=self.seed, **self.sizes)
-        if embedded.is_complete(self.dataset_root, **kwargs):
-            log.info("embedded dataset found at %s", self.dataset_root)
+        if embedded.is_complete(self.path, **kwargs):
+            log.info("embedded dataset found at %s", self.path)
             return
-        embedded.generate(self.dataset_root, **kwargs)
+        embedded.generate(self.path, **kwargs)
 
 
-def _words(text: str) -> list[str]:
-    from zoo.data.image_text import caption_words
+def embedded_vocabulary() -> list[str]:
+    """The embedded dataset's words and the short-answer instruction's."""
+    return [*embedded.vocabulary(), *caption_words([SHORT_ANSWER_PROMPT])]
 
-    return caption_words([text])
 
-
-class EmbeddedDataModule(EmbeddedMixin, ImageTextLocationDataModule):
+class EmbeddedDataModule(ImageTextLocationDataModule):
     """The embedded synthetic dataset as image-caption-location tables.
 
     Args:
@@ -242,11 +270,10 @@ class EmbeddedDataModule(EmbeddedMixin, ImageTextLocationDataModule):
         num_val: validation images.
         num_test: test images.
         seed: generator seed.
-        batch_size: samples per batch and device.
-        num_workers: data-loading processes.
         image_size: generated image size in pixels.
-        tokenizer: a Hugging Face tokenizer id; None uses the generator's own vocabulary.
         max_text_length: captions are truncated to this many tokens.
+        **kwargs: ``batch_size``, ``num_workers``, ``tokenizer`` (None: the generator's own
+            vocabulary), ``mean``, ``std`` of :class:`ZooDataModule`.
     """
 
     def __init__(
@@ -256,18 +283,18 @@ class EmbeddedDataModule(EmbeddedMixin, ImageTextLocationDataModule):
         num_val: int = 250,
         num_test: int = 250,
         seed: int = 0,
-        batch_size: int = 64,
-        num_workers: int = 0,
         image_size: int = 64,
-        tokenizer: str | None = None,
         max_text_length: int = 48,
+        **kwargs: Any,
     ) -> None:
         super().__init__(
-            root, batch_size, num_workers, image_size, tokenizer, max_text_length,
-            class_names=list(embedded.SCENE_CLASSES),
+            root, max_text_length, list(embedded.SCENE_CLASSES), image_size=image_size, **kwargs
         )
-        self.sizes = {"num_train": num_train, "num_val": num_val, "num_test": num_test}
         self.seed = seed
+        self.source = EmbeddedSource(root, image_size, seed, num_train, num_val, num_test)
+
+    def vocabulary(self) -> list[str]:
+        return embedded_vocabulary()
 
 
 class ConversationDataModule(ZooDataModule):
@@ -284,16 +311,13 @@ class ConversationDataModule(ZooDataModule):
         tasks: keep only records with these ``task`` values (None keeps all).
         eval_tasks: tasks kept for validation/test/predict (None: same as ``tasks``).
         short_answer_tasks: tasks whose questions get the short-answer instruction.
-        batch_size: samples per batch and device.
-        num_workers: data-loading processes.
-        image_size: images are resized to this square size.
-        tokenizer: the LLM's tokenizer (Hugging Face id or folder); None builds a word-level
-            tokenizer with a chat template from the training texts.
         max_length: conversations are truncated to this many tokens.
         class_names: scene classes (for classification by generation).
-        mean: per-band mean of [0, 1] pixels.
-        std: per-band standard deviation of [0, 1] pixels.
         image_dir: sub-folder of root that the files' image paths are relative to.
+        image_size: images are resized to this square size.
+        **kwargs: ``batch_size``, ``num_workers``, ``tokenizer`` (the LLM's; None builds a
+            word-level tokenizer with a chat template), ``mean``, ``std`` of
+            :class:`ZooDataModule`.
     """
 
     chat_tokenizer = True
@@ -307,19 +331,13 @@ class ConversationDataModule(ZooDataModule):
         tasks: list[str] | None = None,
         eval_tasks: list[str] | None = None,
         short_answer_tasks: list[str] = ["vqa"],  # noqa: B006 (jsonargparse shows the default)
-        batch_size: int = 16,
-        num_workers: int = 0,
-        image_size: int = 336,
-        tokenizer: str | None = None,
         max_length: int = 256,
         class_names: list[str] | None = None,
-        mean: Sequence[float] = IMAGENET_MEAN,
-        std: Sequence[float] = IMAGENET_STD,
         image_dir: str = "",
+        image_size: int = 336,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(
-            ConversationDataset, batch_size, num_workers, root, image_size, tokenizer, mean, std
-        )
+        super().__init__(ConversationDataset, root=root, image_size=image_size, **kwargs)
         self.files = {"train": train_file, "val": val_file, "test": test_file}
         self.image_dir = image_dir
         self.tasks = tasks
@@ -330,7 +348,6 @@ class ConversationDataModule(ZooDataModule):
 
     def vocabulary(self) -> list[str]:
         from zoo.data.conversations import read_conversations
-        from zoo.data.image_text import caption_words
 
         records = read_conversations(self.dataset_root / self.files["train"])
         texts = [str(t["value"]) for r in records for t in r["conversations"]]
@@ -348,7 +365,7 @@ class ConversationDataModule(ZooDataModule):
         return ConversationCollate(self.tokenizer, self.max_length, self.short_answer_tasks)
 
 
-class EmbeddedConversationDataModule(EmbeddedMixin, ConversationDataModule):
+class EmbeddedConversationDataModule(ConversationDataModule):
     """The embedded dataset's LLaVA conversations (captions, descriptions, VQA).
 
     Args:
@@ -359,11 +376,10 @@ class EmbeddedConversationDataModule(EmbeddedMixin, ConversationDataModule):
         seed: generator seed.
         tasks: training tasks among ``caption``, ``description``, ``vqa``.
         eval_tasks: evaluation tasks (None: same as ``tasks``).
-        batch_size: samples per batch and device.
-        num_workers: data-loading processes.
         image_size: generated image size in pixels.
-        tokenizer: the LLM's tokenizer; None uses the generator's own vocabulary.
         max_length: conversations are truncated to this many tokens.
+        **kwargs: ``batch_size``, ``num_workers``, ``tokenizer`` (None: the generator's own
+            vocabulary), ``mean``, ``std`` of :class:`ZooDataModule`.
     """
 
     def __init__(
@@ -375,16 +391,17 @@ class EmbeddedConversationDataModule(EmbeddedMixin, ConversationDataModule):
         seed: int = 0,
         tasks: list[str] | None = ["caption", "vqa"],  # noqa: B006
         eval_tasks: list[str] | None = None,
-        batch_size: int = 16,
-        num_workers: int = 0,
         image_size: int = 64,
-        tokenizer: str | None = None,
         max_length: int = 192,
+        **kwargs: Any,
     ) -> None:
         super().__init__(
             root, "conversations_train.json", "conversations_val.json", "conversations_test.json",
-            tasks, eval_tasks, ["vqa"], batch_size, num_workers, image_size, tokenizer, max_length,
-            class_names=list(embedded.SCENE_CLASSES),
+            tasks, eval_tasks, ["vqa"], max_length, list(embedded.SCENE_CLASSES), image_dir="",
+            image_size=image_size, **kwargs,
         )
-        self.sizes = {"num_train": num_train, "num_val": num_val, "num_test": num_test}
         self.seed = seed
+        self.source = EmbeddedSource(root, image_size, seed, num_train, num_val, num_test)
+
+    def vocabulary(self) -> list[str]:
+        return embedded_vocabulary()

@@ -49,7 +49,7 @@ from zoo.data.conversations import (
     ConversationCollate,
     ConversationDataset,
 )
-from zoo.data.datamodules import IMAGENET_MEAN, IMAGENET_STD, EmbeddedMixin, ZooDataModule
+from zoo.data.datamodules import EmbeddedSource, ZooDataModule
 from zoo.data.image_text import caption_words, load_image
 from zoo.data.tokenize import build_tokenizer
 
@@ -579,11 +579,6 @@ class ReferringSegmentationDataModule(ZooDataModule):
 
     Args:
         root: folder of ``instances_{split}.json``, ``refs_{split}.json`` and the images.
-        batch_size: samples per batch and device.
-        num_workers: data-loading processes.
-        image_size: images and masks are resized to this square size.
-        tokenizer: the LLM's tokenizer (Hugging Face id or folder); None builds a word-level
-            tokenizer from the training refs.
         max_length: conversations are truncated to this many tokens.
         max_targets: at most this many objects per sample (masks are padded to it).
         num_scales: mask-decoder scales.
@@ -591,8 +586,10 @@ class ReferringSegmentationDataModule(ZooDataModule):
         seed: seed of the target selection.
         mix_file: image-level LLaVA conversations (relative to root) mixed into training.
         mix_ratio: fraction of the training samples drawn from ``mix_file`` (0 mixes nothing).
-        mean: per-band mean of [0, 1] pixels.
-        std: per-band standard deviation of [0, 1] pixels.
+        image_size: images and masks are resized to this square size.
+        **kwargs: ``batch_size``, ``num_workers``, ``tokenizer`` (the LLM's; None builds a
+            word-level tokenizer from the training refs), ``mean``, ``std`` of
+            :class:`~zoo.data.datamodules.ZooDataModule`.
     """
 
     chat_tokenizer = True
@@ -600,10 +597,6 @@ class ReferringSegmentationDataModule(ZooDataModule):
     def __init__(
         self,
         root: str = "data/refs",
-        batch_size: int = 16,
-        num_workers: int = 0,
-        image_size: int = 336,
-        tokenizer: str | None = None,
         max_length: int = 256,
         max_targets: int = 3,
         num_scales: int = 2,
@@ -611,18 +604,11 @@ class ReferringSegmentationDataModule(ZooDataModule):
         seed: int = 0,
         mix_file: str | None = None,
         mix_ratio: float = 0.0,
-        mean: Sequence[float] = IMAGENET_MEAN,
-        std: Sequence[float] = IMAGENET_STD,
+        image_size: int = 336,
+        **kwargs: Any,
     ) -> None:
         super().__init__(
-            ReferringSegmentationDataset,
-            batch_size,
-            num_workers,
-            root,
-            image_size,
-            tokenizer,
-            mean,
-            std,
+            ReferringSegmentationDataset, root=root, image_size=image_size, **kwargs
         )
         self.max_length = max_length
         self.max_targets = max_targets
@@ -702,7 +688,7 @@ class CocoRefsDataModule(ReferringSegmentationDataModule):
     """
 
 
-class EmbeddedReferringDataModule(EmbeddedMixin, ReferringSegmentationDataModule):
+class EmbeddedReferringDataModule(ReferringSegmentationDataModule):
     """The embedded dataset's referring expressions as segmentation conversations.
 
     Args:
@@ -711,16 +697,14 @@ class EmbeddedReferringDataModule(EmbeddedMixin, ReferringSegmentationDataModule
         num_val: validation images.
         num_test: test images.
         seed: generator seed (also seeds the target selection).
-        batch_size: samples per batch and device.
-        num_workers: data-loading processes.
-        image_size: generated image size in pixels.
-        tokenizer: the LLM's tokenizer; None uses the generator's own vocabulary.
         max_length: conversations are truncated to this many tokens.
-        max_targets: at most this many objects per sample.
-        num_scales: mask-decoder scales.
-        per_scale: segmentation tokens per scale.
         mix_ratio: fraction of the training samples that are the embedded dataset's own
             captions and VQA (``conversations_train.json``); 0 mixes nothing.
+        image_size: generated image size in pixels.
+        **kwargs: ``max_targets``, ``num_scales``, ``per_scale`` of
+            :class:`ReferringSegmentationDataModule`; ``batch_size``, ``num_workers``,
+            ``tokenizer`` (None: the generator's own vocabulary) of
+            :class:`~zoo.data.datamodules.ZooDataModule`.
     """
 
     def __init__(
@@ -730,31 +714,16 @@ class EmbeddedReferringDataModule(EmbeddedMixin, ReferringSegmentationDataModule
         num_val: int = 250,
         num_test: int = 250,
         seed: int = 0,
-        batch_size: int = 16,
-        num_workers: int = 0,
-        image_size: int = 64,
-        tokenizer: str | None = None,
         max_length: int = 192,
-        max_targets: int = 3,
-        num_scales: int = 2,
-        per_scale: int = 3,
         mix_ratio: float = 0.0,
+        image_size: int = 64,
+        **kwargs: Any,
     ) -> None:
         super().__init__(
-            root,
-            batch_size,
-            num_workers,
-            image_size,
-            tokenizer,
-            max_length,
-            max_targets,
-            num_scales,
-            per_scale,
-            seed,
-            "conversations_train.json",
-            mix_ratio,
+            root, max_length, seed=seed, mix_file="conversations_train.json",
+            mix_ratio=mix_ratio, image_size=image_size, **kwargs,
         )
-        self.sizes = {"num_train": num_train, "num_val": num_val, "num_test": num_test}
+        self.source = EmbeddedSource(root, image_size, seed, num_train, num_val, num_test)
 
     @cached_property
     def class_names(self) -> list[str]:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 import pickle
 import shutil
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -30,7 +30,6 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 
-from zoo.data.datamodules import IMAGENET_MEAN, IMAGENET_STD
 from zoo.data.image_text import caption_words, load_image
 from zoo.data.referring import (
     CocoReferringDataset,
@@ -195,20 +194,19 @@ class RRSISDDataset(CocoReferringDataset):
     capitalised first word in lower case (it is a clause of the conversation).
 
     Args:
-        root: folder of ``rrsisd/`` and ``images/``.
-        split: ``train``, ``val`` or ``test`` (the refs' ``split`` field).
-        image_size: images (bilinear) and masks (nearest) are resized to this square size.
-        max_targets: at most this many objects per sample (``per_ref=False`` only).
-        num_scales: mask-decoder scales.
-        per_scale: segmentation tokens per scale.
-        seed: seed of the target (and training sentence) selection.
-        transforms: a function applied to each sample dict.
-        per_ref: one ref per sample, the benchmark's protocol (``val``/``test``: one sample per
-            ref and sentence); False groups the refs of an image into one multi-target sample.
-        split_by: the refs file is ``refs({split_by}).p``.
-
-    Samples as in :class:`~zoo.data.referring.ReferringDataset`; ``category`` is the position
-    of the COCO category id among the sorted ids of ``instances.json``.
+        root: folder of ``rrsisd/`` and ``images/`` (see :class:`RRSISDDataset`).
+        max_targets: masks are padded to this many targets (and, with ``per_image``, at most
+            this many objects per sample).
+        seed: seed of the target and sentence selection.
+        per_image: group the refs of an image into one multi-target sample (GeoPix-style
+            training); False (default) is the benchmark's one-expression-one-mask protocol.
+        split_by: the refs file is ``rrsisd/refs({split_by}).p``.
+        batch_size: samples per batch and device.
+        image_size: images and masks are resized to this square size.
+        **kwargs: ``max_length``, ``num_scales``, ``per_scale``, ``mix_file``, ``mix_ratio`` of
+            :class:`~zoo.data.referring.ReferringSegmentationDataModule`; ``num_workers``,
+            ``tokenizer`` (the LLM's; None builds a word-level tokenizer from the training
+            expressions), ``mean``, ``std`` of :class:`~zoo.data.datamodules.ZooDataModule`.
     """
 
     def __init__(
@@ -435,23 +433,17 @@ class RRSISDDataModule(ReferringSegmentationDataModule):
     def __init__(
         self,
         root: str = "data/rrsisd",
-        batch_size: int = 8,
-        num_workers: int = 0,
-        image_size: int = 336,
-        tokenizer: str | None = None,
-        max_length: int = 256,
         max_targets: int = 1,
-        num_scales: int = 2,
-        per_scale: int = 3,
         seed: int = 0,
         per_image: bool = False,
         split_by: str = "unc",
-        mean: Sequence[float] = IMAGENET_MEAN,
-        std: Sequence[float] = IMAGENET_STD,
+        batch_size: int = 8,
+        image_size: int = 336,
+        **kwargs: Any,
     ) -> None:
         super().__init__(
-            root, batch_size, num_workers, image_size, tokenizer, max_length, max_targets,
-            num_scales, per_scale, seed, None, 0.0, mean, std,
+            root, max_targets=max_targets, seed=seed, batch_size=batch_size,
+            image_size=image_size, **kwargs,
         )
         self.dataset_class = RRSISDDataset
         self.per_image = per_image
@@ -493,40 +485,30 @@ class RefSegRSDataModule(ReferringSegmentationDataModule):
 
     Args:
         root: folder of ``images/``, ``masks/`` and ``output_phrase_{split}.txt``.
-        batch_size: samples per batch and device.
-        num_workers: data-loading processes.
-        image_size: images and masks are resized to this square size.
-        tokenizer: the LLM's tokenizer (Hugging Face id or folder); None builds a word-level
-            tokenizer from the training expressions.
-        max_length: conversations are truncated to this many tokens.
         max_targets: masks are padded to this many targets (each sample has one).
-        num_scales: mask-decoder scales.
-        per_scale: segmentation tokens per scale.
         seed: seed of the sample selection.
         download: fetch the dataset from the Hugging Face hub into ``root`` if missing.
-        mean: per-band mean of [0, 1] pixels.
-        std: per-band standard deviation of [0, 1] pixels.
+        batch_size: samples per batch and device.
+        image_size: images and masks are resized to this square size.
+        **kwargs: ``max_length``, ``num_scales``, ``per_scale``, ``mix_file``, ``mix_ratio`` of
+            :class:`~zoo.data.referring.ReferringSegmentationDataModule`; ``num_workers``,
+            ``tokenizer`` (the LLM's; None builds a word-level tokenizer from the training
+            expressions), ``mean``, ``std`` of :class:`~zoo.data.datamodules.ZooDataModule`.
     """
 
     def __init__(
         self,
         root: str = "data/refsegrs",
-        batch_size: int = 8,
-        num_workers: int = 0,
-        image_size: int = 336,
-        tokenizer: str | None = None,
-        max_length: int = 256,
         max_targets: int = 1,
-        num_scales: int = 2,
-        per_scale: int = 3,
         seed: int = 0,
         download: bool = False,
-        mean: Sequence[float] = IMAGENET_MEAN,
-        std: Sequence[float] = IMAGENET_STD,
+        batch_size: int = 8,
+        image_size: int = 336,
+        **kwargs: Any,
     ) -> None:
         super().__init__(
-            root, batch_size, num_workers, image_size, tokenizer, max_length, max_targets,
-            num_scales, per_scale, seed, None, 0.0, mean, std,
+            root, max_targets=max_targets, seed=seed, batch_size=batch_size,
+            image_size=image_size, **kwargs,
         )
         self.dataset_class = RefSegRSDataset
         self.download = download

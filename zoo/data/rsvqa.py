@@ -20,7 +20,7 @@ Question types are the files' own: LR ``count``, ``presence``, ``comp`` (compari
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -33,7 +33,7 @@ from zoo.data.conversations import (
     ConversationCollate,
     ConversationDataset,
 )
-from zoo.data.datamodules import IMAGENET_MEAN, IMAGENET_STD, ZooDataModule
+from zoo.data.datamodules import ZooDataModule
 from zoo.data.image_text import caption_words, load_image
 
 __all__ = ["QUESTION_TYPES", "RSVQADataModule", "RSVQADataset", "read_rsvqa"]
@@ -235,14 +235,11 @@ class RSVQADataModule(ZooDataModule):
         images_dir: image folder relative to root (None: ``Images_LR`` or ``Data``).
         short_answer: append "Answer the question using a single word or phrase."
         download: download missing files from Zenodo in ``prepare_data``.
-        batch_size: samples per batch and device.
-        num_workers: data-loading processes.
-        image_size: images are resized to this square size.
-        tokenizer: the LLM's tokenizer (Hugging Face id or folder); None builds a word-level
-            tokenizer with a chat template from the training questions and answers.
         max_length: conversations are truncated to this many tokens.
-        mean: per-band mean of [0, 1] pixels.
-        std: per-band standard deviation of [0, 1] pixels.
+        image_size: images are resized to this square size.
+        **kwargs: ``batch_size``, ``num_workers``, ``tokenizer`` (the LLM's; None builds a
+            word-level tokenizer with a chat template from the training questions and
+            answers), ``mean``, ``std`` of :class:`~zoo.data.datamodules.ZooDataModule`.
     """
 
     chat_tokenizer = True
@@ -255,21 +252,15 @@ class RSVQADataModule(ZooDataModule):
         images_dir: str | None = None,
         short_answer: bool = True,
         download: bool = False,
-        batch_size: int = 16,
-        num_workers: int = 0,
-        image_size: int = 256,
-        tokenizer: str | None = None,
         max_length: int = 128,
-        mean: Sequence[float] = IMAGENET_MEAN,
-        std: Sequence[float] = IMAGENET_STD,
+        image_size: int = 256,
+        **kwargs: Any,
     ) -> None:
         if variant not in PREFIX:
             raise ValueError(f"variant must be 'lr' or 'hr', got {variant!r}")
         if test_split not in SPLITS[variant][2:]:
             raise ValueError(f"test_split must be one of {SPLITS[variant][2:]}, got {test_split!r}")
-        super().__init__(
-            ConversationDataset, batch_size, num_workers, root, image_size, tokenizer, mean, std
-        )
+        super().__init__(ConversationDataset, root=root, image_size=image_size, **kwargs)
         self.variant = variant
         self.test_split = test_split
         self.images_dir = images_dir

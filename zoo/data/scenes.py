@@ -107,7 +107,17 @@ class _SceneClassification:
     """What the scene datamodules share: the transform, the class names, the checks on the data
     and ImageNet-style normalisation in ``on_after_batch_transfer`` (also outside a Trainer).
 
-    Subclasses set the class attributes and call ``_configure`` after torchgeo's ``__init__``.
+    Subclasses set the class attributes and their ``root`` default; the loader, size and
+    normalization arguments live here once and reach torchgeo's datamodule by keyword.
+
+    Args:
+        root: the dataset folder.
+        batch_size: samples per batch.
+        num_workers: data-loading processes.
+        image_size: images are resized to this square size.
+        download: download the data into ``root`` when missing.
+        mean: per-band mean of [0, 1] pixels, for normalization.
+        std: per-band standard deviation of [0, 1] pixels.
     """
 
     #: Class folder names in label order (ImageFolder sorts them).
@@ -120,6 +130,8 @@ class _SceneClassification:
     source: ClassVar[str]
     #: Bands the loader must return (only checked where the file format varies).
     bands: ClassVar[int | None] = None
+    #: Reflectance scale of multispectral data (pixels become ``clip(x / it, 0, 1) * 255``).
+    reflectance_max: ClassVar[float | None] = None
 
     root: str
     image_size: int
@@ -129,9 +141,21 @@ class _SceneClassification:
     val_dataset: Any
     test_dataset: Any
 
-    def _configure(
-        self, root: str, image_size: int, mean: Sequence[float], std: Sequence[float]
+    def __init__(
+        self,
+        root: str,
+        batch_size: int = 64,
+        num_workers: int = 0,
+        image_size: int = 224,
+        download: bool = False,
+        mean: Sequence[float] = IMAGENET_MEAN,
+        std: Sequence[float] = IMAGENET_STD,
+        **dataset_args: Any,
     ) -> None:
+        super().__init__(  # type: ignore[call-arg]  (torchgeo's datamodule, next in the MRO)
+            batch_size=batch_size, num_workers=num_workers, root=root, download=download,
+            transforms=SceneTransform(image_size, self.reflectance_max), **dataset_args,
+        )
         self.root = root
         self.image_size = image_size
         self.aug = Normalize(mean, std)
@@ -224,12 +248,8 @@ class EuroSATScenesDataModule(_SceneClassification, EuroSATDataModule):
 
     Args:
         root: folder holding the split files and the extracted archive.
-        batch_size: samples per batch.
-        num_workers: data-loading processes.
-        image_size: images are resized to this square size.
-        download: download the data into ``root`` when missing.
-        mean: per-band mean of [0, 1] pixels, for normalisation.
-        std: per-band standard deviation of [0, 1] pixels.
+        **kwargs: ``batch_size``, ``num_workers``, ``image_size``, ``download``, ``mean``,
+            ``std`` (see :class:`_SceneClassification`).
     """
 
     folders = (
@@ -247,22 +267,10 @@ class EuroSATScenesDataModule(_SceneClassification, EuroSATDataModule):
         "ds/images/remote_sensing/otherDatasets/sentinel_2/tif/<Class>/*.tif under root"
     )
     bands = len(EuroSAT.all_band_names)
+    reflectance_max = 3000.0
 
-    def __init__(
-        self,
-        root: str = "data/eurosat",
-        batch_size: int = 64,
-        num_workers: int = 0,
-        image_size: int = 224,
-        download: bool = False,
-        mean: Sequence[float] = IMAGENET_MEAN,
-        std: Sequence[float] = IMAGENET_STD,
-    ) -> None:
-        super().__init__(
-            batch_size, num_workers, root=root, bands=EuroSAT.rgb_bands, download=download,
-            transforms=SceneTransform(image_size, reflectance_max=3000.0),
-        )
-        self._configure(root, image_size, mean, std)
+    def __init__(self, root: str = "data/eurosat", **kwargs: Any) -> None:
+        super().__init__(root, bands=EuroSAT.rgb_bands, **kwargs)
 
     def _split_file(self, split: str) -> Path:
         return Path(self.root) / EuroSAT.split_filenames[split]
@@ -285,12 +293,8 @@ class RESISC45ScenesDataModule(_SceneClassification, RESISC45DataModule):
 
     Args:
         root: folder holding the split files and the extracted ``NWPU-RESISC45`` folder.
-        batch_size: samples per batch.
-        num_workers: data-loading processes.
-        image_size: images are resized to this square size.
-        download: download the data into ``root`` when missing.
-        mean: per-band mean of [0, 1] pixels, for normalisation.
-        std: per-band standard deviation of [0, 1] pixels.
+        **kwargs: ``batch_size``, ``num_workers``, ``image_size``, ``download``, ``mean``,
+            ``std`` (see :class:`_SceneClassification`).
     """
 
     folders = (
@@ -310,21 +314,8 @@ class RESISC45ScenesDataModule(_SceneClassification, RESISC45DataModule):
         "NWPU-RESISC45/<class>/*.jpg under root"
     )
 
-    def __init__(
-        self,
-        root: str = "data/resisc45",
-        batch_size: int = 64,
-        num_workers: int = 0,
-        image_size: int = 224,
-        download: bool = False,
-        mean: Sequence[float] = IMAGENET_MEAN,
-        std: Sequence[float] = IMAGENET_STD,
-    ) -> None:
-        super().__init__(
-            batch_size, num_workers, root=root, download=download,
-            transforms=SceneTransform(image_size),
-        )
-        self._configure(root, image_size, mean, std)
+    def __init__(self, root: str = "data/resisc45", **kwargs: Any) -> None:
+        super().__init__(root, **kwargs)
 
     def _split_file(self, split: str) -> Path:
         return Path(self.root) / f"resisc45-{split}.txt"
@@ -345,12 +336,8 @@ class UCMercedScenesDataModule(_SceneClassification, UCMercedDataModule):
 
     Args:
         root: folder holding the split files and the extracted ``UCMerced_LandUse`` folder.
-        batch_size: samples per batch.
-        num_workers: data-loading processes.
-        image_size: images are resized to this square size.
-        download: download the data into ``root`` when missing.
-        mean: per-band mean of [0, 1] pixels, for normalisation.
-        std: per-band standard deviation of [0, 1] pixels.
+        **kwargs: ``batch_size``, ``num_workers``, ``image_size``, ``download``, ``mean``,
+            ``std`` (see :class:`_SceneClassification`).
     """
 
     folders = (
@@ -372,21 +359,8 @@ class UCMercedScenesDataModule(_SceneClassification, UCMercedDataModule):
         "UCMerced_LandUse/Images/<class>/*.tif under root"
     )
 
-    def __init__(
-        self,
-        root: str = "data/ucmerced",
-        batch_size: int = 64,
-        num_workers: int = 0,
-        image_size: int = 224,
-        download: bool = False,
-        mean: Sequence[float] = IMAGENET_MEAN,
-        std: Sequence[float] = IMAGENET_STD,
-    ) -> None:
-        super().__init__(
-            batch_size, num_workers, root=root, download=download,
-            transforms=SceneTransform(image_size),
-        )
-        self._configure(root, image_size, mean, std)
+    def __init__(self, root: str = "data/ucmerced", **kwargs: Any) -> None:
+        super().__init__(root, **kwargs)
 
     def _split_file(self, split: str) -> Path:
         return Path(self.root) / f"uc_merced-{split}.txt"
@@ -406,14 +380,10 @@ class PatternNetScenesDataModule(_SceneClassification, PatternNetDataModule):
 
     Args:
         root: folder holding the extracted ``PatternNet`` folder.
-        batch_size: samples per batch.
-        num_workers: data-loading processes.
-        image_size: images are resized to this square size.
-        download: download the data into ``root`` when missing.
         val_split_pct: fraction of the images used for validation.
         test_split_pct: fraction of the images used for testing.
-        mean: per-band mean of [0, 1] pixels, for normalisation.
-        std: per-band standard deviation of [0, 1] pixels.
+        **kwargs: ``batch_size``, ``num_workers``, ``image_size``, ``download``, ``mean``,
+            ``std`` (see :class:`_SceneClassification`).
     """
 
     folders = (
@@ -436,17 +406,10 @@ class PatternNetScenesDataModule(_SceneClassification, PatternNetDataModule):
     def __init__(
         self,
         root: str = "data/patternnet",
-        batch_size: int = 64,
-        num_workers: int = 0,
-        image_size: int = 224,
-        download: bool = False,
         val_split_pct: float = 0.2,
         test_split_pct: float = 0.2,
-        mean: Sequence[float] = IMAGENET_MEAN,
-        std: Sequence[float] = IMAGENET_STD,
+        **kwargs: Any,
     ) -> None:
         super().__init__(
-            batch_size, num_workers, val_split_pct, test_split_pct, root=root, download=download,
-            transforms=SceneTransform(image_size),
+            root, val_split_pct=val_split_pct, test_split_pct=test_split_pct, **kwargs
         )
-        self._configure(root, image_size, mean, std)

@@ -6,7 +6,7 @@ The batch is exactly :class:`~zoo.data.ImageTextLocationDataModule`'s: ``image``
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -16,7 +16,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torchgeo.datasets import SkyScript
 from torchgeo.datasets.errors import DatasetNotFoundError
 
-from zoo.data.datamodules import IMAGENET_MEAN, IMAGENET_STD, TextCollate, ZooDataModule
+from zoo.data.datamodules import TextCollate, ZooDataModule
 from zoo.data.image_text import (
     ImageTextLocationDataset,
     caption_words,
@@ -159,33 +159,24 @@ class SkyScriptDataModule(ZooDataModule):
         root: folder holding ``images2/`` ... ``images7/`` and the caption CSVs.
         coordinates_file: CSV ``filepath,lat,lon`` (degrees) for every image of the splits
             used; None trains without locations.
-        batch_size: samples per batch and device.
-        num_workers: data-loading processes.
-        image_size: images are resized to this square size.
-        tokenizer: a Hugging Face tokenizer id or local folder (use the text encoder's own);
-            None builds a word-level vocabulary from the training captions.
         max_text_length: captions are truncated to this many tokens.
         download: download the images and CSVs into ``root`` when missing.
-        mean: per-band mean of [0, 1] pixels, for normalisation.
-        std: per-band standard deviation of [0, 1] pixels.
+        batch_size: samples per batch and device.
+        **kwargs: ``num_workers``, ``image_size``, ``tokenizer`` (the text encoder's own; None
+            builds a word-level vocabulary from the training captions), ``mean``, ``std`` of
+            :class:`~zoo.data.datamodules.ZooDataModule`.
     """
 
     def __init__(
         self,
         root: str = "data/skyscript",
         coordinates_file: str | None = None,
-        batch_size: int = 64,
-        num_workers: int = 0,
-        image_size: int = 224,
-        tokenizer: str | None = None,
         max_text_length: int = 64,
         download: bool = False,
-        mean: Sequence[float] = IMAGENET_MEAN,
-        std: Sequence[float] = IMAGENET_STD,
+        batch_size: int = 64,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(
-            SkyScriptDataset, batch_size, num_workers, root, image_size, tokenizer, mean, std
-        )
+        super().__init__(SkyScriptDataset, root=root, batch_size=batch_size, **kwargs)
         self.coordinates_file = coordinates_file
         self.max_text_length = max_text_length
         self.download = download

@@ -194,7 +194,7 @@ class SpaceNet1SegmentationDataModule(SpaceNet1DataModule):
         test_split_pct: fraction of the labelled chips used for testing.
         augment: random flips and 90° rotations of training batches.
         download: fetch the tarballs into ``root`` when missing (AWS CLI).
-        mean: per-band mean of [0, 1] pixels, for normalisation.
+        mean: per-band mean of [0, 1] pixels, for normalization.
         std: per-band standard deviation of [0, 1] pixels.
     """
 
@@ -212,7 +212,8 @@ class SpaceNet1SegmentationDataModule(SpaceNet1DataModule):
         std: Sequence[float] = IMAGENET_STD,
     ) -> None:
         super().__init__(
-            batch_size, num_workers, val_split_pct, test_split_pct, root=root, image="3band",
+            batch_size=batch_size, num_workers=num_workers, val_split_pct=val_split_pct,
+            test_split_pct=test_split_pct, root=root, image="3band",
             transforms=SegmentationTransform(image_size), download=download,
         )
         self.dataset_class = self.spacenet_ds_class = SpaceNet1Buildings
