@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
+import stat
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -15,16 +17,18 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
-from zoo.data import embedded
 from zoo.data.embedded import (
     DATASET_VERSION,
     OBJECT_CATEGORIES,
+    PAINTERS,
     QUESTION_TYPES,
     SCENE_CLASSES,
     generate,
     is_complete,
     vocabulary,
+    write_embedded_dataset,
 )
+from zoo.data.embedded import dataset as embedded_dataset
 
 SIZES = {"num_train": 20, "num_val": 5, "num_test": 5}
 SPLITS = ("train", "val", "test")
@@ -105,6 +109,7 @@ def test_layout_and_metadata(dataset: Path) -> None:
         assert [p.name for p in images] == [f"{split}_{i:05d}.png" for i in range(len(images))]
         assert len(images) == meta["splits"][split]
     assert not list(dataset.parent.glob("*.tmp-*")), "temporary folder left behind"
+    assert list(dataset.parent.iterdir()) == [dataset], "temporary folder left behind"
 
 
 def test_csv(dataset: Path) -> None:
@@ -250,6 +255,43 @@ def test_split_independent_of_other_sizes(dataset: Path, tmp_path: Path) -> None
     pd.testing.assert_frame_equal(val.head(3), val_small)
     for a, b in zip(_pixels(dataset, "val")[:3], _pixels(other, "val"), strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+#: Digest of the files the single-module generator (``zoo/data/embedded.py``) wrote before its
+#: split into the package, for seed 7 and 6/3/3 images at 64 px.
+DIGEST_SIZES = {"num_train": 6, "num_val": 3, "num_test": 3, "image_size": 64, "seed": 7}
+DIGEST = "227e2e2c004183adb21594ef43132de82711fba6661b079815b1a33ddf800d5f"
+
+
+def digest(root: Path) -> str:
+    """sha256 over the sorted relative paths and the bytes of every file under ``root``."""
+    h = hashlib.sha256()
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        h.update(path.relative_to(root).as_posix().encode())
+        h.update(b"\0")
+        h.update(path.read_bytes())
+        h.update(b"\0")
+    return h.hexdigest()
+
+
+def test_files_are_byte_identical_to_the_generator_before_the_split(tmp_path: Path) -> None:
+    """The dataset on disk stays byte-identical for a seed across refactorings.
+
+    :data:`DIGEST` was computed before ``zoo/data/embedded.py`` was split into the package
+    ``zoo/data/embedded/``. Every file is deterministic (no absolute paths, no timestamps), so
+    the digest covers all of them; the PNG bytes also depend on Pillow's and zlib's encoder,
+    so a change of those (not of the generator) would change the digest too.
+    """
+    root = write_embedded_dataset(tmp_path / "data", **DIGEST_SIZES, progress=False)
+    assert digest(root) == DIGEST
+
+
+def test_generate_is_write_embedded_dataset() -> None:
+    assert generate is write_embedded_dataset
+
+
+def test_one_painter_per_scene_class() -> None:
+    assert tuple(PAINTERS) == SCENE_CLASSES
 
 
 # ---------------------------------------------------------------------------------------------
@@ -477,11 +519,37 @@ def test_empty_root_folder_is_fine(tmp_path: Path) -> None:
     assert load_json(root / "instances_test.json")["images"] == []
 
 
+def test_dataset_folder_gets_the_mode_of_a_plain_folder(dataset: Path, tmp_path: Path) -> None:
+    """The temporary folder it is written in is private; the dataset folder is not."""
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    assert stat.S_IMODE(dataset.stat().st_mode) == stat.S_IMODE(plain.stat().st_mode)
+
+
+def test_another_process_finishing_first_is_fine(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = tmp_path / "data"
+    write_split = embedded_dataset._write_split
+    raced: list[bool] = []
+
+    def racing(*args: Any) -> None:
+        if not raced:  # the other process writes the same dataset while this one writes
+            raced.append(True)
+            generate(root, 2, 0, 0, progress=False)
+        write_split(*args)
+
+    monkeypatch.setattr(embedded_dataset, "_write_split", racing)
+    assert generate(root, 2, 0, 0, progress=False) == root
+    assert raced and is_complete(root, 2, 0, 0)
+    assert list(tmp_path.iterdir()) == [root]
+
+
 def test_failure_leaves_nothing_behind(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     def broken(*args: Any, **kwargs: Any) -> None:
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(embedded, "_write_split", broken)
+    monkeypatch.setattr(embedded_dataset, "_write_split", broken)
     with pytest.raises(RuntimeError, match="disk full"):
         generate(tmp_path / "data", 2, 0, 0, progress=False)
     assert list(tmp_path.iterdir()) == []

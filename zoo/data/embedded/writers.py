@@ -1,0 +1,155 @@
+"""The writers: the embedded dataset's files in the formats of the real datasets.
+
+* :class:`CaptionTable`: torchgeo's SkyScript caption table plus location and scene label
+  (``filepath,title,lat,lon,label``), read by
+  :class:`zoo.data.image_text.ImageTextLocationDataset`.
+* :class:`Conversations`: LLaVA conversations (short caption, long description and a
+  multi-turn VQA record per image), read by :class:`zoo.data.conversations.ConversationDataset`.
+* :class:`CocoRefs`: COCO instances (boxes, RLE masks; ``lat``/``lon``/``scene``/``gsd_m`` on
+  each image, ``colour`` on each annotation) and RefCOCO / RRSIS-D style referring
+  expressions, read by :class:`zoo.data.referring.ReferringSegmentationDataset`.
+
+Each collects the records of one split with ``add`` and writes its file(s) with ``write``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+from pycocotools import mask as mask_utils
+
+from zoo.data.embedded.language import SceneTexts
+from zoo.data.embedded.scene_graph import OBJECT_CATEGORIES, SceneGraph
+from zoo.data.embedded.words import IMAGE_TOKEN, PROMPT_CAPTION, PROMPT_DESCRIPTION
+
+__all__ = ["CaptionTable", "CocoRefs", "Conversations", "write_image", "write_json"]
+
+SUPERCATEGORIES = {
+    "building": "structure",
+    "road": "transport",
+    "tree": "vegetation",
+    "vehicle": "vehicle",
+    "ship": "vehicle",
+    "storage tank": "structure",
+    "plane": "vehicle",
+    "field": "land",
+}
+
+
+def write_json(path: Path, obj: Any) -> None:
+    """Compact JSON and a final newline."""
+    path.write_text(json.dumps(obj, separators=(",", ":")) + "\n", encoding="utf-8")
+
+
+def write_image(path: Path, pixels: np.ndarray) -> None:
+    """An ``H×W×3`` uint8 array as an RGB PNG."""
+    Image.fromarray(pixels).save(path, format="PNG")
+
+
+class CaptionTable:
+    """The SkyScript-style caption table of one split."""
+
+    columns = ("filepath", "title", "lat", "lon", "label")
+
+    def __init__(self) -> None:
+        self.rows: list[tuple[str, str, float, float, str]] = []
+
+    def add(self, filepath: str, graph: SceneGraph, caption: str) -> None:
+        self.rows.append((filepath, caption, graph.lat, graph.lon, graph.scene))
+
+    def write(self, path: Path) -> None:
+        table = pd.DataFrame(self.rows, columns=list(self.columns))
+        table.to_csv(path, index=False, float_format="%.6f", lineterminator="\n")
+
+
+def _record(
+    ident: str, image: str, turns: list[dict[str, str]], task: str, types: list[str]
+) -> dict[str, Any]:
+    return {"id": ident, "image": image, "conversations": turns, "task": task,
+            "question_types": types}  # fmt: skip
+
+
+class Conversations:
+    """The LLaVA conversation file of one split: three records per image."""
+
+    def __init__(self) -> None:
+        self.records: list[dict[str, Any]] = []
+
+    def add(self, name: str, image: str, texts: SceneTexts) -> None:
+        """The ``{name}_caption``, ``{name}_description`` and ``{name}_vqa`` records."""
+        prompt = f"{IMAGE_TOKEN}\n"
+        for task, question, answer in (
+            ("caption", PROMPT_CAPTION, texts.caption),
+            ("description", PROMPT_DESCRIPTION, texts.description),
+        ):
+            turns = [
+                {"from": "human", "value": prompt + question},
+                {"from": "gpt", "value": answer},
+            ]
+            self.records.append(_record(f"{name}_{task}", image, turns, task, []))
+        turns = []
+        for k, (_, question, answer) in enumerate(texts.qa):
+            turns.append({"from": "human", "value": (prompt if k == 0 else "") + question})
+            turns.append({"from": "gpt", "value": answer})
+        types = [t for t, _, _ in texts.qa]
+        self.records.append(_record(f"{name}_vqa", image, turns, "vqa", types))
+
+    def write(self, path: Path) -> None:
+        write_json(path, self.records)
+
+
+class CocoRefs:
+    """The COCO instances and refs of one split (image ids, annotation ids and ref ids count
+    from 1 in the order of :meth:`add`)."""
+
+    def __init__(self, split: str) -> None:
+        self.split = split
+        self.images: list[dict[str, Any]] = []
+        self.annotations: list[dict[str, Any]] = []
+        self.refs: list[dict[str, Any]] = []
+
+    def add(self, file_name: str, graph: SceneGraph, refs: list[tuple[int, list[str]]]) -> None:
+        """One image, its objects (RLE masks) and the refs ``(object index, sentences)``."""
+        image_id = len(self.images) + 1
+        self.images.append({
+            "id": image_id, "file_name": file_name, "width": graph.size, "height": graph.size,
+            "lat": graph.lat, "lon": graph.lon, "scene": graph.scene, "gsd_m": graph.gsd_m,
+        })  # fmt: skip
+        ann_ids = []
+        for obj in graph.objects:
+            rle = mask_utils.encode(np.asfortranarray(obj.mask.astype(np.uint8)))
+            counts = rle["counts"].decode("ascii")
+            ann_ids.append(len(self.annotations) + 1)
+            self.annotations.append({
+                "id": ann_ids[-1],
+                "image_id": image_id,
+                "category_id": OBJECT_CATEGORIES.index(obj.category) + 1,
+                "bbox": list(obj.bbox),
+                "area": obj.area,
+                "segmentation": {"size": list(rle["size"]), "counts": counts},
+                "iscrowd": 0,
+                "colour": obj.colour,
+            })  # fmt: skip
+        for i, sentences in refs:
+            self.refs.append({
+                "ref_id": len(self.refs) + 1,
+                "ann_id": ann_ids[i],
+                "image_id": image_id,
+                "category_id": OBJECT_CATEGORIES.index(graph.objects[i].category) + 1,
+                "split": self.split,
+                "sentences": [{"sent": s} for s in sentences],
+            })  # fmt: skip
+
+    def write(self, instances: Path, refs: Path) -> None:
+        categories = [
+            {"id": i + 1, "name": c, "supercategory": SUPERCATEGORIES[c]}
+            for i, c in enumerate(OBJECT_CATEGORIES)
+        ]
+        coco = {"images": self.images, "annotations": self.annotations, "categories": categories}
+        write_json(instances, coco)
+        write_json(refs, self.refs)
