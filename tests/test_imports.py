@@ -12,7 +12,7 @@ class Block:
         if name.split('.')[0] == 'torchgeo':
             raise ImportError('torchgeo is blocked in this test')
 sys.meta_path.insert(0, Block())
-import zoo.models, zoo.data.tokenize, zoo.data.embedded
+import zoo.models, zoo.data.tokenize, zoo.data.embedded, zoo.data.batch, zoo.io
 assert not [m for m in sys.modules if m.startswith('torchgeo')]
 """
 

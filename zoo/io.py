@@ -57,6 +57,12 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
     return Path(path)
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 @contextmanager
 def atomic_dir(path: str | Path) -> Iterator[Path]:
     """A temporary folder beside ``path`` that becomes ``path`` when the block succeeds.
@@ -68,6 +74,7 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
+        tmp.chmod(0o777 & ~_umask())  # mkdtemp's folder is private; give it mkdir's mode
         yield tmp
         tmp.rename(path)
     except BaseException:

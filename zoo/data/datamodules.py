@@ -17,6 +17,7 @@ from torchgeo.datamodules import NonGeoDataModule
 from transformers import PreTrainedTokenizerBase
 
 from zoo.data import embedded
+from zoo.data.batch import ImageTextBatch
 from zoo.data.conversations import SHORT_ANSWER_PROMPT, ConversationCollate, ConversationDataset
 from zoo.data.image_text import ImageTextLocationDataset, caption_words, read_table
 from zoo.data.tokenize import build_tokenizer
@@ -56,7 +57,7 @@ class TextCollate:
         self.tokenizer = tokenizer
         self.max_length = max_length
 
-    def __call__(self, samples: list[dict[str, Any]]) -> dict[str, Any]:
+    def __call__(self, samples: list[dict[str, Any]]) -> ImageTextBatch:
         batch = default_collate(samples)
         tokens = self.tokenizer(
             batch["caption"],

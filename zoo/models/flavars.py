@@ -16,8 +16,6 @@ second pass over masked inputs, as FLAVA does.
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
@@ -25,6 +23,7 @@ from torch.nn import functional as F
 from torchmetrics.classification import MulticlassAccuracy
 from transformers import PreTrainedTokenizerBase
 
+from zoo.data.batch import ImageTextBatch
 from zoo.encoders.location import LocationEncoder
 from zoo.encoders.text import TextEncoder
 from zoo.encoders.vision import VisionEncoder
@@ -220,7 +219,7 @@ class FLAVARS(ZooTask):
         return {k: v.to(self.device) for k, v in tokens.items() if k in ("input_ids", "attention_mask")}
 
     # ----------------------------------------------------------------------------- training
-    def compute_losses(self, batch: dict[str, Any]) -> dict[str, Tensor]:
+    def compute_losses(self, batch: ImageTextBatch) -> dict[str, Tensor]:
         """All enabled losses of one batch (unweighted) and their weighted sum under 'loss'."""
         image, ids, mask = batch["image"], batch["input_ids"], batch["attention_mask"]
         w = self.weights
@@ -251,7 +250,7 @@ class FLAVARS(ZooTask):
         losses["loss"] = sum(w[name] * value for name, value in losses.items())
         return losses
 
-    def _has_location(self, batch: dict[str, Any]) -> bool:
+    def _has_location(self, batch: ImageTextBatch) -> bool:
         if "location" in batch:
             return True
         if not self._location_warned:
@@ -291,7 +290,7 @@ class FLAVARS(ZooTask):
         picked = labels != -100
         return F.cross_entropy(self.mlm_head(hidden[picked]).float(), labels[picked])
 
-    def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
+    def training_step(self, batch: ImageTextBatch, batch_idx: int) -> Tensor:
         losses = self.compute_losses(batch)
         b = len(batch["image"])
         self.log_dict({f"train_{k}_loss": v for k, v in losses.items() if k != "loss"}, batch_size=b)
@@ -312,7 +311,7 @@ class FLAVARS(ZooTask):
         emb = emb.view(len(self.class_names), len(self.prompt_templates), -1).mean(dim=1)
         return F.normalize(emb, dim=-1)
 
-    def _eval_step(self, split: str, batch: dict[str, Any]) -> None:
+    def _eval_step(self, split: str, batch: ImageTextBatch) -> None:
         metrics = self.metrics[split]
         features, image_emb = self.encode_image(batch["image"])
         text_emb = self.encode_text(batch["input_ids"], batch["attention_mask"])
@@ -346,19 +345,19 @@ class FLAVARS(ZooTask):
         self.log_dict(values)
         self.class_embeddings = torch.empty(0, device=self.device)
 
-    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+    def validation_step(self, batch: ImageTextBatch, batch_idx: int) -> None:
         self._eval_step("val", batch)
 
     def on_validation_epoch_end(self) -> None:
         self._eval_epoch_end("val")
 
-    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+    def test_step(self, batch: ImageTextBatch, batch_idx: int) -> None:
         self._eval_step("test", batch)
 
     def on_test_epoch_end(self) -> None:
         self._eval_epoch_end("test")
 
-    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Tensor]:
+    def predict_step(self, batch: ImageTextBatch, batch_idx: int) -> dict[str, Tensor]:
         """Unit embeddings of the batch: ``image``, ``text`` and (when present) ``location``."""
         out = {"image": self.encode_image(batch["image"])[1]}
         if "input_ids" in batch:

@@ -27,6 +27,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
 from transformers import PreTrainedTokenizerBase
 
+from zoo.data.batch import ConversationBatch
 from zoo.encoders.llm import build_llm, decoder_layers
 from zoo.metrics.generation import GenerationMetrics
 from zoo.models.base import OptimizerConfig, ZooTask
@@ -339,12 +340,12 @@ class VisionLanguageGenerator(ZooTask):
         return [s.strip() for s in self.tokenizer.batch_decode(out, skip_special_tokens=True)]
 
     # ----------------------------------------------------------------------- training
-    def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
+    def training_step(self, batch: ConversationBatch, batch_idx: int) -> Tensor:
         loss = self(batch["image"], batch["input_ids"], batch["attention_mask"], batch["labels"]).loss
         self.log("train_loss", loss, batch_size=len(batch["image"]), prog_bar=True)
         return loss
 
-    def _evaluate(self, split: str, batch: dict[str, Any], batch_idx: int) -> None:
+    def _evaluate(self, split: str, batch: ConversationBatch, batch_idx: int) -> None:
         loss = self(batch["image"], batch["input_ids"], batch["attention_mask"], batch["labels"]).loss
         self.log(f"{split}_loss", loss, batch_size=len(batch["image"]), sync_dist=True)
         if split == "val" and batch_idx >= self.val_generate_batches:
@@ -357,7 +358,7 @@ class VisionLanguageGenerator(ZooTask):
         """Captioning and VQA metrics per evaluation split (families assign ``self.metrics``)."""
         return nn.ModuleDict({s: GenerationMetrics(question_types) for s in ("val", "test")})
 
-    def update_generation_metrics(self, split: str, batch: dict[str, Any], answers: list[str]) -> None:
+    def update_generation_metrics(self, split: str, batch: ConversationBatch, answers: list[str]) -> None:
         if self.metrics is not None:
             self.metrics[split].update(batch, answers)
 
@@ -375,13 +376,13 @@ class VisionLanguageGenerator(ZooTask):
     def on_test_epoch_end(self) -> None:
         self._log_generation_metrics("test")
 
-    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+    def validation_step(self, batch: ConversationBatch, batch_idx: int) -> None:
         self._evaluate("val", batch, batch_idx)
 
-    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+    def test_step(self, batch: ConversationBatch, batch_idx: int) -> None:
         self._evaluate("test", batch, batch_idx)
 
-    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> list[dict[str, str]]:
+    def predict_step(self, batch: ConversationBatch, batch_idx: int) -> list[dict[str, str]]:
         answers = self.generate(batch["image"], batch["prompt_ids"], batch["prompt_attention_mask"])
         return [
             {"id": i, "question": q, "answer": a, "reference": r}

@@ -26,6 +26,7 @@ import torch
 from torch import Tensor, nn
 from transformers import PreTrainedTokenizerBase
 
+from zoo.data.batch import ReferringBatch
 from zoo.encoders.vision import create_timm_model
 from zoo.layers.mask_decoder import MultiScaleMaskDecoder
 from zoo.layers.memory import ClassWiseMemory
@@ -153,7 +154,7 @@ class GeoPix(VisionLanguageGenerator):
         return torch.where(match.any(-1), match.float().argmax(-1), -100)
 
     def forward_with_masks(
-        self, batch: dict[str, Any], input_ids: Tensor, attention_mask: Tensor,
+        self, batch: ReferringBatch, input_ids: Tensor, attention_mask: Tensor,
         labels: Tensor | None, category: Tensor | None,
     ) -> tuple[Any, Tensor, Tensor]:
         """Teacher-forced pass: (LLM output, mask logits ``T×H×W``, target image index ``T``)."""
@@ -191,11 +192,11 @@ class GeoPix(VisionLanguageGenerator):
         masks = self.decoder(features, cond, target_image, self.memory, category).logits
         return out, masks, target_image
 
-    def _targets(self, batch: dict[str, Any]) -> tuple[Tensor, Tensor]:
+    def _targets(self, batch: ReferringBatch) -> tuple[Tensor, Tensor]:
         valid = batch["mask_valid"]
         return batch["mask"][valid].float(), batch["category"][valid]
 
-    def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
+    def training_step(self, batch: ReferringBatch, batch_idx: int) -> Tensor:
         targets, category = self._targets(batch)
         out, masks, _ = self.forward_with_masks(
             batch, batch["input_ids"], batch["attention_mask"], batch["labels"], category
@@ -216,7 +217,7 @@ class GeoPix(VisionLanguageGenerator):
                 f"{len(targets)} target masks: each target needs one phrase"
             )
 
-    def _evaluate(self, split: str, batch: dict[str, Any], batch_idx: int) -> None:
+    def _evaluate(self, split: str, batch: ReferringBatch, batch_idx: int) -> None:
         targets, category = self._targets(batch)
         out, masks, _ = self.forward_with_masks(
             batch, batch["input_ids"], batch["attention_mask"], batch["labels"], category
@@ -232,7 +233,7 @@ class GeoPix(VisionLanguageGenerator):
 
     # ---------------------------------------------------------------------- inference
     @torch.no_grad()
-    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> list[dict[str, Any]]:
+    def predict_step(self, batch: ReferringBatch, batch_idx: int) -> list[dict[str, Any]]:
         """Generate each answer, then one mask per generated segmentation phrase."""
         prompt, prompt_mask = batch["prompt_ids"], batch["prompt_attention_mask"]
         embeds, mask, _ = self._inputs(batch["image"], prompt, prompt_mask, None)

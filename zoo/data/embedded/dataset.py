@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import stat
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -178,9 +177,7 @@ def write_embedded_dataset(
         )
     try:
         with atomic_dir(root) as tmp:
-            # the temporary folder is private (0700); give the dataset the mode mkdir gives
             (tmp / "images").mkdir()
-            tmp.chmod(stat.S_IMODE((tmp / "images").stat().st_mode))
             total = sum(sizes.values())
             with tqdm(total=total, desc=NAME, unit="img", disable=not progress) as bar:
                 for split in SPLITS:
