@@ -1,4 +1,4 @@
-"""Vision encoders picked by name: timm models, ``hf:`` Hugging Face Hub ids, local folders.
+"""Vision encoders picked by name: timm models, timm's ``hf-hub:`` Hub ids, local folders.
 
 Every encoder is wrapped in :class:`VisionEncoder`, which returns a grid of patch tokens and
 a pooled vector, and accepts an optional token mask for masked image modelling. Vision
@@ -52,15 +52,20 @@ def zoo_convnext_tiny(pretrained: bool = False, **kwargs) -> ConvNeXt:
 
 
 def _resolve_name(name: str) -> str:
-    """Map the zoo's naming (``hf:org/model``, a local folder) to timm's."""
+    """Map a local folder to timm's ``local-dir:``; timm names and ``hf-hub:`` pass through."""
     if name.startswith("hf:"):
-        return "hf-hub:" + name[3:]
+        raise ValueError(
+            f"vision encoder {name!r}: the zoo has no 'hf:' prefix; use timm's own "
+            f"'hf-hub:{name[3:]}' (text encoders and LLMs take the plain Hugging Face id)"
+        )
+    if name.startswith(("hf-hub:", "hf_hub:", "local-dir:")):  # timm's own schemes
+        return name
     if os.sep in name or name.startswith("."):
         path = Path(name).expanduser()
         if not path.is_dir():
             raise FileNotFoundError(
                 f"vision encoder {name!r} looks like a path but {path} is not a folder; give a timm "
-                "model name (e.g. 'vit_small_patch16_224'), 'hf:org/model', or a folder holding a "
+                "model name (e.g. 'vit_small_patch16_224'), 'hf-hub:org/model', or a folder holding a "
                 "timm config.json and weights"
             )
         return f"local-dir:{path}"
@@ -105,7 +110,7 @@ class VisionEncoder(nn.Module):
     """A named image encoder returning patch tokens, with optional masked-token input.
 
     Args:
-        name: timm model name, ``hf:org/model`` or a local timm folder.
+        name: timm model name, ``hf-hub:org/model`` or a local timm folder.
         image_size: input size in pixels (square); transformer position embeddings follow it.
         pretrained: load the named weights (needs the hub or a cache, unless checkpoint_path).
         checkpoint_path: a local weight file for the named architecture.

@@ -36,7 +36,7 @@ class Aquila(VisionLanguageGenerator):
 
     Args:
         vision_encoder: a timm ConvNeXt name (``convnext_xxlarge.clip_laion2b_soup`` in the
-            paper), ``hf:org/model`` or a local folder; any timm model with ``features_only``.
+            paper), ``hf-hub:org/model`` or a local folder; any timm model with ``features_only``.
         vision_pretrained: load the vision encoder's named weights.
         vision_checkpoint: a local weight file for the vision encoder.
         feature_stages: which backbone stages feed SFI (each map must be a multiple of the grid).

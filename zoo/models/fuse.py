@@ -42,7 +42,7 @@ class FUSE(VisionLanguageGenerator):
 
     Args:
         vision_encoder: a timm ViT name (``vit_large_patch14_clip_336.openai`` in the paper),
-            ``hf:org/model`` or a local folder.
+            ``hf-hub:org/model`` or a local folder.
         vision_pretrained: load the vision encoder's named weights.
         vision_checkpoint: a local weight file for the vision encoder.
         global_layer: the ViT block whose tokens form the global view (-2: the penultimate,
