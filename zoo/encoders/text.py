@@ -1,6 +1,6 @@
 """Text encoders by Hugging Face id or local folder, or a small random BERT by default.
 
-The tokenizer belongs to the data (DESIGN.md: datamodules tokenise); the text encoder is sized
+The tokenizer belongs to the data (docs/architecture.md: datamodules tokenize); the text encoder is sized
 from it, so ``TextEncoder("tiny", vocab_size=len(tokenizer))`` always agrees with the data.
 """
 
