@@ -5,14 +5,13 @@ caption scoring."""
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
 import torch
-from jsonargparse import ArgumentParser
 from lightning.pytorch import LightningDataModule
 
+from tests.data.fakes import DATA, copy_fake, edited_fake, fake_datamodule
 from zoo.data.captions import (
     CaptionConversationDataModule,
     CaptionDataModule,
@@ -22,8 +21,6 @@ from zoo.data.captions import (
 from zoo.data.conversations import ConversationDataset
 from zoo.metrics.generation import GenerationMetrics
 
-DATA = Path(__file__).parent
-CONFIGS = Path(__file__).parents[2] / "configs" / "data"
 SIZE = 16
 # name -> (fake root, config, images per split, a known (split, image_id, first reference))
 CASES = {
@@ -133,13 +130,7 @@ def test_caption_records_in_memory() -> None:
 def test_caption_config(name: str) -> None:
     """The YAML parses as LightningCLI would parse it and loads the fake data."""
     folder, config, counts, _ = CASES[name]
-    parser = ArgumentParser()
-    parser.add_subclass_arguments(LightningDataModule, "data", required=True)
-    cfg = parser.parse_path(CONFIGS / config)
-    assert cfg.data.init_args.root == f"data/{folder}"
-    cfg.data.init_args.root = str(DATA / folder)
-    cfg.data.init_args.image_size = SIZE
-    dm = parser.instantiate_classes(cfg).data
+    dm = fake_datamodule(config, folder, image_size=SIZE)
     assert isinstance(dm, CaptionDataModule) and dm.name == name
     dm.setup("validate")
     assert len(dm.val_dataset) == counts["val"]
@@ -158,49 +149,35 @@ def test_missing_annotation_file(tmp_path: Path) -> None:
         CaptionDataset(tmp_path, "rsicd")
 
 
-def _copy(tmp_path: Path, folder: str) -> Path:
-    return Path(shutil.copytree(DATA / folder, tmp_path / folder))
-
-
-def test_karpathy_entry_without_sentences(tmp_path: Path) -> None:
-    root = _copy(tmp_path, "rsicd")
-    data = json.loads((root / "dataset_rsicd.json").read_text())
-    del data["images"][2]["sentences"]
-    (root / "dataset_rsicd.json").write_text(json.dumps(data))
-    with pytest.raises(ValueError, match=r"dataset_rsicd.json, images\[2\] \(filename 'farmland_3.jpg'\).*sentences"):
-        CaptionDataset(root, "rsicd")
+@pytest.mark.parametrize(("folder", "file", "edit", "args", "match"), [
+    pytest.param("rsicd", "dataset_rsicd.json", lambda data: data["images"][2].pop("sentences"),
+                 ("rsicd",),
+                 r"dataset_rsicd.json, images\[2\] \(filename 'farmland_3.jpg'\).*sentences",
+                 id="karpathy_entry_without_sentences"),
+    pytest.param("nwpu_captions", "dataset_nwpu.json", lambda data: data["harbor"][1].pop("raw"),
+                 ("nwpu", "val"), r"class 'harbor' entry 1 \(filename 'harbor_002.jpg'\).*'raw'",
+                 id="nwpu_entry_without_caption"),
+    pytest.param("nwpu_captions", "dataset_nwpu.json",
+                 lambda data: data["airplane"][0].update(
+                     dict.fromkeys(("raw", "raw_1", "raw_2", "raw_3", "raw_4"), " ")),
+                 ("nwpu",), "airplane_001.jpg.*no caption", id="image_without_any_caption"),
+])
+def test_broken_caption_entry_is_named(tmp_path: Path, folder, file, edit, args, match) -> None:
+    root = edited_fake(tmp_path, folder, file, edit)
+    with pytest.raises(ValueError, match=match):
+        CaptionDataset(root, *args)
 
 
 def test_karpathy_file_of_the_wrong_format(tmp_path: Path) -> None:
-    root = _copy(tmp_path, "ucm_captions")
+    root = copy_fake(tmp_path, "ucm_captions")
     (root / "dataset.json").write_text(json.dumps([{"filename": "1.tif"}]))
     with pytest.raises(ValueError, match="dataset.json: a Karpathy-style caption file"):
         CaptionDataset(root, "ucm")
 
 
-def test_nwpu_entry_without_caption(tmp_path: Path) -> None:
-    root = _copy(tmp_path, "nwpu_captions")
-    data = json.loads((root / "dataset_nwpu.json").read_text())
-    del data["harbor"][1]["raw"]
-    (root / "dataset_nwpu.json").write_text(json.dumps(data))
-    with pytest.raises(ValueError, match=r"class 'harbor' entry 1 \(filename 'harbor_002.jpg'\).*'raw'"):
-        CaptionDataset(root, "nwpu", "val")
-
-
-def test_image_without_any_caption(tmp_path: Path) -> None:
-    root = _copy(tmp_path, "nwpu_captions")
-    data = json.loads((root / "dataset_nwpu.json").read_text())
-    data["airplane"][0] |= {k: " " for k in ("raw", "raw_1", "raw_2", "raw_3", "raw_4")}
-    (root / "dataset_nwpu.json").write_text(json.dumps(data))
-    with pytest.raises(ValueError, match="airplane_001.jpg.*no caption"):
-        CaptionDataset(root, "nwpu")
-
-
 def test_split_without_images_and_bad_names(tmp_path: Path) -> None:
-    root = _copy(tmp_path, "sydney_captions")
-    data = json.loads((root / "dataset.json").read_text())
-    data["images"] = [i for i in data["images"] if i["split"] != "val"]
-    (root / "dataset.json").write_text(json.dumps(data))
+    root = edited_fake(tmp_path, "sydney_captions", "dataset.json", lambda data: data.update(
+        images=[i for i in data["images"] if i["split"] != "val"]))
     with pytest.raises(ValueError, match=r"no image in split 'val'; its splits are \['test', 'train'\]"):
         CaptionDataset(root, "sydney", "val")
     with pytest.raises(ValueError, match="name must be one of"):
@@ -210,7 +187,7 @@ def test_split_without_images_and_bad_names(tmp_path: Path) -> None:
 
 
 def test_missing_image_file_is_named(tmp_path: Path) -> None:
-    root = _copy(tmp_path, "ucm_captions")
+    root = copy_fake(tmp_path, "ucm_captions")
     (root / "imgs" / "1.tif").unlink()
     dataset = CaptionDataset(root, "ucm", "train", image_size=SIZE)
     with pytest.raises(FileNotFoundError, match=r"imgs/1.tif is missing \(image '0' of .*dataset.json\)"):

@@ -4,15 +4,12 @@ and the normalisation of the variants."""
 
 from __future__ import annotations
 
-import json
-import shutil
 from pathlib import Path
 
 import pytest
 import torch
-from jsonargparse import ArgumentParser
-from lightning.pytorch import LightningDataModule
 
+from tests.data.fakes import DATA, copy_fake, edited_fake, fake_datamodule
 from zoo.data.conversations import (
     ConversationCollate,
     ConversationDataset,
@@ -22,8 +19,6 @@ from zoo.data.conversations import (
 from zoo.data.datamodules import ConversationDataModule
 from zoo.data.tokenize import word_level_tokenizer
 
-DATA = Path(__file__).parent
-CONFIGS = Path(__file__).parents[2] / "configs" / "data"
 SIZE = 16
 KEYS = {"image", "id", "task", "question_type", "input_ids", "attention_mask", "labels",
         "prompt_ids", "prompt_attention_mask", "question", "reference", "references"}
@@ -131,16 +126,10 @@ def test_vrsbench() -> None:
 @pytest.mark.parametrize("name", sorted(LAYOUTS))
 def test_config(name: str) -> None:
     """The YAML parses as LightningCLI would parse it and names the files of the fake layout."""
-    parser = ArgumentParser()
-    parser.add_subclass_arguments(LightningDataModule, "data", required=True)
-    cfg = parser.parse_path(CONFIGS / f"{name}.yaml")
     images, train, evaluation = LAYOUTS[name]
-    args = cfg.data.init_args
-    assert (args.root, args.image_dir) == (f"data/{name}", images)
-    assert (args.train_file, args.val_file, args.test_file) == (train, evaluation, evaluation)
-    args.root = str(DATA / name)
-    args.image_size = SIZE
-    dm = parser.instantiate_classes(cfg).data
+    expect = {"image_dir": images, "train_file": train, "val_file": evaluation,
+              "test_file": evaluation}
+    dm = fake_datamodule(f"{name}.yaml", name, expect, image_size=SIZE)
     assert isinstance(dm, ConversationDataModule)
     dm.setup("fit")
     assert len(dm.train_dataset) > 0 and len(dm.val_dataset) > 0
@@ -188,30 +177,24 @@ def test_collate_references_default_to_the_reference() -> None:
     assert batch["references"] == [["a", "b", "c"], ["a"]]
 
 
-def _copy(tmp_path: Path, name: str) -> Path:
-    return Path(shutil.copytree(DATA / name, tmp_path / name))
-
-
 def test_two_image_placeholders_are_named(tmp_path: Path) -> None:
-    root = _copy(tmp_path, "geochat")
-    records = json.loads((root / "GeoChat_Instruct.json").read_text())
-    records[2]["conversations"][1]["value"] += " <image>"
-    (root / "GeoChat_Instruct.json").write_text(json.dumps(records))
+    def second_placeholder(records: list) -> None:
+        records[2]["conversations"][1]["value"] += " <image>"
+
+    root = edited_fake(tmp_path, "geochat", "GeoChat_Instruct.json", second_placeholder)
     with pytest.raises(ValueError, match=r"GeoChat_Instruct.json, record 2 \(id '00451'\): expected exactly one <image>"):
         read_conversations(root / "GeoChat_Instruct.json")
 
 
 def test_evaluation_record_without_answer(tmp_path: Path) -> None:
-    root = _copy(tmp_path, "vrsbench")
-    records = json.loads((root / "VRSBench_EVAL_vqa.json").read_text())
-    del records[1]["ground_truth"]
-    (root / "VRSBench_EVAL_vqa.json").write_text(json.dumps(records))
+    root = edited_fake(tmp_path, "vrsbench", "VRSBench_EVAL_vqa.json",
+                       lambda records: records[1].pop("ground_truth"))
     with pytest.raises(ValueError, match=r"VRSBench_EVAL_vqa.json, record 1 \(id 1\): needs a 'conversations' list.*found the keys"):
         read_conversations(root / "VRSBench_EVAL_vqa.json")
 
 
 def test_bad_json_line_is_named(tmp_path: Path) -> None:
-    root = _copy(tmp_path, "fit_rs")
+    root = copy_fake(tmp_path, "fit_rs")
     path = root / "FIT-RSFG" / "FIT-RSFG-Bench" / "test_FITRS_vqa_eval.jsonl"
     path.write_text(path.read_text() + '{"question_id": 9, "image": \n')
     with pytest.raises(ValueError, match=r"test_FITRS_vqa_eval.jsonl, line 4: not valid JSON"):
@@ -219,7 +202,7 @@ def test_bad_json_line_is_named(tmp_path: Path) -> None:
 
 
 def test_missing_image_without_extension_is_named(tmp_path: Path) -> None:
-    root = _copy(tmp_path, "geochat")
+    root = copy_fake(tmp_path, "geochat")
     (root / "final_images_llava" / "P0002_0003.jpg").unlink()
     dataset = ConversationDataset(root / "final_images_llava", "../GeoChat_Instruct.json", SIZE)
     with pytest.raises(FileNotFoundError, match=r"P0002_0003 is missing \(record 'P0002_0003'.*also with the extensions"):

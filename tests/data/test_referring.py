@@ -130,23 +130,17 @@ def _first_ref_ann(root: Path) -> tuple[dict, dict, int]:
     return coco, ann, ref["ref_id"]
 
 
-def test_error_empty_mask(copy):
+@pytest.mark.parametrize(("shape", "fill", "match"), [
+    ((64, 64), 0, r"ref {ref_id} .*refs_train.json: no valid mask"),  # an empty mask
+    ((32, 48), 1, r"mask size \(32, 48\) differs .*\(64, 64\)"),  # a mask of the wrong size
+], ids=["empty_mask", "mask_size"])
+def test_error_bad_mask(copy, shape, fill, match):
     coco, ann, ref_id = _first_ref_ann(copy)
-    rle = mask_utils.encode(np.zeros((64, 64), dtype=np.uint8, order="F"))
-    ann["segmentation"] = {"size": [64, 64], "counts": rle["counts"].decode()}
+    rle = mask_utils.encode(np.full(shape, fill, dtype=np.uint8, order="F"))
+    ann["segmentation"] = {"size": list(shape), "counts": rle["counts"].decode()}
     dump(copy / "instances_train.json", coco)
     ds = ReferringSegmentationDataset(copy, "train", 64, max_targets=50)
-    with pytest.raises(ValueError, match=rf"ref {ref_id} .*refs_train.json: no valid mask"):
-        ds[0]
-
-
-def test_error_mask_size(copy):
-    coco, ann, _ = _first_ref_ann(copy)
-    rle = mask_utils.encode(np.ones((32, 48), dtype=np.uint8, order="F"))
-    ann["segmentation"] = {"size": [32, 48], "counts": rle["counts"].decode()}
-    dump(copy / "instances_train.json", coco)
-    ds = ReferringSegmentationDataset(copy, "train", 64, max_targets=50)
-    with pytest.raises(ValueError, match=r"mask size \(32, 48\) differs .*\(64, 64\)"):
+    with pytest.raises(ValueError, match=match.replace("{ref_id}", str(ref_id))):
         ds[0]
 
 

@@ -8,11 +8,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-from jsonargparse import ArgumentParser
 from lightning import Trainer, seed_everything
-from lightning.pytorch import LightningDataModule
 from torchgeo.datasets.errors import DatasetNotFoundError
 
+from tests.data.fakes import fake_datamodule
 from zoo.data.skyscript import SkyScriptDataModule, SkyScriptDataset
 from zoo.models import FLAVARS
 
@@ -138,13 +137,7 @@ def test_missing_caption_names_file_line_and_column(tmp_path):
 
 
 def test_config_parses_and_loads_the_fake_data():
-    parser = ArgumentParser()
-    parser.add_subclass_arguments(LightningDataModule, "data")
-    config = parser.parse_path(str(DATA.parents[2] / "configs" / "data" / "skyscript.yaml"))
-    assert config.data.init_args.root == "data/skyscript"
-    config.data.init_args.root = str(DATA)
-    config.data.init_args.coordinates_file = str(COORDINATES)
-    dm = parser.instantiate(config).data
+    dm = fake_datamodule("skyscript.yaml", "skyscript", coordinates_file=str(COORDINATES))
     assert isinstance(dm, SkyScriptDataModule) and dm.image_size == 224
     dm.setup("test")
     assert dm.test_dataset.has_location

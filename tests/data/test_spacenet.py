@@ -9,10 +9,9 @@ import numpy as np
 import pytest
 import rasterio
 import torch
-from jsonargparse import ArgumentParser
-from lightning.pytorch import LightningDataModule
 from torchgeo.datasets.errors import DatasetNotFoundError
 
+from tests.data.fakes import fake_datamodule
 from zoo.data.spacenet import SpaceNet1SegmentationDataModule, random_dihedral
 
 DATA = Path(__file__).parent / "spacenet1"
@@ -143,12 +142,7 @@ def test_chip_without_label_is_an_error(tmp_path):
 
 
 def test_config_parses_and_loads_the_fake_data():
-    parser = ArgumentParser()
-    parser.add_subclass_arguments(LightningDataModule, "data")
-    config = parser.parse_path(str(DATA.parents[2] / "configs" / "data" / "spacenet1.yaml"))
-    assert config.data.init_args.root == "data/spacenet1"
-    config.data.init_args.root = str(DATA)
-    dm = parser.instantiate(config).data
+    dm = fake_datamodule("spacenet1.yaml", "spacenet1")
     assert isinstance(dm, SpaceNet1SegmentationDataModule) and dm.image_size == 448
     dm.setup("fit")
     assert len(dm.train_dataset) == 7

@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import warnings
-from pathlib import Path
 
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 from torch import Tensor
 
 from zoo.metrics import CaptionMetrics, captioning
@@ -232,42 +229,13 @@ def _ddp_run(
     return scores, samples
 
 
-def _ddp_worker(rank: int, world_size: int, init_file: str, out_dir: str, layout: str) -> None:
-    torch.set_num_threads(1)
-    dist.init_process_group(
-        "gloo", init_method=f"file://{init_file}", rank=rank, world_size=world_size
-    )
-    try:
-        torch.save(_ddp_run(rank, layout), Path(out_dir) / f"rank{rank}.pt")
-    finally:
-        dist.destroy_process_group()
-
-
-def _run_two_ranks(tmp_path: Path, layout: str) -> None:
-    """Run :func:`_ddp_worker` on 2 gloo ranks, each saving ``rank{r}.pt`` in ``tmp_path``.
-
-    Forked rather than spawned where possible: a spawned child re-imports torch and torchmetrics
-    (~5 s of CPU each), while a fork starts at once. Either way the ranks are separate processes
-    that only share data through the gloo collectives.
-    """
-    method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
-    mp.start_processes(
-        _ddp_worker,
-        args=(2, str(tmp_path / "pg_init"), str(tmp_path), layout),
-        nprocs=2,
-        join=True,
-        start_method=method,
-    )
-
-
 @requires_java
 @pytest.mark.parametrize("layout", list(_LAYOUTS))
-def test_ddp_gather_matches_single_process(tmp_path: Path, layout: str) -> None:
-    _run_two_ranks(tmp_path, layout)
+def test_ddp_gather_matches_single_process(on_two_ranks, layout: str) -> None:
+    ranks = on_two_ranks(_ddp_run, layout)
     single_scores, single_samples = _ddp_run(None, layout)
     assert single_samples == (PREDICTIONS, REFERENCES)
     assert "METEOR" not in single_scores
-    for rank in (0, 1):
-        scores, samples = torch.load(tmp_path / f"rank{rank}.pt")
+    for scores, samples in ranks:
         assert samples == single_samples
         assert_scores_close(scores, single_scores, tol=1e-7)

@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 
 from zoo.metrics import VQAAccuracy, normalize_answer
 
@@ -150,40 +146,11 @@ def _ddp_run(rank: int | None) -> dict[str, torch.Tensor]:
     return metric.compute()
 
 
-def _ddp_worker(rank: int, world_size: int, init_file: str, out_dir: str) -> None:
-    torch.set_num_threads(1)
-    dist.init_process_group(
-        "gloo", init_method=f"file://{init_file}", rank=rank, world_size=world_size
-    )
-    try:
-        torch.save(_ddp_run(rank), Path(out_dir) / f"rank{rank}.pt")
-    finally:
-        dist.destroy_process_group()
-
-
-def _run_two_ranks(tmp_path: Path) -> None:
-    """Run :func:`_ddp_worker` on 2 gloo ranks, each saving ``rank{r}.pt`` in ``tmp_path``.
-
-    Forked rather than spawned where possible: a spawned child re-imports torch and torchmetrics
-    (~5 s of CPU each), while a fork starts at once. Either way the ranks are separate processes
-    that only share data through the gloo collectives.
-    """
-    method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
-    mp.start_processes(
-        _ddp_worker,
-        args=(2, str(tmp_path / "pg_init"), str(tmp_path)),
-        nprocs=2,
-        join=True,
-        start_method=method,
-    )
-
-
-def test_ddp_gather_matches_single_process(tmp_path: Path) -> None:
-    _run_two_ranks(tmp_path)
+def test_ddp_gather_matches_single_process(on_two_ranks) -> None:
+    ranks = on_two_ranks(_ddp_run)
     single = _ddp_run(None)
     _assert_results(single, EXPECTED)
-    for rank in (0, 1):
-        ddp = torch.load(tmp_path / f"rank{rank}.pt")
+    for ddp in ranks:
         assert ddp.keys() == single.keys()
         for key in single:
             torch.testing.assert_close(ddp[key], single[key], msg=key)

@@ -1,25 +1,35 @@
 """Fixtures of the generator tests: a small embedded conversation dataset (``dm``) and a
-validation batch (``batch``); test modules with other data override ``dm``."""
+validation batch of it (``batch``); test modules with other data override ``dm`` (with
+:func:`prepared`) and ``batch`` follows."""
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 import pytest
 import torch
+from lightning.pytorch import LightningDataModule
 
 from zoo.data import EmbeddedConversationDataModule
 from zoo.models import Aquila
 
+DataModule = TypeVar("DataModule", bound=LightningDataModule)
 
-@pytest.fixture(scope="package")
-def dm(tmp_path_factory) -> EmbeddedConversationDataModule:
-    root = tmp_path_factory.getbasetemp() / "embedded"
-    dm = EmbeddedConversationDataModule(str(root), num_train=24, num_val=8, num_test=8, batch_size=4)
+def prepared(dm: DataModule) -> DataModule:
+    """``dm`` with its data written and set up for fitting."""
     dm.prepare_data()
     dm.setup("fit")
     return dm
 
 
 @pytest.fixture(scope="package")
+def dm(tmp_path_factory) -> EmbeddedConversationDataModule:
+    root = tmp_path_factory.getbasetemp() / "embedded"
+    return prepared(EmbeddedConversationDataModule(str(root), num_train=24, num_val=8, num_test=8,
+                                                   batch_size=4))
+
+
+@pytest.fixture(scope="module")  # per module: a module may override dm
 def batch(dm) -> dict:
     return dm.on_after_batch_transfer(next(iter(dm.val_dataloader())), 0)
 

@@ -8,6 +8,7 @@ import pytest
 import torch
 from lightning import Trainer, seed_everything
 
+from tests.models.conftest import prepared
 from zoo.data.referring import EmbeddedReferringDataModule
 from zoo.metrics.segmentation import ReferringIoU
 from zoo.models import GeoPix, TrainingStage
@@ -15,17 +16,9 @@ from zoo.models.geopix import GEOPIX_OPTIMIZER
 
 
 @pytest.fixture(scope="module")
-def dm(tmp_path_factory) -> EmbeddedReferringDataModule:
-    dm = EmbeddedReferringDataModule(str(tmp_path_factory.mktemp("refs")), num_train=24, num_val=8,
-                                     num_test=8, batch_size=4)
-    dm.prepare_data()
-    dm.setup("fit")
-    return dm
-
-
-@pytest.fixture(scope="module")
-def batch(dm) -> dict:
-    return dm.on_after_batch_transfer(next(iter(dm.val_dataloader())), 0)
+def dm(tmp_path_factory) -> EmbeddedReferringDataModule:  # the conftest's batch follows it
+    return prepared(EmbeddedReferringDataModule(str(tmp_path_factory.mktemp("refs")), num_train=24,
+                                                num_val=8, num_test=8, batch_size=4))
 
 
 def geopix(dm, **kwargs) -> GeoPix:

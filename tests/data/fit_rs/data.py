@@ -13,23 +13,19 @@ Run from anywhere: ``python tests/data/fit_rs/data.py``.
 """
 
 import json
-import shutil
+import sys
 from pathlib import Path
 
-import numpy as np
-from PIL import Image
+sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
+
+from tests.data.fakes import write_random_images  # noqa: E402
 
 ROOT = Path(__file__).parent
 SIZE = 16
 TRAIN = ("P0003_0000.png", "P0003_0001.png", "P0004_0000.png")
 TEST = ("P1000_0000.png", "P1000_0001.png", "P1001_0000.png")
 
-shutil.rmtree(ROOT / "FIT-RS_Images", ignore_errors=True)
-(ROOT / "FIT-RS_Images").mkdir()
-rng = np.random.default_rng(0)
-for name in TRAIN + TEST:
-    pixels = rng.integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8)
-    Image.fromarray(pixels).save(ROOT / "FIT-RS_Images" / name)
+write_random_images(ROOT / "FIT-RS_Images", TRAIN + TEST, SIZE)
 
 train = []
 for i, name in enumerate(TRAIN):

@@ -14,54 +14,25 @@ inactive question on image 0. Count answers are numbers (``"3"``). Run from anyw
 ``python tests/data/rsvqa_lr/data.py``.
 """
 
-import json
-import shutil
+import sys
 from pathlib import Path
 
-import numpy as np
-from PIL import Image
+sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
 
-ROOT = Path(__file__).parent
-SIZE = 16
-IMAGE_SPLITS = ("train", "train", "val", "test")
-QUESTIONS = (  # (type, question, answer) per image, formatted with the image id
-    ("count", "How many buildings are there in image {i}?", "{count}"),
-    ("presence", "Is a road present in image {i}?", "{yes}"),
-    ("comp", "Are there more water areas than buildings in image {i}?", "no"),
-    ("rural_urban", "Is image {i} a rural or an urban area?", "{area}"),
+from tests.data.fakes import write_rsvqa  # noqa: E402
+
+write_rsvqa(
+    Path(__file__).parent, prefix="LR", image_dir="Images_LR", size=16,
+    image_splits=("train", "train", "val", "test"),
+    questions=(  # (type, question, answer) per image, formatted with values(i)
+        ("count", "How many buildings are there in image {i}?", "{count}"),
+        ("presence", "Is a road present in image {i}?", "{yes}"),
+        ("comp", "Are there more water areas than buildings in image {i}?", "no"),
+        ("rural_urban", "Is image {i} a rural or an urban area?", "{area}"),
+    ),
+    values=lambda i: {"i": i, "count": str(3 * i + 1), "yes": "yes" if i % 2 else "no",
+                      "area": "urban" if i % 2 else "rural"},
+    image_fields=lambda i: {"original_name": f"tile_{i}", "sensor": "Sentinel-2"},
+    # an inactive question on image 0: never loaded
+    inactive=lambda i: [("presence", "Is this question inactive?", "yes")] if i == 0 else [],
 )
-
-shutil.rmtree(ROOT / "Images_LR", ignore_errors=True)
-(ROOT / "Images_LR").mkdir()
-rng = np.random.default_rng(0)
-images, questions, answers = [], [], []
-for i, image_split in enumerate(IMAGE_SPLITS):
-    pixels = rng.integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8)
-    Image.fromarray(pixels).save(ROOT / "Images_LR" / f"{i}.tif")
-    values = {"i": i, "count": str(3 * i + 1), "yes": "yes" if i % 2 else "no",
-              "area": "urban" if i % 2 else "rural"}
-    ids = []
-    for qtype, question, answer in QUESTIONS:
-        q = len(questions)
-        questions.append({"id": q, "date_added": 1.5e9, "img_id": i, "people_id": 0,
-                          "type": qtype, "question": question.format(**values),
-                          "answers_ids": [q], "split": image_split})
-        answers.append({"id": q, "date_added": 1.5e9, "question_id": q, "people_id": 0,
-                        "answer": answer.format(**values), "split": image_split})
-        ids.append(q)
-    if i == 0:  # an inactive question: never loaded
-        q = len(questions)
-        questions.append({"id": q, "date_added": 1.5e9, "img_id": i, "people_id": 0,
-                          "type": "presence", "question": "Is this question inactive?",
-                          "answers_ids": [q], "split": "none"})
-        answers.append({"id": q, "date_added": 1.5e9, "question_id": q, "people_id": 0,
-                        "answer": "yes", "split": "none"})
-    images.append({"id": i, "date_added": 1.5e9, "people_id": 0, "original_name": f"tile_{i}",
-                   "sensor": "Sentinel-2", "questions_ids": ids, "split": image_split})
-
-for split in ("train", "val", "test"):
-    def active(entries, split=split):
-        return [{k: v for k, v in e.items() if k != "split"} | {"active": e["split"] == split}
-                for e in entries]
-    for key, entries in (("questions", questions), ("answers", answers), ("images", images)):
-        (ROOT / f"LR_split_{split}_{key}.json").write_text(json.dumps({key: active(entries)}))

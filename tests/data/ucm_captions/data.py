@@ -8,32 +8,18 @@ and ``imgs/<imgid + 1>.tif`` (16x16 RGB TIFF, the real ones are 256 px). Splits:
 Run from anywhere: ``python tests/data/ucm_captions/data.py``.
 """
 
-import json
-import shutil
+import sys
 from pathlib import Path
 
-import numpy as np
-from PIL import Image
+sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
 
-ROOT = Path(__file__).parent
-SIZE = 16
+from tests.data.fakes import write_karpathy_captions  # noqa: E402
+
 SCENES = ("farmland", "beach", "forest", "harbor", "river", "runway")
-SPLITS = ("train", "train", "train", "val", "test", "test")
 
-shutil.rmtree(ROOT / "imgs", ignore_errors=True)
-(ROOT / "imgs").mkdir()
-rng = np.random.default_rng(0)
-images, sentid = [], 0
-for i, (scene, split) in enumerate(zip(SCENES, SPLITS, strict=True)):
-    filename = f"{i + 1}.tif"
-    pixels = rng.integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8)
-    Image.fromarray(pixels).save(ROOT / "imgs" / filename)
-    sentences = []
-    for k in range(5):
-        raw = f"there is a {scene} number {k + 1} ."
-        sentences.append({"tokens": raw.replace(" .", "").split(), "raw": raw, "imgid": i,
-                          "sentid": sentid})
-        sentid += 1
-    images.append({"sentids": [s["sentid"] for s in sentences], "imgid": i, "sentences": sentences,
-                   "split": split, "filename": filename})
-(ROOT / "dataset.json").write_text(json.dumps({"images": images, "dataset": "ucm"}))
+write_karpathy_captions(
+    Path(__file__).parent, json_name="dataset.json", dataset="ucm", image_dir="imgs", size=16,
+    filenames=[f"{i + 1}.tif" for i in range(len(SCENES))],
+    splits=("train", "train", "train", "val", "test", "test"),
+    caption=lambda i, k: f"there is a {SCENES[i]} number {k + 1} .",
+)

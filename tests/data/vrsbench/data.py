@@ -15,23 +15,19 @@ Run from anywhere: ``python tests/data/vrsbench/data.py``.
 """
 
 import json
-import shutil
+import sys
 from pathlib import Path
 
-import numpy as np
-from PIL import Image
+sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
+
+from tests.data.fakes import write_random_images  # noqa: E402
 
 ROOT = Path(__file__).parent
 SIZE = 16
 TRAIN = ("P0003_0004.png", "P0005_0000.png", "00012.png")
 VAL = ("P0100_0001.png", "P0101_0002.png")
 
-shutil.rmtree(ROOT / "images", ignore_errors=True)
-(ROOT / "images").mkdir()
-rng = np.random.default_rng(0)
-for name in TRAIN + VAL:
-    pixels = rng.integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8)
-    Image.fromarray(pixels).save(ROOT / "images" / name)
+write_random_images(ROOT / "images", TRAIN + VAL, SIZE)
 
 train = [
     {"id": 0, "image": TRAIN[0], "conversations": [
