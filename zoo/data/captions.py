@@ -289,15 +289,36 @@ class CaptionCollate(TextCollate):
         return batch
 
 
-class _CaptionData:
-    """What both caption datamodules share: the split datasets and the training captions."""
+class _CaptionData(ZooDataModule):
+    """What both caption datamodules share: the dataset's name and files, the split datasets
+    and the training captions.
 
-    root: str
-    name: str
-    images_dir: str | None
-    annotation_file: str | None
-    image_size: int
-    dataset_root: Path
+    Args:
+        dataset_class: the dataset class (torchgeo's bookkeeping).
+        root: the dataset folder.
+        name: ``rsicd``, ``ucm``, ``sydney`` or ``nwpu``.
+        images_dir: image folder relative to root (None: the dataset's own).
+        annotation_file: annotation file relative to root (None: the dataset's own).
+        **kwargs: the loader, size, tokenizer and normalization arguments of
+            :class:`~zoo.data.datamodules.ZooDataModule`.
+    """
+
+    def __init__(
+        self,
+        dataset_class: type,
+        root: str,
+        name: CaptionName,
+        images_dir: str | None = None,
+        annotation_file: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        _spec(name)
+        super().__init__(dataset_class, root=root, **kwargs)
+        self.name = name
+        self.images_dir = images_dir
+        self.annotation_file = annotation_file
+        #: Caption benchmarks have no scene classes (no zero-shot classification).
+        self.class_names: list[str] = []
 
     def _captions(self, split: str, transforms: Callable | None = None) -> CaptionDataset:
         return CaptionDataset(
@@ -311,7 +332,7 @@ class _CaptionData:
         return [c for item in self._captions("train").items for c in item["references"]]
 
 
-class CaptionDataModule(_CaptionData, ZooDataModule):
+class CaptionDataModule(_CaptionData):
     """RSICD, UCM-Captions, Sydney-Captions or NWPU-Captions as image-text batches, for
     FLAVARS fine-tuning and text-image retrieval evaluation (see :class:`CaptionDataset`).
 
@@ -324,33 +345,24 @@ class CaptionDataModule(_CaptionData, ZooDataModule):
     Args:
         root: the dataset folder.
         name: ``rsicd``, ``ucm``, ``sydney`` or ``nwpu``.
-        images_dir: image folder relative to root (None: the dataset's own).
-        annotation_file: annotation file relative to root (None: the dataset's own).
         max_text_length: captions are truncated to this many tokens.
         batch_size: samples per batch and device.
         **kwargs: ``num_workers``, ``image_size``, ``tokenizer`` (the text encoder's own; None
             builds a word-level vocabulary from the training captions), ``mean``, ``std`` of
-            :class:`~zoo.data.datamodules.ZooDataModule`.
+            :class:`~zoo.data.datamodules.ZooDataModule`; ``images_dir``,
+            ``annotation_file`` of :class:`_CaptionData`.
     """
 
     def __init__(
         self,
         root: str = "data/rsicd",
         name: CaptionName = "rsicd",
-        images_dir: str | None = None,
-        annotation_file: str | None = None,
         max_text_length: int = 64,
         batch_size: int = 64,
         **kwargs: Any,
     ) -> None:
-        _spec(name)
-        super().__init__(CaptionDataset, root=root, batch_size=batch_size, **kwargs)
-        self.name = name
-        self.images_dir = images_dir
-        self.annotation_file = annotation_file
+        super().__init__(CaptionDataset, root, name, batch_size=batch_size, **kwargs)
         self.max_text_length = max_text_length
-        #: Caption benchmarks have no scene classes (no zero-shot classification).
-        self.class_names: list[str] = []
 
     def vocabulary(self) -> list[str]:
         return caption_words(self.training_captions)
@@ -385,7 +397,7 @@ def caption_records(
     return records
 
 
-class CaptionConversationDataModule(_CaptionData, ZooDataModule):
+class CaptionConversationDataModule(_CaptionData):
     """RSICD, UCM-Captions, Sydney-Captions or NWPU-Captions as LLaVA conversations for the
     generators (see :class:`CaptionDataset`), built in memory.
 
@@ -398,14 +410,13 @@ class CaptionConversationDataModule(_CaptionData, ZooDataModule):
     Args:
         root: the dataset folder.
         name: ``rsicd``, ``ucm``, ``sydney`` or ``nwpu``.
-        images_dir: image folder relative to root (None: the dataset's own).
-        annotation_file: annotation file relative to root (None: the dataset's own).
         question: the instruction asked for every image.
         max_length: conversations are truncated to this many tokens.
         image_size: images are resized to this square size.
         **kwargs: ``batch_size``, ``num_workers``, ``tokenizer`` (the LLM's; None builds a
             word-level tokenizer with a chat template from the training captions), ``mean``,
-            ``std`` of :class:`~zoo.data.datamodules.ZooDataModule`.
+            ``std`` of :class:`~zoo.data.datamodules.ZooDataModule`; ``images_dir``,
+            ``annotation_file`` of :class:`_CaptionData`.
     """
 
     chat_tokenizer = True
@@ -414,21 +425,14 @@ class CaptionConversationDataModule(_CaptionData, ZooDataModule):
         self,
         root: str = "data/rsicd",
         name: CaptionName = "rsicd",
-        images_dir: str | None = None,
-        annotation_file: str | None = None,
         question: str = "Describe this image briefly.",
         max_length: int = 256,
         image_size: int = 336,
         **kwargs: Any,
     ) -> None:
-        _spec(name)
-        super().__init__(ConversationDataset, root=root, image_size=image_size, **kwargs)
-        self.name = name
-        self.images_dir = images_dir
-        self.annotation_file = annotation_file
+        super().__init__(ConversationDataset, root, name, image_size=image_size, **kwargs)
         self.question = question
         self.max_length = max_length
-        self.class_names: list[str] = []
 
     def vocabulary(self) -> list[str]:
         return caption_words([*self.training_captions, self.question, SHORT_ANSWER_PROMPT])

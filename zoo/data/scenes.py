@@ -130,6 +130,8 @@ class _SceneClassification:
     source: ClassVar[str]
     #: Bands the loader must return (only checked where the file format varies).
     bands: ClassVar[int | None] = None
+    #: The split files under ``root``, ``{split}`` standing for train/val/test (None: none).
+    split_files: ClassVar[str | None] = None
     #: Reflectance scale of multispectral data (pixels become ``clip(x / it, 0, 1) * 255``).
     reflectance_max: ClassVar[float | None] = None
 
@@ -183,7 +185,9 @@ class _SceneClassification:
 
     def _split_file(self, split: str) -> Path | None:
         """The split file of ``split`` (None where the dataset has none)."""
-        return None
+        if self.split_files is None:
+            return None
+        return Path(self.root) / self.split_files.format(split=split)
 
     def _split_name(self, line: str) -> str:
         """The image file name a split-file line stands for."""
@@ -308,6 +312,7 @@ class RESISC45ScenesDataModule(_SceneClassification, RESISC45DataModule):
         "tennis_court", "terrace", "thermal_power_station", "wetland",
     )
     title = "RESISC45"
+    split_files = "resisc45-{split}.txt"
     source = (
         "get it with download=True (NWPU-RESISC45.zip and resisc45-{train,val,test}.txt from "
         "https://hf.co/datasets/isaaccorley/resisc45), or put the split files and the extracted "
@@ -317,8 +322,6 @@ class RESISC45ScenesDataModule(_SceneClassification, RESISC45DataModule):
     def __init__(self, root: str = "data/resisc45", **kwargs: Any) -> None:
         super().__init__(root, **kwargs)
 
-    def _split_file(self, split: str) -> Path:
-        return Path(self.root) / f"resisc45-{split}.txt"
 
 
 class UCMercedScenesDataModule(_SceneClassification, UCMercedDataModule):
@@ -353,6 +356,7 @@ class UCMercedScenesDataModule(_SceneClassification, UCMercedDataModule):
         "sparse residential", "storage tanks", "tennis court",
     )
     title = "UC Merced"
+    split_files = "uc_merced-{split}.txt"
     source = (
         "get it with download=True (UCMerced_LandUse.zip and uc_merced-{train,val,test}.txt from "
         "https://hf.co/datasets/torchgeo/ucmerced), or put the split files and the extracted "
@@ -362,8 +366,6 @@ class UCMercedScenesDataModule(_SceneClassification, UCMercedDataModule):
     def __init__(self, root: str = "data/ucmerced", **kwargs: Any) -> None:
         super().__init__(root, **kwargs)
 
-    def _split_file(self, split: str) -> Path:
-        return Path(self.root) / f"uc_merced-{split}.txt"
 
 
 class PatternNetScenesDataModule(_SceneClassification, PatternNetDataModule):

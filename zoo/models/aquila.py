@@ -17,7 +17,6 @@ from typing import Any, Literal
 
 from torch import Tensor, nn
 
-from zoo.encoders.vision import create_timm_model
 from zoo.layers.projector import MapProjector
 from zoo.layers.sfi import ConvConcatBaseline, SpatialFeatureIntegration
 from zoo.models.base import OptimizerConfig
@@ -37,8 +36,6 @@ class Aquila(VisionLanguageGenerator):
     Args:
         vision_encoder: a timm ConvNeXt name (``convnext_xxlarge.clip_laion2b_soup`` in the
             paper), ``hf-hub:org/model`` or a local folder; any timm model with ``features_only``.
-        vision_pretrained: load the vision encoder's named weights.
-        vision_checkpoint: a local weight file for the vision encoder.
         feature_stages: which backbone stages feed SFI (each map must be a multiple of the grid).
         grid_size: L; the LLM sees L² visual tokens (32 -> 1024 tokens in the paper).
         num_heads: attention heads of SFI and MDA.
@@ -46,15 +43,13 @@ class Aquila(VisionLanguageGenerator):
         mda_layers: LLM decoder layers preceded by an MDA block (empty: MDA off).
         question_types: VQA question types reported separately.
         optimizer: AdamW and its schedule (defaults: the paper's recipe).
-        **kwargs: the LLM, training stage, decoding and linked data arguments of
+        **kwargs: the vision weights, LLM, training stage, decoding and linked data arguments of
             :class:`~zoo.models.generator.VisionLanguageGenerator`.
     """
 
     def __init__(
         self,
         vision_encoder: str = "zoo_convnext_tiny",
-        vision_pretrained: bool = False,
-        vision_checkpoint: str | None = None,
         feature_stages: list[int] = [0, 1, 2],  # noqa: B006
         grid_size: int = 4,
         num_heads: int = 4,
@@ -66,8 +61,8 @@ class Aquila(VisionLanguageGenerator):
     ) -> None:
         super().__init__(optimizer=optimizer, **kwargs)
         self.save_hyperparameters(ignore=["tokenizer"])
-        self.vision = create_timm_model(
-            vision_encoder, vision_pretrained, vision_checkpoint, features_only=True,
+        self.vision = self.create_vision(
+            vision_encoder, features_only=True,
             out_indices=tuple(feature_stages),
         )
         channels = self.vision.feature_info.channels()

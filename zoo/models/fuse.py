@@ -22,7 +22,6 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
-from zoo.encoders.vision import create_timm_model
 from zoo.layers.injection import GatedCrossAttentionInjection, RecurrentInjection
 from zoo.layers.projector import mlp_projector
 from zoo.layers.windows import SlidingWindowFeatures
@@ -43,8 +42,6 @@ class FUSE(VisionLanguageGenerator):
     Args:
         vision_encoder: a timm ViT name (``vit_large_patch14_clip_336.openai`` in the paper),
             ``hf-hub:org/model`` or a local folder.
-        vision_pretrained: load the vision encoder's named weights.
-        vision_checkpoint: a local weight file for the vision encoder.
         global_layer: the ViT block whose tokens form the global view (-2: the penultimate,
             as LLaVA-1.5).
         detail_layers: ViT blocks the detail stacks are taken from (e.g. 1/3, 2/3, the end).
@@ -56,15 +53,13 @@ class FUSE(VisionLanguageGenerator):
         injection: ``recurrent`` (router + gate + scale) or ``xattn`` (gated cross-attention).
         question_types: VQA question types reported separately.
         optimizer: AdamW and its schedule (defaults: the paper's recipe).
-        **kwargs: the LLM, training stage, decoding and linked data arguments of
+        **kwargs: the vision weights, LLM, training stage, decoding and linked data arguments of
             :class:`~zoo.models.generator.VisionLanguageGenerator`.
     """
 
     def __init__(
         self,
         vision_encoder: str = "zoo_vit_tiny",
-        vision_pretrained: bool = False,
-        vision_checkpoint: str | None = None,
         global_layer: int = -2,
         detail_layers: list[int] = [1, 2, 3],  # noqa: B006
         window_sizes: list[int] = [64, 32],  # noqa: B006
@@ -80,8 +75,8 @@ class FUSE(VisionLanguageGenerator):
         super().__init__(optimizer=optimizer, **kwargs)
         self.save_hyperparameters(ignore=["tokenizer"])
         image_size = self.image_size
-        self.vision = create_timm_model(
-            vision_encoder, vision_pretrained, vision_checkpoint, num_classes=0, img_size=image_size
+        self.vision = self.create_vision(
+            vision_encoder, num_classes=0, img_size=image_size
         )
         if not hasattr(self.vision, "forward_intermediates"):
             raise ValueError(f"vision encoder {vision_encoder!r} gives no intermediate layers")

@@ -29,6 +29,9 @@ from transformers import PreTrainedTokenizerBase
 
 from zoo.data.batch import ConversationBatch
 from zoo.encoders.llm import build_llm, decoder_layers
+from zoo.encoders.vision import create_timm_model
+from zoo.io import atomic_write, load_checkpoint, read_state_dict
+from zoo.layers.attention import dense_attention_mask
 from zoo.metrics.generation import GenerationMetrics
 from zoo.models.base import OptimizerConfig, ZooTask
 
@@ -92,17 +95,13 @@ def splice_visual_tokens(
 
     Returns the new embeddings ``B×(T+N-1)×D``, attention mask, labels (-100 on the visual
     tokens) and the visual positions ``B×N``. One gather, no loop over samples or tokens.
+
+    The count of ``<image>`` tokens is not checked here (that would copy it from the device at
+    every step): the conversation collate checks that each sample has exactly one.
     """
     b, t, d = embeds.shape
     n = visual.shape[1]
     is_image = input_ids == image_token_id
-    counts = is_image.sum(dim=1)
-    if (counts != 1).any():
-        bad = int((counts != 1).nonzero()[0])
-        raise ValueError(
-            f"sample {bad} of the batch has {int(counts[bad])} <image> tokens; each needs exactly "
-            "one (check the conversation file and that the tokenizer knows '<image>')"
-        )
     start = is_image.float().argmax(dim=1, keepdim=True)  # B×1
     new = torch.arange(t + n - 1, device=embeds.device).expand(b, -1)
     in_visual = (new >= start) & (new < start + n)
@@ -129,6 +128,8 @@ class VisionLanguageGenerator(ZooTask):
     family (jsonargparse resolves ``**kwargs`` through this signature).
 
     Args:
+        vision_pretrained: load the family's ``vision_encoder``'s named weights.
+        vision_checkpoint: a local weight file for the vision encoder.
         llm: ``tiny``/``small`` random Llama, a Hugging Face id or a local folder.
         llm_pretrained: load the LLM's weights when it is named.
         gguf_file: a GGUF weight file inside ``llm`` (e.g. the packaged SmolLM2).
@@ -144,6 +145,8 @@ class VisionLanguageGenerator(ZooTask):
 
     def __init__(
         self,
+        vision_pretrained: bool = False,
+        vision_checkpoint: str | None = None,
         llm: str = "tiny",
         llm_pretrained: bool = True,
         gguf_file: str | None = None,
@@ -169,6 +172,8 @@ class VisionLanguageGenerator(ZooTask):
         self.image_token_id = int(image_token)
         self.class_names = list(class_names or [])
         self.image_size = image_size
+        self.vision_pretrained = vision_pretrained
+        self.vision_checkpoint = vision_checkpoint
         # Checkpoints store the dataclasses as dicts (see on_save_checkpoint).
         self.stage = TrainingStage(**stage) if isinstance(stage, dict) else stage or TrainingStage()
         self.generation = (
@@ -183,9 +188,20 @@ class VisionLanguageGenerator(ZooTask):
         self._inject_context: dict[str, Any] | None = None
         self._hooks: list[Any] = []
 
+    def create_vision(self, name: str, **timm_kwargs: Any) -> nn.Module:
+        """The family's vision encoder ``name`` (a timm model) with this model's weights."""
+        return create_timm_model(name, self.vision_pretrained, self.vision_checkpoint, **timm_kwargs)
+
     @property
     def llm_width(self) -> int:
         return self.llm.config.hidden_size
+
+    def image_features(self, image: Tensor) -> Tensor:
+        """Pooled features ``B×D`` of the vision tower (frozen-feature evaluation): timm's head
+        pooling, or the deepest map averaged for a ``features_only`` tower (Aquila's)."""
+        if hasattr(self.vision, "forward_head"):
+            return self.vision.forward_head(self.vision.forward_features(image), pre_logits=True)
+        return self.vision(image)[-1].mean(dim=(-2, -1))
 
     # ----------------------------------------------------------------- subclass interface
     def visual_tokens(self, image: Tensor) -> tuple[Tensor, Any]:
@@ -240,15 +256,11 @@ class VisionLanguageGenerator(ZooTask):
         s = alpha / r from its hyper-parameters), so a new stage can add its own adapters.
         """
         file = Path(path)
-        if not file.is_file():
-            raise FileNotFoundError(f"stage.init_checkpoint {file} does not exist")
         scaling = 1.0
         if file.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            state = load_file(str(file))
+            state = read_state_dict(file, "stage.init_checkpoint")
         else:
-            checkpoint = torch.load(file, map_location="cpu", weights_only=True)
+            checkpoint = load_checkpoint(file, "stage.init_checkpoint")
             state = checkpoint["state_dict"]
             previous = checkpoint.get("hyper_parameters", {}).get("stage") or {}
             if previous.get("lora_rank"):
@@ -283,10 +295,9 @@ class VisionLanguageGenerator(ZooTask):
             if context is None:
                 return None
             hidden = kwargs["hidden_states"] if "hidden_states" in kwargs else args[0]
-            positions = context["positions"]
-            if hidden.shape[1] <= int(positions.max()):  # a decoding step: no visual tokens
+            if hidden.shape[1] < context["length"]:  # a decoding step: no visual tokens
                 return None
-            hidden = self.inject_at(index, hidden, positions, context["context"])
+            hidden = self.inject_at(index, hidden, context["positions"], context["context"])
             if "hidden_states" in kwargs:
                 kwargs["hidden_states"] = hidden
             else:
@@ -310,8 +321,22 @@ class VisionLanguageGenerator(ZooTask):
         embeds, mask, labels, positions = splice_visual_tokens(
             embeds, input_ids, attention_mask, labels, self.image_token_id, visual
         )
-        self._inject_context = {"positions": positions, "context": context} if self.inject_layers else None
+        self._inject_context = {
+            "positions": positions, "context": context, "length": embeds.shape[1],
+        } if self.inject_layers else None
         return embeds, mask, labels
+
+    def teacher_forced(
+        self, embeds: Tensor, attention_mask: Tensor, labels: Tensor | None, **kwargs: Any
+    ) -> Any:
+        """The LLM over whole sequences (training, evaluation losses): no KV cache, and the
+        4-D attention mask built here, so no step copies a value from the device to the host."""
+        mask = dense_attention_mask(
+            attention_mask, self.llm.config._attn_implementation, causal=True, dtype=embeds.dtype
+        )
+        return self.llm(
+            inputs_embeds=embeds, attention_mask=mask, labels=labels, use_cache=False, **kwargs
+        )
 
     def forward(
         self, image: Tensor, input_ids: Tensor, attention_mask: Tensor, labels: Tensor | None = None
@@ -319,7 +344,7 @@ class VisionLanguageGenerator(ZooTask):
         """Teacher-forced pass; returns the Hugging Face output (``loss`` when labels given)."""
         embeds, mask, labels = self._inputs(image, input_ids, attention_mask, labels)
         try:
-            return self.llm(inputs_embeds=embeds, attention_mask=mask, labels=labels)
+            return self.teacher_forced(embeds, mask, labels)
         finally:
             self._inject_context = None
 
@@ -423,11 +448,8 @@ class PredictionWriter(BasePredictionWriter):
         path = Path(self.output_path)
         if trainer.world_size > 1:
             path = path.with_name(f"{path.name}.rank{trainer.global_rank}")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        with tmp.open("w", encoding="utf-8") as f:
+        with atomic_write(path) as f:
             for batch in predictions:
                 for row in batch:
                     f.write(json.dumps(row) + "\n")
-        tmp.replace(path)
         rank_zero_info(f"wrote {sum(len(b) for b in predictions)} predictions to {path}")

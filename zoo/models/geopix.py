@@ -27,7 +27,6 @@ from torch import Tensor, nn
 from transformers import PreTrainedTokenizerBase
 
 from zoo.data.batch import ReferringBatch
-from zoo.encoders.vision import create_timm_model
 from zoo.layers.mask_decoder import MultiScaleMaskDecoder
 from zoo.layers.memory import ClassWiseMemory
 from zoo.layers.projector import MapProjector, mlp_projector
@@ -49,8 +48,6 @@ class GeoPix(VisionLanguageGenerator):
 
     Args:
         vision_encoder: a timm ViT name (``vit_large_patch14_clip_336.openai`` in the paper).
-        vision_pretrained: load the vision encoder's named weights.
-        vision_checkpoint: a local weight file for the vision encoder.
         feature_layers: ViT blocks giving the scales (deepest last; it also feeds the LLM).
         shared_projector: one projector for all scales instead of one each (ablation).
         decoder_dim: width of the mask decoder.
@@ -65,15 +62,13 @@ class GeoPix(VisionLanguageGenerator):
         dice_weight: weight of the mask Dice loss.
         val_generate_batches: validation batches decoded for the generation metrics.
         optimizer: AdamW and its schedule (defaults: the paper's recipe).
-        **kwargs: the LLM, training stage, decoding and linked data arguments of
+        **kwargs: the vision weights, LLM, training stage, decoding and linked data arguments of
             :class:`~zoo.models.generator.VisionLanguageGenerator`.
     """
 
     def __init__(
         self,
         vision_encoder: str = "zoo_vit_tiny",
-        vision_pretrained: bool = False,
-        vision_checkpoint: str | None = None,
         feature_layers: list[int] = [1, 3],  # noqa: B006
         shared_projector: bool = False,
         decoder_dim: int = 64,
@@ -96,8 +91,8 @@ class GeoPix(VisionLanguageGenerator):
             raise ValueError("GeoPix needs class_names: the object categories of the memory")
         scales = len(feature_layers)
         self.seg_token_ids = self._seg_token_ids(self.tokenizer, scales, seg_tokens_per_scale)
-        self.vision = create_timm_model(
-            vision_encoder, vision_pretrained, vision_checkpoint, num_classes=0, img_size=image_size
+        self.vision = self.create_vision(
+            vision_encoder, num_classes=0, img_size=image_size
         )
         depth = len(self.vision.blocks)
         self.feature_layers = [layer % depth for layer in feature_layers]
@@ -109,13 +104,14 @@ class GeoPix(VisionLanguageGenerator):
         )
         self.projector = mlp_projector(vision_width, self.llm_width)
         self.seg_projector = mlp_projector(self.llm_width, decoder_dim)
-        self.decoder = MultiScaleMaskDecoder(
-            decoder_dim, scales, decoder_depth, decoder_heads, mask_size=image_size
-        )
-        self.memory = ClassWiseMemory(
+        memory = ClassWiseMemory(
             len(self.class_names), scales, decoder_dim, self.grid_size, memory_capacity,
             memory_fusion, decoder_heads,
         ) if use_memory else None
+        self.decoder = MultiScaleMaskDecoder(
+            decoder_dim, scales, decoder_depth, decoder_heads, mask_size=image_size, memory=memory
+        )
+        self.register_load_state_dict_pre_hook(_memory_under_decoder)
         self.tokens_per_target = scales * seg_tokens_per_scale
         self.metrics = nn.ModuleDict({s: ReferringIoU() for s in ("val", "test")})
         self.setup_stage()
@@ -157,26 +153,26 @@ class GeoPix(VisionLanguageGenerator):
         self, batch: ReferringBatch, input_ids: Tensor, attention_mask: Tensor,
         labels: Tensor | None, category: Tensor | None,
     ) -> tuple[Any, Tensor, Tensor]:
-        """Teacher-forced pass: (LLM output, mask logits ``T×H×W``, target image index ``T``)."""
+        """Teacher-forced pass: (LLM output, mask logits ``T×H×W``, target image index ``T``).
+
+        Where the phrases are comes from the collate (``target_index``, ``target_positions``):
+        the number of targets is then a shape, and nothing is copied from the device to the
+        host. Other ids (the generated answers of :meth:`predict_step`) have their phrases found
+        here, which synchronises.
+        """
         image = batch["image"]
         visual, maps = self.visual_tokens(image)
         embeds = self.llm.get_input_embeddings()(input_ids)
-        embeds, mask, labels, _ = splice_visual_tokens(
+        embeds, mask, labels, visual_positions = splice_visual_tokens(
             embeds, input_ids, attention_mask, labels, self.image_token_id, visual
         )
-        seg = splice_visual_tokens(  # the segmentation-token map, shifted like the labels
-            input_ids[..., None].float(), input_ids, attention_mask,
-            self._seg_positions(input_ids), self.image_token_id, visual[..., :1],
-        )[2]
-        out = self.llm(inputs_embeds=embeds, attention_mask=mask, labels=labels, output_hidden_states=True)
-        hidden = out.hidden_states[-1][seg >= 0]  # row-major: targets in answer order
-        if len(hidden) % self.tokens_per_target:
-            raise ValueError(
-                f"found {len(hidden)} segmentation tokens, not a multiple of the "
-                f"{self.tokens_per_target} of a target phrase (was a sequence truncated?)"
-            )
-        per_image = (seg >= 0).sum(1) // self.tokens_per_target
-        target_image = torch.repeat_interleave(torch.arange(len(image), device=image.device), per_image)
+        out = self.teacher_forced(embeds, mask, labels, output_hidden_states=True)
+        target_image, positions = self._phrases(batch, input_ids)
+        # Tokens after <image> moved by the N - 1 visual tokens that replaced it.
+        start = visual_positions[:, 0].index_select(0, target_image)[:, None]
+        positions = positions + (visual.shape[1] - 1) * (positions > start)
+        flat = (target_image[:, None] * embeds.shape[1] + positions).flatten()
+        hidden = out.hidden_states[-1].flatten(0, 1).index_select(0, flat)  # phrase order
         scales = len(self.feature_layers)
         cond = self.seg_projector(hidden.float()).view(
             len(target_image), scales, self.hparams.seg_tokens_per_scale, self.hparams.decoder_dim
@@ -189,12 +185,43 @@ class GeoPix(VisionLanguageGenerator):
                 f"the answers hold {len(target_image)} segmentation phrases but the batch has "
                 f"{len(category)} target masks: each target needs one phrase"
             )
-        masks = self.decoder(features, cond, target_image, self.memory, category).logits
+        masks = self.decoder(features, cond, target_image, category).logits
         return out, masks, target_image
 
+    @property
+    def memory(self) -> ClassWiseMemory | None:
+        """The class-wise memory (built here, given to and registered by the decoder)."""
+        return self.decoder.memory
+
+    def _phrases(self, batch: ReferringBatch, input_ids: Tensor) -> tuple[Tensor, Tensor]:
+        """Each target's image ``(T,)`` and the positions ``T×S·N`` of its phrase's tokens."""
+        if "target_positions" in batch and input_ids is batch["input_ids"]:
+            positions = batch["target_positions"]
+            target_image = batch["target_index"] // batch["mask"].shape[1]
+        else:  # found on the device: copies the counts to the host
+            seg = self._seg_positions(input_ids) >= 0
+            counts = seg.sum(1)
+            if (counts % self.tokens_per_target).any():
+                raise ValueError(
+                    f"found {counts.tolist()} segmentation tokens per sample, not multiples of "
+                    f"the {self.tokens_per_target} of a target phrase (was a sequence truncated?)"
+                )
+            rows, cols = seg.nonzero(as_tuple=True)  # row-major: targets in answer order
+            positions = cols.view(-1, self.tokens_per_target)
+            target_image = rows.view(-1, self.tokens_per_target)[:, 0]
+        if positions.shape[1] != self.tokens_per_target:
+            raise ValueError(
+                f"the batch's phrases have {positions.shape[1]} segmentation tokens, the model's "
+                f"{self.tokens_per_target} (its feature_layers x seg_tokens_per_scale)"
+            )
+        return target_image, positions
+
     def _targets(self, batch: ReferringBatch) -> tuple[Tensor, Tensor]:
-        valid = batch["mask_valid"]
-        return batch["mask"][valid].float(), batch["category"][valid]
+        """The masks ``T×H×W`` and categories ``(T,)`` of the real targets, in phrase order."""
+        index = batch.get("target_index")
+        if index is None:  # a batch not laid out by the collate: found on the device (syncs)
+            index = batch["mask_valid"].flatten().nonzero().squeeze(1)
+        return batch["mask"].flatten(0, 1)[index].float(), batch["category"].flatten()[index]
 
     def training_step(self, batch: ReferringBatch, batch_idx: int) -> Tensor:
         targets, category = self._targets(batch)
@@ -284,3 +311,9 @@ class GeoPix(VisionLanguageGenerator):
             categories.append(min(hits)[1] if hits else 0)
             previous = start
         return torch.tensor(categories, dtype=torch.long, device=ids.device)
+
+
+def _memory_under_decoder(module: nn.Module, state_dict: dict[str, Tensor], prefix: str, *_: Any) -> None:
+    """Checkpoints from before the decoder owned the memory name its weights ``memory.*``."""
+    for key in [k for k in state_dict if k.startswith(f"{prefix}memory.")]:
+        state_dict[f"{prefix}decoder.{key[len(prefix):]}"] = state_dict.pop(key)
