@@ -9,25 +9,21 @@ every remote-sensing retrieval paper since, e.g. Yuan et al.'s AMFMN on RSICD/RS
 * mean recall (mR): the average of all the R@k values of both directions (six with the default
   ``ks = (1, 5, 10)``).
 
-Similarity is cosine; ties are resolved optimistically, as in
-:func:`zoo.metrics.embedding.retrieval_ranks`: the rank of a target is ``1 + #candidates with
-strictly greater similarity``.
+Similarity is cosine; ties are resolved optimistically: the rank of a target is ``1 + #candidates
+with strictly greater similarity``. Both directions are
+:func:`zoo.metrics.embedding.retrieval_ranks` with caption groups.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import torch
 from torch import Tensor
-from torch.nn import functional as F
+
+from zoo.metrics.embedding import retrieval_ranks
 
 __all__ = ["caption_retrieval", "caption_retrieval_ranks"]
-
-
-def _normalise(x: Tensor) -> Tensor:
-    return F.normalize(x if x.dtype == torch.float64 else x.float(), dim=-1)
 
 
 def caption_retrieval_ranks(
@@ -39,21 +35,19 @@ def caption_retrieval_ranks(
     """1-based ranks of the best-ranked own caption per image and of the own image per caption.
 
     Args:
-        image_embeddings: ``[N, D]`` image embeddings (normalised inside).
-        text_embeddings: ``[M, D]`` caption embeddings (normalised inside).
-        text_to_image: ``[M]`` long, the index in ``[0, N)`` of each caption's image; every image
+        image_embeddings: ``N×D`` image embeddings (normalized inside).
+        text_embeddings: ``M×D`` caption embeddings (normalized inside).
+        text_to_image: ``M`` long, the index in ``[0, N)`` of each caption's image; every image
             needs at least one caption.
-        chunk_size: rows of the similarity matrix materialised at once (``chunk_size x M`` and
-            ``chunk_size x N``, never ``N x M``).
+        chunk_size: rows of the similarity matrix materialised at once (``chunk_size×M`` and
+            ``chunk_size×N``, never ``N×M``).
 
     Returns:
-        ``(image_ranks [N], text_ranks [M])``, long tensors.
+        ``(image_ranks N, text_ranks M)``, long tensors.
     """
-    if chunk_size < 1:
-        raise ValueError(f"chunk_size must be a positive integer, got {chunk_size}")
     if image_embeddings.ndim != 2 or text_embeddings.ndim != 2:
         raise ValueError(
-            "image_embeddings and text_embeddings must have shape [N, D] and [M, D], got "
+            "image_embeddings and text_embeddings must have shape N×D and M×D, got "
             f"{tuple(image_embeddings.shape)} and {tuple(text_embeddings.shape)}"
         )
     if image_embeddings.shape[1] != text_embeddings.shape[1]:
@@ -80,26 +74,10 @@ def caption_retrieval_ranks(
     if bool((captions_per_image == 0).any()):
         missing = torch.nonzero(captions_per_image == 0).flatten()[:10].tolist()
         raise ValueError(f"every image needs at least one caption; images without: {missing} ...")
-
-    images = _normalise(image_embeddings)
-    texts = _normalise(text_embeddings.to(device)).to(images.dtype)
-
-    # image -> text: best own caption's rank = 1 + #captions strictly above the best own one.
-    image_ranks = []
-    for start in range(0, n, chunk_size):
-        sim = images[start : start + chunk_size] @ texts.T  # chunk x M
-        rows = torch.arange(start, start + len(sim), device=device)
-        own = owner[None, :] == rows[:, None]
-        best_own = sim.masked_fill(~own, -math.inf).amax(dim=1)
-        image_ranks.append(1 + (sim > best_own[:, None]).sum(dim=1))
-
-    # text -> image: own image's rank = 1 + #images strictly above it.
-    text_ranks = []
-    for start in range(0, m, chunk_size):
-        sim = texts[start : start + chunk_size] @ images.T  # chunk x N
-        own_sim = sim.gather(1, owner[start : start + chunk_size, None])
-        text_ranks.append(1 + (sim > own_sim).sum(dim=1))
-    return torch.cat(image_ranks), torch.cat(text_ranks)
+    images = torch.arange(n, device=device)
+    image_ranks = retrieval_ranks(image_embeddings, text_embeddings, chunk_size, images, owner)
+    text_ranks = retrieval_ranks(text_embeddings, image_embeddings, chunk_size, owner, images)
+    return image_ranks, text_ranks
 
 
 def caption_retrieval(
@@ -112,9 +90,9 @@ def caption_retrieval(
     """Recall@k of multi-caption image-text retrieval in both directions, and mean recall.
 
     Args:
-        image_embeddings: ``[N, D]`` image embeddings (normalised inside).
-        text_embeddings: ``[M, D]`` caption embeddings (normalised inside), e.g. ``M = 5 N``.
-        text_to_image: ``[M]`` long, the image index of each caption.
+        image_embeddings: ``N×D`` image embeddings (normalized inside).
+        text_embeddings: ``M×D`` caption embeddings (normalized inside), e.g. ``M = 5 N``.
+        text_to_image: ``M`` long, the image index of each caption.
         ks: recall cut-offs.
         chunk_size: similarity rows materialised at once.
 

@@ -81,37 +81,66 @@ def _check_matrix(name: str, x: Tensor, cols: int | None = None) -> None:
 
 
 def retrieval_ranks(
-    queries: Tensor, candidates: Tensor, chunk_size: int = _DEFAULT_CHUNK
+    queries: Tensor,
+    candidates: Tensor,
+    chunk_size: int = _DEFAULT_CHUNK,
+    query_groups: Tensor | None = None,
+    candidate_groups: Tensor | None = None,
 ) -> Tensor:
-    """1-based rank of each query's paired candidate by cosine similarity.
+    """1-based rank of each query's best-ranked positive candidate by cosine similarity.
 
-    Row ``i`` of ``queries`` is paired with row ``i`` of ``candidates``. Ties are resolved
-    optimistically: ``rank = 1 + #{candidates with strictly greater similarity than the pair}``.
+    Without groups, row ``i`` of ``queries`` is paired with row ``i`` of ``candidates``. With
+    groups, every candidate is a positive of every query of its group, so several captions per
+    image are one call each way: image -> text with ``query_groups = arange(N)`` and
+    ``candidate_groups`` the image index of each caption, text -> image the other way round.
+    Ties are resolved optimistically: ``rank = 1 + #{candidates with strictly greater
+    similarity than the best positive}``.
 
     Args:
-        queries: ``[N, D]`` query embeddings (normalised inside).
-        candidates: ``[N, D]`` candidate embeddings (normalised inside).
-        chunk_size: number of query rows whose similarities are materialised at once.
+        queries: ``Q×D`` query embeddings (normalized inside).
+        candidates: ``M×D`` candidate embeddings (normalized inside); ``M = Q`` without groups.
+        chunk_size: number of query rows whose similarities (``chunk_size×M``) are
+            materialised at once.
+        query_groups: ``Q`` integer group of each query (with ``candidate_groups``).
+        candidate_groups: ``M`` integer group of each candidate (with ``query_groups``).
 
     Returns:
-        ``[N]`` long tensor of ranks in ``[1, N]``.
+        ``Q`` long tensor of ranks in ``[1, M]``.
+
+    Raises:
+        ValueError: bad shapes, only one of the groups given, or a query without a positive.
     """
     _check_chunk_size(chunk_size)
     _check_matrix("queries", queries)
-    _check_matrix("candidates", candidates)
-    if queries.shape != candidates.shape:
-        raise ValueError(
-            f"queries and candidates must have the same shape, got {tuple(queries.shape)} "
-            f"and {tuple(candidates.shape)}."
-        )
-    q, c = _normalize(queries), _normalize(candidates)
-    c_t = c.T
+    _check_matrix("candidates", candidates, queries.shape[1])
+    if (query_groups is None) != (candidate_groups is None):
+        raise ValueError("give both query_groups and candidate_groups, or neither.")
+    q = _normalize(queries)
+    c = _normalize(candidates.to(q.device)).to(q.dtype)
+    if query_groups is None:
+        if queries.shape != candidates.shape:
+            raise ValueError(
+                f"queries and candidates must have the same shape, got {tuple(queries.shape)} "
+                f"and {tuple(candidates.shape)}."
+            )
+        query_groups = candidate_groups = torch.arange(len(q), device=q.device)
+    for name, groups, n in (("query_groups", query_groups, len(q)),
+                            ("candidate_groups", candidate_groups, len(c))):
+        if groups.shape != (n,) or groups.is_floating_point() or groups.is_complex():
+            raise ValueError(
+                f"{name} must be an integer tensor of shape [{n}], got {groups.dtype} "
+                f"{tuple(groups.shape)}."
+            )
+    query_groups, candidate_groups = query_groups.to(q.device), candidate_groups.to(q.device)
     ranks = []
     for start in range(0, q.shape[0], chunk_size):
-        sim = q[start : start + chunk_size] @ c_t
-        rows = torch.arange(sim.shape[0], device=sim.device)
-        paired = sim[rows, rows + start]
-        ranks.append(1 + (sim > paired[:, None]).sum(dim=1))
+        sim = q[start : start + chunk_size] @ c.T  # chunk×M
+        positive = candidate_groups[None, :] == query_groups[start : start + len(sim), None]
+        if not bool(positive.any(dim=1).all()):
+            lonely = (start + torch.nonzero(~positive.any(dim=1)).flatten())[:10].tolist()
+            raise ValueError(f"every query needs a positive candidate; queries without: {lonely}.")
+        best = sim.masked_fill(~positive, -math.inf).amax(dim=1)
+        ranks.append(1 + (sim > best[:, None]).sum(dim=1))
     return torch.cat(ranks) if ranks else torch.zeros(0, dtype=torch.long, device=q.device)
 
 
