@@ -126,3 +126,26 @@ def test_fit_then_predict_writes_answers(config, tmp_path):
     else:
         rows = (tmp_path / "answers.jsonl").read_text().splitlines()
     assert rows and all({"id", "question", "answer", "reference"} <= set(json.loads(r)) for r in rows)
+
+
+@pytest.mark.parametrize(("command", "option"), [("evaluate", "--evals"), ("export", "--ckpt_path")])
+@pytest.mark.parametrize("from_argv", [False, True], ids=["args", "sys.argv"])
+def test_evaluate_and_export_are_zoo_commands(command, option, from_argv, monkeypatch, capsys):
+    """``zoo evaluate --help`` / ``zoo export --help`` (the console script reads sys.argv)."""
+    with pytest.raises(SystemExit) as exit_:
+        if from_argv:
+            monkeypatch.setattr(sys, "argv", ["zoo", command, "--help"])
+            main()
+        else:
+            main([command, "--help"])
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"usage: zoo {command}") and option in out
+
+
+def test_zoo_help_names_evaluate_and_export(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["--help"])
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    assert "zoo evaluate" in out and "zoo export" in out and "fit" in out

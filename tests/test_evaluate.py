@@ -3,15 +3,29 @@
 from __future__ import annotations
 
 import json
+import sys
+import warnings
 from pathlib import Path
 
 import pytest
 import yaml
+from jsonargparse import ArgumentError
 
-from zoo.evaluate import Evaluation, load_evaluations, main, markdown_table, write_results
+from zoo.evaluation import (
+    CapabilityError,
+    EvaluationConfig,
+    ZeroShot,
+    evaluate,
+    load_evaluations,
+    markdown_table,
+    write_results,
+)
+from zoo.main import build_from_configs
+from zoo.main import main as zoo_main
 
 ROOT = Path(__file__).resolve().parents[1]
 EVAL_CONFIGS = sorted((ROOT / "configs" / "eval").rglob("*.yaml"))
+EMBEDDED = {"class_path": "EmbeddedDataModule"}
 
 
 def _write(path: Path, spec: dict) -> Path:
@@ -19,19 +33,25 @@ def _write(path: Path, spec: dict) -> Path:
     return path
 
 
+def _spec(protocol: str, data: dict | str = EMBEDDED, **init_args) -> dict:
+    """An evaluation config: ``protocol`` (a class of zoo.evaluation) on ``data``."""
+    return {"class_path": protocol, "init_args": {"data": data, **init_args}}
+
+
+def load_model(configs: list[str], ckpt_path: str | None):
+    return build_from_configs(configs, ckpt_path).model
+
+
 @pytest.mark.parametrize("path", EVAL_CONFIGS, ids=lambda p: str(p.relative_to(ROOT)))
 def test_every_eval_config_loads_and_its_data_parses(path: Path) -> None:
-    from zoo.evaluate import build_datamodule
-
     evaluations = load_evaluations([path])
     assert evaluations
     for ev in evaluations:
-        build_datamodule(ev, image_size=32)  # validates class_path and init_args
+        ev.build(image_size=32)  # validates class_path and init_args, builds the datamodule
 
 
 def test_suite_expands_relative_paths_and_nested_paper_numbers(tmp_path: Path) -> None:
-    data = {"class_path": "EmbeddedDataModule"}
-    _write(tmp_path / "a.yaml", {"protocol": "knn", "data": data, "paper": {"FLAVARS": {"knn_acc": 90}}})
+    _write(tmp_path / "a.yaml", _spec("KNN", paper={"FLAVARS": {"knn_acc": 90}}))
     (tmp_path / "sub").mkdir()
     _write(tmp_path / "sub" / "suite.yaml", {"evaluations": ["../a.yaml", "../a.yaml"]})
     evaluations = load_evaluations([tmp_path / "sub" / "suite.yaml"])
@@ -40,15 +60,29 @@ def test_suite_expands_relative_paths_and_nested_paper_numbers(tmp_path: Path) -
     assert evaluations[0].paper_numbers("Aquila") == {}
 
 
+def test_suite_holds_inline_evaluations_and_names_the_bad_one(tmp_path: Path) -> None:
+    suite = _write(tmp_path / "suite.yaml", {"evaluations": [_spec("KNN", name="inline", k=5)]})
+    (ev,) = load_evaluations([suite])
+    assert ev.name == "inline" and ev.protocol == "knn" and ev.build().k == 5
+    _write(suite, {"evaluations": [_spec("KNN", k="many")]})
+    with pytest.raises(ValueError, match=r"(?s)suite\.yaml \(evaluations\[0\]\).*Parser key \"k\""):
+        load_evaluations([suite])
+    _write(suite, {"evaluations": [], "nmae": "suite"})
+    with pytest.raises(ValueError, match="suite.yaml: Option 'nmae' is not accepted"):
+        load_evaluations([suite])
+
+
 @pytest.mark.parametrize(
     ("spec", "message"),
     [
-        ({"protocol": "knn", "data": {}, "datta": 1}, "unknown field"),
-        ({"protocol": "knm", "data": {}}, "is not one of"),
-        ({"protocol": "knn"}, "missing field 'data'"),
-        ({"protocol": "knn", "data": {}, "paper": {"knn_acc": "high"}}, "'paper' maps"),
-        ({"protocol": "knn", "data": {}, "options": {"kk": 5}}, r"unknown option\(s\) \['kk'\]"),
-        ({"protocol": "segmentation", "data": {}, "options": {"frozen": True}}, "freeze_encoder"),
+        (_spec("KNN", datta=1), "Option 'datta' is not accepted"),
+        (_spec("KNM"), "KNM"),
+        ({"class_path": "KNN"}, "required: data"),
+        (_spec("KNN", paper={"knn_acc": "high"}), 'Parser key "paper"'),
+        (_spec("KNN", kk=5), r"Option 'kk' is not accepted"),
+        (_spec("Segmentation", frozen=True), "(?s)frozen.*Segmentation takes: .*freeze_encoder"),
+        (_spec("KNN", {"class_path": "EmbeddedDataModule", "init_args": {"rooot": "x"}}),
+         "Option 'rooot' is not accepted"),
     ],
 )
 def test_bad_eval_config_names_the_file_and_field(tmp_path: Path, spec: dict, message: str) -> None:
@@ -56,6 +90,23 @@ def test_bad_eval_config_names_the_file_and_field(tmp_path: Path, spec: dict, me
     with pytest.raises(ValueError, match=message) as info:
         load_evaluations([path])
     assert "bad.yaml" in str(info.value)
+
+
+def test_misspelt_option_is_jsonargparses_error_naming_the_option(tmp_path: Path, capsys) -> None:
+    """A misspelt key fails when the config is read, in jsonargparse's words after the file
+    name; ``zoo evaluate`` stops there, before building the model."""
+    path = _write(tmp_path / "knn.yaml", _spec("zoo.evaluation.KNN", temperatur=0.1))
+    with pytest.raises(ValueError) as info:
+        load_evaluations([path])
+    assert isinstance(info.value.__cause__, ArgumentError)
+    assert str(info.value.__cause__) in str(info.value)
+    assert str(info.value).startswith(f"{path}: ")
+    assert "Option 'temperatur' is not accepted" in str(info.value)
+    with pytest.raises(SystemExit) as exit_:
+        zoo_main(["evaluate", "--config", "configs/no-such-run.yaml", "--evals", str(path)])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "zoo evaluate: error:" in err and "knn.yaml" in err and "'temperatur'" in err
 
 
 def test_table_puts_ours_beside_the_paper(tmp_path: Path) -> None:
@@ -72,6 +123,7 @@ def test_table_puts_ours_beside_the_paper(tmp_path: Path) -> None:
     assert json.loads((tmp_path / "results.json").read_text())["results"] == rows
     assert "- model: `Aquila`" in table and table.count("\n| ") == 2 + len(rows)
     assert table == markdown_table(rows, {"model": "Aquila"})
+    assert not [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
 
 
 @pytest.fixture(scope="module")
@@ -79,15 +131,13 @@ def flavars_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, d
     """A tiny FLAVARS config on a small embedded dataset and a checkpoint of its initial weights."""
     import torch
 
-    from zoo.evaluate import load_model
-
     root = tmp_path_factory.mktemp("flavars")
     data = {"class_path": "EmbeddedDataModule", "init_args": {
         "root": str(root / "data"), "num_train": 60, "num_val": 10, "num_test": 30,
         "image_size": 32, "batch_size": 16}}
     config = _write(root / "flavars.yaml", {
         "model": {"class_path": "FLAVARS", "init_args": {
-            "image_encoder": "zoo_vit_tiny", "text_encoder": "tiny", "embed_dim": 32,
+            "vision_encoder": "zoo_vit_tiny", "text_encoder": "tiny", "embed_dim": 32,
             "fusion_width": 32, "fusion_layers": 1, "location_hidden": 32}},
         "data": data,
     })
@@ -97,17 +147,30 @@ def flavars_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, d
     return config, ckpt, data
 
 
+def test_model_is_built_from_args_never_from_sys_argv(flavars_run, monkeypatch) -> None:
+    config, ckpt, _ = flavars_run
+    argv = ["zoo", "evaluate", "--not-an-option", "--model.init_args.embed_dim=7"]
+    monkeypatch.setattr(sys, "argv", list(argv))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        cli = build_from_configs([str(config)], str(ckpt))
+    assert sys.argv == argv
+    assert cli.model.image_projection.out_features == 32
+    assert not [w for w in caught if "args parameter" in str(w.message)]
+
+
 def test_evaluate_flavars_end_to_end_on_embedded_data(flavars_run, tmp_path: Path) -> None:
     config, ckpt, data = flavars_run
     evals = []
-    for protocol in ("knn", "linear_probe", "zero_shot", "retrieval"):
-        evals.append(str(_write(tmp_path / f"{protocol}.yaml", {
-            "name": f"embedded {protocol}", "protocol": protocol, "data": data,
-            "paper": {"FLAVARS": {"knn_acc": 99.0}} if protocol == "knn" else {},
-        })))
+    for protocol, cls in (("knn", "KNN"), ("linear_probe", "LinearProbe"),
+                          ("zero_shot", "ZeroShot"), ("retrieval", "Retrieval")):
+        evals.append(str(_write(tmp_path / f"{protocol}.yaml", _spec(
+            f"zoo.evaluation.{cls}", data, name=f"embedded {protocol}",
+            paper={"FLAVARS": {"knn_acc": 99.0}} if protocol == "knn" else {},
+        ))))
     out = tmp_path / "out"
-    rows = main(["--config", str(config), "--ckpt_path", str(ckpt), "--evals", *evals,
-                 "--output", str(out), "--device", "cpu", "--wandb_project", "zoo-test"])
+    rows = zoo_main(["evaluate", "--config", str(config), "--ckpt_path", str(ckpt), "--evals", *evals,
+                     "--output", str(out), "--device", "cpu", "--wandb_project", "zoo-test"])
     assert list((out / "wandb").glob("offline-run-*/run-*.wandb")), "the W&B run was not written"
     metrics = {r["metric"]: r for r in rows}
     for key in ("knn_acc", "linear_probe_acc", "zero_shot_top1", "image_to_text_R@1",
@@ -120,11 +183,10 @@ def test_evaluate_flavars_end_to_end_on_embedded_data(flavars_run, tmp_path: Pat
 
 
 def _knn_by_hand(config: Path, ckpt: Path, data: dict) -> float:
-    """k-NN accuracy from features computed one image at a time, normalised by hand."""
+    """k-NN accuracy from features computed one image at a time, normalized by hand."""
     import torch
 
     from zoo.data.datamodules import IMAGENET_MEAN, IMAGENET_STD, EmbeddedDataModule
-    from zoo.evaluate import load_model
     from zoo.evaluation.probes import knn_accuracy
 
     model = load_model([str(config)], str(ckpt)).eval()
@@ -146,34 +208,40 @@ def _knn_by_hand(config: Path, ckpt: Path, data: dict) -> float:
 def test_a_failing_evaluation_is_recorded_with_keep_going(flavars_run, tmp_path: Path) -> None:
     config, ckpt, data = flavars_run
     missing = {"class_path": "ImageTextLocationDataModule", "init_args": {"root": str(tmp_path / "nowhere")}}
-    bad = _write(tmp_path / "bad.yaml", {"name": "missing data", "protocol": "knn", "data": missing})
-    good = _write(tmp_path / "good.yaml", {"name": "ok", "protocol": "knn", "data": data})
+    bad = _write(tmp_path / "bad.yaml", _spec("KNN", missing, name="missing data"))
+    good = _write(tmp_path / "good.yaml", _spec("KNN", data, name="ok"))
     out = tmp_path / "out"
     with pytest.raises(FileNotFoundError, match="nowhere"):
-        main(["--config", str(config), "--evals", str(bad), "--output", str(out)])
-    rows = main(["--config", str(config), "--ckpt_path", str(ckpt), "--evals", str(bad), str(good),
-                 "--output", str(out), "--keep_going"])
+        zoo_main(["evaluate", "--config", str(config), "--evals", str(bad), "--output", str(out)])
+    rows = zoo_main(["evaluate", "--config", str(config), "--ckpt_path", str(ckpt), "--evals",
+                     str(bad), str(good), "--output", str(out), "--keep_going"])
     assert rows[0]["metric"] == "error" and "nowhere" in rows[0]["error"]
     assert rows[1]["metric"] == "knn_acc"
 
 
-def test_zero_shot_needs_a_text_encoder() -> None:
-    from zoo.evaluate import Context, run_zero_shot
+def test_zero_shot_needs_a_text_encoder(flavars_run, tmp_path: Path) -> None:
+    from lightning import LightningModule
 
-    class NoText:  # a generator has no text encoder
+    class NoText(LightningModule):  # a generator has no text encoder
         pass
 
-    ctx = Context(model=NoText(), device=None, ckpt_path=None)  # type: ignore[arg-type]
-    ev = Evaluation(name="z", protocol="zero_shot", data={})
-    with pytest.raises(ValueError, match="needs a text encoder"):
-        run_zero_shot(ctx, ev, dm=None)  # type: ignore[arg-type]
+    ev = ZeroShot(data=None, name="z")  # type: ignore[arg-type]
+    with pytest.raises(CapabilityError, match="needs a text encoder") as info:
+        evaluate(NoText(), [ev], tmp_path, device="cpu")
+    assert "NoText" in str(info.value) and "TextEmbeddings" in str(info.value)
+    (row,) = evaluate(NoText(), [ev], tmp_path, device="cpu", keep_going=True)
+    assert row["metric"] == "error" and row["error"].startswith("CapabilityError")
+    # A protocol that does not apply to a model is refused before anything runs.
+    flavars = load_model([str(flavars_run[0])], None)
+    (referring,) = load_evaluations([ROOT / "configs/eval/rrsisd.yaml"])
+    with pytest.raises(CapabilityError, match=r"needs a mask decoder \(Masks: forward_with_masks\)"):
+        evaluate(flavars, [referring], tmp_path, device="cpu")
 
 
-def _on_fake_data(name: str, **init_args) -> Evaluation:
+def _on_fake_data(name: str, **init_args) -> EvaluationConfig:
     """A shipped evaluation config pointed at the fake files of its dataset."""
     (ev,) = load_evaluations([ROOT / "configs" / "eval" / name])
-    ev.data["init_args"].update(init_args)
-    return ev
+    return ev.with_args(data={"init_args": init_args})
 
 
 @pytest.mark.parametrize(
@@ -187,23 +255,21 @@ def _on_fake_data(name: str, **init_args) -> Evaluation:
     ],
 )
 def test_scene_evaluations_run_on_fake_benchmarks(flavars_run, tmp_path, config, root, metric) -> None:
-    from zoo.evaluate import evaluate, load_model
-
     model = load_model([str(flavars_run[0])], str(flavars_run[1]))
     ev = _on_fake_data(config, root=str(ROOT / "tests" / "data" / root), batch_size=4)
     if ev.protocol == "linear_probe":  # a class or two per fake split: nothing to hold out
-        ev.options["weight_decays"] = [1e-3]
+        ev = ev.with_args(weight_decays=[1e-3])
     rows = evaluate(model, [ev], tmp_path, device="cpu")
     (row,) = [r for r in rows if r["metric"] == metric]
     assert 0.0 <= row["ours"] <= 100.0
 
 
 def test_spacenet1_upernet_evaluation_runs_on_fake_data(flavars_run, tmp_path) -> None:
-    from zoo.evaluate import evaluate, load_model
-
     model = load_model([str(flavars_run[0])], str(flavars_run[1]))
     ev = _on_fake_data("spacenet1_upernet.yaml", root=str(ROOT / "tests" / "data" / "spacenet1"), batch_size=2)
-    ev.options["max_epochs"] = 1
+    ev = ev.with_args(max_epochs=1)
+    optimizer = ev.build().upernet_args["optimizer"]  # keys not given keep UPerNet's defaults
+    assert optimizer.lr == 1e-4 and optimizer.betas == (0.9, 0.999)
     rows = evaluate(model, [ev], tmp_path, ckpt_path=str(flavars_run[1]), device="cpu")
     metrics = {r["metric"]: r for r in rows}
     assert 0.0 <= metrics["miou"]["ours"] <= 100.0
@@ -211,16 +277,32 @@ def test_spacenet1_upernet_evaluation_runs_on_fake_data(flavars_run, tmp_path) -
     assert "| SpaceNet1 UPerNet | segmentation | miou |" in (tmp_path / "results.md").read_text()
 
 
-def _small_embedded(ev: Evaluation, root: Path) -> Evaluation:
-    ev.data["init_args"].update(root=str(root), num_train=24, num_val=8, num_test=8, batch_size=4)
-    return ev
+def test_export_rebuilds_the_run_and_writes_its_weights(flavars_run, tmp_path) -> None:
+    """``zoo export`` shares the model building of ``zoo evaluate``: the exported weights are
+    the checkpoint's and the exported config rebuilds the same model."""
+    import torch
+    from safetensors.torch import load_file
+
+    config, ckpt, _ = flavars_run
+    path = zoo_main(["export", "--config", str(config), "--ckpt_path", str(ckpt), "--output", str(tmp_path)])
+    assert path == tmp_path / "model.safetensors"
+    state = torch.load(ckpt, weights_only=True)["state_dict"]
+    weights = load_file(path)
+    assert weights.keys() == state.keys()
+    assert all(torch.equal(weights[k], state[k]) for k in state)
+    rebuilt = load_model([str(tmp_path / "config.yaml")], str(path))
+    assert rebuilt.image_projection.out_features == 32
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.yaml", "model.safetensors"]
+
+
+def _small_embedded(ev: EvaluationConfig, root: Path) -> EvaluationConfig:
+    return ev.with_args(data={"init_args": {
+        "root": str(root), "num_train": 24, "num_val": 8, "num_test": 8, "batch_size": 4}})
 
 
 def test_evaluate_aquila_on_embedded_and_fake_benchmarks(tmp_path: Path) -> None:
     """The generator protocols end to end: the test loop (captions with five references, VQA per
     question type with the paper's average) and the vision tower's k-NN."""
-    from zoo.evaluate import evaluate, load_model
-
     override = _write(tmp_path / "small.yaml", {"data": {"init_args": {
         "root": str(tmp_path / "data"), "num_train": 24, "num_val": 8, "num_test": 8}}})
     model = load_model([str(ROOT / "configs" / "aquila.yaml"), str(override)], None)
@@ -230,7 +312,7 @@ def test_evaluate_aquila_on_embedded_and_fake_benchmarks(tmp_path: Path) -> None
         _on_fake_data("rsvqa_lr.yaml", root=str(ROOT / "tests/data/rsvqa_lr"), batch_size=8),
         _on_fake_data("rsicd_captioning.yaml", root=str(ROOT / "tests/data/rsicd"), batch_size=4),
     ]
-    evals[2].options["average_over"] = ["presence"]
+    evals[2] = evals[2].with_args(average_over=["presence"])
     rows = evaluate(model, evals, tmp_path / "out", device="cpu", limit_batches=2)
     by_eval: dict[str, dict[str, dict]] = {}
     for r in rows:
@@ -246,8 +328,6 @@ def test_evaluate_aquila_on_embedded_and_fake_benchmarks(tmp_path: Path) -> None
 
 
 def test_evaluate_geopix_on_fake_referring_benchmarks(tmp_path: Path) -> None:
-    from zoo.evaluate import evaluate, load_model
-
     override = _write(tmp_path / "small.yaml", {"data": {"init_args": {
         "root": str(tmp_path / "data"), "num_train": 24, "num_val": 8, "num_test": 8}}})
     model = load_model([str(ROOT / "configs" / "geopix.yaml"), str(override)], None)

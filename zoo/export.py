@@ -1,58 +1,71 @@
-"""Export a trained model as plain safetensors weights, LoRA adapters merged in.
+"""``zoo export``: a trained model as plain safetensors weights, LoRA adapters merged in.
 
-    python -m zoo.export --config configs/aquila.yaml --ckpt_path runs/.../last.ckpt --output export/
+    zoo export --config configs/aquila.yaml --ckpt_path runs/.../last.ckpt --output export/
 
 writes ``export/model.safetensors`` (every weight of the LightningModule, LoRA folded into the
-LLM) and ``export/config.yaml`` (the resolved config that rebuilds the model).
+LLM) and ``export/config.yaml`` (the resolved config that rebuilds the model), each atomically.
+``python -m zoo.export`` is an alias.
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-import torch
 from lightning import LightningModule
-from safetensors.torch import save_model
+from safetensors.torch import save
+from torch import Tensor
+
+from zoo.io import atomic_write, atomic_write_text
+from zoo.main import build_from_configs
 
 __all__ = ["export_model", "main"]
+
+
+def _untied_state(model: LightningModule) -> tuple[dict[str, Tensor], dict[str, str]]:
+    """The state dict without tied duplicates (e.g. a tied LM head), and ``{dropped: kept}``
+    (safetensors refuses tensors that share memory; ``safetensors.torch.load_model`` restores
+    the ties)."""
+    state, kept, dropped = model.state_dict(), {}, {}
+    for name, tensor in state.items():
+        view = (tensor.device, tensor.untyped_storage().data_ptr(), tensor.storage_offset(),
+                tuple(tensor.shape), tensor.stride(), tensor.dtype)
+        if tensor.numel() and view in kept:
+            dropped[name] = kept[view]
+        else:
+            kept[view] = name
+    return {k: v.contiguous() for k, v in state.items() if k not in dropped}, dropped
 
 
 def export_model(model: LightningModule, output: str | Path) -> Path:
     """Merge LoRA adapters (if any) and save the weights; returns the safetensors path."""
     if hasattr(model, "merge_lora"):
         model.merge_lora()
-    output = Path(output)
-    output.mkdir(parents=True, exist_ok=True)
-    path = output / "model.safetensors"
-    tmp = path.with_name(path.name + ".tmp")
-    save_model(model, str(tmp))  # drops tied duplicates (e.g. a tied LM head)
-    tmp.replace(path)
+    tensors, dropped = _untied_state(model)
+    path = Path(output) / "model.safetensors"
+    with atomic_write(path, "wb") as f:
+        f.write(save(tensors, metadata=dropped or None))
     return path
 
 
-def main(argv: list[str] | None = None) -> Path:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of ``zoo export``."""
+    parser = argparse.ArgumentParser(prog="zoo export", description=__doc__.splitlines()[0].replace("``", ""))
     parser.add_argument("--config", action="append", required=True, help="the run's config(s)")
-    parser.add_argument("--ckpt_path", required=True, help="a Lightning checkpoint of that run")
-    parser.add_argument("--output", required=True, help="folder for model.safetensors")
-    args = parser.parse_args(argv)
-    ckpt = Path(args.ckpt_path)
-    if not ckpt.is_file():
-        parser.error(f"--ckpt_path {ckpt} does not exist")
-    from zoo.main import main as zoo_main
+    parser.add_argument("--ckpt_path", required=True, help="a checkpoint of that run")
+    parser.add_argument("--output", required=True, help="folder for model.safetensors and config.yaml")
+    return parser
 
-    configs = [a for c in args.config for a in ("--config", c)]
-    argv0, sys.argv = sys.argv, [sys.argv[0]]
-    try:
-        cli = zoo_main([*configs, "--trainer.logger=false"], run=False)
-    finally:
-        sys.argv = argv0
-    state = torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
-    cli.model.load_state_dict(state)
+
+def main(argv: list[str] | None = None) -> Path:
+    """Run ``zoo export`` with ``argv`` (default: the command line); returns the weights' path."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not Path(args.ckpt_path).is_file():
+        parser.error(f"--ckpt_path {args.ckpt_path} does not exist")
+    cli = build_from_configs(args.config, args.ckpt_path)
     path = export_model(cli.model, args.output)
-    cli.parser.save(cli.config, Path(args.output) / "config.yaml", overwrite=True)
+    atomic_write_text(Path(args.output) / "config.yaml", cli.parser.dump(cli.config))
     print(f"wrote {path}")
     return path
 

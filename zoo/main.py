@@ -1,15 +1,23 @@
-"""The zoo's command line: ``python -m zoo {fit,validate,test,predict} --config ...``.
+"""The zoo's command line: ``zoo {fit,validate,test,predict,evaluate,export} ...``.
 
-A LightningCLI in subclass mode for both model and data, so a YAML names any zoo model
-(``class_path: FLAVARS`` or ``zoo.models.FLAVARS``) and any datamodule. What the data knows,
-its tokenizer, class names and image size, reaches the model through ``link_arguments``.
+``fit``, ``validate``, ``test`` and ``predict`` are a LightningCLI in subclass mode for both
+model and data, so a YAML names any zoo model (``class_path: FLAVARS`` or
+``zoo.models.FLAVARS``) and any datamodule. What the data knows, its tokenizer, class names and
+image size, reaches the model through ``link_arguments``. ``evaluate`` and ``export`` take a
+run's configs and checkpoint (:data:`COMMANDS`); both rebuild the model with
+:func:`build_from_configs`.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import sys
+import warnings
+from collections.abc import Sequence
+from importlib import import_module
 from pathlib import Path
+from typing import Any
 
 from lightning.pytorch import LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
@@ -24,8 +32,14 @@ import zoo.data.scenes  # noqa: F401
 import zoo.data.skyscript  # noqa: F401
 import zoo.data.spacenet  # noqa: F401
 import zoo.models  # noqa: F401  (registers the models' short names)
+from zoo.io import read_state_dict
 
-__all__ = ["ZooCLI", "main"]
+__all__ = ["COMMANDS", "ZooCLI", "build_from_configs", "main"]
+
+log = logging.getLogger(__name__)
+
+#: ``zoo`` commands besides the Trainer's: the module whose ``main(argv)`` runs each.
+COMMANDS = {"evaluate": "zoo.evaluation.cli", "export": "zoo.export"}
 
 
 class SaveConfigToRun(SaveConfigCallback):
@@ -66,6 +80,33 @@ class ZooCLI(LightningCLI):
         )
 
 
+_EPILOG = (
+    "Also: zoo evaluate (a checkpoint over evaluation configs, like the papers) and zoo export "
+    "(safetensors weights, LoRA merged); see zoo evaluate --help and zoo export --help."
+)
+
+
+def build_from_configs(configs: Sequence[str | Path], ckpt_path: str | Path | None = None) -> ZooCLI:
+    """A run's model, datamodule and resolved config, rebuilt from its config files.
+
+    Nothing runs and nothing is logged; ``ckpt_path`` (a Lightning checkpoint, a state-dict
+    file or a safetensors export) gives the weights, else the model keeps those its config
+    initialises. The CLI parses only these arguments, never ``sys.argv``, so ``zoo evaluate``
+    and ``zoo export`` can call it from inside their own command line.
+    """
+    args = [a for c in configs for a in ("--config", str(c))]
+    with warnings.catch_warnings():
+        # Whenever sys.argv holds arguments LightningCLI warns that args= is given too; it
+        # still parses args= alone.
+        warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
+        cli = main([*args, "--trainer.logger=false"], run=False)
+    if ckpt_path is None:
+        log.warning("no checkpoint: the model keeps the weights its config initialises")
+    else:
+        cli.model.load_state_dict(read_state_dict(ckpt_path, "--ckpt_path"))
+    return cli
+
+
 def configure_logging() -> None:
     """Show the zoo's INFO lines (e.g. where the embedded dataset was written) on stderr."""
     log = logging.getLogger("zoo")
@@ -76,8 +117,16 @@ def configure_logging() -> None:
         log.setLevel(logging.INFO)
 
 
-def main(args: list[str] | None = None, run: bool = True) -> ZooCLI:
-    """Entry point of ``zoo`` and ``python -m zoo``."""
+def main(args: list[str] | None = None, run: bool = True) -> Any:
+    """Entry point of ``zoo`` and ``python -m zoo``.
+
+    ``evaluate`` and ``export`` as the first argument run that command (returning what its
+    ``main`` returns); anything else goes to the LightningCLI (``args=None`` reads
+    ``sys.argv``), which it returns.
+    """
+    argv = sys.argv[1:] if args is None else args
+    if isinstance(argv, Sequence) and argv and argv[0] in COMMANDS:
+        return import_module(COMMANDS[argv[0]]).main(list(argv[1:]))
     configure_logging()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("WANDB_SILENT", "true")
@@ -88,7 +137,7 @@ def main(args: list[str] | None = None, run: bool = True) -> ZooCLI:
         subclass_mode_data=True,
         save_config_callback=SaveConfigToRun,
         save_config_kwargs={"overwrite": True},
-        parser_kwargs={"parser_mode": "omegaconf"},
+        parser_kwargs={"parser_mode": "omegaconf", "epilog": _EPILOG},
         auto_configure_optimizers=False,
         args=args,
         run=run,

@@ -10,6 +10,7 @@ from torch.utils.data import DataLoader
 from zoo.data.tokenize import build_tokenizer
 from zoo.evaluation import UPerNetSegmentation, load_encoder_checkpoint
 from zoo.models import FLAVARS, Aquila
+from zoo.models.base import OptimizerConfig
 
 SIZE = 32
 
@@ -95,19 +96,25 @@ def test_weights_from_a_flavars_checkpoint(tmp_path) -> None:
     torch.save({"state_dict": flavars.state_dict(), "epoch": 3}, path)
 
     model = _model(image_checkpoint=str(path)).eval()
-    assert model.checkpoint_prefix == "image_encoder.model."
+    assert model.checkpoint_prefix == "vision_encoder.model."
     x = torch.randn(2, 3, SIZE, SIZE)
     with torch.no_grad():
         ours = model.features(x)
-        theirs = _features(flavars.image_encoder.model, model.feature_indices, x)
+        theirs = _features(flavars.vision_encoder.model, model.feature_indices, x)
     assert all(torch.equal(a, b) for a, b in zip(ours, theirs, strict=True))
 
     # A bare timm state dict loads with no prefix.
     plain = tmp_path / "vit.pt"
-    torch.save(flavars.image_encoder.model.state_dict(), plain)
+    torch.save(flavars.vision_encoder.model.state_dict(), plain)
     assert _model(image_checkpoint=str(plain)).checkpoint_prefix == ""
 
-    with pytest.raises(ValueError, match=r"prefix 'text_encoder\.'.*'image_encoder\.model\.'"):
+    # A checkpoint from before FLAVARS' image_encoder was renamed vision_encoder still loads.
+    old = tmp_path / "flavars-old.ckpt"
+    state = {k.replace("vision_encoder.", "image_encoder.", 1): v for k, v in flavars.state_dict().items()}
+    torch.save({"state_dict": state}, old)
+    assert _model(image_checkpoint=str(old)).checkpoint_prefix == "image_encoder.model."
+
+    with pytest.raises(ValueError, match=r"prefix 'text_encoder\.'.*'vision_encoder\.model\.'"):
         _model(image_checkpoint=str(path), checkpoint_prefix="text_encoder")
     with pytest.raises(ValueError, match="other shapes.*pos_embed"):
         _model(image_size=48, image_checkpoint=str(path))
@@ -167,7 +174,8 @@ def test_learns_rectangles_beyond_the_all_background_baseline() -> None:
     bg_frac = torch.stack([v["semantic_mask"] for v in val]).eq(0).double().mean().item()
     baseline = bg_frac / 2
     model = UPerNetSegmentation(
-        "zoo_convnext_tiny", image_size=SIZE, decoder_channels=32, lr=1e-2, weight_decay=1e-4,
+        "zoo_convnext_tiny", image_size=SIZE, decoder_channels=32,
+        optimizer=OptimizerConfig(lr=1e-2, weight_decay=1e-4, betas=(0.9, 0.999)),
         class_names=["background", "building"],
     )
     trainer = _trainer(max_epochs=6)

@@ -66,13 +66,13 @@ def knn_accuracy(
 
     Every test feature takes its ``k`` most cosine-similar train features, each voting for its
     label with weight ``exp(sim / temperature)``; the class with the largest vote wins (ties to the
-    lowest class index). Features are L2-normalised inside.
+    lowest class index). Features are L2-normalized inside.
 
     Args:
-        train_features: ``[N, D]`` reference features.
-        train_labels: ``[N]`` integer labels in ``[0, num_classes)``.
-        test_features: ``[Q, D]`` query features.
-        test_labels: ``[Q]`` integer labels in ``[0, num_classes)``.
+        train_features: ``N×D`` reference features.
+        train_labels: ``N`` integer labels in ``[0, num_classes)``.
+        test_features: ``Q×D`` query features.
+        test_labels: ``Q`` integer labels in ``[0, num_classes)``.
         num_classes: number of classes.
         k: number of neighbours, in ``[1, N]``.
         temperature: temperature of the vote weights (0.07 as in DINO and FLAVARS).
@@ -104,10 +104,10 @@ def zero_shot_accuracy(
     """CLIP zero-shot classification: each image takes the class whose text embedding is closest.
 
     Args:
-        image_embeddings: ``[N, D]`` image embeddings (normalised inside).
-        class_embeddings: ``[C, D]`` class embeddings, or ``[C, T, D]`` for ``T`` prompt templates
-            per class (each normalised, averaged and re-normalised: CLIP prompt ensembling).
-        labels: ``[N]`` integer labels in ``[0, C)``.
+        image_embeddings: ``N×D`` image embeddings (normalized inside).
+        class_embeddings: ``C×D`` class embeddings, or ``C×T×D`` for ``T`` prompt templates
+            per class (each normalized, averaged and re-normalized: CLIP prompt ensembling).
+        labels: ``N`` integer labels in ``[0, C)``.
 
     Returns:
         ``top1`` accuracy, ``top5`` accuracy when ``C > 5``, and ``mean_per_class`` (the top-1
@@ -184,8 +184,8 @@ def fit_logistic_regression(
     ``C = 2 / (n * wd)``.
 
     Args:
-        features: ``[N, D]`` features (standardise them first).
-        labels: ``[N]`` integer labels in ``[0, num_classes)``.
+        features: ``N×D`` features (standardise them first).
+        labels: ``N`` integer labels in ``[0, num_classes)``.
         num_classes: number of classes (the rows of ``W``).
         weight_decay: L2 strength ``wd`` (>= 0).
         max_iter: L-BFGS iterations.
@@ -256,10 +256,10 @@ def linear_probe(
     skipped and ``val_accuracy`` is NaN.
 
     Args:
-        train_features: ``[N, D]`` frozen training features.
-        train_labels: ``[N]`` integer labels in ``[0, num_classes)``.
-        test_features: ``[Q, D]`` frozen test features.
-        test_labels: ``[Q]`` integer labels in ``[0, num_classes)``.
+        train_features: ``N×D`` frozen training features.
+        train_labels: ``N`` integer labels in ``[0, num_classes)``.
+        test_features: ``Q×D`` frozen test features.
+        test_labels: ``Q`` integer labels in ``[0, num_classes)``.
         num_classes: number of classes.
         weight_decays: the L2 grid (positive values).
         val_fraction: held-out share of the training set for choosing ``wd``.

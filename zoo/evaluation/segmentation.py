@@ -14,7 +14,6 @@ transposed convolutions, 2x up, identity and 2x max-pool (strides 4/8/16/32 for 
 
 from __future__ import annotations
 
-import pickle
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -28,47 +27,28 @@ from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassJaccardIndex
 
 from zoo.encoders.vision import create_timm_model
-from zoo.models.base import ZooTask
+from zoo.io import read_state_dict
+from zoo.models.base import OptimizerConfig, ZooTask
 
 __all__ = [
     "CHECKPOINT_PREFIXES",
+    "UPERNET_OPTIMIZER",
     "SimpleFeaturePyramid",
     "UPerNetSegmentation",
     "load_encoder_checkpoint",
-    "read_state_dict",
 ]
 
-#: Where the zoo's models keep their image encoder: FLAVARS (``VisionEncoder.model``), then
-#: Aquila / FUSE / GeoPix (``vision``); a bare timm state dict has no prefix.
-CHECKPOINT_PREFIXES: tuple[str, ...] = ("image_encoder.model.", "vision.", "")
+#: Where the zoo's models keep their image encoder: FLAVARS (``VisionEncoder.model``; named
+#: ``image_encoder`` in older checkpoints), then Aquila / FUSE / GeoPix (``vision``); a bare timm
+#: state dict has no prefix.
+CHECKPOINT_PREFIXES: tuple[str, ...] = (
+    "vision_encoder.model.", "image_encoder.model.", "vision.", ""
+)
 
-
-def read_state_dict(path: str | Path) -> dict[str, Tensor]:
-    """Tensors of a Lightning ``.ckpt`` (its ``state_dict``), a plain state-dict file or a
-    ``.safetensors`` file, loaded on the CPU with ``weights_only=True``."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"image_checkpoint {path} does not exist")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return load_file(str(path))
-    try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as error:
-        raise RuntimeError(
-            f"could not load {path} with weights_only=True ({error}). Export the weights as "
-            "safetensors (python -m zoo.export) or save {'state_dict': model.state_dict()}"
-        ) from error
-    if isinstance(data, Mapping) and isinstance(data.get("state_dict"), Mapping):
-        data = data["state_dict"]
-    if not isinstance(data, Mapping) or not all(isinstance(v, Tensor) for v in data.values()):
-        keys = list(data)[:10] if isinstance(data, Mapping) else type(data).__name__
-        raise ValueError(
-            f"{path} holds neither a Lightning checkpoint ('state_dict') nor a state dict of "
-            f"tensors; found {keys}"
-        )
-    return dict(data)
+#: UPerNet's AdamW and schedule unless given (AdamW's usual betas, not CLIP's).
+UPERNET_OPTIMIZER = OptimizerConfig(
+    lr=1e-3, weight_decay=0.05, betas=(0.9, 0.999), warmup_fraction=0.05
+)
 
 
 def _candidates(key: str) -> tuple[str, ...]:
@@ -103,12 +83,12 @@ def load_encoder_checkpoint(
     Args:
         encoder: the timm model (already pruned to the layers it uses).
         checkpoint: Lightning ``.ckpt``, plain state-dict file or ``.safetensors``.
-        prefix: where the encoder lives in the checkpoint, e.g. ``"image_encoder.model."``
+        prefix: where the encoder lives in the checkpoint, e.g. ``"vision_encoder.model."``
             (FLAVARS) or ``"vision."`` (Aquila, FUSE, GeoPix); ``None`` tries
             :data:`CHECKPOINT_PREFIXES` in order. ``features_only`` key names (Aquila's
             ``stages_0.`` for ``stages.0.``) are mapped to the plain model's.
     """
-    state = read_state_dict(checkpoint)
+    state = read_state_dict(checkpoint, "image_checkpoint")
     wanted = encoder.state_dict()
     if prefix is None:
         prefix = next(
@@ -182,7 +162,7 @@ def _class_key(name: str) -> str:
 class UPerNetSegmentation(ZooTask):
     """UPerNet semantic segmentation over a (frozen or fine-tuned) zoo image encoder.
 
-    Reads ``image`` (normalised ``B×C×H×W``) and ``semantic_mask`` (long ``B×H×W``, class per
+    Reads ``image`` (normalized ``B×C×H×W``) and ``semantic_mask`` (long ``B×H×W``, class per
     pixel, 0 = background) and trains with pixel cross-entropy. Logs ``train_loss``,
     ``val_loss``, ``val_miou``, ``val_iou_<class>``, ``test_miou`` and ``test_iou_<class>``:
     torchmetrics' macro ``MulticlassJaccardIndex`` over all classes including background (as
@@ -198,7 +178,7 @@ class UPerNetSegmentation(ZooTask):
         image_checkpoint: encoder weights from a zoo checkpoint: a Lightning ``.ckpt`` of any zoo
             model, a plain state-dict file or a ``.safetensors`` export.
         checkpoint_prefix: where the encoder lives in ``image_checkpoint``; ``None`` detects
-            ``image_encoder.model.`` (FLAVARS), ``vision.`` (Aquila, FUSE, GeoPix) or none.
+            ``vision_encoder.model.`` (FLAVARS), ``vision.`` (Aquila, FUSE, GeoPix) or none.
         feature_indices: the four (at least two) blocks or stages that feed the decoder; ``None``:
             the last four stages of a hierarchical encoder, four evenly spaced blocks of a ViT.
         freeze_encoder: keep the encoder frozen (eval mode, no gradients, not optimised).
@@ -207,10 +187,7 @@ class UPerNetSegmentation(ZooTask):
             ``class_1``, ...
         ignore_index: target value left out of the loss and the metrics.
         decoder_channels: width of the UPerNet decoder.
-        lr: peak learning rate of AdamW.
-        weight_decay: AdamW weight decay.
-        betas: AdamW betas.
-        warmup_fraction: fraction of the steps in linear warm-up before the cosine decay.
+        optimizer: AdamW and its warm-up + cosine schedule (:data:`UPERNET_OPTIMIZER`).
     """
 
     def __init__(
@@ -227,12 +204,9 @@ class UPerNetSegmentation(ZooTask):
         class_names: list[str] | None = None,
         ignore_index: int | None = None,
         decoder_channels: int = 256,
-        lr: float = 1e-3,
-        weight_decay: float = 0.05,
-        betas: tuple[float, float] = (0.9, 0.999),
-        warmup_fraction: float = 0.05,
+        optimizer: OptimizerConfig = UPERNET_OPTIMIZER,
     ) -> None:
-        super().__init__(lr, weight_decay, betas, warmup_fraction)
+        super().__init__(optimizer)
         self.save_hyperparameters()
         if num_classes < 2:
             raise ValueError(f"num_classes must be >= 2 (background included), got {num_classes}")

@@ -204,6 +204,10 @@ class FLAVARS(ZooTask):
         pooled = self.vision_encoder(image).pooled
         return pooled, F.normalize(self.image_projection(pooled), dim=-1)
 
+    def image_features(self, image: Tensor) -> Tensor:
+        """Pooled backbone features ``B×D_v`` (frozen-feature evaluation)."""
+        return self.vision_encoder(image).pooled
+
     def encode_text(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
         """Unit text embeddings ``B×E`` from the [CLS] state."""
         hidden = self.text_encoder(input_ids, attention_mask)

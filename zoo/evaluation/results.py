@@ -1,0 +1,97 @@
+"""The results table: rows of ours beside the paper's numbers, as JSON, markdown and W&B."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from zoo.io import atomic_write_text
+
+__all__ = ["COLUMNS", "log_to_wandb", "markdown_table", "result_rows", "write_results"]
+
+#: The columns of the W&B table.
+COLUMNS = ["evaluation", "protocol", "metric", "ours", "paper", "delta", "source"]
+#: Metrics that are not fractions (not shown x100).
+_RAW = {"loss"}
+
+
+def result_rows(
+    evaluation: Any, metrics: dict[str, float], error: str | None, published: dict[str, float]
+) -> list[dict[str, Any]]:
+    """One row per metric (the paper's first), or one ``error`` row.
+
+    Args:
+        evaluation: what ran (its ``name``, ``protocol``, ``source`` and ``path``, if any).
+        metrics: our values (fractions).
+        error: why it failed, or None.
+        published: the paper's numbers (percent).
+    """
+    base = {
+        "evaluation": evaluation.name, "protocol": evaluation.protocol,
+        "config": getattr(evaluation, "path", ""), "source": evaluation.source,
+    }
+    if error is not None:
+        return [{**base, "metric": "error", "ours": None, "paper": None, "error": error}]
+    rows = []
+    for key in sorted(set(metrics) | set(published), key=lambda k: (k not in published, k)):
+        value = metrics.get(key)
+        if value is not None and key not in _RAW and not key.endswith("loss"):
+            value = 100.0 * value
+        paper = published.get(key)
+        delta = None if value is None or paper is None or math.isnan(value) else value - paper
+        rows.append({**base, "metric": key, "ours": value, "paper": paper, "delta": delta})
+    return rows
+
+
+def write_results(rows: list[dict[str, Any]], output: str | Path, header: dict[str, Any] | None = None) -> None:
+    """``results.json`` and ``results.md`` in ``output`` (each replaced atomically)."""
+    output = Path(output)
+    payload = {**(header or {}), "results": rows}
+    atomic_write_text(output / "results.json", json.dumps(payload, indent=2) + "\n")
+    atomic_write_text(output / "results.md", markdown_table(rows, header))
+
+
+def _fmt(value: float | None) -> str:
+    return "" if value is None else f"{value:.2f}"
+
+
+def markdown_table(rows: list[dict[str, Any]], header: dict[str, Any] | None = None) -> str:
+    """The results as a markdown table: ours beside the paper's number and the difference."""
+    lines = ["# Evaluation results", ""]
+    for key, value in (header or {}).items():
+        lines.append(f"- {key}: `{value}`")
+    lines += [
+        "", "Values in percent (x100). Paper numbers come from the cited tables; the difference "
+        "is ours minus the paper's.", "",
+        "| evaluation | protocol | metric | ours | paper | difference | source |",
+        "| --- | --- | --- | ---: | ---: | ---: | --- |",
+    ]
+    for r in rows:
+        ours = r.get("error") if r["metric"] == "error" else _fmt(r["ours"])
+        delta = "" if r.get("delta") is None else f"{r['delta']:+.2f}"
+        lines.append(
+            f"| {r['evaluation']} | {r['protocol']} | {r['metric']} | {ours} | "
+            f"{_fmt(r['paper'])} | {delta} | {r['source']} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def log_to_wandb(
+    rows: list[dict[str, Any]], header: dict[str, Any], project: str, output: str | Path,
+    online: bool = False,
+) -> Path:
+    """Log the table (and each value as a summary metric) as one W&B run, offline by default."""
+    import wandb
+
+    run = wandb.init(
+        project=project, dir=str(output), job_type="evaluation", config=header,
+        mode="online" if online else "offline", name=f"eval-{header.get('model', 'model')}",
+    )
+    run.log({"results": wandb.Table(columns=COLUMNS, data=[[r.get(c) for c in COLUMNS] for r in rows])})
+    run.summary.update({
+        f"{r['evaluation']}/{r['metric']}": r["ours"] for r in rows if r.get("ours") is not None
+    })
+    run.finish()
+    return Path(run.dir)
