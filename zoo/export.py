@@ -13,38 +13,21 @@ import argparse
 from pathlib import Path
 
 from lightning import LightningModule
-from safetensors.torch import save
-from torch import Tensor
+from safetensors.torch import save_model
 
-from zoo.io import atomic_write, atomic_write_text
+from zoo.io import atomic_path, atomic_write_text
 from zoo.main import build_from_configs
 
 __all__ = ["export_model", "main"]
-
-
-def _untied_state(model: LightningModule) -> tuple[dict[str, Tensor], dict[str, str]]:
-    """The state dict without tied duplicates (e.g. a tied LM head), and ``{dropped: kept}``
-    (safetensors refuses tensors that share memory; ``safetensors.torch.load_model`` restores
-    the ties)."""
-    state, kept, dropped = model.state_dict(), {}, {}
-    for name, tensor in state.items():
-        view = (tensor.device, tensor.untyped_storage().data_ptr(), tensor.storage_offset(),
-                tuple(tensor.shape), tensor.stride(), tensor.dtype)
-        if tensor.numel() and view in kept:
-            dropped[name] = kept[view]
-        else:
-            kept[view] = name
-    return {k: v.contiguous() for k, v in state.items() if k not in dropped}, dropped
 
 
 def export_model(model: LightningModule, output: str | Path) -> Path:
     """Merge LoRA adapters (if any) and save the weights; returns the safetensors path."""
     if hasattr(model, "merge_lora"):
         model.merge_lora()
-    tensors, dropped = _untied_state(model)
     path = Path(output) / "model.safetensors"
-    with atomic_write(path, "wb") as f:
-        f.write(save(tensors, metadata=dropped or None))
+    with atomic_path(path) as tmp:
+        save_model(model, str(tmp))  # drops tied duplicates (e.g. a tied LM head)
     return path
 
 

@@ -24,11 +24,32 @@ from torch import Tensor
 
 __all__ = [
     "atomic_dir",
+    "atomic_path",
     "atomic_write",
     "atomic_write_text",
     "load_checkpoint",
     "read_state_dict",
 ]
+
+
+@contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """A temporary file path beside ``path`` for a writer that takes a file name (e.g.
+    ``safetensors.torch.save_model``); on success it replaces ``path`` atomically.
+
+    On an exception the temporary file is removed and ``path`` keeps its previous content.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 @contextmanager
@@ -38,16 +59,8 @@ def atomic_write(path: str | Path, mode: str = "w", encoding: str | None = "utf-
     On an exception the temporary file is removed and ``path`` keeps its previous content.
     ``mode`` is ``"w"`` (text) or ``"wb"`` (bytes).
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, mode, encoding=None if "b" in mode else encoding) as f:
-            yield f
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp, tmp.open(mode, encoding=None if "b" in mode else encoding) as f:
+        yield f
 
 
 def atomic_write_text(path: str | Path, text: str) -> Path:

@@ -1,0 +1,102 @@
+"""zoo.io: writes are all-or-nothing; weight files load with errors that name the file."""
+
+from __future__ import annotations
+
+import stat
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from zoo.io import (
+    atomic_dir,
+    atomic_path,
+    atomic_write,
+    atomic_write_text,
+    load_checkpoint,
+    read_state_dict,
+)
+
+
+def test_atomic_write_replaces_only_on_success(tmp_path):
+    path = tmp_path / "out" / "a.txt"
+    atomic_write_text(path, "first")
+    assert path.read_text() == "first"
+    with pytest.raises(RuntimeError, match="boom"), atomic_write(path) as f:
+        f.write("half a fi")
+        raise RuntimeError("boom")
+    assert path.read_text() == "first"
+    assert sorted(p.name for p in path.parent.iterdir()) == ["a.txt"]  # no temporary left
+    with atomic_write(path, "wb") as f:
+        f.write(b"\x00\x01")
+    assert path.read_bytes() == b"\x00\x01"
+
+
+def test_atomic_path_for_writers_that_take_a_file_name(tmp_path):
+    path = tmp_path / "w.safetensors"
+    with atomic_path(path) as tmp:
+        assert tmp.parent == tmp_path and tmp != path
+        save_file({"x": torch.arange(3.0)}, str(tmp))
+        assert not path.exists()
+    assert torch.equal(read_state_dict(path)["x"], torch.arange(3.0))
+    with pytest.raises(KeyboardInterrupt), atomic_path(path) as tmp:
+        tmp.write_bytes(b"partial")
+        raise KeyboardInterrupt
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["w.safetensors"]
+
+
+def test_atomic_dir_appears_complete_with_mkdir_mode(tmp_path):
+    target = tmp_path / "dataset"
+    with atomic_dir(target) as tmp:
+        (tmp / "a.txt").write_text("a")
+        assert not target.exists()
+    assert (target / "a.txt").read_text() == "a"
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    assert stat.S_IMODE(target.stat().st_mode) == stat.S_IMODE(plain.stat().st_mode)
+    with pytest.raises(ValueError), atomic_dir(tmp_path / "failed") as tmp:
+        (tmp / "b.txt").write_text("b")
+        raise ValueError
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dataset", "plain"]
+
+
+def test_load_checkpoint_names_the_file_and_the_problem(tmp_path):
+    good = tmp_path / "good.ckpt"
+    torch.save({"state_dict": {"w": torch.ones(2)}, "epoch": 3}, good)
+    assert load_checkpoint(good)["epoch"] == 3
+    with pytest.raises(FileNotFoundError, match=r"--ckpt_path .*missing\.ckpt does not exist"):
+        load_checkpoint(tmp_path / "missing.ckpt", "--ckpt_path")
+    truncated = tmp_path / "truncated.ckpt"
+    truncated.write_bytes(good.read_bytes()[:50])
+    with pytest.raises(RuntimeError, match=r"truncated\.ckpt: it is truncated or not a PyTorch"):
+        load_checkpoint(truncated)
+    text = tmp_path / "notes.ckpt"
+    text.write_text("not a checkpoint")
+    with pytest.raises(RuntimeError, match="notes.ckpt"):
+        load_checkpoint(text)
+
+
+class _Arbitrary:
+    """A class a weights-only load must refuse to build."""
+
+
+def test_load_checkpoint_refuses_pickled_objects(tmp_path):
+    path = tmp_path / "objects.ckpt"
+    torch.save({"state_dict": {}, "thing": _Arbitrary()}, path)  # not weights-only
+    with pytest.raises(RuntimeError, match="weights_only=True"):
+        load_checkpoint(path)
+
+
+def test_read_state_dict_from_each_format(tmp_path):
+    weights = {"a": torch.zeros(2), "b": torch.ones(1)}
+    torch.save({"state_dict": weights, "hyper_parameters": {"lr": 1.0}}, tmp_path / "l.ckpt")
+    torch.save(weights, tmp_path / "plain.pt")
+    save_file(weights, str(tmp_path / "w.safetensors"))
+    for name in ("l.ckpt", "plain.pt", "w.safetensors"):
+        state = read_state_dict(tmp_path / name)
+        assert set(state) == {"a", "b"} and torch.equal(state["b"], torch.ones(1))
+    torch.save({"config": {"lr": 1.0}}, tmp_path / "other.pt")
+    with pytest.raises(ValueError, match="neither a Lightning checkpoint"):
+        read_state_dict(tmp_path / "other.pt")
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        read_state_dict(tmp_path / "none.safetensors")
