@@ -47,7 +47,7 @@ def _model(**kwargs) -> UPerNetSegmentation:
 
 @pytest.mark.parametrize("encoder", ["zoo_vit_tiny", "zoo_convnext_tiny"])
 def test_output_matches_input_size(encoder: str) -> None:
-    model = _model(image_encoder=encoder, num_classes=3).eval()
+    model = _model(vision_encoder=encoder, num_classes=3).eval()
     with torch.no_grad():
         logits = model(torch.randn(2, 3, SIZE, SIZE))
     assert logits.shape == (2, 3, SIZE, SIZE) and logits.dtype == torch.float32
@@ -95,7 +95,7 @@ def test_weights_from_a_flavars_checkpoint(tmp_path) -> None:
     path = tmp_path / "flavars.ckpt"
     torch.save({"state_dict": flavars.state_dict(), "epoch": 3}, path)
 
-    model = _model(image_checkpoint=str(path)).eval()
+    model = _model(vision_checkpoint=str(path)).eval()
     assert model.checkpoint_prefix == "vision_encoder.model."
     x = torch.randn(2, 3, SIZE, SIZE)
     with torch.no_grad():
@@ -106,18 +106,18 @@ def test_weights_from_a_flavars_checkpoint(tmp_path) -> None:
     # A bare timm state dict loads with no prefix.
     plain = tmp_path / "vit.pt"
     torch.save(flavars.vision_encoder.model.state_dict(), plain)
-    assert _model(image_checkpoint=str(plain)).checkpoint_prefix == ""
+    assert _model(vision_checkpoint=str(plain)).checkpoint_prefix == ""
 
     # A checkpoint from before FLAVARS' image_encoder was renamed vision_encoder still loads.
     old = tmp_path / "flavars-old.ckpt"
     state = {k.replace("vision_encoder.", "image_encoder.", 1): v for k, v in flavars.state_dict().items()}
     torch.save({"state_dict": state}, old)
-    assert _model(image_checkpoint=str(old)).checkpoint_prefix == "image_encoder.model."
+    assert _model(vision_checkpoint=str(old)).checkpoint_prefix == "image_encoder.model."
 
     with pytest.raises(ValueError, match=r"prefix 'text_encoder\.'.*'vision_encoder\.model\.'"):
-        _model(image_checkpoint=str(path), checkpoint_prefix="text_encoder")
+        _model(vision_checkpoint=str(path), checkpoint_prefix="text_encoder")
     with pytest.raises(ValueError, match="other shapes.*pos_embed"):
-        _model(image_size=48, image_checkpoint=str(path))
+        _model(image_size=48, vision_checkpoint=str(path))
 
 
 def test_weights_from_an_aquila_checkpoint(tmp_path) -> None:
@@ -130,7 +130,7 @@ def test_weights_from_an_aquila_checkpoint(tmp_path) -> None:
     torch.save({"state_dict": aquila.state_dict()}, path)
 
     model = _model(
-        image_encoder="zoo_convnext_tiny", feature_indices=[0, 1, 2], image_checkpoint=str(path)
+        vision_encoder="zoo_convnext_tiny", feature_indices=[0, 1, 2], vision_checkpoint=str(path)
     ).eval()
     assert model.checkpoint_prefix == "vision."
     x = torch.randn(2, 3, SIZE, SIZE)
@@ -138,17 +138,17 @@ def test_weights_from_an_aquila_checkpoint(tmp_path) -> None:
         ours, theirs = model.features(x), aquila.vision(x)
     assert len(ours) == 3 and all(torch.equal(a, b) for a, b in zip(ours, theirs, strict=True))
     with pytest.raises(ValueError, match=r"lacks .*stages\.3\..*feature_indices"):
-        _model(image_encoder="zoo_convnext_tiny", image_checkpoint=str(path))
+        _model(vision_encoder="zoo_convnext_tiny", vision_checkpoint=str(path))
 
 
 def test_checkpoint_errors(tmp_path) -> None:
     with pytest.raises(FileNotFoundError, match="nowhere.ckpt"):
-        _model(image_checkpoint=str(tmp_path / "nowhere.ckpt"))
+        _model(vision_checkpoint=str(tmp_path / "nowhere.ckpt"))
     other = tmp_path / "other.ckpt"
     torch.save({"state_dict": {"head.weight": torch.zeros(2), "text.layer.bias": torch.zeros(2)}},
                other)
     with pytest.raises(ValueError, match=r"no weights of the image encoder.*'text\.layer\.'"):
-        _model(image_checkpoint=str(other))
+        _model(vision_checkpoint=str(other))
     bad = tmp_path / "bad.ckpt"
     torch.save({"state_dict": {"a": 1}}, bad)
     with pytest.raises(ValueError, match="neither a Lightning checkpoint"):

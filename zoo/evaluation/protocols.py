@@ -223,8 +223,8 @@ class Segmentation(Evaluation):
         if encoder is None:
             raise ValueError(f"{type(ctx.model).__name__} names no vision_encoder in its hyper-parameters")
         seg = UPerNetSegmentation(
-            image_encoder=encoder, image_size=int(hparams.get("image_size", 224)),
-            image_checkpoint=ctx.ckpt_path,
+            vision_encoder=encoder, image_size=int(hparams.get("image_size", 224)),
+            vision_checkpoint=ctx.ckpt_path,
             feature_indices=hparams.get("feature_stages"),  # Aquila keeps only these stages
             num_classes=len(dm.class_names), class_names=list(dm.class_names),
             **self.upernet_args,

@@ -88,7 +88,7 @@ def load_encoder_checkpoint(
             :data:`CHECKPOINT_PREFIXES` in order. ``features_only`` key names (Aquila's
             ``stages_0.`` for ``stages.0.``) are mapped to the plain model's.
     """
-    state = read_state_dict(checkpoint, "image_checkpoint")
+    state = read_state_dict(checkpoint, "vision_checkpoint")
     wanted = encoder.state_dict()
     if prefix is None:
         prefix = next(
@@ -126,7 +126,7 @@ def load_encoder_checkpoint(
     if mismatched:
         raise ValueError(
             f"{checkpoint} (prefix {prefix!r}) has tensors of other shapes than the encoder "
-            f"(checkpoint vs encoder), e.g. {mismatched[:5]}: check image_encoder, image_size "
+            f"(checkpoint vs encoder), e.g. {mismatched[:5]}: check vision_encoder, image_size "
             "and in_chans"
         )
     encoder.load_state_dict(mapped, strict=True)
@@ -169,15 +169,15 @@ class UPerNetSegmentation(ZooTask):
     mmsegmentation reports mIoU; a class absent from both prediction and target is left out).
 
     Args:
-        image_encoder: timm name (``hf:org/model`` or a local folder too) of an encoder with
+        vision_encoder: timm name (``hf-hub:org/model`` or a local folder too) of an encoder with
             ``forward_intermediates``: ``zoo_vit_tiny`` (the FLAVARS default), ``zoo_convnext_tiny``
             (Aquila's), ``vit_base_patch16_224`` ...
         image_size: input size in pixels (transformer position embeddings follow it).
         in_chans: input bands.
-        image_pretrained: load the encoder's named timm weights.
-        image_checkpoint: encoder weights from a zoo checkpoint: a Lightning ``.ckpt`` of any zoo
+        vision_pretrained: load the encoder's named timm weights.
+        vision_checkpoint: encoder weights from a zoo checkpoint: a Lightning ``.ckpt`` of any zoo
             model, a plain state-dict file or a ``.safetensors`` export.
-        checkpoint_prefix: where the encoder lives in ``image_checkpoint``; ``None`` detects
+        checkpoint_prefix: where the encoder lives in ``vision_checkpoint``; ``None`` detects
             ``vision_encoder.model.`` (FLAVARS), ``vision.`` (Aquila, FUSE, GeoPix) or none.
         feature_indices: the four (at least two) blocks or stages that feed the decoder; ``None``:
             the last four stages of a hierarchical encoder, four evenly spaced blocks of a ViT.
@@ -192,11 +192,11 @@ class UPerNetSegmentation(ZooTask):
 
     def __init__(
         self,
-        image_encoder: str = "zoo_vit_tiny",
+        vision_encoder: str = "zoo_vit_tiny",
         image_size: int = 64,
         in_chans: int = 3,
-        image_pretrained: bool = False,
-        image_checkpoint: str | None = None,
+        vision_pretrained: bool = False,
+        vision_checkpoint: str | None = None,
         checkpoint_prefix: str | None = None,
         feature_indices: list[int] | None = None,
         freeze_encoder: bool = True,
@@ -219,12 +219,12 @@ class UPerNetSegmentation(ZooTask):
         self.ignore_index = ignore_index
         self.freeze_encoder = freeze_encoder
 
-        self.encoder = self._build_encoder(image_encoder, image_size, in_chans, image_pretrained)
+        self.encoder = self._build_encoder(vision_encoder, image_size, in_chans, vision_pretrained)
         self.feature_indices = self._select_indices(feature_indices)
         self.checkpoint_prefix: str | None = None
-        if image_checkpoint is not None:
+        if vision_checkpoint is not None:
             self.checkpoint_prefix = load_encoder_checkpoint(
-                self.encoder, image_checkpoint, checkpoint_prefix
+                self.encoder, vision_checkpoint, checkpoint_prefix
             )
         with torch.no_grad():
             training = self.encoder.training
