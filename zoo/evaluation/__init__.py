@@ -12,6 +12,7 @@
   numbers out; UPerNet over a zoo image encoder).
 """
 
+from zoo.evaluation import protocols
 from zoo.evaluation.base import CapabilityError, Context, Evaluation
 from zoo.evaluation.config import EvaluationConfig, load_evaluations
 from zoo.evaluation.probes import (
@@ -21,16 +22,7 @@ from zoo.evaluation.probes import (
     stratified_split,
     zero_shot_accuracy,
 )
-from zoo.evaluation.protocols import (
-    KNN,
-    GenerationTestLoop,
-    LinearProbe,
-    ModelTestLoop,
-    ReferringTestLoop,
-    Retrieval,
-    Segmentation,
-    ZeroShot,
-)
+from zoo.evaluation.protocols import *  # noqa: F403 (the protocol classes, by their __all__)
 from zoo.evaluation.results import markdown_table, write_results
 from zoo.evaluation.retrieval import caption_retrieval, caption_retrieval_ranks
 from zoo.evaluation.runner import evaluate
@@ -41,20 +33,13 @@ from zoo.evaluation.segmentation import (
 )
 
 __all__ = [
-    "KNN",
+    *protocols.__all__,
     "CapabilityError",
     "Context",
     "Evaluation",
     "EvaluationConfig",
-    "GenerationTestLoop",
-    "LinearProbe",
-    "ModelTestLoop",
-    "ReferringTestLoop",
-    "Retrieval",
-    "Segmentation",
     "SimpleFeaturePyramid",
     "UPerNetSegmentation",
-    "ZeroShot",
     "caption_retrieval",
     "caption_retrieval_ranks",
     "evaluate",

@@ -53,6 +53,22 @@ def _check_labels(name: str, labels: Tensor, n: int, num_classes: int | None = N
             )
 
 
+def _check_splits(
+    train_features: Tensor, train_labels: Tensor, test_features: Tensor, test_labels: Tensor,
+    num_classes: int,
+) -> None:
+    """Both splits' features ``N×D`` (of one width) and labels ``N`` in ``[0, num_classes)``."""
+    _check_features("train_features", train_features)
+    _check_features("test_features", test_features)
+    if train_features.shape[1] != test_features.shape[1]:
+        raise ValueError(
+            f"train_features and test_features differ in width: {train_features.shape[1]} and "
+            f"{test_features.shape[1]}"
+        )
+    _check_labels("train_labels", train_labels, len(train_features), num_classes)
+    _check_labels("test_labels", test_labels, len(test_features), num_classes)
+
+
 def knn_accuracy(
     train_features: Tensor,
     train_labels: Tensor,
@@ -80,15 +96,7 @@ def knn_accuracy(
     Returns:
         The fraction of test features whose predicted class is their label.
     """
-    _check_features("train_features", train_features)
-    _check_features("test_features", test_features)
-    if train_features.shape[1] != test_features.shape[1]:
-        raise ValueError(
-            f"train_features and test_features differ in width: {train_features.shape[1]} and "
-            f"{test_features.shape[1]}"
-        )
-    _check_labels("train_labels", train_labels, len(train_features), num_classes)
-    _check_labels("test_labels", test_labels, len(test_features), num_classes)
+    _check_splits(train_features, train_labels, test_features, test_labels, num_classes)
     if temperature <= 0:
         raise ValueError(f"temperature must be positive, got {temperature}")
     preds = knn_predict(
@@ -270,15 +278,7 @@ def linear_probe(
         ``accuracy`` (test), ``weight_decay`` (chosen), ``val_accuracy`` (held-out accuracy of
         the chosen ``wd``) and ``train_accuracy`` (of the final fit).
     """
-    _check_features("train_features", train_features)
-    _check_features("test_features", test_features)
-    if train_features.shape[1] != test_features.shape[1]:
-        raise ValueError(
-            f"train_features and test_features differ in width: {train_features.shape[1]} and "
-            f"{test_features.shape[1]}"
-        )
-    _check_labels("train_labels", train_labels, len(train_features), num_classes)
-    _check_labels("test_labels", test_labels, len(test_features), num_classes)
+    _check_splits(train_features, train_labels, test_features, test_labels, num_classes)
     grid = sorted((float(wd) for wd in weight_decays), reverse=True)
     if not grid or any(not math.isfinite(wd) or wd <= 0 for wd in grid):
         raise ValueError(f"weight_decays must be a non-empty sequence of positive numbers, got "
