@@ -42,7 +42,7 @@ def main() -> int:
         ])
         wall = time.perf_counter() - START
     metrics = {k: float(v) for k, v in cli.trainer.callback_metrics.items()}
-    n_val = cli.datamodule.sizes["num_val"]
+    n_val = cli.datamodule.source.splits.val
     n_classes = len(cli.datamodule.class_names)
     rows = [
         ("val_zero_shot_acc", 1 / n_classes, 3.0),

@@ -50,8 +50,8 @@ def main() -> None:
         sys.argv = ["zoo"]
         common = [
             "--config", args.config, f"--data.init_args.root={tmp}", "--trainer.logger=false",
-            "--data.init_args.num_train=32", "--data.init_args.num_val=8",
-            "--data.init_args.num_test=8", f"--data.init_args.batch_size={args.batch_size}",
+            "--data.init_args.splits.train=32", "--data.init_args.splits.val=8",
+            "--data.init_args.splits.test=8", f"--data.init_args.batch_size={args.batch_size}",
         ]
         variants = {
             "global view only (no injection)": ["--model.init_args.inject_layers=[]"],

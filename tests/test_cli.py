@@ -19,7 +19,8 @@ CONFIGS = sorted(
     if p.parent.relative_to(ROOT / "configs").parts[:1] not in (("data",), ("eval",))
 )
 TINY_DATA = [
-    "--data.init_args.num_train=16", "--data.init_args.num_val=8", "--data.init_args.num_test=8",
+    "--data.init_args.splits.train=16", "--data.init_args.splits.val=8",
+    "--data.init_args.splits.test=8",
 ]
 
 
@@ -113,8 +114,8 @@ def test_fit_then_predict_writes_answers(config, tmp_path):
             ],
         },
         "model": {"init_args": {"generation": {"max_new_tokens": 3}}},
-        "data": {"init_args": {"root": str(tmp_path / "data"), "num_train": 16, "num_val": 4,
-                               "num_test": 4, "batch_size": 8}},
+        "data": {"init_args": {"root": str(tmp_path / "data"), "batch_size": 8,
+                               "splits": {"train": 16, "val": 4, "test": 4}}},
     }))
     configs = ["--config", config, "--config", str(override)]
     main(["fit", *configs])

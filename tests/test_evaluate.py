@@ -133,7 +133,7 @@ def flavars_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, d
 
     root = tmp_path_factory.mktemp("flavars")
     data = {"class_path": "EmbeddedDataModule", "init_args": {
-        "root": str(root / "data"), "num_train": 60, "num_val": 10, "num_test": 30,
+        "root": str(root / "data"), "splits": {"train": 60, "val": 10, "test": 30},
         "image_size": 32, "batch_size": 16}}
     config = _write(root / "flavars.yaml", {
         "model": {"class_path": "FLAVARS", "init_args": {
@@ -297,14 +297,14 @@ def test_export_rebuilds_the_run_and_writes_its_weights(flavars_run, tmp_path) -
 
 def _small_embedded(ev: EvaluationConfig, root: Path) -> EvaluationConfig:
     return ev.with_args(data={"init_args": {
-        "root": str(root), "num_train": 24, "num_val": 8, "num_test": 8, "batch_size": 4}})
+        "root": str(root), "splits": {"train": 24, "val": 8, "test": 8}, "batch_size": 4}})
 
 
 def test_evaluate_aquila_on_embedded_and_fake_benchmarks(tmp_path: Path) -> None:
     """The generator protocols end to end: the test loop (captions with five references, VQA per
     question type with the paper's average) and the vision tower's k-NN."""
     override = _write(tmp_path / "small.yaml", {"data": {"init_args": {
-        "root": str(tmp_path / "data"), "num_train": 24, "num_val": 8, "num_test": 8}}})
+        "root": str(tmp_path / "data"), "splits": {"train": 24, "val": 8, "test": 8}}}})
     model = load_model([str(ROOT / "configs" / "aquila.yaml"), str(override)], None)
     evals = [
         _small_embedded(load_evaluations([ROOT / "configs/eval/embedded_generation.yaml"])[0], tmp_path / "data"),
@@ -329,7 +329,7 @@ def test_evaluate_aquila_on_embedded_and_fake_benchmarks(tmp_path: Path) -> None
 
 def test_evaluate_geopix_on_fake_referring_benchmarks(tmp_path: Path) -> None:
     override = _write(tmp_path / "small.yaml", {"data": {"init_args": {
-        "root": str(tmp_path / "data"), "num_train": 24, "num_val": 8, "num_test": 8}}})
+        "root": str(tmp_path / "data"), "splits": {"train": 24, "val": 8, "test": 8}}}})
     model = load_model([str(ROOT / "configs" / "geopix.yaml"), str(override)], None)
     evals = [
         _on_fake_data("rrsisd.yaml", root=str(ROOT / "tests/data/rrsisd"), batch_size=2),

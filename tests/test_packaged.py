@@ -10,6 +10,7 @@ import importlib.util
 import pytest
 import torch
 
+from zoo.data.datamodules import EmbeddedSplits
 from zoo.encoders.packaged import packaged_weights
 
 
@@ -44,7 +45,7 @@ def test_aquila_with_packaged_smollm2(tmp_path):
     from zoo.data import EmbeddedConversationDataModule
     from zoo.models import Aquila, GenerationConfig
 
-    dm = EmbeddedConversationDataModule(str(tmp_path), num_train=4, num_val=2, num_test=2,
+    dm = EmbeddedConversationDataModule(str(tmp_path), splits=EmbeddedSplits(4, 2, 2),
                                         batch_size=2, tokenizer="smollm2")
     dm.prepare_data()
     dm.setup("fit")

@@ -19,7 +19,8 @@ def test_offline_wandb_run_has_config_and_metrics(tmp_path, monkeypatch):
     main([
         "fit", "--config", "configs/flavars.yaml",
         f"--data.init_args.root={tmp_path / 'data'}",
-        "--data.init_args.num_train=64", "--data.init_args.num_val=32", "--data.init_args.num_test=8",
+        "--data.init_args.splits.train=64", "--data.init_args.splits.val=32",
+        "--data.init_args.splits.test=8",
         "--data.init_args.batch_size=16", "--trainer.max_epochs=1",
         f"--trainer.default_root_dir={runs}", f"--trainer.logger.init_args.save_dir={runs}",
         "--trainer.enable_progress_bar=false", "--trainer.log_every_n_steps=1",

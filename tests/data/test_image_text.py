@@ -8,6 +8,7 @@ import torch
 
 from tests.conftest import CLASSES, write_table_dataset
 from zoo.data import ImageTextLocationDataModule, ImageTextLocationDataset
+from zoo.data.datamodules import EmbeddedSplits
 
 
 def _datamodule(root, **kwargs) -> ImageTextLocationDataModule:
@@ -89,7 +90,7 @@ def test_table_without_caption_column(table_root):
 def test_conversation_task_filter_that_keeps_nothing_is_an_error(tmp_path):
     from zoo.data import EmbeddedConversationDataModule
 
-    dm = EmbeddedConversationDataModule(str(tmp_path), num_train=4, num_val=2, num_test=2,
+    dm = EmbeddedConversationDataModule(str(tmp_path), splits=EmbeddedSplits(4, 2, 2),
                                         tasks=["captions"])  # a typo of "caption"
     dm.prepare_data()
     with pytest.raises(ValueError, match=r"conversations_train\.json: no record has a task in \['captions'\]"):

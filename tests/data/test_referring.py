@@ -22,7 +22,7 @@ from zoo.data.referring import (
     seg_tokens,
 )
 
-SIZES = {"num_train": 20, "num_val": 5, "num_test": 5}
+SIZES = {"splits": {"train": 20, "val": 5, "test": 5}}
 
 
 @pytest.fixture(scope="module")

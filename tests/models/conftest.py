@@ -11,6 +11,7 @@ import torch
 from lightning.pytorch import LightningDataModule
 
 from zoo.data import EmbeddedConversationDataModule
+from zoo.data.datamodules import EmbeddedSplits
 from zoo.models import Aquila
 
 DataModule = TypeVar("DataModule", bound=LightningDataModule)
@@ -25,7 +26,7 @@ def prepared(dm: DataModule) -> DataModule:
 @pytest.fixture(scope="package")
 def dm(tmp_path_factory) -> EmbeddedConversationDataModule:
     root = tmp_path_factory.getbasetemp() / "embedded"
-    return prepared(EmbeddedConversationDataModule(str(root), num_train=24, num_val=8, num_test=8,
+    return prepared(EmbeddedConversationDataModule(str(root), splits=EmbeddedSplits(24, 8, 8),
                                                    batch_size=4))
 
 

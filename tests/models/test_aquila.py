@@ -10,6 +10,7 @@ from lightning import Trainer, seed_everything
 
 from tests.models.conftest import make_aquila
 from zoo.data import EmbeddedConversationDataModule
+from zoo.data.datamodules import EmbeddedSplits
 from zoo.metrics.vqa import normalize_answer
 from zoo.models import Aquila, GenerationConfig, TrainingStage
 from zoo.models.aquila import AQUILA_OPTIMIZER
@@ -99,7 +100,7 @@ def test_aquila_learns_vqa_and_captions(tmp_path_factory):
     (scene category 0.81, presence 0.56, count 0.28).
     """
     root = tmp_path_factory.getbasetemp() / "learn"
-    kwargs = dict(num_train=400, num_val=16, num_test=40, batch_size=16)
+    kwargs = dict(splits=EmbeddedSplits(400, 16, 40), batch_size=16)
     vqa = EmbeddedConversationDataModule(str(root), tasks=["caption", "vqa"], eval_tasks=["vqa"], **kwargs)
     caption = EmbeddedConversationDataModule(str(root), tasks=["caption"], **kwargs)
     vqa.prepare_data()

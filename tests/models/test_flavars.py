@@ -7,6 +7,7 @@ import torch
 from lightning import Trainer, seed_everything
 
 from zoo.data import EmbeddedDataModule
+from zoo.data.datamodules import EmbeddedSplits
 from zoo.models import FLAVARS, OptimizerConfig
 
 NUM_CLASSES = 10
@@ -14,7 +15,7 @@ NUM_CLASSES = 10
 
 def _datamodule(tmp_path_factory, **kwargs) -> EmbeddedDataModule:
     root = tmp_path_factory.getbasetemp() / "embedded"
-    args = dict(num_train=480, num_val=160, num_test=16, image_size=32, batch_size=32) | kwargs
+    args = dict(splits=EmbeddedSplits(480, 160, 16), image_size=32, batch_size=32) | kwargs
     dm = EmbeddedDataModule(str(root), **args)
     dm.prepare_data()
     return dm

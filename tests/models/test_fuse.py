@@ -10,6 +10,7 @@ from lightning import Trainer, seed_everything
 
 from tests.models.test_aquila import _majority_baseline
 from zoo.data import EmbeddedConversationDataModule
+from zoo.data.datamodules import EmbeddedSplits
 from zoo.models import FUSE, GenerationConfig, TrainingStage
 from zoo.models.fuse import FUSE_OPTIMIZER
 
@@ -93,7 +94,7 @@ def test_fuse_learns_vqa(tmp_path_factory):
     questions of 400 embedded images, against the held-out majority answer per question type.
     The counting accuracy with and without injection is printed for the closing note."""
     root = tmp_path_factory.getbasetemp() / "learn-fuse"
-    dm = EmbeddedConversationDataModule(str(root), num_train=400, num_val=16, num_test=40,
+    dm = EmbeddedConversationDataModule(str(root), splits=EmbeddedSplits(400, 16, 40),
                                         batch_size=16, tasks=["caption", "vqa"], eval_tasks=["vqa"])
     dm.prepare_data()
     dm.setup("fit")

@@ -1,10 +1,12 @@
-"""Datamodules producing the batch contract of docs/architecture.md (torchgeo ``NonGeoDataModule``s)."""
+"""Datamodules producing the batch contract of docs/architecture.md (torchgeo
+``NonGeoDataModule``s)."""
 
 from __future__ import annotations
 
 import logging
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -25,6 +27,7 @@ from zoo.data.tokenize import build_tokenizer
 __all__ = [
     "ConversationDataModule",
     "EmbeddedSource",
+    "EmbeddedSplits",
     "EmbeddedConversationDataModule",
     "EmbeddedDataModule",
     "ImageTextLocationDataModule",
@@ -214,6 +217,29 @@ class ImageTextLocationDataModule(ZooDataModule):
             )
 
 
+@dataclass(frozen=True)
+class EmbeddedSplits:
+    """Images per split of the embedded dataset (YAML: ``splits: {train: 2000, val: 250}``).
+
+    Attributes:
+        train: training images.
+        val: validation images.
+        test: test images.
+    """
+
+    train: int = 2000
+    val: int = 250
+    test: int = 250
+
+    def __post_init__(self) -> None:
+        if min(self.train, self.val, self.test) < 0 or self.train == 0:
+            raise ValueError(f"splits need train > 0 and val, test >= 0 images, got {self}")
+
+
+#: The default configs' embedded dataset.
+DEFAULT_SPLITS = EmbeddedSplits()
+
+
 class EmbeddedSource:
     """The embedded dataset as a datamodule's source, written under ``root/<parameters>``.
 
@@ -225,28 +251,29 @@ class EmbeddedSource:
         root: parent folder of the generated datasets.
         image_size: generated image size in pixels.
         seed: generator seed.
-        num_train: training images.
-        num_val: validation images.
-        num_test: test images.
+        splits: images per split.
     """
 
     def __init__(
-        self, root: str, image_size: int, seed: int, num_train: int, num_val: int, num_test: int
+        self, root: str, image_size: int, seed: int, splits: EmbeddedSplits | dict
     ) -> None:
         self.root = Path(root)
         self.image_size = image_size
         self.seed = seed
-        self.sizes = {"num_train": num_train, "num_val": num_val, "num_test": num_test}
+        self.splits = EmbeddedSplits(**splits) if isinstance(splits, dict) else splits
+
+    @property
+    def sizes(self) -> dict[str, int]:
+        """The generator's keyword arguments for the split sizes."""
+        n = self.splits
+        return {"num_train": n.train, "num_val": n.val, "num_test": n.test}
 
     @property
     def path(self) -> Path:
         """The folder of this parameter set's copy."""
-        n = self.sizes
-        name = (
-            f"v{embedded.DATASET_VERSION}-seed{self.seed}-{self.image_size}px-"
-            f"{n['num_train']}-{n['num_val']}-{n['num_test']}"
-        )
-        return self.root / name
+        n = self.splits
+        version = f"v{embedded.DATASET_VERSION}-seed{self.seed}-{self.image_size}px"
+        return self.root / f"{version}-{n.train}-{n.val}-{n.test}"
 
     def prepare(self) -> None:
         """Generate the dataset unless a complete copy with these parameters exists."""
@@ -267,9 +294,7 @@ class EmbeddedDataModule(ImageTextLocationDataModule):
 
     Args:
         root: parent folder of the generated datasets.
-        num_train: training images.
-        num_val: validation images.
-        num_test: test images.
+        splits: images per split.
         seed: generator seed.
         image_size: generated image size in pixels.
         max_text_length: captions are truncated to this many tokens.
@@ -280,9 +305,7 @@ class EmbeddedDataModule(ImageTextLocationDataModule):
     def __init__(
         self,
         root: str = "data/embedded",
-        num_train: int = 2000,
-        num_val: int = 250,
-        num_test: int = 250,
+        splits: EmbeddedSplits = DEFAULT_SPLITS,
         seed: int = 0,
         image_size: int = 64,
         max_text_length: int = 48,
@@ -292,7 +315,7 @@ class EmbeddedDataModule(ImageTextLocationDataModule):
             root, max_text_length, list(embedded.SCENE_CLASSES), image_size=image_size, **kwargs
         )
         self.seed = seed
-        self.source = EmbeddedSource(root, image_size, seed, num_train, num_val, num_test)
+        self.source = EmbeddedSource(root, image_size, seed, splits)
 
     def vocabulary(self) -> list[str]:
         return embedded_vocabulary()
@@ -371,9 +394,7 @@ class EmbeddedConversationDataModule(ConversationDataModule):
 
     Args:
         root: parent folder of the generated datasets.
-        num_train: training images.
-        num_val: validation images.
-        num_test: test images.
+        splits: images per split.
         seed: generator seed.
         tasks: training tasks among ``caption``, ``description``, ``vqa``.
         eval_tasks: evaluation tasks (None: same as ``tasks``).
@@ -386,9 +407,7 @@ class EmbeddedConversationDataModule(ConversationDataModule):
     def __init__(
         self,
         root: str = "data/embedded",
-        num_train: int = 2000,
-        num_val: int = 250,
-        num_test: int = 250,
+        splits: EmbeddedSplits = DEFAULT_SPLITS,
         seed: int = 0,
         tasks: list[str] | None = ["caption", "vqa"],  # noqa: B006
         eval_tasks: list[str] | None = None,
@@ -402,7 +421,7 @@ class EmbeddedConversationDataModule(ConversationDataModule):
             image_size=image_size, **kwargs,
         )
         self.seed = seed
-        self.source = EmbeddedSource(root, image_size, seed, num_train, num_val, num_test)
+        self.source = EmbeddedSource(root, image_size, seed, splits)
 
     def vocabulary(self) -> list[str]:
         return embedded_vocabulary()
