@@ -8,8 +8,10 @@ import math
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 from scipy.special import sph_harm_y
 
+from zoo.data.image_text import ImageTextLocationDataset
 from zoo.encoders.location import (
     LocationEncoder,
     SirenNet,
@@ -245,6 +247,19 @@ def test_location_encoder_shapes_and_names() -> None:
     assert encoder.double()(_test_points(n=3)).dtype == torch.float64
 
 
+def test_constant_tables_move_with_the_module() -> None:
+    """The harmonics' tables are not buffers (the state dict stays empty) but follow ``.to``, so
+    the forward pass copies nothing from the host; their float64 precision survives dtype casts."""
+    moved = LocationEncoder(legendre_polys=4, dim_hidden=8, dim_out=4).to("meta")
+    assert {t.device.type for t in moved.posenc._tables.values()} == {"meta"}
+    sh = SphericalHarmonics(4)
+    location = _test_points(n=3)
+    expected = sh(location, dtype=torch.float64)
+    sh.half()
+    assert sh._tables["scale"].dtype == torch.float64
+    assert torch.equal(sh(location, dtype=torch.float64), expected)
+
+
 def _satclip_checkpoint(encoder: LocationEncoder, hparams: dict | None = None) -> dict:
     """A dict shaped like a SatCLIP Lightning checkpoint (float64 weights, duplicated nnet)."""
     state = {}
@@ -363,11 +378,33 @@ def test_checkpoint_errors(tmp_path) -> None:
         (torch.zeros(4, 3), r"shape \(B, 2\).*got shape \(4, 3\)"),
     ],
 )
-def test_bad_locations_raise(location: torch.Tensor, pattern: str) -> None:
+def test_bad_locations_raise(location: torch.Tensor, pattern: str, tmp_path) -> None:
     with pytest.raises(ValueError, match=pattern):
         validate_locations(location)
-    with pytest.raises(ValueError, match=pattern):
-        LocationEncoder(legendre_polys=3, dim_hidden=8, dim_out=4)(location)
+    if location.ndim == 2 and location.shape[1] == 2:
+        # Bad values are the data's check, on the host (the encoder reads no values: that would
+        # copy them from the device at every step); the message numbers the dataset's rows.
+        dataset = _dataset_with_locations(tmp_path, location)
+        with pytest.raises(ValueError, match=pattern):
+            for index in range(len(dataset)):
+                dataset[index]
+    else:  # a wrong shape is metadata: the encoder still refuses it
+        with pytest.raises(ValueError, match=pattern):
+            LocationEncoder(legendre_polys=3, dim_hidden=8, dim_out=4)(location)
+
+
+def _dataset_with_locations(root, location: torch.Tensor) -> ImageTextLocationDataset:
+    """A caption table of ``len(location)`` images whose samples carry ``location``'s rows."""
+    lines = ["filepath,title,lat,lon"]
+    for i in range(len(location)):
+        Image.new("RGB", (4, 4)).save(root / f"{i}.png")
+        lines.append(f"{i}.png,an image,0.0,0.0")
+    (root / "train.csv").write_text("\n".join(lines) + "\n")
+
+    def transforms(sample: dict) -> dict:
+        return {**sample, "location": location[sample["index"]]}
+
+    return ImageTextLocationDataset(root, "train", transforms=transforms)
 
 
 def test_validation_names_the_field_and_hints_at_swapped_columns() -> None:

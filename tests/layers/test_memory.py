@@ -35,6 +35,12 @@ def _memory(fusion: Fusion = "conv3d", alpha: float = 0.5) -> ClassWiseMemory:
     return mem
 
 
+def _decoder(memory: ClassWiseMemory | None = None) -> MultiScaleMaskDecoder:
+    """The same decoder weights with or without a memory (the memory is built outside)."""
+    torch.manual_seed(0)
+    return MultiScaleMaskDecoder(DIM, num_scales=len(SIDES), memory=memory).eval()
+
+
 def _tokens(side: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     gen = torch.Generator().manual_seed(seed)
     t = len(CATEGORY)
@@ -44,12 +50,10 @@ def _tokens(side: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
 
 @pytest.mark.parametrize("fusion", FUSIONS)
 def test_alpha_zero_equals_decoder_without_memory(fusion: Fusion) -> None:
-    torch.manual_seed(0)
-    dec = MultiScaleMaskDecoder(DIM, num_scales=len(SIDES)).eval()
     features, cond = _inputs()
-    plain = dec(features, cond, TARGET_IMAGE)
+    plain = _decoder()(features, cond, TARGET_IMAGE)
     mem = _memory(fusion, alpha=0.0)
-    with_mem = dec(features, cond, TARGET_IMAGE, memory=mem, category=CATEGORY)
+    with_mem = _decoder(mem)(features, cond, TARGET_IMAGE, category=CATEGORY)
     torch.testing.assert_close(with_mem.logits, plain.logits, atol=1e-6, rtol=0)
     torch.testing.assert_close(with_mem.per_scale, with_mem.initial, atol=1e-6, rtol=0)
     tokens, mask = _tokens(SIDES[0])
@@ -58,10 +62,8 @@ def test_alpha_zero_equals_decoder_without_memory(fusion: Fusion) -> None:
 
 @pytest.mark.parametrize("fusion", FUSIONS)
 def test_memory_changes_decoder_output_when_alpha_nonzero(fusion: Fusion) -> None:
-    torch.manual_seed(0)
-    dec = MultiScaleMaskDecoder(DIM, num_scales=len(SIDES)).eval()
     features, cond = _inputs()
-    out = dec(features, cond, TARGET_IMAGE, memory=_memory(fusion), category=CATEGORY)
+    out = _decoder(_memory(fusion))(features, cond, TARGET_IMAGE, category=CATEGORY)
     assert out.logits.shape == (3, 8, 8)
     assert not torch.allclose(out.per_scale, out.initial, atol=1e-4)
 
@@ -95,13 +97,19 @@ def test_category_selects_the_class_slice(fusion: Fusion) -> None:
 
 
 def test_fused_memory_matches_per_target_reference() -> None:
-    """The class-deduplicated fusion equals fusing each target's own slice."""
+    """The batched fusion (here the whole bank: as many targets as classes) equals fusing each
+    target's own slice."""
     for fusion in ("conv3d", "conv2d"):
         mem = _memory(fusion)  # type: ignore[arg-type]
         fused = mem.fuse(1, CATEGORY)
         for t, c in enumerate(CATEGORY.tolist()):
             one = mem.fuse(1, torch.tensor([c]))
             torch.testing.assert_close(fused[t], one[0], atol=1e-6, rtol=0)
+    mem = _memory("argmax")
+    tokens, _ = _tokens(SIDES[1])
+    whole = mem.argmax_entry(1, tokens, CATEGORY)  # 3 targets, 3 classes: the whole bank
+    single = [mem.argmax_entry(1, tokens[t : t + 1], CATEGORY[t : t + 1]) for t in range(3)]
+    assert whole.tolist() == torch.cat(single).tolist()
 
 
 def test_argmax_picks_most_similar_entry() -> None:
@@ -134,13 +142,18 @@ def test_gradients_reach_bank_and_alpha() -> None:
     assert grad[2].abs().sum() == 0  # class 2 is absent from the batch
 
 
+def test_decoder_owns_the_memory_it_is_given() -> None:
+    mem = _memory()
+    dec = _decoder(mem)
+    assert dec.memory is mem
+    assert {n for n, _ in dec.named_parameters()} >= {f"memory.{n}" for n, _ in mem.named_parameters()}
+
+
 def test_errors() -> None:
+    # The range of the categories (category 3 or -1 for a memory of 3 classes) is checked where the
+    # batch is made, not in the forward pass: see tests/test_sync_free.py.
     mem = _memory()
     tokens, mask = _tokens(SIDES[0])
-    with pytest.raises(ValueError, match="category 3 is out of range .* 3 classes"):
-        mem(0, tokens, mask, torch.tensor([0, 3, 1]))
-    with pytest.raises(ValueError, match="category -1 is out of range .* 3 classes"):
-        mem(0, tokens, mask, torch.tensor([0, -1, 1]))
     with pytest.raises(ValueError, match="category must be"):
         mem(0, tokens, mask, CATEGORY[:2])
     with pytest.raises(ValueError, match="image_tokens at scale 1"):
@@ -153,10 +166,8 @@ def test_errors() -> None:
         ClassWiseMemory(2, 1, DIM, 4, fusion="mean")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="3 sizes for 2 scales"):
         ClassWiseMemory(2, 2, DIM, [4, 4, 4])
-    torch.manual_seed(0)
-    dec = MultiScaleMaskDecoder(DIM, num_scales=len(SIDES))
     features, cond = _inputs()
     with pytest.raises(ValueError, match="needs the targets' category"):
-        dec(features, cond, TARGET_IMAGE, memory=mem)
+        _decoder(mem)(features, cond, TARGET_IMAGE)
     with pytest.raises(ValueError, match="memory has 1 scales"):
-        dec(features, cond, TARGET_IMAGE, memory=ClassWiseMemory(2, 1, DIM, 8), category=CATEGORY)
+        MultiScaleMaskDecoder(DIM, num_scales=len(SIDES), memory=ClassWiseMemory(2, 1, DIM, 8))

@@ -33,10 +33,14 @@ def test_splice_matches_plain_loop():
         assert positions[i].tolist() == list(range(p, p + n))
 
 
-def test_splice_needs_exactly_one_image_token():
-    ids = torch.tensor([[1, 2, 3]])
+def test_splice_needs_exactly_one_image_token(dm):
+    # Counted where the batch is made: the splice reads nothing back from the device.
+    from zoo.data.conversations import ConversationCollate
+
+    turns = [{"from": "human", "value": "Describe the image."}, {"from": "gpt", "value": "a field"}]
+    sample = {"image": torch.zeros(3, 8, 8), "id": "x", "task": "caption", "conversations": turns}
     with pytest.raises(ValueError, match="0 <image> tokens"):
-        splice_visual_tokens(torch.zeros(1, 3, 2), ids, torch.ones(1, 3), None, 9, torch.zeros(1, 2, 2))
+        ConversationCollate(dm.tokenizer)([sample])
 
 
 def test_labels_only_on_answers(batch, dm):

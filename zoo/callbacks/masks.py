@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -37,6 +36,8 @@ from PIL import Image
 from rasterio.features import shapes
 from rasterio.transform import Affine
 from torch import Tensor
+
+from zoo.io import atomic_write, atomic_write_text
 
 __all__ = [
     "EARTH_RADIUS_M",
@@ -99,16 +100,10 @@ def mask_features(
     return {"type": "FeatureCollection", "features": features}
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
-def _atomic_write_png(path: Path, mask: np.ndarray) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    Image.fromarray(mask.astype(np.uint8) * 255, mode="L").save(tmp, format="PNG")
-    os.replace(tmp, path)
+def _write_png(path: Path, mask: np.ndarray) -> None:
+    """A single-band 0/255 PNG of a boolean mask, written atomically."""
+    with atomic_write(path, "wb") as f:
+        Image.fromarray(mask.astype(np.uint8) * 255, mode="L").save(f, format="PNG")
 
 
 def _as_bool(masks: Tensor | np.ndarray) -> np.ndarray:
@@ -168,7 +163,7 @@ class MaskPredictionWriter(BasePredictionWriter):
         names = []
         for k, mask in enumerate(masks):
             names.append(f"mask_{k}.png")
-            _atomic_write_png(folder / names[-1], mask)
+            _write_png(folder / names[-1], mask)
         categories = _plain(item.get("category"))
         geo = item.get("geo")
         record = {
@@ -183,7 +178,7 @@ class MaskPredictionWriter(BasePredictionWriter):
                 float(geo["lat"]), float(geo["lon"]), float(geo["gsd_m"]), *masks.shape[-2:]
             )
             collection = mask_features(masks, transform, categories)
-            _atomic_write_text(folder / "masks.geojson", json.dumps(collection) + "\n")
+            atomic_write_text(folder / "masks.geojson", json.dumps(collection) + "\n")
             record["geojson"] = "masks.geojson"
-        _atomic_write_text(folder / "answer.json", json.dumps(record, indent=2) + "\n")
+        atomic_write_text(folder / "answer.json", json.dumps(record, indent=2) + "\n")
         return folder

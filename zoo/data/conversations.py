@@ -394,6 +394,9 @@ class ConversationCollate:
         tokenizer: a tokenizer with a chat template, a pad token and the ``<image>`` token.
         max_length: sequences are truncated to this many tokens (the placeholder is kept).
         short_answer_tasks: tasks whose questions get the short-answer instruction.
+
+    Each sequence and prompt must hold exactly one ``<image>`` token (the model replaces it by
+    the visual tokens without checking: that would copy a count from the device every step).
     """
 
     def __init__(
@@ -403,6 +406,7 @@ class ConversationCollate:
         self.tokenizer = tokenizer
         self.max_length = max_length
         self.short_answer_tasks = set(short_answer_tasks)
+        self.image_token_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
 
     def __call__(self, samples: list[dict[str, Any]]) -> dict[str, Any]:
         pad = self.tokenizer.pad_token_id
@@ -419,6 +423,7 @@ class ConversationCollate:
             questions.append(str(first[0]["value"]).replace(IMAGE_TOKEN, "").strip())
             references.append(str(first[1]["value"]).strip())
             all_references.append(list(sample.get("references") or [references[-1]]))
+            self._check_image_token(len(ids) - 1, sample, ids[-1], prompts[-1])
         batch = default_collate([  # lists of strings would be transposed: kept aside
             {k: v for k, v in s.items() if k not in ("conversations", "references")}
             for s in samples
@@ -432,6 +437,16 @@ class ConversationCollate:
         batch["reference"] = references
         batch["references"] = all_references
         return batch
+
+    def _check_image_token(self, i: int, sample: dict[str, Any], *sequences: Tensor) -> None:
+        for seq in sequences:
+            count = int((seq == self.image_token_id).sum())
+            if count != 1:
+                raise ValueError(
+                    f"sample {i} of the batch ({sample.get('id', '?')!r}) has {count} <image> "
+                    "tokens; each needs exactly one (check the conversation file and that the "
+                    "tokenizer knows '<image>')"
+                )
 
 
 def _pad(rows: list[Tensor], value: int, left: bool) -> Tensor:

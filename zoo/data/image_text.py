@@ -21,6 +21,8 @@ from torch import Tensor
 from torch.nn import functional as F
 from torchgeo.datasets import NonGeoDataset
 
+from zoo.encoders.location import validate_locations
+
 __all__ = [
     "ImageTextLocationDataset", "caption_words", "csv_lines", "load_image", "read_table",
     "validate_location",
@@ -161,6 +163,12 @@ class ImageTextLocationDataset(NonGeoDataset):
             sample["label"] = torch.tensor(row["label"], dtype=torch.long)
         if self.transforms is not None:
             sample = self.transforms(sample)
+        if "location" in sample:  # here, on the host: the location encoder checks no values
+            validate_locations(
+                sample["location"].reshape(1, -1),
+                f"location of line {index + 2} of {self.table_path}",
+                first_row=index,
+            )
         return sample
 
 

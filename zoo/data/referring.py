@@ -49,8 +49,9 @@ from zoo.data.conversations import (
     ConversationCollate,
     ConversationDataset,
 )
-from zoo.data.datamodules import EmbeddedSource, ZooDataModule
+from zoo.data.datamodules import DEFAULT_SPLITS, EmbeddedSource, EmbeddedSplits, ZooDataModule
 from zoo.data.image_text import caption_words, load_image
+from zoo.data.seg_targets import check_referring_batch, phrase_layout, phrase_token_ids
 from zoo.data.tokenize import build_tokenizer
 
 __all__ = [
@@ -526,7 +527,9 @@ class ReferringCollate:
 
     Adds to :class:`ConversationCollate`'s keys ``mask`` (``B×K×H×W`` float, zero padded to
     ``K = max_targets``), ``mask_valid`` (``B×K`` bool), ``category`` (``B×K`` long, -1
-    padding), ``sentences`` (lists of strings) and ``geo`` (a dict or None per sample).
+    padding), ``sentences`` (lists of strings), ``geo`` (a dict or None per sample) and the
+    targets' layout ``target_index`` and ``target_positions``, checked with the categories
+    (below ``num_classes``, set by the datamodule): see :mod:`zoo.data.seg_targets`.
 
     Args:
         tokenizer: a chat tokenizer with ``<image>`` and the segmentation tokens.
@@ -535,12 +538,14 @@ class ReferringCollate:
     """
 
     _OWN = ("mask", "category", "sentences", "geo")
+    num_classes: int | None = None
 
     def __init__(
         self, tokenizer: PreTrainedTokenizerBase, max_length: int = 256, max_targets: int = 3
     ) -> None:
         self.text = ConversationCollate(tokenizer, max_length, short_answer_tasks=("vqa",))
         self.max_targets = max_targets
+        self.seg_token_ids = phrase_token_ids(tokenizer, _special_tokens(tokenizer))
 
     def __call__(self, samples: list[dict[str, Any]]) -> dict[str, Any]:
         """Samples without ``mask`` (image-level conversations mixed in) have no targets."""
@@ -567,6 +572,11 @@ class ReferringCollate:
         batch["category"] = category
         batch["sentences"] = [list(s.get("sentences", [])) for s in samples]
         batch["geo"] = [s.get("geo") for s in samples]
+        ids = [s.get("id", i) for i, s in enumerate(samples)]
+        batch.update(
+            phrase_layout(batch["input_ids"], self.seg_token_ids, counts, self.max_targets, ids)
+        )
+        check_referring_batch(batch, self.num_classes)
         return batch
 
 
@@ -674,7 +684,9 @@ class ReferringSegmentationDataModule(ZooDataModule):
         return ConcatDataset([dataset, Subset(conversations, index)])
 
     def _collate(self) -> ReferringCollate:
-        return ReferringCollate(self.tokenizer, self.max_length, self.max_targets)
+        collate = ReferringCollate(self.tokenizer, self.max_length, self.max_targets)
+        collate.num_classes = len(self.class_names)
+        return collate
 
 
 class CocoRefsDataModule(ReferringSegmentationDataModule):
@@ -693,9 +705,7 @@ class EmbeddedReferringDataModule(ReferringSegmentationDataModule):
 
     Args:
         root: parent folder of the generated datasets.
-        num_train: training images.
-        num_val: validation images.
-        num_test: test images.
+        splits: images per split.
         seed: generator seed (also seeds the target selection).
         max_length: conversations are truncated to this many tokens.
         mix_ratio: fraction of the training samples that are the embedded dataset's own
@@ -710,9 +720,7 @@ class EmbeddedReferringDataModule(ReferringSegmentationDataModule):
     def __init__(
         self,
         root: str = "data/embedded",
-        num_train: int = 2000,
-        num_val: int = 250,
-        num_test: int = 250,
+        splits: EmbeddedSplits = DEFAULT_SPLITS,
         seed: int = 0,
         max_length: int = 192,
         mix_ratio: float = 0.0,
@@ -723,7 +731,7 @@ class EmbeddedReferringDataModule(ReferringSegmentationDataModule):
             root, max_length, seed=seed, mix_file="conversations_train.json",
             mix_ratio=mix_ratio, image_size=image_size, **kwargs,
         )
-        self.source = EmbeddedSource(root, image_size, seed, num_train, num_val, num_test)
+        self.source = EmbeddedSource(root, image_size, seed, splits)
 
     @cached_property
     def class_names(self) -> list[str]:

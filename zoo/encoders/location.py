@@ -37,12 +37,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from zoo.io import load_checkpoint
+
 __all__ = [
     "LocationEncoder",
     "Sine",
     "SirenLayer",
     "SirenNet",
     "SphericalHarmonics",
+    "check_location_shape",
     "validate_locations",
 ]
 
@@ -51,34 +54,38 @@ _CALCULATIONS = ("analytic", "closed-form")
 _SATCLIP_PREFIX = "model.location."
 
 
-def validate_locations(location: Tensor, name: str = "location") -> None:
+_EXPECTED = "(lat, lon) in degrees is expected"
+
+
+def validate_locations(location: Tensor, name: str = "location", first_row: int = 0) -> None:
     """Check that ``location`` is a ``(B, 2)`` tensor of finite ``(lat, lon)`` degrees.
+
+    It reads the values, so it belongs where they are on the host: the datasets call it on
+    their samples (:class:`~zoo.data.image_text.ImageTextLocationDataset`); the encoder's
+    forward pass checks only the shape (:func:`check_location_shape`), so that training
+    copies nothing from the device to the host.
+
+    Args:
+        location: the coordinates.
+        name: how the messages name them.
+        first_row: the number the messages give the first row (a sample's index in its
+            dataset, say).
 
     Raises:
         TypeError: ``location`` is not a real-valued tensor.
         ValueError: wrong shape, a non-finite value, a latitude outside ``[-90, 90]`` or a
             longitude outside ``[-180, 180]``; the message names ``name`` and the first bad row.
     """
-    expected = "(lat, lon) in degrees is expected"
-    if not isinstance(location, Tensor):
-        raise TypeError(
-            f"{name} must be a torch.Tensor of shape (B, 2); {expected}, got "
-            f"{type(location).__name__}"
-        )
-    if location.is_complex() or location.dtype == torch.bool:
-        raise TypeError(f"{name} must be a real-valued tensor; {expected}, got {location.dtype}")
-    if location.ndim != 2 or location.shape[1] != 2:
-        raise ValueError(
-            f"{name} must have shape (B, 2); {expected}, got shape {tuple(location.shape)}"
-        )
+    check_location_shape(location, name)
     if location.numel() == 0:
         return
-    values = location.detach()
+    expected = _EXPECTED
+    values = location.detach().cpu()
     lat, lon = values[:, 0], values[:, 1]
 
     def row(index: int) -> str:
         a, b = values[index].double().tolist()
-        return f"row {index} (lat={a!r}, lon={b!r})"
+        return f"row {first_row + index} (lat={a!r}, lon={b!r})"
 
     finite = torch.isfinite(values).all(dim=1)
     if not bool(finite.all()):
@@ -100,6 +107,27 @@ def validate_locations(location: Tensor, name: str = "location") -> None:
         raise ValueError(
             f"{name} has longitude {float(lon[bad])!r} at {row(bad)}, outside the valid range "
             f"[-180, 180]; {expected}"
+        )
+
+
+def check_location_shape(location: Tensor, name: str = "location") -> None:
+    """The checks of :func:`validate_locations` that read no values: type, dtype and shape.
+
+    Raises:
+        TypeError: ``location`` is not a real-valued tensor.
+        ValueError: ``location`` is not ``(B, 2)``.
+    """
+    expected = _EXPECTED
+    if not isinstance(location, Tensor):
+        raise TypeError(
+            f"{name} must be a torch.Tensor of shape (B, 2); {expected}, got "
+            f"{type(location).__name__}"
+        )
+    if location.is_complex() or location.dtype == torch.bool:
+        raise TypeError(f"{name} must be a real-valued tensor; {expected}, got {location.dtype}")
+    if location.ndim != 2 or location.shape[1] != 2:
+        raise ValueError(
+            f"{name} must have shape (B, 2); {expected}, got shape {tuple(location.shape)}"
         )
 
 
@@ -144,22 +172,43 @@ class SphericalHarmonics(nn.Module):
             m = np.arange(n - 1, dtype=np.float64)
             a.append(np.sqrt((4.0 * n * n - 1.0) / (n * n - m * m)))
             b.append(np.sqrt(((n - 1.0) ** 2 - m * m) / (4.0 * (n - 1.0) ** 2 - 1.0)))
-        self._rec_a = np.concatenate(a) if a else np.zeros(0)
-        self._rec_b = np.concatenate(b) if b else np.zeros(0)
+        rec_a = np.concatenate(a) if a else np.zeros(0)
+        rec_b = np.concatenate(b) if b else np.zeros(0)
 
         # For every output column (n, m): where its Legendre value and its trig factor live in
         # the packed tables built in ``forward``, and the constant it is scaled by.
         ls = np.concatenate([np.full(2 * n + 1, n) for n in range(L)])
         ms = np.concatenate([np.arange(-n, n + 1) for n in range(L)])
         absm = np.abs(ms)
-        self._legendre_index = ls * (ls + 1) // 2 + absm
-        self._trig_index = np.where(ms >= 0, absm, L + absm)
+        legendre_index = ls * (ls + 1) // 2 + absm
+        trig_index = np.where(ms >= 0, absm, L + absm)
         scale = np.where(ms == 0, 1.0, math.sqrt(2.0))
         if harmonics_calculation == "analytic":
             scale = np.where(ms == 0, math.pi, scale)
         else:
             scale = scale * np.where(absm % 2 == 1, -1.0, 1.0)
-        self._scale = scale
+        # Constant tables, not buffers (the module keeps an empty state dict, as SatCLIP's):
+        # ``_apply`` moves them with the module, so the forward pass copies nothing from the host.
+        self._tables: dict[str, Tensor] = {
+            "rec_a": torch.from_numpy(rec_a).double(),
+            "rec_b": torch.from_numpy(rec_b).double(),
+            "legendre_index": torch.from_numpy(legendre_index).long(),
+            "trig_index": torch.from_numpy(trig_index).long(),
+            "scale": torch.from_numpy(scale).double(),
+        }
+
+    def _apply(self, fn: Any, recurse: bool = True) -> SphericalHarmonics:
+        """Move the constant tables to the device the module goes to (their dtypes stay)."""
+        super()._apply(fn, recurse)
+        device = fn(torch.zeros(0, dtype=torch.float64)).device
+        self._tables = {k: v.to(device) for k, v in self._tables.items()}
+        return self
+
+    def _tables_on(self, device: torch.device) -> dict[str, Tensor]:
+        tables = self._tables
+        if tables["scale"].device != device:  # the module was not moved with its input
+            tables = {k: v.to(device) for k, v in tables.items()}
+        return tables
 
     @property
     def embedding_dim(self) -> int:
@@ -167,9 +216,14 @@ class SphericalHarmonics(nn.Module):
         return self.legendre_polys**2
 
     def forward(self, location: Tensor, dtype: torch.dtype = torch.float32) -> Tensor:
-        """Encode ``(B, 2)`` ``(lat, lon)`` degrees as ``(B, L**2)`` features of ``dtype``."""
-        validate_locations(location)
+        """Encode ``(B, 2)`` ``(lat, lon)`` degrees as ``(B, L**2)`` features of ``dtype``.
+
+        Only the shape is checked here; the values (finite, within range) are checked by the
+        data (:func:`validate_locations`), where they are on the host.
+        """
+        check_location_shape(location)
         device = location.device
+        tables = self._tables_on(device)
         f64 = torch.float64
         lat = location[:, 0].to(f64)
         lon = location[:, 1].to(f64)
@@ -181,8 +235,7 @@ class SphericalHarmonics(nn.Module):
         s = torch.sin(theta).clamp_min(0.0)[:, None]
 
         L = self.legendre_polys
-        rec_a = torch.as_tensor(self._rec_a, dtype=f64, device=device)
-        rec_b = torch.as_tensor(self._rec_b, dtype=f64, device=device)
+        rec_a, rec_b = tables["rec_a"], tables["rec_b"]
         # Fully normalised P[n, m] (no Condon-Shortley phase), one (B, n + 1) block per degree n.
         blocks = [torch.full_like(x, 1.0 / math.sqrt(4.0 * math.pi))]
         offset = 0
@@ -202,10 +255,8 @@ class SphericalHarmonics(nn.Module):
 
         mphi = phi[:, None] * torch.arange(L, dtype=f64, device=device)
         trig = torch.cat([torch.cos(mphi), torch.sin(mphi)], dim=1)
-        legendre_index = torch.as_tensor(self._legendre_index, device=device)
-        trig_index = torch.as_tensor(self._trig_index, device=device)
-        scale = torch.as_tensor(self._scale, dtype=f64, device=device)
-        return (legendre[:, legendre_index] * trig[:, trig_index] * scale).to(dtype)
+        legendre = legendre[:, tables["legendre_index"]]
+        return (legendre * trig[:, tables["trig_index"]] * tables["scale"]).to(dtype)
 
     def extra_repr(self) -> str:
         return (
@@ -401,8 +452,8 @@ class LocationEncoder(nn.Module):
 
         Args:
             path: the ``.ckpt`` file.
-            weights_only: passed to :func:`torch.load`. Only set it to ``False`` for a file you
-                trust: unpickling arbitrary objects can execute code.
+            weights_only: passed to :func:`zoo.io.load_checkpoint`. Only set it to ``False``
+                for a file you trust: unpickling arbitrary objects can execute code.
             **overrides: constructor arguments that take precedence over the checkpoint's.
 
         Raises:
@@ -413,19 +464,17 @@ class LocationEncoder(nn.Module):
                 location encoder other than spherical harmonics + SIREN.
         """
         path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"SatCLIP checkpoint {path} does not exist")
         try:
-            checkpoint = torch.load(path, map_location="cpu", weights_only=weights_only)
-        except pickle.UnpicklingError as err:
+            checkpoint = load_checkpoint(path, "SatCLIP checkpoint", weights_only)
+        except RuntimeError as err:
+            if not isinstance(err.__cause__, pickle.UnpicklingError):
+                raise
+            message = str(err).rstrip(". ")
             raise RuntimeError(
-                f"could not load SatCLIP checkpoint {path} with weights_only=True: it pickles "
-                "objects other than tensors and plain containers. If you trust the file, call "
-                "from_satclip_checkpoint(..., weights_only=False), or re-save it with only its "
-                f"'state_dict' and 'hyper_parameters'. Original error: {err}"
+                f"{message}. If you trust the file, call from_satclip_checkpoint(..., "
+                "weights_only=False), or re-save it with only its 'state_dict' and "
+                "'hyper_parameters'"
             ) from err
-        except (RuntimeError, EOFError, OSError) as err:
-            raise RuntimeError(f"could not read SatCLIP checkpoint {path}: {err}") from err
         if not isinstance(checkpoint, Mapping):
             raise ValueError(
                 f"SatCLIP checkpoint {path} holds a {type(checkpoint).__name__}, expected a dict "

@@ -15,9 +15,10 @@ For every scale ``s`` (each scale has its own weights)::
     e       = MLP(mean over N_tok of queries)                 # T x D
     initial = e . keys^T                                      # T x H_s x W_s logits
 
-With a :class:`~zoo.layers.memory.ClassWiseMemory` the keys are refined by the memory (conditioned
-on the target's category and ``sigmoid(initial)``) and the mask is recomputed from the refined keys
-with the same ``e``; without one the final mask of the scale is the initial mask. Every scale's
+With a memory (a :class:`~zoo.layers.memory.ClassWiseMemory`, built by the caller and given to
+the constructor) the keys are refined by the memory (conditioned on the target's category and
+``sigmoid(initial)``) and the mask is recomputed from the refined keys with the same ``e``;
+without one the final mask of the scale is the initial mask. Every scale's
 masks are upsampled (bilinear) to the largest scale and mixed with learnable weights,
 ``logits = sum_s softmax(w)_s mask_s`` (``w`` starts at zero: equal weights).
 
@@ -25,22 +26,39 @@ The position embedding of the image tokens is a fixed 2-D sine-cosine embedding 
 ``H_s x W_s``), added to the keys inside every attention, as in SAM; the initial conditioning tokens
 play the role of SAM's query position embedding. All targets of a scale go through one batched
 :func:`~torch.nn.functional.scaled_dot_product_attention` call per attention.
+
+The forward pass checks shapes only, never values (that would copy them from the device to the
+host at every step): the data guarantees that ``target_image`` and ``category`` are in range.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-if TYPE_CHECKING:
-    from zoo.layers.memory import ClassWiseMemory
+from zoo.layers.attention import Attention
 
-__all__ = ["Attention", "MaskOutput", "MultiScaleMaskDecoder", "TwoWayBlock", "sincos_pos_embed_2d"]
+__all__ = ["MaskOutput", "MultiScaleMaskDecoder", "TokenMemory", "TwoWayBlock", "sincos_pos_embed_2d"]
+
+
+class TokenMemory(Protocol):
+    """What the decoder needs of a memory (e.g. :class:`~zoo.layers.memory.ClassWiseMemory`).
+
+    The decoder is given its memory (it builds none and imports no memory module): any module
+    with these attributes refining ``T×H_s W_s×D`` image tokens fits.
+    """
+
+    num_scales: int
+    dim: int
+
+    def __call__(
+        self, scale: int, image_tokens: Tensor, initial_mask: Tensor, category: Tensor
+    ) -> Tensor: ...
 
 
 @dataclass
@@ -80,39 +98,6 @@ def sincos_pos_embed_2d(
     y = torch.cat([ys.sin(), ys.cos()], dim=-1)[:, None].expand(height, width, 2 * quarter)
     x = torch.cat([xs.sin(), xs.cos()], dim=-1)[None].expand(height, width, 2 * quarter)
     return torch.cat([y, x], dim=-1).reshape(height * width, dim).to(dtype or torch.float32)
-
-
-class Attention(nn.Module):
-    """Multi-head attention with separate q/k/v projections and an optional internal down-projection.
-
-    As in SAM, ``downsample_rate`` shrinks the internal width to ``dim // downsample_rate`` (used by
-    the cross-attentions). Inputs are ``batch x tokens x dim``; keys and values share their length.
-    """
-
-    def __init__(self, dim: int, num_heads: int, downsample_rate: int = 1) -> None:
-        super().__init__()
-        internal = dim // downsample_rate
-        if internal <= 0 or internal % num_heads != 0:
-            raise ValueError(
-                f"internal width dim // downsample_rate = {internal} must be a positive multiple "
-                f"of num_heads={num_heads}"
-            )
-        self.num_heads = num_heads
-        self.q_proj = nn.Linear(dim, internal)
-        self.k_proj = nn.Linear(dim, internal)
-        self.v_proj = nn.Linear(dim, internal)
-        self.out_proj = nn.Linear(internal, dim)
-
-    def _heads(self, x: Tensor) -> Tensor:
-        b, n, c = x.shape
-        return x.reshape(b, n, self.num_heads, c // self.num_heads).transpose(1, 2)
-
-    def forward(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
-        """Attend from ``q`` (``b x n_q x dim``) to ``k``/``v`` (``b x n_k x dim``)."""
-        out = F.scaled_dot_product_attention(
-            self._heads(self.q_proj(q)), self._heads(self.k_proj(k)), self._heads(self.v_proj(v))
-        )
-        return self.out_proj(out.transpose(1, 2).flatten(2))
 
 
 class TwoWayBlock(nn.Module):
@@ -183,6 +168,10 @@ class MultiScaleMaskDecoder(nn.Module):
         num_heads: attention heads.
         mask_size: if set, the final logits are upsampled (bilinear) to ``mask_size x mask_size``;
             ``per_scale`` and ``initial`` stay at the largest scale's size.
+        memory: the memory refining the image tokens (a module, e.g.
+            :class:`~zoo.layers.memory.ClassWiseMemory`, built by the caller and registered here
+            as the submodule ``memory``); None decodes without one. Its scales and width must
+            be the decoder's.
     """
 
     def __init__(
@@ -192,6 +181,7 @@ class MultiScaleMaskDecoder(nn.Module):
         depth: int = 2,
         num_heads: int = 4,
         mask_size: int | None = None,
+        memory: TokenMemory | None = None,
     ) -> None:
         super().__init__()
         if dim % 4 != 0 or dim % num_heads != 0:
@@ -200,9 +190,15 @@ class MultiScaleMaskDecoder(nn.Module):
             raise ValueError(f"num_scales and depth must be >= 1, got {num_scales} and {depth}")
         if mask_size is not None and mask_size < 1:
             raise ValueError(f"mask_size must be positive, got {mask_size}")
+        if memory is not None and (memory.num_scales != num_scales or memory.dim != dim):
+            raise ValueError(
+                f"memory has {memory.num_scales} scales of width {memory.dim}, the decoder "
+                f"{num_scales} of width {dim}"
+            )
         self.dim = dim
         self.num_scales = num_scales
         self.mask_size = mask_size
+        self.memory = memory
         self.blocks = nn.ModuleList(
             nn.ModuleList(
                 TwoWayBlock(dim, num_heads, skip_first_layer_pe=(i == 0)) for i in range(depth)
@@ -224,9 +220,11 @@ class MultiScaleMaskDecoder(nn.Module):
         features: Sequence[Tensor],
         cond: Tensor,
         target_image: Tensor,
-        memory: ClassWiseMemory | None,
         category: Tensor | None,
     ) -> None:
+        """Shapes and dtypes only: reading values (e.g. the range of ``target_image``) would copy
+        them to the host at every step; the data guarantees them (see
+        :func:`zoo.data.referring.check_targets`)."""
         if len(features) != self.num_scales:
             raise ValueError(f"expected {self.num_scales} feature maps, got {len(features)}")
         batch = None
@@ -247,26 +245,14 @@ class MultiScaleMaskDecoder(nn.Module):
                 f"target_image must be a ({cond.shape[0]},) long tensor, got "
                 f"{tuple(target_image.shape)} {target_image.dtype}"
             )
-        if target_image.numel() and (target_image.min() < 0 or target_image.max() >= batch):
-            raise ValueError(
-                f"target_image values must lie in [0, {batch}), got min "
-                f"{int(target_image.min())} and max {int(target_image.max())}"
-            )
-        if memory is not None:
-            if category is None:
-                raise ValueError("a memory needs the targets' category")
-            if memory.num_scales != self.num_scales or memory.dim != self.dim:
-                raise ValueError(
-                    f"memory has {memory.num_scales} scales of width {memory.dim}, the decoder "
-                    f"{self.num_scales} of width {self.dim}"
-                )
+        if self.memory is not None and category is None:
+            raise ValueError("a memory needs the targets' category")
 
     def forward(
         self,
         features: Sequence[Tensor],
         cond: Tensor,
         target_image: Tensor,
-        memory: ClassWiseMemory | None = None,
         category: Tensor | None = None,
     ) -> MaskOutput:
         """Predict mask logits for ``T`` targets.
@@ -275,11 +261,10 @@ class MultiScaleMaskDecoder(nn.Module):
             features: ``S`` maps ``B x D x H_s x W_s``; the first largest (by area) sets the output
                 size.
             cond: ``T x S x N_tok x D`` conditioning tokens.
-            target_image: ``(T,)`` long, image index of every target.
-            memory: optional class-wise memory refining the image tokens.
-            category: ``(T,)`` long class of every target (needed with ``memory``).
+            target_image: ``(T,)`` long, image index of every target (each in ``[0, B)``).
+            category: ``(T,)`` long class of every target (needed with a memory).
         """
-        self._validate(features, cond, target_image, memory, category)
+        self._validate(features, cond, target_image, category)
         sizes = [tuple(f.shape[-2:]) for f in features]
         out_size = max(sizes, key=lambda hw: hw[0] * hw[1])
         initial, final = [], []
@@ -296,8 +281,8 @@ class MultiScaleMaskDecoder(nn.Module):
             embed = self.mask_mlp[s](queries.mean(dim=1))  # T x D
             mask = torch.einsum("td,tpd->tp", embed, keys).unflatten(1, (h, w))
             initial.append(mask)
-            if memory is not None:
-                refined = memory(s, keys, mask, category)
+            if self.memory is not None:
+                refined = self.memory(s, keys, mask, category)
                 mask = torch.einsum("td,tpd->tp", embed, refined).unflatten(1, (h, w))
             final.append(mask)
 

@@ -24,8 +24,11 @@ initial mask; ``kv = fused memory + encoded mask`` (``T x HW x D``). With ``x`` 
 refinement: ``alpha = 0`` returns the input tokens exactly (the decoder then predicts the same
 masks as without memory) and ``alpha = 1`` returns the refined tokens ``r``.
 
-Everything is batched over targets: the slices of the classes present are gathered with
-``index_select`` and fused once per class, then scattered to the targets with the inverse index.
+Everything is batched over targets, in shapes known on the host (no ``torch.unique``, whose
+output size would have to be copied from the device): with at least as many targets as classes
+the whole bank is fused, once per class, and each target picks its class; with fewer, each
+target's slice is gathered and fused. The category's values are not checked here (that would
+copy them to the host at every step): the data checks them (:func:`zoo.data.referring.check_targets`).
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from zoo.layers.mask_decoder import Attention
+from zoo.layers.attention import Attention
 
 __all__ = ["ClassWiseMemory", "Fusion"]
 
@@ -113,50 +116,55 @@ class ClassWiseMemory(nn.Module):
         self.alpha = nn.Parameter(torch.tensor(float(alpha_init)))
 
     def _check_category(self, category: Tensor, num_targets: int) -> None:
+        """Shape and dtype only (the values' range is the data's check)."""
         if category.shape != (num_targets,) or category.dtype != torch.long:
             raise ValueError(
                 f"category must be a ({num_targets},) long tensor, got "
                 f"{tuple(category.shape)} {category.dtype}"
             )
-        if num_targets == 0:
-            return
-        lo, hi = int(category.min()), int(category.max())
-        bad = lo if lo < 0 else hi
-        if lo < 0 or hi >= self.num_classes:
-            raise ValueError(
-                f"category {bad} is out of range for a memory of {self.num_classes} classes"
-            )
+
+    def _class_slices(self, scale: int, category: Tensor) -> tuple[Tensor, Tensor]:
+        """Bank slices ``K×N×D×H×W`` and the row of each target in them, ``(T,)``.
+
+        ``K = C`` (the whole bank, no copy) when there are at least as many targets as classes,
+        else ``K = T`` (each target's slice): at most ``min(T, C)`` slices to fuse, in shapes
+        known without reading ``category``.
+        """
+        bank = self.banks[scale]
+        if len(category) >= self.num_classes:
+            return bank, category
+        return bank.index_select(0, category), torch.arange(len(category), device=category.device)
 
     def fuse(self, scale: int, category: Tensor, image_tokens: Tensor | None = None) -> Tensor:
         """Fused memory ``T x D x H x W`` of every target's class at ``scale``.
 
         ``image_tokens`` (``T x HW x D``) is needed only by the ``"argmax"`` fusion.
         """
-        bank = self.banks[scale]  # C x N x D x H x W
         side = self.sizes[scale]
         if self.fusion == "argmax":
             if image_tokens is None:
                 raise ValueError("the argmax fusion needs the image tokens")
             index = self.argmax_entry(scale, image_tokens, category)
-            return bank[category, index]
-        classes, inverse = torch.unique(category, return_inverse=True)
-        chosen = bank.index_select(0, classes)  # U x N x D x H x W
+            return self.banks[scale][category, index]
+        chosen, row = self._class_slices(scale, category)  # K x N x D x H x W
         assert self.fusers is not None
         if self.fusion == "conv3d":
             fused = self.fusers[scale](chosen.transpose(1, 2)).squeeze(2)
         else:
-            fused = self.fusers[scale](chosen.reshape(len(classes), -1, side, side))
-        return fused[inverse]
+            fused = self.fusers[scale](chosen.reshape(len(chosen), -1, side, side))
+        return fused[row]
 
     def argmax_entry(self, scale: int, image_tokens: Tensor, category: Tensor) -> Tensor:
         """Index ``(T,)`` of the entry of each target's class most similar (cosine) to its tokens."""
-        bank = self.banks[scale].flatten(2)  # C x N x (D H W)
+        chosen, row = self._class_slices(scale, category)
+        entries = chosen.flatten(2)  # K x N x (D H W)
         x = image_tokens.transpose(1, 2).flatten(1)  # T x (D H W), same order as the bank
-        classes, inverse = torch.unique(category, return_inverse=True)
-        entries = bank.index_select(0, classes)  # U x N x K
-        dots = (x @ entries.flatten(0, 1).T).unflatten(1, entries.shape[:2])  # T x U x N
-        dots = dots[torch.arange(len(x), device=x.device), inverse]  # T x N
-        norms = entries.norm(dim=-1)[inverse] * x.norm(dim=-1, keepdim=True)
+        if len(x) < self.num_classes:  # K = T: each target's own slice
+            dots = torch.einsum("tk,tnk->tn", x, entries)
+        else:  # the whole bank: every target against every class, then its own
+            dots = (x @ entries.flatten(0, 1).T).unflatten(1, entries.shape[:2])  # T x C x N
+            dots = dots[torch.arange(len(x), device=x.device), row]  # T x N
+        norms = entries.norm(dim=-1)[row] * x.norm(dim=-1, keepdim=True)
         return (dots / norms.clamp_min(1e-12)).argmax(dim=-1)
 
     def forward(
@@ -168,7 +176,8 @@ class ClassWiseMemory(nn.Module):
             scale: scale index ``s``.
             image_tokens: ``T x H_s W_s x D`` tokens (row-major).
             initial_mask: ``T x H_s x W_s`` initial mask logits.
-            category: ``(T,)`` long class of every target.
+            category: ``(T,)`` long class of every target, each in ``[0, C)`` (not checked
+                here: see the module docstring).
 
         Returns:
             ``T x H_s W_s x D`` refined tokens, ``x + alpha * (r - x)``.

@@ -67,9 +67,11 @@ def window_offsets(size: int, window: int, stride: int) -> list[int]:
 
 
 def _window_index(offsets: Sequence[int], window: int, device: torch.device) -> Tensor:
-    """``n x window`` positions covered by each window: ``offsets[i] + arange(window)``."""
-    start = torch.as_tensor(list(offsets), dtype=torch.long, device=device)
-    return start[:, None] + torch.arange(window, device=device)
+    """``n x window`` positions covered by each window: ``offsets[i] + arange(window)``.
+
+    Built on ``device`` from the Python offsets (a handful of windows), not copied from the host.
+    """
+    return torch.stack([torch.arange(o, o + window, device=device) for o in offsets])
 
 
 def extract_windows(image: Tensor, window: int, stride: int) -> Tensor:

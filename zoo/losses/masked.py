@@ -59,14 +59,14 @@ def mask_text_tokens(
     [MASK], 10 % a random token, 10 % stay. Returns (masked ids, labels with -100 elsewhere).
 
     ``special`` is a bool ``B×T`` tensor of positions never masked ([CLS], [SEP], padding).
-    At least one token per batch is picked so the loss is always defined.
+    At least one token per batch is picked so the loss is always defined: when the draw picks
+    none, the first non-special token (decided on the device, no host synchronisation).
     """
     rand = torch.rand(input_ids.shape, device=input_ids.device, generator=generator)
     picked = (rand < probability) & ~special
-    if not picked.any():
-        candidates = (~special).flatten().nonzero()
-        if len(candidates):
-            picked.view(-1)[candidates[0]] = True
+    allowed = (~special).flatten()
+    first = torch.zeros_like(allowed).scatter(0, allowed.int().argmax().view(1), True)
+    picked = picked | (first & allowed & ~picked.any()).view_as(picked)
     labels = torch.where(picked, input_ids, torch.full_like(input_ids, -100))
     action = torch.rand(input_ids.shape, device=input_ids.device, generator=generator)
     random_ids = torch.randint(

@@ -15,6 +15,10 @@ def sample_hard_negatives(
     that are not ``same`` (the positive and exact duplicates of it, which would be false
     negatives). A row with no valid column falls back to any other column.
 
+    The draw is the Gumbel-max trick (``argmax(log w + Gumbel noise)``, the same distribution as
+    ``torch.multinomial(w, 1)``): no host synchronisation, where ``multinomial`` copies a check
+    of the weights to the host.
+
     Args:
         similarity: ``B×B`` image-text similarity logits (no gradient needed).
         same: ``B×B`` bool, True where the column is not a valid negative for the row.
@@ -24,6 +28,8 @@ def sample_hard_negatives(
         raise ValueError("image-text matching needs at least 2 samples per batch for negatives")
     eye = torch.eye(b, dtype=torch.bool, device=similarity.device)
     weights = similarity.float().softmax(dim=1).masked_fill(same | eye, 0.0)
-    empty = weights.sum(dim=1) <= 0
-    weights[empty] = (~eye[empty]).float()
-    return torch.multinomial(weights, 1, generator=generator).squeeze(1)
+    empty = weights.sum(dim=1, keepdim=True) <= 0
+    weights = torch.where(empty, (~eye).float(), weights)
+    uniform = torch.rand(weights.shape, device=weights.device, generator=generator)
+    gumbel = -torch.log(-torch.log(uniform.clamp(1e-20, 1.0 - 1e-7)))
+    return (weights.log() + gumbel).argmax(dim=1)

@@ -27,6 +27,7 @@ from zoo.data.batch import ImageTextBatch
 from zoo.encoders.location import LocationEncoder
 from zoo.encoders.text import TextEncoder
 from zoo.encoders.vision import VisionEncoder
+from zoo.layers.attention import dense_attention_mask
 from zoo.losses.contrastive import contrastive_loss, init_logit_scale
 from zoo.losses.masked import mask_text_tokens, masked_pixel_loss, random_patch_mask
 from zoo.losses.matching import sample_hard_negatives
@@ -210,8 +211,18 @@ class FLAVARS(ZooTask):
 
     def encode_text(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
         """Unit text embeddings ``B×E`` from the [CLS] state."""
-        hidden = self.text_encoder(input_ids, attention_mask)
+        hidden = self._text_states(input_ids, attention_mask)
         return F.normalize(self.text_projection(hidden[:, 0]), dim=-1)
+
+    def _text_states(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
+        """The text encoder's ``B×T×D`` states, given the 4-D attention mask built here: with the
+        ``B×T`` one, Hugging Face checks ``mask.all()`` on the host at every step."""
+        config = self.text_encoder.model.config
+        mask = dense_attention_mask(
+            attention_mask, config._attn_implementation, causal=False,
+            dtype=self.text_encoder.model.dtype,
+        )
+        return self.text_encoder(input_ids, mask)
 
     def encode_location(self, location: Tensor) -> Tensor:
         """Unit location embeddings ``B×E`` from (lat, lon) in degrees."""
@@ -229,7 +240,7 @@ class FLAVARS(ZooTask):
         w = self.weights
         losses: dict[str, Tensor] = {}
         vision = self.vision_encoder(image)
-        text = self.text_encoder(ids, mask)
+        text = self._text_states(ids, mask)
         image_emb = self.image_projection(vision.pooled)
         text_emb = self.text_projection(text[:, 0])
         if w["contrastive"]:
@@ -284,15 +295,18 @@ class FLAVARS(ZooTask):
         return F.cross_entropy(self.itm_head(fused), target)
 
     def _language_loss(self, ids: Tensor, mask: Tensor) -> Tensor:
-        specials = torch.tensor(self.tokenizer.all_special_ids, device=ids.device)
-        special = torch.isin(ids, specials) | (mask == 0)
+        special = mask == 0
+        for token in self.tokenizer.all_special_ids:  # a few ids: no table copied to the device
+            special = special | (ids == token)
         masked_ids, labels = mask_text_tokens(
             ids, special, self.tokenizer.mask_token_id, len(self.tokenizer),
             self.hparams.mlm_probability,
         )
-        hidden = self.text_encoder(masked_ids, mask)
-        picked = labels != -100
-        return F.cross_entropy(self.mlm_head(hidden[picked]).float(), labels[picked])
+        hidden = self._text_states(masked_ids, mask)
+        # Every position through the head, the unpicked ignored: selecting the picked ones would
+        # give a shape only the device knows (a host synchronisation every step).
+        logits = self.mlm_head(hidden).flatten(0, 1).float()
+        return F.cross_entropy(logits, labels.flatten(), ignore_index=-100)
 
     def training_step(self, batch: ImageTextBatch, batch_idx: int) -> Tensor:
         losses = self.compute_losses(batch)
