@@ -22,9 +22,10 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from tests.models.conftest import prepared
 from zoo.data import EmbeddedConversationDataModule, EmbeddedDataModule
+from zoo.data.coco_refs import EmbeddedReferringDataModule
 from zoo.data.conversations import ConversationCollate
 from zoo.data.datamodules import EmbeddedSplits
-from zoo.data.referring import EmbeddedReferringDataModule, ReferringCollate
+from zoo.data.referring import ReferringCollate
 from zoo.data.seg_targets import check_referring_batch
 from zoo.models import FLAVARS, FUSE, Aquila, GeoPix
 

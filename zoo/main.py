@@ -24,6 +24,7 @@ from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import WandbLogger
 
 import zoo.data.captions  # noqa: F401
+import zoo.data.coco_refs  # noqa: F401
 import zoo.data.datamodules  # noqa: F401  (registers the datamodules' short names)
 import zoo.data.referring  # noqa: F401
 import zoo.data.referring_benchmarks  # noqa: F401

@@ -15,6 +15,7 @@ import torch
 
 pytest.importorskip("torchgeo")
 
+from zoo.data.coco_refs import ReferringSegmentationDataset  # noqa: E402
 from zoo.data.conversations import ConversationDataset  # noqa: E402
 from zoo.data.embedded import (  # noqa: E402
     OBJECT_CATEGORIES,
@@ -24,7 +25,6 @@ from zoo.data.embedded import (  # noqa: E402
     make_sample,
 )
 from zoo.data.image_text import ImageTextLocationDataset  # noqa: E402
-from zoo.data.referring import ReferringSegmentationDataset  # noqa: E402
 
 SIZES = {"num_train": 12, "num_val": 6, "num_test": 0}
 SEED = 5

@@ -13,16 +13,15 @@ import torch
 from pycocotools import mask as mask_utils
 
 from zoo.data import embedded
-from zoo.data.referring import (
+from zoo.data.coco_refs import (
     EmbeddedReferringDataModule,
-    ReferringCollate,
     ReferringSegmentationDataModule,
     ReferringSegmentationDataset,
-    seg_phrase,
-    seg_tokens,
 )
+from zoo.data.datamodules import EmbeddedSplits
+from zoo.data.referring import ReferringCollate, seg_phrase, seg_tokens
 
-SIZES = {"splits": {"train": 20, "val": 5, "test": 5}}
+SIZES = {"num_train": 20, "num_val": 5, "num_test": 5}
 
 
 @pytest.fixture(scope="module")
@@ -187,7 +186,9 @@ def test_collate_pads_and_labels_seg_tokens(root, tmp_path):
 
 
 def test_embedded_datamodule(tmp_path):
-    dm = EmbeddedReferringDataModule(str(tmp_path), **SIZES, batch_size=4, image_size=64)
+    dm = EmbeddedReferringDataModule(
+        str(tmp_path), splits=EmbeddedSplits(20, 5, 5), batch_size=4, image_size=64
+    )
     dm.prepare_data()
     dm.setup("fit")
     tokenizer = dm.tokenizer

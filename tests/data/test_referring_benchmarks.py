@@ -22,8 +22,9 @@ from jsonargparse import ArgumentParser
 from lightning.pytorch import LightningDataModule
 from PIL import Image
 
+from zoo.data.coco_refs import CocoRefsDataModule, ReferringSegmentationDataModule
 from zoo.data.datamodules import IMAGENET_MEAN, IMAGENET_STD
-from zoo.data.referring import CocoRefsDataModule, ReferringSegmentationDataModule, seg_phrase
+from zoo.data.referring import seg_phrase
 from zoo.data.referring_benchmarks import (
     RefSegRSDataModule,
     RefSegRSDataset,

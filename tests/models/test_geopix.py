@@ -9,8 +9,8 @@ import torch
 from lightning import Trainer, seed_everything
 
 from tests.models.conftest import prepared
+from zoo.data.coco_refs import EmbeddedReferringDataModule
 from zoo.data.datamodules import EmbeddedSplits
-from zoo.data.referring import EmbeddedReferringDataModule
 from zoo.metrics.segmentation import ReferringIoU
 from zoo.models import GeoPix, TrainingStage
 from zoo.models.geopix import GEOPIX_OPTIMIZER

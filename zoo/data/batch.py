@@ -111,3 +111,8 @@ class ReferringBatch(ConversationBatch):
     sentences: list[list[str]]
     #: per sample ``{"lat", "lon", "gsd_m"}`` where the image is georeferenced, else None.
     geo: list[dict[str, Any] | None]
+    #: long ``T``: the slot ``b·K + k`` in ``mask`` of each of the batch's ``T`` targets (laid
+    #: out by the collate on the host, so the model never counts targets on the device).
+    target_index: Tensor
+    #: long ``T×N``: the positions in ``input_ids`` of each target's ``N`` segmentation tokens.
+    target_positions: Tensor

@@ -21,7 +21,6 @@ from __future__ import annotations
 import logging
 import pickle
 import shutil
-from collections.abc import Callable
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -30,14 +29,9 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 
+from zoo.data.coco_refs import CocoReferringDataset, ReferringSegmentationDataModule, load_coco
 from zoo.data.image_text import caption_words, load_image
-from zoo.data.referring import (
-    CocoReferringDataset,
-    ReferringDataset,
-    ReferringSegmentationDataModule,
-    load_coco,
-    template_words,
-)
+from zoo.data.referring import ReferringDataset, template_words
 
 __all__ = [
     "RRSISDDataModule",
@@ -194,19 +188,18 @@ class RRSISDDataset(CocoReferringDataset):
     capitalised first word in lower case (it is a clause of the conversation).
 
     Args:
-        root: folder of ``rrsisd/`` and ``images/`` (see :class:`RRSISDDataset`).
-        max_targets: masks are padded to this many targets (and, with ``per_image``, at most
-            this many objects per sample).
-        seed: seed of the target and sentence selection.
-        per_image: group the refs of an image into one multi-target sample (GeoPix-style
-            training); False (default) is the benchmark's one-expression-one-mask protocol.
-        split_by: the refs file is ``rrsisd/refs({split_by}).p``.
-        batch_size: samples per batch and device.
-        image_size: images and masks are resized to this square size.
-        **kwargs: ``max_length``, ``num_scales``, ``per_scale``, ``mix_file``, ``mix_ratio`` of
-            :class:`~zoo.data.referring.ReferringSegmentationDataModule`; ``num_workers``,
-            ``tokenizer`` (the LLM's; None builds a word-level tokenizer from the training
-            expressions), ``mean``, ``std`` of :class:`~zoo.data.datamodules.ZooDataModule`.
+        root: folder of ``rrsisd/`` and ``images/``.
+        split: ``train``, ``val`` or ``test`` (the refs' ``split`` field).
+        image_size: images (bilinear) and masks (nearest) are resized to this square size.
+        max_targets: at most this many objects per sample (``per_ref=False`` only).
+        per_ref: one ref per sample, the benchmark's protocol (``val``/``test``: one sample per
+            ref and sentence); False groups the refs of an image into one multi-target sample.
+        split_by: the refs file is ``refs({split_by}).p``.
+        **kwargs: ``num_scales``, ``per_scale``, ``seed`` (of the target and training sentence
+            selection), ``transforms`` of :class:`~zoo.data.referring.ReferringDataset`.
+
+    Samples as in :class:`~zoo.data.referring.ReferringDataset`; ``category`` is the position
+    of the COCO category id among the sorted ids of ``instances.json``.
     """
 
     def __init__(
@@ -215,12 +208,9 @@ class RRSISDDataset(CocoReferringDataset):
         split: str = "train",
         image_size: int = 336,
         max_targets: int = 1,
-        num_scales: int = 2,
-        per_scale: int = 3,
-        seed: int = 0,
-        transforms: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
         per_ref: bool = True,
         split_by: str = "unc",
+        **kwargs: Any,
     ) -> None:
         if split not in _SPLITS:
             raise ValueError(f"split must be one of {_SPLITS}, got {split!r}")
@@ -247,16 +237,13 @@ class RRSISDDataset(CocoReferringDataset):
             load_coco(self.instances_path),
             chosen,
             self.image_root,
-            split,
-            image_size,
-            max_targets,
-            num_scales,
-            per_scale,
-            seed,
-            transforms,
             per_ref,
             f"{self.refs_path} (split {split!r})",
             str(self.instances_path),
+            split=split,
+            image_size=image_size,
+            max_targets=max_targets,
+            **kwargs,
         )
 
 
@@ -305,11 +292,9 @@ class RefSegRSDataset(ReferringDataset):
         root: folder of ``images/``, ``masks/`` and the phrase files.
         split: ``train``, ``val`` or ``test``.
         image_size: images (bilinear) and masks (nearest) are resized to this square size.
-        num_scales: mask-decoder scales.
-        per_scale: segmentation tokens per scale.
-        seed: seed of the sample order within a sample (unused with one target).
-        transforms: a function applied to each sample dict.
         download: fetch the dataset into ``root`` when its files are missing.
+        **kwargs: ``num_scales``, ``per_scale``, ``seed``, ``transforms`` of
+            :class:`~zoo.data.referring.ReferringDataset`.
 
     Samples as in :class:`~zoo.data.referring.ReferringDataset`.
     """
@@ -322,13 +307,10 @@ class RefSegRSDataset(ReferringDataset):
         root: str | Path = "data/refsegrs",
         split: str = "train",
         image_size: int = 336,
-        num_scales: int = 2,
-        per_scale: int = 3,
-        seed: int = 0,
-        transforms: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
         download: bool = False,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(split, image_size, 1, num_scales, per_scale, seed, transforms)
+        super().__init__(split, image_size, max_targets=1, **kwargs)
         self.root = Path(root)
         self.download = download
         self.phrases_path = self.root / f"output_phrase_{split}.txt"
@@ -404,7 +386,7 @@ class RefSegRSDataset(ReferringDataset):
 class RRSISDDataModule(ReferringSegmentationDataModule):
     """RRSIS-D (:class:`RRSISDDataset`) as GeoPix segmentation conversations.
 
-    The batch of :class:`~zoo.data.referring.ReferringSegmentationDataModule`: ``image``,
+    The batch of :class:`~zoo.data.coco_refs.ReferringSegmentationDataModule`: ``image``,
     ``mask`` (``B×max_targets×H×W``) with ``mask_valid``, ``category``, ``input_ids``,
     ``attention_mask``, ``labels``, ``prompt_ids``, ``prompt_attention_mask``, ``question``,
     ``reference``, ``sentences``, ``id``, ``task``. ``class_names`` are the 20 categories of
@@ -412,22 +394,18 @@ class RRSISDDataModule(ReferringSegmentationDataModule):
 
     Args:
         root: folder of ``rrsisd/`` and ``images/`` (see :class:`RRSISDDataset`).
-        batch_size: samples per batch and device.
-        num_workers: data-loading processes.
-        image_size: images and masks are resized to this square size.
-        tokenizer: the LLM's tokenizer (Hugging Face id or folder); None builds a word-level
-            tokenizer from the training expressions.
-        max_length: conversations are truncated to this many tokens.
         max_targets: masks are padded to this many targets (and, with ``per_image``, at most
             this many objects per sample).
-        num_scales: mask-decoder scales.
-        per_scale: segmentation tokens per scale.
         seed: seed of the target and sentence selection.
         per_image: group the refs of an image into one multi-target sample (GeoPix-style
             training); False (default) is the benchmark's one-expression-one-mask protocol.
         split_by: the refs file is ``rrsisd/refs({split_by}).p``.
-        mean: per-band mean of [0, 1] pixels.
-        std: per-band standard deviation of [0, 1] pixels.
+        batch_size: samples per batch and device.
+        image_size: images and masks are resized to this square size.
+        **kwargs: ``max_length``, ``num_scales``, ``per_scale``, ``mix_file``, ``mix_ratio`` of
+            :class:`~zoo.data.coco_refs.ReferringSegmentationDataModule`; ``num_workers``,
+            ``tokenizer`` (the LLM's; None builds a word-level tokenizer from the training
+            expressions), ``mean``, ``std`` of :class:`~zoo.data.datamodules.ZooDataModule`.
     """
 
     def __init__(
@@ -471,15 +449,15 @@ class RRSISDDataModule(ReferringSegmentationDataModule):
 
     def _referring_dataset(self, split: str) -> RRSISDDataset:
         return RRSISDDataset(
-            self.dataset_root, split, self.image_size, self.max_targets, self.num_scales,
-            self.per_scale, self.seed, per_ref=not self.per_image, split_by=self.split_by,
+            self.dataset_root, split, per_ref=not self.per_image, split_by=self.split_by,
+            **self._sample_args(),
         )
 
 
 class RefSegRSDataModule(ReferringSegmentationDataModule):
     """RefSegRS (:class:`RefSegRSDataset`) as GeoPix segmentation conversations.
 
-    The batch of :class:`~zoo.data.referring.ReferringSegmentationDataModule` with one target
+    The batch of :class:`~zoo.data.coco_refs.ReferringSegmentationDataModule` with one target
     per sample (``mask`` ``B×max_targets×H×W``, ``mask_valid`` true for the first) and
     ``category`` 0: ``class_names`` is ``["object"]``, the files having no categories.
 
@@ -491,7 +469,7 @@ class RefSegRSDataModule(ReferringSegmentationDataModule):
         batch_size: samples per batch and device.
         image_size: images and masks are resized to this square size.
         **kwargs: ``max_length``, ``num_scales``, ``per_scale``, ``mix_file``, ``mix_ratio`` of
-            :class:`~zoo.data.referring.ReferringSegmentationDataModule`; ``num_workers``,
+            :class:`~zoo.data.coco_refs.ReferringSegmentationDataModule`; ``num_workers``,
             ``tokenizer`` (the LLM's; None builds a word-level tokenizer from the training
             expressions), ``mean``, ``std`` of :class:`~zoo.data.datamodules.ZooDataModule`.
     """
@@ -529,7 +507,6 @@ class RefSegRSDataModule(ReferringSegmentationDataModule):
         return caption_words([*(text for _, text in pairs), *template_words()])
 
     def _referring_dataset(self, split: str) -> RefSegRSDataset:
-        return RefSegRSDataset(
-            self.dataset_root, split, self.image_size, self.num_scales, self.per_scale,
-            self.seed,
-        )
+        args = self._sample_args()
+        del args["max_targets"]  # one target per sample
+        return RefSegRSDataset(self.dataset_root, split, **args)

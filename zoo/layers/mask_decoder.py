@@ -224,7 +224,7 @@ class MultiScaleMaskDecoder(nn.Module):
     ) -> None:
         """Shapes and dtypes only: reading values (e.g. the range of ``target_image``) would copy
         them to the host at every step; the data guarantees them (see
-        :func:`zoo.data.referring.check_targets`)."""
+        :func:`zoo.data.seg_targets.check_referring_batch`)."""
         if len(features) != self.num_scales:
             raise ValueError(f"expected {self.num_scales} feature maps, got {len(features)}")
         batch = None

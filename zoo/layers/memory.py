@@ -28,7 +28,7 @@ Everything is batched over targets, in shapes known on the host (no ``torch.uniq
 output size would have to be copied from the device): with at least as many targets as classes
 the whole bank is fused, once per class, and each target picks its class; with fewer, each
 target's slice is gathered and fused. The category's values are not checked here (that would
-copy them to the host at every step): the data checks them (:func:`zoo.data.referring.check_targets`).
+copy them to the host at every step): the data checks them (:func:`zoo.data.seg_targets.check_referring_batch`).
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@
   multi-turn VQA record per image), read by :class:`zoo.data.conversations.ConversationDataset`.
 * :class:`CocoRefs`: COCO instances (boxes, RLE masks; ``lat``/``lon``/``scene``/``gsd_m`` on
   each image, ``colour`` on each annotation) and RefCOCO / RRSIS-D style referring
-  expressions, read by :class:`zoo.data.referring.ReferringSegmentationDataset`.
+  expressions, read by :class:`zoo.data.coco_refs.ReferringSegmentationDataset`.
 
 Each collects the records of one split with ``add`` and writes its file(s) with ``write``.
 """
