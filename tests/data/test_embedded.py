@@ -44,7 +44,7 @@ CELLS = (
 
 
 def tokenize(text: str) -> list[str]:
-    """BERT basic pre-tokenisation: lower case, words and single punctuation characters."""
+    """BERT basic pre-tokenization: lower case, words and single punctuation characters."""
     return TOKEN.findall(text.lower())
 
 

@@ -20,9 +20,9 @@ def test_batch_contract(table_root):
     assert dm.class_names == CLASSES
     dm.setup("fit")
     batch = next(iter(dm.val_dataloader()))  # not shuffled
-    batch = dm.on_after_batch_transfer(batch, 0)  # normalisation, as after transfer
+    batch = dm.on_after_batch_transfer(batch, 0)  # normalization, as after transfer
     assert batch["image"].shape == (4, 3, 16, 16) and batch["image"].dtype == torch.float32
-    assert abs(batch["image"].mean()) < 3  # normalised, not 0..255
+    assert abs(batch["image"].mean()) < 3  # normalized, not 0..255
     assert batch["caption"][0] == "a satellite image of a forest."
     assert batch["location"].shape == (4, 2) and batch["location"].dtype == torch.float32
     assert batch["location"][1].tolist() == [-30.0, -60.0]

@@ -1,6 +1,6 @@
 """The LLaVA-format variants of GeoChat-Instruct, FIT-RS and VRSBench (tiny fake files in their
 real formats, tests/data/<name>/data.py) read by ConversationDataModule into the batch contract,
-and the normalisation of the variants."""
+and the normalization of the variants."""
 
 from __future__ import annotations
 

@@ -59,7 +59,7 @@ def _box_mask(box: tuple[int, int, int, int], size: int = 32) -> torch.Tensor:
 
 
 def _batch(dm: ReferringSegmentationDataModule, loader: Any) -> dict[str, Any]:
-    """One batch as a model sees it: transferred and normalised."""
+    """One batch as a model sees it: transferred and normalized."""
     batch = next(iter(loader))
     return dm.on_after_batch_transfer(
         dm.transfer_batch_to_device(batch, torch.device("cpu"), 0), 0
@@ -69,7 +69,7 @@ def _batch(dm: ReferringSegmentationDataModule, loader: Any) -> dict[str, Any]:
 def _check_contract(batch: dict[str, Any], size: int, k: int) -> None:
     b = len(batch["id"])
     assert batch["image"].shape == (b, 3, size, size) and batch["image"].dtype == torch.float32
-    # Normalised [0, 255] pixels: within the ImageNet-normalised range of [0, 1] pixels.
+    # Normalized [0, 255] pixels: within the ImageNet-normalized range of [0, 1] pixels.
     low = min(-m / s for m, s in zip(IMAGENET_MEAN, IMAGENET_STD, strict=True))
     high = max((1 - m) / s for m, s in zip(IMAGENET_MEAN, IMAGENET_STD, strict=True))
     assert low - 1e-4 <= batch["image"].min() and batch["image"].max() <= high + 1e-4

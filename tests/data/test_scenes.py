@@ -75,7 +75,7 @@ def test_batch_contract(name):
         batch = dm.on_after_batch_transfer(raw, 0)
         image = batch["image"]
         assert image.dtype == torch.float32 and image.shape == (4, 3, SIZE, SIZE)
-        # normalised with ImageNet mean/std of [0, 1] pixels
+        # normalized with ImageNet mean/std of [0, 1] pixels
         torch.testing.assert_close(image, (pixels / 255 - IMAGENET_MEAN) / IMAGENET_STD)
         assert image.min() >= -2.2 and image.max() <= 2.7
         # content: the uniform colour of every image follows its label

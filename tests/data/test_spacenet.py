@@ -50,7 +50,7 @@ def test_batch_contract_and_footprints():
     image, mask = batch["image"], batch["semantic_mask"]
     assert image.dtype == torch.float32 and image.shape == (2, 3, 32, 32)
     assert mask.dtype == torch.long and mask.shape == (2, 32, 32)
-    assert -2.2 <= image.min() and image.max() <= 2.7  # 8-bit RGB normalised
+    assert -2.2 <= image.min() and image.max() <= 2.7  # 8-bit RGB normalized
     # img7 (32x32): the polygon covers pixel rows 8-15 and columns 4-19, the red roof
     building = _box(32, slice(8, 16), slice(4, 20))
     assert torch.equal(mask[0], building)

@@ -130,7 +130,7 @@ def test_linear_probe_noise_labels_near_chance() -> None:
 
 @pytest.mark.parametrize("num_classes", [3, 2])
 def test_logistic_regression_matches_scikit_learn(num_classes: int) -> None:
-    """Same standardised data, our weight decay wd <-> sklearn C = 1/(n wd) (three or more
+    """Same standardized data, our weight decay wd <-> sklearn C = 1/(n wd) (three or more
     classes) or 2/(n wd) (two classes, sklearn's single weight vector): same probabilities."""
     sklearn = pytest.importorskip("sklearn.linear_model")
     centres = 1.5 * torch.randn(num_classes, 6, generator=torch.Generator().manual_seed(0))

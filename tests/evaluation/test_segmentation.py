@@ -70,16 +70,16 @@ def test_frozen_vs_fine_tuned_encoder(frozen: bool) -> None:
     trainer = _trainer(max_steps=1, limit_val_batches=0)
     trainer.fit(model, _loader())
     encoder_ids = {id(p) for p in model.encoder.parameters()}
-    optimised = {id(p) for g in trainer.optimizers[0].param_groups for p in g["params"]}
+    optimized = {id(p) for g in trainer.optimizers[0].param_groups for p in g["params"]}
     after = model.encoder.state_dict()
     unchanged = all(torch.equal(before[k], after[k]) for k in before)
     assert not torch.equal(decoder_before, model.decoder.fusion_block[0].weight)
     if frozen:
-        assert unchanged and not optimised & encoder_ids
+        assert unchanged and not optimized & encoder_ids
         assert not model.train().encoder.training  # eval mode survives .train()
         assert not any(p.requires_grad for p in model.encoder.parameters())
     else:
-        assert not unchanged and encoder_ids <= optimised
+        assert not unchanged and encoder_ids <= optimized
         assert model.train().encoder.training
 
 

@@ -68,7 +68,7 @@ def assert_scores_close(actual: dict[str, float], expected: dict[str, float], to
 
 @pytest.fixture(scope="module")
 def direct_scores() -> dict[str, float]:
-    """The scores from pycocoevalcap's own classes, tokenised as COCOEvalCap does."""
+    """The scores from pycocoevalcap's own classes, tokenized as COCOEvalCap does."""
     from pycocoevalcap.bleu.bleu import Bleu
     from pycocoevalcap.cider.cider import Cider
     from pycocoevalcap.meteor.meteor import Meteor
@@ -174,7 +174,7 @@ def test_without_java_skips_meteor_with_one_warning(monkeypatch: pytest.MonkeyPa
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         metric.compute()  # warned once per metric already
-    if java_available():  # the fallback tokenises this set exactly like PTB
+    if java_available():  # the fallback tokenizes this set exactly like PTB
         scores = as_floats(result)
         assert_scores_close(scores, {k: v for k, v in PINNED.items() if k != "METEOR"}, 1e-4)
 

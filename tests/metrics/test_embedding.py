@@ -36,7 +36,7 @@ def ref_recall(a: Tensor, b: Tensor, k: int) -> float:
         sims = (b @ a[i]).tolist()
         order = sorted(range(n), key=lambda j: -sims[j])
         pos = order.index(i)
-        while pos > 0 and sims[order[pos - 1]] == sims[i]:  # optimistic ties
+        while pos > 0 and sims[order[pos - 1]] == sims[i]:  # optimiztic ties
             pos -= 1
         hits += pos + 1 <= k
     return hits / n
@@ -93,7 +93,7 @@ def _unit_with_cos(e: Tensor, cos: float, seed: int) -> Tensor:
 
 def test_retrieval_identity_is_perfect() -> None:
     m = CrossModalRetrieval(top_k=(1, 5))
-    m.update(torch.eye(8), torch.eye(8) * 3.0)  # unnormalised input is fine
+    m.update(torch.eye(8), torch.eye(8) * 3.0)  # unnormalized input is fine
     out = m.compute()
     assert set(out) == {
         "image_to_text_R@1",
@@ -118,7 +118,7 @@ def test_retrieval_reversed_pairing(n: int) -> None:
     assert out["location_to_image_R@10"].item() == 1.0
 
 
-def test_retrieval_ties_are_optimistic() -> None:
+def test_retrieval_ties_are_optimiztic() -> None:
     e = torch.eye(3)
     a = torch.stack([e[0], e[0], e[1]])
     assert retrieval_ranks(a, a).tolist() == [1, 1, 1]
@@ -317,7 +317,7 @@ def test_zero_shot_logits_and_accuracy() -> None:
     targets[:3] = (targets[:3] + 1) % 4
     acc = MulticlassAccuracy(num_classes=4, average="micro")(logits, targets)
     assert acc.item() == pytest.approx(0.7)
-    # Prompt ensembling: [C, T, D] templates are normalised, averaged and re-normalised.
+    # Prompt ensembling: [C, T, D] templates are normalized, averaged and re-normalized.
     templates = _randn(4, 3, 6, seed=10)
     mean = F.normalize(templates, dim=-1).mean(1)
     torch.testing.assert_close(zero_shot_logits(img, templates), zero_shot_logits(img, mean))

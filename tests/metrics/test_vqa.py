@@ -1,4 +1,4 @@
-"""Tests for zoo.metrics.vqa: answer normalisation and per-question-type accuracy."""
+"""Tests for zoo.metrics.vqa: answer normalization and per-question-type accuracy."""
 
 from __future__ import annotations
 
@@ -39,7 +39,7 @@ def test_normalize_answer(text: str, expected: str) -> None:
 
 
 TYPES = ["presence", "comparison", "count", "area"]
-# (prediction, answer, type, correct after normalisation)
+# (prediction, answer, type, correct after normalization)
 SAMPLES = [
     ("Yes", "yes", "presence", True),
     ("no.", "No", "presence", True),
@@ -70,7 +70,7 @@ def _assert_results(result: dict[str, torch.Tensor], expected: dict[str, float])
         assert result[key].item() == pytest.approx(val), key
 
 
-def test_hand_made_set_matches_normalised_exact_match() -> None:
+def test_hand_made_set_matches_normalized_exact_match() -> None:
     for pred, answer, _, correct in SAMPLES:
         assert (normalize_answer(pred) == normalize_answer(answer)) is correct, (pred, answer)
 

@@ -58,7 +58,7 @@ class RetrievalSamples(Callback):
 
 
 def _to_uint8(images: torch.Tensor) -> torch.Tensor:
-    """Min-max scale normalised images per image to uint8 ``N×3×H×W`` on the CPU."""
+    """Min-max scale normalized images per image to uint8 ``N×3×H×W`` on the CPU."""
     x = images[:, :3].float().cpu()
     lo = x.amin(dim=(1, 2, 3), keepdim=True)
     hi = x.amax(dim=(1, 2, 3), keepdim=True)

@@ -1,4 +1,4 @@
-"""Datasets, datamodules, tokenisation and the embedded-dataset generator.
+"""Datasets, datamodules, tokenization and the embedded-dataset generator.
 
 The datamodules import torchgeo; they load lazily so that ``zoo.data.tokenize`` and
 ``zoo.data.embedded`` stay usable on a machine without it (e.g. a bare GPU benchmark box).

@@ -16,7 +16,7 @@ empty caption strings are dropped and an image without any caption is an error.
 
 Two datamodules:
 
-* :class:`CaptionDataModule`: image-text batches (the batch contract's ``caption``, tokenised
+* :class:`CaptionDataModule`: image-text batches (the batch contract's ``caption``, tokenized
   into ``input_ids``/``attention_mask``) for FLAVARS fine-tuning and retrieval evaluation,
   with all ``references`` of each image;
 * :class:`CaptionConversationDataModule`: the same images as LLaVA conversations ("Describe
@@ -336,7 +336,7 @@ class CaptionDataModule(_CaptionData):
     """RSICD, UCM-Captions, Sydney-Captions or NWPU-Captions as image-text batches, for
     FLAVARS fine-tuning and text-image retrieval evaluation (see :class:`CaptionDataset`).
 
-    Batches: ``image`` (normalised on the device), ``caption``, ``input_ids``,
+    Batches: ``image`` (normalized on the device), ``caption``, ``input_ids``,
     ``attention_mask``, ``references`` (``list[list[str]]``, all captions of each image) and
     ``image_id``. Training samples take one of their references at random each time they are
     drawn (each epoch sees every image once with a fresh caption, the usual protocol for these

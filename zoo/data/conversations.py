@@ -7,7 +7,7 @@ turn), the format of LLaVA, FIT-RS, GeoChat-Instruct and VRSBench (and of the em
 uses when present: ``task``, ``question_types`` (one per QA pair) and ``references`` (all
 reference answers of a one-question record, e.g. the five captions of a caption benchmark).
 
-The variants of the remote-sensing instruction sets are normalised by :func:`normalize_record`:
+The variants of the remote-sensing instruction sets are normalized by :func:`normalize_record`:
 
 * ``"from"`` is matched case-insensitively (``human``/``gpt``, ``user``/``assistant``) and a
   number ``"value"`` is read as text;
@@ -170,7 +170,7 @@ def _validate(record: dict[str, Any], where: str) -> None:
 
 
 def prepare_records(records: Sequence[Any], source: str) -> list[dict[str, Any]]:
-    """Normalise (:func:`normalize_record`) and validate records; errors name ``source`` and
+    """Normalize (:func:`normalize_record`) and validate records; errors name ``source`` and
     the record (index and id)."""
     out = []
     for n, record in enumerate(records):
@@ -183,7 +183,7 @@ def prepare_records(records: Sequence[Any], source: str) -> list[dict[str, Any]]
 
 
 def read_conversations(path: Path) -> list[dict[str, Any]]:
-    """Read, normalise and validate a LLaVA-format JSON list or JSON-lines file (or one of its
+    """Read, normalize and validate a LLaVA-format JSON list or JSON-lines file (or one of its
     variants, see the module doc); errors name the file and the record or line."""
     if not path.is_file():
         raise FileNotFoundError(f"conversation file {path} does not exist")

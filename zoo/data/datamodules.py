@@ -54,7 +54,7 @@ class Normalize:
 
 
 class TextCollate:
-    """Stack tensors, keep strings as lists, and tokenise ``caption`` into ``input_ids``."""
+    """Stack tensors, keep strings as lists, and tokenize ``caption`` into ``input_ids``."""
 
     def __init__(self, tokenizer: PreTrainedTokenizerBase, max_length: int) -> None:
         self.tokenizer = tokenizer
@@ -143,7 +143,7 @@ class ZooDataModule(NonGeoDataModule):
         raise NotImplementedError
 
     def setup(self, stage: str) -> None:
-        """Build the split datasets for ``stage`` and the tokenising collate function."""
+        """Build the split datasets for ``stage`` and the tokenizing collate function."""
         self.collate_fn = self._collate()
         if stage == "fit":
             self.train_dataset = self._dataset("train")
@@ -155,7 +155,7 @@ class ZooDataModule(NonGeoDataModule):
             self.predict_dataset = self.test_dataset
 
     def on_after_batch_transfer(self, batch: dict[str, Any], dataloader_idx: int) -> dict[str, Any]:
-        """Normalise the images once they are on the device (also outside a Trainer)."""
+        """Normalize the images once they are on the device (also outside a Trainer)."""
         return self.aug(batch)
 
     def transfer_batch_to_device(self, batch: dict[str, Any], device: torch.device, idx: int) -> Any:

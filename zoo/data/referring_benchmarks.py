@@ -153,7 +153,7 @@ def _clause(text: str) -> str:
 
 def _rrsisd_sentences(ref: dict[str, Any]) -> dict[str, Any]:
     """The ref with each sentence's text in ``sent``: the ``raw`` expression (as RMSIN feeds
-    its text encoder), else the tokenised ``sent``, as a clause (:func:`_clause`)."""
+    its text encoder), else the tokenized ``sent``, as a clause (:func:`_clause`)."""
     sentences = [
         {"sent": _clause(str(s.get("raw") or s.get("sent") or ""))} for s in ref["sentences"]
     ]

@@ -2,7 +2,7 @@
 
 Datamodules over torchgeo's EuroSAT, RESISC45, UC Merced and PatternNet datasets, subclassing
 torchgeo's own datamodules (same datasets, splits and dataloaders) but producing the zoo's batch
-contract: ``image`` float ``B×3×S×S`` (resized per sample, antialiased bilinear, then normalised
+contract: ``image`` float ``B×3×S×S`` (resized per sample, antialiased bilinear, then normalized
 on the device with ImageNet mean/std by default) and ``label`` long ``B``. No random
 augmentation. Each exposes ``class_names`` (human-readable, in label order, for zero-shot
 prompts) and ``num_classes``.
@@ -105,7 +105,7 @@ class _NamedLoader:
 
 class _SceneClassification:
     """What the scene datamodules share: the transform, the class names, the checks on the data
-    and ImageNet-style normalisation in ``on_after_batch_transfer`` (also outside a Trainer).
+    and ImageNet-style normalization in ``on_after_batch_transfer`` (also outside a Trainer).
 
     Subclasses set the class attributes and their ``root`` default; the loader, size and
     normalization arguments live here once and reach torchgeo's datamodule by keyword.
@@ -233,7 +233,7 @@ class _SceneClassification:
             )
 
     def on_after_batch_transfer(self, batch: dict[str, Any], dataloader_idx: int) -> dict[str, Any]:
-        """Normalise the images once they are on the device (also outside a Trainer)."""
+        """Normalize the images once they are on the device (also outside a Trainer)."""
         return self.aug(batch)
 
 
@@ -243,7 +243,7 @@ class EuroSATScenesDataModule(_SceneClassification, EuroSATDataModule):
     Reads torchgeo's :class:`~torchgeo.datasets.EuroSAT` (the 13-band GeoTIFFs and the
     train/val/test split files of Neumann et al. 2019) and keeps the RGB bands B04, B03, B02,
     scaled to [0, 255] as ``clip(reflectance / 3000, 0, 1) * 255`` (torchgeo's
-    ``EuroSAT.plot`` rendering), then resized and normalised like an RGB photo.
+    ``EuroSAT.plot`` rendering), then resized and normalized like an RGB photo.
 
     Paper: P. Helber, B. Bischke, A. Dengel, D. Borth, "EuroSAT: A Novel Dataset and Deep
     Learning Benchmark for Land Use and Land Cover Classification", IEEE J-STARS, 2019.

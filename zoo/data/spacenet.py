@@ -1,6 +1,6 @@
 """SpaceNet 1 building footprints as binary semantic segmentation.
 
-Batch: ``image`` float ``B×3×S×S`` (normalised on the device) and ``semantic_mask`` long
+Batch: ``image`` float ``B×3×S×S`` (normalized on the device) and ``semantic_mask`` long
 ``B×S×S`` with 0 = background and 1 = building. torchgeo's sample key ``mask`` is renamed: in
 the zoo's batch contract ``mask`` means instance masks ``B×K×H×W``.
 """
@@ -176,7 +176,7 @@ class SpaceNet1SegmentationDataModule(SpaceNet1DataModule):
     a fixed generator seed (0); ``predict`` uses the unlabelled ``test`` folder. Every chip is
     resized to ``image_size``×``image_size`` (image bilinear, mask nearest); training batches
     get random flips and 90° rotations when ``augment`` (only inside a Trainer, while
-    training). Batch: ``image`` float ``B×3×S×S`` (8-bit RGB normalised with ``mean``/``std``),
+    training). Batch: ``image`` float ``B×3×S×S`` (8-bit RGB normalized with ``mean``/``std``),
     ``semantic_mask`` long ``B×S×S`` (0 background, 1 building).
 
     Paper: A. Van Etten, D. Lindenbaum, T. M. Bacastow, "SpaceNet: A Remote Sensing Dataset
@@ -233,7 +233,7 @@ class SpaceNet1SegmentationDataModule(SpaceNet1DataModule):
         return 2
 
     def on_after_batch_transfer(self, batch: dict[str, Any], dataloader_idx: int) -> dict[str, Any]:
-        """Augment training batches (inside a Trainer), then normalise the images."""
+        """Augment training batches (inside a Trainer), then normalize the images."""
         if self.augment and self.trainer is not None and self.trainer.training:
             batch = random_dihedral(batch)
         return self.aug(batch)

@@ -1,7 +1,7 @@
 """Tokenizers owned by the data: a Hugging Face tokenizer by name, or a word-level one.
 
 The embedded dataset's text comes from a closed set of words, so its tokenizer is a word-level
-vocabulary with BERT's special tokens and pre-tokenisation (lower case, punctuation split),
+vocabulary with BERT's special tokens and pre-tokenization (lower case, punctuation split),
 built in memory: nothing to download. A real text encoder is paired with its own tokenizer by
 giving the same name to the datamodule's ``tokenizer`` and the model's ``text_encoder``.
 """

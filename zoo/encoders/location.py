@@ -134,7 +134,7 @@ def check_location_shape(location: Tensor, name: str = "location") -> None:
 class SphericalHarmonics(nn.Module):
     """SatCLIP's spherical-harmonic positional encoding, vectorised over the batch.
 
-    Associated Legendre functions are evaluated in their fully normalised form with the standard
+    Associated Legendre functions are evaluated in their fully normalized form with the standard
     three-term recurrence over the degree, in float64, so large ``legendre_polys`` (e.g. 40) stay
     accurate. The module has no parameters or buffers.
 
@@ -236,7 +236,7 @@ class SphericalHarmonics(nn.Module):
 
         L = self.legendre_polys
         rec_a, rec_b = tables["rec_a"], tables["rec_b"]
-        # Fully normalised P[n, m] (no Condon-Shortley phase), one (B, n + 1) block per degree n.
+        # Fully normalized P[n, m] (no Condon-Shortley phase), one (B, n + 1) block per degree n.
         blocks = [torch.full_like(x, 1.0 / math.sqrt(4.0 * math.pi))]
         offset = 0
         for n in range(1, L):

@@ -8,7 +8,7 @@ then score them the way the papers do.
 * :func:`zero_shot_accuracy` -- CLIP zero-shot classification against class (prompt) embeddings,
   with prompt-template ensembling, on :func:`zoo.metrics.embedding.zero_shot_logits`.
 * :func:`linear_probe` -- CLIP's linear probe: L2-regularised multinomial logistic regression on
-  standardised frozen features, the regularisation strength chosen on a held-out slice of train.
+  standardized frozen features, the regularisation strength chosen on a held-out slice of train.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ __all__ = [
     "zero_shot_accuracy",
 ]
 
-#: Default L2 grid of :func:`linear_probe` (per-sample units, on standardised features).
+#: Default L2 grid of :func:`linear_probe` (per-sample units, on standardized features).
 DEFAULT_WEIGHT_DECAYS: tuple[float, ...] = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0)
 
 
@@ -166,7 +166,7 @@ def stratified_split(labels: Tensor, val_fraction: float, seed: int = 0) -> tupl
     return order[~is_val].sort().values, order[is_val].sort().values
 
 
-def _standardise(fit: Tensor, *others: Tensor) -> list[Tensor]:
+def _standardize(fit: Tensor, *others: Tensor) -> list[Tensor]:
     """Zero mean, unit variance per feature using the statistics of ``fit`` (constant -> 1)."""
     mean = fit.mean(dim=0)
     std = fit.std(dim=0, unbiased=False)
@@ -192,7 +192,7 @@ def fit_logistic_regression(
     ``C = 2 / (n * wd)``.
 
     Args:
-        features: ``N×D`` features (standardise them first).
+        features: ``N×D`` features (standardize them first).
         labels: ``N`` integer labels in ``[0, num_classes)``.
         num_classes: number of classes (the rows of ``W``).
         weight_decay: L2 strength ``wd`` (>= 0).
@@ -211,20 +211,20 @@ def fit_logistic_regression(
         weight, bias = (t.detach().clone() for t in init)
     weight.requires_grad_(True)
     bias.requires_grad_(True)
-    optimiser = torch.optim.LBFGS(
+    optimizer = torch.optim.LBFGS(
         [weight, bias], lr=1.0, max_iter=max_iter, max_eval=2 * max_iter, history_size=20,
         tolerance_grad=1e-9, tolerance_change=1e-12, line_search_fn="strong_wolfe",
     )
 
     def closure() -> Tensor:
-        optimiser.zero_grad()
+        optimizer.zero_grad()
         loss = F.cross_entropy(x @ weight.T + bias, y)
         loss = loss + 0.5 * weight_decay * weight.pow(2).sum()
         loss.backward()
         return loss
 
     with torch.enable_grad():
-        optimiser.step(closure)
+        optimizer.step(closure)
     return weight.detach(), bias.detach()
 
 
@@ -244,22 +244,22 @@ def linear_probe(
     seed: int = 0,
     max_iter: int = 1000,
 ) -> dict[str, float]:
-    """CLIP-style linear probe: logistic regression on frozen, standardised features.
+    """CLIP-style linear probe: logistic regression on frozen, standardized features.
 
     Protocol (Radford et al., "Learning Transferable Visual Models From Natural Language
     Supervision", ICML 2021, appendix A.3, with a grid instead of their parametric binary search):
 
     1. Hold out a stratified ``val_fraction`` of the training set (deterministic in ``seed``).
     2. For every L2 strength ``wd`` in ``weight_decays`` (largest first, each warm-started from
-       the previous solution), fit multinomial logistic regression on the rest: standardise the
+       the previous solution), fit multinomial logistic regression on the rest: standardize the
        features with the fitting part's mean and standard deviation, then minimise
        ``mean cross-entropy + wd / 2 * ||W||_F^2`` (bias unpenalised) with full-batch L-BFGS in
        float64 on the CPU. Keep the ``wd`` with the best held-out accuracy (ties: the larger).
-    3. Refit with that ``wd`` on the whole training set (standardised with its own statistics)
+    3. Refit with that ``wd`` on the whole training set (standardized with its own statistics)
        and report the test accuracy.
 
     ``wd`` is in per-sample units: scikit-learn's ``LogisticRegression(C=1 / (n * wd))`` fitted on
-    the same standardised ``n`` samples minimises the same objective for three or more classes.
+    the same standardized ``n`` samples minimises the same objective for three or more classes.
     With a single value in ``weight_decays`` there is nothing to select: the held-out step is
     skipped and ``val_accuracy`` is NaN.
 
@@ -298,7 +298,7 @@ def linear_probe(
                 "the held-out slice is empty: every class has fewer than 2 training samples; "
                 "give more training samples or a single weight decay"
             )
-        x_fit, x_val = _standardise(x[fit_idx], x[val_idx])
+        x_fit, x_val = _standardize(x[fit_idx], x[val_idx])
         y_fit, y_val = y[fit_idx], y[val_idx]
         params, best = None, -1.0
         for wd in grid:
@@ -308,7 +308,7 @@ def linear_probe(
                 chosen, best = wd, score
         val_accuracy = best
 
-    x_all, x_test = _standardise(x, x_test)
+    x_all, x_test = _standardize(x, x_test)
     params = fit_logistic_regression(x_all, y, num_classes, chosen, max_iter)
     return {
         "accuracy": _accuracy(x_test, y_test, params),

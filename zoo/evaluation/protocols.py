@@ -83,7 +83,7 @@ class KNN(Evaluation):
 
 
 class LinearProbe(Evaluation):
-    """CLIP's linear probe: L2 logistic regression on frozen, standardised features, the L2
+    """CLIP's linear probe: L2 logistic regression on frozen, standardized features, the L2
     strength chosen on a stratified held-out slice of train, test accuracy after a refit on all
     of train (:func:`zoo.evaluation.probes.linear_probe`). Reports ``linear_probe_acc``.
 

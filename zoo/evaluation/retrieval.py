@@ -9,7 +9,7 @@ every remote-sensing retrieval paper since, e.g. Yuan et al.'s AMFMN on RSICD/RS
 * mean recall (mR): the average of all the R@k values of both directions (six with the default
   ``ks = (1, 5, 10)``).
 
-Similarity is cosine; ties are resolved optimistically: the rank of a target is ``1 + #candidates
+Similarity is cosine; ties are resolved optimiztically: the rank of a target is ``1 + #candidates
 with strictly greater similarity``. Both directions are
 :func:`zoo.metrics.embedding.retrieval_ranks` with caption groups.
 """

@@ -181,7 +181,7 @@ class UPerNetSegmentation(ZooTask):
             ``vision_encoder.model.`` (FLAVARS), ``vision.`` (Aquila, FUSE, GeoPix) or none.
         feature_indices: the four (at least two) blocks or stages that feed the decoder; ``None``:
             the last four stages of a hierarchical encoder, four evenly spaced blocks of a ViT.
-        freeze_encoder: keep the encoder frozen (eval mode, no gradients, not optimised).
+        freeze_encoder: keep the encoder frozen (eval mode, no gradients, not optimized).
         num_classes: classes including background (2 for SpaceNet1 buildings).
         class_names: names of the classes for the per-class IoU keys; default ``background``,
             ``class_1``, ...

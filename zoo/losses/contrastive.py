@@ -39,7 +39,7 @@ def contrastive_loss(
     """Mean of the a->b and b->a cross-entropies over cosine similarities of paired rows.
 
     Args:
-        a: ``B×D`` embeddings (normalised here).
+        a: ``B×D`` embeddings (normalized here).
         b: ``B×D`` embeddings paired row by row with ``a``.
         logit_scale: the log of the inverse temperature, clamped at ln(100).
         gather: use the features of all ranks as negatives (the global batch).

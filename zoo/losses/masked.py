@@ -40,7 +40,7 @@ def masked_pixel_loss(
         image: ``B×C×H×W`` the unmasked input.
         mask: ``B×N`` bool, True where the patch was masked.
         patch_size: pixels per patch.
-        normalize_target: normalise each target patch by its own mean and variance (MAE).
+        normalize_target: normalize each target patch by its own mean and variance (MAE).
     """
     target = patchify(image, patch_size)
     if normalize_target:

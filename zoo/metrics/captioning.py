@@ -2,14 +2,14 @@
 
 Scores are computed with ``pycocoevalcap``, the implementation the remote-sensing captioning
 literature reports (RSICD, UCM-Captions, Sydney-Captions, NWPU-Captions): captions are lower-cased
-and tokenised with the Stanford PTBTokenizer wrapper and punctuation tokens are removed, exactly as
+and tokenized with the Stanford PTBTokenizer wrapper and punctuation tokens are removed, exactly as
 the COCO evaluation server does, then ``Bleu(4)``, ``Meteor``, ``Rouge`` and ``Cider`` score the
 whole corpus at once. Values use pycocoevalcap's scale: ``[0, 1]`` for BLEU, METEOR and ROUGE-L,
 CIDEr usually in ``[0, 10]``.
 
 Java is required by the PTBTokenizer and by METEOR. Without it (:func:`java_available` is false)
-METEOR is skipped and captions are tokenised with :func:`simple_tokenize`, a pure-Python
-approximation of the PTB tokenisation; a warning says so once per metric instance.
+METEOR is skipped and captions are tokenized with :func:`simple_tokenize`, a pure-Python
+approximation of the PTB tokenization; a warning says so once per metric instance.
 
 DDP: strings cannot be tensor states, so captions are kept as UTF-8 bytes in list states reduced
 with ``dist_reduce_fx="cat"``. torchmetrics concatenates a list state into one tensor before
@@ -53,7 +53,7 @@ __all__ = ["CAPTION_METRIC_KEYS", "CaptionMetrics", "java_available", "simple_to
 CAPTION_METRIC_KEYS = ("BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr")
 
 _NO_JAVA_MESSAGE = (
-    "Java was not found on PATH: METEOR is skipped and captions are tokenised with a Python "
+    "Java was not found on PATH: METEOR is skipped and captions are tokenized with a Python "
     "approximation of the PTBTokenizer, so scores may differ slightly from the COCO toolkit."
 )
 
@@ -64,10 +64,10 @@ def java_available() -> bool:
 
 
 # --------------------------------------------------------------------------------------------
-# Tokenisation
+# Tokenization
 # --------------------------------------------------------------------------------------------
 
-# Punctuation tokens dropped after tokenisation: pycocoevalcap's list plus raw double quotes (PTB
+# Punctuation tokens dropped after tokenization: pycocoevalcap's list plus raw double quotes (PTB
 # rewrites them to ``/'', which that list drops) and brackets. PTB rewrites brackets to "-lrb-" etc.
 # and pycocoevalcap keeps those (its list spells them in upper case), a quirk not reproduced here.
 _DROPPED_TOKENS = frozenset(
@@ -82,7 +82,7 @@ _TOKEN = re.compile(r"n't\b|'(?:s|re|ve|ll|d|m)\b|\w+(?:[-.,/&']\w+)*|([^\w\s])\
 
 
 def simple_tokenize(text: str) -> str:
-    """Pure-Python approximation of pycocoevalcap's PTB tokenisation, used when Java is missing.
+    """Pure-Python approximation of pycocoevalcap's PTB tokenization, used when Java is missing.
 
     Lower-cases, splits English clitics (``"it's"`` -> ``"it 's"``), separates punctuation from
     words while keeping hyphenated words and numbers such as ``"3.5"`` whole, drops punctuation
@@ -95,7 +95,7 @@ def simple_tokenize(text: str) -> str:
 
 
 def _ptb_tokenize(samples: list[list[str]]) -> list[list[str]]:
-    """Tokenise every sample's captions with pycocoevalcap's PTBTokenizer in one Java call."""
+    """Tokenize every sample's captions with pycocoevalcap's PTBTokenizer in one Java call."""
     from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
 
     captions = {i: [{"caption": c} for c in caps] for i, caps in enumerate(samples)}

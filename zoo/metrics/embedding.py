@@ -2,7 +2,7 @@
 
 All metrics keep their inputs in list states reduced with ``dist_reduce_fx="cat"``, so
 :meth:`~torchmetrics.Metric.compute` sees the whole split gathered from every rank. Embeddings are
-L2-normalised inside, so raw or normalised features may be passed. Pairwise similarities are
+L2-normalized inside, so raw or normalized features may be passed. Pairwise similarities are
 computed in chunks of query rows so that large splits never materialise an ``N x N`` matrix.
 
 * :class:`CrossModalRetrieval` -- recall@k in both directions for paired embeddings
@@ -14,7 +14,7 @@ computed in chunks of query rows so that large splits never materialise an ``N x
   coordinates.
 * Zero-shot classification accuracy needs no dedicated metric: use
   ``torchmetrics.classification.MulticlassAccuracy(num_classes, average="micro")`` on the cosine
-  logits returned by :func:`zero_shot_logits` (``image_emb @ class_emb.T`` after normalisation).
+  logits returned by :func:`zero_shot_logits` (``image_emb @ class_emb.T`` after normalization).
 
 Usage notes:
 
@@ -58,7 +58,7 @@ _DEFAULT_CHUNK = 1024
 
 
 def _normalize(x: Tensor) -> Tensor:
-    """Cast to a floating type suited for similarity computation and L2-normalise the rows."""
+    """Cast to a floating type suited for similarity computation and L2-normalize the rows."""
     if x.dtype != torch.float64:
         x = x.float()
     return F.normalize(x, dim=-1)
@@ -93,7 +93,7 @@ def retrieval_ranks(
     groups, every candidate is a positive of every query of its group, so several captions per
     image are one call each way: image -> text with ``query_groups = arange(N)`` and
     ``candidate_groups`` the image index of each caption, text -> image the other way round.
-    Ties are resolved optimistically: ``rank = 1 + #{candidates with strictly greater
+    Ties are resolved optimiztically: ``rank = 1 + #{candidates with strictly greater
     similarity than the best positive}``.
 
     Args:
@@ -163,8 +163,8 @@ def knn_predict(
     at the k-th neighbour are broken by :func:`torch.topk`.
 
     Args:
-        queries: ``[Q, D]`` query embeddings (normalised inside).
-        bank: ``[N, D]`` reference embeddings (normalised inside).
+        queries: ``[Q, D]`` query embeddings (normalized inside).
+        bank: ``[N, D]`` reference embeddings (normalized inside).
         bank_labels: ``[N]`` integer labels of ``bank`` in ``[0, num_classes)``.
         num_classes: number of classes.
         k: number of neighbours, at most the number of candidates per query.
@@ -216,7 +216,7 @@ def zero_shot_logits(image_emb: Tensor, class_emb: Tensor) -> Tensor:
     Args:
         image_emb: ``[B, D]`` image embeddings.
         class_emb: ``[C, D]`` class embeddings, or ``[C, T, D]`` for ``T`` prompt templates per
-            class; templates are normalised, averaged and re-normalised (CLIP prompt ensembling).
+            class; templates are normalized, averaged and re-normalized (CLIP prompt ensembling).
 
     Returns:
         ``[B, C]`` cosine similarities; feed them to ``MulticlassAccuracy`` for zero-shot accuracy.
@@ -284,7 +284,7 @@ class CrossModalRetrieval(Metric):
     ``update(emb_a, emb_b)`` receives row-aligned pairs (row ``i`` of ``emb_a`` matches row ``i`` of
     ``emb_b``). At ``compute`` every ``a`` item queries all gathered ``b`` items and vice versa;
     recall@k is the fraction of queries whose paired item ranks within the top ``k`` by cosine
-    similarity, with the optimistic tie rule of :func:`retrieval_ranks`
+    similarity, with the optimiztic tie rule of :func:`retrieval_ranks`
     (``rank = 1 + #strictly more similar candidates``); note that fully collapsed (identical)
     embeddings therefore score a recall of 1.
 

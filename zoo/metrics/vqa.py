@@ -1,8 +1,8 @@
-"""VQA exact-match accuracy with answer normalisation, overall and per question type.
+"""VQA exact-match accuracy with answer normalization, overall and per question type.
 
 :func:`normalize_answer` follows the spirit of the official VQA evaluation script (lower-casing,
 punctuation stripping that keeps decimal numbers, article removal, number words to digits), so
-``"Two."`` and ``"2"`` match. :class:`VQAAccuracy` counts exact matches of normalised answers in
+``"Two."`` and ``"2"`` match. :class:`VQAAccuracy` counts exact matches of normalized answers in
 sum states (``dist_reduce_fx="sum"``), which makes it exact under DDP. It scores one ground-truth
 answer per question, as in RSVQA-style remote-sensing benchmarks; VQA v2's soft accuracy over ten
 human answers is not implemented.
@@ -48,7 +48,7 @@ def _replace_punct(match: re.Match[str]) -> str:
 
 
 def normalize_answer(text: str) -> str:
-    """Normalise a VQA answer for exact matching.
+    """Normalize a VQA answer for exact matching.
 
     Rules, applied in order:
 
@@ -81,7 +81,7 @@ def normalize_answer(text: str) -> str:
 
 
 class VQAAccuracy(Metric):
-    """Exact-match accuracy of normalised answers, overall and per question type.
+    """Exact-match accuracy of normalized answers, overall and per question type.
 
     Example::
 

@@ -1,4 +1,4 @@
-"""What every zoo task shares: the optimiser, the schedule and the parameter report."""
+"""What every zoo task shares: the optimizer, the schedule and the parameter report."""
 
 from __future__ import annotations
 
@@ -54,7 +54,7 @@ class OptimizerConfig:
 
 
 class ZooTask(LightningModule):
-    """The optimiser and schedule of :class:`OptimizerConfig`, for every model.
+    """The optimizer and schedule of :class:`OptimizerConfig`, for every model.
 
     Subclasses take ``optimizer: OptimizerConfig = OptimizerConfig(<family defaults>)`` and
     pass it on, so LightningCLI validates ``optimizer:`` in a YAML against the dataclass.

@@ -143,7 +143,7 @@ _FIELD = re.compile(r"\{\w*\}")
 
 
 def tokenize(text: str) -> list[str]:
-    """Lower-case words and single punctuation characters (BERT basic pre-tokenisation)."""
+    """Lower-case words and single punctuation characters (BERT basic pre-tokenization)."""
     return _TOKEN.findall(text.lower())
 
 
@@ -153,7 +153,7 @@ def vocabulary() -> list[str]:
     Tokens are lower-case words and punctuation characters, split as a BERT basic tokenizer
     does; digit strings (counts ``0..MAX_OBJECTS``) are words. The list is built from the
     template word lists, not by scanning generated files; it also covers the LLaVA prompts
-    (``<image>`` tokenises to ``<``, ``image``, ``>``).
+    (``<image>`` tokenizes to ``<``, ``image``, ``>``).
     """
     texts: list[str] = [
         *SCENE_CLASSES,
