@@ -11,7 +11,7 @@ from zoo.evaluation import caption_retrieval, caption_retrieval_ranks
 
 def _loop_recalls(images, texts, text_to_image, ks) -> dict[str, float]:
     """The protocol written out one query at a time."""
-    sim = F.normalize(images, dim=1) @ F.normalize(texts, dim=1).T  # N x M
+    sim = F.normalize(images, dim=1) @ F.normalize(texts, dim=1).T  # N×M
     out = {}
     for k in ks:
         hits = 0

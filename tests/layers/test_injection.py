@@ -127,9 +127,9 @@ def test_recurrent_injection_errors():
     hidden, details = _inputs()
     with pytest.raises(ValueError, match="got 2 detail stacks but the module was built for 3"):
         module(hidden, details[:, :2])
-    with pytest.raises(ValueError, match=f"details must be B x S x N x {DD}"):
+    with pytest.raises(ValueError, match=f"details must be B×S×N×{DD}"):
         module(hidden, details[..., :-1])
-    with pytest.raises(ValueError, match=f"hidden must be B x N x {D}"):
+    with pytest.raises(ValueError, match=f"hidden must be B×N×{D}"):
         module(hidden[..., :-1], details)
     with pytest.raises(ValueError, match="hidden must be"):
         module(hidden[0], details)
@@ -178,9 +178,9 @@ def test_gated_cross_attention_errors():
         GatedCrossAttentionInjection(D, DD, num_heads=3)
     module = GatedCrossAttentionInjection(D, DD, num_heads=4)
     hidden, details = _inputs()
-    with pytest.raises(ValueError, match=f"details must be B x S x N x {DD}"):
+    with pytest.raises(ValueError, match=f"details must be B×S×N×{DD}"):
         module(hidden, details[..., :-1])
-    with pytest.raises(ValueError, match=f"hidden must be B x N x {D}"):
+    with pytest.raises(ValueError, match=f"hidden must be B×N×{D}"):
         module(hidden[..., :-2], details)
     with pytest.raises(ValueError, match="details batch 1 differs"):
         module(hidden, details[:1])

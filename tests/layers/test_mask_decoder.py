@@ -95,7 +95,7 @@ def test_small_scale_is_bilinearly_upsampled() -> None:
     single.mask_mlp[0].load_state_dict(dec.mask_mlp[1].state_dict())
     features, cond = _inputs()
     out = dec(features, cond, TARGET_IMAGE)
-    small = single([features[1]], cond[:, 1:], TARGET_IMAGE).logits  # T x 4 x 4
+    small = single([features[1]], cond[:, 1:], TARGET_IMAGE).logits  # T×4×4
     up = F.interpolate(small[:, None], size=(8, 8), mode="bilinear", align_corners=False)[:, 0]
     torch.testing.assert_close(out.per_scale[:, 1], up, atol=1e-5, rtol=1e-5)
 
@@ -132,7 +132,7 @@ def test_errors() -> None:
     features, cond = _inputs()
     with pytest.raises(ValueError, match="expected 2 feature maps, got 1"):
         dec(features[:1], cond, TARGET_IMAGE)
-    with pytest.raises(ValueError, match=r"features\[1\] must be B x 16"):
+    with pytest.raises(ValueError, match=r"features\[1\] must be B×16"):
         dec([features[0], torch.randn(2, 8, 4, 4)], cond, TARGET_IMAGE)
     with pytest.raises(ValueError, match="has batch 3"):
         dec([features[0], torch.randn(3, DIM, 4, 4)], cond, TARGET_IMAGE)

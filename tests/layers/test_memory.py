@@ -117,7 +117,7 @@ def test_argmax_picks_most_similar_entry() -> None:
     side = SIDES[1]
     gen = torch.Generator().manual_seed(3)
     tokens = torch.randn(2, side * side, DIM, generator=gen)
-    maps = tokens.transpose(1, 2).reshape(2, DIM, side, side)  # the tokens as D x H x W maps
+    maps = tokens.transpose(1, 2).reshape(2, DIM, side, side)  # the tokens as D×H×W maps
     with torch.no_grad():
         bank = mem.banks[1]
         bank.normal_(generator=gen)

@@ -177,7 +177,7 @@ def test_input_errors() -> None:
         module([good[0], torch.randn(2, 7, 2 * L, 2 * L)])
     with pytest.raises(ValueError, match="batch size 3"):
         module([good[0], torch.randn(3, 6, 2 * L, 2 * L)])
-    with pytest.raises(ValueError, match="B x C x H x W"):
+    with pytest.raises(ValueError, match="B×C×H×W"):
         module([good[0], torch.randn(6, 2 * L, 2 * L)])
     with pytest.raises(TypeError, match="sequence"):
         module(good[0])

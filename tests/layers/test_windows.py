@@ -73,7 +73,7 @@ def test_extract_windows_gradient_and_errors():
     # Each pixel's gradient counts the windows covering it (3 x 3 windows, offsets 0, 2, 4).
     count = torch.tensor([1, 1, 2, 2, 2, 2, 1, 1], dtype=torch.float32)
     assert torch.equal(image.grad[0, 0], torch.outer(count, count))
-    with pytest.raises(ValueError, match="B x C x H x W"):
+    with pytest.raises(ValueError, match="B×C×H×W"):
         extract_windows(torch.randn(3, 8, 8), 4, 2)
     with pytest.raises(ValueError, match="larger than the length"):
         extract_windows(torch.randn(1, 1, 8, 3), 4, 2)
@@ -182,11 +182,11 @@ def test_stitch_windows_errors():
         stitch_windows(tokens, 1, (6, 5), [0, 2], [0, 2])  # last row uncovered
     with pytest.raises(ValueError, match="outside the canvas"):
         stitch_windows(tokens, 1, (5, 5), [0, 3], [0, 2])
-    with pytest.raises(ValueError, match="weights must be 3 x 3"):
+    with pytest.raises(ValueError, match="weights must be 3×3"):
         stitch_windows(tokens, 1, (5, 5), [0, 2], [0, 2], torch.ones(4, 4))
     with pytest.raises(ValueError, match="strictly positive"):
         stitch_windows(tokens, 1, (5, 5), [0, 2], [0, 2], torch.zeros(3, 3))
-    with pytest.raises(ValueError, match="D x h x w"):
+    with pytest.raises(ValueError, match="D×h×w"):
         stitch_windows(tokens[0], 1, (5, 5), [0, 2], [0, 2])
 
 
@@ -266,9 +266,9 @@ def test_sliding_window_features_errors():
         _module(window_sizes=())
     module = _module()
     image = torch.rand(1, 3, 64, 64)
-    with pytest.raises(ValueError, match="B x C x H x W"):
+    with pytest.raises(ValueError, match="B×C×H×W"):
         module(image[0], PatchifyEncoder())
-    with pytest.raises(ValueError, match="expected 58 x D x h x w"):
+    with pytest.raises(ValueError, match="expected 58×D×h×w"):
         module(image, lambda w: [F.avg_pool2d(w[:-1], PATCH)])
     with pytest.raises(ValueError, match="non-empty list"):
         module(image, lambda w: [])

@@ -37,7 +37,7 @@ DEFAULT_WEIGHT_DECAYS: tuple[float, ...] = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 
 
 def _check_features(name: str, features: Tensor) -> None:
     if features.ndim != 2 or features.shape[0] == 0:
-        raise ValueError(f"{name} must have shape [N, D] with N > 0, got {tuple(features.shape)}")
+        raise ValueError(f"{name} must have shape N×D with N > 0, got {tuple(features.shape)}")
 
 
 def _check_labels(name: str, labels: Tensor, n: int, num_classes: int | None = None) -> None:

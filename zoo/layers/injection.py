@@ -1,7 +1,7 @@
 """Injecting detail features into an LLM's hidden states at the visual positions.
 
-Both modules map ``hidden`` (``B x N x D_llm``, the hidden states at the ``N`` visual positions,
-row-major grid order) and ``details`` (``B x S x N_d x D_detail``, ``S`` detail stacks such as
+Both modules map ``hidden`` (``B×N×D_llm``, the hidden states at the ``N`` visual positions,
+row-major grid order) and ``details`` (``B×S×N_d×D_detail``, ``S`` detail stacks such as
 :class:`~zoo.layers.windows.SlidingWindowFeatures`' output) to updated hidden states, and are the
 identity at initialisation (a zero-initialised scale or ``tanh`` gate multiplies the update), so
 inserting them before pretrained decoder layers does not change the model until training opens
@@ -39,11 +39,11 @@ def _check_inputs(
     """Shape checks shared by both modules; messages name the offending sizes."""
     if hidden.ndim != 3 or hidden.shape[-1] != hidden_dim:
         raise ValueError(
-            f"{name}: hidden must be B x N x {hidden_dim}, got shape {tuple(hidden.shape)}"
+            f"{name}: hidden must be B×N×{hidden_dim}, got shape {tuple(hidden.shape)}"
         )
     if details.ndim != 4 or details.shape[-1] != detail_dim:
         raise ValueError(
-            f"{name}: details must be B x S x N x {detail_dim}, got shape {tuple(details.shape)}"
+            f"{name}: details must be B×S×N×{detail_dim}, got shape {tuple(details.shape)}"
         )
     if details.shape[0] != hidden.shape[0]:
         raise ValueError(
@@ -117,18 +117,18 @@ class RecurrentInjection(nn.Module):
         nn.init.constant_(self.gate.bias, gate_bias_init)
 
     def _route(self, x: Tensor, e: Tensor) -> Tensor:
-        """Softmax over stacks of the query-key scores: ``B x S x N`` from normed inputs."""
+        """Softmax over stacks of the query-key scores: ``B×S×N`` from normed inputs."""
         logits = torch.einsum("bnr,bsnr->bsn", self.query(x), self.key(e))
         return (logits / math.sqrt(self.router_dim)).softmax(dim=1)
 
     def routing(self, hidden: Tensor, details: Tensor) -> Tensor:
-        """The router's weights ``B x S x N`` for these inputs (for inspection and logging)."""
+        """The router's weights ``B×S×N`` for these inputs (for inspection and logging)."""
         self._check(hidden, details)
         dtype = self.alpha.dtype
         return self._route(self.hidden_norm(hidden.to(dtype)), self.detail_norm(details.to(dtype)))
 
     def forward(self, hidden: Tensor, details: Tensor) -> Tensor:
-        """``hidden`` ``B x N x D_llm``, ``details`` ``B x S x N x D_detail`` -> ``B x N x D``."""
+        """``hidden`` ``B×N×D_llm``, ``details`` ``B×S×N×D_detail`` -> ``B×N×D``."""
         self._check(hidden, details)
         dtype = self.alpha.dtype
         x = self.hidden_norm(hidden.to(dtype))  # B, N, D
@@ -159,7 +159,7 @@ class GatedCrossAttentionInjection(nn.Module):
     ``a_attn`` and ``a_ff`` are learnable scalars initialised at 0 (identity at init). The
     attention is multi-head, one :func:`~torch.nn.functional.scaled_dot_product_attention` call,
     without positional encoding of the detail tokens (they are a set, as in Flamingo). ``details``
-    may be ``B x S x N_d x D_detail`` or already flat, ``B x M x D_detail``; ``N_d`` need not equal
+    may be ``B×S×N_d×D_detail`` or already flat, ``B×M×D_detail``; ``N_d`` need not equal
     the number of visual positions. The FFN is ``Linear -> GELU -> Linear`` with
     ``ff_mult * hidden_dim`` hidden units.
     """
@@ -202,12 +202,12 @@ class GatedCrossAttentionInjection(nn.Module):
         self.ff_gate = nn.Parameter(torch.zeros(()))
 
     def _heads(self, x: Tensor) -> Tensor:
-        """``B x L x D`` -> ``B x H x L x D/H``."""
+        """``B×L×D`` -> ``B×H×L×D/H``."""
         b, length, _ = x.shape
         return x.view(b, length, self.num_heads, -1).transpose(1, 2)
 
     def forward(self, hidden: Tensor, details: Tensor) -> Tensor:
-        """``hidden`` ``B x N x D_llm``, ``details`` ``B x S x N_d x D_detail`` -> ``B x N x D``."""
+        """``hidden`` ``B×N×D_llm``, ``details`` ``B×S×N_d×D_detail`` -> ``B×N×D``."""
         if details.ndim == 3:
             details = details.unsqueeze(1)
         _check_inputs(

@@ -2,18 +2,18 @@
 
 GeoPix (Ou et al.) answers a referring/grounding request with segmentation tokens; their
 last-layer hidden states, mapped by an MLP (done elsewhere), give each target ``N_tok`` conditioning
-embeddings per scale, ``cond: T x S x N_tok x D``. The visual encoder gives a pyramid
-``features[s]: B x D x H_s x W_s`` already projected to ``D``. ``target_image: (T,)`` maps each of
+embeddings per scale, ``cond: T×S×N_tok×D``. The visual encoder gives a pyramid
+``features[s]: B×D×H_s×W_s`` already projected to ``D``. ``target_image: (T,)`` maps each of
 the ``T`` targets (several may share an image) to its image.
 
 For every scale ``s`` (each scale has its own weights)::
 
-    keys    = features[s][target_image]                      # T x H_s W_s x D
-    queries = cond[:, s]                                      # T x N_tok x D
+    keys    = features[s][target_image]                      # T×H_s W_s×D
+    queries = cond[:, s]                                      # T×N_tok×D
     queries, keys = TwoWayBlock_depth(... TwoWayBlock_1(queries, keys) ...)
     queries = LN(queries + Attn(queries + cond[:, s], keys + pos, keys))   # SAM's final attention
-    e       = MLP(mean over N_tok of queries)                 # T x D
-    initial = e . keys^T                                      # T x H_s x W_s logits
+    e       = MLP(mean over N_tok of queries)                 # T×D
+    initial = e . keys^T                                      # T×H_s×W_s logits
 
 With a memory (a :class:`~zoo.layers.memory.ClassWiseMemory`, built by the caller and given to
 the constructor) the keys are refined by the memory (conditioned on the target's category and
@@ -23,7 +23,7 @@ masks are upsampled (bilinear) to the largest scale and mixed with learnable wei
 ``logits = sum_s softmax(w)_s mask_s`` (``w`` starts at zero: equal weights).
 
 The position embedding of the image tokens is a fixed 2-D sine-cosine embedding (it works for any
-``H_s x W_s``), added to the keys inside every attention, as in SAM; the initial conditioning tokens
+``H_s×W_s``), added to the keys inside every attention, as in SAM; the initial conditioning tokens
 play the role of SAM's query position embedding. All targets of a scale go through one batched
 :func:`~torch.nn.functional.scaled_dot_product_attention` call per attention.
 
@@ -66,9 +66,9 @@ class MaskOutput:
     """Mask logits of a :class:`MultiScaleMaskDecoder`.
 
     Attributes:
-        logits: ``T x H x W`` final logits (``H x W`` is the largest scale, or ``mask_size``).
-        per_scale: ``T x S x H_0 x W_0`` final logits of every scale, upsampled to the largest scale.
-        initial: ``T x S x H_0 x W_0`` logits before the memory refinement (equal to ``per_scale``
+        logits: ``T×H×W`` final logits (``H×W`` is the largest scale, or ``mask_size``).
+        per_scale: ``T×S×H_0×W_0`` final logits of every scale, upsampled to the largest scale.
+        initial: ``T×S×H_0×W_0`` logits before the memory refinement (equal to ``per_scale``
             without a memory).
     """
 
@@ -93,8 +93,8 @@ def sincos_pos_embed_2d(
         raise ValueError(f"the sine-cosine position embedding needs dim % 4 == 0, got dim={dim}")
     quarter = dim // 4
     freqs = 1.0 / (10000.0 ** (torch.arange(quarter, device=device, dtype=torch.float32) / quarter))
-    ys = torch.arange(height, device=device, dtype=torch.float32)[:, None] * freqs  # H x D/4
-    xs = torch.arange(width, device=device, dtype=torch.float32)[:, None] * freqs  # W x D/4
+    ys = torch.arange(height, device=device, dtype=torch.float32)[:, None] * freqs  # H×D/4
+    xs = torch.arange(width, device=device, dtype=torch.float32)[:, None] * freqs  # W×D/4
     y = torch.cat([ys.sin(), ys.cos()], dim=-1)[:, None].expand(height, width, 2 * quarter)
     x = torch.cat([xs.sin(), xs.cos()], dim=-1)[None].expand(height, width, 2 * quarter)
     return torch.cat([y, x], dim=-1).reshape(height * width, dim).to(dtype or torch.float32)
@@ -137,7 +137,7 @@ class TwoWayBlock(nn.Module):
     def forward(
         self, queries: Tensor, keys: Tensor, query_pe: Tensor, key_pe: Tensor
     ) -> tuple[Tensor, Tensor]:
-        """Update ``queries`` (``b x n x dim``) and image ``keys`` (``b x hw x dim``).
+        """Update ``queries`` (``b×n×dim``) and image ``keys`` (``b×hw×dim``).
 
         ``query_pe`` has the shape of ``queries``; ``key_pe`` broadcasts to ``keys``.
         """
@@ -231,14 +231,14 @@ class MultiScaleMaskDecoder(nn.Module):
         for s, f in enumerate(features):
             if f.ndim != 4 or f.shape[1] != self.dim:
                 raise ValueError(
-                    f"features[{s}] must be B x {self.dim} x H x W, got {tuple(f.shape)}"
+                    f"features[{s}] must be B×{self.dim}×H×W, got {tuple(f.shape)}"
                 )
             if batch is not None and f.shape[0] != batch:
                 raise ValueError(f"features[{s}] has batch {f.shape[0]}, features[0] has {batch}")
             batch = f.shape[0]
         if cond.ndim != 4 or cond.shape[1] != self.num_scales or cond.shape[3] != self.dim:
             raise ValueError(
-                f"cond must be T x {self.num_scales} x N_tok x {self.dim}, got {tuple(cond.shape)}"
+                f"cond must be T×{self.num_scales}×N_tok×{self.dim}, got {tuple(cond.shape)}"
             )
         if target_image.shape != (cond.shape[0],) or target_image.dtype != torch.long:
             raise ValueError(
@@ -258,9 +258,9 @@ class MultiScaleMaskDecoder(nn.Module):
         """Predict mask logits for ``T`` targets.
 
         Args:
-            features: ``S`` maps ``B x D x H_s x W_s``; the first largest (by area) sets the output
+            features: ``S`` maps ``B×D×H_s×W_s``; the first largest (by area) sets the output
                 size.
-            cond: ``T x S x N_tok x D`` conditioning tokens.
+            cond: ``T×S×N_tok×D`` conditioning tokens.
             target_image: ``(T,)`` long, image index of every target (each in ``[0, B)``).
             category: ``(T,)`` long class of every target (needed with a memory).
         """
@@ -270,7 +270,7 @@ class MultiScaleMaskDecoder(nn.Module):
         initial, final = [], []
         for s, f in enumerate(features):
             h, w = sizes[s]
-            keys = f.flatten(2).transpose(1, 2)[target_image]  # T x HW x D
+            keys = f.flatten(2).transpose(1, 2)[target_image]  # T×HW×D
             key_pe = sincos_pos_embed_2d(h, w, self.dim, f.device, f.dtype)
             query_pe = cond[:, s]
             queries = query_pe
@@ -278,7 +278,7 @@ class MultiScaleMaskDecoder(nn.Module):
                 queries, keys = block(queries, keys, query_pe, key_pe)
             attn = self.final_attn[s](queries + query_pe, keys + key_pe, keys)
             queries = self.final_norm[s](queries + attn)
-            embed = self.mask_mlp[s](queries.mean(dim=1))  # T x D
+            embed = self.mask_mlp[s](queries.mean(dim=1))  # T×D
             mask = torch.einsum("td,tpd->tp", embed, keys).unflatten(1, (h, w))
             initial.append(mask)
             if self.memory is not None:
@@ -296,7 +296,7 @@ class MultiScaleMaskDecoder(nn.Module):
 
 
 def _resize(masks: Tensor, size: tuple[int, int]) -> Tensor:
-    """Bilinear resize of ``T x H x W`` logits (a no-op when the size already matches)."""
+    """Bilinear resize of ``T×H×W`` logits (a no-op when the size already matches)."""
     if tuple(masks.shape[-2:]) == tuple(size):
         return masks
     return F.interpolate(masks[:, None], size=size, mode="bilinear", align_corners=False)[:, 0]

@@ -1,20 +1,20 @@
 """GeoPix's class-wise learnable memory (CLM) refining the mask decoder's image tokens.
 
-Every scale ``s`` holds a learnable bank ``C x N x D x H_s x W_s`` (``C`` classes, ``N`` entries
-of class-specific ``D x H_s x W_s`` feature maps, small initialisation). For a target of class
-``c`` the slice ``bank[c]`` (``N x D x H x W``) is fused over its ``N`` entries into one
-``D x H x W`` map by one of three modes:
+Every scale ``s`` holds a learnable bank ``C×N×D×H_s×W_s`` (``C`` classes, ``N`` entries
+of class-specific ``D×H_s×W_s`` feature maps, small initialisation). For a target of class
+``c`` the slice ``bank[c]`` (``N×D×H×W``) is fused over its ``N`` entries into one
+``D×H×W`` map by one of three modes:
 
 * ``"conv3d"``: ``Conv3d(D, D, kernel_size=(N, 1, 1))`` with ``D`` as channels and the entries as
   depth; the kernel spans all ``N`` entries, collapsing them position by position.
 * ``"conv2d"``: the entries are concatenated into ``N * D`` channels and mapped to ``D`` by a
-  ``3 x 3`` Conv2d (padding 1). (A ``1 x 1`` kernel would be the same function as ``"conv3d"``; the
-  ``3 x 3`` kernel also mixes neighbouring positions.)
+  ``3×3`` Conv2d (padding 1). (A ``1×1`` kernel would be the same function as ``"conv3d"``; the
+  ``3×3`` kernel also mixes neighbouring positions.)
 * ``"argmax"``: the entry whose flattened map is most similar (cosine) to the target's current
   image tokens is picked (no parameters; the gradient reaches only the chosen entry).
 
 A memory encoder ``Conv2d(1, D/4, 3) -> GELU -> Conv2d(D/4, D, 1)`` embeds ``sigmoid`` of the
-initial mask; ``kv = fused memory + encoded mask`` (``T x HW x D``). With ``x`` the image tokens::
+initial mask; ``kv = fused memory + encoded mask`` (``T×HW×D``). With ``x`` the image tokens::
 
     x_sa = LN_1(x + SelfAttn(x))
     r    = LN_2(x_sa + CrossAttn(x_sa, kv, kv))
@@ -136,9 +136,9 @@ class ClassWiseMemory(nn.Module):
         return bank.index_select(0, category), torch.arange(len(category), device=category.device)
 
     def fuse(self, scale: int, category: Tensor, image_tokens: Tensor | None = None) -> Tensor:
-        """Fused memory ``T x D x H x W`` of every target's class at ``scale``.
+        """Fused memory ``T×D×H×W`` of every target's class at ``scale``.
 
-        ``image_tokens`` (``T x HW x D``) is needed only by the ``"argmax"`` fusion.
+        ``image_tokens`` (``T×HW×D``) is needed only by the ``"argmax"`` fusion.
         """
         side = self.sizes[scale]
         if self.fusion == "argmax":
@@ -146,7 +146,7 @@ class ClassWiseMemory(nn.Module):
                 raise ValueError("the argmax fusion needs the image tokens")
             index = self.argmax_entry(scale, image_tokens, category)
             return self.banks[scale][category, index]
-        chosen, row = self._class_slices(scale, category)  # K x N x D x H x W
+        chosen, row = self._class_slices(scale, category)  # K×N×D×H×W
         assert self.fusers is not None
         if self.fusion == "conv3d":
             fused = self.fusers[scale](chosen.transpose(1, 2)).squeeze(2)
@@ -157,30 +157,30 @@ class ClassWiseMemory(nn.Module):
     def argmax_entry(self, scale: int, image_tokens: Tensor, category: Tensor) -> Tensor:
         """Index ``(T,)`` of the entry of each target's class most similar (cosine) to its tokens."""
         chosen, row = self._class_slices(scale, category)
-        entries = chosen.flatten(2)  # K x N x (D H W)
-        x = image_tokens.transpose(1, 2).flatten(1)  # T x (D H W), same order as the bank
+        entries = chosen.flatten(2)  # K×N×(D H W)
+        x = image_tokens.transpose(1, 2).flatten(1)  # T×(D H W), same order as the bank
         if len(x) < self.num_classes:  # K = T: each target's own slice
             dots = torch.einsum("tk,tnk->tn", x, entries)
         else:  # the whole bank: every target against every class, then its own
-            dots = (x @ entries.flatten(0, 1).T).unflatten(1, entries.shape[:2])  # T x C x N
-            dots = dots[torch.arange(len(x), device=x.device), row]  # T x N
+            dots = (x @ entries.flatten(0, 1).T).unflatten(1, entries.shape[:2])  # T×C×N
+            dots = dots[torch.arange(len(x), device=x.device), row]  # T×N
         norms = entries.norm(dim=-1)[row] * x.norm(dim=-1, keepdim=True)
         return (dots / norms.clamp_min(1e-12)).argmax(dim=-1)
 
     def forward(
         self, scale: int, image_tokens: Tensor, initial_mask: Tensor, category: Tensor
     ) -> Tensor:
-        """Refine ``image_tokens`` (``T x HW x D``) with the memory of each target's class.
+        """Refine ``image_tokens`` (``T×HW×D``) with the memory of each target's class.
 
         Args:
             scale: scale index ``s``.
-            image_tokens: ``T x H_s W_s x D`` tokens (row-major).
-            initial_mask: ``T x H_s x W_s`` initial mask logits.
+            image_tokens: ``T×H_s W_s×D`` tokens (row-major).
+            initial_mask: ``T×H_s×W_s`` initial mask logits.
             category: ``(T,)`` long class of every target, each in ``[0, C)`` (not checked
                 here: see the module docstring).
 
         Returns:
-            ``T x H_s W_s x D`` refined tokens, ``x + alpha * (r - x)``.
+            ``T×H_s W_s×D`` refined tokens, ``x + alpha * (r - x)``.
         """
         if not 0 <= scale < self.num_scales:
             raise ValueError(f"scale {scale} is out of range for {self.num_scales} scales")
@@ -188,20 +188,20 @@ class ClassWiseMemory(nn.Module):
         t = image_tokens.shape[0]
         if image_tokens.shape[1:] != (side * side, self.dim):
             raise ValueError(
-                f"image_tokens at scale {scale} must be T x {side * side} x {self.dim}, got "
+                f"image_tokens at scale {scale} must be T×{side * side}×{self.dim}, got "
                 f"{tuple(image_tokens.shape)}"
             )
         if initial_mask.shape != (t, side, side):
             raise ValueError(
-                f"initial_mask at scale {scale} must be {t} x {side} x {side}, got "
+                f"initial_mask at scale {scale} must be {t}×{side}×{side}, got "
                 f"{tuple(initial_mask.shape)}"
             )
         self._check_category(category, t)
 
         x = image_tokens
         x_sa = self.norm_sa[scale](x + self.self_attn[scale](x, x, x))
-        memory = self.fuse(scale, category, x)  # T x D x H x W
+        memory = self.fuse(scale, category, x)  # T×D×H×W
         encoded = self.mask_encoders[scale](initial_mask.sigmoid()[:, None].to(x.dtype))
-        kv = (memory.to(x.dtype) + encoded).flatten(2).transpose(1, 2)  # T x HW x D
+        kv = (memory.to(x.dtype) + encoded).flatten(2).transpose(1, 2)  # T×HW×D
         refined = self.norm_ca[scale](x_sa + self.cross_attn[scale](x_sa, kv, kv))
         return x + self.alpha.to(x.dtype) * (refined - x)

@@ -1,6 +1,6 @@
 """Aquila's Spatial Feature Integration (SFI) and its convolutional-concatenation ablation.
 
-SFI turns a pyramid of feature maps into ``L x L`` visual tokens. A grid of ``L x L`` queries
+SFI turns a pyramid of feature maps into ``L×L`` visual tokens. A grid of ``L×L`` queries
 cross-attends, query by query, only to the part of every scale that lies under it: if scale ``s``
 is a ``(k_s L) x (k_s L)`` map, query ``(i, j)`` sees the ``k_s x k_s`` window at rows
 ``i k_s .. (i+1) k_s - 1`` and columns ``j k_s .. (j+1) k_s - 1``, and its keys are those windows
@@ -18,15 +18,15 @@ tell the scales apart) and, optionally, learnable within-window positions ``p_s`
 ``window_sizes``). Both sublayers are pre-norm with a residual.
 
 In Aquila's Multi-layer Deep Alignment (MDA) the same block runs inside LLM decoder layers with
-the LLM's hidden states at the visual positions as queries (``B x L^2 x D``, row-major grid
+the LLM's hidden states at the visual positions as queries (``B×L^2×D``, row-major grid
 order); pass them as ``queries=`` (no position embedding is added to them) and write the output
 back at the same positions, e.g. ``h = torch.cat([h[:, :a], sfi(maps, h[:, a:a + L * L]),
 h[:, a + L * L:]], 1)``.
 
 The attention over all ``B L^2`` queries is one batched
 :func:`~torch.nn.functional.scaled_dot_product_attention` call with one query per batch row: every
-map is cut into its windows by a single reshape/permute, ``B x C x (k L) x (k L) ->
-(B L^2) x k^2 x C``. :func:`sfi_reference_loop` is a deliberately slow per-query version kept as the
+map is cut into its windows by a single reshape/permute, ``B×C×(k L) x (k L) ->
+(B L^2) x k^2×C``. :func:`sfi_reference_loop` is a deliberately slow per-query version kept as the
 reference for the tests and ``bench/sfi_vs_loop.py``.
 """
 
@@ -57,7 +57,7 @@ def _validate_features(
 ) -> list[int]:
     """Check the feature pyramid and return each scale's window size ``k_s = side / grid_size``.
 
-    Every map must be ``B x C_s x H_s x W_s`` with the module's ``C_s`` and a common ``B``. With
+    Every map must be ``B×C_s×H_s×W_s`` with the module's ``C_s`` and a common ``B``. With
     ``require_multiple``, ``H_s = W_s = k_s * grid_size`` for an integer ``k_s >= 1`` (and, when
     ``window_sizes`` is given, ``k_s == window_sizes[s]``); otherwise the returned ``k_s`` is 0.
 
@@ -67,7 +67,7 @@ def _validate_features(
             size does not fit the grid; the message names the scale and the sizes.
     """
     if isinstance(features, Tensor):
-        raise TypeError(f"{name}: features must be a sequence of B x C x H x W maps, one per scale")
+        raise TypeError(f"{name}: features must be a sequence of B×C×H×W maps, one per scale")
     if len(features) != len(feature_dims):
         raise ValueError(
             f"{name}: got {len(features)} feature maps but the module was built for "
@@ -79,7 +79,7 @@ def _validate_features(
     for s, (x, channels) in enumerate(zip(features, feature_dims, strict=True)):
         if x.ndim != 4:
             raise ValueError(
-                f"{name} scale {s}: expected a B x C x H x W map, got shape {tuple(x.shape)}"
+                f"{name} scale {s}: expected a B×C×H×W map, got shape {tuple(x.shape)}"
             )
         b, c, h, w = x.shape
         if c != channels:
@@ -122,7 +122,7 @@ def _validate_features(
 
 
 def _windows(x: Tensor, grid_size: int, k: int) -> Tensor:
-    """Cut ``B x C x (k L) x (k L)`` into ``(B L^2) x k^2 x C``, grid and window both row-major."""
+    """Cut ``B×C×(k L) x (k L)`` into ``(B L^2) x k^2×C``, grid and window both row-major."""
     b, c = x.shape[:2]
     L = grid_size
     x = x.reshape(b, c, L, k, L, k).permute(0, 2, 4, 3, 5, 1)  # B, i, j, a, b, C
@@ -143,7 +143,7 @@ class _Mlp(nn.Sequential):
 
 
 class SpatialFeatureIntegration(nn.Module):
-    """Windowed multi-scale cross-attention from an ``L x L`` query grid (Aquila's SFI / MDA).
+    """Windowed multi-scale cross-attention from an ``L×L`` query grid (Aquila's SFI / MDA).
 
     Args:
         dim: width of the queries and of the output tokens; keys/values are projected to it.
@@ -151,7 +151,7 @@ class SpatialFeatureIntegration(nn.Module):
         feature_dims: channels ``C_s`` of each scale's map, in the order ``forward`` gets them.
         num_heads: attention heads; must divide ``dim``.
         mlp_ratio: hidden width of the MLP block as a multiple of ``dim``.
-        learnable_queries: hold a learnable ``L x L`` query grid plus learnable absolute position
+        learnable_queries: hold a learnable ``L×L`` query grid plus learnable absolute position
             embeddings (used when ``forward`` gets no ``queries``). ``False`` for MDA layers that
             always receive external queries; ``forward`` then requires them.
         dropout: attention-weight dropout and dropout on both residual branches (training only).
@@ -162,8 +162,8 @@ class SpatialFeatureIntegration(nn.Module):
             embedding, and any integer ``k_s`` is accepted.
 
     Shapes:
-        ``features[s]``: ``B x C_s x (k_s L) x (k_s L)``; ``queries``: ``B x L^2 x dim`` in
-        row-major grid order (token ``i * L + j`` is grid cell ``(i, j)``); output: ``B x L^2 x
+        ``features[s]``: ``B×C_s x (k_s L) x (k_s L)``; ``queries``: ``B×L^2 x dim`` in
+        row-major grid order (token ``i * L + j`` is grid cell ``(i, j)``); output: ``B×L^2 x
         dim`` in the same order.
     """
 
@@ -259,7 +259,7 @@ class SpatialFeatureIntegration(nn.Module):
         )
 
     def initial_queries(self, batch_size: int, queries: Tensor | None = None) -> Tensor:
-        """Validated ``B x L^2 x dim`` queries: ``queries`` or the learnable grid + positions.
+        """Validated ``B×L^2 x dim`` queries: ``queries`` or the learnable grid + positions.
 
         Raises:
             ValueError: ``queries`` is ``None`` on a module without learnable queries, or it is
@@ -282,12 +282,12 @@ class SpatialFeatureIntegration(nn.Module):
         return queries
 
     def forward(self, features: Sequence[Tensor], queries: Tensor | None = None) -> Tensor:
-        """Integrate ``features`` (one map per scale) into ``B x L^2 x dim`` tokens.
+        """Integrate ``features`` (one map per scale) into ``B×L^2 x dim`` tokens.
 
         Args:
-            features: ``features[s]`` is ``B x C_s x (k_s L) x (k_s L)`` with integer ``k_s >= 1``.
+            features: ``features[s]`` is ``B×C_s x (k_s L) x (k_s L)`` with integer ``k_s >= 1``.
             queries: ``None`` for the learnable grid (+ position embeddings) expanded over the
-                batch, or external ``B x L^2 x dim`` queries (MDA), row-major grid order.
+                batch, or external ``B×L^2 x dim`` queries (MDA), row-major grid order.
 
         Raises:
             ValueError: see :func:`_validate_features` and :meth:`initial_queries`.
@@ -380,7 +380,7 @@ def sfi_reference_loop(
 class ConvConcatBaseline(nn.Module):
     """Ablation baseline for SFI (Aquila, Table 5: "SFI vs a convolutional concatenation").
 
-    Every scale is brought to ``L x L`` (adaptive average pooling, or a depthwise ``k_s x k_s``
+    Every scale is brought to ``L×L`` (adaptive average pooling, or a depthwise ``k_s x k_s``
     convolution with stride ``k_s``), the maps are concatenated along channels, and each grid cell
     is mapped to ``dim`` by ``LayerNorm -> Linear`` (a 1x1 convolution) followed by a pre-norm
     residual MLP block. No attention: every cell mixes its own region only, by a fixed average
@@ -394,7 +394,7 @@ class ConvConcatBaseline(nn.Module):
         window_sizes: ``k_s`` per scale, required for ``downsample="conv"``.
 
     ``forward(features, queries=None)`` takes the same arguments as SFI and returns
-    ``B x L^2 x dim``; given ``queries`` (``B x L^2 x dim``), it returns ``queries + tokens`` so
+    ``B×L^2 x dim``; given ``queries`` (``B×L^2 x dim``), it returns ``queries + tokens`` so
     that it can stand in for SFI in MDA layers too.
     """
 
@@ -451,7 +451,7 @@ class ConvConcatBaseline(nn.Module):
         return self.grid_size * self.grid_size
 
     def forward(self, features: Sequence[Tensor], queries: Tensor | None = None) -> Tensor:
-        """Pool/convolve, concatenate and project ``features`` to ``B x L^2 x dim`` tokens."""
+        """Pool/convolve, concatenate and project ``features`` to ``B×L^2 x dim`` tokens."""
         _validate_features(
             features,
             self.feature_dims,

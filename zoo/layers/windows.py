@@ -7,7 +7,7 @@ and for each (scale, depth) the windows' token maps are stitched back into one t
 overlaps blended with smooth window weights, then resized to the LLM's visual token grid.
 
 * :func:`window_offsets` -- start offsets of windows covering a length, the last one flush.
-* :func:`extract_windows` -- ``B x C x H x W -> (B n_h n_w) x C x win x win``, one gather.
+* :func:`extract_windows` -- ``B×C×H×W -> (B n_h n_w) x C x win x win``, one gather.
 * :func:`window_weights` -- smooth, strictly positive separable blending weights.
 * :func:`stitch_windows` -- ``sum w x / sum w`` over the windows covering every canvas cell, one
   ``index_add`` over a flat canvas index (works with irregular, flush final offsets).
@@ -75,13 +75,13 @@ def _window_index(offsets: Sequence[int], window: int, device: torch.device) -> 
 
 
 def extract_windows(image: Tensor, window: int, stride: int) -> Tensor:
-    """Cut ``B x C x H x W`` into ``(B n_h n_w) x C x window x window`` overlapping windows.
+    """Cut ``B×C×H×W`` into ``(B n_h n_w) x C x window x window`` overlapping windows.
 
     Offsets along each axis come from :func:`window_offsets` (so the last window is flush with the
     border); windows are row-major per image. One advanced-indexing gather, no loop over windows.
     """
     if image.ndim != 4:
-        raise ValueError(f"expected a B x C x H x W image, got shape {tuple(image.shape)}")
+        raise ValueError(f"expected a B×C×H×W image, got shape {tuple(image.shape)}")
     b, c, h, w = image.shape
     rows = _window_index(window_offsets(h, window, stride), window, image.device)  # n_h, win
     cols = _window_index(window_offsets(w, window, stride), window, image.device)  # n_w, win
@@ -180,10 +180,10 @@ def stitch_windows(
     offsets_w: list[int],
     weights: Tensor | None = None,
 ) -> Tensor:
-    """Blend per-window token maps into one ``B x D x canvas_h x canvas_w`` canvas.
+    """Blend per-window token maps into one ``B×D×canvas_h×canvas_w`` canvas.
 
     Args:
-        tokens: ``(B n_h n_w) x D x h x w`` token maps, windows row-major per image.
+        tokens: ``(B n_h n_w)×D×h×w`` token maps, windows row-major per image.
         batch: ``B``.
         canvas: ``(canvas_h, canvas_w)`` in token cells.
         offsets_h, offsets_w: window start offsets in token cells (any order of steps, e.g. a
@@ -201,12 +201,12 @@ def stitch_windows(
     """
     if tokens.ndim != 4:
         raise ValueError(
-            f"expected (B*n_h*n_w) x D x h x w tokens, got shape {tuple(tokens.shape)}"
+            f"expected (B*n_h*n_w)×D×h×w tokens, got shape {tuple(tokens.shape)}"
         )
     n_windows = batch * len(offsets_h) * len(offsets_w)
     if batch <= 0 or tokens.shape[0] != n_windows:
         raise ValueError(
-            f"got {tokens.shape[0]} windows but batch={batch} x {len(offsets_h)} x "
+            f"got {tokens.shape[0]} windows but batch={batch}×{len(offsets_h)} x "
             f"{len(offsets_w)} offsets = {n_windows}"
         )
     h, w = tokens.shape[-2:]
@@ -215,14 +215,14 @@ def stitch_windows(
     if weights is None:
         weights = tokens.new_ones(h, w)
     elif tuple(weights.shape) != (h, w):
-        raise ValueError(f"weights must be {h} x {w} like a window, got {tuple(weights.shape)}")
+        raise ValueError(f"weights must be {h}×{w} like a window, got {tuple(weights.shape)}")
     elif not bool((weights > 0).all()):
         raise ValueError("window weights must be strictly positive")
     return _stitch(tokens, batch, canvas, offsets_h, offsets_w, weights)
 
 
 def _to_grid(x: Tensor, grid: int) -> Tensor:
-    """Resize ``B x D x H x W`` to ``grid x grid``: area average down, bilinear up."""
+    """Resize ``B×D×H×W`` to ``grid x grid``: area average down, bilinear up."""
     if x.shape[-2:] == (grid, grid):
         return x
     if min(x.shape[-2:]) >= grid:
@@ -247,7 +247,7 @@ class SlidingWindowFeatures(nn.Module):
     anti-aliased when shrinking; the aspect ratio is not kept), cuts it at every window size with
     stride ``round(window * stride_fraction)`` (last window flush with the border), resizes every
     window to the encoder's ``input_size`` and calls ``encode`` once on all windows of all scales
-    (scale-major, then image, then row-major window). ``encode`` returns one ``N x D x h x w``
+    (scale-major, then image, then row-major window). ``encode`` returns one ``N×D×h×w``
     token map per depth.
 
     Each scale is stitched at its own native token resolution: with ``h`` tokens per window side a
@@ -257,7 +257,7 @@ class SlidingWindowFeatures(nn.Module):
     (``weighting``). The stitched canvas is then area-averaged (``adaptive_avg_pool2d``) to
     ``grid_size x grid_size``, or bilinearly upsampled if it is smaller.
 
-    Returns ``B x S x grid_size^2 x D`` with ``S = len(window_sizes) * n_depths`` stacks ordered
+    Returns ``B×S×grid_size^2×D`` with ``S = len(window_sizes) * n_depths`` stacks ordered
     scale-major, depth-minor, tokens row-major.
     """
 
@@ -317,9 +317,9 @@ class SlidingWindowFeatures(nn.Module):
         return side, offsets
 
     def forward(self, image: Tensor, encode: Callable[[Tensor], list[Tensor]]) -> Tensor:
-        """``B x C x H x W`` image -> ``B x S x grid^2 x D`` stitched detail stacks."""
+        """``B×C×H×W`` image -> ``B×S×grid^2×D`` stitched detail stacks."""
         if image.ndim != 4:
-            raise ValueError(f"expected a B x C x H x W image, got shape {tuple(image.shape)}")
+            raise ValueError(f"expected a B×C×H×W image, got shape {tuple(image.shape)}")
         batch = image.shape[0]
         canvas = _resize(image, self.canvas_size)
         windows = [
@@ -330,13 +330,13 @@ class SlidingWindowFeatures(nn.Module):
         features = encode(torch.cat(windows) if len(windows) > 1 else windows[0])
         if isinstance(features, Tensor) or not features:
             raise ValueError(
-                "encode must return a non-empty list of N x D x h x w maps, one per depth"
+                "encode must return a non-empty list of N×D×h×w maps, one per depth"
             )
         for d, f in enumerate(features):
             if f.ndim != 4 or f.shape[0] != sum(counts) or f.shape[1] != features[0].shape[1]:
                 raise ValueError(
-                    f"encode output {d} has shape {tuple(f.shape)}; expected {sum(counts)} x D "
-                    f"x h x w ({counts} windows per scale) with one D for all depths"
+                    f"encode output {d} has shape {tuple(f.shape)}; expected {sum(counts)}×D"
+                    f"×h×w ({counts} windows per scale) with one D for all depths"
                 )
         per_depth = [torch.split(f, counts) for f in features]
         stacks = []

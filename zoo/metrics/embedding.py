@@ -3,7 +3,7 @@
 All metrics keep their inputs in list states reduced with ``dist_reduce_fx="cat"``, so
 :meth:`~torchmetrics.Metric.compute` sees the whole split gathered from every rank. Embeddings are
 L2-normalized inside, so raw or normalized features may be passed. Pairwise similarities are
-computed in chunks of query rows so that large splits never materialise an ``N x N`` matrix.
+computed in chunks of query rows so that large splits never materialise an ``N×N`` matrix.
 
 * :class:`CrossModalRetrieval` -- recall@k in both directions for paired embeddings
   (image-text, image-location, ...).
@@ -76,7 +76,7 @@ def _check_chunk_size(chunk_size: int) -> None:
 
 def _check_matrix(name: str, x: Tensor, cols: int | None = None) -> None:
     if x.ndim != 2 or (cols is not None and x.shape[1] != cols):
-        shape = "[B, D]" if cols is None else f"[B, {cols}]"
+        shape = "B×D" if cols is None else f"B×{cols}"
         raise ValueError(f"{name} must have shape {shape}, got {tuple(x.shape)}.")
 
 
@@ -163,9 +163,9 @@ def knn_predict(
     at the k-th neighbour are broken by :func:`torch.topk`.
 
     Args:
-        queries: ``[Q, D]`` query embeddings (normalized inside).
-        bank: ``[N, D]`` reference embeddings (normalized inside).
-        bank_labels: ``[N]`` integer labels of ``bank`` in ``[0, num_classes)``.
+        queries: ``Q×D`` query embeddings (normalized inside).
+        bank: ``N×D`` reference embeddings (normalized inside).
+        bank_labels: ``N`` integer labels of ``bank`` in ``[0, num_classes)``.
         num_classes: number of classes.
         k: number of neighbours, at most the number of candidates per query.
         temperature: temperature of the ``"exp"`` weighting.
@@ -175,7 +175,7 @@ def knn_predict(
         chunk_size: number of query rows whose similarities are materialised at once.
 
     Returns:
-        ``[Q]`` long tensor of predicted classes.
+        ``Q`` long tensor of predicted classes.
     """
     _check_chunk_size(chunk_size)
     _check_matrix("queries", queries)
@@ -183,7 +183,7 @@ def knn_predict(
     if weighting not in ("exp", "uniform"):
         raise ValueError(f"weighting must be 'exp' or 'uniform', got {weighting!r}.")
     if bank_labels.shape != (bank.shape[0],):
-        raise ValueError("bank_labels must have shape [N] matching bank.")
+        raise ValueError("bank_labels must have shape N matching bank.")
     if exclude_self and queries.shape[0] != bank.shape[0]:
         raise ValueError("exclude_self requires queries and bank to be the same set.")
     num_candidates = bank.shape[0] - int(exclude_self)
@@ -214,12 +214,12 @@ def zero_shot_logits(image_emb: Tensor, class_emb: Tensor) -> Tensor:
     """Cosine-similarity logits of images against class (text) embeddings.
 
     Args:
-        image_emb: ``[B, D]`` image embeddings.
-        class_emb: ``[C, D]`` class embeddings, or ``[C, T, D]`` for ``T`` prompt templates per
+        image_emb: ``B×D`` image embeddings.
+        class_emb: ``C×D`` class embeddings, or ``C×T×D`` for ``T`` prompt templates per
             class; templates are normalized, averaged and re-normalized (CLIP prompt ensembling).
 
     Returns:
-        ``[B, C]`` cosine similarities; feed them to ``MulticlassAccuracy`` for zero-shot accuracy.
+        ``B×C`` cosine similarities; feed them to ``MulticlassAccuracy`` for zero-shot accuracy.
     """
     _check_matrix("image_emb", image_emb)
     if class_emb.ndim == 3:
@@ -240,14 +240,14 @@ def retrieve_locations(
     """Top-1 image-to-location retrieval over a gallery of candidate coordinates.
 
     Args:
-        image_emb: ``[B, D]`` image (query) embeddings.
-        location_emb: ``[M, D]`` embeddings of the gallery, e.g. the location encoder applied to
+        image_emb: ``B×D`` image (query) embeddings.
+        location_emb: ``M×D`` embeddings of the gallery, e.g. the location encoder applied to
             ``candidate_locations``.
-        candidate_locations: ``[M, 2]`` gallery coordinates as ``(lat, lon)`` in degrees.
+        candidate_locations: ``M×2`` gallery coordinates as ``(lat, lon)`` in degrees.
         chunk_size: number of query rows whose similarities are materialised at once.
 
     Returns:
-        ``[B, 2]`` ``(lat, lon)`` of the most cosine-similar candidate per query (first index on
+        ``B×2`` ``(lat, lon)`` of the most cosine-similar candidate per query (first index on
         ties).
     """
     _check_chunk_size(chunk_size)
@@ -331,7 +331,7 @@ class CrossModalRetrieval(Metric):
         self.add_state("emb_b", default=[], dist_reduce_fx="cat")
 
     def update(self, emb_a: Tensor, emb_b: Tensor) -> None:
-        """Accumulate a batch of row-aligned ``[B, D]`` embedding pairs."""
+        """Accumulate a batch of row-aligned ``B×D`` embedding pairs."""
         _check_matrix("emb_a", emb_a)
         _check_matrix("emb_b", emb_b)
         if emb_a.shape != emb_b.shape:
@@ -421,7 +421,7 @@ class KNNAccuracy(Metric):
         self.add_state("ref_labels", default=[], dist_reduce_fx="cat")
 
     def update(self, embeddings: Tensor, labels: Tensor, reference: bool = False) -> None:
-        """Accumulate ``[B, D]`` embeddings with ``[B]`` integer labels.
+        """Accumulate ``B×D`` embeddings with ``B`` integer labels.
 
         With ``reference=True`` the batch is appended to the reference bank instead of the queries.
         """
@@ -514,7 +514,7 @@ class GeodesicError(Metric):
         self.add_state("distances", default=[], dist_reduce_fx="cat")
 
     def update(self, pred_location_deg: Tensor, true_location_deg: Tensor) -> None:
-        """Accumulate distances between ``[B, 2]`` predicted and true ``(lat, lon)`` in degrees."""
+        """Accumulate distances between ``B×2`` predicted and true ``(lat, lon)`` in degrees."""
         _check_matrix("pred_location_deg", pred_location_deg, 2)
         _check_matrix("true_location_deg", true_location_deg, 2)
         if pred_location_deg.shape != true_location_deg.shape:
