@@ -100,3 +100,17 @@ def test_read_state_dict_from_each_format(tmp_path):
         read_state_dict(tmp_path / "other.pt")
     with pytest.raises(FileNotFoundError, match="does not exist"):
         read_state_dict(tmp_path / "none.safetensors")
+
+
+def test_read_json_names_missing_and_broken_files(tmp_path):
+    from zoo.io import read_json
+
+    good = tmp_path / "a.json"
+    good.write_text('{"images": []}')
+    assert read_json(good) == {"images": []}
+    with pytest.raises(FileNotFoundError, match=r"caption file .*b\.json does not exist"):
+        read_json(tmp_path / "b.json", "caption file")
+    broken = tmp_path / "c.json"
+    broken.write_text('{"images": [')
+    with pytest.raises(ValueError, match=r"c\.json is not valid JSON"):
+        read_json(broken)

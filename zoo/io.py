@@ -9,6 +9,7 @@ truncated or foreign file) or :func:`read_state_dict` (tensors only).
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import shutil
@@ -28,6 +29,7 @@ __all__ = [
     "atomic_write",
     "atomic_write_text",
     "load_checkpoint",
+    "read_json",
     "read_state_dict",
 ]
 
@@ -93,6 +95,17 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def read_json(path: str | Path, what: str = "file") -> Any:
+    """Parse a JSON file; the errors name it (``what`` says what it is: "COCO instances file")."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} {path} does not exist")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path} is not valid JSON: {error}") from error
 
 
 def load_checkpoint(path: str | Path, what: str = "checkpoint", weights_only: bool = True) -> Any:

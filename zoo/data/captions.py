@@ -25,7 +25,6 @@ Two datamodules:
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -44,6 +43,7 @@ from zoo.data.conversations import (
 )
 from zoo.data.datamodules import TextCollate, ZooDataModule
 from zoo.data.image_text import caption_words, load_image
+from zoo.io import read_json
 
 __all__ = [
     "CAPTION_DATASETS",
@@ -156,12 +156,7 @@ def _nwpu(data: Any, path: Path) -> list[dict[str, Any]]:
 def read_caption_annotations(path: Path, name: CaptionName) -> list[dict[str, Any]]:
     """Every image of a caption file: ``{"image"`` (path relative to the image folder),
     ``"references"``, ``"image_id"``, ``"split"}``; errors name the file and the entry."""
-    if not path.is_file():
-        raise FileNotFoundError(f"caption file {path} does not exist")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{path} is not valid JSON: {error}") from error
+    data = read_json(path, "caption file")
     return _nwpu(data, path) if name == "nwpu" else _karpathy(data, path)
 
 

@@ -39,6 +39,7 @@ from zoo.data.referring import (
     template_words,
 )
 from zoo.data.tokenize import build_tokenizer
+from zoo.io import read_json
 
 __all__ = [
     "CocoReferringDataset",
@@ -53,12 +54,7 @@ __all__ = [
 
 def load_coco(path: Path) -> COCO:
     """Read a COCO instances file quietly; a clear error names a missing or broken file."""
-    if not path.is_file():
-        raise FileNotFoundError(f"COCO instances file {path} does not exist")
-    try:
-        dataset = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{path} is not valid JSON: {error}") from error
+    dataset = read_json(path, "COCO instances file")
     keys = ("images", "annotations", "categories")
     if not isinstance(dataset, dict) or not all(k in dataset for k in keys):
         found = sorted(dataset) if isinstance(dataset, dict) else type(dataset).__name__
@@ -172,12 +168,7 @@ class CocoReferringDataset(ReferringDataset):
 
 def read_refs_json(path: Path) -> list[dict[str, Any]]:
     """Read a ``refs_{split}.json`` list; a clear error names a missing or broken file."""
-    if not path.is_file():
-        raise FileNotFoundError(f"referring segmentation file {path} does not exist")
-    try:
-        refs = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{path} is not valid JSON: {error}") from error
+    refs = read_json(path, "referring segmentation file")
     if not isinstance(refs, list) or not all(isinstance(r, dict) for r in refs):
         raise ValueError(f"{path}: expected a JSON list of ref objects")
     return refs

@@ -19,7 +19,6 @@ Question types are the files' own: LR ``count``, ``presence``, ``comp`` (compari
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
@@ -35,6 +34,7 @@ from zoo.data.conversations import (
 )
 from zoo.data.datamodules import ZooDataModule
 from zoo.data.image_text import caption_words, load_image
+from zoo.io import read_json
 
 __all__ = ["QUESTION_TYPES", "RSVQADataModule", "RSVQADataset", "read_rsvqa"]
 
@@ -55,12 +55,7 @@ ZENODO = {
 
 
 def _load(path: Path, key: str) -> list[dict[str, Any]]:
-    if not path.is_file():
-        raise FileNotFoundError(f"RSVQA file {path} does not exist")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{path} is not valid JSON: {error}") from error
+    data = read_json(path, "RSVQA file")
     if not isinstance(data, dict) or not isinstance(data.get(key), list):
         raise ValueError(f"{path}: expected an object with a '{key}' list")
     entries = data[key]

@@ -278,7 +278,16 @@ def haversine_km(
     return 2 * radius_km * a.clamp(0.0, 1.0).sqrt().asin()
 
 
-class CrossModalRetrieval(Metric):
+class _SplitMetric(Metric):
+    """A metric over the whole split's gathered embeddings (not differentiable, no full
+    state update); subclasses say whether higher is better."""
+
+    is_differentiable = False
+    higher_is_better: bool | None = True
+    full_state_update = False
+
+
+class CrossModalRetrieval(_SplitMetric):
     """Recall@k for paired cross-modal retrieval in both directions.
 
     ``update(emb_a, emb_b)`` receives row-aligned pairs (row ``i`` of ``emb_a`` matches row ``i`` of
@@ -298,10 +307,6 @@ class CrossModalRetrieval(Metric):
         chunk_size: query rows per similarity chunk at ``compute``.
         kwargs: forwarded to :class:`~torchmetrics.Metric`.
     """
-
-    is_differentiable = False
-    higher_is_better = True
-    full_state_update = False
 
     emb_a: list[Tensor]
     emb_b: list[Tensor]
@@ -358,7 +363,7 @@ class CrossModalRetrieval(Metric):
         return out
 
 
-class KNNAccuracy(Metric):
+class KNNAccuracy(_SplitMetric):
     """Top-1 accuracy of weighted k-NN classification on frozen embeddings (DINO protocol).
 
     Two modes, chosen at ``compute``:
@@ -381,10 +386,6 @@ class KNNAccuracy(Metric):
         chunk_size: query rows per similarity chunk at ``compute``.
         kwargs: forwarded to :class:`~torchmetrics.Metric`.
     """
-
-    is_differentiable = False
-    higher_is_better = True
-    full_state_update = False
 
     embeddings: list[Tensor]
     labels: list[Tensor]
@@ -484,7 +485,7 @@ class KNNAccuracy(Metric):
         return (preds == labels).float().mean()
 
 
-class GeodesicError(Metric):
+class GeodesicError(_SplitMetric):
     """Great-circle geolocation error: median/mean distance and accuracy within thresholds.
 
     Coordinates are ``(lat, lon)`` in degrees; distances use the haversine formula on a sphere of
@@ -497,9 +498,7 @@ class GeodesicError(Metric):
         kwargs: forwarded to :class:`~torchmetrics.Metric`.
     """
 
-    is_differentiable = False
     higher_is_better = None
-    full_state_update = False
 
     distances: list[Tensor]
 
@@ -534,7 +533,7 @@ class GeodesicError(Metric):
         return out
 
 
-class LocationRetrievalError(Metric):
+class LocationRetrievalError(_SplitMetric):
     """Great-circle error of image-to-location retrieval over the whole split.
 
     Each image retrieves the most similar location embedding among all the split's locations;
@@ -543,7 +542,7 @@ class LocationRetrievalError(Metric):
     recall@k it gives credit for a neighbour in the right region, not only the exact pair.
     """
 
-    full_state_update = False
+    higher_is_better = None
 
     def __init__(self, thresholds_km: Sequence[float] = (25.0, 200.0, 750.0, 2500.0), **kwargs: Any) -> None:
         super().__init__(**kwargs)
