@@ -9,6 +9,7 @@ from lightning import Trainer, seed_everything
 from zoo.data import EmbeddedDataModule
 from zoo.data.datamodules import EmbeddedSplits
 from zoo.models import FLAVARS, OptimizerConfig
+from zoo.models.flavars import LossWeights
 
 NUM_CLASSES = 10
 
@@ -54,7 +55,7 @@ def test_each_loss_switches_off(dm):
     weighted = sum(v for k, v in losses.items() if k != "loss")
     assert torch.allclose(losses["loss"], weighted)
     for name in ("mim", "mlm", "itm", "contrastive", "location"):
-        off = _model(dm, **{f"{name}_weight": 0.0}).compute_losses(batch)
+        off = _model(dm, loss_weights=LossWeights(**{name: 0.0})).compute_losses(batch)
         assert name not in off and "loss" in off
     losses["loss"].backward()
     assert model.location_encoder.nnet.last_layer.weight.grad is not None
@@ -98,5 +99,12 @@ def test_flavars_learns_and_location_loss_helps(dm):
     assert with_location["val_image_to_text_R@5"] > 3 * 5 / 160
     both = lambda m: m["val_image_to_location_R@10"] + m["val_location_to_image_R@10"]  # noqa: E731
     assert both(with_location) > 2 * 2 * 10 / 160
-    without = _fit(dm, epochs=8, location_weight=0.0)
+    without = _fit(dm, epochs=8, loss_weights=LossWeights(location=0.0))
     assert both(with_location) > 2 * both(without)
+
+
+def test_loss_weights_are_checked_and_reach_the_model(dm):
+    with pytest.raises(ValueError, match=r"loss_weights\.location must be >= 0"):
+        LossWeights(location=-1.0)
+    model = _model(dm, loss_weights={"itm": 0.5})  # a checkpoint's dict form
+    assert model.weights == {"mim": 1.0, "mlm": 1.0, "itm": 0.5, "contrastive": 1.0, "location": 1.0}

@@ -351,7 +351,8 @@ class EmbeddedReferringDataModule(ReferringSegmentationDataModule):
     """The embedded dataset's referring expressions as segmentation conversations.
 
     Args:
-        root: parent folder of the generated datasets.
+        root: parent folder of the generated datasets (as for
+            :class:`~zoo.data.datamodules.EmbeddedDataModule`).
         splits: images per split.
         seed: generator seed (also seeds the target selection).
         max_length: conversations are truncated to this many tokens.

@@ -393,15 +393,14 @@ class EmbeddedConversationDataModule(ConversationDataModule):
     """The embedded dataset's LLaVA conversations (captions, descriptions, VQA).
 
     Args:
-        root: parent folder of the generated datasets.
+        root: parent folder of the generated datasets (as for :class:`EmbeddedDataModule`).
         splits: images per split.
         seed: generator seed.
         tasks: training tasks among ``caption``, ``description``, ``vqa``.
         eval_tasks: evaluation tasks (None: same as ``tasks``).
         image_size: generated image size in pixels.
         max_length: conversations are truncated to this many tokens.
-        **kwargs: ``batch_size``, ``num_workers``, ``tokenizer`` (None: the generator's own
-            vocabulary), ``mean``, ``std`` of :class:`ZooDataModule`.
+        **kwargs: the loader and normalization arguments, as for :class:`EmbeddedDataModule`.
     """
 
     def __init__(

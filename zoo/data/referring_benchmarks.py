@@ -383,7 +383,36 @@ class RefSegRSDataset(ReferringDataset):
         return str(self.refs[index][0]["id"])
 
 
-class RRSISDDataModule(ReferringSegmentationDataModule):
+class ReferringBenchmarkDataModule(ReferringSegmentationDataModule):
+    """The referring benchmarks' protocol defaults, written once: one expression, one mask,
+    batches of 8 at 336 px (the LLaVA-1.5 input size).
+
+    Args:
+        root: the benchmark's folder.
+        max_targets: masks are padded to this many targets.
+        batch_size: samples per batch and device.
+        image_size: images and masks are resized to this square size.
+        **kwargs: ``seed``, ``max_length``, ``num_scales``, ``per_scale``, ``mix_file``,
+            ``mix_ratio`` of :class:`~zoo.data.coco_refs.ReferringSegmentationDataModule`;
+            ``num_workers``, ``tokenizer`` (the LLM's; None builds a word-level tokenizer from the
+            training expressions), ``mean``, ``std`` of
+            :class:`~zoo.data.datamodules.ZooDataModule`.
+    """
+
+    def __init__(
+        self,
+        root: str,
+        max_targets: int = 1,
+        batch_size: int = 8,
+        image_size: int = 336,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(
+            root, max_targets=max_targets, batch_size=batch_size, image_size=image_size, **kwargs
+        )
+
+
+class RRSISDDataModule(ReferringBenchmarkDataModule):
     """RRSIS-D (:class:`RRSISDDataset`) as GeoPix segmentation conversations.
 
     The batch of :class:`~zoo.data.coco_refs.ReferringSegmentationDataModule`: ``image``,
@@ -394,35 +423,23 @@ class RRSISDDataModule(ReferringSegmentationDataModule):
 
     Args:
         root: folder of ``rrsisd/`` and ``images/`` (see :class:`RRSISDDataset`).
-        max_targets: masks are padded to this many targets (and, with ``per_image``, at most
-            this many objects per sample).
-        seed: seed of the target and sentence selection.
         per_image: group the refs of an image into one multi-target sample (GeoPix-style
             training); False (default) is the benchmark's one-expression-one-mask protocol.
         split_by: the refs file is ``rrsisd/refs({split_by}).p``.
-        batch_size: samples per batch and device.
-        image_size: images and masks are resized to this square size.
-        **kwargs: ``max_length``, ``num_scales``, ``per_scale``, ``mix_file``, ``mix_ratio`` of
-            :class:`~zoo.data.coco_refs.ReferringSegmentationDataModule`; ``num_workers``,
-            ``tokenizer`` (the LLM's; None builds a word-level tokenizer from the training
-            expressions), ``mean``, ``std`` of :class:`~zoo.data.datamodules.ZooDataModule`.
+        **kwargs: ``max_targets`` (with ``per_image``, at most this many objects per sample),
+            ``batch_size``, ``image_size`` of :class:`ReferringBenchmarkDataModule`; the
+            referring and loader arguments of
+            :class:`~zoo.data.coco_refs.ReferringSegmentationDataModule`.
     """
 
     def __init__(
         self,
         root: str = "data/rrsisd",
-        max_targets: int = 1,
-        seed: int = 0,
         per_image: bool = False,
         split_by: str = "unc",
-        batch_size: int = 8,
-        image_size: int = 336,
         **kwargs: Any,
     ) -> None:
-        super().__init__(
-            root, max_targets=max_targets, seed=seed, batch_size=batch_size,
-            image_size=image_size, **kwargs,
-        )
+        super().__init__(root, **kwargs)
         self.dataset_class = RRSISDDataset
         self.per_image = per_image
         self.split_by = split_by
@@ -454,7 +471,7 @@ class RRSISDDataModule(ReferringSegmentationDataModule):
         )
 
 
-class RefSegRSDataModule(ReferringSegmentationDataModule):
+class RefSegRSDataModule(ReferringBenchmarkDataModule):
     """RefSegRS (:class:`RefSegRSDataset`) as GeoPix segmentation conversations.
 
     The batch of :class:`~zoo.data.coco_refs.ReferringSegmentationDataModule` with one target
@@ -463,31 +480,12 @@ class RefSegRSDataModule(ReferringSegmentationDataModule):
 
     Args:
         root: folder of ``images/``, ``masks/`` and ``output_phrase_{split}.txt``.
-        max_targets: masks are padded to this many targets (each sample has one).
-        seed: seed of the sample selection.
         download: fetch the dataset from the Hugging Face hub into ``root`` if missing.
-        batch_size: samples per batch and device.
-        image_size: images and masks are resized to this square size.
-        **kwargs: ``max_length``, ``num_scales``, ``per_scale``, ``mix_file``, ``mix_ratio`` of
-            :class:`~zoo.data.coco_refs.ReferringSegmentationDataModule`; ``num_workers``,
-            ``tokenizer`` (the LLM's; None builds a word-level tokenizer from the training
-            expressions), ``mean``, ``std`` of :class:`~zoo.data.datamodules.ZooDataModule`.
+        **kwargs: as for :class:`RRSISDDataModule` (each sample has one target).
     """
 
-    def __init__(
-        self,
-        root: str = "data/refsegrs",
-        max_targets: int = 1,
-        seed: int = 0,
-        download: bool = False,
-        batch_size: int = 8,
-        image_size: int = 336,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(
-            root, max_targets=max_targets, seed=seed, batch_size=batch_size,
-            image_size=image_size, **kwargs,
-        )
+    def __init__(self, root: str = "data/refsegrs", download: bool = False, **kwargs: Any) -> None:
+        super().__init__(root, **kwargs)
         self.dataset_class = RefSegRSDataset
         self.download = download
 

@@ -16,6 +16,8 @@ second pass over masked inputs, as FLAVA does.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
@@ -34,9 +36,38 @@ from zoo.losses.matching import sample_hard_negatives
 from zoo.metrics import CrossModalRetrieval, KNNAccuracy, LocationRetrievalError, zero_shot_logits
 from zoo.models.base import OptimizerConfig, ZooTask
 
-__all__ = ["FLAVARS", "FusionEncoder"]
+__all__ = ["FLAVARS", "LossWeights", "FusionEncoder"]
 
 LOSSES = ("mim", "mlm", "itm", "contrastive", "location")
+
+
+@dataclass(frozen=True)
+class LossWeights:
+    """The weight of each FLAVARS loss; 0 switches it off (YAML: ``loss_weights: {location: 0}``,
+    keys left out keep 1).
+
+    Attributes:
+        mim: masked image modelling.
+        mlm: masked language modelling.
+        itm: image-text matching.
+        contrastive: image-text contrastive.
+        location: image-location contrastive (the paper's "+LE" ablation).
+    """
+
+    mim: float = 1.0
+    mlm: float = 1.0
+    itm: float = 1.0
+    contrastive: float = 1.0
+    location: float = 1.0
+
+    def __post_init__(self) -> None:
+        for name in LOSSES:
+            if getattr(self, name) < 0:
+                raise ValueError(f"loss_weights.{name} must be >= 0, got {getattr(self, name)}")
+
+
+#: Every loss on, with weight 1.
+ALL_LOSSES = LossWeights()
 
 
 #: AdamW and schedule of the embedded-data default (the paper config sets FLAVA's).
@@ -96,11 +127,7 @@ class FLAVARS(ZooTask):
         location_hidden: SIREN hidden width.
         location_layers: SIREN hidden layers.
         location_checkpoint: a SatCLIP checkpoint to initialise the location encoder from.
-        mim_weight: masked image modelling weight (0 switches it off).
-        mlm_weight: masked language modelling weight.
-        itm_weight: image-text matching weight.
-        contrastive_weight: image-text contrastive weight.
-        location_weight: image-location contrastive weight (the "+LE" ablation).
+        loss_weights: the weight of each loss (0 switches it off).
         mim_mask_ratio: fraction of patches masked for image modelling.
         mlm_probability: fraction of text tokens masked for language modelling.
         temperature: initial contrastive temperature (logit scale ln(1/T), clamped at ln 100).
@@ -127,11 +154,7 @@ class FLAVARS(ZooTask):
         location_hidden: int = 256,
         location_layers: int = 2,
         location_checkpoint: str | None = None,
-        mim_weight: float = 1.0,
-        mlm_weight: float = 1.0,
-        itm_weight: float = 1.0,
-        contrastive_weight: float = 1.0,
-        location_weight: float = 1.0,
+        loss_weights: LossWeights = ALL_LOSSES,
         mim_mask_ratio: float = 0.4,
         mlm_probability: float = 0.15,
         temperature: float = 0.07,
@@ -148,13 +171,12 @@ class FLAVARS(ZooTask):
                 "FLAVARS needs the data's tokenizer: pass tokenizer=datamodule.tokenizer (the zoo "
                 "CLI links it from the datamodule)"
             )
-        for name in LOSSES:
-            if getattr(self.hparams, f"{name}_weight") < 0:
-                raise ValueError(f"{name}_weight must be >= 0")
+        if isinstance(loss_weights, dict):  # as stored in a checkpoint's hyper-parameters
+            loss_weights = LossWeights(**loss_weights)
         self.tokenizer = tokenizer
         self.class_names = list(class_names or [])
         self.prompt_templates = list(prompt_templates or ["a satellite image of a {}."])
-        self.weights = {name: getattr(self.hparams, f"{name}_weight") for name in LOSSES}
+        self.weights = {name: getattr(loss_weights, name) for name in LOSSES}
 
         self.vision_encoder = VisionEncoder(
             vision_encoder, image_size, vision_pretrained, vision_checkpoint
@@ -271,7 +293,7 @@ class FLAVARS(ZooTask):
         if not self._location_warned:
             rank_zero_warn(
                 "the batch has no 'location' (the dataset has no coordinates): the image-location "
-                "loss is switched off. Set model.init_args.location_weight: 0 to silence this"
+                "loss is switched off. Set model.init_args.loss_weights.location: 0 to silence this"
             )
             self._location_warned = True
         return False
