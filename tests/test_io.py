@@ -114,3 +114,17 @@ def test_read_json_names_missing_and_broken_files(tmp_path):
     broken.write_text('{"images": [')
     with pytest.raises(ValueError, match=r"c\.json is not valid JSON"):
         read_json(broken)
+
+
+def test_read_yaml_names_broken_files(tmp_path):
+    from zoo.io import read_yaml
+
+    good = tmp_path / "a.yaml"
+    good.write_text("model: {lr: 1}")
+    assert read_yaml(good) == {"model": {"lr": 1}}
+    broken = tmp_path / "b.yaml"
+    broken.write_text("model: [1, 2")
+    with pytest.raises(ValueError, match=r"b\.yaml is not valid YAML"):
+        read_yaml(broken)
+    with pytest.raises(FileNotFoundError, match="evaluation config .* does not exist"):
+        read_yaml(tmp_path / "c.yaml", "evaluation config")

@@ -30,6 +30,7 @@ __all__ = [
     "atomic_write_text",
     "load_checkpoint",
     "read_json",
+    "read_yaml",
     "read_state_dict",
 ]
 
@@ -97,15 +98,26 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
         raise
 
 
-def read_json(path: str | Path, what: str = "file") -> Any:
-    """Parse a JSON file; the errors name it (``what`` says what it is: "COCO instances file")."""
+def _parse(path: str | Path, what: str, kind: str, loads: Any, errors: type[Exception]) -> Any:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{what} {path} does not exist")
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{path} is not valid JSON: {error}") from error
+        return loads(path.read_text(encoding="utf-8"))
+    except errors as error:
+        raise ValueError(f"{path} is not valid {kind}: {error}") from error
+
+
+def read_json(path: str | Path, what: str = "file") -> Any:
+    """Parse a JSON file; the errors name it (``what`` says what it is: "COCO instances file")."""
+    return _parse(path, what, "JSON", json.loads, json.JSONDecodeError)
+
+
+def read_yaml(path: str | Path, what: str = "file") -> Any:
+    """Parse a YAML file (safely: plain data only); the errors name it."""
+    import yaml
+
+    return _parse(path, what, "YAML", yaml.safe_load, yaml.YAMLError)
 
 
 def load_checkpoint(path: str | Path, what: str = "checkpoint", weights_only: bool = True) -> Any:

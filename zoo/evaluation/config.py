@@ -32,10 +32,10 @@ from importlib import import_module
 from pathlib import Path
 from typing import Any
 
-import yaml
 from jsonargparse import ArgumentError, ArgumentParser, Namespace
 
 from zoo.evaluation.base import Evaluation, check_model, paper_numbers
+from zoo.io import read_yaml
 
 __all__ = ["EvaluationConfig", "load_evaluations"]
 
@@ -163,12 +163,7 @@ class EvaluationConfig:
 
 
 def _read(path: Path) -> Any:
-    if not path.is_file():
-        raise FileNotFoundError(f"evaluation config {path} does not exist")
-    try:
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as error:
-        raise ValueError(f"{path} is not valid YAML: {error}") from error
+    return read_yaml(path, "evaluation config")
 
 
 def load_evaluations(paths: Iterable[str | Path]) -> list[EvaluationConfig]:
