@@ -109,13 +109,18 @@ def _tracked_text_files() -> list[Path]:
     return [ROOT / f for f in out.splitlines() if Path(f).suffix in suffixes]
 
 
+#: Paths of the workspace the zoo was first designed in, which a clone does not have (built
+#: from parts so that this file does not name them itself).
+OUTSIDE = ("/".join(["..", "shared"]), "DESIGN" + ".md")
+
+
 def test_nothing_points_outside_the_repository():
     offenders = []
     for path in _tracked_text_files():
-        if not path.is_file() or path == Path(__file__):
+        if not path.is_file():
             continue
         text = path.read_text(encoding="utf-8", errors="ignore")
-        if "../shared" in text or "shared/DESIGN" in text or "DESIGN.md" in text:
+        if any(marker in text for marker in OUTSIDE):
             offenders.append(str(path.relative_to(ROOT)))
     assert not offenders, f"these files point outside the repository: {offenders}"
     assert (ROOT / "docs" / "architecture.md").is_file()
