@@ -128,3 +128,14 @@ def test_read_yaml_names_broken_files(tmp_path):
         read_yaml(broken)
     with pytest.raises(FileNotFoundError, match="evaluation config .* does not exist"):
         read_yaml(tmp_path / "c.yaml", "evaluation config")
+
+
+def test_require_dir_names_the_folder_and_the_fix(tmp_path):
+    from zoo.io import require_dir
+
+    assert require_dir(str(tmp_path), "unused") == tmp_path
+    with pytest.raises(FileNotFoundError, match=r"dataset root .*nowhere does not exist\. Get it"):
+        require_dir(tmp_path / "nowhere", "Get it from the authors.")
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(FileNotFoundError, match="RRSIS-D not found: dataset root"):
+        require_dir(tmp_path / "file", "", "RRSIS-D not found: dataset root")

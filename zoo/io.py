@@ -31,6 +31,7 @@ __all__ = [
     "load_checkpoint",
     "read_json",
     "read_yaml",
+    "require_dir",
     "read_state_dict",
 ]
 
@@ -106,6 +107,15 @@ def _parse(path: str | Path, what: str, kind: str, loads: Any, errors: type[Exce
         return loads(path.read_text(encoding="utf-8"))
     except errors as error:
         raise ValueError(f"{path} is not valid {kind}: {error}") from error
+
+
+def require_dir(path: str | Path, how: str, what: str = "dataset root") -> Path:
+    """``path`` as a Path if it is a folder, else an error that names it and says ``how`` to
+    get the data."""
+    path = Path(path)
+    if not path.is_dir():
+        raise FileNotFoundError(f"{what} {path} does not exist. {how}")
+    return path
 
 
 def read_json(path: str | Path, what: str = "file") -> Any:

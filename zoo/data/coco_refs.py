@@ -39,7 +39,7 @@ from zoo.data.referring import (
     template_words,
 )
 from zoo.data.tokenize import build_tokenizer
-from zoo.io import read_json
+from zoo.io import read_json, require_dir
 
 __all__ = [
     "CocoReferringDataset",
@@ -203,13 +203,10 @@ class ReferringSegmentationDataset(CocoReferringDataset):
         per_ref: bool = False,
         **kwargs: Any,
     ) -> None:
-        self.root = Path(root)
-        if not self.root.is_dir():
-            raise FileNotFoundError(
-                f"dataset root {self.root} does not exist: point root at the folder holding "
-                f"instances_{split}.json, refs_{split}.json and the images, or use "
-                "EmbeddedReferringDataModule"
-            )
+        self.root = require_dir(
+            root, f"Point root at the folder holding instances_{split}.json, refs_{split}.json "
+            "and the images, or use EmbeddedReferringDataModule",
+        )
         self.instances_path = self.root / f"instances_{split}.json"
         self.refs_path = self.root / f"refs_{split}.json"
         for path in (self.instances_path, self.refs_path):

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -33,7 +32,6 @@ __all__ = [
     "ImageTextLocationDataModule",
 ]
 
-log = logging.getLogger(__name__)
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -276,12 +274,9 @@ class EmbeddedSource:
         return self.root / f"{version}-{n.train}-{n.val}-{n.test}"
 
     def prepare(self) -> None:
-        """Generate the dataset unless a complete copy with these parameters exists."""
-        kwargs = dict(image_size=self.image_size, seed=self.seed, **self.sizes)
-        if embedded.is_complete(self.path, **kwargs):
-            log.info("embedded dataset found at %s", self.path)
-            return
-        embedded.generate(self.path, **kwargs)
+        """Generate the dataset unless a complete copy with these parameters exists (the
+        writer checks and reuses one)."""
+        embedded.generate(self.path, image_size=self.image_size, seed=self.seed, **self.sizes)
 
 
 def embedded_vocabulary() -> list[str]:

@@ -22,6 +22,7 @@ from torch.nn import functional as F
 from torchgeo.datasets import NonGeoDataset
 
 from zoo.encoders.location import validate_locations
+from zoo.io import require_dir
 
 __all__ = [
     "ImageTextLocationDataset", "caption_words", "csv_lines", "load_image", "read_table",
@@ -130,14 +131,11 @@ class ImageTextLocationDataset(NonGeoDataset):
     ) -> None:
         if split not in self.splits:
             raise ValueError(f"split must be one of {self.splits}, got {split!r}")
-        self.root = Path(root)
+        self.root = require_dir(
+            root, f"Point root at a folder holding {split}.csv and its images (SkyScript's "
+            "layout), or use zoo.data.EmbeddedDataModule, which writes the embedded dataset there",
+        )
         self.split = split
-        if not self.root.is_dir():
-            raise FileNotFoundError(
-                f"dataset root {self.root} does not exist. Point root at a folder holding "
-                f"{split}.csv and its images (SkyScript's layout), or use "
-                "zoo.data.EmbeddedDataModule, which writes the embedded dataset there"
-            )
         self.table_path = self.root / f"{split}.csv"
         self.table = read_table(self.table_path, class_names)
         self.has_location = "lat" in self.table.columns

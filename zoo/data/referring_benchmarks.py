@@ -32,6 +32,7 @@ from torch import Tensor
 from zoo.data.coco_refs import CocoReferringDataset, ReferringSegmentationDataModule, load_coco
 from zoo.data.image_text import caption_words, load_image
 from zoo.data.referring import ReferringDataset, template_words
+from zoo.io import require_dir
 
 __all__ = [
     "RRSISDDataModule",
@@ -161,8 +162,7 @@ def _rrsisd_sentences(ref: dict[str, Any]) -> dict[str, Any]:
 
 
 def _check_root(root: Path, name: str, how: str) -> None:
-    if not root.is_dir():
-        raise FileNotFoundError(f"{name} not found: dataset root {root} does not exist. {how}")
+    require_dir(root, how, f"{name} not found: dataset root")
 
 
 class RRSISDDataset(CocoReferringDataset):
