@@ -202,3 +202,18 @@ def test_referring_batch_targets_must_point_at_its_images(refs) -> None:
     padded = (~batch["mask_valid"]).flatten().nonzero().flatten()
     with pytest.raises(ValueError, match="points at a padded target"):
         check_referring_batch(dict(batch, target_index=padded[:1]))
+
+
+def test_sync_recorder_catches_planted_synchronisations() -> None:
+    """The proxy is only worth its passes if it sees what it looks for."""
+    x = torch.arange(6.0)
+    recorder = _SyncRecorder()
+    with recorder:
+        _ = x.sum().item()
+        _ = x[x > 2]
+        _ = x.nonzero()
+        _ = x * 2  # not a synchronisation
+    names = " ".join(recorder.found)
+    assert "_local_scalar_dense" in names and "nonzero" in names
+    assert any(n.startswith("aten.index.Tensor") for n in recorder.found)
+    assert not any(n.startswith("aten.mul") for n in recorder.found)
