@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 
 import wandb
@@ -26,6 +27,10 @@ def test_offline_wandb_run_has_config_and_metrics(tmp_path, monkeypatch):
         "--trainer.enable_progress_bar=false", "--trainer.log_every_n_steps=1",
     ])
     wandb.finish()
+    # The run's record is written by the W&B service process, which may still hold the last
+    # buffered chunk when `finish` returns (seen under CPU load): shutting the service down
+    # closes the file; the poll bounds what remains.
+    wandb.teardown()
     (run,) = (runs / "wandb").glob("offline-run-*")
     files = run / "files"
     config = (files / "config.yaml").read_text()
@@ -33,8 +38,18 @@ def test_offline_wandb_run_has_config_and_metrics(tmp_path, monkeypatch):
     # The run's record (what `wandb sync` uploads) is a binary log of protobuf records; the
     # metric names appear in it verbatim once logged.
     (record,) = run.glob("run-*.wandb")
-    data = record.read_bytes()
+    data = _record_once_flushed(record, b"trainer/global_step")
     for key in ("train_loss", "val_zero_shot_acc", "val_image_to_text_R@1", "val_knn_acc",
                 "val_image_to_location_R@1", "trainer/global_step"):
         assert key.encode() in data, key
     assert list((files / "media" / "images").glob("val_retrievals*"))  # sample retrievals
+
+
+def _record_once_flushed(record: Path, marker: bytes, timeout_s: float = 60.0) -> bytes:
+    """The record's bytes once `marker` is in them, or as they are after `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    data = record.read_bytes()
+    while marker not in data and time.monotonic() < deadline:
+        time.sleep(0.5)
+        data = record.read_bytes()
+    return data
