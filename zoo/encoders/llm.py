@@ -11,7 +11,7 @@ from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM, Pr
 
 from zoo.encoders.packaged import packaged_weights
 
-__all__ = ["TINY_LLMS", "build_llm", "decoder_layers"]
+__all__ = ["TINY_LLMS", "build_llm", "decoder_layers", "fit_vocabulary"]
 
 #: Small random Llama-style configurations usable offline by name.
 TINY_LLMS: dict[str, dict[str, int]] = {
@@ -68,6 +68,12 @@ def build_llm(
             else "this machine may be offline: give a local folder, or use llm: tiny"
         )
         raise RuntimeError(f"could not load LLM {name!r}: {hint}") from error
+    return fit_vocabulary(model, vocab_size)
+
+
+def fit_vocabulary(model: PreTrainedModel, vocab_size: int | None) -> PreTrainedModel:
+    """Grow the embedding table (and an untied head) to ``vocab_size`` tokens when it is smaller
+    (the data's added tokens: ``<image>``, segmentation tokens)."""
     if vocab_size is not None and vocab_size > model.get_input_embeddings().num_embeddings:
         model.resize_token_embeddings(vocab_size)
     return model
