@@ -34,7 +34,7 @@ from zoo.encoders.llava import (
     llava_processor,
 )
 from zoo.encoders.vision import CLIPVisionTower
-from zoo.models import FUSE, GenerationConfig
+from zoo.models import FUSE, Aquila, GenerationConfig
 
 WORDS = [f"w{i}" for i in range(40)] + ["USER:", "ASSISTANT:", "what", "is", "here", "?"]
 IMAGE_SIZE, PATCH = 32, 8  # a 4x4 grid: 16 visual tokens
@@ -237,6 +237,13 @@ def test_projector_and_feature_layer_come_from_the_checkpoint(hf_checkpoint):
     with pytest.raises(ValueError, match="set global_layer: -2"):
         FUSE(tokenizer=zoo.tokenizer, llava=str(folder), inject_layers=[], multi_scale=False,
              global_layer=-1, image_size=IMAGE_SIZE)
+
+
+def test_a_family_without_llavas_anatomy_is_refused(hf_checkpoint):
+    """Aquila needs ConvNeXt stage maps; a LLaVA checkpoint has a one-scale CLIP ViT."""
+    folder, _ = hf_checkpoint
+    with pytest.raises(ValueError, match="use llava with FUSE or GeoPix"):
+        Aquila(tokenizer=zoo_fuse(folder).tokenizer, llava=str(folder), image_size=IMAGE_SIZE)
 
 
 def test_fuse_modules_start_as_configured(hf_checkpoint):
