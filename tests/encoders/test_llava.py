@@ -34,7 +34,7 @@ from zoo.encoders.llava import (
     llava_processor,
 )
 from zoo.encoders.vision import CLIPVisionTower
-from zoo.models import FUSE, Aquila, GenerationConfig
+from zoo.models import FUSE, Aquila, GenerationConfig, GeoPix
 
 WORDS = [f"w{i}" for i in range(40)] + ["USER:", "ASSISTANT:", "what", "is", "here", "?"]
 IMAGE_SIZE, PATCH = 32, 8  # a 4x4 grid: 16 visual tokens
@@ -237,6 +237,22 @@ def test_projector_and_feature_layer_come_from_the_checkpoint(hf_checkpoint):
     with pytest.raises(ValueError, match="set global_layer: -2"):
         FUSE(tokenizer=zoo.tokenizer, llava=str(folder), inject_layers=[], multi_scale=False,
              global_layer=-1, image_size=IMAGE_SIZE)
+
+
+def test_geopix_starts_from_llava(hf_checkpoint):
+    """GeoPix's tower, projector and LLM from LLaVA; its mask decoder and memory from scratch;
+    the segmentation tokens extend LLaVA's vocabulary."""
+    from zoo.data.referring import add_seg_tokens
+
+    folder, reference = hf_checkpoint
+    tokenizer = add_seg_tokens(zoo_fuse(folder).tokenizer, 2, 3)
+    model = GeoPix(tokenizer=tokenizer, llava=str(folder), class_names=["ship", "tank"],
+                   feature_layers=[0, 1], decoder_dim=16, memory_capacity=2, image_size=IMAGE_SIZE)
+    assert isinstance(model.vision, CLIPVisionTower)
+    torch.testing.assert_close(model.projector[2].bias, reference.model.multi_modal_projector.linear_2.bias)
+    assert model.llm.get_input_embeddings().num_embeddings == len(tokenizer)
+    body = reference.model.language_model.layers[0].self_attn.q_proj.weight
+    torch.testing.assert_close(model.llm.model.layers[0].self_attn.q_proj.weight, body)
 
 
 def test_a_family_without_llavas_anatomy_is_refused(hf_checkpoint):
