@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import stat
 
 import pytest
@@ -15,6 +16,7 @@ from zoo.io import (
     atomic_write_text,
     load_checkpoint,
     read_state_dict,
+    read_tensors,
 )
 
 
@@ -139,3 +141,23 @@ def test_require_dir_names_the_folder_and_the_fix(tmp_path):
     (tmp_path / "file").write_text("x")
     with pytest.raises(FileNotFoundError, match="RRSIS-D not found: dataset root"):
         require_dir(tmp_path / "file", "", "RRSIS-D not found: dataset root")
+
+
+def test_read_tensors_reads_only_the_named_shards(tmp_path):
+    """A sharded Hugging Face folder: the index says which shard holds which tensor."""
+    save_file({"model.layers.0.w": torch.zeros(2)}, str(tmp_path / "model-00001-of-00002.safetensors"))
+    save_file({"model.mm_projector.0.weight": torch.ones(3)}, str(tmp_path / "model-00002-of-00002.safetensors"))
+    (tmp_path / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {
+        "model.layers.0.w": "model-00001-of-00002.safetensors",
+        "model.mm_projector.0.weight": "model-00002-of-00002.safetensors",
+    }}))
+    (tmp_path / "model-00001-of-00002.safetensors").write_bytes(b"not read")  # never opened
+    out = read_tensors(tmp_path, ("model.mm_projector.",))
+    assert list(out) == ["model.mm_projector.0.weight"] and out["model.mm_projector.0.weight"].sum() == 3
+    torch.save({"model.mm_projector.2.bias": torch.ones(1), "other": torch.zeros(1)}, tmp_path / "b.bin")
+    bin_folder = tmp_path / "bin"
+    bin_folder.mkdir()
+    (tmp_path / "b.bin").rename(bin_folder / "pytorch_model.bin")
+    assert list(read_tensors(bin_folder, ("model.mm_projector.",))) == ["model.mm_projector.2.bias"]
+    with pytest.raises(FileNotFoundError, match="holds no weights"):
+        read_tensors(tmp_path / "bin" / "missing", ("x",))

@@ -33,6 +33,7 @@ __all__ = [
     "read_yaml",
     "require_dir",
     "read_state_dict",
+    "read_tensors",
 ]
 
 
@@ -183,3 +184,39 @@ def read_state_dict(path: str | Path, what: str = "checkpoint") -> dict[str, Ten
             f"dict of tensors; found {keys}"
         )
     return dict(data)
+
+
+#: Weight files of a Hugging Face folder, in the order transformers looks for them.
+_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+
+
+def read_tensors(folder: str | Path, prefixes: tuple[str, ...]) -> dict[str, Tensor]:
+    """The tensors whose names start with one of ``prefixes`` in a Hugging Face weight folder
+    (one ``model.safetensors`` / ``pytorch_model.bin`` file, or shards with their
+    ``*.index.json``); only the shards that hold them are read."""
+    folder = Path(folder)
+    for name in _WEIGHT_FILES:
+        index = folder / f"{name}.index.json"
+        if index.is_file():
+            weight_map = read_json(index, "weight index")["weight_map"]
+            files = sorted({f for k, f in weight_map.items() if k.startswith(prefixes)})
+            break
+        if (folder / name).is_file():
+            files = [name]
+            break
+    else:
+        raise FileNotFoundError(
+            f"{folder} holds no weights ({' or '.join(_WEIGHT_FILES)}, or their shards with an index)"
+        )
+    out: dict[str, Tensor] = {}
+    for file in files:
+        path = folder / file
+        if path.suffix == ".safetensors":
+            from safetensors import safe_open
+
+            with safe_open(str(path), framework="pt") as handle:
+                out |= {k: handle.get_tensor(k) for k in handle.keys() if k.startswith(prefixes)}
+        else:
+            state = read_state_dict(path, "weight shard")
+            out |= {k: v for k, v in state.items() if k.startswith(prefixes)}
+    return out

@@ -70,6 +70,8 @@ class ZooCLI(LightningCLI):
     """LightningCLI with the zoo's links between data and model."""
 
     def add_arguments_to_parser(self, parser) -> None:
+        # A LLaVA checkpoint also sets the data's tokenizer, image size and mean/std.
+        parser.link_arguments("model.init_args.llava", "data.init_args.llava")
         parser.link_arguments("data.init_args.image_size", "model.init_args.image_size")
         parser.link_arguments(
             "data", "model.init_args.tokenizer", compute_fn=lambda data: data.tokenizer,

@@ -21,3 +21,52 @@ def test_local_folder_becomes_timm_local_dir(tmp_path):
 def test_hf_prefix_names_timms_own_syntax():
     with pytest.raises(ValueError, match=r"use timm's own 'hf-hub:org/model'"):
         create_timm_model("hf:org/model")
+
+
+PAPER_TOWERS = ["configs/aquila/stage1.yaml", "configs/fuse/paper.yaml", "configs/geopix/stage1.yaml"]
+
+
+@pytest.mark.parametrize("config", PAPER_TOWERS)
+def test_paper_configs_normalize_as_their_towers_weights(config):
+    """A pretrained tower's tag is a real timm weight tag, and the data normalizes with its
+    mean/std (OpenAI CLIP's for CLIP-ConvNeXt-XXL and CLIP ViT-L/14-336, not ImageNet's)."""
+    from pathlib import Path
+
+    import yaml
+    from timm.models import get_pretrained_cfg
+
+    cfg = yaml.safe_load(Path(config).read_text())
+    name = cfg["model"]["init_args"]["vision_encoder"]
+    assert cfg["model"]["init_args"]["vision_pretrained"]
+    tag = get_pretrained_cfg(name)
+    assert tag is not None and tag.hf_hub_id, f"{name} is not a timm weight tag"
+    data = cfg["data"]["init_args"]
+    assert tuple(data["mean"]) == tuple(tag.mean) and tuple(data["std"]) == tuple(tag.std)
+
+
+def test_clip_convnext_xxl_stage_maps_on_meta():
+    """Aquila's A-CCN: CLIP-ConvNeXt-XXL's four stage maps at 1024 px (meta: no weights)."""
+    import torch
+
+    with torch.device("meta"):
+        model = create_timm_model(
+            "convnext_xxlarge.clip_laion2b_soup", features_only=True, out_indices=(0, 1, 2, 3)
+        )
+        maps = model(torch.empty(1, 3, 1024, 1024))
+    assert model.pretrained_cfg["mean"] == (0.48145466, 0.4578275, 0.40821073)
+    assert [tuple(m.shape[1:]) for m in maps] == [
+        (384, 256, 256), (768, 128, 128), (1536, 64, 64), (3072, 32, 32)
+    ]
+    assert 840e6 < sum(p.numel() for p in model.parameters()) < 850e6
+
+
+def test_clip_vit_l14_336_tokens_on_meta():
+    import torch
+
+    with torch.device("meta"):
+        model = create_timm_model("vit_large_patch14_clip_336.openai", num_classes=0)
+        maps = model.forward_intermediates(
+            torch.empty(1, 3, 336, 336), indices=[22], output_fmt="NCHW", intermediates_only=True
+        )
+    assert tuple(maps[0].shape) == (1, 1024, 24, 24)  # 576 patch tokens
+    assert 300e6 < sum(p.numel() for p in model.parameters()) < 310e6

@@ -281,7 +281,9 @@ class ReferringSegmentationDataModule(ZooDataModule):
     def tokenizer(self) -> PreTrainedTokenizerBase:
         """The chat tokenizer with ``<image>`` and the segmentation tokens."""
         vocabulary = None if self.tokenizer_name is not None else self.vocabulary()
-        tokenizer = build_tokenizer(self.tokenizer_name, vocabulary, chat=True)
+        tokenizer = build_tokenizer(
+            self.tokenizer_name, vocabulary, chat=True, chat_template=self.chat_template
+        )
         return add_seg_tokens(tokenizer, self.num_scales, self.per_scale)
 
     @cached_property

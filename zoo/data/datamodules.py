@@ -91,6 +91,9 @@ class ZooDataModule(NonGeoDataModule):
             own); None builds a word-level tokenizer from the training texts.
         mean: per-band mean of [0, 1] pixels, for normalization.
         std: per-band standard deviation of [0, 1] pixels.
+        llava: a LLaVA-1.5 checkpoint folder (linked from the model's ``llava``): its image
+            processor's size and mean/std replace ``image_size``, ``mean`` and ``std``, and its
+            tokenizer, with LLaVA-1.5's chat template, replaces ``tokenizer``.
     """
 
     #: Generators need a chat template, an EOS and the ``<image>`` token.
@@ -106,8 +109,24 @@ class ZooDataModule(NonGeoDataModule):
         tokenizer: str | None = None,
         mean: Sequence[float] = IMAGENET_MEAN,
         std: Sequence[float] = IMAGENET_STD,
+        llava: str | None = None,
     ) -> None:
         super().__init__(dataset_class, batch_size=batch_size, num_workers=num_workers)
+        #: A chat template that replaces the tokenizer's own (LLaVA's), None keeps it.
+        self.chat_template: str | None = None
+        if llava is not None:
+            from zoo.encoders.llava import llava_processor
+
+            processor = llava_processor(llava)
+            if image_size != processor.image_size:
+                rank_zero_warn(
+                    f"data image_size {image_size} -> {processor.image_size}: the LLaVA "
+                    f"checkpoint {llava}'s image processor sets it"
+                )
+            if tokenizer is not None and tokenizer != processor.tokenizer:
+                rank_zero_warn(f"data tokenizer {tokenizer!r} -> the LLaVA checkpoint {llava}'s")
+            image_size, mean, std = processor.image_size, processor.mean, processor.std
+            tokenizer, self.chat_template = processor.tokenizer, processor.chat_template
         self.root = root
         self.image_size = image_size
         self.tokenizer_name = tokenizer
@@ -132,7 +151,9 @@ class ZooDataModule(NonGeoDataModule):
     def tokenizer(self) -> PreTrainedTokenizerBase:
         """The data's tokenizer (linked to the model, which sizes its embeddings from it)."""
         vocabulary = None if self.tokenizer_name is not None else self.vocabulary()
-        return build_tokenizer(self.tokenizer_name, vocabulary, chat=self.chat_tokenizer)
+        return build_tokenizer(
+            self.tokenizer_name, vocabulary, chat=self.chat_tokenizer, chat_template=self.chat_template
+        )
 
     def _dataset(self, split: str) -> Any:
         raise NotImplementedError

@@ -57,13 +57,15 @@ def word_level_tokenizer(vocabulary: Sequence[str]) -> PreTrainedTokenizerFast:
 
 
 def build_tokenizer(
-    name: str | None, vocabulary: Sequence[str] | None = None, chat: bool = False
+    name: str | None, vocabulary: Sequence[str] | None = None, chat: bool = False,
+    chat_template: str | None = None,
 ) -> PreTrainedTokenizerBase:
     """``name`` None -> word level over ``vocabulary``; else a packaged model's (``minilm``,
     ``smollm2``), a Hugging Face id's or a local folder's tokenizer.
 
-    ``chat`` asks for a generator's tokenizer: it must have a chat template (one is set when
-    missing), a pad token (the EOS token when missing) and the ``<image>`` placeholder token.
+    ``chat`` asks for a generator's tokenizer: it must have a chat template (``chat_template``
+    when given, else its own, else one is set), a pad token (the EOS token when missing) and
+    the ``<image>`` placeholder token.
     """
     if name is None:
         if not vocabulary:
@@ -83,8 +85,8 @@ def build_tokenizer(
     if chat:
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
-        if tokenizer.chat_template is None:
-            tokenizer.chat_template = CHAT_TEMPLATE
+        if chat_template is not None or tokenizer.chat_template is None:
+            tokenizer.chat_template = chat_template or CHAT_TEMPLATE
         if "<image>" not in tokenizer.get_vocab():
             tokenizer.add_special_tokens({"additional_special_tokens": ["<image>"]})
     elif tokenizer.mask_token is None or tokenizer.pad_token is None:

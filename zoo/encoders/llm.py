@@ -11,7 +11,7 @@ from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM, Pr
 
 from zoo.encoders.packaged import packaged_weights
 
-__all__ = ["TINY_LLMS", "build_llm", "decoder_layers"]
+__all__ = ["TINY_LLMS", "build_llm", "decoder_layers", "fit_vocabulary"]
 
 #: Small random Llama-style configurations usable offline by name.
 TINY_LLMS: dict[str, dict[str, int]] = {
@@ -61,15 +61,26 @@ def build_llm(
         else:
             from transformers import AutoConfig
 
-            model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(name))
+            config = AutoConfig.from_pretrained(name, **({"gguf_file": gguf_file} if gguf_file else {}))
+            model = AutoModelForCausalLM.from_config(
+                config, attn_implementation="sdpa", dtype=torch_dtype
+            )
     except OSError as error:
         hint = (
             f"{name} holds no Hugging Face causal LM" if Path(name).exists()
             else "this machine may be offline: give a local folder, or use llm: tiny"
         )
         raise RuntimeError(f"could not load LLM {name!r}: {hint}") from error
-    if vocab_size is not None and vocab_size > model.get_input_embeddings().num_embeddings:
-        model.resize_token_embeddings(vocab_size)
+    return fit_vocabulary(model, vocab_size)
+
+
+def fit_vocabulary(model: PreTrainedModel, vocab_size: int | None) -> PreTrainedModel:
+    """Grow the embedding table (and an untied head) to ``vocab_size`` tokens when it is smaller
+    (the data's added tokens: ``<image>``, segmentation tokens). New rows start at the mean of
+    the others, except on the meta device (no values to average: memory planning)."""
+    table = model.get_input_embeddings()
+    if vocab_size is not None and vocab_size > table.num_embeddings:
+        model.resize_token_embeddings(vocab_size, mean_resizing=table.weight.device.type != "meta")
     return model
 
 

@@ -1,5 +1,10 @@
 """Vision encoders picked by name: timm models, timm's ``hf-hub:`` Hub ids, local folders.
 
+A local folder holding a transformers CLIP vision model (``config.json`` of model type
+``clip_vision_model`` or ``clip``, as LLaVA's ``mm_vision_tower``) becomes a
+:class:`CLIPVisionTower`: transformers' own CLIP behind the timm methods the generator families
+call (``forward_intermediates``, ``blocks``, ``embed_dim``, ``patch_embed.patch_size``).
+
 Every encoder is wrapped in :class:`VisionEncoder`, which returns a grid of patch tokens and
 a pooled vector, and accepts an optional token mask for masked image modelling. Vision
 transformers are masked at the token level (a learnable mask token replaces the patch
@@ -10,6 +15,7 @@ encoder a user can name.
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +27,14 @@ from timm.models.convnext import ConvNeXt
 from timm.models.vision_transformer import VisionTransformer, _create_vision_transformer
 from torch import Tensor, nn
 
-__all__ = ["VisionEncoder", "VisionOutput", "create_timm_model"]
+__all__ = [
+    "CLIPVisionTower",
+    "VisionEncoder",
+    "VisionOutput",
+    "create_timm_model",
+    "create_vision_model",
+    "is_clip_folder",
+]
 
 
 # timm reads this module-level table when the models below are registered.
@@ -96,6 +109,115 @@ def create_timm_model(
             f"could not load pretrained weights for vision encoder {name!r} ({error}). This machine "
             "may be offline: set pretrained: false, or point checkpoint_path at a local weight file"
         ) from error
+
+
+def is_clip_folder(name: str) -> bool:
+    """Whether ``name`` is a local folder holding a transformers CLIP (vision) model."""
+    config = Path(name).expanduser() / "config.json"
+    if not config.is_file():
+        return False
+    return json.loads(config.read_text(encoding="utf-8")).get("model_type") in (
+        "clip_vision_model", "clip",
+    )
+
+
+def create_vision_model(
+    name: str, pretrained: bool = False, checkpoint_path: str | None = None, **kwargs
+) -> nn.Module:
+    """A transformers CLIP folder as a :class:`CLIPVisionTower`, any other name through timm.
+
+    ``kwargs`` are timm's; a CLIP tower keeps its own size (``img_size`` is read at call time,
+    position embeddings are interpolated) and refuses ``features_only`` (it has one scale).
+    """
+    if not is_clip_folder(name):
+        return create_timm_model(name, pretrained, checkpoint_path, **kwargs)
+    if kwargs.get("features_only"):
+        raise ValueError(
+            f"vision encoder {name!r} is a CLIP ViT (one scale): it cannot give the stage maps "
+            "that features_only asks for; use a timm ConvNeXt for this family"
+        )
+    if checkpoint_path is not None:
+        raise ValueError(f"vision encoder {name!r}: a CLIP folder holds its weights; drop checkpoint_path")
+    from transformers import CLIPVisionConfig, CLIPVisionModel
+
+    if pretrained:
+        return CLIPVisionTower(CLIPVisionModel.from_pretrained(name, attn_implementation="sdpa"))
+    config = CLIPVisionConfig.from_pretrained(name)
+    config._attn_implementation = "sdpa"
+    return CLIPVisionTower(CLIPVisionModel(config))
+
+
+@dataclass(frozen=True)
+class PatchGeometry:
+    """What the families read from timm's ``patch_embed``: the patch size in pixels."""
+
+    patch_size: tuple[int, int]
+
+
+class CLIPVisionTower(nn.Module):
+    """transformers' ``CLIPVisionModel`` with the timm ViT methods the generators use.
+
+    Block ``i``'s output is transformers' ``hidden_states[i + 1]`` (index 0 is the embedding
+    after ``pre_layrnorm``), so LLaVA's ``vision_feature_layer: -2`` is block ``depth - 2``;
+    grids drop the CLS token (LLaVA's ``default`` / ``patch`` feature selection). Blocks after
+    the deepest requested one are not run.
+
+    Args:
+        model: the CLIP vision model (its weights stay under ``model.``).
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        config = model.config
+        self.embed_dim: int = config.hidden_size
+        self.image_size: int = config.image_size
+        self.patch_embed = PatchGeometry((config.patch_size, config.patch_size))
+
+    @property
+    def blocks(self) -> nn.ModuleList:
+        return self.model.encoder.layers
+
+    def _tokens(self, image: Tensor, depth: int) -> list[Tensor]:
+        """``B×(1+N)×D`` outputs of the first ``depth`` blocks."""
+        size = tuple(image.shape[-2:])
+        interpolate = size != (self.image_size, self.image_size)
+        x = self.model.embeddings(image, interpolate_pos_encoding=interpolate)
+        x = self.model.pre_layrnorm(x)
+        out = []
+        for block in self.blocks[:depth]:
+            x = block(x, None)
+            out.append(x)
+        return out
+
+    def forward_intermediates(
+        self, image: Tensor, indices: list[int], output_fmt: str = "NCHW",
+        intermediates_only: bool = True,
+    ) -> list[Tensor]:
+        """Patch-token maps ``B×D×h×w`` (``NCHW``) or ``B×N×D`` (``NLC``) of the given blocks."""
+        if not intermediates_only:
+            raise ValueError("CLIPVisionTower gives intermediates only")
+        depth = len(self.blocks)
+        indices = [i % depth for i in indices]
+        outputs = self._tokens(image, max(indices) + 1)
+        h, w = (s // p for s, p in zip(image.shape[-2:], self.patch_embed.patch_size, strict=True))
+        maps = []
+        for i in indices:
+            tokens = outputs[i][:, 1:]
+            maps.append(tokens.transpose(1, 2).reshape(len(image), -1, h, w)
+                        if output_fmt == "NCHW" else tokens)
+        return maps
+
+    def forward_features(self, image: Tensor) -> Tensor:
+        """``B×(1+N)×D`` last-block tokens (CLS first)."""
+        return self._tokens(image, len(self.blocks))[-1]
+
+    def forward_head(self, x: Tensor, pre_logits: bool = True) -> Tensor:
+        """The pooled ``B×D`` CLS vector after ``post_layernorm`` (CLIP's ``pooler_output``)."""
+        return self.model.post_layernorm(x[:, 0])
+
+    def forward(self, image: Tensor) -> Tensor:
+        return self.forward_head(self.forward_features(image))
 
 
 @dataclass

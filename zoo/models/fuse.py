@@ -82,6 +82,12 @@ class FUSE(VisionLanguageGenerator):
             raise ValueError(f"vision encoder {vision_encoder!r} gives no intermediate layers")
         depth = len(self.vision.blocks)
         self.global_layer = global_layer % depth
+        llava_layer = self.llava_feature_layer
+        if llava_layer is not None and self.global_layer != llava_layer % depth:
+            raise ValueError(
+                f"global_layer {global_layer}: the LLaVA checkpoint's projector was trained on "
+                f"tower block {llava_layer} (its vision feature layer); set global_layer: {llava_layer}"
+            )
         self.detail_layers = [layer % depth for layer in detail_layers]
         grid = image_size // self.vision.patch_embed.patch_size[0]
         self.grid_size = grid

@@ -23,13 +23,14 @@ from typing import Any
 
 import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
-from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor, nn
 from transformers import PreTrainedTokenizerBase
 
 from zoo.data.batch import ConversationBatch
-from zoo.encoders.llm import build_llm, decoder_layers
-from zoo.encoders.vision import create_timm_model
+from zoo.encoders.llava import LlavaParts, load_llava
+from zoo.encoders.llm import build_llm, decoder_layers, fit_vocabulary
+from zoo.encoders.vision import create_vision_model
 from zoo.io import atomic_write, load_checkpoint, read_state_dict
 from zoo.layers.attention import dense_attention_mask
 from zoo.metrics.generation import GenerationMetrics
@@ -134,6 +135,10 @@ class VisionLanguageGenerator(ZooTask):
         llm_pretrained: load the LLM's weights when it is named.
         gguf_file: a GGUF weight file inside ``llm`` (e.g. the packaged SmolLM2).
         llm_dtype: the LLM's weight dtype (None: float32; use bf16-mixed precision to train).
+        llava: a LLaVA-1.5 checkpoint folder (transformers' or the original repository's
+            layout): its CLIP tower, projector (the family's ``projector``), LLM and, through
+            the data, tokenizer, chat template and image processor replace ``vision_encoder``,
+            ``llm`` and the data's settings; the family's own modules start as configured.
         stage: what this training stage trains, LoRA, and the checkpoint it starts from.
         generation: decoding settings for validation, test and predict.
         val_generate_batches: validation batches decoded for the generation metrics per epoch.
@@ -151,6 +156,7 @@ class VisionLanguageGenerator(ZooTask):
         llm_pretrained: bool = True,
         gguf_file: str | None = None,
         llm_dtype: str | None = None,
+        llava: str | None = None,
         stage: TrainingStage | None = None,
         generation: GenerationConfig | None = None,
         val_generate_batches: int = 2,
@@ -181,7 +187,19 @@ class VisionLanguageGenerator(ZooTask):
             else generation or GenerationConfig()
         )
         self.val_generate_batches = val_generate_batches
-        self.llm = build_llm(llm, len(tokenizer), llm_pretrained, gguf_file, llm_dtype)
+        #: The loaded LLaVA checkpoint until :meth:`setup_stage` has taken its parts.
+        self._llava: LlavaParts | None = None
+        if llava is not None:
+            self._llava = load_llava(llava, getattr(torch, llm_dtype) if llm_dtype else None)
+            rank_zero_info(f"llava {llava} ({self._llava.layout} layout) replaces llm {llm!r}")
+            self.llm = fit_vocabulary(self._llava.llm, len(tokenizer))
+            if image_size != self._llava.vision.image_size:
+                rank_zero_warn(
+                    f"image_size {image_size} -> {self._llava.vision.image_size}, the LLaVA tower's"
+                )
+                self.image_size = self._llava.vision.image_size
+        else:
+            self.llm = build_llm(llm, len(tokenizer), llm_pretrained, gguf_file, llm_dtype)
         self.llm.config.pad_token_id = tokenizer.pad_token_id
         self.inject_layers: list[int] = []
         self.metrics: nn.ModuleDict | None = None
@@ -189,8 +207,22 @@ class VisionLanguageGenerator(ZooTask):
         self._hooks: list[Any] = []
 
     def create_vision(self, name: str, **timm_kwargs: Any) -> nn.Module:
-        """The family's vision encoder ``name`` (a timm model) with this model's weights."""
-        return create_timm_model(name, self.vision_pretrained, self.vision_checkpoint, **timm_kwargs)
+        """The family's vision encoder ``name`` (a timm model or a transformers CLIP folder)
+        with this model's weights; with ``llava``, the checkpoint's CLIP tower."""
+        if self._llava is None:
+            return create_vision_model(name, self.vision_pretrained, self.vision_checkpoint, **timm_kwargs)
+        if timm_kwargs.get("features_only"):
+            raise ValueError(
+                f"llava: {type(self).__name__} needs stage maps (features_only) but a LLaVA "
+                "checkpoint has a one-scale CLIP ViT; use llava with FUSE or GeoPix"
+            )
+        rank_zero_info(f"llava: the checkpoint's CLIP tower replaces vision_encoder {name!r}")
+        return self._llava.vision
+
+    @property
+    def llava_feature_layer(self) -> int | None:
+        """The tower block (negative from the end) LLaVA's projector reads; None without llava."""
+        return None if self._llava is None else self._llava.feature_layer
 
     @property
     def llm_width(self) -> int:
@@ -227,6 +259,8 @@ class VisionLanguageGenerator(ZooTask):
         Subclasses call this at the end of ``__init__``, once every module exists.
         """
         stage = self.stage
+        if self._llava is not None:
+            self._load_llava_projector()
         if stage.init_checkpoint is not None:
             self.load_stage_checkpoint(stage.init_checkpoint)
         for name, param in self.named_parameters():
@@ -248,6 +282,20 @@ class VisionLanguageGenerator(ZooTask):
                 for param in self.llm.parameters():
                     param.requires_grad = True
         self._install_hooks()
+
+    def _load_llava_projector(self) -> None:
+        """LLaVA's Linear-GELU-Linear weights into the family's ``projector``."""
+        projector = getattr(self, "projector", None)
+        if not isinstance(projector, nn.Sequential):
+            raise ValueError(
+                f"llava: {type(self).__name__} has no LLaVA-style `projector` (Linear-GELU-Linear "
+                "from the tower into the LLM); use llava with FUSE or GeoPix"
+            )
+        try:
+            projector.load_state_dict(self._llava.projector)
+        except RuntimeError as error:
+            raise ValueError(f"llava: the checkpoint's projector does not fit: {error}") from error
+        self._llava = None
 
     def load_stage_checkpoint(self, path: str) -> None:
         """Weights of a previous stage (a Lightning checkpoint or a safetensors file).

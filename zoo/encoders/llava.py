@@ -1,0 +1,273 @@
+"""LLaVA-1.5 checkpoints as the generator core's vision tower, projector, LLM and processor.
+
+Two layouts are read from a local folder:
+
+* ``hf``: transformers' ``LlavaForConditionalGeneration`` (``llava-hf/llava-1.5-7b-hf``):
+  ``config.json`` with ``text_config`` and ``vision_config``, the tokenizer (with ``<image>``)
+  and ``preprocessor_config.json`` beside it. transformers loads it (and converts its older
+  key names); the zoo then takes its parts without copying them.
+* ``original``: the LLaVA repository's (``liuhaotian/llava-v1.5-7b``): a Llama whose
+  ``config.json`` adds ``mm_vision_tower`` (the CLIP tower: a local folder, absolute or
+  relative to the checkpoint, or a Hub id in the local cache), ``mm_vision_select_layer``
+  (-2), ``mm_vision_select_feature`` (``patch``) and ``mm_projector_type`` (``mlp2x_gelu``);
+  the weights are the Llama's keys plus ``model.mm_projector.{0,2}.*`` and, when the tower
+  was trained, ``model.vision_tower.vision_tower.*``. The tower folder holds the image
+  processor.
+
+Both give LLaVA's anatomy: CLIP ViT patch tokens (no CLS) of one block (the penultimate),
+a Linear-GELU-Linear projector, and the Llama. The processor side (:func:`llava_processor`)
+reads JSON only, so a datamodule can use it without loading a model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+
+from zoo.encoders.vision import CLIPVisionTower
+from zoo.io import read_json, read_tensors
+
+__all__ = [
+    "LLAVA_V1_CHAT_TEMPLATE",
+    "LlavaParts",
+    "LlavaProcessor",
+    "OPENAI_CLIP_MEAN",
+    "OPENAI_CLIP_STD",
+    "llava_layout",
+    "llava_processor",
+    "load_llava",
+]
+
+#: CLIP's normalization (OpenAI's, not ImageNet's), for towers that ship no processor file.
+OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+#: LLaVA-1.5's conversation format (``conv_vicuna_v1``): a system line, ``USER: ... ASSISTANT:
+#: ...</s>`` turns; the zoo's conversation collate renders plain-string messages with it.
+LLAVA_V1_SYSTEM = (
+    "A chat between a curious human and an artificial intelligence assistant. The assistant "
+    "gives helpful, detailed, and polite answers to the human's questions."
+)
+LLAVA_V1_CHAT_TEMPLATE = (
+    "{{ bos_token }}"
+    "{% if messages[0]['role'] == 'system' %}{{ messages[0]['content'] }}"
+    "{% set turns = messages[1:] %}{% else %}" + LLAVA_V1_SYSTEM + "{% set turns = messages %}"
+    "{% endif %} "
+    "{% for m in turns %}{% if m['role'] == 'user' %}USER: {{ m['content'] }} "
+    "{% else %}ASSISTANT: {{ m['content'] }}{{ eos_token }}{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}ASSISTANT:{% endif %}"
+)
+
+Layout = Literal["hf", "original"]
+
+
+def _config(folder: str | Path) -> dict:
+    path = Path(folder).expanduser()
+    if not path.is_dir():
+        raise FileNotFoundError(
+            f"llava {folder}: not a folder; download a LLaVA-1.5 checkpoint (llava-hf/llava-1.5-7b-hf "
+            "or liuhaotian/llava-v1.5-7b) and give its folder"
+        )
+    return read_json(path / "config.json", "llava config")
+
+
+def llava_layout(config: dict, folder: str | Path = "") -> Layout:
+    """``hf`` (``text_config`` + ``vision_config``) or ``original`` (``mm_vision_tower``)."""
+    if "text_config" in config and "vision_config" in config:
+        return "hf"
+    if "mm_vision_tower" in config:
+        return "original"
+    raise ValueError(
+        f"{folder}/config.json is neither a transformers LLaVA config (text_config, vision_config) "
+        "nor an original LLaVA one (mm_vision_tower): is it a LLaVA-1.5 checkpoint?"
+    )
+
+
+def _tower_folder(config: dict, folder: Path) -> str:
+    """The original layout's ``mm_vision_tower``: a folder (relative to the checkpoint or
+    absolute) when one exists, else the Hub id as written."""
+    tower = str(config["mm_vision_tower"])
+    for candidate in (folder / tower, Path(tower).expanduser()):
+        if candidate.is_dir():
+            return str(candidate)
+    return tower
+
+
+@dataclass(frozen=True)
+class LlavaProcessor:
+    """What the data takes from a LLaVA checkpoint: tokenizer folder, image size, mean/std of
+    [0, 1] pixels and the chat template."""
+
+    tokenizer: str
+    image_size: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    chat_template: str = LLAVA_V1_CHAT_TEMPLATE
+
+
+def _crop_size(processor: dict) -> int | None:
+    for key in ("crop_size", "size"):
+        value = processor.get(key)
+        if isinstance(value, int):
+            return value
+        if isinstance(value, dict):
+            for inner in ("height", "shortest_edge"):
+                if inner in value:
+                    return int(value[inner])
+    return None
+
+
+def llava_processor(folder: str | Path) -> LlavaProcessor:
+    """The image processor's size and mean/std and the tokenizer of a LLaVA checkpoint.
+
+    The size is the processor's crop (the CLIP tower's input size when no processor file is
+    found); mean/std are the processor's (OpenAI CLIP's when none is found).
+    """
+    path = Path(folder).expanduser()
+    config = _config(path)
+    if llava_layout(config, path) == "hf":
+        candidates = [path]
+        vision = config["vision_config"]
+    else:
+        tower = Path(_tower_folder(config, path))
+        candidates = [path, tower]
+        vision = read_json(tower / "config.json", "mm_vision_tower config") if tower.is_dir() else {}
+        vision = vision.get("vision_config", vision)
+    processor: dict = {}
+    for candidate in candidates:
+        file = candidate / "preprocessor_config.json"
+        if file.is_file():
+            processor = read_json(file, "image processor config")
+            break
+    size = _crop_size(processor) or vision.get("image_size")
+    if size is None:
+        raise FileNotFoundError(
+            f"llava {folder}: no preprocessor_config.json and no vision config with image_size; "
+            "put the CLIP tower's folder (with its preprocessor_config.json) at mm_vision_tower"
+        )
+    return LlavaProcessor(
+        tokenizer=str(path), image_size=int(size),
+        mean=tuple(processor.get("image_mean", OPENAI_CLIP_MEAN)),
+        std=tuple(processor.get("image_std", OPENAI_CLIP_STD)),
+    )
+
+
+@dataclass
+class LlavaParts:
+    """A loaded LLaVA: the tower, the projector's ``{0,2}.{weight,bias}`` state, the causal LM
+    and the tower block whose patch tokens feed the projector."""
+
+    vision: CLIPVisionTower
+    projector: dict[str, Tensor]
+    llm: nn.Module
+    feature_layer: int
+    layout: Layout
+
+
+def load_llava(folder: str | Path, dtype: torch.dtype | None = None) -> LlavaParts:
+    """Load a LLaVA-1.5 checkpoint of either layout (the LLM in ``dtype``, the tower in
+    float32; the families train it under bf16-mixed)."""
+    path = Path(folder).expanduser()
+    config = _config(path)
+    if llava_layout(config, path) == "hf":
+        return _load_hf(path, config, dtype)
+    return _load_original(path, config, dtype)
+
+
+def _check_select(strategy: str, layer: object, folder: Path) -> int:
+    if strategy not in ("default", "patch"):
+        raise ValueError(
+            f"{folder}/config.json selects {strategy!r} vision features; the zoo's families take "
+            "patch grids without the CLS token ('default' / 'patch', LLaVA-1.5's)"
+        )
+    if not isinstance(layer, int):
+        raise ValueError(f"{folder}/config.json: one vision feature layer is supported, got {layer!r}")
+    return layer
+
+
+def _load_hf(path: Path, config: dict, dtype: torch.dtype | None) -> LlavaParts:
+    from transformers import LlavaForConditionalGeneration
+
+    layer = _check_select(
+        config.get("vision_feature_select_strategy", "default"),
+        config.get("vision_feature_layer", -2), path,
+    )
+    if config.get("projector_hidden_act", "gelu") != "gelu":
+        raise ValueError(f"{path}/config.json: the zoo's projector is Linear-GELU-Linear")
+    # In the checkpoint's dtype; then the tower and projector to float32, the LLM to ``dtype``.
+    llava = LlavaForConditionalGeneration.from_pretrained(
+        path, dtype="auto", attn_implementation="sdpa"
+    )
+    body = llava.model
+    tower = CLIPVisionTower(body.vision_tower.float())
+    projector = body.multi_modal_projector
+    state = {
+        "0.weight": projector.linear_1.weight, "0.bias": projector.linear_1.bias,
+        "2.weight": projector.linear_2.weight, "2.bias": projector.linear_2.bias,
+    }
+    llm = _causal_lm(llava.config.text_config, body.language_model, llava.lm_head)
+    llm.generation_config = llava.generation_config
+    return LlavaParts(tower, {k: v.detach().float() for k, v in state.items()},
+                      llm.to(dtype or torch.float32), layer, "hf")
+
+
+def _causal_lm(text_config, body: nn.Module, head: nn.Module) -> nn.Module:
+    """A ``*ForCausalLM`` around an existing decoder ``body`` and ``head`` (no copy)."""
+    from transformers import AutoModelForCausalLM
+
+    with torch.device("meta"):
+        llm = AutoModelForCausalLM.from_config(text_config, attn_implementation="sdpa")
+    llm.model = body
+    llm.lm_head = head
+    return llm
+
+
+def _load_original(path: Path, config: dict, dtype: torch.dtype | None) -> LlavaParts:
+    from transformers import CLIPVisionModel, LlamaConfig, LlamaForCausalLM
+
+    layer = _check_select(
+        config.get("mm_vision_select_feature", "patch"), config.get("mm_vision_select_layer", -2), path
+    )
+    if config.get("mm_projector_type", "linear") != "mlp2x_gelu":
+        raise ValueError(
+            f"{path}/config.json: mm_projector_type {config.get('mm_projector_type')!r}; the zoo's "
+            "families use LLaVA-1.5's 'mlp2x_gelu'"
+        )
+    fields = {k: v for k, v in config.items() if not k.startswith("mm_") and k not in (
+        "model_type", "architectures", "_name_or_path", "auto_map")}
+    llm = LlamaForCausalLM.from_pretrained(
+        path, config=LlamaConfig(**fields), dtype=dtype or torch.float32, attn_implementation="sdpa"
+    )
+    extra = read_tensors(path, ("model.mm_projector.", "model.vision_tower.vision_tower."))
+    projector = {
+        k.removeprefix("model.mm_projector."): v.float()
+        for k, v in extra.items() if k.startswith("model.mm_projector.")
+    }
+    if sorted(projector) != ["0.bias", "0.weight", "2.bias", "2.weight"]:
+        raise ValueError(
+            f"{path}: expected model.mm_projector.{{0,2}}.{{weight,bias}} (mlp2x_gelu), found "
+            f"{sorted(projector) or 'none'}"
+        )
+    tower_name = _tower_folder(config, path)
+    try:
+        clip = CLIPVisionModel.from_pretrained(
+            tower_name, dtype=torch.float32, attn_implementation="sdpa"
+        )
+    except OSError as error:
+        raise RuntimeError(
+            f"{path}/config.json names the vision tower {tower_name!r}, which is neither a local "
+            "folder nor in the Hugging Face cache: download it and write its folder (absolute or "
+            "relative to the checkpoint) in mm_vision_tower"
+        ) from error
+    tower_state = {
+        k.removeprefix("model.vision_tower.vision_tower.").removeprefix("vision_model."): v
+        for k, v in extra.items() if k.startswith("model.vision_tower.vision_tower.")
+    }
+    if tower_state:  # the checkpoint trained its tower: its weights replace the folder's
+        clip.load_state_dict(tower_state, strict=True)
+    return LlavaParts(CLIPVisionTower(clip.float()), projector, llm, layer, "original")
+
