@@ -178,8 +178,8 @@ def window_transform(transform: Affine, window: Window, out_height: int, out_wid
     """The transform of a chip resized to ``out_height×out_width`` pixels."""
     return (
         transform
-        * Affine.translation(window.col, window.row)
-        * Affine.scale(window.width / out_width, window.height / out_height)
+        @ Affine.translation(window.col, window.row)
+        @ Affine.scale(window.width / out_width, window.height / out_height)
     )
 
 
@@ -192,7 +192,7 @@ def footprint(crs: str, transform: Affine, height: int, width: int, points: int 
     t = np.linspace(0.0, 1.0, points, endpoint=False)
     cols = np.concatenate([t * width, np.full(points, width), (1 - t) * width, np.zeros(points)])
     rows = np.concatenate([np.zeros(points), t * height, np.full(points, height), (1 - t) * height])
-    xs, ys = transform * (cols, rows)
+    xs, ys = transform @ (cols, rows)
     ring = [[float(x), float(y)] for x, y in zip(xs, ys, strict=True)]
     polygon = {"type": "Polygon", "coordinates": [[*ring, ring[0]]]}
     return to_wgs84(polygon, crs)
@@ -205,7 +205,7 @@ def to_wgs84(geometry: dict[str, Any], crs: str) -> dict[str, Any]:
 
 def centre_lat_lon(crs: str, transform: Affine, height: int, width: int) -> tuple[float, float]:
     """(lat, lon) in degrees of the centre of a ``height×width`` pixel grid."""
-    x, y = transform * (width / 2.0, height / 2.0)
+    x, y = transform @ (width / 2.0, height / 2.0)
     (lon,), (lat,) = transform_points(crs, WGS84, [x], [y])
     return float(lat), float(lon)
 

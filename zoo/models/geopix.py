@@ -20,6 +20,7 @@ generated segmentation phrase, with the category read from the words before it (
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
 
 import torch
@@ -284,7 +285,8 @@ class GeoPix(VisionLanguageGenerator):
                 keep = self._complete_phrases(seg[0], complete)
                 ids = ids[:, : keep + 1]
                 category = self.categories_from_text(ids[0], complete)
-                phrases = [_phrase(t) for t in self.target_texts(ids[0], complete)]
+                answer_part = ids[0, int(prompt_mask[i].sum()) :]
+                phrases = [_phrase(t) for t in self.target_texts(answer_part, complete)]
                 sample = {"image": batch["image"][i : i + 1]}
                 _, logits, _ = self.forward_with_masks(sample, ids, torch.ones_like(ids), None, category)
                 masks = (logits > 0).cpu()
@@ -327,7 +329,7 @@ class GeoPix(VisionLanguageGenerator):
 def _phrase(text: str) -> str:
     """A target's referring phrase from the words before its segmentation tokens: without the
     answer's "sure," and the final "is" ("sure, the ship is" -> "the ship")."""
-    text = text.strip().strip(",").strip()
+    text = re.sub(r"\s+([,.])", r"\1", text).strip().strip(",").strip()
     text = text.removeprefix("sure,").strip()
     if text == "is" or text.endswith(" is"):
         text = text[:-2]
