@@ -256,7 +256,7 @@ class ImageFolderDataModule(ZooDataModule):
 
     def __init__(
         self,
-        root: str = "images",
+        root: str = "data/images",
         task: Task = "image_text",
         prompt: str | None = None,
         prompts_file: str | None = None,
