@@ -78,6 +78,8 @@ def test_offline_wandb_run_has_the_generators_sample_media(config, media, tmp_pa
         "--data.init_args.splits.test=4", "--data.init_args.batch_size=4",
         "--trainer.max_epochs=1", "--trainer.limit_train_batches=1",
         "--model.init_args.generation.max_new_tokens=3",
+        # No captioning metrics (their scorers are slow): the samples callback generates itself.
+        "--model.init_args.val_generate_batches=0",
         f"--trainer.default_root_dir={runs}", f"--trainer.logger.init_args.save_dir={runs}",
         "--trainer.enable_progress_bar=false",
         "--trainer.log_every_n_steps=1",
