@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from pathlib import Path
 
+import pytest
 import wandb
 
 from zoo.main import main
@@ -53,3 +55,45 @@ def _record_once_flushed(record: Path, marker: bytes, timeout_s: float = 60.0) -
         time.sleep(0.5)
         data = record.read_bytes()
     return data
+
+
+@pytest.mark.parametrize(
+    ("config", "media"),
+    [
+        ("configs/aquila.yaml", ["table/val_answers"]),
+        ("configs/fuse.yaml", ["table/val_answers"]),
+        ("configs/geopix.yaml", ["table/val_answers", "images/val_masks"]),
+    ],
+    ids=["aquila", "fuse", "geopix"],
+)
+def test_offline_wandb_run_has_the_generators_sample_media(config, media, tmp_path, monkeypatch):
+    """Each generator logs its answers as a table (GeoPix also its mask overlays) with the
+    resolved config, in the offline run a user would `wandb sync`."""
+    monkeypatch.chdir(ROOT)
+    monkeypatch.setattr(sys, "argv", ["zoo"])
+    runs = tmp_path / "runs"
+    main([
+        "fit", "--config", config, f"--data.init_args.root={tmp_path / 'data'}",
+        "--data.init_args.splits.train=8", "--data.init_args.splits.val=4",
+        "--data.init_args.splits.test=4", "--data.init_args.batch_size=4",
+        "--trainer.max_epochs=1", "--trainer.limit_train_batches=1",
+        "--model.init_args.generation.max_new_tokens=3",
+        # No captioning metrics (their scorers are slow): the samples callback generates itself.
+        "--model.init_args.val_generate_batches=0",
+        f"--trainer.default_root_dir={runs}", f"--trainer.logger.init_args.save_dir={runs}",
+        "--trainer.enable_progress_bar=false",
+        "--trainer.log_every_n_steps=1",
+    ])
+    wandb.finish()
+    wandb.teardown()
+    (run,) = (runs / "wandb").glob("offline-run-*")
+    files = run / "files"
+    family = {"aquila": "Aquila", "fuse": "FUSE", "geopix": "GeoPix"}[Path(config).stem]
+    assert f"class_path: zoo.models.{family}" in (files / "config.yaml").read_text()
+    for kind in media:
+        folder, name = kind.split("/")
+        found = list((files / "media" / folder).glob(f"{name}*"))
+        assert found, f"{kind} missing from {sorted(p.name for p in (files / 'media').rglob('*'))}"
+    table = next((files / "media" / "table").glob("val_answers*.table.json"))
+    data = json.loads(table.read_text())
+    assert data["columns"] == ["image", "question", "answer", "reference"] and len(data["data"]) == 4

@@ -26,6 +26,7 @@ from lightning.pytorch.loggers import WandbLogger
 import zoo.data.captions  # noqa: F401
 import zoo.data.coco_refs  # noqa: F401
 import zoo.data.datamodules  # noqa: F401  (registers the datamodules' short names)
+import zoo.data.images  # noqa: F401
 import zoo.data.referring  # noqa: F401
 import zoo.data.referring_benchmarks  # noqa: F401
 import zoo.data.rsvqa  # noqa: F401
@@ -40,7 +41,9 @@ __all__ = ["COMMANDS", "ZooCLI", "build_from_configs", "main"]
 log = logging.getLogger(__name__)
 
 #: ``zoo`` commands besides the Trainer's: the module whose ``main(argv)`` runs each.
-COMMANDS = {"evaluate": "zoo.evaluation.cli", "export": "zoo.export"}
+COMMANDS = {
+    "evaluate": "zoo.evaluation.cli", "export": "zoo.export", "embed": "zoo.embed", "demo": "zoo.demo",
+}
 
 
 class SaveConfigToRun(SaveConfigCallback):
@@ -84,20 +87,24 @@ class ZooCLI(LightningCLI):
 
 
 _EPILOG = (
-    "Also: zoo evaluate (a checkpoint over evaluation configs, like the papers) and zoo export "
-    "(safetensors weights, LoRA merged); see zoo evaluate --help and zoo export --help."
+    "Also: zoo evaluate (a checkpoint over evaluation configs, like the papers), zoo export "
+    "(safetensors weights, LoRA merged), zoo embed (image embeddings of a folder as GeoParquet) "
+    "and zoo demo (a local Gradio page); see zoo <command> --help."
 )
 
 
-def build_from_configs(configs: Sequence[str | Path], ckpt_path: str | Path | None = None) -> ZooCLI:
+def build_from_configs(
+    configs: Sequence[str | Path], ckpt_path: str | Path | None = None, overrides: Sequence[str] = ()
+) -> ZooCLI:
     """A run's model, datamodule and resolved config, rebuilt from its config files.
 
     Nothing runs and nothing is logged; ``ckpt_path`` (a Lightning checkpoint, a state-dict
     file or a safetensors export) gives the weights, else the model keeps those its config
     initialises. The CLI parses only these arguments, never ``sys.argv``, so ``zoo evaluate``
-    and ``zoo export`` can call it from inside their own command line.
+    and ``zoo export`` can call it from inside their own command line. ``overrides`` are
+    further ``--key=value`` arguments (``zoo embed``, ``zoo demo``).
     """
-    args = [a for c in configs for a in ("--config", str(c))]
+    args = [*(a for c in configs for a in ("--config", str(c))), *overrides]
     with warnings.catch_warnings():
         # Whenever sys.argv holds arguments LightningCLI warns that args= is given too; it
         # still parses args= alone.

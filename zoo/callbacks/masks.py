@@ -26,7 +26,7 @@ import math
 import re
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -134,13 +134,23 @@ class MaskPredictionWriter(BasePredictionWriter):
     ``masks.geojson`` is written when ``geo`` has ``lat``, ``lon`` and a ``gsd_m`` (metres per
     pixel of the mask).
 
+    Samples from an image folder (with a ``path``; :mod:`zoo.data.images`) are stitched per
+    file and georeferenced by the file's own CRS and transform instead, with one merged file
+    for the folder: see :mod:`zoo.callbacks.geo`.
+
     Args:
         output_dir: folder of the per-sample folders.
+        merged: the image folder's merged features: ``parquet`` (GeoParquet), ``gpkg``
+            (GeoPackage) or None.
     """
 
-    def __init__(self, output_dir: str = "predictions") -> None:
+    def __init__(
+        self, output_dir: str = "predictions", merged: Literal["parquet", "gpkg"] | None = "parquet"
+    ) -> None:
         super().__init__(write_interval="batch")
         self.output_dir = Path(output_dir)
+        self.merged = merged
+        self.folder: Any = None  # zoo.callbacks.geo.FolderMasks, made on the first folder sample
 
     def write_on_batch_end(
         self,
@@ -153,7 +163,20 @@ class MaskPredictionWriter(BasePredictionWriter):
         dataloader_idx: int,
     ) -> None:
         for item in prediction or []:
-            self.write(item)
+            if "path" in item:
+                if self.folder is None:
+                    from zoo.callbacks.geo import FolderMasks  # geo builds on this module
+
+                    self.folder = FolderMasks(self.output_dir, self.merged)
+                self.folder.add(item, Path(trainer.datamodule.root))
+            else:
+                self.write(item)
+
+    def on_predict_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        super().on_predict_epoch_end(trainer, pl_module)
+        if self.folder is not None:
+            self.folder.finish()
+            self.folder = None
 
     def write(self, item: dict[str, Any]) -> Path:
         """Write one predicted sample; returns its folder."""

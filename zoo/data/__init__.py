@@ -39,6 +39,8 @@ _LAZY = {
     "CaptionConversationDataModule": "zoo.data.captions",
     "RSVQADataset": "zoo.data.rsvqa",
     "RSVQADataModule": "zoo.data.rsvqa",
+    "ImageFolderDataModule": "zoo.data.images",
+    "ImageFolderDataset": "zoo.data.images",
 }
 
 __all__ = list(_LAZY)

@@ -30,10 +30,19 @@ __all__ = [
 
 
 class ImageBatch(TypedDict):
-    """What every batch has."""
+    """What every batch has (and, from an image folder, where each image comes from)."""
 
     #: float ``B×C×H×W``: pixels in [0, 255] from the loader, normalized on the device.
     image: Tensor
+    #: the image files, relative to the folder (:mod:`zoo.data.images`).
+    path: NotRequired[list[str]]
+    #: per sample ``{"index", "count", "window": [row, col, height, width], "height",
+    #: "width", "valid_fraction"}``: the chip's place in its file (source pixels).
+    chip: NotRequired[list[dict[str, Any]]]
+    #: per sample its georeferencing, or None: ``{"lat", "lon"}`` of the centre with either
+    #: ``"gsd_m"`` (nominal, the embedded data) or ``"crs"`` (WKT), ``"transform"`` (six affine
+    #: coefficients of the model-input pixel grid) and ``"footprint"`` (GeoJSON, EPSG:4326).
+    geo: NotRequired[list[dict[str, Any] | None]]
 
 
 class ImageTextBatch(ImageBatch):
@@ -109,8 +118,6 @@ class ReferringBatch(ConversationBatch):
     category: Tensor
     #: the referring expressions of each sample.
     sentences: list[list[str]]
-    #: per sample ``{"lat", "lon", "gsd_m"}`` where the image is georeferenced, else None.
-    geo: list[dict[str, Any] | None]
     #: long ``T``: the slot ``b·K + k`` in ``mask`` of each of the batch's ``T`` targets (laid
     #: out by the collate on the host, so the model never counts targets on the device).
     target_index: Tensor

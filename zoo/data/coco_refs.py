@@ -47,6 +47,7 @@ __all__ = [
     "EmbeddedReferringDataModule",
     "ReferringSegmentationDataModule",
     "ReferringSegmentationDataset",
+    "embedded_referring_vocabulary",
     "load_coco",
     "read_refs_json",
 ]
@@ -385,6 +386,11 @@ class EmbeddedReferringDataModule(ReferringSegmentationDataModule):
         return list(embedded.OBJECT_CATEGORIES)
 
     def vocabulary(self) -> list[str]:
-        return sorted(
-            {*embedded.vocabulary(), *template_words(), *caption_words([SHORT_ANSWER_PROMPT])}
-        )
+        return embedded_referring_vocabulary()
+
+
+def embedded_referring_vocabulary() -> list[str]:
+    """The words of the embedded referring conversations (its word-level tokenizer's)."""
+    return sorted(
+        {*embedded.vocabulary(), *template_words(), *caption_words([SHORT_ANSWER_PROMPT])}
+    )

@@ -455,12 +455,18 @@ class VisionLanguageGenerator(ZooTask):
     def test_step(self, batch: ConversationBatch, batch_idx: int) -> None:
         self._evaluate("test", batch, batch_idx)
 
-    def predict_step(self, batch: ConversationBatch, batch_idx: int) -> list[dict[str, str]]:
+    def predict_step(self, batch: ConversationBatch, batch_idx: int) -> list[dict[str, Any]]:
+        """One row per sample: id, question, answer, reference; from an image folder also the
+        file ``path``, the chip ``window`` and its ``footprint`` (GeoJSON, EPSG:4326, or None)."""
         answers = self.generate(batch["image"], batch["prompt_ids"], batch["prompt_attention_mask"])
-        return [
+        rows = [
             {"id": i, "question": q, "answer": a, "reference": r}
             for i, q, a, r in zip(batch["id"], batch["question"], answers, batch["reference"], strict=True)
         ]
+        if "path" in batch:
+            for row, path, chip, geo in zip(rows, batch["path"], batch["chip"], batch["geo"], strict=True):
+                row |= {"path": path, "window": chip["window"], "footprint": geo and geo["footprint"]}
+        return rows
 
 
 def merge_lora_state(state: dict[str, Tensor], scaling: float) -> dict[str, Tensor]:

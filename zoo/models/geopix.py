@@ -20,6 +20,7 @@ generated segmentation phrase, with the category read from the words before it (
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
 
 import torch
@@ -278,19 +279,24 @@ class GeoPix(VisionLanguageGenerator):
             seg = self._seg_positions(ids)
             complete = int((seg >= 0).sum()) // self.tokens_per_target
             masks = torch.zeros(0, *batch["image"].shape[-2:], dtype=torch.bool)
+            phrases: list[str] = []
+            category = torch.zeros(0, dtype=torch.long)
             if complete:
                 keep = self._complete_phrases(seg[0], complete)
                 ids = ids[:, : keep + 1]
                 category = self.categories_from_text(ids[0], complete)
+                answer_part = ids[0, int(prompt_mask[i].sum()) :]
+                phrases = [_phrase(t) for t in self.target_texts(answer_part, complete)]
                 sample = {"image": batch["image"][i : i + 1]}
                 _, logits, _ = self.forward_with_masks(sample, ids, torch.ones_like(ids), None, category)
                 masks = (logits > 0).cpu()
             rows.append({
                 "id": batch["id"][i], "question": batch["question"][i],
                 "answer": self.tokenizer.decode(answer_ids, skip_special_tokens=True).strip(),
-                "reference": batch["reference"][i], "masks": masks,
+                "reference": batch["reference"][i], "masks": masks, "phrases": phrases,
+                "category": [self.class_names[c] for c in category.tolist()],
                 "geo": batch.get("geo", [None] * len(prompt))[i],
-            })
+            } | ({"path": batch["path"][i], "chip": batch["chip"][i]} if "path" in batch else {}))
         return rows
 
     def _complete_phrases(self, seg: Tensor, complete: int) -> int:
@@ -298,19 +304,36 @@ class GeoPix(VisionLanguageGenerator):
         positions = (seg >= 0).nonzero().squeeze(1)
         return int(positions[complete * self.tokens_per_target - 1])
 
+    def target_texts(self, ids: Tensor, count: int) -> list[str]:
+        """The words written before each of the first ``count`` segmentation phrases (since the
+        previous phrase), lower case: "sure, the storage tank left of the ship is"."""
+        seg = torch.isin(ids, self.seg_token_ids.to(ids.device))
+        starts = seg.nonzero().squeeze(1)[:: self.tokens_per_target][:count].tolist()
+        texts, previous = [], 0
+        for start in starts:  # a handful of targets, not tokens
+            span = ids[previous:start][~seg[previous:start]]
+            texts.append(self.tokenizer.decode(span, skip_special_tokens=True).lower())
+            previous = start
+        return texts
+
     def categories_from_text(self, ids: Tensor, count: int) -> Tensor:
         """The memory category of each target: the first class name written between the previous
         phrase and its own (the head noun of "the storage tank left of the ship")."""
-        seg = torch.isin(ids, self.seg_token_ids.to(ids.device))
-        starts = seg.nonzero().squeeze(1)[:: self.tokens_per_target][:count].tolist()
-        categories, previous = [], 0
-        for start in starts:  # a handful of targets, not tokens
-            span = ids[previous:start][~seg[previous:start]]
-            text = self.tokenizer.decode(span, skip_special_tokens=True).lower()
+        categories = []
+        for text in self.target_texts(ids, count):
             hits = [(text.find(name), c) for c, name in enumerate(self.class_names) if name in text]
             categories.append(min(hits)[1] if hits else 0)
-            previous = start
         return torch.tensor(categories, dtype=torch.long, device=ids.device)
+
+
+def _phrase(text: str) -> str:
+    """A target's referring phrase from the words before its segmentation tokens: without the
+    answer's "sure," and the final "is" ("sure, the ship is" -> "the ship")."""
+    text = re.sub(r"\s+([,.])", r"\1", text).strip().strip(",").strip()
+    text = text.removeprefix("sure,").strip()
+    if text == "is" or text.endswith(" is"):
+        text = text[:-2]
+    return text.strip(" ,")
 
 
 def _memory_under_decoder(module: nn.Module, state_dict: dict[str, Tensor], prefix: str, *_: Any) -> None:

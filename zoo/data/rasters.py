@@ -1,0 +1,228 @@
+"""A user's own imagery as geodata: reading rasters, stretching, chips and their footprints.
+
+GeoTIFF, PNG and JPEG files are all read with rasterio (GDAL): the bands a user picks, the
+file's nodata, its CRS and affine transform (none for a plain PNG or JPEG). Reflectance
+(uint16, float) is scaled to [0, 255] by a per-band percentile stretch over the image's valid
+pixels, so every chip of an image shares one scale. A raster larger than the model's input
+is cut into square chips that overlap; :func:`stitch` puts per-chip results back together.
+Footprints and chip centres are given in EPSG:4326 (lon/lat), reprojected with
+:func:`rasterio.warp.transform_geom` from the file's own CRS.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import rasterio
+from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
+from rasterio.transform import Affine
+from rasterio.warp import transform as transform_points
+from rasterio.warp import transform_geom
+
+__all__ = [
+    "RASTER_EXTENSIONS",
+    "Raster",
+    "Window",
+    "centre_lat_lon",
+    "chip_windows",
+    "footprint",
+    "read_raster",
+    "stitch",
+    "stretch",
+    "to_wgs84",
+    "window_transform",
+]
+
+RASTER_EXTENSIONS = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
+"""File endings an image folder reads (case-insensitive)."""
+
+WGS84 = "EPSG:4326"
+
+
+@dataclass(frozen=True)
+class Raster:
+    """A raster read for the model.
+
+    Attributes:
+        pixels: float32 ``C×H×W`` in [0, 255], 0 where invalid.
+        valid: bool ``H×W``, False on nodata (in any selected band).
+        crs: the file's CRS as WKT, None when it has none.
+        transform: pixel (col, row) -> CRS coordinates, None when not georeferenced.
+    """
+
+    pixels: np.ndarray
+    valid: np.ndarray
+    crs: str | None
+    transform: Affine | None
+
+    @property
+    def georeferenced(self) -> bool:
+        return self.crs is not None and self.transform is not None
+
+
+@dataclass(frozen=True)
+class Window:
+    """A chip's place in its raster, in source pixels (row and column offsets, size)."""
+
+    row: int
+    col: int
+    height: int
+    width: int
+
+    def as_list(self) -> list[int]:
+        return [self.row, self.col, self.height, self.width]
+
+
+def stretch(
+    values: np.ndarray, valid: np.ndarray, percentiles: tuple[float, float] = (2.0, 98.0)
+) -> np.ndarray:
+    """Per band, map the ``percentiles`` of the valid pixels to 0 and 255 (clipped).
+
+    ``values`` is ``C×H×W``; a constant band maps to 0. Returns float32 ``C×H×W``.
+    """
+    low_q, high_q = percentiles
+    if not 0.0 <= low_q < high_q <= 100.0:
+        raise ValueError(f"percentiles must satisfy 0 <= low < high <= 100, got {percentiles}")
+    out = np.zeros(values.shape, dtype=np.float32)
+    if not valid.any():
+        return out
+    for c, band in enumerate(values):
+        low, high = np.percentile(band[valid], [low_q, high_q])
+        scale = 255.0 / (high - low) if high > low else 0.0
+        out[c] = np.clip((band - low) * scale, 0.0, 255.0)
+    return out
+
+
+def read_raster(
+    path: str | Path,
+    bands: Sequence[int] | None = None,
+    percentiles: tuple[float, float] | None = (2.0, 98.0),
+) -> Raster:
+    """Read ``bands`` (1-based, rasterio's numbering) of an image file.
+
+    ``bands`` None takes bands 1, 2, 3 of a file with three or more (RGB, an RGBA PNG's alpha
+    dropped); a one- or two-band file needs ``bands`` (e.g. ``[1, 1, 1]`` for a grey image).
+    uint8 pixels are used as they are; other types are stretched by ``percentiles`` (None: a
+    uint8 file is kept, others are clipped to [0, 255]).
+    """
+    path = Path(path)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            with rasterio.open(path) as src:
+                count = src.count
+                if bands is None:
+                    if count < 3:
+                        raise ValueError(
+                            f"{path} has {count} band(s): set bands (1-based), e.g. "
+                            f"bands: {[1] * 3} for a grey image shown as RGB"
+                        )
+                    bands = [1, 2, 3]
+                bad = [b for b in bands if not 1 <= int(b) <= count]
+                if bad:
+                    raise ValueError(
+                        f"{path} has bands 1..{count}; bands {bad} do not exist (bands are 1-based)"
+                    )
+                data = src.read([int(b) for b in bands], masked=True)
+                crs = src.crs.to_wkt() if src.crs is not None else None
+                transform = src.transform if src.crs is not None else None
+                dtype = np.dtype(src.dtypes[0])
+    except RasterioIOError as error:
+        raise RuntimeError(
+            f"could not read image {path}: {error}; the file is corrupt or not a raster "
+            f"({', '.join(RASTER_EXTENSIONS)})"
+        ) from error
+    valid = ~np.ma.getmaskarray(data).any(0)
+    values = np.ma.getdata(data).astype(np.float64)
+    if dtype == np.uint8 or percentiles is None:
+        pixels = np.clip(values, 0.0, 255.0).astype(np.float32)
+    else:
+        pixels = stretch(values, valid, percentiles)
+    pixels[:, ~valid] = 0.0
+    return Raster(pixels, valid, crs, transform)
+
+
+def chip_windows(height: int, width: int, size: int, overlap: int = 0) -> list[Window]:
+    """Square ``size`` windows covering the raster, ``overlap`` pixels shared by neighbours.
+
+    A raster no larger than ``size`` is one window (itself). Along a side longer than
+    ``size`` the windows advance by ``size - overlap`` and the last one ends at the edge;
+    along a shorter side a window spans the whole side. Row-major order.
+    """
+    if size < 1:
+        raise ValueError(f"chip size must be >= 1 pixel, got {size}")
+    if not 0 <= overlap < size:
+        raise ValueError(f"overlap must be in [0, chip size {size}), got {overlap}")
+
+    def starts(length: int) -> list[int]:
+        if length <= size:
+            return [0]
+        step = size - overlap
+        count = math.ceil((length - size) / step) + 1
+        return sorted({min(i * step, length - size) for i in range(count)})
+
+    return [
+        Window(r, c, min(size, height), min(size, width))
+        for r in starts(height)
+        for c in starts(width)
+    ]
+
+
+def window_transform(transform: Affine, window: Window, out_height: int, out_width: int) -> Affine:
+    """The transform of a chip resized to ``out_height×out_width`` pixels."""
+    return (
+        transform
+        @ Affine.translation(window.col, window.row)
+        @ Affine.scale(window.width / out_width, window.height / out_height)
+    )
+
+
+def footprint(crs: str, transform: Affine, height: int, width: int, points: int = 8) -> dict[str, Any]:
+    """The outline of a ``height×width`` pixel grid as a GeoJSON Polygon in EPSG:4326.
+
+    Each edge is densified to ``points`` segments before reprojection, so a projected grid's
+    curved outline in lon/lat is followed.
+    """
+    t = np.linspace(0.0, 1.0, points, endpoint=False)
+    cols = np.concatenate([t * width, np.full(points, width), (1 - t) * width, np.zeros(points)])
+    rows = np.concatenate([np.zeros(points), t * height, np.full(points, height), (1 - t) * height])
+    xs, ys = transform @ (cols, rows)
+    ring = [[float(x), float(y)] for x, y in zip(xs, ys, strict=True)]
+    polygon = {"type": "Polygon", "coordinates": [[*ring, ring[0]]]}
+    return to_wgs84(polygon, crs)
+
+
+def to_wgs84(geometry: dict[str, Any], crs: str) -> dict[str, Any]:
+    """A GeoJSON geometry from ``crs`` to EPSG:4326 (lon, lat)."""
+    return dict(transform_geom(crs, WGS84, geometry))
+
+
+def centre_lat_lon(crs: str, transform: Affine, height: int, width: int) -> tuple[float, float]:
+    """(lat, lon) in degrees of the centre of a ``height×width`` pixel grid."""
+    x, y = transform @ (width / 2.0, height / 2.0)
+    (lon,), (lat,) = transform_points(crs, WGS84, [x], [y])
+    return float(lat), float(lon)
+
+
+def stitch(chips: Sequence[np.ndarray], windows: Sequence[Window], height: int, width: int) -> np.ndarray:
+    """Average per-chip ``K×h×w`` results into one ``K×height×width`` raster.
+
+    Each chip is resized (nearest neighbour) to its window, then every pixel is the mean over
+    the chips that cover it, so overlapping chips vote. Pixels no chip covers are 0.
+    """
+    if len(chips) != len(windows) or not chips:
+        raise ValueError(f"stitch needs one window per chip, got {len(chips)} and {len(windows)}")
+    total = np.zeros((chips[0].shape[0], height, width), dtype=np.float32)
+    count = np.zeros((height, width), dtype=np.float32)
+    for chip, w in zip(chips, windows, strict=True):
+        rows = (np.arange(w.height) * chip.shape[-2] // w.height)[:, None]
+        cols = (np.arange(w.width) * chip.shape[-1] // w.width)[None, :]
+        total[:, w.row : w.row + w.height, w.col : w.col + w.width] += chip[:, rows, cols]
+        count[w.row : w.row + w.height, w.col : w.col + w.width] += 1.0
+    return total / np.maximum(count, 1.0)
