@@ -40,6 +40,7 @@ __all__ = [
     "PredictionWriter",
     "TrainingStage",
     "VisionLanguageGenerator",
+    "repeat_rows",
     "splice_visual_tokens",
 ]
 
@@ -78,13 +79,76 @@ class TrainingStage:
 
 @dataclass
 class GenerationConfig:
-    """Decoding with the KV cache: greedy by default, sampling when ``do_sample``."""
+    """Decoding with the KV cache: greedy by default, sampling when ``do_sample``, beam search
+    when ``num_beams > 1`` (beam sampling with both), as Hugging Face's ``generate`` runs them.
+
+    Attributes:
+        max_new_tokens: tokens generated after the prompt.
+        do_sample: sample (else the highest score).
+        temperature: divides the logits when sampling.
+        top_k: sample among the ``k`` most likely tokens (0: all).
+        top_p: sample within the smallest set of tokens whose probability reaches ``top_p``.
+        num_beams: beams per prompt (1: no beam search).
+        num_return_sequences: answers kept per prompt (at most ``num_beams`` with beams); the
+            first (the best beam) is the one evaluation scores.
+        length_penalty: a finished beam's score is its log-probability over ``length ** penalty``.
+    """
 
     max_new_tokens: int = 32
     do_sample: bool = False
     temperature: float = 1.0
+    top_k: int = 0
     top_p: float = 1.0
     num_beams: int = 1
+    num_return_sequences: int = 1
+    length_penalty: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.num_beams < 1 or self.num_return_sequences < 1:
+            raise ValueError(
+                f"generation: num_beams ({self.num_beams}) and num_return_sequences "
+                f"({self.num_return_sequences}) must be at least 1"
+            )
+        if self.num_beams > 1 and self.num_return_sequences > self.num_beams:
+            raise ValueError(
+                f"generation: num_return_sequences={self.num_return_sequences} exceeds "
+                f"num_beams={self.num_beams}; beam search returns at most its beams"
+            )
+
+    @property
+    def rows_per_prompt(self) -> int:
+        """How many rows each prompt becomes inside ``generate`` (Hugging Face expands the
+        inputs by ``max(num_beams, num_return_sequences)``, each prompt's rows adjacent)."""
+        return max(self.num_beams, self.num_return_sequences)
+
+    def generate_kwargs(self) -> dict[str, Any]:
+        """The arguments of Hugging Face's ``generate`` for these settings."""
+        sample, beams = self.do_sample, self.num_beams > 1
+        return {
+            "max_new_tokens": self.max_new_tokens, "do_sample": sample,
+            "temperature": self.temperature if sample else None,
+            "top_k": self.top_k if sample else None, "top_p": self.top_p if sample else None,
+            "num_beams": self.num_beams, "num_return_sequences": self.num_return_sequences,
+            "length_penalty": self.length_penalty if beams else None,
+        }
+
+
+def repeat_rows(context: Any, repeats: int) -> Any:
+    """``context`` with every tensor's rows repeated ``repeats`` times, each row's copies
+    adjacent (``repeat_interleave`` on dim 0, as ``generate`` expands its inputs per beam);
+    lists, tuples and dicts are walked, ``None`` stays ``None``."""
+    if repeats == 1 or context is None:
+        return context
+    if isinstance(context, Tensor):
+        return context.repeat_interleave(repeats, dim=0)
+    if isinstance(context, (list, tuple)):
+        return type(context)(repeat_rows(c, repeats) for c in context)
+    if isinstance(context, dict):
+        return {k: repeat_rows(v, repeats) for k, v in context.items()}
+    raise TypeError(
+        f"cannot expand an injection context of type {type(context).__name__} per beam: "
+        "visual_tokens should return tensors, lists, tuples or dicts of them"
+    )
 
 
 def splice_visual_tokens(
@@ -216,6 +280,11 @@ class VisionLanguageGenerator(ZooTask):
     def inject_at(self, layer: int, hidden: Tensor, positions: Tensor, context: Any) -> Tensor:
         """Apply :meth:`inject` to the visual positions ``B×N`` of ``hidden``; every other
         position (the text) is returned unchanged."""
+        if positions.shape[0] != hidden.shape[0]:  # gather would silently use the first rows
+            raise ValueError(
+                f"inject_at: {hidden.shape[0]} hidden-state rows but positions for "
+                f"{positions.shape[0]} (under beam search, expand them per beam: repeat_rows)"
+            )
         index = positions.unsqueeze(-1).expand(-1, -1, hidden.shape[-1])
         updated = self.inject(layer, hidden.gather(1, index), context)
         return hidden.scatter(1, index, updated.to(hidden.dtype))
@@ -297,6 +366,7 @@ class VisionLanguageGenerator(ZooTask):
             hidden = kwargs["hidden_states"] if "hidden_states" in kwargs else args[0]
             if hidden.shape[1] < context["length"]:  # a decoding step: no visual tokens
                 return None
+            context = self._context_for_rows(context, hidden.shape[0])
             hidden = self.inject_at(index, hidden, context["positions"], context["context"])
             if "hidden_states" in kwargs:
                 kwargs["hidden_states"] = hidden
@@ -305,6 +375,26 @@ class VisionLanguageGenerator(ZooTask):
             return args, kwargs
 
         return hook
+
+    def _context_for_rows(self, context: dict[str, Any], rows: int) -> dict[str, Any]:
+        """The injection context for ``rows`` hidden-state rows: ``generate`` runs each prompt as
+        ``num_beams`` (or ``num_return_sequences``) adjacent rows, so positions and context are
+        repeated per row, once per call (shapes only: nothing is read from the device)."""
+        samples = context["positions"].shape[0]
+        if rows == samples:
+            return context
+        if rows % samples:
+            raise ValueError(
+                f"the LLM runs {rows} rows but the injection context holds {samples} samples: "
+                "rows must be a whole number of copies of each sample (beams, return sequences)"
+            )
+        repeats = rows // samples
+        context = {
+            **context, "positions": context["positions"].repeat_interleave(repeats, dim=0),
+            "context": repeat_rows(context["context"], repeats),
+        }
+        self._inject_context = context
+        return context
 
     def merge_lora(self) -> None:
         """Fold the LoRA adapters into the LLM's weights (a plain model afterwards)."""
@@ -349,20 +439,29 @@ class VisionLanguageGenerator(ZooTask):
             self._inject_context = None
 
     @torch.no_grad()
-    def generate(self, image: Tensor, prompt_ids: Tensor, prompt_attention_mask: Tensor) -> list[str]:
-        """Decode answers to left-padded prompts with the KV cache."""
+    def generate_ids(self, image: Tensor, prompt_ids: Tensor, prompt_attention_mask: Tensor) -> Tensor:
+        """Token ids ``(B·R)×T`` of the answers to left-padded prompts (``R`` =
+        ``num_return_sequences``, each prompt's answers adjacent, best first), decoded with the
+        KV cache by Hugging Face's ``generate`` per :attr:`generation`: the one decoding path of
+        every family. The injection hooks see the prompts' rows expanded per beam."""
         embeds, mask, _ = self._inputs(image, prompt_ids, prompt_attention_mask, None)
-        g = self.generation
         try:
-            out = self.llm.generate(
-                inputs_embeds=embeds, attention_mask=mask, max_new_tokens=g.max_new_tokens,
-                do_sample=g.do_sample, temperature=g.temperature if g.do_sample else None,
-                top_p=g.top_p if g.do_sample else None, num_beams=g.num_beams,
+            return self.llm.generate(
+                inputs_embeds=embeds, attention_mask=mask, **self.generation.generate_kwargs(),
                 eos_token_id=self.tokenizer.eos_token_id, pad_token_id=self.tokenizer.pad_token_id,
             )
         finally:
             self._inject_context = None
-        return [s.strip() for s in self.tokenizer.batch_decode(out, skip_special_tokens=True)]
+
+    def decode_answers(self, ids: Tensor) -> list[list[str]]:
+        """Texts of :meth:`generate_ids`' output, one list of ``R`` answers per prompt."""
+        texts = [s.strip() for s in self.tokenizer.batch_decode(ids, skip_special_tokens=True)]
+        r = self.generation.num_return_sequences
+        return [texts[i : i + r] for i in range(0, len(texts), r)]
+
+    def generate(self, image: Tensor, prompt_ids: Tensor, prompt_attention_mask: Tensor) -> list[str]:
+        """The best answer to each left-padded prompt (see :meth:`generate_ids`)."""
+        return [a[0] for a in self.decode_answers(self.generate_ids(image, prompt_ids, prompt_attention_mask))]
 
     # ----------------------------------------------------------------------- training
     def training_step(self, batch: ConversationBatch, batch_idx: int) -> Tensor:
@@ -408,11 +507,14 @@ class VisionLanguageGenerator(ZooTask):
         self._evaluate("test", batch, batch_idx)
 
     def predict_step(self, batch: ConversationBatch, batch_idx: int) -> list[dict[str, str]]:
-        answers = self.generate(batch["image"], batch["prompt_ids"], batch["prompt_attention_mask"])
-        return [
-            {"id": i, "question": q, "answer": a, "reference": r}
-            for i, q, a, r in zip(batch["id"], batch["question"], answers, batch["reference"], strict=True)
-        ]
+        ids = self.generate_ids(batch["image"], batch["prompt_ids"], batch["prompt_attention_mask"])
+        rows = []
+        for i, q, a, r in zip(batch["id"], batch["question"], self.decode_answers(ids), batch["reference"], strict=True):
+            row = {"id": i, "question": q, "answer": a[0], "reference": r}
+            if len(a) > 1:
+                row["answers"] = a
+            rows.append(row)
+        return rows
 
 
 def merge_lora_state(state: dict[str, Tensor], scaling: float) -> dict[str, Tensor]:
