@@ -396,6 +396,20 @@ class VisionLanguageGenerator(ZooTask):
         self._inject_context = context
         return context
 
+    def configure_model(self) -> None:
+        """Under Lightning's ``ModelParallelStrategy`` (FSDP2; the zoo's
+        :class:`~zoo.strategies.GeneratorFSDPStrategy`) shard the model per decoder layer and
+        vision block (:func:`~zoo.strategies.fully_shard_generator`); else nothing."""
+        from zoo.strategies import GeneratorFSDPStrategy, fully_shard_generator
+
+        if self.device_mesh is None or any(type(p).__name__ == "DTensor" for p in self.parameters()):
+            return
+        strategy = self.trainer.strategy
+        if isinstance(strategy, GeneratorFSDPStrategy):
+            strategy.shard(self)
+        else:
+            fully_shard_generator(self, self.device_mesh["data_parallel"])
+
     def merge_lora(self) -> None:
         """Fold the LoRA adapters into the LLM's weights (a plain model afterwards)."""
         if hasattr(self.llm, "merge_and_unload"):
