@@ -12,7 +12,7 @@ from tests.models.decoding import decoded, reference_decode
 from zoo.data.coco_refs import EmbeddedReferringDataModule
 from zoo.data.datamodules import EmbeddedSplits
 from zoo.models import FUSE, GenerationConfig, GeoPix
-from zoo.models.generator import repeat_rows
+from zoo.models.decoding import repeat_rows
 
 
 def _open_injection(model) -> None:

@@ -61,7 +61,9 @@ def build_llm(
         else:
             from transformers import AutoConfig
 
-            model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(name))
+            model = AutoModelForCausalLM.from_config(
+                AutoConfig.from_pretrained(name), attn_implementation="sdpa", dtype=torch_dtype
+            )
     except OSError as error:
         hint = (
             f"{name} holds no Hugging Face causal LM" if Path(name).exists()

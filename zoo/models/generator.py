@@ -34,6 +34,7 @@ from zoo.io import atomic_write, load_checkpoint, read_state_dict
 from zoo.layers.attention import dense_attention_mask
 from zoo.metrics.generation import GenerationMetrics
 from zoo.models.base import OptimizerConfig, ZooTask
+from zoo.models.decoding import GenerationConfig, repeat_rows
 
 __all__ = [
     "GenerationConfig",
@@ -75,80 +76,6 @@ class TrainingStage:
     lora_dropout: float = 0.05
     lora_target_modules: list[str] = field(default_factory=lambda: list(LLAMA_LORA_TARGETS))
     init_checkpoint: str | None = None
-
-
-@dataclass
-class GenerationConfig:
-    """Decoding with the KV cache: greedy by default, sampling when ``do_sample``, beam search
-    when ``num_beams > 1`` (beam sampling with both), as Hugging Face's ``generate`` runs them.
-
-    Attributes:
-        max_new_tokens: tokens generated after the prompt.
-        do_sample: sample (else the highest score).
-        temperature: divides the logits when sampling.
-        top_k: sample among the ``k`` most likely tokens (0: all).
-        top_p: sample within the smallest set of tokens whose probability reaches ``top_p``.
-        num_beams: beams per prompt (1: no beam search).
-        num_return_sequences: answers kept per prompt (at most ``num_beams`` with beams); the
-            first (the best beam) is the one evaluation scores.
-        length_penalty: a finished beam's score is its log-probability over ``length ** penalty``.
-    """
-
-    max_new_tokens: int = 32
-    do_sample: bool = False
-    temperature: float = 1.0
-    top_k: int = 0
-    top_p: float = 1.0
-    num_beams: int = 1
-    num_return_sequences: int = 1
-    length_penalty: float = 1.0
-
-    def __post_init__(self) -> None:
-        if self.num_beams < 1 or self.num_return_sequences < 1:
-            raise ValueError(
-                f"generation: num_beams ({self.num_beams}) and num_return_sequences "
-                f"({self.num_return_sequences}) must be at least 1"
-            )
-        if self.num_beams > 1 and self.num_return_sequences > self.num_beams:
-            raise ValueError(
-                f"generation: num_return_sequences={self.num_return_sequences} exceeds "
-                f"num_beams={self.num_beams}; beam search returns at most its beams"
-            )
-
-    @property
-    def rows_per_prompt(self) -> int:
-        """How many rows each prompt becomes inside ``generate`` (Hugging Face expands the
-        inputs by ``max(num_beams, num_return_sequences)``, each prompt's rows adjacent)."""
-        return max(self.num_beams, self.num_return_sequences)
-
-    def generate_kwargs(self) -> dict[str, Any]:
-        """The arguments of Hugging Face's ``generate`` for these settings."""
-        sample, beams = self.do_sample, self.num_beams > 1
-        return {
-            "max_new_tokens": self.max_new_tokens, "do_sample": sample,
-            "temperature": self.temperature if sample else None,
-            "top_k": self.top_k if sample else None, "top_p": self.top_p if sample else None,
-            "num_beams": self.num_beams, "num_return_sequences": self.num_return_sequences,
-            "length_penalty": self.length_penalty if beams else None,
-        }
-
-
-def repeat_rows(context: Any, repeats: int) -> Any:
-    """``context`` with every tensor's rows repeated ``repeats`` times, each row's copies
-    adjacent (``repeat_interleave`` on dim 0, as ``generate`` expands its inputs per beam);
-    lists, tuples and dicts are walked, ``None`` stays ``None``."""
-    if repeats == 1 or context is None:
-        return context
-    if isinstance(context, Tensor):
-        return context.repeat_interleave(repeats, dim=0)
-    if isinstance(context, (list, tuple)):
-        return type(context)(repeat_rows(c, repeats) for c in context)
-    if isinstance(context, dict):
-        return {k: repeat_rows(v, repeats) for k, v in context.items()}
-    raise TypeError(
-        f"cannot expand an injection context of type {type(context).__name__} per beam: "
-        "visual_tokens should return tensors, lists, tuples or dicts of them"
-    )
 
 
 def splice_visual_tokens(
@@ -201,6 +128,11 @@ class VisionLanguageGenerator(ZooTask):
         stage: what this training stage trains, LoRA, and the checkpoint it starts from.
         generation: decoding settings for validation, test and predict.
         val_generate_batches: validation batches decoded for the generation metrics per epoch.
+        activation_checkpointing: recompute the LLM's decoder layers and the vision tower's
+            blocks in the backward pass instead of keeping their activations (non-reentrant
+            checkpointing of the layers' ``forward``: the injection hooks stay outside it).
+        compile: ``torch.compile`` each LLM decoder layer and vision block in place (opt-in;
+            the first steps pay the compilation).
         tokenizer: the data's tokenizer (linked from the data).
         class_names: scene classes (linked from the data).
         image_size: input size in pixels (linked from the data).
@@ -218,6 +150,8 @@ class VisionLanguageGenerator(ZooTask):
         stage: TrainingStage | None = None,
         generation: GenerationConfig | None = None,
         val_generate_batches: int = 2,
+        activation_checkpointing: bool = False,
+        compile: bool = False,
         tokenizer: PreTrainedTokenizerBase | None = None,
         class_names: list[str] | None = None,
         image_size: int = 64,
@@ -245,6 +179,8 @@ class VisionLanguageGenerator(ZooTask):
             else generation or GenerationConfig()
         )
         self.val_generate_batches = val_generate_batches
+        self.activation_checkpointing = activation_checkpointing
+        self.compile_blocks = compile
         self.llm = build_llm(llm, len(tokenizer), llm_pretrained, gguf_file, llm_dtype)
         self.llm.config.pad_token_id = tokenizer.pad_token_id
         self.inject_layers: list[int] = []
@@ -317,6 +253,28 @@ class VisionLanguageGenerator(ZooTask):
                 for param in self.llm.parameters():
                     param.requires_grad = True
         self._install_hooks()
+        self._setup_speed()
+
+    def _vision_blocks(self) -> list[nn.Module]:
+        """The vision tower's blocks (a ViT's, each ConvNeXt stage's)."""
+        return [
+            block for name, module in self.vision.named_modules()
+            if name.rsplit(".", 1)[-1] == "blocks" for block in module
+        ]
+
+    def _setup_speed(self) -> None:
+        """Activation checkpointing and ``torch.compile`` as configured."""
+        if self.activation_checkpointing:
+            self.llm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            if not hasattr(self.vision, "set_grad_checkpointing"):
+                raise ValueError(
+                    f"activation_checkpointing: the vision tower {type(self.vision).__name__} has "
+                    "no set_grad_checkpointing (timm models do)"
+                )
+            self.vision.set_grad_checkpointing(True)
+        if self.compile_blocks:
+            for block in [*decoder_layers(self.llm), *self._vision_blocks()]:
+                block.compile()
 
     def load_stage_checkpoint(self, path: str) -> None:
         """Weights of a previous stage (a Lightning checkpoint or a safetensors file).
