@@ -34,7 +34,7 @@ def main(kind: str, workdir: Path) -> None:
     strategy = (GeneratorFSDPStrategy(param_dtype=None, process_group_backend="gloo") if kind == "fsdp"
                 else "ddp")
     trainer = Trainer(accelerator="cpu", devices=2, strategy=strategy, max_steps=1,
-                      limit_val_batches=0, logger=False, enable_checkpointing=False,
+                      limit_val_batches=0, logger=False, enable_checkpointing=False, gradient_clip_val=1.0,
                       enable_progress_bar=False, enable_model_summary=False)
     model = build(dm)
     trainer.fit(model, dm)
