@@ -34,6 +34,7 @@ def _in_repo(monkeypatch):
 BASES = {
     "configs/aquila/stage2.yaml": "configs/aquila/stage1.yaml",
     "configs/geopix/stage2.yaml": "configs/geopix/stage1.yaml",
+    "configs/strategy/fsdp.yaml": "configs/fuse/paper.yaml",
 }
 
 

@@ -3,7 +3,8 @@
     zoo export --config configs/aquila.yaml --ckpt_path runs/.../last.ckpt --output export/
 
 writes ``export/model.safetensors`` (every weight of the LightningModule, LoRA folded into the
-LLM) and ``export/config.yaml`` (the resolved config that rebuilds the model), each atomically.
+LLM; a sharded FSDP checkpoint folder is consolidated first) and ``export/config.yaml`` (the
+resolved config that rebuilds the model), each atomically.
 ``python -m zoo.export`` is an alias.
 """
 
@@ -44,7 +45,7 @@ def main(argv: list[str] | None = None) -> Path:
     """Run ``zoo export`` with ``argv`` (default: the command line); returns the weights' path."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    if not Path(args.ckpt_path).is_file():
+    if not Path(args.ckpt_path).exists():  # a file, or the folder of a sharded (FSDP) checkpoint
         parser.error(f"--ckpt_path {args.ckpt_path} does not exist")
     cli = build_from_configs(args.config, args.ckpt_path)
     path = export_model(cli.model, args.output)

@@ -146,6 +146,8 @@ def load_checkpoint(path: str | Path, what: str = "checkpoint", weights_only: bo
             ``weights_only=True`` refuses.
     """
     path = Path(path)
+    if path.is_dir():
+        return read_sharded_checkpoint(path, what, weights_only)
     if not path.is_file():
         raise FileNotFoundError(f"{what} {path} does not exist")
     try:
@@ -164,9 +166,49 @@ def load_checkpoint(path: str | Path, what: str = "checkpoint", weights_only: bo
         ) from error
 
 
+#: What Lightning names the model's weights inside a sharded checkpoint folder
+#: (``ModelParallelStrategy``: ``state_dict``; ``FSDPStrategy``: ``model``).
+_SHARDED_MODEL_KEYS = ("state_dict", "model")
+
+
+def read_sharded_checkpoint(path: str | Path, what: str = "checkpoint", weights_only: bool = True) -> dict[str, Any]:
+    """A Lightning sharded checkpoint folder (``torch.distributed.checkpoint`` shards and
+    ``meta.pt``, as FSDP writes it) as one checkpoint dict on the CPU: ``meta.pt``'s entries
+    (epoch, hyper-parameters ...) and the consolidated ``state_dict``. Only the model's tensors
+    are read (not the optimizer's), and no process group is needed."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.metadata import TensorStorageMetadata
+
+    path = Path(path)
+    meta = path / "meta.pt"
+    if not meta.is_file():
+        raise FileNotFoundError(
+            f"{what} {path} is a folder but not a sharded checkpoint (no meta.pt): give a "
+            "checkpoint file or the folder Lightning wrote for one"
+        )
+    checkpoint = load_checkpoint(meta, what, weights_only)
+    metadata = dcp.FileSystemReader(str(path)).read_metadata()
+    mapping = metadata.planner_data or {}
+    tensors: dict[str, dict[str, Tensor]] = {}
+    for key, info in metadata.state_dict_metadata.items():
+        top, *rest = mapping.get(key, tuple(key.split(".", 1)))
+        if top in _SHARDED_MODEL_KEYS and rest and isinstance(info, TensorStorageMetadata):
+            name = ".".join(str(part) for part in rest)
+            tensors.setdefault(top, {})[name] = torch.empty(info.size, dtype=info.properties.dtype)
+    if len(tensors) != 1:
+        raise ValueError(
+            f"{what} {path} holds {'no' if not tensors else 'several'} model state dicts "
+            f"(looked for {' or '.join(_SHARDED_MODEL_KEYS)}): is it a Lightning FSDP checkpoint?"
+        )
+    dcp.load(tensors, checkpoint_id=str(path), no_dist=True)
+    checkpoint["state_dict"] = next(iter(tensors.values()))
+    return checkpoint
+
+
 def read_state_dict(path: str | Path, what: str = "checkpoint") -> dict[str, Tensor]:
-    """The tensors of a Lightning ``.ckpt`` (its ``state_dict``), a plain state-dict file or
-    a ``.safetensors`` file, loaded on the CPU."""
+    """The tensors of a Lightning ``.ckpt`` (its ``state_dict``; a sharded checkpoint folder
+    consolidated, see :func:`read_sharded_checkpoint`), a plain state-dict file or a
+    ``.safetensors`` file, loaded on the CPU."""
     path = Path(path)
     if path.suffix == ".safetensors":
         if not path.is_file():

@@ -35,12 +35,14 @@ from zoo.io import atomic_write, load_checkpoint, read_state_dict
 from zoo.layers.attention import dense_attention_mask
 from zoo.metrics.generation import GenerationMetrics
 from zoo.models.base import OptimizerConfig, ZooTask
+from zoo.models.decoding import GenerationConfig, repeat_rows
 
 __all__ = [
     "GenerationConfig",
     "PredictionWriter",
     "TrainingStage",
     "VisionLanguageGenerator",
+    "repeat_rows",
     "splice_visual_tokens",
 ]
 
@@ -75,17 +77,6 @@ class TrainingStage:
     lora_dropout: float = 0.05
     lora_target_modules: list[str] = field(default_factory=lambda: list(LLAMA_LORA_TARGETS))
     init_checkpoint: str | None = None
-
-
-@dataclass
-class GenerationConfig:
-    """Decoding with the KV cache: greedy by default, sampling when ``do_sample``."""
-
-    max_new_tokens: int = 32
-    do_sample: bool = False
-    temperature: float = 1.0
-    top_p: float = 1.0
-    num_beams: int = 1
 
 
 def splice_visual_tokens(
@@ -142,6 +133,11 @@ class VisionLanguageGenerator(ZooTask):
         stage: what this training stage trains, LoRA, and the checkpoint it starts from.
         generation: decoding settings for validation, test and predict.
         val_generate_batches: validation batches decoded for the generation metrics per epoch.
+        activation_checkpointing: recompute the LLM's decoder layers and the vision tower's
+            blocks in the backward pass instead of keeping their activations (non-reentrant
+            checkpointing of the layers' ``forward``: the injection hooks stay outside it).
+        compile: ``torch.compile`` each LLM decoder layer and vision block in place (opt-in;
+            the first steps pay the compilation).
         tokenizer: the data's tokenizer (linked from the data).
         class_names: scene classes (linked from the data).
         image_size: input size in pixels (linked from the data).
@@ -160,6 +156,8 @@ class VisionLanguageGenerator(ZooTask):
         stage: TrainingStage | None = None,
         generation: GenerationConfig | None = None,
         val_generate_batches: int = 2,
+        activation_checkpointing: bool = False,
+        compile: bool = False,
         tokenizer: PreTrainedTokenizerBase | None = None,
         class_names: list[str] | None = None,
         image_size: int = 64,
@@ -187,6 +185,8 @@ class VisionLanguageGenerator(ZooTask):
             else generation or GenerationConfig()
         )
         self.val_generate_batches = val_generate_batches
+        self.activation_checkpointing = activation_checkpointing
+        self.compile_blocks = compile
         #: The loaded LLaVA checkpoint until :meth:`setup_stage` has taken its parts.
         self._llava: LlavaParts | None = None
         if llava is not None:
@@ -248,6 +248,11 @@ class VisionLanguageGenerator(ZooTask):
     def inject_at(self, layer: int, hidden: Tensor, positions: Tensor, context: Any) -> Tensor:
         """Apply :meth:`inject` to the visual positions ``B×N`` of ``hidden``; every other
         position (the text) is returned unchanged."""
+        if positions.shape[0] != hidden.shape[0]:  # gather would silently use the first rows
+            raise ValueError(
+                f"inject_at: {hidden.shape[0]} hidden-state rows but positions for "
+                f"{positions.shape[0]} (under beam search, expand them per beam: repeat_rows)"
+            )
         index = positions.unsqueeze(-1).expand(-1, -1, hidden.shape[-1])
         updated = self.inject(layer, hidden.gather(1, index), context)
         return hidden.scatter(1, index, updated.to(hidden.dtype))
@@ -282,6 +287,28 @@ class VisionLanguageGenerator(ZooTask):
                 for param in self.llm.parameters():
                     param.requires_grad = True
         self._install_hooks()
+        self._setup_speed()
+
+    def _vision_blocks(self) -> list[nn.Module]:
+        """The vision tower's blocks (a ViT's, each ConvNeXt stage's)."""
+        return [
+            block for name, module in self.vision.named_modules()
+            if name.rsplit(".", 1)[-1] == "blocks" for block in module
+        ]
+
+    def _setup_speed(self) -> None:
+        """Activation checkpointing and ``torch.compile`` as configured."""
+        if self.activation_checkpointing:
+            self.llm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            if not hasattr(self.vision, "set_grad_checkpointing"):
+                raise ValueError(
+                    f"activation_checkpointing: the vision tower {type(self.vision).__name__} has "
+                    "no set_grad_checkpointing (timm models do)"
+                )
+            self.vision.set_grad_checkpointing(True)
+        if self.compile_blocks:
+            for block in [*decoder_layers(self.llm), *self._vision_blocks()]:
+                block.compile()
 
     def _load_llava_projector(self) -> None:
         """LLaVA's Linear-GELU-Linear weights into the family's ``projector``."""
@@ -345,6 +372,7 @@ class VisionLanguageGenerator(ZooTask):
             hidden = kwargs["hidden_states"] if "hidden_states" in kwargs else args[0]
             if hidden.shape[1] < context["length"]:  # a decoding step: no visual tokens
                 return None
+            context = self._context_for_rows(context, hidden.shape[0])
             hidden = self.inject_at(index, hidden, context["positions"], context["context"])
             if "hidden_states" in kwargs:
                 kwargs["hidden_states"] = hidden
@@ -353,6 +381,40 @@ class VisionLanguageGenerator(ZooTask):
             return args, kwargs
 
         return hook
+
+    def _context_for_rows(self, context: dict[str, Any], rows: int) -> dict[str, Any]:
+        """The injection context for ``rows`` hidden-state rows: ``generate`` runs each prompt as
+        ``num_beams`` (or ``num_return_sequences``) adjacent rows, so positions and context are
+        repeated per row, once per call (shapes only: nothing is read from the device)."""
+        samples = context["positions"].shape[0]
+        if rows == samples:
+            return context
+        if rows % samples:
+            raise ValueError(
+                f"the LLM runs {rows} rows but the injection context holds {samples} samples: "
+                "rows must be a whole number of copies of each sample (beams, return sequences)"
+            )
+        repeats = rows // samples
+        context = {
+            **context, "positions": context["positions"].repeat_interleave(repeats, dim=0),
+            "context": repeat_rows(context["context"], repeats),
+        }
+        self._inject_context = context
+        return context
+
+    def configure_model(self) -> None:
+        """Under Lightning's ``ModelParallelStrategy`` (FSDP2; the zoo's
+        :class:`~zoo.strategies.GeneratorFSDPStrategy`) shard the model per decoder layer and
+        vision block (:func:`~zoo.strategies.fully_shard_generator`); else nothing."""
+        from zoo.strategies import GeneratorFSDPStrategy, fully_shard_generator
+
+        if self.device_mesh is None or any(type(p).__name__ == "DTensor" for p in self.parameters()):
+            return
+        strategy = self.trainer.strategy
+        if isinstance(strategy, GeneratorFSDPStrategy):
+            strategy.shard(self)
+        else:
+            fully_shard_generator(self, self.device_mesh["data_parallel"])
 
     def merge_lora(self) -> None:
         """Fold the LoRA adapters into the LLM's weights (a plain model afterwards)."""
@@ -397,20 +459,29 @@ class VisionLanguageGenerator(ZooTask):
             self._inject_context = None
 
     @torch.no_grad()
-    def generate(self, image: Tensor, prompt_ids: Tensor, prompt_attention_mask: Tensor) -> list[str]:
-        """Decode answers to left-padded prompts with the KV cache."""
+    def generate_ids(self, image: Tensor, prompt_ids: Tensor, prompt_attention_mask: Tensor) -> Tensor:
+        """Token ids ``(B·R)×T`` of the answers to left-padded prompts (``R`` =
+        ``num_return_sequences``, each prompt's answers adjacent, best first), decoded with the
+        KV cache by Hugging Face's ``generate`` per :attr:`generation`: the one decoding path of
+        every family. The injection hooks see the prompts' rows expanded per beam."""
         embeds, mask, _ = self._inputs(image, prompt_ids, prompt_attention_mask, None)
-        g = self.generation
         try:
-            out = self.llm.generate(
-                inputs_embeds=embeds, attention_mask=mask, max_new_tokens=g.max_new_tokens,
-                do_sample=g.do_sample, temperature=g.temperature if g.do_sample else None,
-                top_p=g.top_p if g.do_sample else None, num_beams=g.num_beams,
+            return self.llm.generate(
+                inputs_embeds=embeds, attention_mask=mask, **self.generation.generate_kwargs(),
                 eos_token_id=self.tokenizer.eos_token_id, pad_token_id=self.tokenizer.pad_token_id,
             )
         finally:
             self._inject_context = None
-        return [s.strip() for s in self.tokenizer.batch_decode(out, skip_special_tokens=True)]
+
+    def decode_answers(self, ids: Tensor) -> list[list[str]]:
+        """Texts of :meth:`generate_ids`' output, one list of ``R`` answers per prompt."""
+        texts = [s.strip() for s in self.tokenizer.batch_decode(ids, skip_special_tokens=True)]
+        r = self.generation.num_return_sequences
+        return [texts[i : i + r] for i in range(0, len(texts), r)]
+
+    def generate(self, image: Tensor, prompt_ids: Tensor, prompt_attention_mask: Tensor) -> list[str]:
+        """The best answer to each left-padded prompt (see :meth:`generate_ids`)."""
+        return [a[0] for a in self.decode_answers(self.generate_ids(image, prompt_ids, prompt_attention_mask))]
 
     # ----------------------------------------------------------------------- training
     def training_step(self, batch: ConversationBatch, batch_idx: int) -> Tensor:
@@ -456,13 +527,16 @@ class VisionLanguageGenerator(ZooTask):
         self._evaluate("test", batch, batch_idx)
 
     def predict_step(self, batch: ConversationBatch, batch_idx: int) -> list[dict[str, Any]]:
-        """One row per sample: id, question, answer, reference; from an image folder also the
-        file ``path``, the chip ``window`` and its ``footprint`` (GeoJSON, EPSG:4326, or None)."""
-        answers = self.generate(batch["image"], batch["prompt_ids"], batch["prompt_attention_mask"])
-        rows = [
-            {"id": i, "question": q, "answer": a, "reference": r}
-            for i, q, a, r in zip(batch["id"], batch["question"], answers, batch["reference"], strict=True)
-        ]
+        """One row per sample: id, question, answer (and ``answers`` with several return
+        sequences), reference; from an image folder also the file ``path``, the chip ``window``
+        and its ``footprint`` (GeoJSON, EPSG:4326, or None)."""
+        ids = self.generate_ids(batch["image"], batch["prompt_ids"], batch["prompt_attention_mask"])
+        rows = []
+        for i, q, a, r in zip(batch["id"], batch["question"], self.decode_answers(ids), batch["reference"], strict=True):
+            row = {"id": i, "question": q, "answer": a[0], "reference": r}
+            if len(a) > 1:
+                row["answers"] = a
+            rows.append(row)
         if "path" in batch:
             for row, path, chip, geo in zip(rows, batch["path"], batch["chip"], batch["geo"], strict=True):
                 row |= {"path": path, "window": chip["window"], "footprint": geo and geo["footprint"]}

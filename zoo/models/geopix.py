@@ -264,14 +264,9 @@ class GeoPix(VisionLanguageGenerator):
     def predict_step(self, batch: ReferringBatch, batch_idx: int) -> list[dict[str, Any]]:
         """Generate each answer, then one mask per generated segmentation phrase."""
         prompt, prompt_mask = batch["prompt_ids"], batch["prompt_attention_mask"]
-        embeds, mask, _ = self._inputs(batch["image"], prompt, prompt_mask, None)
-        self._inject_context = None
-        g = self.generation
-        generated = self.llm.generate(
-            inputs_embeds=embeds, attention_mask=mask, max_new_tokens=g.max_new_tokens,
-            do_sample=g.do_sample, eos_token_id=self.tokenizer.eos_token_id,
-            pad_token_id=self.tokenizer.pad_token_id,
-        )
+        # The shared decoding path (sampling, beams); the best answer of each prompt.
+        generated = self.generate_ids(batch["image"], prompt, prompt_mask)
+        generated = generated[:: self.generation.num_return_sequences]
         rows = []
         for i in range(len(prompt)):
             answer_ids = generated[i][generated[i] != self.tokenizer.pad_token_id]
