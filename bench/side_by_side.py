@@ -70,9 +70,9 @@ _CPU_ATTENTION_BACKWARD = [
 
 
 def _register_cpu_attention() -> None:
-    """FLOP formulas for CPU's fused attention (the counter has them for CUDA's kernels only):
-    the same count as the math path, 4·B·H·S·S'·D forward and twice that (plus the
-    recomputation) backward, as the counter's own CUDA formulas."""
+    """FLOP formulas for CPU's fused attention (the counter has them for CUDA's kernels only,
+    and counts the CPU op as zero): the counter's own CUDA formulas, 4·B·H·S·S'·D forward
+    (two products) and 2.5 times that backward (the scores recomputed, four gradient products)."""
     from torch.utils import flop_counter
 
     missing = [op for op in _CPU_ATTENTION if op not in flop_counter.flop_registry]
@@ -154,7 +154,7 @@ class Result:
     hf_times_ms: list[float] = field(default_factory=list)
 
 
-class Trainer:
+class TrainingStep:
     """Forward + loss + backward + AdamW for a module whose ``loss_fn()`` returns the loss."""
 
     def __init__(self, module: torch.nn.Module, loss_fn: Callable[[], torch.Tensor],
@@ -179,7 +179,7 @@ def make_side(name: str, module: torch.nn.Module, loss_fn: Callable[[], torch.Te
     module.to(device)
     if compile_:
         module.compile()
-    trainer = Trainer(module, loss_fn, device, bf16)
+    trainer = TrainingStep(module, loss_fn, device, bf16)
     return Side(name, trainer, trainer.parameters)
 
 
