@@ -269,7 +269,7 @@ def main(argv: list[str] | None = None) -> list[Result]:
                         help="dimensions (default: the device's; test: the smallest, for the tests)")
     parser.add_argument("--pairs", nargs="+", choices=PAIRS, default=list(PAIRS))
     parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--steps", type=int, default=7)
     parser.add_argument("--threads", type=int, default=1, help="CPU threads (cpu only)")
     parser.add_argument("--compile", action="store_true", help="torch.compile both sides")
     parser.add_argument("--peak-tflops", type=float, default=None, help="override the MFU peak")
