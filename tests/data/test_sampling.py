@@ -36,7 +36,7 @@ def test_ranks_share_the_epoch():
 
 
 def test_grouping_cuts_padding_on_the_embedded_conversations(tmp_path):
-    dm = EmbeddedConversationDataModule(str(tmp_path), splits=EmbeddedSplits(96, 2, 2),
+    dm = EmbeddedConversationDataModule(str(tmp_path), splits=EmbeddedSplits(64, 2, 2),
                                         batch_size=8, group_by_length=True)
     dm.prepare_data()
     dm.setup("fit")
