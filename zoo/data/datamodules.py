@@ -21,7 +21,7 @@ from zoo.data import embedded
 from zoo.data.batch import ImageTextBatch
 from zoo.data.conversations import SHORT_ANSWER_PROMPT, ConversationCollate, ConversationDataset
 from zoo.data.image_text import ImageTextLocationDataset, caption_words, read_table
-from zoo.data.sampling import LengthGroupedBatchSampler
+from zoo.data.sampling import LengthGroupedSampler
 from zoo.data.tokenize import build_tokenizer
 
 __all__ = [
@@ -357,10 +357,9 @@ class ConversationDataModule(ZooDataModule):
         image_dir: sub-folder of root that the files' image paths are relative to.
         image_size: images are resized to this square size.
         group_by_length: training batches gather conversations of similar token length
-            (:class:`~zoo.data.sampling.LengthGroupedBatchSampler`, its order drawn from the
-            global seed), so padding to the batch's longest wastes little; every sample is seen
-            once per epoch. Under several processes set ``trainer.use_distributed_sampler:
-            false`` (the sampler shards the batches by rank itself).
+            (:class:`~zoo.data.sampling.LengthGroupedSampler`, its order drawn from the global
+            seed and the epoch), so padding to the batch's longest wastes little; every sample
+            is seen once per epoch.
         **kwargs: ``batch_size``, ``num_workers``, ``tokenizer`` (the LLM's; None builds a
             word-level tokenizer with a chat template), ``mean``, ``std`` of
             :class:`ZooDataModule`.
@@ -416,22 +415,12 @@ class ConversationDataModule(ZooDataModule):
         """Shuffled batches; with ``group_by_length``, batches of similar token length."""
         if not self.group_by_length:
             return super().train_dataloader()
-        replicas, rank = 1, 0
-        trainer = self.trainer
-        if trainer is not None and trainer.world_size > 1:
-            if getattr(trainer._accelerator_connector, "use_distributed_sampler", False):
-                raise ValueError(
-                    "data.group_by_length shards its batches by rank itself: set "
-                    "trainer.use_distributed_sampler: false (or group_by_length: false)"
-                )
-            replicas, rank = trainer.world_size, trainer.global_rank
         lengths = self.train_dataset.lengths(self.tokenizer, self.short_answer_tasks, self.max_length)
-        sampler = LengthGroupedBatchSampler(
-            lengths, self.batch_size, seed=torch.initial_seed(), num_replicas=replicas, rank=rank
-        )
+        sampler = LengthGroupedSampler(lengths, self.batch_size, seed=torch.initial_seed())
         return DataLoader(
-            self.train_dataset, batch_sampler=sampler, num_workers=self.num_workers,
-            collate_fn=self.collate_fn, persistent_workers=self.num_workers > 0,
+            self.train_dataset, batch_size=self.batch_size, sampler=sampler, drop_last=False,
+            num_workers=self.num_workers, collate_fn=self.collate_fn,
+            persistent_workers=self.num_workers > 0,
         )
 
 
