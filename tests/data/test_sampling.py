@@ -35,6 +35,18 @@ def test_every_sample_once_per_epoch_and_deterministic():
         LengthGroupedSampler(lengths, batch_size=0)
 
 
+def test_ranks_share_the_epoch_in_whole_grouped_batches():
+    lengths = torch.randint(1, 100, (50,), generator=torch.Generator().manual_seed(1)).tolist()
+    single = batches(LengthGroupedSampler(lengths, 4, seed=1), 4)
+    ranks = [batches(LengthGroupedSampler(lengths, 4, seed=1, num_replicas=3, rank=r), 4) for r in range(3)]
+    assert {len(b) for b in ranks} == {5}  # equally many steps, all batches whole
+    assert all(len(batch) == 4 for b in ranks for batch in b)
+    assert {i for b in ranks for batch in b for i in batch} == set(range(50))
+    assert ranks[0][0] == single[0] and ranks[1][0] == single[1]  # the grouped batches, dealt out
+    with pytest.raises(ValueError, match="rank 3"):
+        LengthGroupedSampler(lengths, 4, num_replicas=3, rank=3)
+
+
 def test_grouping_cuts_padding_on_the_embedded_conversations(tmp_path):
     dm = EmbeddedConversationDataModule(str(tmp_path), splits=EmbeddedSplits(64, 2, 2),
                                         batch_size=8, group_by_length=True)

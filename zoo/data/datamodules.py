@@ -359,7 +359,8 @@ class ConversationDataModule(ZooDataModule):
         group_by_length: training batches gather conversations of similar token length
             (:class:`~zoo.data.sampling.LengthGroupedSampler`, its order drawn from the global
             seed and the epoch), so padding to the batch's longest wastes little; every sample
-            is seen once per epoch.
+            is seen once per epoch. Under several processes set
+            ``trainer.use_distributed_sampler: false`` (the sampler shards by rank itself).
         **kwargs: ``batch_size``, ``num_workers``, ``tokenizer`` (the LLM's; None builds a
             word-level tokenizer with a chat template), ``mean``, ``std`` of
             :class:`ZooDataModule`.
@@ -415,8 +416,20 @@ class ConversationDataModule(ZooDataModule):
         """Shuffled batches; with ``group_by_length``, batches of similar token length."""
         if not self.group_by_length:
             return super().train_dataloader()
+        replicas, rank = 1, 0
+        trainer = self.trainer
+        if trainer is not None and trainer.world_size > 1:
+            if getattr(trainer._accelerator_connector, "use_distributed_sampler", False):
+                raise ValueError(
+                    "data.group_by_length shards its batches by rank itself (Lightning's sampler "
+                    "would reshuffle them): set trainer.use_distributed_sampler: false, or "
+                    "group_by_length: false"
+                )
+            replicas, rank = trainer.world_size, trainer.global_rank
         lengths = self.train_dataset.lengths(self.tokenizer, self.short_answer_tasks, self.max_length)
-        sampler = LengthGroupedSampler(lengths, self.batch_size, seed=torch.initial_seed())
+        sampler = LengthGroupedSampler(
+            lengths, self.batch_size, seed=torch.initial_seed(), num_replicas=replicas, rank=rank
+        )
         return DataLoader(
             self.train_dataset, batch_size=self.batch_size, sampler=sampler, drop_last=False,
             num_workers=self.num_workers, collate_fn=self.collate_fn,
