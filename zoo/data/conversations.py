@@ -332,6 +332,19 @@ class ConversationDataset(NonGeoDataset):
     def __len__(self) -> int:
         return len(self.records)
 
+    def lengths(
+        self, tokenizer: PreTrainedTokenizerBase, short_answer_tasks: Sequence[str] = ("vqa",),
+        max_length: int | None = None,
+    ) -> list[int]:
+        """Each sample's token count as :class:`ConversationCollate` tokenizes it (capped at
+        ``max_length``): what length-grouped batching sorts by. Reads no image."""
+        short = set(short_answer_tasks)
+        out = []
+        for record in self.records:
+            n = len(_render(tokenizer, _messages(record["conversations"], record.get("task") in short), False))
+            out.append(n if max_length is None else min(n, max_length))
+        return out
+
     def image_path(self, record: dict[str, Any]) -> Path:
         """The record's image file; an ``image`` without extension tries
         :data:`IMAGE_EXTENSIONS`."""

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
-from torch.utils.data import default_collate
+from torch.utils.data import DataLoader, default_collate
 from torchgeo.datamodules import NonGeoDataModule
 from transformers import PreTrainedTokenizerBase
 
@@ -21,6 +21,7 @@ from zoo.data import embedded
 from zoo.data.batch import ImageTextBatch
 from zoo.data.conversations import SHORT_ANSWER_PROMPT, ConversationCollate, ConversationDataset
 from zoo.data.image_text import ImageTextLocationDataset, caption_words, read_table
+from zoo.data.sampling import LengthGroupedSampler
 from zoo.data.tokenize import build_tokenizer
 
 __all__ = [
@@ -355,6 +356,11 @@ class ConversationDataModule(ZooDataModule):
         class_names: scene classes (for classification by generation).
         image_dir: sub-folder of root that the files' image paths are relative to.
         image_size: images are resized to this square size.
+        group_by_length: training batches gather conversations of similar token length
+            (:class:`~zoo.data.sampling.LengthGroupedSampler`, its order drawn from the global
+            seed and the epoch), so padding to the batch's longest wastes little; every sample
+            is seen once per epoch. Under several processes set
+            ``trainer.use_distributed_sampler: false`` (the sampler shards by rank itself).
         **kwargs: ``batch_size``, ``num_workers``, ``tokenizer`` (the LLM's; None builds a
             word-level tokenizer with a chat template), ``mean``, ``std`` of
             :class:`ZooDataModule`.
@@ -375,9 +381,11 @@ class ConversationDataModule(ZooDataModule):
         class_names: list[str] | None = None,
         image_dir: str = "",
         image_size: int = 336,
+        group_by_length: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(ConversationDataset, root=root, image_size=image_size, **kwargs)
+        self.group_by_length = group_by_length
         self.files = {"train": train_file, "val": val_file, "test": test_file}
         self.image_dir = image_dir
         self.tasks = tasks
@@ -404,6 +412,30 @@ class ConversationDataModule(ZooDataModule):
     def _collate(self) -> ConversationCollate:
         return ConversationCollate(self.tokenizer, self.max_length, self.short_answer_tasks)
 
+    def train_dataloader(self) -> DataLoader:
+        """Shuffled batches; with ``group_by_length``, batches of similar token length."""
+        if not self.group_by_length:
+            return super().train_dataloader()
+        replicas, rank = 1, 0
+        trainer = self.trainer
+        if trainer is not None and trainer.world_size > 1:
+            if getattr(trainer._accelerator_connector, "use_distributed_sampler", False):
+                raise ValueError(
+                    "data.group_by_length shards its batches by rank itself (Lightning's sampler "
+                    "would reshuffle them): set trainer.use_distributed_sampler: false, or "
+                    "group_by_length: false"
+                )
+            replicas, rank = trainer.world_size, trainer.global_rank
+        lengths = self.train_dataset.lengths(self.tokenizer, self.short_answer_tasks, self.max_length)
+        sampler = LengthGroupedSampler(
+            lengths, self.batch_size, seed=torch.initial_seed(), num_replicas=replicas, rank=rank
+        )
+        return DataLoader(
+            self.train_dataset, batch_size=self.batch_size, sampler=sampler, drop_last=False,
+            num_workers=self.num_workers, collate_fn=self.collate_fn,
+            persistent_workers=self.num_workers > 0,
+        )
+
 
 class EmbeddedConversationDataModule(ConversationDataModule):
     """The embedded dataset's LLaVA conversations (captions, descriptions, VQA).
@@ -416,7 +448,8 @@ class EmbeddedConversationDataModule(ConversationDataModule):
         eval_tasks: evaluation tasks (None: same as ``tasks``).
         image_size: generated image size in pixels.
         max_length: conversations are truncated to this many tokens.
-        **kwargs: the loader and normalization arguments, as for :class:`EmbeddedDataModule`.
+        **kwargs: the loader and normalization arguments, as for :class:`EmbeddedDataModule`,
+            and ``group_by_length`` (:class:`ConversationDataModule`).
     """
 
     def __init__(

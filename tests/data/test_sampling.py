@@ -1,0 +1,69 @@
+"""Length-grouped sampling: every sample once per epoch, the same order for the same seed and
+epoch, and less padding than shuffled batches on the embedded conversations."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.utils.data import BatchSampler, RandomSampler
+
+from zoo.data import EmbeddedConversationDataModule
+from zoo.data.datamodules import EmbeddedSplits
+from zoo.data.sampling import LengthGroupedSampler, padding_fraction
+
+
+def batches(sampler: LengthGroupedSampler, batch_size: int) -> list[list[int]]:
+    return list(BatchSampler(sampler, batch_size, drop_last=False))
+
+
+def test_every_sample_once_per_epoch_and_deterministic():
+    lengths = torch.randint(1, 100, (103,), generator=torch.Generator().manual_seed(0)).tolist()
+    sampler = LengthGroupedSampler(lengths, batch_size=8, seed=3, group_batches=4)
+    first = batches(sampler, 8)
+    assert len(first) == 13 and len(sampler) == 103
+    assert sorted(i for b in first for i in b) == list(range(103))
+    # Within a sorted group, each batch's lengths do not overlap the next one's.
+    group = first[:4]
+    assert all(min(lengths[i] for i in a) >= max(lengths[i] for i in b) for a, b in zip(group, group[1:]))
+    assert first == batches(LengthGroupedSampler(lengths, batch_size=8, seed=3, group_batches=4), 8)
+    second = batches(sampler, 8)  # iterated again without set_epoch: the next epoch
+    assert sorted(i for b in second for i in b) == list(range(103))
+    assert second != first
+    sampler.set_epoch(1)
+    assert batches(sampler, 8) == second
+    with pytest.raises(ValueError, match="batch_size"):
+        LengthGroupedSampler(lengths, batch_size=0)
+
+
+def test_ranks_share_the_epoch_in_whole_grouped_batches():
+    lengths = torch.randint(1, 100, (50,), generator=torch.Generator().manual_seed(1)).tolist()
+    single = batches(LengthGroupedSampler(lengths, 4, seed=1), 4)
+    ranks = [batches(LengthGroupedSampler(lengths, 4, seed=1, num_replicas=3, rank=r), 4) for r in range(3)]
+    assert {len(b) for b in ranks} == {5}  # equally many steps, all batches whole
+    assert all(len(batch) == 4 for b in ranks for batch in b)
+    assert {i for b in ranks for batch in b for i in batch} == set(range(50))
+    assert ranks[0][0] == single[0] and ranks[1][0] == single[1]  # the grouped batches, dealt out
+    with pytest.raises(ValueError, match="rank 3"):
+        LengthGroupedSampler(lengths, 4, num_replicas=3, rank=3)
+
+
+def test_grouping_cuts_padding_on_the_embedded_conversations(tmp_path):
+    dm = EmbeddedConversationDataModule(str(tmp_path), splits=EmbeddedSplits(64, 2, 2),
+                                        batch_size=8, group_by_length=True)
+    dm.prepare_data()
+    dm.setup("fit")
+    lengths = dm.train_dataset.lengths(dm.tokenizer, dm.short_answer_tasks, dm.max_length)
+    torch.manual_seed(0)
+    loader = dm.train_dataloader()
+    assert isinstance(loader.sampler, LengthGroupedSampler)
+    loader.sampler.set_epoch(0)
+    grouped = list(loader.batch_sampler)
+    assert sorted(i for b in grouped for i in b) == list(range(len(dm.train_dataset)))
+    shuffled = list(RandomSampler(range(len(lengths)), generator=torch.Generator().manual_seed(0)))
+    plain = [shuffled[i : i + 8] for i in range(0, len(shuffled), 8)]
+    assert padding_fraction(lengths, grouped) < 0.5 * padding_fraction(lengths, plain)
+    # The collate pads to the batch's longest: a batch's width is its longest sample's length.
+    loader.sampler.set_epoch(0)
+    batch = next(iter(loader))
+    assert batch["input_ids"].shape[1] == max(lengths[i] for i in grouped[0])
+    assert batch["attention_mask"].sum().item() == sum(lengths[i] for i in grouped[0])

@@ -1,0 +1,54 @@
+"""bench/side_by_side.py runs: the smallest pair, one step, JSON with FLOPs that count CPU's
+fused attention."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import torch
+from torch.nn import functional as F
+from torch.utils.flop_counter import FlopCounterMode
+
+BENCH = Path(__file__).parents[1] / "bench" / "side_by_side.py"
+
+
+def load_bench():
+    spec = importlib.util.spec_from_file_location("side_by_side", BENCH)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault("side_by_side", module)
+    spec.loader.exec_module(module)
+    return sys.modules["side_by_side"]
+
+
+def test_cpu_attention_is_counted():
+    load_bench()
+    b, h, s, d = 2, 4, 16, 8
+    q, k, v = (torch.randn(b, h, s, d, requires_grad=True) for _ in range(3))
+    counter = FlopCounterMode(display=False)
+    with counter:
+        F.scaled_dot_product_attention(q, k, v).sum().backward()
+    ops = {str(op): n for op, n in counter.get_flop_counts()["Global"].items()}
+    forward = ops["aten._scaled_dot_product_flash_attention_for_cpu"]
+    assert forward == 4 * b * h * s * s * d  # QK^T and PV, 2 FLOPs per multiply-add
+    # Backward: the scores recomputed and four gradient products (torch's CUDA formula).
+    assert ops["aten._scaled_dot_product_flash_attention_for_cpu_backward"] == 5 * forward // 2
+
+
+def test_smallest_pair_writes_its_table(tmp_path):
+    bench = load_bench()
+    output = tmp_path / "bench.json"
+    bench.main(["--device", "cpu", "--scale", "test", "--pairs", "llava", "--steps", "1",
+                "--warmup", "0", "--output", str(output)])
+    report = json.loads(output.read_text())
+    assert {"date", "device", "torch", "threads", "steps", "dims"} <= set(report["meta"])
+    (result,) = report["results"]
+    assert {"pair", "zoo_ms", "hf_ms", "hf_over_zoo", "zoo_gflop", "hf_gflop", "zoo_gflops_per_s",
+            "hf_gflops_per_s", "zoo_attention_gflop", "hf_attention_gflop", "unmatched"} <= set(result)
+    assert result["pair"] == "llava"
+    assert result["zoo_gflop"] > 0 and result["hf_gflop"] > 0
+    assert result["zoo_attention_gflop"] > 0 and result["hf_attention_gflop"] > 0
+    # LLaVA's anatomy in the zoo does the reference's work, FLOP for FLOP.
+    assert abs(result["zoo_gflop"] - result["hf_gflop"]) <= 0.02 * result["hf_gflop"]
