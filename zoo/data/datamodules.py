@@ -21,6 +21,7 @@ from zoo.data import embedded
 from zoo.data.batch import ImageTextBatch
 from zoo.data.conversations import SHORT_ANSWER_PROMPT, ConversationCollate, ConversationDataset
 from zoo.data.image_text import ImageTextLocationDataset, caption_words, read_table
+from zoo.data.sampling import ResumableLoader, train_loader
 from zoo.data.tokenize import build_tokenizer
 
 __all__ = [
@@ -151,6 +152,20 @@ class ZooDataModule(NonGeoDataModule):
         elif stage in ("test", "predict"):
             self.test_dataset = self._dataset("test")
             self.predict_dataset = self.test_dataset
+
+    def train_dataloader(self) -> ResumableLoader:
+        """Shuffled by ``(seed, epoch)`` and resumable mid-epoch (:mod:`zoo.data.sampling`); the
+        seed is ``seed_everything``'s (torch's initial seed), the ranks are the trainer's."""
+        trainer = self.trainer
+        return train_loader(
+            self._valid_attribute("train_dataset", "dataset"),
+            self._valid_attribute("train_batch_size", "batch_size"),
+            self.num_workers,
+            self.collate_fn,
+            seed=torch.initial_seed() % 2**63,
+            num_replicas=trainer.world_size if trainer is not None else 1,
+            rank=trainer.global_rank if trainer is not None else 0,
+        )
 
     def on_after_batch_transfer(self, batch: dict[str, Any], dataloader_idx: int) -> dict[str, Any]:
         """Normalize the images once they are on the device (also outside a Trainer)."""
