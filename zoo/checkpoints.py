@@ -140,7 +140,15 @@ def merge_hyperparameters(
     def given(key: str) -> bool:
         return any(key == e or key.startswith(e + ".") for e in explicit)
 
-    apply = {k: v for k, v in hparams.items() if not given(k)}
+    apply: dict[str, Any] = {}
+    for key, value in theirs.items():  # nested groups keep the command line's sub-keys
+        value = ours.get(key) if given(key) and key in ours else value
+        *parents, leaf = key.split(".")
+        node = apply
+        for parent in parents:
+            node = node.setdefault(parent, {})
+        node[leaf] = value
+    apply = {k: v for k, v in apply.items() if not given(k)}
     messages = []
     for key, value in theirs.items():
         if key not in ours or ours[key] is None or ours[key] == value:

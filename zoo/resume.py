@@ -5,7 +5,7 @@ continues.
   Lightning's ``SLURMEnvironment`` plugin) are noted when they arrive and acted on at the next
   step boundary: a checkpoint of that step, then exit ``128 + signal`` (143, 130). A second
   signal stops at once, without one.
-* :class:`RandomState`: the RNG states of torch (CPU and CUDA), numpy and Python travel in
+* :class:`ExactResume`: the RNG states of torch (CPU and CUDA), numpy and Python travel in
   every checkpoint and are restored just before the first resumed step, so a resumed run draws
   what the straight run draws (the data order is :class:`zoo.data.sampling.ResumableLoader`'s).
 * :class:`AtomicCheckpointIO`: checkpoints are written beside their target and renamed into
@@ -30,7 +30,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from zoo.io import atomic_write
 
-__all__ = ["AtomicCheckpointIO", "Interrupted", "InterruptCheckpoint", "RandomState"]
+__all__ = ["AtomicCheckpointIO", "ExactResume", "Interrupted", "InterruptCheckpoint"]
 
 log = logging.getLogger(__name__)
 
@@ -198,12 +198,18 @@ def _set_rng_states(states: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(states["cuda"])
 
 
-class RandomState(Callback):
-    """Keep the RNG states of torch, numpy and Python in every checkpoint and restore them
-    when the resumed loop starts (after the model, the optimizer and the loaders were rebuilt,
-    before the first batch is drawn), so masking, dropout and sampling continue as in an
-    uninterrupted run. The checkpoint holds rank 0's states (every rank starts from
-    ``seed_everything``'s seed and draws alike).
+class ExactResume(Callback):
+    """What Lightning does not restore for a bit-exact resume, restored when the resumed loop
+    starts (after the model, the optimizer and the loaders were rebuilt, before the first batch
+    is drawn):
+
+    * the RNG states of torch, numpy and Python, kept in every checkpoint, so masking, dropout
+      and sampling continue as in an uninterrupted run (rank 0's states: every rank starts
+      from ``seed_everything``'s seed and draws alike);
+    * the training loader's position. Lightning restores a stateful loader only when it builds
+      the loaders after the checkpoint is read, but a schedule sized by
+      ``trainer.estimated_stepping_batches`` builds them earlier, in ``configure_optimizers``;
+      the loader state Lightning read is applied here instead.
     """
 
     def __init__(self) -> None:
@@ -211,7 +217,7 @@ class RandomState(Callback):
 
     @property
     def state_key(self) -> str:
-        return "RandomState"
+        return "ExactResume"
 
     def state_dict(self) -> dict[str, Any]:
         return {"states": _rng_states()}
@@ -220,6 +226,9 @@ class RandomState(Callback):
         self._pending = state_dict.get("states")
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        loop = trainer.fit_loop
+        if loop._combined_loader_states_to_load and loop.restarting:
+            loop._load_combined_loader_states()
         if self._pending is not None:
             _set_rng_states(self._pending)
             self._pending = None

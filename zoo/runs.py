@@ -19,11 +19,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.loggers.csv_logs import ExperimentWriter
+from lightning.pytorch.loggers.logger import rank_zero_experiment
 
-from zoo.io import remove_stale_temporaries
+from zoo.io import atomic_write_text, remove_stale_temporaries
 
-__all__ = ["RunFolder", "RunRecord", "newest_checkpoint", "next_version", "run_folder_of"]
+__all__ = [
+    "RunCSVLogger",
+    "RunFolder",
+    "RunRecord",
+    "newest_checkpoint",
+    "next_version",
+    "run_folder_of",
+]
 
 _VERSION = re.compile(r"version_(\d+)")
 
@@ -136,6 +147,42 @@ class RunRecord(Callback):
         if self.run is not None:
             record |= {"experiment": str(self.run.experiment), "version": self.run.version}
         return record
+
+
+class _AppendingWriter(ExperimentWriter):
+    """Lightning's CSV writer, keeping the rows a previous part of the run wrote (Lightning's
+    deletes ``metrics.csv`` when the folder exists) except those at or after ``resume_step``
+    (logged after the checkpoint a resume starts from, by a run that was killed)."""
+
+    def __init__(self, log_dir: str, resume_step: int | None) -> None:
+        self.resume_step = resume_step
+        super().__init__(log_dir)
+
+    def _check_log_dir_exists(self) -> None:
+        path = Path(self.metrics_file_path)
+        if self.resume_step is None or not path.is_file() or not path.stat().st_size:
+            return
+        rows = pd.read_csv(path)
+        if "step" in rows and (rows["step"] >= self.resume_step).any():
+            kept = rows[rows["step"] < self.resume_step]
+            atomic_write_text(path, kept.to_csv(index=False))
+
+
+class RunCSVLogger(CSVLogger):
+    """The run folder's ``metrics.csv``; a resumed run (``resume_step``: the checkpoint's global
+    step) appends to the rows of the run it continues."""
+
+    def __init__(self, run: RunFolder, resume_step: int | None = None) -> None:
+        super().__init__(run.experiment.parent, run.experiment.name, run.version)
+        self.resume_step = resume_step
+
+    @property
+    @rank_zero_experiment
+    def experiment(self) -> ExperimentWriter:
+        if self._experiment is None:
+            self._fs.makedirs(self.root_dir, exist_ok=True)
+            self._experiment = _AppendingWriter(self.log_dir, self.resume_step)
+        return self._experiment
 
 
 def wandb_id(trainer: Trainer) -> str | None:

@@ -14,7 +14,7 @@ from typing import Any
 
 from lightning.pytorch import Callback
 from lightning.pytorch.callbacks import BasePredictionWriter, ModelCheckpoint
-from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
+from lightning.pytorch.loggers import Logger, WandbLogger
 from lightning.pytorch.plugins.io import CheckpointIO
 
 from zoo.callbacks.summary import MetricsSummary
@@ -25,8 +25,8 @@ from zoo.checkpoints import (
     read_lightning_checkpoint,
     resolve_ckpt_path,
 )
-from zoo.resume import AtomicCheckpointIO, InterruptCheckpoint, RandomState
-from zoo.runs import RunFolder, RunRecord, next_version, record_of, run_folder_of
+from zoo.resume import AtomicCheckpointIO, InterruptCheckpoint, ExactResume
+from zoo.runs import RunCSVLogger, RunFolder, RunRecord, next_version, record_of, run_folder_of
 
 __all__ = ["Session", "experiment_dir", "prepare", "trainer_arguments"]
 
@@ -43,6 +43,7 @@ class Session:
         run: the fit's version folder (None for the other commands).
         ckpt_path: the checked ``--ckpt_path`` (``last`` resolved).
         wandb_id: the W&B run a resumed fit continues.
+        resume_step: the global step it continues from.
         overwrite: prediction writers may replace earlier outputs.
     """
 
@@ -51,6 +52,7 @@ class Session:
     run: RunFolder | None = None
     ckpt_path: Path | None = None
     wandb_id: str | None = None
+    resume_step: int | None = None
     overwrite: bool = False
     warnings: list[str] = field(default_factory=list)
 
@@ -100,6 +102,7 @@ def prepare(subcommand: str, config: Any, argv: list[str], apply_hparams: Any) -
         if resumed is not None:
             session.run = resumed
             session.wandb_id = record.get("wandb_id")
+            session.resume_step = int(checkpoint.get("global_step", 0))
             log.info("resuming run %s", resumed.path)
         else:
             session.run = RunFolder(session.experiment, next_version(session.experiment))
@@ -133,7 +136,7 @@ def trainer_arguments(session: Session, trainer: dict[str, Any], config: Any) ->
         run = session.run.create()
         new_loggers: list[Logger] = []
         if trainer.get("logger") is not False:
-            new_loggers.append(CSVLogger(run.experiment.parent, run.experiment.name, run.version))
+            new_loggers.append(RunCSVLogger(run, session.resume_step))
         for logger, cfg in zip(loggers, logger_configs + [None] * len(loggers), strict=False):
             if isinstance(logger, WandbLogger):
                 logger = _wandb(logger, cfg, session.wandb_id)
@@ -142,7 +145,7 @@ def trainer_arguments(session: Session, trainer: dict[str, Any], config: Any) ->
         for callback in callbacks:
             if isinstance(callback, ModelCheckpoint) and callback.dirpath is None:
                 callback.dirpath = str(run.checkpoints)
-        callbacks += [RunRecord(run), RandomState(), InterruptCheckpoint(run.checkpoints),
+        callbacks += [RunRecord(run), ExactResume(), InterruptCheckpoint(run.checkpoints),
                       MetricsSummary()]
     else:
         kept = [logger for logger in loggers if not isinstance(logger, WandbLogger)]

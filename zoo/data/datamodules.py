@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -34,6 +35,8 @@ __all__ = [
 ]
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+log = logging.getLogger(__name__)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -290,8 +293,18 @@ class EmbeddedSource:
 
     def prepare(self) -> None:
         """Generate the dataset unless a complete copy with these parameters exists (the
-        writer checks and reuses one)."""
-        embedded.generate(self.path, image_size=self.image_size, seed=self.seed, **self.sizes)
+        writer checks and reuses one), saying so in a log line first: a mistyped ``root`` is
+        then seen at once."""
+        params = {"image_size": self.image_size, "seed": self.seed, **self.sizes}
+        if not embedded.is_complete(self.path, **params):
+            where = ("does not exist" if not self.root.exists()
+                     else "holds no embedded copy with these parameters")
+            log.warning(
+                "data root %s %s: generating the embedded dataset (%d images) at %s. If you "
+                "meant an existing copy, check data.init_args.root.",
+                self.root, where, sum(self.sizes.values()), self.path,
+            )
+        embedded.generate(self.path, **params)
 
 
 def embedded_vocabulary() -> list[str]:
