@@ -106,8 +106,11 @@ class InterruptCheckpoint(Callback):
             signal.signal(signum, self._note)
 
     def _restore(self) -> None:
+        """Put back the handlers this replaced, unless someone (Lightning's teardown) already
+        put back theirs."""
         for signum, handler in self._previous.items():
-            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
+            if signal.getsignal(signum) == self._note:
+                signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
         self._previous = {}
 
     def _note(self, signum: int, frame: FrameType | None) -> None:

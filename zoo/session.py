@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lightning.fabric.plugins.environments import SLURMEnvironment
 from lightning.pytorch import Callback
 from lightning.pytorch.callbacks import BasePredictionWriter, ModelCheckpoint
 from lightning.pytorch.loggers import Logger, WandbLogger
@@ -80,6 +81,8 @@ def prepare(subcommand: str, config: Any, argv: list[str], apply_hparams: Any) -
     and choose the run folder; ``config`` is the subcommand's parsed namespace."""
     session = Session(subcommand, experiment_dir(config), overwrite=bool(config.get("overwrite")))
     value = config.get("ckpt_path")
+    if not value and subcommand == "fit":
+        value = _requeued_checkpoint(config)
     checkpoint: dict[str, Any] = {}
     if value:
         path = resolve_ckpt_path(str(value), session.experiment)
@@ -99,6 +102,8 @@ def prepare(subcommand: str, config: Any, argv: list[str], apply_hparams: Any) -
     if subcommand == "fit":
         record = record_of(checkpoint)
         resumed = run_folder_of(session.ckpt_path) if session.ckpt_path else None
+        if resumed is None and record.get("experiment") and Path(record["experiment"]).is_dir():
+            resumed = RunFolder(Path(record["experiment"]), int(record["version"]))
         if resumed is not None:
             session.run = resumed
             session.wandb_id = record.get("wandb_id")
@@ -107,6 +112,19 @@ def prepare(subcommand: str, config: Any, argv: list[str], apply_hparams: Any) -
         else:
             session.run = RunFolder(session.experiment, next_version(session.experiment))
     return session
+
+
+def _requeued_checkpoint(config: Any) -> str | None:
+    """Under SLURM, the newest ``hpc_ckpt_N.ckpt`` that Lightning's requeue handler saved in
+    ``trainer.default_root_dir`` (a requeued job resumes from it, as Lightning does)."""
+    if not SLURMEnvironment.detect():
+        return None
+    root = Path((config.get("trainer") or {}).get("default_root_dir") or ".")
+    found = sorted(root.glob("hpc_ckpt_*.ckpt"), key=lambda p: int(p.stem.rpartition("_")[2] or 0))
+    if not found:
+        return None
+    log.info("SLURM requeue: resuming from %s", found[-1])
+    return str(found[-1])
 
 
 def _wandb(logger: WandbLogger, config: Any, wandb_id: str | None) -> WandbLogger:
