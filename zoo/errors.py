@@ -69,13 +69,13 @@ def did_you_mean(message: str, options: Iterable[str] = ()) -> list[str]:
     prefix = f"{group.group(1)}.init_args." if group else ""
     for class_path, body in re.findall(r"class_path '([\w.]+)':\n((?:\s{6,}.*\n?)+)", message):
         for key in re.findall(r"Option '(\w+)' is not accepted", body):
-            close = difflib.get_close_matches(key, _parameters(class_path), n=3, cutoff=0.6)
+            close = difflib.get_close_matches(key, _parameters(class_path), n=1, cutoff=0.6)
             name = class_path.rpartition(".")[2]
             hint = f" Did you mean {', '.join(prefix + c for c in close)}?" if close else ""
             lines.append(f"{prefix}{key} is not an argument of {name}.{hint}")
     options = list(options)
     for arg in re.findall(r"(--[\w.@-]+)", message.partition("Unrecognized arguments:")[2]):
-        close = difflib.get_close_matches(arg, options, n=3, cutoff=0.75)
+        close = difflib.get_close_matches(arg, options, n=1, cutoff=0.75)
         if close:
             lines.append(f"{arg} is not an option. Did you mean {', '.join(close)}?")
     return lines
@@ -118,14 +118,32 @@ def _missing_value(error: BaseException) -> str | None:
     return None
 
 
+def _raised_in_jsonargparse(error: BaseException) -> bool:
+    import jsonargparse
+
+    frames = traceback.extract_tb(error.__traceback__)
+    package = Path(jsonargparse.__file__).resolve().parent
+    return bool(frames) and Path(frames[-1].filename).resolve().is_relative_to(package)
+
+
 def _message(error: BaseException) -> str | None:
-    """The readable message of a configuration or data error, or None to keep the traceback."""
+    """The readable message of a configuration or data error, or None to keep the traceback.
+
+    A zoo check raised while jsonargparse builds a linked class comes wrapped in jsonargparse's
+    "Does not validate against any of the Union subtypes"; its own lines are kept.
+    """
     missing = _missing_value(error)
     if missing is not None:
         return missing
-    if isinstance(error, (ValueError, OSError, KeyError)) and _raised_in_zoo(error):
-        text = str(error.args[0]) if isinstance(error, KeyError) and error.args else str(error)
-        return text
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, (ValueError, OSError, KeyError)) and _raised_in_zoo(seen):
+            return str(seen.args[0]) if isinstance(seen, KeyError) and seen.args else str(seen)
+        seen = seen.__cause__ or seen.__context__
+    if isinstance(error, ValueError) and _raised_in_jsonargparse(error):
+        causes = re.findall(r"^\s+- (.+)$", str(error), flags=re.MULTILINE)
+        causes = [c for c in causes if not c.startswith("Expected a <class 'NoneType'>")]
+        return "\n".join(causes) if causes else str(error).strip()
     return None
 
 

@@ -26,7 +26,7 @@ from zoo.checkpoints import (
     read_lightning_checkpoint,
     resolve_ckpt_path,
 )
-from zoo.resume import AtomicCheckpointIO, InterruptCheckpoint, ExactResume
+from zoo.resume import AtomicCheckpointIO, ExactResume, InterruptCheckpoint
 from zoo.runs import RunCSVLogger, RunFolder, RunRecord, next_version, record_of, run_folder_of
 
 __all__ = ["Session", "experiment_dir", "prepare", "trainer_arguments"]
