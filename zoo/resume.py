@@ -142,6 +142,9 @@ class InterruptCheckpoint(Callback):
 
     def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, *args: Any) -> None:
         if self._stop_requested(trainer):
+            # Lightning logs the step's metrics after this hook; log them now, or the step's
+            # row would be missing from the run's metrics (the resume starts at the next step)
+            trainer._logger_connector.update_train_step_metrics()
             self._save_and_stop(trainer)
 
     def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
@@ -170,7 +173,7 @@ class InterruptCheckpoint(Callback):
             raise Interrupted(signum)
         folder = self.dirpath or Path(trainer.default_root_dir)
         path = folder / f"{self.filename}.ckpt"
-        trainer.save_checkpoint(path)
+        trainer.save_checkpoint(path, weights_only=False)  # the full state, to resume
         self.saved = path
         log.warning("interrupted by %s at step %d: saved %s; resume with --ckpt_path %s",
                     signal.Signals(signum).name, trainer.global_step, path, path)

@@ -166,6 +166,7 @@ class _AppendingWriter(ExperimentWriter):
         if "step" in rows and (rows["step"] >= self.resume_step).any():
             kept = rows[rows["step"] < self.resume_step]
             atomic_write_text(path, kept.to_csv(index=False))
+        self.metrics_keys = list(rows.columns)  # new keys extend the existing header
 
 
 class RunCSVLogger(CSVLogger):
