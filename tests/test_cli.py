@@ -107,6 +107,7 @@ def test_fit_then_predict_writes_answers(config, tmp_path):
     override.write_text(yaml.safe_dump({
         "trainer": {
             "max_epochs": 1, "logger": False, "enable_progress_bar": False,
+            "default_root_dir": str(tmp_path / "runs"),
             "limit_train_batches": 2, "limit_val_batches": 1,
             "callbacks": [
                 {"class_path": "lightning.pytorch.callbacks.ModelCheckpoint",

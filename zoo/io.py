@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import re
 import shutil
 import tempfile
 import zipfile
@@ -34,7 +35,45 @@ __all__ = [
     "require_dir",
     "read_state_dict",
     "read_tensors",
+    "remove_stale_temporaries",
 ]
+
+
+_TEMPORARY = re.compile(r"\..+\.pid(\d+)\.[^.]+\.tmp")
+
+
+def _temporary_prefix(path: Path) -> str:
+    """``.<name>.pid<pid>.``: the writer's process id lets a later run tell a temporary file
+    that a killed writer left from one being written now."""
+    return f".{path.name}.pid{os.getpid()}."
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def remove_stale_temporaries(folder: str | Path) -> list[Path]:
+    """Delete the temporary files and folders of :func:`atomic_path` / :func:`atomic_dir` in
+    ``folder`` whose writer is no longer running (a SIGKILL cannot be caught, so its
+    temporary file is swept by the next run); returns what was removed."""
+    folder = Path(folder)
+    removed = []
+    for path in folder.iterdir() if folder.is_dir() else ():
+        match = _TEMPORARY.fullmatch(path.name)
+        if match is None or _alive(int(match.group(1))):
+            continue
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+        removed.append(path)
+    return removed
 
 
 @contextmanager
@@ -46,7 +85,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, name = tempfile.mkstemp(prefix=_temporary_prefix(path), suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp = Path(name)
     try:
@@ -90,7 +129,7 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=_temporary_prefix(path), suffix=".tmp", dir=path.parent))
     try:
         tmp.chmod(0o777 & ~_umask())  # mkdtemp's folder is private; give it mkdir's mode
         yield tmp
@@ -131,7 +170,9 @@ def read_yaml(path: str | Path, what: str = "file") -> Any:
     return _parse(path, what, "YAML", yaml.safe_load, yaml.YAMLError)
 
 
-def load_checkpoint(path: str | Path, what: str = "checkpoint", weights_only: bool = True) -> Any:
+def load_checkpoint(
+    path: str | Path, what: str = "checkpoint", weights_only: bool = True, mmap: bool = False
+) -> Any:
     """Load a ``torch.save`` file on the CPU, with errors that name the file and the fix.
 
     Args:
@@ -139,6 +180,7 @@ def load_checkpoint(path: str | Path, what: str = "checkpoint", weights_only: bo
         what: how the error messages name it (``"stage.init_checkpoint"``, ``"--ckpt_path"``).
         weights_only: passed to :func:`torch.load`; only set ``False`` for a file you trust
             (unpickling arbitrary objects can run code).
+        mmap: map the tensors' storage from the file instead of reading it (cheap checks).
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
@@ -151,7 +193,7 @@ def load_checkpoint(path: str | Path, what: str = "checkpoint", weights_only: bo
     if not path.is_file():
         raise FileNotFoundError(f"{what} {path} does not exist")
     try:
-        return torch.load(path, map_location="cpu", weights_only=weights_only)
+        return torch.load(path, map_location="cpu", weights_only=weights_only, mmap=mmap)
     except pickle.UnpicklingError as error:
         raise RuntimeError(
             f"could not load {what} {path} with weights_only=True: it pickles objects other "

@@ -34,7 +34,9 @@ import zoo.data.scenes  # noqa: F401
 import zoo.data.skyscript  # noqa: F401
 import zoo.data.spacenet  # noqa: F401
 import zoo.models  # noqa: F401  (registers the models' short names)
-from zoo.io import read_state_dict
+from zoo.errors import TRACEBACK_FLAG, ZooArgumentParser, readable_errors
+from zoo.io import atomic_write_text, read_state_dict
+from zoo.session import Session, prepare, trainer_arguments
 
 __all__ = ["COMMANDS", "ZooCLI", "build_from_configs", "main"]
 
@@ -47,22 +49,25 @@ COMMANDS = {
 
 
 class SaveConfigToRun(SaveConfigCallback):
-    """Save the resolved config with each run, and log it to every logger as hyper-parameters.
+    """Save the resolved config with each fit, and log it to every logger as hyper-parameters.
 
-    With W&B the file goes into the run's own folder (synced with it), so consecutive runs
-    never collide; with other loggers into the trainer's log folder, as Lightning does.
+    The file goes into the run folder (``runs/<model>/<name>/version_N/config.yaml``) and, with
+    W&B, into the W&B run's own folder too (synced with it).
     """
 
+    run_dir: Path | None = None
+
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        logger = trainer.logger
-        if isinstance(logger, WandbLogger) and trainer.is_global_zero:
-            path = Path(logger.experiment.dir) / self.config_filename
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self.parser.save(
-                self.config, path, skip_none=False, overwrite=True, multifile=self.multifile
-            )
-            self.already_saved = True
-        super().setup(trainer, pl_module, stage)
+        if self.already_saved:
+            return
+        if trainer.is_global_zero and stage == "fit":
+            text = self.parser.dump(self.config, skip_none=False)
+            folders = [self.run_dir] if self.run_dir is not None else []
+            folders += [Path(lg.experiment.dir) for lg in trainer.loggers if isinstance(lg, WandbLogger)]
+            for folder in folders:
+                atomic_write_text(folder / self.config_filename, text)
+            self.save_config(trainer, pl_module, stage)
+        self.already_saved = True
 
     def save_config(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         for logger in trainer.loggers:
@@ -70,11 +75,51 @@ class SaveConfigToRun(SaveConfigCallback):
 
 
 class ZooCLI(LightningCLI):
-    """LightningCLI with the zoo's links between data and model."""
+    """LightningCLI with the zoo's links between data and model, its run folders and its
+    checkpoint checks (:mod:`zoo.session`)."""
+
+    session: Session | None = None
+
+    def parse_arguments(self, parser, args) -> None:
+        self.argv = [str(a) for a in (sys.argv[1:] if args is None else args)]
+        super().parse_arguments(parser, args)
+
+    def _parse_ckpt_path(self) -> None:
+        """Check ``--ckpt_path`` before anything loads it (:func:`zoo.session.prepare`): a
+        Lightning checkpoint of the config's model, whose hyper-parameters apply except where
+        the command line sets a value (Lightning's own version applies them over everything)."""
+        subcommand = self.config.get("subcommand")
+        if not subcommand:
+            return
+
+        def apply(hparams: dict) -> None:
+            model = {"class_path": self.config[subcommand].model.class_path, "dict_kwargs": hparams}
+            self.config = self.parser.parse_object({subcommand: {"model": model}}, self.config)
+
+        self.session = prepare(subcommand, self.config[subcommand], self.argv, apply)
+
+    def instantiate_trainer(self, **kwargs: Any) -> Trainer:
+        if self.session is not None:
+            subcommand = self.subcommand
+            trainer = self._get(self.config_init, "trainer", default={})
+            kwargs = trainer_arguments(self.session, trainer, self.config[subcommand].trainer) | kwargs
+        built = super().instantiate_trainer(**kwargs)
+        for callback in built.callbacks:
+            if isinstance(callback, SaveConfigToRun) and self.session and self.session.run:
+                callback.run_dir = self.session.run.path
+        return built
 
     def add_arguments_to_parser(self, parser) -> None:
         # A LLaVA checkpoint also sets the data's tokenizer, image size and mean/std.
         parser.link_arguments("model.init_args.llava", "data.init_args.llava")
+        parser.add_argument(
+            "--overwrite", action="store_true",
+            help="prediction writers may replace the output of an earlier run",
+        )
+        parser.add_argument(
+            TRACEBACK_FLAG, action="store_true",
+            help="show the full traceback of a configuration or data error (or ZOO_TRACEBACK=1)",
+        )
         parser.link_arguments("data.init_args.image_size", "model.init_args.image_size")
         parser.link_arguments(
             "data", "model.init_args.tokenizer", compute_fn=lambda data: data.tokenizer,
@@ -132,7 +177,9 @@ def main(args: list[str] | None = None, run: bool = True) -> Any:
 
     ``evaluate`` and ``export`` as the first argument run that command (returning what its
     ``main`` returns); anything else goes to the LightningCLI (``args=None`` reads
-    ``sys.argv``), which it returns.
+    ``sys.argv``), which it returns. Reading ``sys.argv``, it is the command line: a
+    configuration or data error prints its message alone (:mod:`zoo.errors`); with ``args``
+    the exception propagates.
     """
     argv = sys.argv[1:] if args is None else args
     if isinstance(argv, Sequence) and argv and argv[0] in COMMANDS:
@@ -140,18 +187,25 @@ def main(args: list[str] | None = None, run: bool = True) -> Any:
     configure_logging()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("WANDB_SILENT", "true")
-    return ZooCLI(
-        LightningModule,
-        LightningDataModule,
-        subclass_mode_model=True,
-        subclass_mode_data=True,
-        save_config_callback=SaveConfigToRun,
-        save_config_kwargs={"overwrite": True},
-        parser_kwargs={"parser_mode": "omegaconf", "epilog": _EPILOG},
-        auto_configure_optimizers=False,
-        args=args,
-        run=run,
-    )
+
+    def build() -> ZooCLI:
+        return ZooCLI(
+            LightningModule,
+            LightningDataModule,
+            subclass_mode_model=True,
+            subclass_mode_data=True,
+            save_config_callback=SaveConfigToRun,
+            save_config_kwargs={"overwrite": True},
+            parser_kwargs={"parser_mode": "omegaconf", "epilog": _EPILOG},
+            parser_class=ZooArgumentParser,
+            auto_configure_optimizers=False,
+            args=args,
+            run=run,
+        )
+
+    if args is None:  # the command line: errors a person can read (zoo.errors)
+        return readable_errors(build, argv)
+    return build()
 
 
 if __name__ == "__main__":

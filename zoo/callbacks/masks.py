@@ -142,15 +142,31 @@ class MaskPredictionWriter(BasePredictionWriter):
         output_dir: folder of the per-sample folders.
         merged: the image folder's merged features: ``parquet`` (GeoParquet), ``gpkg``
             (GeoPackage) or None.
+        overwrite: write into an ``output_dir`` that holds an earlier output (else an error
+            before predicting; ``zoo predict --overwrite``).
     """
 
     def __init__(
-        self, output_dir: str = "predictions", merged: Literal["parquet", "gpkg"] | None = "parquet"
+        self,
+        output_dir: str = "predictions",
+        merged: Literal["parquet", "gpkg"] | None = "parquet",
+        overwrite: bool = False,
     ) -> None:
         super().__init__(write_interval="batch")
         self.output_dir = Path(output_dir)
         self.merged = merged
+        self.overwrite = overwrite
         self.folder: Any = None  # zoo.callbacks.geo.FolderMasks, made on the first folder sample
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        """Refuse, before predicting, to write into an earlier output unless ``overwrite``."""
+        if stage == "predict" and not self.overwrite and self.output_dir.is_dir() and any(
+            self.output_dir.iterdir()
+        ):
+            raise FileExistsError(
+                f"{self.output_dir} holds the output of an earlier predict: pass --overwrite to "
+                "write over it, or set the writer's output_dir to a new folder"
+            )
 
     def write_on_batch_end(
         self,

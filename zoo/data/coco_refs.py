@@ -321,6 +321,7 @@ class ReferringSegmentationDataModule(ZooDataModule):
 
     def _dataset(self, split: str) -> Dataset:
         dataset = self._referring_dataset(split)
+        dataset.verify()  # every image and mask once, before the first step
         if split != "train" or self.mix_ratio == 0:
             return dataset
         # Image-level conversations (captions, VQA) mixed in: mix_ratio of the training samples.

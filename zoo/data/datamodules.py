@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -13,7 +14,7 @@ from typing import Any
 import torch
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
-from torch.utils.data import DataLoader, default_collate
+from torch.utils.data import default_collate
 from torchgeo.datamodules import NonGeoDataModule
 from transformers import PreTrainedTokenizerBase
 
@@ -21,7 +22,7 @@ from zoo.data import embedded
 from zoo.data.batch import ImageTextBatch
 from zoo.data.conversations import SHORT_ANSWER_PROMPT, ConversationCollate, ConversationDataset
 from zoo.data.image_text import ImageTextLocationDataset, caption_words, read_table
-from zoo.data.sampling import LengthGroupedSampler
+from zoo.data.sampling import ResumableLoader, train_loader
 from zoo.data.tokenize import build_tokenizer
 
 __all__ = [
@@ -34,6 +35,8 @@ __all__ = [
 ]
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+log = logging.getLogger(__name__)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -174,6 +177,20 @@ class ZooDataModule(NonGeoDataModule):
             self.test_dataset = self._dataset("test")
             self.predict_dataset = self.test_dataset
 
+    def train_dataloader(self) -> ResumableLoader:
+        """Shuffled by ``(seed, epoch)`` and resumable mid-epoch (:mod:`zoo.data.sampling`); the
+        seed is ``seed_everything``'s (torch's initial seed), the ranks are the trainer's."""
+        trainer = self.trainer
+        return train_loader(
+            self._valid_attribute("train_dataset", "dataset"),
+            self._valid_attribute("train_batch_size", "batch_size"),
+            self.num_workers,
+            self.collate_fn,
+            seed=torch.initial_seed() % 2**63,
+            num_replicas=trainer.world_size if trainer is not None else 1,
+            rank=trainer.global_rank if trainer is not None else 0,
+        )
+
     def on_after_batch_transfer(self, batch: dict[str, Any], dataloader_idx: int) -> dict[str, Any]:
         """Normalize the images once they are on the device (also outside a Trainer)."""
         return self.aug(batch)
@@ -297,8 +314,18 @@ class EmbeddedSource:
 
     def prepare(self) -> None:
         """Generate the dataset unless a complete copy with these parameters exists (the
-        writer checks and reuses one)."""
-        embedded.generate(self.path, image_size=self.image_size, seed=self.seed, **self.sizes)
+        writer checks and reuses one), saying so in a log line first: a mistyped ``root`` is
+        then seen at once."""
+        params = {"image_size": self.image_size, "seed": self.seed, **self.sizes}
+        if not embedded.is_complete(self.path, **params):
+            where = ("does not exist" if not self.root.exists()
+                     else "holds no embedded copy with these parameters")
+            log.warning(
+                "data root %s %s: generating the embedded dataset (%d images) at %s. If you "
+                "meant an existing copy, check data.init_args.root.",
+                self.root, where, sum(self.sizes.values()), self.path,
+            )
+        embedded.generate(self.path, **params)
 
 
 def embedded_vocabulary() -> list[str]:
@@ -412,8 +439,8 @@ class ConversationDataModule(ZooDataModule):
     def _collate(self) -> ConversationCollate:
         return ConversationCollate(self.tokenizer, self.max_length, self.short_answer_tasks)
 
-    def train_dataloader(self) -> DataLoader:
-        """Shuffled batches; with ``group_by_length``, batches of similar token length."""
+    def train_dataloader(self) -> ResumableLoader:
+        """Shuffled batches, resumable; with ``group_by_length``, batches of similar length."""
         if not self.group_by_length:
             return super().train_dataloader()
         replicas, rank = 1, 0
@@ -427,13 +454,9 @@ class ConversationDataModule(ZooDataModule):
                 )
             replicas, rank = trainer.world_size, trainer.global_rank
         lengths = self.train_dataset.lengths(self.tokenizer, self.short_answer_tasks, self.max_length)
-        sampler = LengthGroupedSampler(
-            lengths, self.batch_size, seed=torch.initial_seed(), num_replicas=replicas, rank=rank
-        )
-        return DataLoader(
-            self.train_dataset, batch_size=self.batch_size, sampler=sampler, drop_last=False,
-            num_workers=self.num_workers, collate_fn=self.collate_fn,
-            persistent_workers=self.num_workers > 0,
+        return train_loader(
+            self.train_dataset, self.batch_size, self.num_workers, self.collate_fn,
+            seed=torch.initial_seed() % 2**63, num_replicas=replicas, rank=rank, lengths=lengths,
         )
 
 

@@ -188,6 +188,32 @@ class ReferringDataset(NonGeoDataset):
     def __len__(self) -> int:
         return len(self.refs)
 
+    def verify(self, progress: bool | None = None) -> None:
+        """Read every sample's image and masks once and check that they agree in size, so a
+        broken sample stops the run in ``setup``, before the first step, naming the sample.
+
+        Args:
+            progress: show a progress bar (default: for more than 1,000 samples).
+        """
+        from tqdm import tqdm
+
+        seen: set[int] = set()
+        show = len(self) > 1000 if progress is None else progress
+        for index in tqdm(range(len(self)), desc=f"checking {self.split}", disable=not show):
+            refs = [r for r in self.refs[index] if id(r) not in seen]
+            if not refs and self.per_ref:
+                continue
+            image = self._image(index)
+            for ref in refs:
+                seen.add(id(ref))
+                shape = tuple(np.asarray(self._mask(index, ref)).shape[-2:])
+                if shape != tuple(image.shape[-2:]):
+                    raise ValueError(
+                        f"sample {index} ({self._sample_id(index)}) of the {self.split} split: "
+                        f"mask size (height, width) {shape} differs from the image size "
+                        f"{tuple(image.shape[-2:])}"
+                    )
+
     def _targets(self, index: int) -> list[tuple[dict[str, Any], str]]:
         """The (ref, sentence) pairs of sample ``index``."""
         refs = self.refs[index]

@@ -1,27 +1,58 @@
-"""Length-grouped sampling: samples of similar length share a batch, so padding to the batch's
-longest wastes little (the idea of Hugging Face Trainer's ``group_by_length``).
+"""Training-loader order: resumable mid-epoch, optionally length-grouped.
 
-An epoch's order is drawn from ``seed + epoch`` alone: a random permutation, cut into groups of
-``group_batches`` batches, each group sorted by length (longest first). A ``DataLoader`` with
-this sampler and the same ``batch_size`` then cuts batches of similar lengths, every sample in
-exactly one batch of the epoch (the last may be smaller). Lightning calls :meth:`set_epoch`;
-a sampler iterated without it moves to the next epoch by itself.
-
-Under ``num_replicas`` processes the order is first padded (repeating its first indices) to
-whole batches for every rank, and rank ``r`` takes batches ``r, r + num_replicas, ...``: the
-ranks step equally often and their batches stay length-grouped. (Lightning's own
+:class:`ResumableSampler` draws epoch ``e``'s order from ``(seed, e)`` alone (a
+:class:`~torch.utils.data.DistributedSampler`, so it also splits the data across ranks and
+Lightning leaves it as it is). :class:`LengthGroupedSampler` does the same with batches of
+similar length, so padding to the batch's longest wastes little (the idea of Hugging Face
+Trainer's ``group_by_length``): a random permutation from ``seed + epoch``, cut into groups of
+``group_batches`` batches, each group sorted by length (longest first). Under
+``num_replicas`` processes its order is padded (repeating its first indices) to whole batches
+for every rank, and rank ``r`` takes batches ``r, r + num_replicas, ...`` (Lightning's own
 distributed wrapper would reshuffle the order, so the datamodule asks for
-``trainer.use_distributed_sampler: false`` and passes the ranks here.)
+``trainer.use_distributed_sampler: false`` and passes the ranks here).
+
+:class:`ResumableLoader` counts the batches it has handed out in the current epoch and
+implements ``state_dict`` / ``load_state_dict``, which Lightning saves in every checkpoint and
+restores before the resumed epoch: the restored loader skips those batches and continues with
+the next one of the same order, whichever of the two samplers it holds.
+
+Lightning does not prefetch from a loader whose length it knows (every map-style dataset), so
+the count is exactly the number of batches the training loop has taken.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Sequence, Sized
+from typing import Any
 
 import torch
-from torch.utils.data import Sampler
+from torch.utils.data import DataLoader, DistributedSampler, Sampler
 
-__all__ = ["LengthGroupedSampler", "padding_fraction"]
+__all__ = ["LengthGroupedSampler", "ResumableLoader", "ResumableSampler", "padding_fraction", "train_loader"]
+
+
+class ResumableSampler(DistributedSampler):
+    """Shuffled indices that depend only on ``(seed, epoch)``; the next epoch can start at an
+    offset.
+
+    Args:
+        dataset: the dataset (only its length is used).
+        shuffle: a new permutation each epoch, else the dataset's order.
+        seed: the permutations' seed.
+        num_replicas: ranks sharing the data (each gets every ``num_replicas``-th index).
+        rank: this rank.
+    """
+
+    def __init__(
+        self, dataset: Sized, shuffle: bool = True, seed: int = 0, num_replicas: int = 1, rank: int = 0
+    ) -> None:
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed)
+        self.skip = 0
+
+    def __iter__(self) -> Iterator[int]:
+        indices = list(super().__iter__())
+        skip, self.skip = self.skip, 0
+        return iter(indices[skip:])
 
 
 class LengthGroupedSampler(Sampler[int]):
@@ -53,6 +84,7 @@ class LengthGroupedSampler(Sampler[int]):
         self.num_replicas = num_replicas
         self.rank = rank
         self.epoch = 0
+        self.skip = 0  # indices to leave out of the next epoch (a resumed loader's)
 
     def set_epoch(self, epoch: int) -> None:
         """The epoch whose order the next iteration gives (Lightning calls this)."""
@@ -70,14 +102,22 @@ class LengthGroupedSampler(Sampler[int]):
 
     def __iter__(self) -> Iterator[int]:
         epoch, self.epoch = self.epoch, self.epoch + 1
+        skip, self.skip = self.skip, 0
+        return iter(self._rank_order(epoch)[skip:])
+
+    def _rank_order(self, epoch: int) -> list[int]:
+        """This rank's indices of epoch ``epoch``."""
         order = self.order(epoch)
         if self.num_replicas == 1:
-            yield from order
-            return
+            return order
         b = self.batch_size
         order = order + order[: len(self) * self.num_replicas - len(order)]
-        for start in range(self.rank * b, len(order), self.num_replicas * b):
-            yield from order[start : start + b]
+        return [i for start in range(self.rank * b, len(order), self.num_replicas * b) for i in order[start : start + b]]
+
+    @property
+    def num_samples(self) -> int:
+        """Indices this rank yields per epoch (the name :class:`ResumableSampler` uses)."""
+        return len(self)
 
     def __len__(self) -> int:
         """Indices this rank yields per epoch."""
@@ -85,6 +125,67 @@ class LengthGroupedSampler(Sampler[int]):
             return len(self.lengths)
         per_rank = -(-len(self.lengths) // (self.batch_size * self.num_replicas))
         return per_rank * self.batch_size
+
+
+class ResumableLoader(DataLoader):
+    """A :class:`~torch.utils.data.DataLoader` over a :class:`ResumableSampler` or a
+    :class:`LengthGroupedSampler` with the
+    ``state_dict`` / ``load_state_dict`` interface Lightning saves and restores.
+
+    The state is ``{"epoch", "seed", "batches"}``: the epoch and seed of the order and the
+    batches handed out of it. A state whose batches cover the whole epoch restores nothing (the
+    next epoch starts from its beginning).
+    """
+
+    sampler: ResumableSampler | LengthGroupedSampler
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if not isinstance(self.sampler, ResumableSampler | LengthGroupedSampler):
+            raise TypeError(f"ResumableLoader needs a ResumableSampler or LengthGroupedSampler, got {type(self.sampler).__name__}")
+        self.batches = 0
+
+    def __iter__(self) -> Iterator[Any]:  # type: ignore[override]
+        self.batches = self.sampler.skip // self.batch_size if self.batch_size else 0
+        if self.generator is not None:  # the workers' seeds follow (seed, epoch) too
+            self.generator.manual_seed(self.sampler.seed + self.sampler.epoch)
+        for batch in super().__iter__():
+            self.batches += 1
+            yield batch
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self.sampler.epoch, "seed": self.sampler.seed, "batches": self.batches}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.sampler.seed = int(state["seed"])
+        self.sampler.set_epoch(int(state["epoch"]))
+        skip = int(state["batches"]) * int(self.batch_size or 1)
+        self.sampler.skip = skip if skip < self.sampler.num_samples else 0
+        self.batches = 0
+
+
+def train_loader(
+    dataset: Any,
+    batch_size: int,
+    num_workers: int,
+    collate_fn: Any,
+    seed: int,
+    num_replicas: int = 1,
+    rank: int = 0,
+    lengths: Sequence[int] | None = None,
+) -> ResumableLoader:
+    """The training loader of every zoo datamodule: shuffled by ``(seed, epoch)``, resumable;
+    with ``lengths``, batches of similar length (:class:`LengthGroupedSampler`)."""
+    sampler: ResumableSampler | LengthGroupedSampler
+    if lengths is None:
+        sampler = ResumableSampler(dataset, shuffle=True, seed=seed, num_replicas=num_replicas, rank=rank)
+    else:
+        sampler = LengthGroupedSampler(lengths, batch_size, seed=seed, num_replicas=num_replicas, rank=rank)
+    generator = torch.Generator().manual_seed(seed)  # the workers' seeds; not the global RNG
+    return ResumableLoader(
+        dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
+        collate_fn=collate_fn, persistent_workers=num_workers > 0, generator=generator,
+    )
 
 
 def padding_fraction(lengths: Sequence[int], batches: Sequence[Sequence[int]]) -> float:

@@ -566,16 +566,32 @@ class PredictionWriter(BasePredictionWriter):
 
     Each rank writes its own file (``.rank{r}`` suffix under DDP); the file is written to a
     temporary name and moved into place at the end, so no half-written file is left behind.
+    An existing file is an error before anything is predicted, unless ``overwrite``
+    (``zoo predict --overwrite``).
     """
 
-    def __init__(self, output_path: str = "predictions.jsonl") -> None:
+    def __init__(self, output_path: str = "predictions.jsonl", overwrite: bool = False) -> None:
         super().__init__(write_interval="epoch")
         self.output_path = output_path
+        self.overwrite = overwrite
 
-    def write_on_epoch_end(self, trainer, pl_module, predictions, batch_indices) -> None:
+    def _path(self, trainer) -> Path:
         path = Path(self.output_path)
         if trainer.world_size > 1:
             path = path.with_name(f"{path.name}.rank{trainer.global_rank}")
+        return path
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        """Refuse, before predicting, to replace an earlier output unless ``overwrite``."""
+        path = self._path(trainer)
+        if stage == "predict" and path.exists() and not self.overwrite:
+            raise FileExistsError(
+                f"{path} exists (written by an earlier predict): pass --overwrite to replace it, "
+                "or set the writer's output_path to a new file"
+            )
+
+    def write_on_epoch_end(self, trainer, pl_module, predictions, batch_indices) -> None:
+        path = self._path(trainer)
         with atomic_write(path) as f:
             for batch in predictions:
                 for row in batch:
