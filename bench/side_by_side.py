@@ -277,7 +277,6 @@ def main(argv: list[str] | None = None) -> list[Result]:
     args = parser.parse_args(argv)
 
     from side_by_side_models import build_pair, scale_dims
-
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()

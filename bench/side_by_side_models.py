@@ -12,9 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor
-
 from side_by_side import Pair, make_side
+from torch import Tensor
 
 ALL_TRAINABLE = {"train_vision": True, "train_connector": True, "train_llm": True}
 
@@ -195,7 +194,13 @@ def clip_pair(d: dict[str, Any], folder: Path, device: torch.device, bf16: bool,
 def llava_folder(d: dict[str, Any], folder: Path) -> tuple[Path, Path]:
     """A random LlavaForConditionalGeneration (transformers' layout, with the tokenizer and the
     image processor) and its Llama alone as a causal LM, saved under ``folder`` once."""
-    from transformers import CLIPVisionConfig, LlamaConfig, LlamaForCausalLM, LlavaConfig, LlavaForConditionalGeneration
+    from transformers import (
+        CLIPVisionConfig,
+        LlamaConfig,
+        LlamaForCausalLM,
+        LlavaConfig,
+        LlavaForConditionalGeneration,
+    )
 
     path, llm_path = folder / "llava", folder / "llava-llm"
     if path.is_dir():

@@ -87,7 +87,11 @@ def fully_shard_generator(
         reshard_after_forward: free gathered parameters after each unit's forward (ZeRO-3; False
             keeps them until the backward, ZeRO-2-like).
     """
-    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard, register_fsdp_forward_method
+    from torch.distributed.fsdp import (
+        MixedPrecisionPolicy,
+        fully_shard,
+        register_fsdp_forward_method,
+    )
 
     scalars = _replicate_scalars(model, mesh)
     kwargs = {

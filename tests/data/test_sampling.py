@@ -24,7 +24,7 @@ def test_every_sample_once_per_epoch_and_deterministic():
     assert sorted(i for b in first for i in b) == list(range(103))
     # Within a sorted group, each batch's lengths do not overlap the next one's.
     group = first[:4]
-    assert all(min(lengths[i] for i in a) >= max(lengths[i] for i in b) for a, b in zip(group, group[1:]))
+    assert all(min(lengths[i] for i in a) >= max(lengths[i] for i in b) for a, b in zip(group, group[1:], strict=False))
     assert first == batches(LengthGroupedSampler(lengths, batch_size=8, seed=3, group_batches=4), 8)
     second = batches(sampler, 8)  # iterated again without set_epoch: the next epoch
     assert sorted(i for b in second for i in b) == list(range(103))
