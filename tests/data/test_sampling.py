@@ -67,3 +67,28 @@ def test_grouping_cuts_padding_on_the_embedded_conversations(tmp_path):
     batch = next(iter(loader))
     assert batch["input_ids"].shape[1] == max(lengths[i] for i in grouped[0])
     assert batch["attention_mask"].sum().item() == sum(lengths[i] for i in grouped[0])
+
+
+def test_length_grouped_loader_resumes_mid_epoch_in_the_same_order():
+    """A ResumableLoader over a LengthGroupedSampler, stopped after 3 batches of epoch 1 and
+    restored from its state, hands out exactly the remaining batches of the straight run."""
+    from zoo.data.sampling import train_loader
+
+    lengths = torch.randint(1, 100, (53,), generator=torch.Generator().manual_seed(1)).tolist()
+    data = list(range(len(lengths)))
+
+    def loader():
+        return train_loader(data, 5, 0, lambda b: list(b), seed=11, lengths=lengths)
+
+    straight = loader()
+    straight.sampler.set_epoch(1)
+    expected = list(straight)
+    stopped = loader()
+    stopped.sampler.set_epoch(1)
+    seen = [batch for _, batch in zip(range(3), stopped, strict=False)]
+    state = stopped.state_dict()
+    assert state["batches"] == 3 and state["epoch"] == 1
+    resumed = loader()
+    resumed.load_state_dict(state)
+    assert seen + list(resumed) == expected
+    assert sorted(i for batch in expected for i in batch) == data

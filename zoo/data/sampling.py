@@ -101,9 +101,12 @@ class LengthGroupedSampler(Sampler[int]):
         return torch.cat(groups).tolist()
 
     def __iter__(self) -> Iterator[int]:
-        epoch, self.epoch = self.epoch, self.epoch + 1
+        # ``epoch`` stays the running epoch until it is exhausted (a resumable loader's state
+        # reads it mid-epoch); only then does an iteration without set_epoch move on.
+        epoch = self.epoch
         skip, self.skip = self.skip, 0
-        return iter(self._rank_order(epoch)[skip:])
+        yield from self._rank_order(epoch)[skip:]
+        self.epoch = epoch + 1
 
     def _rank_order(self, epoch: int) -> list[int]:
         """This rank's indices of epoch ``epoch``."""
