@@ -52,6 +52,47 @@ def test_memory_at_alpha_zero_equals_no_memory(dm, batch):
     assert torch.allclose(_masks(with_memory, batch), _masks(without, batch), atol=1e-6)
 
 
+def test_seg_rows_of_embeddings_and_lm_head_train_under_lora(dm, batch):
+    """LoRA on q_proj / v_proj (the paper's W_q, W_v): the [SEG] rows of the input embeddings and
+    of lm_head get gradient, no other row does, and an AdamW step moves only them."""
+    model = geopix(dm, stage=TrainingStage(lora_rank=4, lora_alpha=8, lora_target_modules=["q_proj", "v_proj"]))
+    model.train()
+    embed = model.llm.get_input_embeddings().weight
+    head = model.llm.get_output_embeddings().weight
+    assert embed.requires_grad and head.requires_grad
+    assert any("lora_" in n for n, p in model.named_parameters() if p.requires_grad)
+    before = [embed.detach().clone(), head.detach().clone()]
+    optimizer = torch.optim.AdamW(model.parameter_groups(), lr=1e-2)
+    model.training_step(batch, 0).backward()
+    seg = torch.zeros(len(embed), dtype=torch.bool)
+    seg[model.seg_token_ids] = True
+    for weight in (embed, head):
+        assert weight.grad[seg].abs().sum(1).gt(0).all()  # every [SEG] row
+        assert weight.grad[~seg].abs().sum() == 0
+    optimizer.step()
+    for weight, old in zip((embed, head), before, strict=True):
+        assert not torch.equal(weight[seg], old[seg])
+        assert torch.equal(weight[~seg], old[~seg])  # neither gradient nor weight decay
+
+
+@pytest.mark.parametrize("where", ["predicting", "token"])
+def test_condition_is_read_at_the_position_predicting_seg(dm, batch, where):
+    """``predicting`` reads the hidden state whose output is the [SEG] token, which a causal LM
+    computes without that token's own embedding; ``token`` reads it at the token."""
+    model = geopix(dm, seg_hidden=where)
+    first = int(model.seg_token_ids[0])
+    with torch.no_grad():
+        args = (batch, batch["input_ids"], batch["attention_mask"], None)
+        cond = model.conditions(*args)[1]
+        model.llm.get_input_embeddings().weight[first] += 1.0
+        moved = model.conditions(*args)[1]
+    image = batch["target_index"] // batch["mask"].shape[1]
+    lead = torch.cat([torch.tensor([True]), image[1:] != image[:-1]])  # each answer's first target
+    same = torch.allclose(cond[lead, 0, 0], moved[lead, 0, 0], atol=1e-6)
+    assert same == (where == "predicting")
+    assert not torch.allclose(cond[:, 0, 1], moved[:, 0, 1])  # later tokens see it either way
+
+
 def test_phrases_must_match_targets(dm, batch):
     # The collate checks the batches it lays out (tests/test_sync_free.py); a batch without the
     # layout (built by hand) is checked by the model, which then finds the phrases itself.

@@ -123,11 +123,7 @@ class CocoReferringDataset(ReferringDataset):
             grouped[ann["image_id"]].append(ref)
         self.image_ids = sorted(grouped)
         self._set_samples([grouped[i] for i in self.image_ids], per_ref)
-        self._image_of = (
-            [self.coco.anns[g[0]["ann_id"]]["image_id"] for g in self.refs]
-            if per_ref
-            else self.image_ids
-        )
+        self._image_of = [self.coco.anns[g[0]["ann_id"]]["image_id"] for g in self.refs]
 
     def _image(self, index: int) -> Tensor:
         image_id = self._image_of[index]
@@ -239,6 +235,10 @@ class ReferringSegmentationDataModule(ZooDataModule):
         num_scales: mask-decoder scales.
         per_scale: segmentation tokens per scale.
         seed: seed of the target selection.
+        every_instance: in ``val``/``test`` every ref of an image is asked for (Table III's
+            multi-referring protocol), ``max_targets`` per sample.
+        original_resolution: in ``val``/``test`` the IoU is computed at the images' original
+            resolution (the batch carries ``mask_original``).
         mix_file: image-level LLaVA conversations (relative to root) mixed into training.
         mix_ratio: fraction of the training samples drawn from ``mix_file`` (0 mixes nothing).
         image_size: images and masks are resized to this square size.
@@ -257,6 +257,8 @@ class ReferringSegmentationDataModule(ZooDataModule):
         num_scales: int = 2,
         per_scale: int = 3,
         seed: int = 0,
+        every_instance: bool = False,
+        original_resolution: bool = False,
         mix_file: str | None = None,
         mix_ratio: float = 0.0,
         image_size: int = 336,
@@ -270,6 +272,8 @@ class ReferringSegmentationDataModule(ZooDataModule):
         self.num_scales = num_scales
         self.per_scale = per_scale
         self.seed = seed
+        self.every_instance = every_instance
+        self.original_resolution = original_resolution
         if not 0.0 <= mix_ratio < 1.0:
             raise ValueError(f"mix_ratio must be in [0, 1), got {mix_ratio}")
         if mix_ratio > 0 and mix_file is None:
@@ -313,7 +317,8 @@ class ReferringSegmentationDataModule(ZooDataModule):
         """What every referring dataset of this datamodule takes: size, targets, tokens, seed."""
         return dict(
             image_size=self.image_size, max_targets=self.max_targets, num_scales=self.num_scales,
-            per_scale=self.per_scale, seed=self.seed,
+            per_scale=self.per_scale, seed=self.seed, every_instance=self.every_instance,
+            original_resolution=self.original_resolution,
         )
 
     def _dataset(self, split: str) -> Dataset:
