@@ -18,7 +18,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -241,6 +241,9 @@ class ReferringSegmentationDataModule(ZooDataModule):
             resolution (the batch carries ``mask_original``).
         mix_file: image-level LLaVA conversations (relative to root) mixed into training.
         mix_ratio: fraction of the training samples drawn from ``mix_file`` (0 mixes nothing).
+        mix_samples: instead of a ratio, a fixed random subset (seeded by ``seed``, without
+            replacement) of this many ``mix_file`` conversations, or ``"all"`` of them (GeoPix's
+            stage 1: all of VRSBench; stage 2: 8,000 of its samples).
         image_size: images and masks are resized to this square size.
         **kwargs: ``batch_size``, ``num_workers``, ``tokenizer`` (the LLM's; None builds a
             word-level tokenizer from the training refs), ``mean``, ``std`` of
@@ -261,6 +264,7 @@ class ReferringSegmentationDataModule(ZooDataModule):
         original_resolution: bool = False,
         mix_file: str | None = None,
         mix_ratio: float = 0.0,
+        mix_samples: int | Literal["all"] | None = None,
         image_size: int = 336,
         **kwargs: Any,
     ) -> None:
@@ -278,8 +282,15 @@ class ReferringSegmentationDataModule(ZooDataModule):
             raise ValueError(f"mix_ratio must be in [0, 1), got {mix_ratio}")
         if mix_ratio > 0 and mix_file is None:
             raise ValueError("mix_ratio > 0 needs mix_file (a LLaVA-format JSON under root)")
+        if mix_samples is not None and (mix_ratio > 0 or mix_file is None):
+            raise ValueError(
+                "mix_samples needs mix_file and replaces mix_ratio (set mix_ratio to 0)"
+            )
+        if isinstance(mix_samples, int) and mix_samples < 1:
+            raise ValueError(f"mix_samples must be positive or 'all', got {mix_samples}")
         self.mix_file = mix_file
         self.mix_ratio = mix_ratio
+        self.mix_samples = mix_samples
 
     @cached_property
     def tokenizer(self) -> PreTrainedTokenizerBase:
@@ -323,12 +334,23 @@ class ReferringSegmentationDataModule(ZooDataModule):
 
     def _dataset(self, split: str) -> Dataset:
         dataset = self._referring_dataset(split)
-        if split != "train" or self.mix_ratio == 0:
+        if split != "train" or (self.mix_ratio == 0 and self.mix_samples is None):
             return dataset
-        # Image-level conversations (captions, VQA) mixed in: mix_ratio of the training samples.
+        # Image-level conversations (captions, VQA) mixed in: a fixed subset, or mix_ratio of the
+        # training samples drawn with replacement.
         conversations = ConversationDataset(self.dataset_root, self.mix_file, self.image_size)
-        count = round(len(dataset) * self.mix_ratio / (1 - self.mix_ratio))
         generator = torch.Generator().manual_seed(self.seed)
+        if self.mix_samples == "all":
+            return ConcatDataset([dataset, conversations])
+        if self.mix_samples is not None:
+            if self.mix_samples > len(conversations):
+                raise ValueError(
+                    f"mix_samples={self.mix_samples} but {self.mix_file} holds "
+                    f"{len(conversations)} conversations"
+                )
+            index = torch.randperm(len(conversations), generator=generator)[: self.mix_samples]
+            return ConcatDataset([dataset, Subset(conversations, index.tolist())])
+        count = round(len(dataset) * self.mix_ratio / (1 - self.mix_ratio))
         index = torch.randint(len(conversations), (count,), generator=generator).tolist()
         return ConcatDataset([dataset, Subset(conversations, index)])
 
