@@ -38,9 +38,9 @@ features of the target's image (``T×HW×D``, computed by the mask decoder)::
 ``alpha = 0`` returns ``x`` exactly, so a decoder that predicts its final masks from ``H_me``
 predicts its initial masks again (the decoder without memory).
 
-Batched over targets, in shapes known on the host (no ``torch.unique``): in evaluation, for the
-convolutional fusions with at least as many targets as classes, the whole bank is fused once per
-class and each target picks its class; otherwise each target's slice is gathered. The category's values
+Batched over targets, in shapes known on the host (no ``torch.unique``): for the convolutional
+fusions with at least as many targets as classes the whole bank is fused once per class and each
+target picks its class; otherwise each target's slice is gathered. The category's values
 are not checked here (that would copy them to the host at every step): the data checks them
 (:func:`zoo.data.seg_targets.check_referring_batch`).
 """
@@ -189,13 +189,13 @@ class ClassWiseMemory(nn.Module):
         """Bank slices ``K×N×D_m×H×W`` and the row of each target in them, ``(T,)``.
 
         ``K = C`` (the whole bank, no copy) when there are at least as many targets as classes,
-        else ``K = T`` (each target's slice): in shapes known without reading ``category``. A
-        training-mode BatchNorm of the conv fusions sees only the targets' slices (its batch
-        statistics would otherwise pass gradient to the classes absent from the batch).
+        else ``K = T`` (each target's slice): in shapes known without reading ``category``. (In
+        training, the conv fusions' BatchNorm then takes its statistics over the fused slices:
+        over the whole bank, the classes absent from the batch get gradient through those
+        statistics only. Fusing per target instead costs ``T / C`` times more.)
         """
         bank = self.banks[scale]
-        whole = not (self.training and self.fusion in ("conv3d", "conv2d"))
-        if whole and len(category) >= self.num_classes:
+        if len(category) >= self.num_classes:
             return bank, category
         return bank.index_select(0, category), torch.arange(len(category), device=category.device)
 
