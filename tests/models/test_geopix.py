@@ -163,5 +163,12 @@ def test_mixed_conversations_train_with_and_without_targets(tmp_path):
     loss = model.training_step(batch, 0)
     loss.backward()
     assert torch.isfinite(loss)
+    # Image-level conversations without targets (VRSBench's) are scored by generation metrics.
+    conversations = {k: v for k, v in batch.items() if k not in ("mask", "mask_valid", "category")}
+    with torch.no_grad():
+        model._evaluate("test", conversations, 0)
+    text = model.text_metrics["test"]
+    assert text.caption.update_called or text.vqa.update_called
+    assert not model.metrics["test"].update_called
     with pytest.raises(ValueError, match="mix_ratio"):
         EmbeddedReferringDataModule(str(tmp_path), mix_ratio=1.0)

@@ -24,7 +24,8 @@ decoder, as in LISA's evaluation). The memory's class is the one the text names 
 name in the target's referring expression): ``mIoU``/``cIoU``; with a memory the ground-truth class
 is reported beside it as an oracle (``oracle_mIoU``/``oracle_cIoU``), never used silently.
 With ``mask_original`` in the batch (the data's ``original_resolution``) the IoU is computed at
-each image's original resolution. ``predict`` generates the answer, then decodes one mask per
+each image's original resolution. Image-level conversations (no ``mask``: VRSBench captions,
+VQA, grounding) are scored by the generator's metrics (``text_metrics``). ``predict`` generates the answer, then decodes one mask per
 generated segmentation phrase, with the category read from the words before it.
 """
 
@@ -143,6 +144,8 @@ class GeoPix(VisionLanguageGenerator):
         self.tokens_per_target = scales * seg_tokens_per_scale
         splits = ("val", "test", "oracle_val", "oracle_test")
         self.metrics = nn.ModuleDict({s: ReferringIoU() for s in splits})
+        #: captioning / VQA / grounding of image-level conversations (VRSBench), generated
+        self.text_metrics = self.generation_metrics([])
         self.setup_stage()
         self._train_seg_rows()
 
@@ -308,6 +311,9 @@ class GeoPix(VisionLanguageGenerator):
             )
 
     def _evaluate(self, split: str, batch: ReferringBatch, batch_idx: int) -> None:
+        if "mask" not in batch:  # an image-level conversation (captions, VQA, grounding)
+            super()._evaluate(split, batch, batch_idx)
+            return
         targets, category = self._targets(batch)
         out, cond, features, target_image = self.conditions(
             batch, batch["input_ids"], batch["attention_mask"], batch["labels"]
@@ -346,7 +352,14 @@ class GeoPix(VisionLanguageGenerator):
                 "needs its original mask"
             )
 
+    def update_generation_metrics(self, split: str, batch: Any, answers: list[str]) -> None:
+        self.text_metrics[split].update(batch, answers)
+
     def _log_generation_metrics(self, split: str) -> None:
+        values = self.text_metrics[split].compute()
+        if values:
+            self.log_dict({f"{split}_{k}": v for k, v in values.items()})
+        self.text_metrics[split].reset()
         for key in (split, f"oracle_{split}"):
             metric = self.metrics[key]
             if metric.update_count:
