@@ -165,9 +165,10 @@ class GeoPix(VisionLanguageGenerator):
         tables = [self.llm.get_input_embeddings().weight, self.llm.get_output_embeddings().weight]
         rows = torch.zeros(tables[0].shape[0], 1)
         rows[self.seg_token_ids] = 1.0
+        self.register_buffer("seg_rows", rows, persistent=False)  # moves with the model
         for weight in {id(w): w for w in tables}.values():  # one table when they are tied
             weight.requires_grad_(True)
-            weight.register_hook(lambda grad, rows=rows: grad * rows.to(grad))
+            weight.register_hook(lambda grad: grad * self.seg_rows.to(grad.dtype))
 
     @staticmethod
     def _seg_token_ids(tokenizer: PreTrainedTokenizerBase, scales: int, per_scale: int) -> Tensor:
