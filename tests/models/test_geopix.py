@@ -172,3 +172,23 @@ def test_mixed_conversations_train_with_and_without_targets(tmp_path):
     assert not model.metrics["test"].update_called
     with pytest.raises(ValueError, match="mix_ratio"):
         EmbeddedReferringDataModule(str(tmp_path), mix_ratio=1.0)
+
+
+def test_predict_decodes_a_mask_per_generated_phrase_and_writes_them(dm, batch, tmp_path):
+    """predict: each complete generated phrase gives one mask at the image size; the writer
+    stores answer.json, mask_{k}.png and, for a georeferenced sample, masks.geojson."""
+    from zoo.callbacks.masks import MaskPredictionWriter
+
+    model = geopix(dm)
+    phrase = " ".join(f"[SEG{s}_{i}]" for s in range(2) for i in range(3))
+    answer = dm.tokenizer(f"sure , the ship is {phrase} , the storage tank is {phrase} .",
+                          add_special_tokens=False, return_tensors="pt")["input_ids"][0]
+    model.llm.generate = lambda **_: answer.repeat(len(batch["image"]), 1)
+    geo = [{"lat": 45.0, "lon": 7.0, "gsd_m": 1.0}] + [None] * (len(batch["image"]) - 1)
+    rows = model.predict_step({**batch, "geo": geo}, 0)
+    assert [r["masks"].shape for r in rows] == [(2, dm.image_size, dm.image_size)] * len(rows)
+    writer = MaskPredictionWriter(str(tmp_path / "out"))
+    writer.write_on_batch_end(None, None, rows, None, None, 0, 0)
+    folder = tmp_path / "out" / rows[0]["id"]
+    assert (folder / "answer.json").is_file() and (folder / "mask_1.png").is_file()
+    assert (folder / "masks.geojson").is_file()
