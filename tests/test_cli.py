@@ -30,17 +30,23 @@ def _in_repo(monkeypatch):
     monkeypatch.setattr(sys, "argv", ["zoo"])
 
 
-#: Configs written as overrides of another (a later training stage) parse composed on it.
+#: Configs written as overrides of others (a later training stage, an ablation) parse composed on
+#: them, left to right.
 BASES = {
-    "configs/aquila/stage2.yaml": "configs/aquila/stage1.yaml",
-    "configs/geopix/stage2.yaml": "configs/geopix/stage1.yaml",
-    "configs/strategy/fsdp.yaml": "configs/fuse/paper.yaml",
+    "configs/aquila/stage2.yaml": ["configs/aquila/stage1.yaml"],
+    "configs/geopix/stage2.yaml": ["configs/geopix/stage1.yaml"],
+    "configs/strategy/fsdp.yaml": ["configs/fuse/paper.yaml"],
+    "configs/geopix/ablations/single_stage.yaml": ["configs/geopix/stage1.yaml"],
+    **{
+        c: ["configs/geopix/stage1.yaml", "configs/geopix/stage2.yaml"]
+        for c in CONFIGS if c.startswith("configs/geopix/ablations/") and "single_stage" not in c
+    },
 }
 
 
 @pytest.mark.parametrize("config", CONFIGS)
 def test_every_config_parses(config, capsys):
-    base = ["--config", BASES[config]] if config in BASES else []
+    base = [arg for b in BASES.get(config, []) for arg in ("--config", b)]
     with pytest.raises(SystemExit) as exit_:
         main(["fit", *base, "--config", config, "--print_config"])
     assert exit_.value.code in (0, None)

@@ -204,3 +204,23 @@ def test_embedded_datamodule(tmp_path):
     )
     assert batch["image"].shape == (4, 3, 64, 64) and batch["mask"].shape == (4, 3, 64, 64)
     assert batch["input_ids"].shape == batch["labels"].shape
+
+
+def test_mix_samples_is_a_fixed_subset(tmp_path):
+    """GeoPix's stage 2: a fixed random subset of image-level conversations (8,000 of VRSBench in
+    the paper), distinct and the same for a seed; ``"all"`` mixes every one (stage 1)."""
+    def train(**kwargs):
+        dm = EmbeddedReferringDataModule(str(tmp_path), splits=EmbeddedSplits(20, 4, 4), **kwargs)
+        dm.prepare_data()
+        dm.setup("fit")
+        return dm.train_dataset.datasets
+
+    refs, subset = train(mix_samples=7)
+    assert len(subset) == 7 and len(set(subset.indices)) == 7
+    assert train(mix_samples=7)[1].indices == subset.indices
+    _, everything = train(mix_samples="all")
+    assert len(everything) > 7 and len(refs) == 20
+    with pytest.raises(ValueError, match="replaces mix_ratio"):
+        EmbeddedReferringDataModule(str(tmp_path), mix_ratio=0.5, mix_samples=7)
+    with pytest.raises(ValueError, match="holds"):
+        train(mix_samples=10**6)

@@ -1,4 +1,5 @@
-"""Tests for GeoPix's multi-scale mask decoder and its SAM-style two-way block."""
+"""Tests for GeoPix's multi-scale mask decoder and its SAM-style two-way block: 4x upscaled
+masks, coarse-to-fine scales, learned pooling of the segmentation tokens."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ DIM = 16
 SIDES = (8, 4)
 N_TOK = 3
 TARGET_IMAGE = torch.tensor([0, 0, 1])
+UP = 4  # masks at 4x the token grid (two transposed convolutions)
 
 
 def _inputs(seed: int = 0, batch: int = 2) -> tuple[list[torch.Tensor], torch.Tensor]:
@@ -35,19 +37,21 @@ def test_shapes_and_mask_size() -> None:
     features, cond = _inputs()
     out = _decoder()(features, cond, TARGET_IMAGE)
     assert isinstance(out, MaskOutput)
-    assert out.logits.shape == (3, 8, 8)
-    assert out.per_scale.shape == (3, 2, 8, 8)
-    assert out.initial.shape == (3, 2, 8, 8)
+    assert out.logits.shape == (3, 8 * UP, 8 * UP)
+    assert out.per_scale.shape == (3, 2, 8 * UP, 8 * UP)
+    assert out.initial.shape == (3, 2, 8 * UP, 8 * UP)
     assert torch.equal(out.initial, out.per_scale)  # no memory: final == initial
     resized = _decoder(mask_size=16)(features, cond, TARGET_IMAGE)
     assert resized.logits.shape == (3, 16, 16)
-    assert resized.per_scale.shape == (3, 2, 8, 8)
+    assert resized.per_scale.shape == (3, 2, 8 * UP, 8 * UP)
+    grid = _decoder(upscale_stages=0)(features, cond, TARGET_IMAGE)  # the token grid, as before
+    assert grid.per_scale.shape == (3, 2, 8, 8)
 
 
 def test_largest_scale_need_not_come_first() -> None:
     features, cond = _inputs()
     out = _decoder()(features[::-1], cond, TARGET_IMAGE)
-    assert out.logits.shape == (3, 8, 8)
+    assert out.logits.shape == (3, 8 * UP, 8 * UP)
 
 
 def test_target_depends_only_on_own_cond() -> None:
@@ -85,19 +89,81 @@ def test_final_is_softmax_weighted_sum_of_scales() -> None:
     torch.testing.assert_close(out.logits, expected, atol=1e-6, rtol=1e-6)
 
 
+def _scale_alone(dec: MultiScaleMaskDecoder, scale: int, **kwargs) -> MultiScaleMaskDecoder:
+    """A one-scale decoder with the weights of ``dec``'s scale ``scale``."""
+    single = MultiScaleMaskDecoder(DIM, num_scales=1, **kwargs).eval()
+    for name in ("image_attn", "image_norm", "blocks", "final_attn", "final_norm", "upscalers", "mask_mlp"):
+        getattr(single, name)[0].load_state_dict(getattr(dec, name)[scale].state_dict())
+    with torch.no_grad():
+        single.token_weights[0] = dec.token_weights[scale]
+    return single
+
+
 def test_small_scale_is_bilinearly_upsampled() -> None:
-    """Scale 1 computed alone (as a one-scale decoder with the same weights), then upsampled."""
+    """Scale 1 (the coarsest, decoded first) computed alone, then upsampled."""
     dec = _decoder()
-    single = MultiScaleMaskDecoder(DIM, num_scales=1).eval()
-    single.blocks[0].load_state_dict(dec.blocks[1].state_dict())
-    single.final_attn[0].load_state_dict(dec.final_attn[1].state_dict())
-    single.final_norm[0].load_state_dict(dec.final_norm[1].state_dict())
-    single.mask_mlp[0].load_state_dict(dec.mask_mlp[1].state_dict())
+    single = _scale_alone(dec, 1)
     features, cond = _inputs()
     out = dec(features, cond, TARGET_IMAGE)
-    small = single([features[1]], cond[:, 1:], TARGET_IMAGE).logits  # T×4×4
-    up = F.interpolate(small[:, None], size=(8, 8), mode="bilinear", align_corners=False)[:, 0]
+    small = single([features[1]], cond[:, 1:], TARGET_IMAGE).logits  # T×16×16
+    up = F.interpolate(small[:, None], size=(8 * UP, 8 * UP), mode="bilinear", align_corners=False)[:, 0]
     torch.testing.assert_close(out.per_scale[:, 1], up, atol=1e-5, rtol=1e-5)
+
+
+def test_coarse_mask_modulates_the_finer_scale() -> None:
+    """Coarse to fine (PixelLM): scale 0 reads x + x·sigmoid(scale 1's mask); without the switch it
+    is scale 0 alone."""
+    features, cond = _inputs()
+    with torch.no_grad():
+        coupled = _decoder()(features, cond, TARGET_IMAGE)
+        plain = _decoder(coarse_to_fine=False)(features, cond, TARGET_IMAGE)
+        alone = _scale_alone(_decoder(), 0)([features[0]], cond[:, :1], TARGET_IMAGE).logits
+    torch.testing.assert_close(plain.per_scale[:, 0], alone, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(coupled.per_scale[:, 1], plain.per_scale[:, 1])  # coarsest: no gate
+    assert not torch.allclose(coupled.per_scale[:, 0], plain.per_scale[:, 0], atol=1e-4)
+
+
+def test_token_pooling_learned_starts_at_the_mean_and_moves() -> None:
+    features, cond = _inputs()
+    learned, mean = _decoder(), _decoder(token_pooling="mean")
+    torch.testing.assert_close(learned(features, cond, TARGET_IMAGE).logits, mean(features, cond, TARGET_IMAGE).logits)
+    with torch.no_grad():
+        learned.token_weights[0] = torch.tensor([3.0, -1.0, 0.0])
+    assert not torch.allclose(learned(features, cond, TARGET_IMAGE).per_scale[:, 0],
+                              mean(features, cond, TARGET_IMAGE).per_scale[:, 0], atol=1e-4)
+
+
+def test_one_token_wide_object_is_recoverable_at_native_resolution() -> None:
+    """An object one ViT token wide (14 px at 336 px with CLIP ViT-L/14's 24×24 tokens), half a
+    token off the grid, is 4 pixels wide in the native masks (4x the token grid: 96×96 at 336 px).
+    Fitted on one image (an 8×8-token crop keeps the test fast), the decoder recovers it
+    (IoU > 0.8); at the token grid no mask does better than IoU 0.5 (the object covers half of two
+    token columns)."""
+    torch.manual_seed(0)
+    grid = 8
+    side = UP * grid
+    target = torch.zeros(1, side, side)
+    target[:, 4:28, 14:18] = 1.0  # token rows 1..7, token columns 3.5..4.5
+    features = [torch.randn(1, DIM, grid, grid)]
+    cond = torch.randn(1, 1, N_TOK, DIM)
+    dec = MultiScaleMaskDecoder(DIM, num_scales=1, depth=1)
+    opt = torch.optim.Adam(dec.parameters(), lr=1e-2)
+    for _ in range(60):
+        logits = dec(features, cond, torch.tensor([0])).logits
+        loss = F.binary_cross_entropy_with_logits(logits, target, pos_weight=torch.tensor(5.0))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        pred = dec(features, cond, torch.tensor([0])).logits > 0
+    assert pred.shape == (1, side, side)  # the native resolution: 4x the token grid
+    iou = float((pred & (target > 0)).sum() / (pred | (target > 0)).sum())
+    cell = F.avg_pool2d(target[None], UP)[0]  # the fraction of each token the object covers
+    best_grid = max(  # the best token-grid masks: the tokens covered at least half, or at all
+        float((cell * m).sum() / (cell.sum() + ((1 - cell) * m).sum())) for m in (cell >= 0.5, cell > 0)
+    )
+    assert best_grid <= 0.5 + 1e-6
+    assert iou > 0.8, f"IoU {iou:.3f} at the native resolution"
 
 
 def test_gradients_reach_cond_features_and_weights() -> None:
@@ -146,3 +212,7 @@ def test_errors() -> None:
     # the forward pass: see tests/test_sync_free.py.
     with pytest.raises(ValueError, match="multiple of 4"):
         MultiScaleMaskDecoder(10, num_scales=2, num_heads=2)
+    with pytest.raises(ValueError, match="upscale_stages=3 needs dim=12"):
+        MultiScaleMaskDecoder(12, num_scales=2, upscale_stages=3)
+    with pytest.raises(ValueError, match="learned pooling 3"):
+        dec(features, cond[:, :, :2], TARGET_IMAGE)

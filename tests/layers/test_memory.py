@@ -1,21 +1,23 @@
-"""Tests for GeoPix's class-wise learnable memory (CLM)."""
+"""Tests for GeoPix's class-wise learnable memory (CLM): Eqs. 1-3 and the fusions of Table IX."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
+from zoo.layers.attention import sincos_pos_embed_2d
 from zoo.layers.mask_decoder import MultiScaleMaskDecoder
-from zoo.layers.memory import ClassWiseMemory, Fusion
+from zoo.layers.memory import FUSIONS, ClassWiseMemory, Fusion, fusion_parameters
 
 DIM = 16
+MEMORY_DIM = 8  # the bank's own width, not the decoder's
+STRIDE = 4  # the decoder's masks are at 4x the token grid
 SIDES = (8, 4)
 N_TOK = 3
 NUM_CLASSES = 3
 CAPACITY = 4
 TARGET_IMAGE = torch.tensor([0, 0, 1])
 CATEGORY = torch.tensor([0, 1, 0])
-FUSIONS: tuple[Fusion, ...] = ("conv3d", "argmax", "conv2d")
 
 
 def _inputs(seed: int = 0) -> tuple[list[torch.Tensor], torch.Tensor]:
@@ -28,7 +30,8 @@ def _inputs(seed: int = 0) -> tuple[list[torch.Tensor], torch.Tensor]:
 def _memory(fusion: Fusion = "conv3d", alpha: float = 0.5) -> ClassWiseMemory:
     torch.manual_seed(1)
     mem = ClassWiseMemory(
-        NUM_CLASSES, len(SIDES), DIM, SIDES, capacity=CAPACITY, fusion=fusion, init_std=1.0
+        NUM_CLASSES, len(SIDES), DIM, SIDES, capacity=CAPACITY, fusion=fusion,
+        memory_dim=MEMORY_DIM, mask_stride=STRIDE, init_std=1.0,
     ).eval()
     with torch.no_grad():
         mem.alpha.fill_(alpha)
@@ -45,7 +48,7 @@ def _tokens(side: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     gen = torch.Generator().manual_seed(seed)
     t = len(CATEGORY)
     tokens = torch.randn(t, side * side, DIM, generator=gen)
-    return tokens, torch.randn(t, side, side, generator=gen)
+    return tokens, torch.randn(t, side * STRIDE, side * STRIDE, generator=gen)
 
 
 @pytest.mark.parametrize("fusion", FUSIONS)
@@ -64,7 +67,7 @@ def test_alpha_zero_equals_decoder_without_memory(fusion: Fusion) -> None:
 def test_memory_changes_decoder_output_when_alpha_nonzero(fusion: Fusion) -> None:
     features, cond = _inputs()
     out = _decoder(_memory(fusion))(features, cond, TARGET_IMAGE, category=CATEGORY)
-    assert out.logits.shape == (3, 8, 8)
+    assert out.logits.shape == (3, 8 * STRIDE, 8 * STRIDE)
     assert not torch.allclose(out.per_scale, out.initial, atol=1e-4)
 
 
@@ -76,7 +79,10 @@ def test_fusion_modes_shape(fusion: Fusion, scale: int) -> None:
     tokens, mask = _tokens(side)
     out = mem(scale, tokens, mask, CATEGORY)
     assert out.shape == (3, side * side, DIM)
-    assert mem.fuse(scale, CATEGORY, tokens).shape == (3, DIM, side, side)
+    encoded = mem.encode_mask(scale, mask)
+    assert encoded.shape == (3, MEMORY_DIM, side, side)
+    assert mem.fuse(scale, CATEGORY, encoded).shape == (3, MEMORY_DIM, side, side)
+    assert mem.banks[scale].shape == (NUM_CLASSES, CAPACITY, MEMORY_DIM, side, side)
 
 
 @pytest.mark.parametrize("fusion", FUSIONS)
@@ -106,18 +112,68 @@ def test_fused_memory_matches_per_target_reference() -> None:
             one = mem.fuse(1, torch.tensor([c]))
             torch.testing.assert_close(fused[t], one[0], atol=1e-6, rtol=0)
     mem = _memory("argmax")
-    tokens, _ = _tokens(SIDES[1])
-    whole = mem.argmax_entry(1, tokens, CATEGORY)  # 3 targets, 3 classes: the whole bank
-    single = [mem.argmax_entry(1, tokens[t : t + 1], CATEGORY[t : t + 1]) for t in range(3)]
+    _, mask = _tokens(SIDES[1])
+    encoded = mem.encode_mask(1, mask)
+    whole = mem.argmax_entry(1, encoded, CATEGORY)  # 3 targets, 3 classes: the whole bank
+    single = [mem.argmax_entry(1, encoded[t : t + 1], CATEGORY[t : t + 1]) for t in range(3)]
     assert whole.tolist() == torch.cat(single).tolist()
+
+
+def test_conv_fusions_are_pointwise_over_the_capacity_axis() -> None:
+    """Conv3D (entries as channels of a D_m×H×W volume) equals a plain per-position loop of its
+    N -> 32 -> 16 -> 1 network (eval-mode BatchNorm) over the N entries, and so does Conv2D."""
+    for fusion in ("conv3d", "conv2d"):
+        mem = _memory(fusion)  # type: ignore[arg-type]
+        net = mem.fusers[0]
+        bank = mem.banks[0][1]  # N×D_m×H×W
+        expected = torch.empty(bank.shape[1:])
+        with torch.no_grad():
+            for d in range(bank.shape[1]):
+                for y in range(bank.shape[2]):
+                    for x in range(bank.shape[3]):
+                        v = bank[:, d, y, x]
+                        for layer in net:
+                            if isinstance(layer, (torch.nn.Conv3d, torch.nn.Conv2d)):
+                                v = layer.weight.flatten(1) @ v + layer.bias
+                            elif isinstance(layer, (torch.nn.BatchNorm3d, torch.nn.BatchNorm2d)):
+                                v = (v - layer.running_mean) / (layer.running_var + layer.eps).sqrt()
+                                v = v * layer.weight + layer.bias
+                            else:
+                                v = v.relu()
+                        expected[d, y, x] = v[0]
+            torch.testing.assert_close(mem.fuse(0, torch.tensor([1]))[0], expected, atol=1e-5, rtol=1e-5)
+
+
+def test_attention_fusion_matches_a_per_target_loop() -> None:
+    """The attention fusion: each target's encoded mask (HW×D_m) queries its class's entries laid
+    out HW×N·D_m, one target at a time."""
+    mem = _memory("attention")
+    _, mask = _tokens(SIDES[0])
+    encoded = mem.encode_mask(0, mask)
+    fused = mem.fuse(0, CATEGORY, encoded)
+    side = SIDES[0]
+    pe = sincos_pos_embed_2d(side, side, MEMORY_DIM)
+    for t, c in enumerate(CATEGORY.tolist()):
+        h = mem.banks[0][c].permute(2, 3, 0, 1).reshape(side * side, CAPACITY * MEMORY_DIM)
+        q = encoded[t].flatten(1).T
+        out = mem.fusers[0].attn((q + pe)[None], (h + pe.repeat(1, CAPACITY))[None], h[None])[0]
+        torch.testing.assert_close(fused[t], out.T.reshape(MEMORY_DIM, side, side), atol=1e-5, rtol=1e-5)
+
+
+def test_fusion_parameter_counts_match_table_ix() -> None:
+    """One scale's fusion at the paper's sizes (N = 64, D_m = 64) beside Table IX."""
+    paper = {"argmax": 0, "conv2d": 2.7e3, "conv3d": 2.7e3, "attention": 532.8e3, "dual_attention": 34.6e6}
+    for fusion, expected in paper.items():
+        count = fusion_parameters(fusion, capacity=64, memory_dim=64)  # type: ignore[arg-type]
+        print(f"{fusion:>15}: {count:>12,} learnable parameters (Table IX: {expected:,.0f})")
+        assert abs(count - expected) <= 0.1 * expected
 
 
 def test_argmax_picks_most_similar_entry() -> None:
     mem = _memory("argmax")
     side = SIDES[1]
     gen = torch.Generator().manual_seed(3)
-    tokens = torch.randn(2, side * side, DIM, generator=gen)
-    maps = tokens.transpose(1, 2).reshape(2, DIM, side, side)  # the tokens as D×H×W maps
+    maps = torch.randn(2, MEMORY_DIM, side, side, generator=gen)  # encoded masks I(m)
     with torch.no_grad():
         bank = mem.banks[1]
         bank.normal_(generator=gen)
@@ -125,14 +181,19 @@ def test_argmax_picks_most_similar_entry() -> None:
         bank[2, 3] = 3.0 * maps[0] + 0.01 * torch.randn_like(maps[0])  # most similar for target 0
         bank[0, 2] = 0.5 * maps[1]  # most similar for target 1
     category = torch.tensor([2, 0])
-    assert mem.argmax_entry(1, tokens, category).tolist() == [3, 2]
-    fused = mem.fuse(1, category, tokens)
+    assert mem.argmax_entry(1, maps, category).tolist() == [3, 2]
+    fused = mem.fuse(1, category, maps)
     torch.testing.assert_close(fused[0], mem.banks[1][2, 3])
     torch.testing.assert_close(fused[1], mem.banks[1][0, 2])
 
 
-def test_gradients_reach_bank_and_alpha() -> None:
-    mem = _memory("conv3d").train()
+@pytest.mark.parametrize("fusion", ["conv3d", "attention", "dual_attention"])
+def test_gradients_reach_bank_and_alpha(fusion: Fusion) -> None:
+    # conv3d with BatchNorm's running statistics: in training its batch statistics over the fused
+    # bank would also reach the absent class (see ClassWiseMemory._class_slices).
+    mem = _memory(fusion).train()
+    if fusion == "conv3d":
+        mem.fusers.eval()
     tokens, mask = _tokens(SIDES[0])
     mem(0, tokens, mask, CATEGORY).square().mean().backward()
     assert mem.alpha.grad is not None and mem.alpha.grad.abs() > 0
@@ -140,6 +201,14 @@ def test_gradients_reach_bank_and_alpha() -> None:
     assert grad is not None
     assert grad[0].abs().sum() > 0 and grad[1].abs().sum() > 0
     assert grad[2].abs().sum() == 0  # class 2 is absent from the batch
+
+
+def test_enhanced_features_are_the_residual_of_eq_3() -> None:
+    """H_me = x + alpha · CA(x, F(h) + I(m)): linear in alpha, x itself at alpha = 0."""
+    tokens, mask = _tokens(SIDES[0])
+    outs = [_memory("conv3d", alpha)(0, tokens, mask, CATEGORY) for alpha in (0.0, 1.0, 2.0)]
+    assert torch.equal(outs[0], tokens)
+    torch.testing.assert_close(outs[2] - tokens, 2 * (outs[1] - tokens), atol=1e-5, rtol=1e-5)
 
 
 def test_decoder_owns_the_memory_it_is_given() -> None:
@@ -162,8 +231,12 @@ def test_errors() -> None:
         mem(0, tokens, mask[:, :4], CATEGORY)
     with pytest.raises(ValueError, match="scale 2 is out of range"):
         mem(2, tokens, mask, CATEGORY)
-    with pytest.raises(ValueError, match="fusion must be"):
+    with pytest.raises(ValueError, match="fusion must be one of"):
         ClassWiseMemory(2, 1, DIM, 4, fusion="mean")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="mask_stride must be a power of 2"):
+        ClassWiseMemory(2, 1, DIM, 4, mask_stride=3)
+    with pytest.raises(ValueError, match="memory_dim=6"):
+        ClassWiseMemory(2, 1, DIM, 4, memory_dim=6)
     with pytest.raises(ValueError, match="3 sizes for 2 scales"):
         ClassWiseMemory(2, 2, DIM, [4, 4, 4])
     features, cond = _inputs()
@@ -171,3 +244,5 @@ def test_errors() -> None:
         _decoder(mem)(features, cond, TARGET_IMAGE)
     with pytest.raises(ValueError, match="memory has 1 scales"):
         MultiScaleMaskDecoder(DIM, num_scales=len(SIDES), memory=ClassWiseMemory(2, 1, DIM, 8))
+    with pytest.raises(ValueError, match="mask_stride 1"):
+        MultiScaleMaskDecoder(DIM, num_scales=1, memory=ClassWiseMemory(2, 1, DIM, 8))

@@ -123,3 +123,6 @@ class ReferringBatch(ConversationBatch):
     target_index: Tensor
     #: long ``T×N``: the positions in ``input_ids`` of each target's ``N`` segmentation tokens.
     target_positions: Tensor
+    #: per sample, bool ``K_i×H_i×W_i``: its targets' masks at the image's original resolution
+    #: (evaluation with ``original_resolution``; the IoU is computed there).
+    mask_original: NotRequired[list[Tensor]]

@@ -18,7 +18,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -124,11 +124,7 @@ class CocoReferringDataset(ReferringDataset):
             grouped[ann["image_id"]].append(ref)
         self.image_ids = sorted(grouped)
         self._set_samples([grouped[i] for i in self.image_ids], per_ref)
-        self._image_of = (
-            [self.coco.anns[g[0]["ann_id"]]["image_id"] for g in self.refs]
-            if per_ref
-            else self.image_ids
-        )
+        self._image_of = [self.coco.anns[g[0]["ann_id"]]["image_id"] for g in self.refs]
 
     def _image(self, index: int) -> Tensor:
         image_id = self._image_of[index]
@@ -240,8 +236,15 @@ class ReferringSegmentationDataModule(ZooDataModule):
         num_scales: mask-decoder scales.
         per_scale: segmentation tokens per scale.
         seed: seed of the target selection.
+        every_instance: in ``val``/``test`` every ref of an image is asked for (Table III's
+            multi-referring protocol), ``max_targets`` per sample.
+        original_resolution: in ``val``/``test`` the IoU is computed at the images' original
+            resolution (the batch carries ``mask_original``).
         mix_file: image-level LLaVA conversations (relative to root) mixed into training.
         mix_ratio: fraction of the training samples drawn from ``mix_file`` (0 mixes nothing).
+        mix_samples: instead of a ratio, a fixed random subset (seeded by ``seed``, without
+            replacement) of this many ``mix_file`` conversations, or ``"all"`` of them (GeoPix's
+            stage 1: all of VRSBench; stage 2: 8,000 of its samples).
         image_size: images and masks are resized to this square size.
         **kwargs: ``batch_size``, ``num_workers``, ``tokenizer`` (the LLM's; None builds a
             word-level tokenizer from the training refs), ``mean``, ``std`` of
@@ -258,8 +261,11 @@ class ReferringSegmentationDataModule(ZooDataModule):
         num_scales: int = 2,
         per_scale: int = 3,
         seed: int = 0,
+        every_instance: bool = False,
+        original_resolution: bool = False,
         mix_file: str | None = None,
         mix_ratio: float = 0.0,
+        mix_samples: int | Literal["all"] | None = None,
         image_size: int = 336,
         **kwargs: Any,
     ) -> None:
@@ -271,12 +277,21 @@ class ReferringSegmentationDataModule(ZooDataModule):
         self.num_scales = num_scales
         self.per_scale = per_scale
         self.seed = seed
+        self.every_instance = every_instance
+        self.original_resolution = original_resolution
         if not 0.0 <= mix_ratio < 1.0:
             raise ValueError(f"mix_ratio must be in [0, 1), got {mix_ratio}")
         if mix_ratio > 0 and mix_file is None:
             raise ValueError("mix_ratio > 0 needs mix_file (a LLaVA-format JSON under root)")
+        if mix_samples is not None and (mix_ratio > 0 or mix_file is None):
+            raise ValueError(
+                "mix_samples needs mix_file and replaces mix_ratio (set mix_ratio to 0)"
+            )
+        if isinstance(mix_samples, int) and mix_samples < 1:
+            raise ValueError(f"mix_samples must be positive or 'all', got {mix_samples}")
         self.mix_file = mix_file
         self.mix_ratio = mix_ratio
+        self.mix_samples = mix_samples
 
     @cached_property
     def tokenizer(self) -> PreTrainedTokenizerBase:
@@ -316,18 +331,30 @@ class ReferringSegmentationDataModule(ZooDataModule):
         """What every referring dataset of this datamodule takes: size, targets, tokens, seed."""
         return dict(
             image_size=self.image_size, max_targets=self.max_targets, num_scales=self.num_scales,
-            per_scale=self.per_scale, seed=self.seed,
+            per_scale=self.per_scale, seed=self.seed, every_instance=self.every_instance,
+            original_resolution=self.original_resolution,
         )
 
     def _dataset(self, split: str) -> Dataset:
         dataset = self._referring_dataset(split)
         dataset.verify()  # every image and mask once, before the first step
-        if split != "train" or self.mix_ratio == 0:
+        if split != "train" or (self.mix_ratio == 0 and self.mix_samples is None):
             return dataset
-        # Image-level conversations (captions, VQA) mixed in: mix_ratio of the training samples.
+        # Image-level conversations (captions, VQA) mixed in: a fixed subset, or mix_ratio of the
+        # training samples drawn with replacement.
         conversations = ConversationDataset(self.dataset_root, self.mix_file, self.image_size)
-        count = round(len(dataset) * self.mix_ratio / (1 - self.mix_ratio))
         generator = torch.Generator().manual_seed(self.seed)
+        if self.mix_samples == "all":
+            return ConcatDataset([dataset, conversations])
+        if self.mix_samples is not None:
+            if self.mix_samples > len(conversations):
+                raise ValueError(
+                    f"mix_samples={self.mix_samples} but {self.mix_file} holds "
+                    f"{len(conversations)} conversations"
+                )
+            index = torch.randperm(len(conversations), generator=generator)[: self.mix_samples]
+            return ConcatDataset([dataset, Subset(conversations, index.tolist())])
+        count = round(len(dataset) * self.mix_ratio / (1 - self.mix_ratio))
         index = torch.randint(len(conversations), (count,), generator=generator).tolist()
         return ConcatDataset([dataset, Subset(conversations, index)])
 

@@ -133,6 +133,11 @@ class ReferringDataset(NonGeoDataset):
         per_scale: segmentation tokens per scale.
         seed: seed of the target selection.
         transforms: a function applied to each sample dict.
+        every_instance: in ``val``/``test``, ask for every ref of an image (the multi-referring
+            protocol of the paper's Table III): an image with more than ``max_targets`` refs
+            becomes several samples (``<name>_part<j>``), so no instance is left out.
+        original_resolution: in ``val``/``test``, also give ``mask_original`` (bool ``K×H×W``
+            at the file's resolution), where the model computes the IoU.
 
     A sample holds ``image`` (float ``C×H×W`` in [0, 255]), ``mask`` (float ``K×H×W`` in
     {0, 1}), ``category`` (``K`` long, class index), ``id``, ``conversations``, ``task``
@@ -150,6 +155,8 @@ class ReferringDataset(NonGeoDataset):
         per_scale: int = 3,
         seed: int = 0,
         transforms: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+        every_instance: bool = False,
+        original_resolution: bool = False,
     ) -> None:
         if split not in _SPLITS:
             raise ValueError(f"split must be one of {_SPLITS}, got {split!r}")
@@ -163,7 +170,10 @@ class ReferringDataset(NonGeoDataset):
         self.transforms = transforms
         self.refs: list[list[dict[str, Any]]] = []
         self.sentence_index: list[int | None] = []
+        self.parts: list[tuple[int, int]] = []  # (part, parts) of an image split by every_instance
         self.per_ref = False
+        self.every_instance = every_instance and split != "train"
+        self.original_resolution = original_resolution and split != "train"
 
     @staticmethod
     def sentences(ref: dict[str, Any]) -> list[str]:
@@ -174,7 +184,13 @@ class ReferringDataset(NonGeoDataset):
     def _set_samples(self, groups: Sequence[list[dict[str, Any]]], per_ref: bool) -> None:
         """The samples: each group is the refs of one image (in a fixed order)."""
         self.per_ref = per_ref
-        if not per_ref:
+        if not per_ref and self.every_instance:  # every ref, max_targets per sample
+            m = self.max_targets
+            chunks = [[list(g[i : i + m]) for i in range(0, len(g), m)] for g in groups]
+            self.refs = [c for g in chunks for c in g]
+            self.parts = [(j, len(g)) for g in chunks for j in range(len(g))]
+            self.sentence_index = [None] * len(self.refs)
+        elif not per_ref:
             self.refs = [list(g) for g in groups]
             self.sentence_index = [None] * len(self.refs)
         elif self.split == "train":
@@ -257,6 +273,8 @@ class ReferringDataset(NonGeoDataset):
     def _sample_id(self, index: int) -> str:
         """A unique id: the image name, plus ref (and sentence) where a sample is one ref."""
         name = self._sample_name(index)
+        if self.parts and self.parts[index][1] > 1:
+            return f"{name}_part{self.parts[index][0]}"
         if not self.per_ref:
             return name
         name = f"{name}_ref{self.refs[index][0].get('ref_id', index)}"
@@ -270,6 +288,7 @@ class ReferringDataset(NonGeoDataset):
             np.stack([self._mask(index, ref) != 0 for ref, _ in targets])
         ).float()
         sample_id = self._sample_id(index)
+        original = masks.bool() if self.original_resolution else None
         if masks.shape[-2:] != image.shape[-2:]:
             raise ValueError(
                 f"sample {index} ({sample_id}) of the {self.split} split: mask size (height, "
@@ -301,6 +320,8 @@ class ReferringDataset(NonGeoDataset):
             "task": "referring",
             "sentences": sentences,
         }
+        if original is not None:
+            sample["mask_original"] = original
         geo = self._geo(index)
         if geo is not None:
             gsd = geo.get("gsd_m")
@@ -322,7 +343,8 @@ class ReferringCollate:
 
     Adds to :class:`ConversationCollate`'s keys ``mask`` (``B×K×H×W`` float, zero padded to
     ``K = max_targets``), ``mask_valid`` (``B×K`` bool), ``category`` (``B×K`` long, -1
-    padding), ``sentences`` (lists of strings), ``geo`` (a dict or None per sample) and the
+    padding), ``sentences`` (lists of strings), ``geo`` (a dict or None per sample),
+    ``mask_original`` (where the samples have it: one bool ``K_i×H_i×W_i`` per sample) and the
     targets' layout ``target_index`` and ``target_positions``, checked with the categories
     (below ``num_classes``, set by the datamodule): see :mod:`zoo.data.seg_targets`.
 
@@ -332,7 +354,7 @@ class ReferringCollate:
         max_targets: the padded number of targets; a sample with more is an error.
     """
 
-    _OWN = ("mask", "category", "sentences", "geo")
+    _OWN = ("mask", "category", "sentences", "geo", "mask_original")
     num_classes: int | None = None
 
     def __init__(
@@ -367,6 +389,10 @@ class ReferringCollate:
         batch["category"] = category
         batch["sentences"] = [list(s.get("sentences", [])) for s in samples]
         batch["geo"] = [s.get("geo") for s in samples]
+        if any("mask_original" in s for s in samples):
+            batch["mask_original"] = [
+                s.get("mask_original", torch.zeros(0, 1, 1, dtype=torch.bool)) for s in samples
+            ]
         ids = [s.get("id", i) for i, s in enumerate(samples)]
         batch.update(
             phrase_layout(batch["input_ids"], self.seg_token_ids, counts, self.max_targets, ids)

@@ -30,6 +30,7 @@ from zoo.evaluation.probes import (
 from zoo.evaluation.retrieval import caption_retrieval
 from zoo.evaluation.segmentation import UPERNET_OPTIMIZER, UPerNetSegmentation
 from zoo.metrics.generation import GenerationMetrics
+from zoo.metrics.vqa import Judge
 from zoo.models.base import OptimizerConfig
 from zoo.models.capabilities import Generation, ImageFeatures, Masks, TextEmbeddings
 
@@ -252,28 +253,42 @@ class ModelTestLoop(Evaluation):
 
 
 class GenerationTestLoop(ModelTestLoop):
-    """Captioning (BLEU-1..4, METEOR, ROUGE-L, CIDEr against all references) and VQA (accuracy
-    per question type of the data, and ``vqa_average_accuracy``) through the generator's test
-    loop.
+    """Captioning (BLEU-1..4, METEOR, ROUGE-L, CIDEr against all references), VQA (accuracy
+    per question type of the data, and ``vqa_average_accuracy``) and grounding (``Acc@0.5``,
+    ``Acc@0.7`` of boxes written as text) through the generator's test loop.
 
     Args:
         average_over: question types averaged into ``vqa_average_accuracy`` (default: every
             type with answers).
+        grounding_tasks: the data's task names scored as boxes (VRSBench's ``referring``).
+        judge: a VQA judge ``(question, prediction, reference) -> bool``, as an import path in
+            YAML (e.g. a GPT-4 judge as the papers use): reported as ``vqa_judged_*`` beside the
+            exact-match ``vqa_accuracy``; only judged numbers compare with such papers'.
     """
 
     requires = (Generation,)
     hint = "use ModelTestLoop, or KNN / LinearProbe for its vision tower"
 
-    def __init__(self, data: LightningDataModule, average_over: list[str] | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self, data: LightningDataModule, average_over: list[str] | None = None,
+        grounding_tasks: list[str] | None = None, judge: Judge | None = None, **kwargs: Any,
+    ) -> None:
         super().__init__(data, **kwargs)
         self.average_over = list(average_over or [])
+        self.grounding_tasks = list(grounding_tasks or [])
+        self.judge = judge
 
     def run(self, ctx: Context) -> dict[str, float]:
         model, types = ctx.model, getattr(self.data, "question_types", None)
-        metrics = model.metrics
-        if types and isinstance(metrics, nn.ModuleDict) and isinstance(metrics["test"], GenerationMetrics):
+        # GeoPix keeps its text metrics beside its mask metrics (text_metrics).
+        holder = getattr(model, "text_metrics", None) or model.metrics
+        if (types or self.grounding_tasks or self.judge) and isinstance(holder, nn.ModuleDict) and isinstance(
+            holder["test"], GenerationMetrics
+        ):
             # The data's question types (RSVQA's), so accuracy is reported per type.
-            model.metrics = model.generation_metrics(list(types)).to(ctx.device)
+            holder["test"] = GenerationMetrics(
+                list(types or []), grounding_tasks=self.grounding_tasks, judge=self.judge
+            ).to(ctx.device)
         result = super().run(ctx)
         types_seen = [k.removeprefix("vqa_accuracy_") for k in result if k.startswith("vqa_accuracy_")]
         average_over = self.average_over or types_seen

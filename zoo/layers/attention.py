@@ -3,6 +3,8 @@
 * :class:`Attention`: SAM-style multi-head attention with separate q/k/v projections and an
   optional internal down-projection; the mask decoder's two-way blocks and the class-wise memory
   both use it.
+* :func:`sincos_pos_embed_2d`: the fixed 2-D sine-cosine position embedding of image tokens
+  (the mask decoder's and the memory's attentions).
 * :func:`dense_attention_mask`: the ``B×1×Q×K`` mask a Hugging Face model would build from a
   ``B×K`` padding mask, built here so that the model takes it as is. Given a 2-D mask, Hugging
   Face first asks whether it may skip the mask (``padding_mask.all()``), which copies a value
@@ -15,17 +17,21 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["Attention", "dense_attention_mask"]
+__all__ = ["Attention", "dense_attention_mask", "sincos_pos_embed_2d"]
 
 
 class Attention(nn.Module):
     """Multi-head attention with separate q/k/v projections and an optional internal down-projection.
 
     As in SAM, ``downsample_rate`` shrinks the internal width to ``dim // downsample_rate`` (used by
-    the cross-attentions). Inputs are ``B×N×D``; keys and values share their length.
+    the cross-attentions). Queries are ``B×N_q×dim``; keys and values ``B×N_k×kv_dim`` (``kv_dim``
+    defaults to ``dim``; the class-wise memory's cross-attentions read a memory of another width),
+    and share their length. The output has the queries' width.
     """
 
-    def __init__(self, dim: int, num_heads: int, downsample_rate: int = 1) -> None:
+    def __init__(
+        self, dim: int, num_heads: int, downsample_rate: int = 1, kv_dim: int | None = None
+    ) -> None:
         super().__init__()
         internal = dim // downsample_rate
         if internal <= 0 or internal % num_heads != 0:
@@ -35,8 +41,8 @@ class Attention(nn.Module):
             )
         self.num_heads = num_heads
         self.q_proj = nn.Linear(dim, internal)
-        self.k_proj = nn.Linear(dim, internal)
-        self.v_proj = nn.Linear(dim, internal)
+        self.k_proj = nn.Linear(kv_dim or dim, internal)
+        self.v_proj = nn.Linear(kv_dim or dim, internal)
         self.out_proj = nn.Linear(internal, dim)
 
     def _heads(self, x: Tensor) -> Tensor:
@@ -44,7 +50,7 @@ class Attention(nn.Module):
         return x.reshape(b, n, self.num_heads, c // self.num_heads).transpose(1, 2)
 
     def forward(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
-        """Attend from ``q`` (``B×N_q×D``) to ``k``/``v`` (``B×N_k×D``)."""
+        """Attend from ``q`` (``B×N_q×dim``) to ``k``/``v`` (``B×N_k×kv_dim``)."""
         out = F.scaled_dot_product_attention(
             self._heads(self.q_proj(q)), self._heads(self.k_proj(k)), self._heads(self.v_proj(v))
         )
@@ -77,3 +83,26 @@ def dense_attention_mask(
     if implementation == "sdpa":
         return keep
     return (~keep).to(dtype) * torch.finfo(dtype).min
+
+
+def sincos_pos_embed_2d(
+    height: int,
+    width: int,
+    dim: int,
+    device: torch.device | None = None,
+    dtype: torch.dtype | None = None,
+) -> Tensor:
+    """Fixed 2-D sine-cosine position embedding, ``(height * width) x dim``, row-major order.
+
+    A quarter of the channels each holds ``sin``/``cos`` of the row and of the column index at
+    ``dim / 4`` geometric frequencies; ``dim`` must be a multiple of 4.
+    """
+    if dim % 4 != 0:
+        raise ValueError(f"the sine-cosine position embedding needs dim % 4 == 0, got dim={dim}")
+    quarter = dim // 4
+    freqs = 1.0 / (10000.0 ** (torch.arange(quarter, device=device, dtype=torch.float32) / quarter))
+    ys = torch.arange(height, device=device, dtype=torch.float32)[:, None] * freqs  # H×D/4
+    xs = torch.arange(width, device=device, dtype=torch.float32)[:, None] * freqs  # W×D/4
+    y = torch.cat([ys.sin(), ys.cos()], dim=-1)[:, None].expand(height, width, 2 * quarter)
+    x = torch.cat([xs.sin(), xs.cos()], dim=-1)[None].expand(height, width, 2 * quarter)
+    return torch.cat([y, x], dim=-1).reshape(height * width, dim).to(dtype or torch.float32)

@@ -1,26 +1,42 @@
-"""GeoPix's multi-scale mask decoder: SAM-style two-way transformers conditioned on LLM tokens.
+"""GeoPix's multi-scale mask predictor: SAM-style two-way transformers conditioned on LLM tokens.
 
-GeoPix (Ou et al.) answers a referring/grounding request with segmentation tokens; their
-last-layer hidden states, mapped by an MLP (done elsewhere), give each target ``N_tok`` conditioning
-embeddings per scale, ``cond: T×S×N_tok×D``. The visual encoder gives a pyramid
-``features[s]: B×D×H_s×W_s`` already projected to ``D``. ``target_image: (T,)`` maps each of
-the ``T`` targets (several may share an image) to its image.
+GeoPix (Ou et al., Sec. III-A, Fig. 2) answers a referring request with segmentation tokens;
+their hidden states, mapped by an MLP (done elsewhere), give each target ``N_tok`` conditioning
+embeddings per scale, ``cond: T×S×N_tok×D``. The vision encoder gives a pyramid
+``features[s]: B×D×H_s×W_s`` already projected to ``D`` (``P^ℓ(F^ℓ)``). ``target_image: (T,)``
+maps each of the ``T`` targets (several may share an image) to its image.
 
-For every scale ``s`` (each scale has its own weights)::
+Scales run coarse to fine: from the last (deepest) to the first. For every scale ``s`` (each
+with its own weights)::
 
-    keys    = features[s][target_image]                      # T×H_s W_s×D
-    queries = cond[:, s]                                      # T×N_tok×D
-    queries, keys = TwoWayBlock_depth(... TwoWayBlock_1(queries, keys) ...)
-    queries = LN(queries + Attn(queries + cond[:, s], keys + pos, keys))   # SAM's final attention
-    e       = MLP(mean over N_tok of queries)                 # T×D
-    initial = e . keys^T                                      # T×H_s×W_s logits
+    x       = LN(f + SelfAttn(f + pos))          # SA(P(F)), per image: B×H_s W_s×D
+    x       = x[target_image]                    # T×H_s W_s×D
+    x       = x + x * sigmoid(coarser mask)      # coarse-to-fine (PixelLM), not at the first scale
+    initial = predict(x)                         # T×(4 H_s)×(4 W_s)
+    final   = predict(memory(x, initial))        # Eqs. 2-3; without memory: final = initial
 
-With a memory (a :class:`~zoo.layers.memory.ClassWiseMemory`, built by the caller and given to
-the constructor) the keys are refined by the memory (conditioned on the target's category and
-``sigmoid(initial)``) and the mask is recomputed from the refined keys with the same ``e``;
-without one the final mask of the scale is the initial mask. Every scale's
-masks are upsampled (bilinear) to the largest scale and mixed with learnable weights,
-``logits = sum_s softmax(w)_s mask_s`` (``w`` starts at zero: equal weights).
+    predict(x):
+        queries, keys = TwoWayBlock_depth(... TwoWayBlock_1(cond[:, s], x) ...)
+        queries = LN(queries + Attn(queries + cond[:, s], keys + pos, keys))  # SAM's final attention
+        e       = MLP(pool over N_tok of queries)       # T×D/8, SAM's hypernetwork MLP
+        up      = Upscale(keys as T×D×H_s×W_s)          # T×D/8×4H_s×4W_s, two transposed convs
+        mask    = e . up                                 # T×4H_s×4W_s logits
+
+**Resolution.** ``Upscale`` is SAM's (``ConvTranspose2d`` 2×, LayerNorm, GELU,
+``ConvTranspose2d`` 2×, GELU), so every scale's masks come out at ``2 ** upscale_stages`` (4 by
+default) times its token grid: 96×96 for CLIP ViT-L/14 at 336 px (24×24 tokens), then bilinear
+to ``mask_size``. ``upscale_stages = 0`` keeps the token grid (the decoder before this change).
+
+**Pooling the N tokens.** ``token_pooling = "learned"`` (PixelLM) weighs a scale's ``N_tok``
+queries with ``softmax(w_s)`` (learnable, starting at zero: equal weights); ``"mean"`` is the
+plain mean (the decoder before this change).
+
+**The memory** (a :class:`~zoo.layers.memory.ClassWiseMemory`, built by the caller and given to
+the constructor) returns ``H_me = x + alpha · CA(x, F(h) + I(m_init))``; the scale's final mask is
+the same predictor run on ``H_me``, so at ``alpha = 0`` the final masks are the initial ones: the
+decoder without memory. The scales' masks are upsampled (bilinear) to the largest one and summed
+with learnable weights, ``P = sum_s beta_s P_s`` with ``beta = softmax(w)`` (``w`` starts at
+zero: equal weights).
 
 The position embedding of the image tokens is a fixed 2-D sine-cosine embedding (it works for any
 ``H_s×W_s``), added to the keys inside every attention, as in SAM; the initial conditioning tokens
@@ -35,26 +51,30 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Literal, Protocol
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from zoo.layers.attention import Attention
+from zoo.layers.attention import Attention, sincos_pos_embed_2d
 
 __all__ = ["MaskOutput", "MultiScaleMaskDecoder", "TokenMemory", "TwoWayBlock", "sincos_pos_embed_2d"]
+
+TokenPooling = Literal["learned", "mean"]
 
 
 class TokenMemory(Protocol):
     """What the decoder needs of a memory (e.g. :class:`~zoo.layers.memory.ClassWiseMemory`).
 
     The decoder is given its memory (it builds none and imports no memory module): any module
-    with these attributes refining ``T×H_s W_s×D`` image tokens fits.
+    with these attributes turning ``T×H_s W_s×D`` image tokens and ``T×(k H_s)×(k W_s)`` initial
+    masks (``k = mask_stride``) into enhanced tokens fits.
     """
 
     num_scales: int
     dim: int
+    mask_stride: int
 
     def __call__(
         self, scale: int, image_tokens: Tensor, initial_mask: Tensor, category: Tensor
@@ -66,10 +86,12 @@ class MaskOutput:
     """Mask logits of a :class:`MultiScaleMaskDecoder`.
 
     Attributes:
-        logits: ``T×H×W`` final logits (``H×W`` is the largest scale, or ``mask_size``).
-        per_scale: ``T×S×H_0×W_0`` final logits of every scale, upsampled to the largest scale.
-        initial: ``T×S×H_0×W_0`` logits before the memory refinement (equal to ``per_scale``
-            without a memory).
+        logits: ``T×H×W`` final logits (``H×W``: the largest scale's mask resolution, or
+            ``mask_size``).
+        per_scale: ``T×S×H_0×W_0`` final logits of every scale at the largest scale's mask
+            resolution (``2 ** upscale_stages`` times its token grid).
+        initial: ``T×S×H_0×W_0`` logits before the memory (equal to ``per_scale`` without a
+            memory).
     """
 
     logits: Tensor
@@ -77,27 +99,31 @@ class MaskOutput:
     initial: Tensor
 
 
-def sincos_pos_embed_2d(
-    height: int,
-    width: int,
-    dim: int,
-    device: torch.device | None = None,
-    dtype: torch.dtype | None = None,
-) -> Tensor:
-    """Fixed 2-D sine-cosine position embedding, ``(height * width) x dim``, row-major order.
+class LayerNorm2d(nn.Module):
+    """LayerNorm over the channels of a ``B×C×H×W`` map (SAM's)."""
 
-    A quarter of the channels each holds ``sin``/``cos`` of the row and of the column index at
-    ``dim / 4`` geometric frequencies; ``dim`` must be a multiple of 4.
-    """
-    if dim % 4 != 0:
-        raise ValueError(f"the sine-cosine position embedding needs dim % 4 == 0, got dim={dim}")
-    quarter = dim // 4
-    freqs = 1.0 / (10000.0 ** (torch.arange(quarter, device=device, dtype=torch.float32) / quarter))
-    ys = torch.arange(height, device=device, dtype=torch.float32)[:, None] * freqs  # H×D/4
-    xs = torch.arange(width, device=device, dtype=torch.float32)[:, None] * freqs  # W×D/4
-    y = torch.cat([ys.sin(), ys.cos()], dim=-1)[:, None].expand(height, width, 2 * quarter)
-    x = torch.cat([xs.sin(), xs.cos()], dim=-1)[None].expand(height, width, 2 * quarter)
-    return torch.cat([y, x], dim=-1).reshape(height * width, dim).to(dtype or torch.float32)
+    def __init__(self, channels: int, eps: float = 1e-6) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(channels, eps=eps)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.norm(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+
+def _upscaler(dim: int, stages: int) -> tuple[nn.Module, int]:
+    """SAM's output upscaling (2× per stage, widths D/4, D/8, ...) and its output width."""
+    if stages == 0:
+        return nn.Identity(), dim
+    layers: list[nn.Module] = []
+    width = dim
+    for i in range(stages):
+        out = dim // (4 * 2**i)
+        layers.append(nn.ConvTranspose2d(width, out, kernel_size=2, stride=2))
+        if i < stages - 1:
+            layers.append(LayerNorm2d(out))
+        layers.append(nn.GELU())
+        width = out
+    return nn.Sequential(*layers), width
 
 
 class TwoWayBlock(nn.Module):
@@ -158,20 +184,26 @@ class TwoWayBlock(nn.Module):
 
 
 class MultiScaleMaskDecoder(nn.Module):
-    """GeoPix's mask predictor: per-scale two-way transformers, optional memory, weighted fusion.
+    """GeoPix's mask predictor: per-scale two-way transformers, memory, weighted fusion.
 
     Args:
-        dim: width ``D`` of the features and conditioning tokens (a multiple of 4 and of
-            ``num_heads``).
+        dim: width ``D`` of the features and conditioning tokens (a multiple of 4, of
+            ``num_heads`` and, with upscaling, of ``4 · 2 ** (upscale_stages - 1)``).
         num_scales: number of scales ``S``.
         depth: two-way blocks per scale.
         num_heads: attention heads.
         mask_size: if set, the final logits are upsampled (bilinear) to ``mask_size x mask_size``;
-            ``per_scale`` and ``initial`` stay at the largest scale's size.
-        memory: the memory refining the image tokens (a module, e.g.
+            ``per_scale`` and ``initial`` stay at the native mask resolution.
+        memory: the memory producing ``H_me`` (a module, e.g.
             :class:`~zoo.layers.memory.ClassWiseMemory`, built by the caller and registered here
-            as the submodule ``memory``); None decodes without one. Its scales and width must
-            be the decoder's.
+            as the submodule ``memory``); None decodes without one. Its scales, width and
+            ``mask_stride`` must be the decoder's.
+        upscale_stages: transposed-convolution stages (2× each) from the token grid to the
+            native mask resolution (SAM, LISA: 2, i.e. 4×).
+        tokens_per_scale: ``N_tok``, the segmentation tokens of a scale (for the learned
+            pooling weights).
+        token_pooling: ``"learned"`` (PixelLM) or ``"mean"`` over a scale's ``N_tok`` queries.
+        coarse_to_fine: modulate each scale's features by the next coarser scale's mask.
     """
 
     def __init__(
@@ -182,6 +214,10 @@ class MultiScaleMaskDecoder(nn.Module):
         num_heads: int = 4,
         mask_size: int | None = None,
         memory: TokenMemory | None = None,
+        upscale_stages: int = 2,
+        tokens_per_scale: int = 3,
+        token_pooling: TokenPooling = "learned",
+        coarse_to_fine: bool = True,
     ) -> None:
         super().__init__()
         if dim % 4 != 0 or dim % num_heads != 0:
@@ -190,15 +226,30 @@ class MultiScaleMaskDecoder(nn.Module):
             raise ValueError(f"num_scales and depth must be >= 1, got {num_scales} and {depth}")
         if mask_size is not None and mask_size < 1:
             raise ValueError(f"mask_size must be positive, got {mask_size}")
-        if memory is not None and (memory.num_scales != num_scales or memory.dim != dim):
+        if upscale_stages < 0 or (upscale_stages and dim % (4 * 2 ** (upscale_stages - 1))):
             raise ValueError(
-                f"memory has {memory.num_scales} scales of width {memory.dim}, the decoder "
-                f"{num_scales} of width {dim}"
+                f"upscale_stages={upscale_stages} needs dim={dim} to be a multiple of "
+                f"{4 * 2 ** max(0, upscale_stages - 1)} (each stage halves the width)"
+            )
+        if token_pooling not in ("learned", "mean"):
+            raise ValueError(f"token_pooling must be 'learned' or 'mean', got {token_pooling!r}")
+        self.upscale = 2**upscale_stages
+        if memory is not None and (
+            memory.num_scales != num_scales or memory.dim != dim or memory.mask_stride != self.upscale
+        ):
+            raise ValueError(
+                f"memory has {memory.num_scales} scales of width {memory.dim} and mask_stride "
+                f"{memory.mask_stride}, the decoder {num_scales} of width {dim} and masks at "
+                f"{self.upscale}× the token grid"
             )
         self.dim = dim
         self.num_scales = num_scales
         self.mask_size = mask_size
         self.memory = memory
+        self.token_pooling = token_pooling
+        self.coarse_to_fine = coarse_to_fine
+        self.image_attn = nn.ModuleList(Attention(dim, num_heads) for _ in range(num_scales))
+        self.image_norm = nn.ModuleList(nn.LayerNorm(dim) for _ in range(num_scales))
         self.blocks = nn.ModuleList(
             nn.ModuleList(
                 TwoWayBlock(dim, num_heads, skip_first_layer_pe=(i == 0)) for i in range(depth)
@@ -209,10 +260,14 @@ class MultiScaleMaskDecoder(nn.Module):
             Attention(dim, num_heads, downsample_rate=2) for _ in range(num_scales)
         )
         self.final_norm = nn.ModuleList(nn.LayerNorm(dim) for _ in range(num_scales))
+        upscalers = [_upscaler(dim, upscale_stages) for _ in range(num_scales)]
+        self.upscalers = nn.ModuleList(u for u, _ in upscalers)
+        out_dim = upscalers[0][1]
         self.mask_mlp = nn.ModuleList(
-            nn.Sequential(nn.Linear(dim, dim), nn.GELU(), nn.Linear(dim, dim))
+            nn.Sequential(nn.Linear(dim, dim), nn.GELU(), nn.Linear(dim, out_dim))
             for _ in range(num_scales)
         )
+        self.token_weights = nn.Parameter(torch.zeros(num_scales, tokens_per_scale))
         self.scale_weights = nn.Parameter(torch.zeros(num_scales))
 
     def _validate(
@@ -236,9 +291,15 @@ class MultiScaleMaskDecoder(nn.Module):
             if batch is not None and f.shape[0] != batch:
                 raise ValueError(f"features[{s}] has batch {f.shape[0]}, features[0] has {batch}")
             batch = f.shape[0]
+        n_tok = self.token_weights.shape[1]
         if cond.ndim != 4 or cond.shape[1] != self.num_scales or cond.shape[3] != self.dim:
             raise ValueError(
                 f"cond must be T×{self.num_scales}×N_tok×{self.dim}, got {tuple(cond.shape)}"
+            )
+        if self.token_pooling == "learned" and cond.shape[2] != n_tok:
+            raise ValueError(
+                f"cond has {cond.shape[2]} tokens per scale, the decoder's learned pooling "
+                f"{n_tok} (tokens_per_scale)"
             )
         if target_image.shape != (cond.shape[0],) or target_image.dtype != torch.long:
             raise ValueError(
@@ -247,6 +308,32 @@ class MultiScaleMaskDecoder(nn.Module):
             )
         if self.memory is not None and category is None:
             raise ValueError("a memory needs the targets' category")
+
+    def self_attend(self, scale: int, feature: Tensor) -> Tensor:
+        """``SA(P(F))``: the image tokens ``B×HW×D`` of a projected map ``B×D×H×W``."""
+        h, w = feature.shape[-2:]
+        tokens = feature.flatten(2).transpose(1, 2)
+        pe = sincos_pos_embed_2d(h, w, self.dim, feature.device, feature.dtype)
+        q = tokens + pe
+        return self.image_norm[scale](tokens + self.image_attn[scale](q, q, tokens))
+
+    def predict(self, scale: int, keys: Tensor, cond: Tensor, size: tuple[int, int]) -> Tensor:
+        """Mask logits ``T×(k H)×(k W)`` from image tokens ``T×HW×D`` and ``cond`` ``T×N_tok×D``."""
+        h, w = size
+        key_pe = sincos_pos_embed_2d(h, w, self.dim, keys.device, keys.dtype)
+        queries = cond
+        for block in self.blocks[scale]:
+            queries, keys = block(queries, keys, cond, key_pe)
+        attn = self.final_attn[scale](queries + cond, keys + key_pe, keys)
+        queries = self.final_norm[scale](queries + attn)
+        if self.token_pooling == "learned":
+            weights = self.token_weights[scale].softmax(dim=0).to(queries.dtype)
+            pooled = torch.einsum("n,tnd->td", weights, queries)
+        else:
+            pooled = queries.mean(dim=1)
+        embed = self.mask_mlp[scale](pooled)  # T×D'
+        grid = keys.transpose(1, 2).unflatten(2, (h, w))  # T×D×H×W
+        return torch.einsum("td,tdhw->thw", embed, self.upscalers[scale](grid))
 
     def forward(
         self,
@@ -258,8 +345,8 @@ class MultiScaleMaskDecoder(nn.Module):
         """Predict mask logits for ``T`` targets.
 
         Args:
-            features: ``S`` maps ``B×D×H_s×W_s``; the first largest (by area) sets the output
-                size.
+            features: ``S`` maps ``B×D×H_s×W_s``, the finest first, the coarsest (deepest)
+                last; the largest (by area) sets the output size.
             cond: ``T×S×N_tok×D`` conditioning tokens.
             target_image: ``(T,)`` long, image index of every target (each in ``[0, B)``).
             category: ``(T,)`` long class of every target (needed with a memory).
@@ -267,24 +354,22 @@ class MultiScaleMaskDecoder(nn.Module):
         self._validate(features, cond, target_image, category)
         sizes = [tuple(f.shape[-2:]) for f in features]
         out_size = max(sizes, key=lambda hw: hw[0] * hw[1])
-        initial, final = [], []
-        for s, f in enumerate(features):
+        out_size = (out_size[0] * self.upscale, out_size[1] * self.upscale)
+        initial: list[Tensor] = [cond.new_zeros(0)] * self.num_scales
+        final: list[Tensor] = [cond.new_zeros(0)] * self.num_scales
+        coarser: Tensor | None = None
+        for s in reversed(range(self.num_scales)):  # coarse (deepest) to fine
             h, w = sizes[s]
-            keys = f.flatten(2).transpose(1, 2)[target_image]  # T×HW×D
-            key_pe = sincos_pos_embed_2d(h, w, self.dim, f.device, f.dtype)
-            query_pe = cond[:, s]
-            queries = query_pe
-            for block in self.blocks[s]:
-                queries, keys = block(queries, keys, query_pe, key_pe)
-            attn = self.final_attn[s](queries + query_pe, keys + key_pe, keys)
-            queries = self.final_norm[s](queries + attn)
-            embed = self.mask_mlp[s](queries.mean(dim=1))  # T×D
-            mask = torch.einsum("td,tpd->tp", embed, keys).unflatten(1, (h, w))
-            initial.append(mask)
+            x = self.self_attend(s, features[s])[target_image]  # T×HW×D
+            if self.coarse_to_fine and coarser is not None:
+                gate = F.interpolate(coarser[:, None], size=(h, w), mode="bilinear", align_corners=False)
+                x = x + x * gate.flatten(1).sigmoid()[..., None]
+            initial[s] = self.predict(s, x, cond[:, s], (h, w))
+            final[s] = initial[s]
             if self.memory is not None:
-                refined = self.memory(s, keys, mask, category)
-                mask = torch.einsum("td,tpd->tp", embed, refined).unflatten(1, (h, w))
-            final.append(mask)
+                enhanced = self.memory(s, x, initial[s], category)
+                final[s] = self.predict(s, enhanced, cond[:, s], (h, w))
+            coarser = final[s]
 
         initial_t = torch.stack([_resize(m, out_size) for m in initial], dim=1)
         per_scale = torch.stack([_resize(m, out_size) for m in final], dim=1)

@@ -11,14 +11,19 @@ human answers is not implemented.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 from torch import Tensor
 from torchmetrics import Metric
 
-__all__ = ["NUMBER_WORDS", "VQAAccuracy", "normalize_answer"]
+__all__ = ["NUMBER_WORDS", "Judge", "VQAAccuracy", "exact_match", "normalize_answer"]
+
+#: A judge of a VQA answer: ``judge(question, prediction, reference) -> correct``. The papers that
+#: report GPT-4-judged accuracy (GeoPix's Tables IV-V) plug theirs in here; their numbers are not
+#: comparable with exact match.
+Judge = Callable[[str, str, str], bool]
 
 _UNITS = [
     "zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten",
@@ -104,8 +109,11 @@ class VQAAccuracy(Metric):
     correct_per_type: Tensor
     total_per_type: Tensor
 
-    def __init__(self, question_types: Sequence[str] | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self, question_types: Sequence[str] | None = None, judge: Judge | None = None, **kwargs: Any
+    ) -> None:
         super().__init__(**kwargs)
+        self.judge = judge
         if isinstance(question_types, str):
             raise TypeError("question_types must be a sequence of strings, not a single string.")
         self.question_types: list[str] = list(question_types or [])
@@ -125,6 +133,7 @@ class VQAAccuracy(Metric):
         predictions: Sequence[str],
         answers: Sequence[str],
         question_types: Sequence[str] | None = None,
+        questions: Sequence[str] | None = None,
     ) -> None:
         """Add a batch of predicted and ground-truth answers.
 
@@ -133,7 +142,10 @@ class VQAAccuracy(Metric):
             answers: ``B`` ground-truth answers.
             question_types: ``B`` question types, each one of the types given at init. ``None``:
                 the batch only counts towards the overall accuracy.
+            questions: ``B`` questions (needed with a ``judge``).
         """
+        if self.judge is not None and (questions is None or len(questions) != len(answers)):
+            raise ValueError("a judged VQAAccuracy needs one question per answer (questions=...)")
         if isinstance(predictions, str) or isinstance(answers, str):
             raise TypeError("predictions and answers must be sequences of strings.")
         if len(predictions) != len(answers):
@@ -152,10 +164,11 @@ class VQAAccuracy(Metric):
                 )
             index = [self._type_index[t] for t in question_types]
 
-        hits = [
-            normalize_answer(p) == normalize_answer(a)
-            for p, a in zip(predictions, answers, strict=True)
-        ]
+        if self.judge is not None:
+            assert questions is not None
+            hits = [bool(self.judge(q, p, a)) for q, p, a in zip(questions, predictions, answers, strict=True)]
+        else:
+            hits = [exact_match("", p, a) for p, a in zip(predictions, answers, strict=True)]
         device = self.correct.device
         hits_t = torch.tensor(hits, dtype=torch.bool, device=device)
         self.correct += hits_t.sum()
@@ -177,3 +190,8 @@ class VQAAccuracy(Metric):
                     self.correct_per_type[i].float() / self.total_per_type[i]
                 )
         return results
+
+
+def exact_match(question: str, prediction: str, reference: str) -> bool:
+    """The default judge: the normalized answers are equal (the question is not read)."""
+    return normalize_answer(prediction) == normalize_answer(reference)

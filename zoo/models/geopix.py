@@ -5,17 +5,28 @@
   (``shared_projector`` for the paper's ablation), and the deepest scale through the
   multimodal projector into the LLM.
 * Segmentation tokens: N per scale (``[SEG{s}_{i}]``, added to the tokenizer by the data and to
-  the embedding table here); a target's phrase is its S·N tokens. Their last-layer hidden
-  states, through an MLP, condition the mask decoder, one target per phrase, several targets
-  per answer.
-* Mask decoder (:class:`~zoo.layers.mask_decoder.MultiScaleMaskDecoder`): SAM-style two-way
-  attention per scale, initial masks, and the class-wise learnable memory
-  (:class:`~zoo.layers.memory.ClassWiseMemory`) refining the features before the final masks.
+  the embedding table here); a target's phrase is its S·N tokens. Their rows of the input
+  embeddings and of ``lm_head`` train in every stage (LISA trains both tables; under LoRA or a
+  frozen LLM only those rows move, the others get no gradient and no weight decay).
+* Conditioning: the last-layer hidden state at the position that *predicts* each segmentation
+  token (LISA's and PixelLM's reading, ``seg_hidden="predicting"``; ``"token"``, the hidden state
+  at the token itself, was this model's choice before), through an MLP, conditions the mask
+  decoder: one target per phrase, several targets per answer.
+* Mask decoder (:class:`~zoo.layers.mask_decoder.MultiScaleMaskDecoder`): per scale, coarse to
+  fine, self-attended projected features, SAM-style two-way attention, masks upscaled to 4× the
+  token grid (96×96 for CLIP ViT-L/14 at 336 px, then resized to the image), and the class-wise
+  learnable memory (:class:`~zoo.layers.memory.ClassWiseMemory`, Eqs. 1-3) giving the
+  memory-enhanced features from which the final masks are predicted again.
 * Loss: text cross-entropy + 2.0 · BCE + 0.5 · Dice (LISA's weights), averaged over targets.
 
 Masks are evaluated teacher-forced (the reference answer's segmentation tokens condition the
-decoder, as in LISA's evaluation); ``predict`` generates the answer, then decodes one mask per
-generated segmentation phrase, with the category read from the words before it (the first class name).
+decoder, as in LISA's evaluation). The memory's class is the one the text names (the first class
+name in the target's referring expression): ``mIoU``/``cIoU``; with a memory the ground-truth class
+is reported beside it as an oracle (``oracle_mIoU``/``oracle_cIoU``), never used silently.
+With ``mask_original`` in the batch (the data's ``original_resolution``) the IoU is computed at
+each image's original resolution. Image-level conversations (no ``mask``: VRSBench captions,
+VQA, grounding) are scored by the generator's metrics (``text_metrics``). ``predict`` generates the answer, then decodes one mask per
+generated segmentation phrase, with the category read from the words before it.
 """
 
 from __future__ import annotations
@@ -29,7 +40,7 @@ from transformers import PreTrainedTokenizerBase
 
 from zoo.data.batch import ReferringBatch
 from zoo.layers.mask_decoder import MultiScaleMaskDecoder
-from zoo.layers.memory import ClassWiseMemory
+from zoo.layers.memory import ClassWiseMemory, Fusion
 from zoo.layers.projector import MapProjector, mlp_projector
 from zoo.losses.segmentation import mask_losses
 from zoo.metrics.segmentation import ReferringIoU
@@ -57,8 +68,17 @@ class GeoPix(VisionLanguageGenerator):
         seg_tokens_per_scale: N segmentation tokens per scale.
         use_memory: refine with the class-wise learnable memory (CLM).
         memory_capacity: memory entries per class and scale (the paper: 64).
-        memory_fusion: how the entries are fused: ``conv3d`` (the paper's best), ``conv2d``,
-            ``argmax``.
+        memory_dim: width of the memory bank, independent of ``decoder_dim`` (64: the width at
+            which Table IX's Attention and Dual Attention counts come out).
+        memory_fusion: how the entries are fused (Table IX): ``conv3d`` (the paper's choice),
+            ``conv2d``, ``argmax``, ``attention``, ``dual_attention``.
+        upscale_stages: transposed-convolution stages (2× each) from the token grid to the
+            masks' native resolution (2: 4×, SAM / LISA; 0: the token grid).
+        token_pooling: ``learned`` weights over a scale's N segmentation tokens (PixelLM) or
+            their ``mean`` (the previous choice).
+        coarse_to_fine: each scale's features are modulated by the coarser scale's mask.
+        seg_hidden: where the conditioning hidden state is read: ``predicting`` (the position
+            that predicts each segmentation token, LISA / PixelLM) or ``token`` (at the token).
         bce_weight: weight of the mask BCE loss.
         dice_weight: weight of the mask Dice loss.
         val_generate_batches: validation batches decoded for the generation metrics.
@@ -78,7 +98,12 @@ class GeoPix(VisionLanguageGenerator):
         seg_tokens_per_scale: int = 3,
         use_memory: bool = True,
         memory_capacity: int = 64,
-        memory_fusion: Literal["conv3d", "conv2d", "argmax"] = "conv3d",
+        memory_dim: int = 64,
+        memory_fusion: Fusion = "conv3d",
+        upscale_stages: int = 2,
+        token_pooling: Literal["learned", "mean"] = "learned",
+        coarse_to_fine: bool = True,
+        seg_hidden: Literal["predicting", "token"] = "predicting",
         bce_weight: float = 2.0,
         dice_weight: float = 0.5,
         val_generate_batches: int = 0,
@@ -105,17 +130,46 @@ class GeoPix(VisionLanguageGenerator):
         )
         self.projector = mlp_projector(vision_width, self.llm_width)
         self.seg_projector = mlp_projector(self.llm_width, decoder_dim)
+        if seg_hidden not in ("predicting", "token"):
+            raise ValueError(f"seg_hidden must be 'predicting' or 'token', got {seg_hidden!r}")
         memory = ClassWiseMemory(
             len(self.class_names), scales, decoder_dim, self.grid_size, memory_capacity,
-            memory_fusion, decoder_heads,
+            memory_fusion, decoder_heads, memory_dim=memory_dim, mask_stride=2**upscale_stages,
         ) if use_memory else None
         self.decoder = MultiScaleMaskDecoder(
-            decoder_dim, scales, decoder_depth, decoder_heads, mask_size=image_size, memory=memory
+            decoder_dim, scales, decoder_depth, decoder_heads, mask_size=image_size, memory=memory,
+            upscale_stages=upscale_stages, tokens_per_scale=seg_tokens_per_scale,
+            token_pooling=token_pooling, coarse_to_fine=coarse_to_fine,
         )
         self.register_load_state_dict_pre_hook(_memory_under_decoder)
         self.tokens_per_target = scales * seg_tokens_per_scale
-        self.metrics = nn.ModuleDict({s: ReferringIoU() for s in ("val", "test")})
+        splits = ("val", "test", "oracle_val", "oracle_test")
+        self.metrics = nn.ModuleDict({s: ReferringIoU() for s in splits})
+        #: captioning / VQA / grounding of image-level conversations (VRSBench), generated
+        self.text_metrics = self.generation_metrics([])
         self.setup_stage()
+        self._train_seg_rows()
+
+    #: The [SEG] rows of ``lm_head`` train without weight decay too (AdamW's decay would shrink
+    #: the frozen rows of the same matrix); ``embed_tokens`` is exempt already (``token``).
+    no_decay_keys = (*VisionLanguageGenerator.no_decay_keys, "lm_head")
+
+    def _train_seg_rows(self) -> None:
+        """Make the segmentation tokens' rows of the input embeddings and ``lm_head`` trainable.
+
+        A stage that trains the whole LLM trains them already; otherwise (LoRA, frozen LLM) both
+        tables get ``requires_grad`` and a gradient hook that zeroes every other row, so only the
+        new tokens' rows move (no weight decay: :attr:`no_decay_keys`).
+        """
+        if self.stage.train_llm:
+            return
+        tables = [self.llm.get_input_embeddings().weight, self.llm.get_output_embeddings().weight]
+        rows = torch.zeros(tables[0].shape[0], 1)
+        rows[self.seg_token_ids] = 1.0
+        self.register_buffer("seg_rows", rows, persistent=False)  # moves with the model
+        for weight in {id(w): w for w in tables}.values():  # one table when they are tied
+            weight.requires_grad_(True)
+            weight.register_hook(lambda grad: grad * self.seg_rows.to(grad.dtype))
 
     @staticmethod
     def _seg_token_ids(tokenizer: PreTrainedTokenizerBase, scales: int, per_scale: int) -> Tensor:
@@ -161,6 +215,13 @@ class GeoPix(VisionLanguageGenerator):
         host. Other ids (the generated answers of :meth:`predict_step`) have their phrases found
         here, which synchronises.
         """
+        out, cond, features, target_image = self.conditions(batch, input_ids, attention_mask, labels)
+        return out, self.decode_masks(cond, features, target_image, category), target_image
+
+    def conditions(
+        self, batch: ReferringBatch, input_ids: Tensor, attention_mask: Tensor, labels: Tensor | None,
+    ) -> tuple[Any, Tensor, list[Tensor], Tensor]:
+        """The LLM pass: (its output, conditioning ``T×S×N×D``, projected scales, target image)."""
         image = batch["image"]
         visual, maps = self.visual_tokens(image)
         embeds = self.llm.get_input_embeddings()(input_ids)
@@ -169,6 +230,8 @@ class GeoPix(VisionLanguageGenerator):
         )
         out = self.teacher_forced(embeds, mask, labels, output_hidden_states=True)
         target_image, positions = self._phrases(batch, input_ids)
+        if self.hparams.seg_hidden == "predicting":  # the position whose output is the token
+            positions = positions - 1
         # Tokens after <image> moved by the N - 1 visual tokens that replaced it.
         start = visual_positions[:, 0].index_select(0, target_image)[:, None]
         positions = positions + (visual.shape[1] - 1) * (positions > start)
@@ -178,16 +241,20 @@ class GeoPix(VisionLanguageGenerator):
         cond = self.seg_projector(hidden.float()).view(
             len(target_image), scales, self.hparams.seg_tokens_per_scale, self.hparams.decoder_dim
         )
-        features = self.scale_features(maps)
+        return out, cond, self.scale_features(maps), target_image
+
+    def decode_masks(
+        self, cond: Tensor, features: list[Tensor], target_image: Tensor, category: Tensor | None
+    ) -> Tensor:
+        """Mask logits ``T×H×W`` of the targets, the memory read at ``category`` (``(T,)``)."""
         if category is None:
-            category = torch.zeros(len(target_image), dtype=torch.long, device=image.device)
+            category = torch.zeros(len(target_image), dtype=torch.long, device=cond.device)
         elif len(category) != len(target_image):
             raise ValueError(
                 f"the answers hold {len(target_image)} segmentation phrases but the batch has "
                 f"{len(category)} target masks: each target needs one phrase"
             )
-        masks = self.decoder(features, cond, target_image, category).logits
-        return out, masks, target_image
+        return self.decoder(features, cond, target_image, category).logits
 
     @property
     def memory(self) -> ClassWiseMemory | None:
@@ -246,18 +313,79 @@ class GeoPix(VisionLanguageGenerator):
             )
 
     def _evaluate(self, split: str, batch: ReferringBatch, batch_idx: int) -> None:
+        if "mask" not in batch:  # an image-level conversation (captions, VQA, grounding)
+            super()._evaluate(split, batch, batch_idx)
+            return
         targets, category = self._targets(batch)
-        out, masks, _ = self.forward_with_masks(
-            batch, batch["input_ids"], batch["attention_mask"], batch["labels"], category
+        out, cond, features, target_image = self.conditions(
+            batch, batch["input_ids"], batch["attention_mask"], batch["labels"]
         )
+        text_category = self.categories_from_sentences(batch).to(category.device)
+        masks = self.decode_masks(cond, features, target_image, text_category)
         self._check_targets(masks, targets)
         b = len(batch["image"])
         self.log(f"{split}_loss", out.loss, batch_size=b, sync_dist=True)
-        self.metrics[split].update(masks > 0, targets > 0.5)
+        self._update_iou(self.metrics[split], batch, masks, targets)
+        if self.memory is not None:  # the oracle: the ground-truth class reads the memory
+            oracle = self.decode_masks(cond, features, target_image, category)
+            self._update_iou(self.metrics[f"oracle_{split}"], batch, oracle, targets)
+
+    @staticmethod
+    def _update_iou(metric: ReferringIoU, batch: ReferringBatch, masks: Tensor, targets: Tensor) -> None:
+        """IoU at the model's resolution, or at each image's original one (``mask_original``:
+        a ``K_i×H_i×W_i`` tensor per image, its targets in phrase order)."""
+        originals = batch.get("mask_original")
+        if originals is None:
+            metric.update(masks > 0, targets > 0.5)
+            return
+        start = 0
+        for original in originals:  # images of different sizes: one update each
+            k = len(original)
+            if k:
+                logits = nn.functional.interpolate(
+                    masks[start : start + k, None].float(), size=original.shape[-2:],
+                    mode="bilinear", align_corners=False,
+                )[:, 0]
+                metric.update(logits > 0, original > 0)
+            start += k
+        if start != len(masks):
+            raise ValueError(
+                f"mask_original holds {start} targets, the batch {len(masks)}: each target "
+                "needs its original mask"
+            )
+
+    def update_generation_metrics(self, split: str, batch: Any, answers: list[str]) -> None:
+        self.text_metrics[split].update(batch, answers)
 
     def _log_generation_metrics(self, split: str) -> None:
-        self.log_dict({f"{split}_{k}": v for k, v in self.metrics[split].compute().items()})
-        self.metrics[split].reset()
+        values = self.text_metrics[split].compute()
+        if values:
+            self.log_dict({f"{split}_{k}": v for k, v in values.items()})
+        self.text_metrics[split].reset()
+        for key in (split, f"oracle_{split}"):
+            metric = self.metrics[key]
+            if metric.update_count:
+                prefix = "oracle_" if key.startswith("oracle_") else ""
+                self.log_dict({f"{split}_{prefix}{k}": v for k, v in metric.compute().items()})
+            metric.reset()
+
+    def categories_from_sentences(self, batch: ReferringBatch) -> Tensor:
+        """The memory class each target's referring expression names (host side, phrase order):
+        the first class name in its sentence, 0 when it names none."""
+        if "sentences" not in batch:
+            raise ValueError(
+                "the batch has no 'sentences' (each target's referring expression): the memory's "
+                "class is read from the text; use a referring-segmentation datamodule"
+            )
+        return torch.tensor(
+            [self._first_class(s) for sentences in batch["sentences"] for s in sentences],
+            dtype=torch.long,
+        )
+
+    def _first_class(self, text: str) -> int:
+        text = text.lower()
+        hits = [(text.find(name), c) for c, name in enumerate(self.class_names) if name in text]
+        return min(hits)[1] if hits else 0
 
     # ---------------------------------------------------------------------- inference
     @torch.no_grad()
@@ -314,10 +442,7 @@ class GeoPix(VisionLanguageGenerator):
     def categories_from_text(self, ids: Tensor, count: int) -> Tensor:
         """The memory category of each target: the first class name written between the previous
         phrase and its own (the head noun of "the storage tank left of the ship")."""
-        categories = []
-        for text in self.target_texts(ids, count):
-            hits = [(text.find(name), c) for c, name in enumerate(self.class_names) if name in text]
-            categories.append(min(hits)[1] if hits else 0)
+        categories = [self._first_class(text) for text in self.target_texts(ids, count)]
         return torch.tensor(categories, dtype=torch.long, device=ids.device)
 
 
