@@ -129,7 +129,7 @@ def test_geopix_learns_masks(tmp_path_factory):
     (mIoU 0.018: the referred objects are small). Dice-heavy weights (0.5 BCE + 2.0 Dice): with
     LISA's 2.0 / 0.5 this short run reaches only 0.021. Measured (seed 0): 0.045 with the
     memory, 0.039 without, before the paper's CLM wiring and 4x masks; after it 0.038 with the memory
-    (conv3d) and 0.028 without (the decoder has more to learn in 288 steps).""""""
+    (conv3d) and 0.028 without (the decoder has more to learn in 288 steps)."""
     root = str(tmp_path_factory.mktemp("learn"))
     dm = EmbeddedReferringDataModule(root, splits=EmbeddedSplits(400, 40, 8), batch_size=16)
     dm.prepare_data()
