@@ -33,6 +33,9 @@ def _in_repo(monkeypatch):
 #: Configs written as overrides of another (a later training stage) parse composed on it.
 BASES = {
     "configs/aquila/stage2.yaml": "configs/aquila/stage1.yaml",
+    "configs/aquila/ablation_concat.yaml": "configs/aquila/stage1.yaml",
+    "configs/aquila/ablation_concat_mda.yaml": "configs/aquila/stage1.yaml",
+    "configs/aquila/ablation_sfi.yaml": "configs/aquila/stage1.yaml",
     "configs/geopix/stage2.yaml": "configs/geopix/stage1.yaml",
 }
 
