@@ -37,6 +37,7 @@ BASES = {
     "configs/aquila/ablation_concat_mda.yaml": "configs/aquila/stage1.yaml",
     "configs/aquila/ablation_sfi.yaml": "configs/aquila/stage1.yaml",
     "configs/geopix/stage2.yaml": "configs/geopix/stage1.yaml",
+    "configs/fuse/stage2.yaml": "configs/fuse/stage1.yaml",
 }
 
 

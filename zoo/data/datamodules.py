@@ -334,6 +334,8 @@ class ConversationDataModule(ZooDataModule):
         class_names: scene classes (for classification by generation).
         image_dir: sub-folder of root that the files' image paths are relative to.
         image_size: images are resized to this square size.
+        pad_to_square: pad non-square images to a square of the ``mean`` colour before the
+            resize (LLaVA's and FUSE's preprocessing) instead of stretching them.
         **kwargs: ``batch_size``, ``num_workers``, ``tokenizer`` (the LLM's; None builds a
             word-level tokenizer with a chat template), ``mean``, ``std`` of
             :class:`ZooDataModule`.
@@ -354,10 +356,12 @@ class ConversationDataModule(ZooDataModule):
         class_names: list[str] | None = None,
         image_dir: str = "",
         image_size: int = 336,
+        pad_to_square: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(ConversationDataset, root=root, image_size=image_size, **kwargs)
         self.files = {"train": train_file, "val": val_file, "test": test_file}
+        self.pad_to_square = pad_to_square
         self.image_dir = image_dir
         self.tasks = tasks
         self.eval_tasks = eval_tasks if eval_tasks is not None else tasks
@@ -378,6 +382,7 @@ class ConversationDataModule(ZooDataModule):
             self.dataset_root, self.files[split], self.image_size,
             tasks=self.tasks if train else self.eval_tasks, single_turn=not train,
             image_dir=self.image_dir,
+            pad_color=self.aug.mean.flatten().tolist() if self.pad_to_square else None,
         )
 
     def _collate(self) -> ConversationCollate:
