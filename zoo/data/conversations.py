@@ -54,7 +54,6 @@ from transformers import PreTrainedTokenizerBase
 from zoo.data.image_text import load_image
 
 __all__ = [
-    "pad_to_square",
     "EVAL_TYPE_TASKS",
     "IMAGE_EXTENSIONS",
     "IMAGE_TOKEN",
@@ -62,7 +61,9 @@ __all__ = [
     "TASK_TAGS",
     "ConversationCollate",
     "ConversationDataset",
+    "generation_prompt",
     "normalize_record",
+    "pad_to_square",
     "prepare_records",
     "read_conversations",
     "tokenize_conversation",
@@ -240,6 +241,12 @@ def _messages(turns: Sequence[dict[str, str]], short_answer: bool) -> list[dict[
 def _render(tokenizer: PreTrainedTokenizerBase, messages: list[dict[str, str]], prompt: bool) -> list[int]:
     text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=prompt)
     return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+def generation_prompt(tokenizer: PreTrainedTokenizerBase, question: str) -> list[int]:
+    """Token ids of one user turn ``question`` (with its ``<image>``) and the generation prompt,
+    rendered by the tokenizer's chat template as the conversations' prompts are."""
+    return _render(tokenizer, _messages([{"from": "human", "value": question}], False), prompt=True)
 
 
 def tokenize_conversation(
