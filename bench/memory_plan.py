@@ -67,7 +67,8 @@ MODELS: dict[str, tuple[str, int]] = {
 PAPER_CONFIGS: dict[str, list[str]] = {
     "aquila-stage1": ["configs/aquila/stage1.yaml"],
     "aquila-stage2": ["configs/aquila/stage1.yaml", "configs/aquila/stage2.yaml"],
-    "fuse-paper": ["configs/fuse/paper.yaml"],
+    "fuse-stage1": ["configs/fuse/stage1.yaml"],
+    "fuse-stage2": ["configs/fuse/stage1.yaml", "configs/fuse/stage2.yaml"],
     "geopix-stage1": ["configs/geopix/stage1.yaml"],
     "geopix-stage2": ["configs/geopix/stage1.yaml", "configs/geopix/stage2.yaml"],
     "flavars-skyscript": ["configs/flavars/skyscript_vitb16.yaml"],

@@ -35,12 +35,16 @@ def _in_repo(monkeypatch):
 BASES = {
     "configs/aquila/stage2.yaml": ["configs/aquila/stage1.yaml"],
     "configs/geopix/stage2.yaml": ["configs/geopix/stage1.yaml"],
-    "configs/strategy/fsdp.yaml": ["configs/fuse/paper.yaml"],
+    "configs/strategy/fsdp.yaml": ["configs/fuse/stage1.yaml"],
     "configs/geopix/ablations/single_stage.yaml": ["configs/geopix/stage1.yaml"],
     **{
         c: ["configs/geopix/stage1.yaml", "configs/geopix/stage2.yaml"]
         for c in CONFIGS if c.startswith("configs/geopix/ablations/") and "single_stage" not in c
     },
+    "configs/aquila/ablation_concat.yaml": ["configs/aquila/stage1.yaml"],
+    "configs/aquila/ablation_concat_mda.yaml": ["configs/aquila/stage1.yaml"],
+    "configs/aquila/ablation_sfi.yaml": ["configs/aquila/stage1.yaml"],
+    "configs/fuse/stage2.yaml": ["configs/fuse/stage1.yaml"],
 }
 
 

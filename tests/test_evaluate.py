@@ -309,19 +309,25 @@ def test_evaluate_aquila_on_embedded_and_fake_benchmarks(tmp_path: Path) -> None
     evals = [
         _small_embedded(load_evaluations([ROOT / "configs/eval/embedded_generation.yaml"])[0], tmp_path / "data"),
         _small_embedded(load_evaluations([ROOT / "configs/eval/embedded_knn.yaml"])[0], tmp_path / "data"),
+        _small_embedded(
+            load_evaluations([ROOT / "configs/eval/embedded_scene_generation.yaml"])[0], tmp_path / "data"
+        ),
         _on_fake_data("rsvqa_lr.yaml", root=str(ROOT / "tests/data/rsvqa_lr"), batch_size=8),
         _on_fake_data("rsicd_captioning.yaml", root=str(ROOT / "tests/data/rsicd"), batch_size=4),
     ]
-    evals[2] = evals[2].with_args(average_over=["presence"])
+    evals[3] = evals[3].with_args(average_over=["presence"])
     rows = evaluate(model, evals, tmp_path / "out", device="cpu", limit_batches=2)
     by_eval: dict[str, dict[str, dict]] = {}
     for r in rows:
         by_eval.setdefault(r["evaluation"], {})[r["metric"]] = r
     assert {"BLEU-1", "CIDEr", "vqa_accuracy"} <= set(by_eval["embedded captions + VQA"])
     assert 0 <= by_eval["embedded scenes k-NN"]["knn_acc"]["ours"] <= 100
+    scenes = by_eval["embedded scenes by generation"]
+    assert 0 <= scenes["generation_acc"]["ours"] <= 100 and "generation_mean_per_class" in scenes
     rsvqa = by_eval["RSVQA-LR"]
     assert rsvqa["vqa_average_accuracy"]["ours"] == pytest.approx(rsvqa["vqa_accuracy_presence"]["ours"])
-    assert rsvqa["vqa_average_accuracy"]["paper"] == 92.72
+    # The paper's number is the accuracy over all questions; the per-type average is an extra row.
+    assert rsvqa["vqa_accuracy"]["paper"] == 92.72 and rsvqa["vqa_average_accuracy"]["paper"] is None
     assert by_eval["RSICD captioning"]["BLEU-1"]["paper"] == 74.6
     table = (tmp_path / "out" / "results.md").read_text()
     assert "| RSICD captioning | test | BLEU-1 |" in table and "74.60" in table

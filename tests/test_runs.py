@@ -24,7 +24,7 @@ from zoo.runs import RunFolder, newest_checkpoint, next_version, run_folder_of
 ROOT = Path(__file__).parents[1]
 RUN_CONFIGS = ["configs/flavars.yaml", "configs/aquila.yaml", "configs/fuse.yaml", "configs/geopix.yaml",
                "configs/flavars/skyscript_vitb16.yaml", "configs/aquila/stage1.yaml",
-               "configs/fuse/paper.yaml", "configs/geopix/stage1.yaml"]
+               "configs/fuse/stage1.yaml", "configs/geopix/stage1.yaml"]
 TINY = ["--data.init_args.splits.train=16", "--data.init_args.splits.val=8",
         "--data.init_args.splits.test=8"]
 

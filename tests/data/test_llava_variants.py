@@ -225,3 +225,14 @@ def test_missing_root_is_named(tmp_path: Path) -> None:
         dm.setup("fit")
     with pytest.raises(FileNotFoundError, match=r"dataset root .*nowhere does not exist"):
         ConversationDataset(tmp_path / "nowhere", "GeoChat_Instruct.json")
+
+
+def test_pad_to_square_centres_the_image_on_the_mean_colour():
+    from zoo.data.conversations import pad_to_square
+
+    image = torch.arange(2 * 2 * 4, dtype=torch.float32).view(2, 2, 4) + 1
+    padded = pad_to_square(image, [10.0, 20.0])
+    assert padded.shape == (2, 4, 4)
+    assert torch.equal(padded[:, 1:3], image)  # (4 - 2) // 2 = 1 row above, 1 below
+    assert torch.all(padded[0, [0, 3]] == 10.0) and torch.all(padded[1, [0, 3]] == 20.0)
+    assert pad_to_square(padded, [0.0, 0.0]) is padded  # square already

@@ -23,7 +23,7 @@ def test_hf_prefix_names_timms_own_syntax():
         create_timm_model("hf:org/model")
 
 
-PAPER_TOWERS = ["configs/aquila/stage1.yaml", "configs/fuse/paper.yaml", "configs/geopix/stage1.yaml"]
+PAPER_TOWERS = ["configs/aquila/stage1.yaml", "configs/fuse/stage1.yaml", "configs/geopix/stage1.yaml"]
 
 
 @pytest.mark.parametrize("config", PAPER_TOWERS)

@@ -8,15 +8,21 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from zoo.layers.injection import GatedCrossAttentionInjection, RecurrentInjection
+from zoo.layers.injection import (
+    GatedCrossAttentionInjection,
+    RecurrentInjection,
+    TokenRoutedInjection,
+)
 
 B, N, S, D, DD = 2, 5, 3, 16, 12
 
 
-def _inputs(seed: int = 0, positions: int = N) -> tuple[torch.Tensor, torch.Tensor]:
+def _inputs(
+    seed: int = 0, positions: int = N, width: int = DD
+) -> tuple[torch.Tensor, torch.Tensor]:
     gen = torch.Generator().manual_seed(seed)
     hidden = 3 * torch.randn(B, N, D, generator=gen)
-    details = torch.randn(B, S, positions, DD, generator=gen)
+    details = torch.randn(B, S, positions, width, generator=gen)
     return hidden, details
 
 
@@ -29,38 +35,75 @@ def _randomise(module: torch.nn.Module, seed: int = 1) -> None:
 
 
 def _modules() -> list[torch.nn.Module]:
-    return [RecurrentInjection(D, DD, S), GatedCrossAttentionInjection(D, DD, num_heads=4)]
+    return [TokenRoutedInjection(D, DD, S), GatedCrossAttentionInjection(D, DD, num_heads=4),
+            RecurrentInjection(D, S)]
 
 
 # ----------------------------------------------------------------------------- identity at init
-@pytest.mark.parametrize("index", [0, 1])
+@pytest.mark.parametrize("index", [0, 1, 2])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_identity_at_initialisation(index: int, dtype: torch.dtype):
     module = _modules()[index]
-    hidden, details = _inputs()
+    hidden, details = _inputs(width=D if index == 2 else DD)
     hidden = hidden.to(dtype)
     out = module(hidden, details)
     assert out.dtype == dtype
     assert torch.equal(out, hidden)
 
 
-@pytest.mark.parametrize("index", [0, 1])
+@pytest.mark.parametrize("index", [0, 1, 2])
 def test_gradient_reaches_gates_at_initialisation(index: int):
     module = _modules()[index]
-    hidden, details = _inputs()
+    hidden, details = _inputs(width=D if index == 2 else DD)
     out = module(hidden, details)
     (out * torch.randn_like(out)).sum().backward()
     gates = (
         [module.alpha]
-        if isinstance(module, RecurrentInjection)
+        if isinstance(module, (TokenRoutedInjection, RecurrentInjection))
         else [module.attn_gate, module.ff_gate]
     )
     for gate in gates:
         assert gate.grad is not None and gate.grad.abs() > 1e-6
 
 
-# ----------------------------------------------------------------------------- RecurrentInjection
-def _recurrent_loop(m: RecurrentInjection, hidden: torch.Tensor, details: torch.Tensor):
+# ------------------------------------------------------------------- RecurrentInjection (authors')
+def _authors_loop(m: RecurrentInjection, hidden: torch.Tensor, details: torch.Tensor):
+    """Reference: sample by sample, the routing written out stack by stack."""
+    out = torch.empty_like(hidden)
+    for b in range(hidden.shape[0]):
+        q = m.query(hidden[b].mean(0))
+        scores = [float(q @ m.key(details[b, s].mean(0))) / math.sqrt(D) for s in range(S)]
+        exps = [math.exp(v - max(scores)) for v in scores]
+        weights = [e / sum(exps) for e in exps]
+        mixed = m.detail_norm(sum(w * details[b, s] for s, w in enumerate(weights)))
+        for n in range(hidden.shape[1]):
+            gate = torch.sigmoid(m.gate(torch.cat([m.hidden_norm(hidden[b, n]), mixed[n]])))
+            out[b, n] = hidden[b, n] + m.alpha * gate * m.proj(mixed[n])
+    return out
+
+
+def test_recurrent_injection_is_the_authors_block():
+    module = RecurrentInjection(D, S, residual_init=1.0)
+    assert module.alpha.item() == 1.0  # the authors' lambda starts at 1
+    _randomise(module)
+    with torch.no_grad():
+        module.alpha.fill_(0.7)
+    hidden, details = _inputs(width=D)
+    with torch.no_grad():
+        out = module(hidden, details)
+        expected = _authors_loop(module, hidden, details)
+    torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
+    weights = module.routing(hidden, details)
+    assert weights.shape == (B, S)  # one routing per sample, shared by every position
+    torch.testing.assert_close(weights.sum(1), torch.ones(B))
+    with pytest.raises(ValueError, match="got 2 detail stacks but the module was built for 3"):
+        module(hidden, details[:, :2])
+    with pytest.raises(ValueError, match=f"details must be B×S×N×{D}"):
+        module(hidden, details[..., :-1])
+
+
+# ----------------------------------------------------------------------------- TokenRoutedInjection
+def _token_routed_loop(m: TokenRoutedInjection, hidden: torch.Tensor, details: torch.Tensor):
     """Reference: position by position, stack by stack."""
     out = torch.empty_like(hidden)
     for b in range(hidden.shape[0]):
@@ -81,15 +124,15 @@ def _recurrent_loop(m: RecurrentInjection, hidden: torch.Tensor, details: torch.
 
 
 @pytest.mark.parametrize("router_dim", [None, 8])
-def test_recurrent_injection_matches_loop(router_dim: int | None):
-    module = RecurrentInjection(D, DD, S, router_dim=router_dim)
+def test_token_routed_injection_matches_loop(router_dim: int | None):
+    module = TokenRoutedInjection(D, DD, S, router_dim=router_dim)
     _randomise(module)
     with torch.no_grad():
         module.alpha.fill_(0.7)
     hidden, details = _inputs()
     with torch.no_grad():
         out = module(hidden, details)
-        expected = _recurrent_loop(module, hidden, details)
+        expected = _token_routed_loop(module, hidden, details)
     assert out.shape == (B, N, D)
     torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
     assert not torch.allclose(out, hidden)
@@ -98,16 +141,16 @@ def test_recurrent_injection_matches_loop(router_dim: int | None):
     torch.testing.assert_close(weights.sum(1), torch.ones(B, N))
 
 
-def test_recurrent_injection_gate_bias_and_repr():
-    module = RecurrentInjection(D, DD, S, gate_bias_init=-2.0)
+def test_token_routed_injection_gate_bias_and_repr():
+    module = TokenRoutedInjection(D, DD, S, gate_bias_init=-2.0)
     assert torch.equal(module.gate.bias, torch.full((D,), -2.0))
     assert module.alpha.shape == () and module.alpha.item() == 0.0
     assert "num_stacks=3" in repr(module)
 
 
-def test_recurrent_injection_dtypes():
+def test_token_routed_injection_dtypes():
     hidden, details = _inputs()
-    module = RecurrentInjection(D, DD, S)
+    module = TokenRoutedInjection(D, DD, S)
     _randomise(module)
     with torch.no_grad():
         module.alpha.fill_(0.5)
@@ -122,8 +165,8 @@ def test_recurrent_injection_dtypes():
     torch.testing.assert_close(out.float(), ref, atol=0.25, rtol=0.05)
 
 
-def test_recurrent_injection_errors():
-    module = RecurrentInjection(D, DD, S)
+def test_token_routed_injection_errors():
+    module = TokenRoutedInjection(D, DD, S)
     hidden, details = _inputs()
     with pytest.raises(ValueError, match="got 2 detail stacks but the module was built for 3"):
         module(hidden, details[:, :2])
@@ -138,7 +181,7 @@ def test_recurrent_injection_errors():
     with pytest.raises(ValueError, match="details batch 1 differs"):
         module(hidden, details[:1])
     with pytest.raises(ValueError, match="num_stacks must be positive"):
-        RecurrentInjection(D, DD, 0)
+        TokenRoutedInjection(D, DD, 0)
 
 
 # ----------------------------------------------------------------------------- gated cross-attn

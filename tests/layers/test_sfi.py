@@ -41,12 +41,15 @@ def _randomise(module: torch.nn.Module, seed: int = 0) -> None:
     ],
 )
 @pytest.mark.parametrize("external", [False, True])
+@pytest.mark.parametrize("block", ["rich", "paper"])
 def test_vectorised_matches_reference_loop(
-    dims: tuple[int, ...], ks: tuple[int, ...], heads: int, window_pos: bool, external: bool
+    dims: tuple[int, ...], ks: tuple[int, ...], heads: int, window_pos: bool, external: bool,
+    block: Literal["rich", "paper"],
 ) -> None:
     torch.manual_seed(0)
     module = SpatialFeatureIntegration(
-        DIM, L, dims, num_heads=heads, window_sizes=ks if window_pos else None
+        DIM, L, dims, num_heads=heads if block == "rich" else 1,
+        window_sizes=ks if window_pos else None, block=block,
     ).eval()
     _randomise(module)
     features = _features(dims, ks)
@@ -56,6 +59,63 @@ def test_vectorised_matches_reference_loop(
     slow = sfi_reference_loop(module, features, queries)
     assert fast.shape == (2, L * L, DIM)
     torch.testing.assert_close(fast, slow, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("external", [False, True])
+def test_paper_block_is_the_papers_equations(external: bool) -> None:
+    """X_Q* = X_Q + softmax(X_Q X_K^T / sqrt(C)) X_V for one query, written out plainly."""
+    dims, ks = (8, 12, 6), (1, 2, 4)
+    module = SpatialFeatureIntegration(
+        DIM, L, dims, num_heads=1, window_sizes=ks, block="paper"
+    ).eval()
+    _randomise(module, seed=3)
+    # The paper's parameters only: W_Q, W_K^s, W_V^s, the query grid and the key positions.
+    assert module.scale_embed is None and module.mlp is None and module.out_proj is None
+    assert all(isinstance(n, torch.nn.Identity) for n in module.kv_norms)
+    assert module.q_proj.bias is None and all(p.bias is None for p in module.kv_projs)
+    features = _features(dims, ks, batch=2, seed=4)
+    queries = torch.randn(2, L * L, DIM) if external else None
+    with torch.no_grad():
+        out = module(features, queries)
+    b, i, j = 1, 2, 1
+    x = queries[b, i * L + j] if queries is not None else (module.query + module.pos_embed)[i * L + j]
+    w_q = module.q_proj.weight
+    keys, values = [], []
+    for s, (f, k) in enumerate(zip(features, ks, strict=True)):
+        w_k, w_v = module.kv_projs[s].weight[:DIM], module.kv_projs[s].weight[DIM:]
+        region = f[b, :, i * k : (i + 1) * k, j * k : (j + 1) * k].reshape(dims[s], k * k).T
+        keys.append(region @ w_k.T + module.window_pos[s])
+        values.append(region @ w_v.T)
+    x_q = w_q @ x
+    x_k, x_v = torch.cat(keys), torch.cat(values)  # sum_s k_s^2 keys
+    expected = x_q + torch.softmax(x_q @ x_k.T / DIM**0.5, dim=0) @ x_v
+    torch.testing.assert_close(out[b, i * L + j], expected.detach(), atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="num_heads=1"):
+        SpatialFeatureIntegration(DIM, L, dims, num_heads=2, block="paper")
+
+
+@pytest.mark.parametrize("block", ["rich", "paper"])
+def test_key_positions_order_the_window(block: Literal["rich", "paper"]) -> None:
+    """With window positions, permuting the keys inside a window changes the output; without
+    them a window is a set and the permutation changes nothing."""
+    dims, ks = (8, 6), (1, 2)
+    heads = 2 if block == "rich" else 1
+    features = _features(dims, ks, batch=1)
+    permuted = [f.clone() for f in features]
+    window = permuted[1][0, :, :2, :2].clone()  # cell (0, 0) of the 2 x 2-window scale
+    permuted[1][0, :, :2, :2] = window.flip(-1).flip(-2)
+    for positions in (ks, None):
+        module = SpatialFeatureIntegration(
+            DIM, L, dims, num_heads=heads, window_sizes=positions, block=block
+        ).eval()
+        _randomise(module, seed=5)
+        with torch.no_grad():
+            change = (module(features) - module(permuted)).abs().amax(-1)[0]
+        assert change[1:].max() == 0  # other cells never see the window
+        if positions is None:
+            assert change[0] < 1e-5
+        else:
+            assert change[0] > 1e-3
 
 
 def test_external_queries_without_learnable_grid() -> None:

@@ -207,7 +207,9 @@ class PatchifyEncoder:
 
 
 def _module(**kwargs) -> SlidingWindowFeatures:
-    config = dict(window_sizes=(32, 16), canvas_size=64, input_size=32, grid_size=4)
+    config = dict(
+        window_sizes=(32, 16), canvas_size=64, input_size=32, grid_size=4, detail_tokens="pool"
+    )
     return SlidingWindowFeatures(**(config | kwargs))
 
 
@@ -245,8 +247,40 @@ def test_sliding_window_features_gradient_reaches_image():
     assert image.grad.abs().sum() > 0
 
 
+def test_interleaved_split_keeps_a_one_cell_detail():
+    """A detail one token cell wide on the 8 x 8 shared canvas (a 64 px canvas, 8 px cells)
+    reaches exactly one of the four interleaved 4 x 4 sub-grids at full strength; pooling to
+    the 4 x 4 grid averages it with three neighbours."""
+    interleave = _module(detail_tokens="interleave")
+    encoder = PatchifyEncoder()
+    image = torch.zeros(1, 3, 64, 64)
+    r, c = 5, 2  # cell (5, 2) of the 8 x 8 canvas: sub-grid (1, 0), position (2, 1)
+    image[:, :, 8 * r : 8 * r + 8, 8 * c : 8 * c + 8] = 1.0
+    out = interleave(image, encoder)
+    assert encoder.calls == [(9 + 49, 3, 32, 32)]  # all windows of both scales in one call
+    # 2 scales x 2 depths x 4 sub-grids, each 4 x 4 tokens.
+    assert interleave.num_stacks(2, 4) == 16 and out.shape == (1, 16, 16, 3)
+    cell = (r // 2) * 4 + c // 2
+    sub = (r % 2) * 2 + c % 2
+    stacks = out[0, :4, :, 0]  # scale 0 (32 px windows: patch aligned), depth 0, 4 sub-grids
+    torch.testing.assert_close(stacks[sub, cell], torch.tensor(1.0), atol=1e-6, rtol=0)
+    assert stacks[sub].sum() == pytest.approx(1.0, abs=1e-5)  # nothing leaks to other cells
+    assert torch.all(stacks[[i for i in range(4) if i != sub]].abs() < 1e-6)
+    # Scale 1 (16 px windows enlarged to 32 px and pooled back to 2 x 2 cells) keeps it too.
+    assert out[0, 8 + sub, cell, 0] > 0.9
+    pooled = _module()(image, PatchifyEncoder())
+    assert pooled[0, 0, cell, 0] == pytest.approx(0.25, abs=1e-5)
+
+
 def test_sliding_window_features_paper_geometry():
-    module = SlidingWindowFeatures()
+    interleave = SlidingWindowFeatures()  # the authors': 48 x 48 shared canvas, 2 x 2 split
+    assert interleave.detail_tokens == "interleave" and interleave.split_factor(24) == 2
+    assert interleave._shared_geometry(0, 24) == (48, 24, [0, 12, 24])
+    assert interleave._shared_geometry(1, 24) == (48, 12, [0, 6, 12, 18, 24, 30, 36])
+    assert interleave.num_stacks(3, 24) == 24
+    with pytest.raises(ValueError, match="not a whole multiple of grid_size=24"):
+        SlidingWindowFeatures(canvas_size=504).split_factor(24)
+    module = SlidingWindowFeatures(detail_tokens="pool")
     assert module.strides == [168, 84]
     assert module.offsets == [[0, 168, 336], [0, 84, 168, 252, 336, 420, 504]]
     assert module.windows_per_image == [9, 49]

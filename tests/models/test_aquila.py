@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from lightning import Trainer, seed_everything
 
 from tests.models.conftest import make_aquila
@@ -13,7 +16,7 @@ from zoo.data import EmbeddedConversationDataModule
 from zoo.data.datamodules import EmbeddedSplits
 from zoo.metrics.vqa import normalize_answer
 from zoo.models import Aquila, GenerationConfig, TrainingStage
-from zoo.models.aquila import AQUILA_OPTIMIZER
+from zoo.models.aquila import AQUILA_OPTIMIZER, MultiLayerAlignment, window_sizes
 from zoo.models.generator import splice_visual_tokens
 
 aquila = make_aquila
@@ -64,6 +67,81 @@ def test_conv_concat_ablation_runs(dm, batch):
     assert torch.isfinite(out.loss)
     out.loss.backward()
     assert model.connector.parameters().__next__().grad is not None
+
+
+def test_window_sizes_reach_sfi_and_every_mda_block(dm, batch):
+    """At 64 px the three stages are 16, 8 and 4 cells: 4x4, 2x2 and 1x1 windows of a 4x4 grid;
+    the keys know their place in the window, so permuting a window changes the tokens."""
+    model = aquila(dm, mda_layers=[1, 3])
+    assert model.window_sizes == [4, 2, 1] == window_sizes([4, 8, 16], 64, 4)
+    blocks = [model.connector, *(m.sfi for m in model.mda.values())]
+    assert all(b.window_sizes == (4, 2, 1) and b.window_pos is not None for b in blocks)
+    with torch.no_grad():
+        features = model.multiscale_features(batch["image"])
+        permuted = [f.clone() for f in features]
+        permuted[0][:, :, :4, :4] = features[0][:, :, :4, :4].flip(-1)  # window (0, 0), scale 0
+        tokens = model.connector(features)
+        change = (tokens - model.connector(permuted)).abs().amax(-1)
+        assert change[:, 0].min() > 1e-4 and change[:, 1:].max() == 0
+        hidden = torch.randn_like(tokens)
+        mda = model.mda["1"]
+        assert (mda(features, hidden) - mda(permuted, hidden))[:, 0].abs().max() > 1e-4
+    unordered = aquila(dm, key_positions=False)
+    assert unordered.connector.window_pos is None and unordered.window_sizes == [4, 2, 1]
+    with pytest.raises(ValueError, match="feature stage 2 .* multiple of 128"):
+        window_sizes([4, 8, 16], 64, 8)
+
+
+def test_sfi_dim_projects_to_and_from_the_llm_width(dm, batch):
+    model = aquila(dm, sfi_dim=32, block="paper", num_heads=1, mda_layers=[1])
+    assert model.connector.dim == 32 and model.llm_width == 128
+    assert all(p.mlp[-1].out_features == 32 for p in model.projectors)
+    mda = model.mda["1"]
+    assert isinstance(mda, MultiLayerAlignment) and mda.in_proj is not None
+    with torch.no_grad():
+        visual, features = model.visual_tokens(batch["image"])
+        assert visual.shape[-1] == 128 and features[0].shape[1] == 32
+        # MDA keeps the full-width hidden state and adds the projected SFI update.
+        queries = mda.in_proj(visual)
+        want = visual + mda.out_proj(mda.sfi(features, queries) - queries)
+        torch.testing.assert_close(mda(features, visual), want)
+    out = model(batch["image"], batch["input_ids"], batch["attention_mask"], batch["labels"])
+    out.loss.backward()
+    assert mda.in_proj.weight.grad is not None and model.connector_proj.weight.grad is not None
+
+
+#: Llama-3-8B-Instruct's config.json fields that shape the model (no weights are read).
+LLAMA3_8B = {
+    "architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 4096,
+    "intermediate_size": 14336, "num_hidden_layers": 32, "num_attention_heads": 32,
+    "num_key_value_heads": 8, "vocab_size": 128256, "max_position_embeddings": 8192,
+    "rope_theta": 500000.0, "rms_norm_eps": 1e-5, "tie_word_embeddings": False,
+}
+
+
+def test_stage1_trainable_parameters_on_the_meta_device(dm, tmp_path):
+    """configs/aquila/stage1.yaml's model at full size (CLIP-ConvNeXt-XXL, Llama-3-8B) built on
+    the meta device: stage 1 trains the projectors, SFI and MDA only, tens of millions of
+    parameters at sfi_dim 1024 (1.61 B when SFI worked at the LLM width)."""
+    config = yaml.safe_load((Path(__file__).parents[2] / "configs/aquila/stage1.yaml").read_text())
+    args = dict(config["model"]["init_args"])
+    llm = tmp_path / "llama3-8b"
+    llm.mkdir()
+    (llm / "config.json").write_text(json.dumps(LLAMA3_8B))
+    args.update(llm=str(llm), llm_pretrained=False, vision_pretrained=False, llm_dtype=None,
+                image_size=config["data"]["init_args"]["image_size"])
+    with torch.device("meta"):
+        model = Aquila(tokenizer=dm.tokenizer, class_names=dm.class_names, **args)
+    assert model.llm_width == 4096 and model.window_sizes == [8, 4, 2, 1]
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    by_part = {
+        name: sum(p.numel() for p in part.parameters())
+        for name, part in (("projectors", model.projectors), ("sfi", model.connector),
+                           ("connector_proj", model.connector_proj), ("mda", model.mda))
+    }
+    print(f"stage-1 trainable parameters: {trainable:,} {by_part}")
+    assert trainable == sum(by_part.values())
+    assert 20e6 < trainable < 150e6
 
 
 def test_feature_maps_must_tile_the_grid(dm):

@@ -25,7 +25,7 @@ def _logits(model: FUSE, batch: dict) -> torch.Tensor:
         return model(batch["image"], batch["input_ids"], batch["attention_mask"]).logits
 
 
-@pytest.mark.parametrize("injection", ["recurrent", "xattn"])
+@pytest.mark.parametrize("injection", ["recurrent", "token", "xattn"])
 def test_fresh_injection_changes_nothing(dm, batch, injection):
     injected = fuse(dm, injection=injection, inject_layers=[0, 2])
     plain = fuse(dm, inject_layers=[])
@@ -62,7 +62,12 @@ def test_detail_stacks_shapes_and_ablation(dm, batch):
     model = fuse(dm)
     image = batch["image"]
     stacks = model.detail_stacks(image)
-    assert stacks.shape == (len(image), 2 * 3, model.grid_size**2, model.vision.embed_dim)
+    # 2 scales x 3 depths x 4 interleaved sub-grids of the 16 x 16 shared canvas (128 px).
+    assert model.windows.split_factor(model.grid_size) == 2
+    assert stacks.shape == (len(image), 2 * 3 * 4, model.grid_size**2, model.vision.embed_dim)
+    assert next(iter(model.injection.values())).num_stacks == 24
+    pooled = fuse(dm, detail_tokens="pool")
+    assert pooled.detail_stacks(image).shape == (len(image), 6, model.grid_size**2, 128)
     single = fuse(dm, multi_scale=False)
     assert single.windows is None
     stacks = single.detail_stacks(image)
@@ -72,20 +77,47 @@ def test_detail_stacks_shapes_and_ablation(dm, batch):
                                                output_fmt="NCHW", intermediates_only=True)
     for s, m in enumerate(maps):
         assert torch.allclose(stacks[:, s], m.flatten(2).transpose(1, 2))
+    for name, p in single.injection.named_parameters():
+        if name.endswith("alpha"):
+            torch.nn.init.constant_(p, 1.0)
     out = single(image, batch["input_ids"], batch["attention_mask"],
                  batch["labels"])
     out.loss.backward()
     assert all(p.grad is not None for p in single.injection.parameters() if p.requires_grad)
 
 
-def test_all_windows_in_one_encoder_call(dm, batch):
+def test_paper_residual_scale_and_shared_projector(dm, batch):
+    model = fuse(dm, residual_init=1.0, inject_layers=[1])
+    assert model.injection["1"].alpha.item() == 1.0
+    with torch.no_grad():
+        _, context = model.visual_tokens(batch["image"])
+        details = model.detail_stacks(batch["image"])
+        torch.testing.assert_close(context, model.projector(details))  # the LLM width
+    assert context.shape[-1] == model.llm_width
+
+
+def test_global_view_and_all_windows_in_one_encoder_call(dm, batch):
     model = fuse(dm)
     calls = []
     original = model._encode
     model._encode = lambda x, layers: calls.append(len(x)) or original(x, layers)
     model.visual_tokens(batch["image"])
     b = len(batch["image"])
-    assert calls == [b, b * sum(model.windows.windows_per_image)]  # global view, then all windows
+    assert calls == [b + b * sum(model.windows.windows_per_image)]
+    plain = fuse(dm, inject_layers=[])  # no injection: no windows either
+    encode = plain._encode
+    plain._encode = lambda x, layers: calls.append(len(x)) or encode(x, layers)
+    plain.visual_tokens(batch["image"])
+    assert calls[1:] == [b]
+
+
+def test_frozen_vision_runs_without_autograd(dm, batch):
+    model = FUSE(tokenizer=dm.tokenizer, class_names=dm.class_names,
+                 stage=TrainingStage(train_vision=False))
+    tokens, details = model.visual_tokens(batch["image"])
+    assert tokens.requires_grad  # the projector trains
+    maps = model._encode(batch["image"], [model.global_layer])
+    assert not maps[0].requires_grad and maps[0].grad_fn is None
 
 
 @pytest.mark.slow

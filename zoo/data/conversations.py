@@ -61,7 +61,9 @@ __all__ = [
     "TASK_TAGS",
     "ConversationCollate",
     "ConversationDataset",
+    "generation_prompt",
     "normalize_record",
+    "pad_to_square",
     "prepare_records",
     "read_conversations",
     "tokenize_conversation",
@@ -87,6 +89,20 @@ _TASK_TAG = re.compile(r"^\s*(?:<image>\s*)?\[(\w+)\]")
 _QUESTION_KEYS = ("question", "text")
 _ANSWER_KEYS = ("ground_truth", "answer")
 _TYPE_KEYS = ("type", "category")
+
+
+def pad_to_square(image: Tensor, color: Sequence[float]) -> Tensor:
+    """``C×H×W`` centred on a square of side ``max(H, W)`` filled with ``color`` (one value per
+    band, in the image's units): LLaVA's ``expand2square``, which FUSE's authors use with the
+    vision tower's mean colour."""
+    c, h, w = image.shape
+    if h == w:
+        return image
+    side = max(h, w)
+    out = torch.as_tensor(color, dtype=image.dtype).view(c, 1, 1).repeat(1, side, side)
+    top, left = (side - h) // 2, (side - w) // 2
+    out[:, top : top + h, left : left + w] = image
+    return out
 
 
 def _first(record: dict[str, Any], keys: Sequence[str]) -> Any:
@@ -227,6 +243,12 @@ def _render(tokenizer: PreTrainedTokenizerBase, messages: list[dict[str, str]], 
     return tokenizer(text, add_special_tokens=False)["input_ids"]
 
 
+def generation_prompt(tokenizer: PreTrainedTokenizerBase, question: str) -> list[int]:
+    """Token ids of one user turn ``question`` (with its ``<image>``) and the generation prompt,
+    rendered by the tokenizer's chat template as the conversations' prompts are."""
+    return _render(tokenizer, _messages([{"from": "human", "value": question}], False), prompt=True)
+
+
 def tokenize_conversation(
     tokenizer: PreTrainedTokenizerBase, turns: Sequence[dict[str, str]], short_answer: bool = False
 ) -> tuple[list[int], list[int]]:
@@ -266,6 +288,8 @@ class ConversationDataset(NonGeoDataset):
             file; see :meth:`from_records`.
         image_dir: sub-folder of ``root`` that the records' image paths are relative to.
         source: names the in-memory records in errors (e.g. the file they were built from).
+        pad_color: pad non-square images to a square of this colour (per band, [0, 255])
+            before resizing (:func:`pad_to_square`); None stretches them.
     """
 
     def __init__(
@@ -280,6 +304,7 @@ class ConversationDataset(NonGeoDataset):
         records: Sequence[dict[str, Any]] | None = None,
         image_dir: str = "",
         source: str = "in-memory records",
+        pad_color: Sequence[float] | None = None,
     ) -> None:
         self.root = Path(root)
         if not self.root.is_dir():
@@ -309,6 +334,7 @@ class ConversationDataset(NonGeoDataset):
         self.images = self.root / image_dir
         self.image_size = image_size
         self.transforms = transforms
+        self.pad_color = None if pad_color is None else [float(v) for v in pad_color]
 
     @classmethod
     def from_records(
@@ -359,6 +385,8 @@ class ConversationDataset(NonGeoDataset):
         path = self.image_path(record)
         tried = "" if path.suffix else f", also with the extensions {list(IMAGE_EXTENSIONS)}"
         image = load_image(path, f" (record {record.get('id', index)!r} of {self.path}{tried})")
+        if self.pad_color is not None:
+            image = pad_to_square(image, self.pad_color)
         if image.shape[-1] != self.image_size or image.shape[-2] != self.image_size:
             image = F.interpolate(
                 image[None], size=(self.image_size, self.image_size), mode="bilinear", antialias=True

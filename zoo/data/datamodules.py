@@ -388,6 +388,8 @@ class ConversationDataModule(ZooDataModule):
             seed and the epoch), so padding to the batch's longest wastes little; every sample
             is seen once per epoch. Under several processes set
             ``trainer.use_distributed_sampler: false`` (the sampler shards by rank itself).
+        pad_to_square: pad non-square images to a square of the ``mean`` colour before the
+            resize (LLaVA's and FUSE's preprocessing) instead of stretching them.
         **kwargs: ``batch_size``, ``num_workers``, ``tokenizer`` (the LLM's; None builds a
             word-level tokenizer with a chat template), ``mean``, ``std`` of
             :class:`ZooDataModule`.
@@ -409,11 +411,13 @@ class ConversationDataModule(ZooDataModule):
         image_dir: str = "",
         image_size: int = 336,
         group_by_length: bool = False,
+        pad_to_square: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(ConversationDataset, root=root, image_size=image_size, **kwargs)
         self.group_by_length = group_by_length
         self.files = {"train": train_file, "val": val_file, "test": test_file}
+        self.pad_to_square = pad_to_square
         self.image_dir = image_dir
         self.tasks = tasks
         self.eval_tasks = eval_tasks if eval_tasks is not None else tasks
@@ -434,6 +438,7 @@ class ConversationDataModule(ZooDataModule):
             self.dataset_root, self.files[split], self.image_size,
             tasks=self.tasks if train else self.eval_tasks, single_turn=not train,
             image_dir=self.image_dir,
+            pad_color=self.aug.mean.flatten().tolist() if self.pad_to_square else None,
         )
 
     def _collate(self) -> ConversationCollate:

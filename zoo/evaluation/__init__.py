@@ -3,7 +3,9 @@
 * :mod:`~zoo.evaluation.protocols`: the protocols as typed classes (:class:`KNN`,
   :class:`LinearProbe`, :class:`ZeroShot`, :class:`Retrieval`, :class:`Segmentation`, the
   model's own test loop: :class:`ModelTestLoop`, :class:`GenerationTestLoop`,
-  :class:`ReferringTestLoop`), on :mod:`~zoo.evaluation.base`'s :class:`Evaluation`.
+  :class:`ReferringTestLoop`, scene classification by generation:
+  :class:`SceneClassificationByGeneration` from :mod:`~zoo.evaluation.generative`), on
+  :mod:`~zoo.evaluation.base`'s :class:`Evaluation`.
 * :mod:`~zoo.evaluation.config`: evaluation YAMLs and suites, checked by jsonargparse.
 * :mod:`~zoo.evaluation.runner` and :mod:`~zoo.evaluation.results`: running a list of them
   and the results table beside the papers' numbers; :mod:`~zoo.evaluation.cli` the command.

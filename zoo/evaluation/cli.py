@@ -54,6 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--output", default="results", help="folder for results.json/results.md")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
     parser.add_argument("--limit_batches", type=int, help="at most this many batches per split (smoke runs)")
+    parser.add_argument(
+        "--paper_row", help="the paper's row to compare with (default: the model's class name)"
+    )
     parser.add_argument("--keep_going", action="store_true", help="record a failing evaluation and go on")
     parser.add_argument("--wandb_project", help="also log the table to this W&B project (offline)")
     parser.add_argument("--wandb_online", action="store_true", help="log to W&B online, not offline")
@@ -73,13 +76,13 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         parser.error(str(error))
     model = build_from_configs(args.config, args.ckpt_path).model
     header = {
-        "model": type(model).__name__, "config": ", ".join(args.config),
+        "model": args.paper_row or type(model).__name__, "config": ", ".join(args.config),
         "checkpoint": args.ckpt_path or "(initial weights)",
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
     }
     rows = evaluate(
         model, evaluations, args.output, args.ckpt_path, args.device, args.limit_batches,
-        args.keep_going, header,
+        args.keep_going, header, args.paper_row,
     )
     if args.wandb_project:
         log_to_wandb(rows, header, args.wandb_project, args.output, args.wandb_online)

@@ -21,6 +21,7 @@ from zoo.evaluation.features import (
     num_classes,
     train_test_features,
 )
+from zoo.evaluation.generative import SceneClassificationByGeneration
 from zoo.evaluation.probes import (
     DEFAULT_WEIGHT_DECAYS,
     knn_accuracy,
@@ -42,6 +43,7 @@ __all__ = [
     "ModelTestLoop",
     "ReferringTestLoop",
     "Retrieval",
+    "SceneClassificationByGeneration",
     "Segmentation",
     "ZeroShot",
 ]

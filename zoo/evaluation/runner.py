@@ -28,6 +28,7 @@ def evaluate(
     limit_batches: int | None = None,
     keep_going: bool = False,
     header: dict[str, Any] | None = None,
+    paper_row: str | None = None,
 ) -> list[dict[str, Any]]:
     """Run every evaluation on ``model``; write the table after each one; return its rows.
 
@@ -40,6 +41,8 @@ def evaluate(
         limit_batches: at most this many batches per split (smoke runs).
         keep_going: record a failing evaluation as an ``error`` row and go on.
         header: run information written above the table (model, config, checkpoint, date).
+        paper_row: the row of the evaluations' ``paper:`` numbers to compare with (default: the
+            model's class name; an ablation names its own row, e.g. ``Aquila Concat``).
 
     Raises:
         CapabilityError: (without ``keep_going``) an evaluation does not apply to the model,
@@ -70,6 +73,6 @@ def evaluate(
             log.error("evaluation %s failed: %s", item.name, exc)
             metrics, error = {}, f"{type(exc).__name__}: {exc}"
         ctx.model.eval()
-        rows += result_rows(item, metrics, error, item.paper_numbers(type(model).__name__))
+        rows += result_rows(item, metrics, error, item.paper_numbers(paper_row or type(model).__name__))
         write_results(rows, output, header)
     return rows

@@ -1,14 +1,18 @@
 """Injecting detail features into an LLM's hidden states at the visual positions.
 
-Both modules map ``hidden`` (``B×N×D_llm``, the hidden states at the ``N`` visual positions,
+The modules map ``hidden`` (``B×N×D_llm``, the hidden states at the ``N`` visual positions,
 row-major grid order) and ``details`` (``B×S×N_d×D_detail``, ``S`` detail stacks such as
-:class:`~zoo.layers.windows.SlidingWindowFeatures`' output) to updated hidden states, and are the
-identity at initialisation (a zero-initialised scale or ``tanh`` gate multiplies the update), so
-inserting them before pretrained decoder layers does not change the model until training opens
-them; the gradient with respect to that scale is non-zero at zero.
+:class:`~zoo.layers.windows.SlidingWindowFeatures`' output) to updated hidden states. A
+zero-initialised scale or ``tanh`` gate multiplies the update, so they can start as the identity
+and inserting them before pretrained decoder layers does not change the model until training
+opens them (the gradient with respect to that scale is non-zero at zero); the authors of FUSE
+start their scale at 1 instead (``residual_init``).
 
-* :class:`RecurrentInjection` -- FUSE's (MF-RSVLM) recurrent visual feature injection: a
-  per-position router over the stacks, a sigmoid gate and a scaled residual update.
+* :class:`RecurrentInjection` -- FUSE's (MF-RSVLM) recurrent visual feature injection as the
+  authors' code builds it: one routing softmax over the stacks per sample from mean-pooled
+  queries and keys, a sigmoid gate on the normalised mixed stack and a scaled residual update.
+* :class:`TokenRoutedInjection` -- a variant that routes every visual position separately,
+  with value and output projections.
 * :class:`GatedCrossAttentionInjection` -- a Flamingo-style (Alayrac et al., 2022) ablation:
   ``tanh``-gated cross-attention to all detail tokens, then a ``tanh``-gated feed-forward block.
 
@@ -24,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["GatedCrossAttentionInjection", "RecurrentInjection"]
+__all__ = ["GatedCrossAttentionInjection", "RecurrentInjection", "TokenRoutedInjection"]
 
 
 def _check_inputs(
@@ -62,7 +66,70 @@ def _check_inputs(
 
 
 class RecurrentInjection(nn.Module):
-    """FUSE's recurrent visual feature injection; one instance per chosen LLM layer.
+    """FUSE's recurrent injection (the authors' block); one instance per chosen LLM layer.
+
+    ``details`` are already in the LLM width (FUSE passes them through the shared multimodal
+    projector). With ``h`` the ``B×N×D`` visual hidden states and ``d_s`` the ``S`` stacks::
+
+        q   = W_q LN_q(mean_n h)                  k_s = W_k LN_k(mean_n d_s)
+        w_s = softmax_s(<q, k_s> / sqrt(D))       (one routing over the stacks per sample)
+        m   = sum_s w_s d_s                       (B×N×D)
+        g   = sigmoid(W_g [LN_h(h) ; LN_m(m)])    (per position and channel)
+        h'  = h + alpha * g * W_p LN_m(m)
+
+    ``alpha`` (one scalar per layer) starts at ``residual_init``: 1 as the authors', 0 for the
+    identity at initialisation.
+
+    Args:
+        dim: LLM width ``D`` (of ``hidden`` and ``details``).
+        num_stacks: number of detail stacks ``S`` (checked in ``forward``).
+        residual_init: initial ``alpha``.
+    """
+
+    def __init__(self, dim: int, num_stacks: int, residual_init: float = 0.0) -> None:
+        super().__init__()
+        for name, value in (("dim", dim), ("num_stacks", num_stacks)):
+            if value <= 0:
+                raise ValueError(f"RecurrentInjection: {name} must be positive, got {value}")
+        self.dim = dim
+        self.num_stacks = num_stacks
+        self.query = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, dim))
+        self.key = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, dim))
+        self.hidden_norm = nn.LayerNorm(dim)
+        self.detail_norm = nn.LayerNorm(dim)
+        self.gate = nn.Linear(2 * dim, dim)
+        self.proj = nn.Linear(dim, dim)
+        self.alpha = nn.Parameter(torch.full((), float(residual_init)))
+
+    def routing(self, hidden: Tensor, details: Tensor) -> Tensor:
+        """The routing weights ``B×S`` over the stacks (one softmax per sample)."""
+        self._check(hidden, details)
+        dtype = self.alpha.dtype
+        return self._route(hidden.to(dtype), details.to(dtype))
+
+    def _route(self, hidden: Tensor, details: Tensor) -> Tensor:
+        q = self.query(hidden.mean(dim=1))  # B, D
+        k = self.key(details.mean(dim=2))  # B, S, D
+        return (torch.einsum("bd,bsd->bs", q, k) / math.sqrt(self.dim)).softmax(dim=1)
+
+    def forward(self, hidden: Tensor, details: Tensor) -> Tensor:
+        """``hidden`` ``B×N×D``, ``details`` ``B×S×N×D`` -> ``B×N×D``."""
+        self._check(hidden, details)
+        dtype = self.alpha.dtype
+        h, d = hidden.to(dtype), details.to(dtype)
+        mixed = self.detail_norm(torch.einsum("bs,bsnd->bnd", self._route(h, d), d))
+        gate = torch.sigmoid(self.gate(torch.cat([self.hidden_norm(h), mixed], dim=-1)))
+        return hidden + (self.alpha * gate * self.proj(mixed)).to(hidden.dtype)
+
+    def _check(self, hidden: Tensor, details: Tensor) -> None:
+        _check_inputs("RecurrentInjection", hidden, details, self.dim, self.dim, self.num_stacks)
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}, num_stacks={self.num_stacks}"
+
+
+class TokenRoutedInjection(nn.Module):
+    """Recurrent injection with a router per visual position; one instance per LLM layer.
 
     With ``x = LN_h(h_n)`` and ``e_s = LN_d(d_{s,n})`` at visual position ``n``::
 
@@ -101,7 +168,7 @@ class RecurrentInjection(nn.Module):
             ("router_dim", router_dim),
         ):
             if value <= 0:
-                raise ValueError(f"RecurrentInjection: {name} must be positive, got {value}")
+                raise ValueError(f"TokenRoutedInjection: {name} must be positive, got {value}")
         self.hidden_dim = hidden_dim
         self.detail_dim = detail_dim
         self.num_stacks = num_stacks
@@ -140,7 +207,7 @@ class RecurrentInjection(nn.Module):
 
     def _check(self, hidden: Tensor, details: Tensor) -> None:
         _check_inputs(
-            "RecurrentInjection", hidden, details, self.hidden_dim, self.detail_dim, self.num_stacks
+            "TokenRoutedInjection", hidden, details, self.hidden_dim, self.detail_dim, self.num_stacks
         )
 
     def extra_repr(self) -> str:

@@ -28,6 +28,16 @@ The attention over all ``B L^2`` queries is one batched
 map is cut into its windows by a single reshape/permute, ``B×C×(k L) x (k L) ->
 (B L^2) x k^2×C``. :func:`sfi_reference_loop` is a deliberately slow per-query version kept as the
 reference for the tests and ``bench/sfi_vs_loop.py``.
+
+``block="paper"`` is the block of the Aquila paper (§3.3) as written, per query ``x``::
+
+    X_Q = W_Q x,   X_K = [W_K^s f_s(i_s) (+ p_s)]_s,   X_V = [W_V^s f_s(i_s)]_s
+    X_Q* = X_Q + softmax(X_Q X_K^T / sqrt(C)) X_V
+
+one head, bias-free projections, no norms, no output projection, no MLP and no scale embedding,
+the keys of all scales concatenated; ``p_s`` are the within-window absolute positions (the
+paper's "absolute positional encodings in the cross-attention"), present when ``window_sizes``
+is given. The default ``block="rich"`` is the block above.
 """
 
 from __future__ import annotations
@@ -160,6 +170,9 @@ class SpatialFeatureIntegration(nn.Module):
             in Cambrian's SVA) is added to the keys, so attention also knows *where* in the window
             a key lies; without it a window's keys are an unordered set apart from the scale
             embedding, and any integer ``k_s`` is accepted.
+        block: ``"rich"`` (pre-norm multi-head block with output projection, scale embeddings
+            and MLP) or ``"paper"`` (the paper's equations: one head, ``X_Q + softmax(X_Q X_K^T /
+            sqrt(C)) X_V``; needs ``num_heads=1``).
 
     Shapes:
         ``features[s]``: ``B×C_s x (k_s L) x (k_s L)``; ``queries``: ``B×L^2 x dim`` in
@@ -177,10 +190,18 @@ class SpatialFeatureIntegration(nn.Module):
         learnable_queries: bool = True,
         dropout: float = 0.0,
         window_sizes: Sequence[int] | None = None,
+        block: Literal["rich", "paper"] = "rich",
     ) -> None:
         super().__init__()
         if dim <= 0 or grid_size <= 0:
             raise ValueError(f"dim and grid_size must be positive, got {dim} and {grid_size}")
+        if block not in ("rich", "paper"):
+            raise ValueError(f"SFI block must be 'rich' or 'paper', got {block!r}")
+        if block == "paper" and num_heads != 1:
+            raise ValueError(
+                f"SFI block='paper' is the paper's single-head attention; set num_heads=1 "
+                f"(got {num_heads}) or use block='rich'"
+            )
         if num_heads <= 0 or dim % num_heads:
             raise ValueError(f"num_heads={num_heads} must be positive and divide dim={dim}")
         if not feature_dims or any(c <= 0 for c in feature_dims):
@@ -199,6 +220,8 @@ class SpatialFeatureIntegration(nn.Module):
         self.head_dim = dim // num_heads
         self.dropout = dropout
         self.window_sizes = None if window_sizes is None else tuple(int(k) for k in window_sizes)
+        self.block = block
+        rich = block == "rich"
 
         n = grid_size * grid_size
         if learnable_queries:
@@ -208,10 +231,17 @@ class SpatialFeatureIntegration(nn.Module):
             self.register_parameter("query", None)
             self.register_parameter("pos_embed", None)
 
-        self.kv_norms = nn.ModuleList(nn.LayerNorm(c) for c in self.feature_dims)
+        self.kv_norms = nn.ModuleList(
+            nn.LayerNorm(c) if rich else nn.Identity() for c in self.feature_dims
+        )
         # Per-scale key and value projections, fused: rows [:dim] give keys, [dim:] values.
-        self.kv_projs = nn.ModuleList(nn.Linear(c, 2 * dim) for c in self.feature_dims)
-        self.scale_embed = nn.Parameter(torch.empty(len(self.feature_dims), dim))
+        self.kv_projs = nn.ModuleList(nn.Linear(c, 2 * dim, bias=rich) for c in self.feature_dims)
+        if rich:
+            self.scale_embed: nn.Parameter | None = nn.Parameter(
+                torch.empty(len(self.feature_dims), dim)
+            )
+        else:
+            self.register_parameter("scale_embed", None)
         if self.window_sizes is not None:
             self.window_pos: nn.ParameterList | None = nn.ParameterList(
                 nn.Parameter(torch.empty(k * k, dim)) for k in self.window_sizes
@@ -219,12 +249,15 @@ class SpatialFeatureIntegration(nn.Module):
         else:
             self.window_pos = None
 
-        self.q_norm = nn.LayerNorm(dim)
-        self.q_proj = nn.Linear(dim, dim)
-        self.out_proj = nn.Linear(dim, dim)
+        self.q_norm = nn.LayerNorm(dim) if rich else nn.Identity()
+        self.q_proj = nn.Linear(dim, dim, bias=rich)
         self.attn_drop = nn.Dropout(dropout)
-        self.mlp_norm = nn.LayerNorm(dim)
-        self.mlp = _Mlp(dim, int(dim * mlp_ratio), dropout)
+        if rich:
+            self.out_proj: nn.Module | None = nn.Linear(dim, dim)
+            self.mlp_norm: nn.Module | None = nn.LayerNorm(dim)
+            self.mlp: nn.Module | None = _Mlp(dim, int(dim * mlp_ratio), dropout)
+        else:
+            self.out_proj = self.mlp_norm = self.mlp = None
         self.reset_parameters()
 
     @property
@@ -242,7 +275,8 @@ class SpatialFeatureIntegration(nn.Module):
         for module in self.modules():
             if isinstance(module, nn.Linear):
                 nn.init.trunc_normal_(module.weight, std=0.02)
-                nn.init.zeros_(module.bias)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
             elif isinstance(module, nn.LayerNorm):
                 module.reset_parameters()
         embeddings = [self.query, self.pos_embed, self.scale_embed]
@@ -255,7 +289,7 @@ class SpatialFeatureIntegration(nn.Module):
         return (
             f"dim={self.dim}, grid_size={self.grid_size}, feature_dims={self.feature_dims}, "
             f"num_heads={self.num_heads}, learnable_queries={self.query is not None}, "
-            f"window_sizes={self.window_sizes}"
+            f"window_sizes={self.window_sizes}, block={self.block!r}"
         )
 
     def initial_queries(self, batch_size: int, queries: Tensor | None = None) -> Tensor:
@@ -302,8 +336,12 @@ class SpatialFeatureIntegration(nn.Module):
         for s, (feature, k) in enumerate(zip(features, ks, strict=True)):
             window = self.kv_norms[s](_windows(feature, self.grid_size, k))  # rows, k^2, C_s
             proj = self.kv_projs[s]
-            # The scale embedding rides on the key bias: no extra pass over the keys.
-            bias = torch.cat([proj.bias[: self.dim] + self.scale_embed[s], proj.bias[self.dim :]])
+            bias = None
+            if self.scale_embed is not None:
+                # The scale embedding rides on the key bias: no extra pass over the keys.
+                bias = torch.cat(
+                    [proj.bias[: self.dim] + self.scale_embed[s], proj.bias[self.dim :]]
+                )
             kv_s = F.linear(window, proj.weight, bias)  # rows, k^2, 2 dim
             if self.window_pos is not None:
                 kv_s[..., : self.dim] += self.window_pos[s]
@@ -311,9 +349,12 @@ class SpatialFeatureIntegration(nn.Module):
         n_keys = sum(k * k for k in ks)
         kv_all = torch.cat(kv, dim=1).view(rows, n_keys, 2, h, d)
         key, value = kv_all[:, :, 0].transpose(1, 2), kv_all[:, :, 1].transpose(1, 2)
-        q = self.q_proj(self.q_norm(x)).reshape(rows, h, 1, d)
-        attn = self._attention(q, key, value)  # rows, h, 1, d (key, value: rows, h, N, d)
-        x = x + self.attn_drop(self.out_proj(attn.reshape(batch, self.num_tokens, self.dim)))
+        q = self.q_proj(self.q_norm(x))
+        attn = self._attention(q.reshape(rows, h, 1, d), key, value)  # rows, h, 1, d
+        attn = attn.reshape(batch, self.num_tokens, self.dim)
+        if self.out_proj is None or self.mlp is None or self.mlp_norm is None:  # the paper's
+            return q + self.attn_drop(attn)
+        x = x + self.attn_drop(self.out_proj(attn))
         return x + self.mlp(self.mlp_norm(x))
 
     def _attention(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
@@ -340,7 +381,8 @@ def sfi_reference_loop(
 
     A reference for the tests and ``bench/sfi_vs_loop.py`` only. It slices each query's windows
     explicitly, projects them with ``module``'s own per-scale weights and does the softmax
-    attention by hand, then the same residual and MLP block. It equals ``module(features,
+    attention by hand, then the same residual and MLP block (or, for ``block="paper"``, the
+    residual on the projected query). It equals ``module(features,
     queries)`` when dropout is inactive (``module.eval()`` or ``dropout=0``).
     """
     ks = _validate_features(features, module.feature_dims, module.grid_size, module.window_sizes)
@@ -359,11 +401,14 @@ def sfi_reference_loop(
                     patch = fmap[b, :, i * k : (i + 1) * k, j * k : (j + 1) * k]  # C, k, k
                     pixels = module.kv_norms[s](patch.reshape(patch.shape[0], k * k).T)
                     w, bias = module.kv_projs[s].weight, module.kv_projs[s].bias
-                    key = F.linear(pixels, w[:dim], bias[:dim]) + module.scale_embed[s]
+                    key_bias = None if bias is None else bias[:dim]
+                    key = F.linear(pixels, w[:dim], key_bias)
+                    if module.scale_embed is not None:
+                        key = key + module.scale_embed[s]
                     if module.window_pos is not None:
                         key = key + module.window_pos[s]
                     keys.append(key)
-                    values.append(F.linear(pixels, w[dim:], bias[dim:]))
+                    values.append(F.linear(pixels, w[dim:], None if bias is None else bias[dim:]))
                 key, value = torch.cat(keys), torch.cat(values)  # N, dim
                 x = grid[b, i * L + j]
                 q = F.linear(module.q_norm(x), module.q_proj.weight, module.q_proj.bias)
@@ -372,7 +417,10 @@ def sfi_reference_loop(
                     part = slice(head * d, (head + 1) * d)
                     scores = key[:, part] @ q[part] / math.sqrt(d)
                     heads.append(torch.softmax(scores, dim=0) @ value[:, part])
-                x = x + F.linear(torch.cat(heads), module.out_proj.weight, module.out_proj.bias)
+                if module.out_proj is None or module.mlp is None or module.mlp_norm is None:
+                    out[b, i * L + j] = q + torch.cat(heads)  # the paper's block
+                    continue
+                x = x + module.out_proj(torch.cat(heads))
                 out[b, i * L + j] = x + module.mlp(module.mlp_norm(x))
     return out
 

@@ -4,7 +4,8 @@ FUSE (MF-RSVLM, Dang et al., 2025) gives its LLM detail features besides the glo
 image is resized to a larger canvas (e.g. 672 px), cut into overlapping windows at several scales
 (e.g. 336 px and 168 px windows, stride half a window), every window goes through the same ViT,
 and for each (scale, depth) the windows' token maps are stitched back into one token canvas,
-overlaps blended with smooth window weights, then resized to the LLM's visual token grid.
+overlaps blended with smooth window weights, then split into interleaved sub-grids of the LLM's
+visual token grid (or pooled to it).
 
 * :func:`window_offsets` -- start offsets of windows covering a length, the last one flush.
 * :func:`extract_windows` -- ``B×C×H×W -> (B n_h n_w) x C x win x win``, one gather.
@@ -12,7 +13,8 @@ overlaps blended with smooth window weights, then resized to the LLM's visual to
 * :func:`stitch_windows` -- ``sum w x / sum w`` over the windows covering every canvas cell, one
   ``index_add`` over a flat canvas index (works with irregular, flush final offsets).
 * :class:`SlidingWindowFeatures` -- the encoder-agnostic orchestration, all windows of all scales
-  of a batch through the encoder in one call.
+  of a batch through the encoder in one call, the stitched maps split into interleaved
+  sub-grids that keep the canvas's resolution (the authors' code) or pooled to the grid.
 
 Windows are always row-major within an image and images are outermost, so window ``(i, j)`` of
 image ``b`` is row ``(b n_h + i) n_w + j``.
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -248,17 +251,26 @@ class SlidingWindowFeatures(nn.Module):
     stride ``round(window * stride_fraction)`` (last window flush with the border), resizes every
     window to the encoder's ``input_size`` and calls ``encode`` once on all windows of all scales
     (scale-major, then image, then row-major window). ``encode`` returns one ``N×D×h×w``
-    token map per depth.
+    token map per depth. :meth:`cut` and :meth:`stitch` are the two halves, so a caller can put
+    other images (FUSE's global view) into the same encoder call.
 
-    Each scale is stitched at its own native token resolution: with ``h`` tokens per window side a
-    token cell is ``window / h`` canvas pixels, so the scale's token canvas is ``canvas_size h /
-    window`` cells a side (48 for 336 px windows and 96 for 168 px windows with CLIP-L/14 at 336),
-    and no window is resampled before blending. Overlaps are blended with :func:`window_weights`
-    (``weighting``). The stitched canvas is then area-averaged (``adaptive_avg_pool2d``) to
-    ``grid_size x grid_size``, or bilinearly upsampled if it is smaller.
+    ``detail_tokens`` says how the stitched maps become stacks of ``grid_size^2`` tokens:
 
-    Returns ``B×S×grid_size^2×D`` with ``S = len(window_sizes) * n_depths`` stacks ordered
-    scale-major, depth-minor, tokens row-major.
+    * ``"interleave"`` (the authors' code): with ``h`` tokens a side for an ``input_size``
+      window, every scale is stitched on one token canvas of ``canvas_size h / input_size``
+      cells a side (48 for a 672 px canvas and CLIP-L/14 at 336), each window's map first
+      area-averaged (or bilinearly enlarged) to its ``window h / input_size`` cells. The canvas
+      is then split into ``f^2`` interleaved sub-grids ``x[..., i::f, j::f]``, ``f = side /
+      grid_size``, so the stacks keep the canvas's full resolution: ``S = scales x depths x
+      f^2`` (2 x 3 x 4 = 24 in the paper).
+    * ``"pool"``: each scale is stitched at its own native token resolution (``canvas_size h /
+      window`` cells a side: 48 and 96 in the paper's geometry) and area-averaged
+      (``adaptive_avg_pool2d``) to ``grid_size x grid_size``, or bilinearly upsampled if
+      smaller: ``S = scales x depths``.
+
+    Overlaps are blended with :func:`window_weights` (``weighting``; strictly positive, where the
+    authors' symmetric Hann window is zero on the border cells). Returns ``B×S×grid_size^2×D``
+    ordered scale-major, then depth, then sub-grid ``(i, j)`` row-major, tokens row-major.
     """
 
     def __init__(
@@ -269,6 +281,7 @@ class SlidingWindowFeatures(nn.Module):
         grid_size: int = 24,
         stride_fraction: float = 0.5,
         weighting: str = "hann",
+        detail_tokens: Literal["interleave", "pool"] = "interleave",
     ) -> None:
         super().__init__()
         if not window_sizes:
@@ -284,12 +297,15 @@ class SlidingWindowFeatures(nn.Module):
             raise ValueError(f"stride_fraction must lie in (0, 1], got {stride_fraction}")
         if weighting not in WEIGHTINGS:
             raise ValueError(f"unknown weighting {weighting!r}; choose one of {WEIGHTINGS}")
+        if detail_tokens not in ("interleave", "pool"):
+            raise ValueError(f"detail_tokens must be 'interleave' or 'pool', got {detail_tokens!r}")
         self.window_sizes = [int(s) for s in window_sizes]
         self.canvas_size = canvas_size
         self.input_size = input_size
         self.grid_size = grid_size
         self.stride_fraction = stride_fraction
         self.weighting = weighting
+        self.detail_tokens = detail_tokens
         self.strides = [max(1, round(s * stride_fraction)) for s in self.window_sizes]
         # Pixel offsets per scale (the same along both axes of the square canvas).
         self.offsets = [
@@ -302,8 +318,39 @@ class SlidingWindowFeatures(nn.Module):
         """Number of windows each image contributes at each scale."""
         return [len(o) ** 2 for o in self.offsets]
 
+    def num_stacks(self, depths: int, tokens: int) -> int:
+        """``S`` for ``depths`` encoder depths and ``tokens`` cells a window side."""
+        if self.detail_tokens == "pool":
+            return len(self.window_sizes) * depths
+        return len(self.window_sizes) * depths * self.split_factor(tokens) ** 2
+
+    def split_factor(self, tokens: int) -> int:
+        """``f``: the shared token canvas is ``f x grid_size`` cells a side (interleave)."""
+        side = self._shared_geometry(0, tokens)[0]
+        if side % self.grid_size:
+            raise ValueError(
+                f"detail_tokens='interleave': the {self.canvas_size} px canvas is {side} token "
+                f"cells a side ({tokens} tokens per {self.input_size} px window), not a whole "
+                f"multiple of grid_size={self.grid_size}; choose canvas_size = f x input_size "
+                f"for an integer f, or detail_tokens='pool'"
+            )
+        return side // self.grid_size
+
+    def _shared_geometry(self, scale: int, tokens: int) -> tuple[int, int, list[int]]:
+        """Interleave: shared canvas side, the scale's window side and offsets, in cells."""
+        pixels = [self.canvas_size, self.window_sizes[scale], *self.offsets[scale]]
+        if any(p * tokens % self.input_size for p in pixels):
+            raise ValueError(
+                f"scale {scale}: a token cell is {self.input_size / tokens:g} px ({tokens} tokens "
+                f"per {self.input_size} px window), but the canvas ({self.canvas_size} px), the "
+                f"{self.window_sizes[scale]} px window or its offsets {self.offsets[scale]} are "
+                f"not whole numbers of cells; choose sizes and stride_fraction so they are"
+            )
+        side, window, *offsets = (p * tokens // self.input_size for p in pixels)
+        return side, window, offsets
+
     def _token_geometry(self, scale: int, tokens: int) -> tuple[int, list[int]]:
-        """Token-canvas side and token offsets of ``scale`` for ``tokens`` cells a window side."""
+        """Pool: token-canvas side and token offsets of ``scale`` at its native resolution."""
         window = self.window_sizes[scale]
         pixels = [self.canvas_size, *self.offsets[scale]]
         if any(p * tokens % window for p in pixels):
@@ -316,18 +363,20 @@ class SlidingWindowFeatures(nn.Module):
         side, *offsets = (p * tokens // window for p in pixels)
         return side, offsets
 
-    def forward(self, image: Tensor, encode: Callable[[Tensor], list[Tensor]]) -> Tensor:
-        """``B×C×H×W`` image -> ``B×S×grid^2×D`` stitched detail stacks."""
+    def cut(self, image: Tensor) -> Tensor:
+        """``B×C×H×W`` -> every window of every scale at ``input_size``, one batch."""
         if image.ndim != 4:
             raise ValueError(f"expected a B×C×H×W image, got shape {tuple(image.shape)}")
-        batch = image.shape[0]
         canvas = _resize(image, self.canvas_size)
         windows = [
             _resize(extract_windows(canvas, s, t), self.input_size)
             for s, t in zip(self.window_sizes, self.strides, strict=True)
         ]
-        counts = [w.shape[0] for w in windows]
-        features = encode(torch.cat(windows) if len(windows) > 1 else windows[0])
+        return torch.cat(windows) if len(windows) > 1 else windows[0]
+
+    def stitch(self, features: Sequence[Tensor], batch: int) -> Tensor:
+        """The encoder's maps of :meth:`cut`'s windows (one per depth) -> ``B×S×grid^2×D``."""
+        counts = [batch * n for n in self.windows_per_image]
         if isinstance(features, Tensor) or not features:
             raise ValueError(
                 "encode must return a non-empty list of N×D×h×w maps, one per depth"
@@ -343,20 +392,41 @@ class SlidingWindowFeatures(nn.Module):
         for scale in range(len(self.window_sizes)):
             for depth in range(len(features)):
                 tokens = per_depth[depth][scale]
-                h, w = tokens.shape[-2:]
-                side_h, off_h = self._token_geometry(scale, h)
-                side_w, off_w = self._token_geometry(scale, w)
-                weights = torch.outer(
-                    _profile(h, self.weighting, tokens.device),
-                    _profile(w, self.weighting, tokens.device),
-                )
-                stitched = _stitch(tokens, batch, (side_h, side_w), off_h, off_w, weights)
-                stacks.append(_to_grid(stitched, self.grid_size))
+                stacks += self._stacks(scale, tokens, batch)
         return torch.stack(stacks, 1).flatten(3).transpose(2, 3)  # B, S, grid^2, D
+
+    def _stacks(self, scale: int, tokens: Tensor, batch: int) -> list[Tensor]:
+        """One scale and depth: ``B×D×grid×grid`` maps (one, or ``f^2`` interleaved)."""
+        h, w = tokens.shape[-2:]
+        device = tokens.device
+        if self.detail_tokens == "pool":
+            side_h, off_h = self._token_geometry(scale, h)
+            side_w, off_w = self._token_geometry(scale, w)
+            weights = torch.outer(
+                _profile(h, self.weighting, device), _profile(w, self.weighting, device)
+            )
+            stitched = _stitch(tokens, batch, (side_h, side_w), off_h, off_w, weights)
+            return [_to_grid(stitched, self.grid_size)]
+        if h != w:
+            raise ValueError(f"detail_tokens='interleave' needs square token maps, got {h}x{w}")
+        f = self.split_factor(h)
+        side, window, offsets = self._shared_geometry(scale, h)
+        tokens = _to_grid(tokens, window)
+        profile = _profile(window, self.weighting, device)
+        stitched = _stitch(
+            tokens, batch, (side, side), offsets, offsets, torch.outer(profile, profile)
+        )
+        return [stitched[:, :, i::f, j::f] for i in range(f) for j in range(f)]
+
+    def forward(self, image: Tensor, encode: Callable[[Tensor], list[Tensor]]) -> Tensor:
+        """``B×C×H×W`` image -> ``B×S×grid^2×D`` detail stacks (one ``encode`` call)."""
+        windows = self.cut(image)
+        return self.stitch(encode(windows), image.shape[0])
 
     def extra_repr(self) -> str:
         return (
             f"window_sizes={self.window_sizes}, strides={self.strides}, "
             f"canvas_size={self.canvas_size}, input_size={self.input_size}, "
-            f"grid_size={self.grid_size}, weighting={self.weighting!r}"
+            f"grid_size={self.grid_size}, weighting={self.weighting!r}, "
+            f"detail_tokens={self.detail_tokens!r}"
         )

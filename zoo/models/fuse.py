@@ -1,28 +1,43 @@
 """FUSE (MF-RSVLM, arXiv 2512.24022): multi-scale sliding-window features injected again into
 chosen LLM layers.
 
-* Global view: the whole image resized to the ViT's input size; its patch tokens (at
-  ``global_layer``) go through a two-layer GELU projector into the LLM (LLaVA-1.5's anatomy).
+* Global view: the whole image at the ViT's input size; its patch tokens (at ``global_layer``;
+  the authors' scripts take the last block) go through a two-layer GELU projector into the LLM
+  (LLaVA-1.5's anatomy).
 * Detail views: the image on a larger canvas, cut into overlapping sliding windows at several
-  sizes (stride half a window), every window of the batch encoded in one call, features taken
-  at several depths, stitched back per (scale, depth) with smooth blending weights and brought
-  to the visual token grid (:class:`~zoo.layers.windows.SlidingWindowFeatures`).
-* Recurrent injection: before each layer in ``inject_layers`` the hidden states at the visual
-  positions are updated from the detail stacks (router, sigmoid gate, per-layer scale at 0:
-  :class:`~zoo.layers.injection.RecurrentInjection`), or by Flamingo-style gated
-  cross-attention (``injection: xattn``). Text positions are never modified.
+  sizes (stride half a window), features taken at several depths, stitched back per (scale,
+  depth) with smooth blending weights and split into interleaved sub-grids of the visual token
+  grid, so they keep the canvas's resolution (or pooled to the grid: ``detail_tokens: pool``)
+  (:class:`~zoo.layers.windows.SlidingWindowFeatures`). The global view and every window of the
+  batch go through the ViT in one call (under ``torch.no_grad`` when the ViT is frozen).
+* Recurrent injection: the detail stacks go through the same projector into the LLM width;
+  before each layer in ``inject_layers`` the hidden states at the visual positions are updated
+  from them (:class:`~zoo.layers.injection.RecurrentInjection`: one routing over the stacks per
+  sample, a sigmoid gate, a per-layer scale), or by a per-position router
+  (``injection: token``) or Flamingo-style gated cross-attention (``injection: xattn``). Text
+  positions are never modified.
 * Ablations: ``inject_layers: []`` (injection off) and ``multi_scale: false`` (the detail
   stacks come from the global view's depths only, no windows).
+
+Layer numbering: ``inject_layers`` are 0-based indices of the decoder layers the injection runs
+*before*. The authors' code reads 1-based layer numbers (it subtracts 1 unless a 0 is listed)
+and injects before that layer, so the summary's "layers 4, 8, 12, 16" are ``[3, 7, 11, 15]``
+here (their code's default is 2, 4, 6, 8 and their published fine-tuning script sets 4, 6, 8).
 """
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
 
-from zoo.layers.injection import GatedCrossAttentionInjection, RecurrentInjection
+from zoo.layers.injection import (
+    GatedCrossAttentionInjection,
+    RecurrentInjection,
+    TokenRoutedInjection,
+)
 from zoo.layers.projector import mlp_projector
 from zoo.layers.windows import SlidingWindowFeatures
 from zoo.models.base import OptimizerConfig
@@ -42,15 +57,21 @@ class FUSE(VisionLanguageGenerator):
     Args:
         vision_encoder: a timm ViT name (``vit_large_patch14_clip_336.openai`` in the paper),
             ``hf-hub:org/model`` or a local folder.
-        global_layer: the ViT block whose tokens form the global view (-2: the penultimate,
-            as LLaVA-1.5).
-        detail_layers: ViT blocks the detail stacks are taken from (e.g. 1/3, 2/3, the end).
+        global_layer: the ViT block (0-based) whose tokens form the global view (-1: the last,
+            as the authors' scripts; -2 is LLaVA-1.5's penultimate).
+        detail_layers: ViT blocks (0-based) the detail stacks are taken from (1/3, 2/3, the end).
         window_sizes: sliding-window sizes in canvas pixels (paper: 336 and 168).
-        canvas_size: the detail canvas the image is resized to.
+        canvas_size: the detail canvas the image is resized to (paper: 672, twice the input).
         stride_fraction: window stride as a fraction of the window (paper: 0.5).
+        detail_tokens: ``interleave`` (the authors': ``f^2`` interleaved sub-grids of the shared
+            token canvas per scale and depth) or ``pool`` (area-averaged to the grid).
         multi_scale: False takes the detail stacks from the global view (no windows).
-        inject_layers: LLM decoder layers preceded by an injection (paper: 4, 8, 12, 16).
-        injection: ``recurrent`` (router + gate + scale) or ``xattn`` (gated cross-attention).
+        inject_layers: LLM decoder layers (0-based) preceded by an injection (paper: 3, 7, 11,
+            15, the summary's 1-based 4, 8, 12, 16).
+        injection: ``recurrent`` (the authors' block), ``token`` (a router per position) or
+            ``xattn`` (gated cross-attention).
+        residual_init: initial residual scale of ``recurrent``/``token`` injection (the authors:
+            1; 0 makes each injection the identity at initialisation).
         question_types: VQA question types reported separately.
         optimizer: AdamW and its schedule (defaults: the paper's recipe).
         **kwargs: the vision weights, LLM, training stage, decoding and linked data arguments of
@@ -60,14 +81,16 @@ class FUSE(VisionLanguageGenerator):
     def __init__(
         self,
         vision_encoder: str = "zoo_vit_tiny",
-        global_layer: int = -2,
+        global_layer: int = -1,
         detail_layers: list[int] = [1, 2, 3],  # noqa: B006
-        window_sizes: list[int] = [64, 32],  # noqa: B006
-        canvas_size: int = 64,
+        window_sizes: list[int] = [128, 64],  # noqa: B006
+        canvas_size: int = 128,
         stride_fraction: float = 0.5,
+        detail_tokens: Literal["interleave", "pool"] = "interleave",
         multi_scale: bool = True,
         inject_layers: list[int] = [1, 2],  # noqa: B006
-        injection: Literal["recurrent", "xattn"] = "recurrent",
+        injection: Literal["recurrent", "token", "xattn"] = "recurrent",
+        residual_init: float = 0.0,
         question_types: list[str] = ["presence", "count", "position", "colour", "category"],  # noqa: B006
         optimizer: OptimizerConfig = FUSE_OPTIMIZER,
         **kwargs: Any,
@@ -91,46 +114,69 @@ class FUSE(VisionLanguageGenerator):
         self.detail_layers = [layer % depth for layer in detail_layers]
         grid = image_size // self.vision.patch_embed.patch_size[0]
         self.grid_size = grid
-        width, vision_width = self.llm_width, self.vision.embed_dim
-        self.projector = mlp_projector(vision_width, width)
+        width = self.llm_width
+        #: The multimodal projector, shared by the global view and the detail stacks.
+        self.projector = mlp_projector(self.vision.embed_dim, width)
         self.multi_scale = multi_scale
         self.windows = SlidingWindowFeatures(
-            window_sizes, canvas_size, image_size, grid, stride_fraction
+            window_sizes, canvas_size, image_size, grid, stride_fraction,
+            detail_tokens=detail_tokens,
         ) if multi_scale else None
-        stacks = len(self.detail_layers) * (len(window_sizes) if multi_scale else 1)
-        self.injection = nn.ModuleDict({
-            str(layer): (
-                RecurrentInjection(width, vision_width, stacks) if injection == "recurrent"
-                else GatedCrossAttentionInjection(width, vision_width, num_heads=4)
-            )
-            for layer in inject_layers
-        })
+        depths = len(self.detail_layers)
+        stacks = self.windows.num_stacks(depths, grid) if self.windows is not None else depths
+
+        def block() -> nn.Module:
+            if injection == "recurrent":
+                return RecurrentInjection(width, stacks, residual_init=residual_init)
+            if injection == "token":
+                module = TokenRoutedInjection(width, width, stacks)
+                nn.init.constant_(module.alpha, residual_init)
+                return module
+            return GatedCrossAttentionInjection(width, width, num_heads=4)
+
+        self.injection = nn.ModuleDict({str(layer): block() for layer in inject_layers})
         self.inject_layers = sorted(inject_layers)
         self.metrics = self.generation_metrics(question_types)
         self.setup_stage()
 
     def _encode(self, images: Tensor, layers: list[int]) -> list[Tensor]:
-        """``B×D×h×w`` token maps of ``images`` at the given ViT blocks, in one pass."""
-        return self.vision.forward_intermediates(
-            images, indices=layers, output_fmt="NCHW", intermediates_only=True
-        )
+        """``N×D×h×w`` token maps of ``images`` at the given ViT blocks, in one pass (without
+        autograd when the ViT is frozen)."""
+        frozen = not any(p.requires_grad for p in self.vision.parameters())
+        with torch.no_grad() if frozen else nullcontext():
+            return self.vision.forward_intermediates(
+                images, indices=layers, output_fmt="NCHW", intermediates_only=True
+            )
 
-    def detail_stacks(self, image: Tensor, global_maps: list[Tensor] | None = None) -> Tensor:
-        """``B×S×N×D`` detail features: windows × depths, or the global view's depths."""
-        if self.windows is not None:
-            return self.windows(image, lambda x: self._encode(x, self.detail_layers))
-        maps = global_maps if global_maps is not None else self._encode(image, self.detail_layers)
-        return torch.stack([m.flatten(2).transpose(1, 2) for m in maps], dim=1)
+    def detail_stacks(self, image: Tensor) -> Tensor:
+        """``B×S×N×D_vision`` detail features: windows × depths, or the global view's depths."""
+        return self._features(image, with_details=True)[1]
 
-    def visual_tokens(self, image: Tensor) -> tuple[Tensor, Any]:
-        layers = sorted({self.global_layer, *self.detail_layers})
-        maps = dict(zip(layers, self._encode(image, layers), strict=True))
-        tokens = self.projector(maps[self.global_layer].flatten(2).transpose(1, 2))
-        if not self.inject_layers:
+    def _features(self, image: Tensor, with_details: bool) -> tuple[Tensor, Tensor | None]:
+        """The global view's ``B×N×D_vision`` tokens and the detail stacks, one ViT call."""
+        batch = image.shape[0]
+        layers = sorted({self.global_layer, *(self.detail_layers if with_details else [])})
+        views = image
+        if with_details and self.windows is not None:
+            views = torch.cat([image, self.windows.cut(image).to(image.dtype)])
+        maps = dict(zip(layers, self._encode(views, layers), strict=True))
+        tokens = maps[self.global_layer][:batch].flatten(2).transpose(1, 2)
+        if not with_details:
             return tokens, None
-        details = self.detail_stacks(image, [maps[layer] for layer in self.detail_layers])
+        if self.windows is not None:
+            details = self.windows.stitch([maps[i][batch:] for i in self.detail_layers], batch)
+        else:
+            details = torch.stack(
+                [maps[i][:batch].flatten(2).transpose(1, 2) for i in self.detail_layers], dim=1
+            )
         return tokens, details
 
+    def visual_tokens(self, image: Tensor) -> tuple[Tensor, Any]:
+        tokens, details = self._features(image, with_details=bool(self.inject_layers))
+        if details is None:
+            return self.projector(tokens), None
+        return self.projector(tokens), self.projector(details)
+
     def inject(self, layer: int, visual: Tensor, context: Any) -> Tensor:
-        """Update the visual hidden states from the detail stacks."""
+        """Update the visual hidden states from the projected detail stacks."""
         return self.injection[str(layer)](visual, context)
