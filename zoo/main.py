@@ -79,6 +79,8 @@ class ZooCLI(LightningCLI):
             "data", "model.init_args.class_names", compute_fn=lambda data: data.class_names,
             apply_on="instantiate",
         )
+        # FLAVARS: the data uses the FLAVA folder's tokenizer, image size and mean / std.
+        parser.link_arguments("model.init_args.flava", "data.init_args.processor")
 
 
 _EPILOG = (

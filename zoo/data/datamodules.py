@@ -18,10 +18,11 @@ from torchgeo.datamodules import NonGeoDataModule
 from transformers import PreTrainedTokenizerBase
 
 from zoo.data import embedded
-from zoo.data.batch import ImageTextBatch
+from zoo.data.batch import IMAGENET_MEAN, IMAGENET_STD, ImageTextBatch
 from zoo.data.conversations import SHORT_ANSWER_PROMPT, ConversationCollate, ConversationDataset
 from zoo.data.image_text import ImageTextLocationDataset, caption_words, read_table
 from zoo.data.tokenize import build_tokenizer
+from zoo.io import read_processor_settings
 
 __all__ = [
     "ConversationDataModule",
@@ -34,8 +35,6 @@ __all__ = [
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 class Normalize:
@@ -91,6 +90,9 @@ class ZooDataModule(NonGeoDataModule):
             own); None builds a word-level tokenizer from the training texts.
         mean: per-band mean of [0, 1] pixels, for normalization.
         std: per-band standard deviation of [0, 1] pixels.
+        processor: a model folder (FLAVA's) whose tokenizer, image size and mean / std the data
+            must use (:func:`zoo.io.read_processor_settings`); the zoo CLI links FLAVARS'
+            ``flava`` here. A ``tokenizer`` or ``image_size`` that disagrees with it is an error.
     """
 
     #: Generators need a chat template, an EOS and the ``<image>`` token.
@@ -106,11 +108,26 @@ class ZooDataModule(NonGeoDataModule):
         tokenizer: str | None = None,
         mean: Sequence[float] = IMAGENET_MEAN,
         std: Sequence[float] = IMAGENET_STD,
+        processor: str | None = None,
     ) -> None:
         super().__init__(dataset_class, batch_size=batch_size, num_workers=num_workers)
+        if processor is not None:
+            settings = read_processor_settings(processor, "data.init_args.processor")
+            if tokenizer is not None and tokenizer != processor:
+                raise ValueError(
+                    f"data.init_args.tokenizer {tokenizer!r} but the model folder {processor!r} has its "
+                    "own tokenizer: leave tokenizer unset (the folder's is used)"
+                )
+            if image_size != settings.image_size:
+                raise ValueError(
+                    f"data.init_args.image_size {image_size} but the model folder {processor!r} is "
+                    f"trained at {settings.image_size} px: set image_size: {settings.image_size}"
+                )
+            tokenizer, mean, std = processor, settings.mean, settings.std
         self.root = root
         self.image_size = image_size
         self.tokenizer_name = tokenizer
+        self.mean, self.std = tuple(mean), tuple(std)
         self.aug = Normalize(mean, std)
         #: Set when the zoo writes the data itself (the embedded dataset); None reads ``root``.
         self.source: EmbeddedSource | None = None

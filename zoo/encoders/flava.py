@@ -4,13 +4,12 @@ DALL-E image codebook (``FlavaImageCodebook``), behind the interface FLAVARS tra
 A folder in the Hugging Face ``FlavaForPreTraining`` layout (``facebook/flava-full`` once
 downloaded: ``config.json``, weights, the tokenizer files and ``preprocessor_config.json``)
 gives the image, text and multimodal encoders, the projections, the logit scale and the five
-heads, unchanged; :func:`flava_preprocessing` reads the tokenizer and image-processor settings
-the data must use with them.
+heads, unchanged; the data reads the folder's tokenizer and image-processor settings
+(:func:`zoo.io.read_processor_settings`, linked by the zoo CLI).
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,11 +19,9 @@ from transformers import FlavaForPreTraining, FlavaImageCodebook
 
 __all__ = [
     "FlavaEncoders",
-    "FlavaPreprocessing",
     "ImageCodebook",
     "ImageStates",
     "TextStates",
-    "flava_preprocessing",
 ]
 
 
@@ -62,44 +59,6 @@ def _require_folder(folder: str | Path, what: str) -> Path:
             "`huggingface-cli download facebook/flava-full --local-dir <folder>`)"
         )
     return path
-
-
-@dataclass(frozen=True)
-class FlavaPreprocessing:
-    """What the data must do for a FLAVA folder: its tokenizer (the folder itself), image size
-    and per-band mean / std of [0, 1] pixels."""
-
-    tokenizer: str
-    image_size: int
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-
-
-def flava_preprocessing(folder: str | Path) -> FlavaPreprocessing:
-    """Read the tokenizer and image-processor settings of a ``FlavaForPreTraining`` folder.
-
-    The image size is the processor's crop size (else the image config's), mean and std the
-    processor's (FLAVA's are CLIP's); a folder without ``preprocessor_config.json`` is refused,
-    since its weights were trained with settings it does not state.
-    """
-    path = _require_folder(folder, "flava")
-    processor = path / "preprocessor_config.json"
-    if not processor.is_file():
-        raise FileNotFoundError(
-            f"flava {str(folder)!r}: no preprocessor_config.json in {path}; save the folder with "
-            "FlavaProcessor.save_pretrained too, so the data normalizes images as FLAVA was trained"
-        )
-    settings = json.loads(processor.read_text())
-    config = json.loads((path / "config.json").read_text())
-    crop = settings.get("crop_size") or {}
-    size = crop.get("height") if isinstance(crop, dict) else crop
-    if size is None:
-        size = (config.get("image_config") or {}).get("image_size", 224)
-    return FlavaPreprocessing(
-        tokenizer=str(path), image_size=int(size),
-        mean=tuple(float(v) for v in settings["image_mean"]),
-        std=tuple(float(v) for v in settings["image_std"]),
-    )
 
 
 class FlavaEncoders(nn.Module):

@@ -38,11 +38,12 @@ from torch.nn import functional as F
 from torchmetrics.classification import MulticlassAccuracy
 from transformers import PreTrainedTokenizerBase
 
-from zoo.data.batch import ImageTextBatch
+from zoo.data.batch import IMAGENET_MEAN, IMAGENET_STD, ImageTextBatch
 from zoo.encoders.flava import FlavaEncoders, ImageCodebook, ImageStates, TextStates
 from zoo.encoders.location import LocationEncoder
 from zoo.encoders.text import TextEncoder
 from zoo.encoders.vision import VisionEncoder
+from zoo.io import read_processor_settings
 from zoo.layers.attention import dense_attention_mask
 from zoo.layers.fusion import FusionEncoder, MatchingHead, prediction_head
 from zoo.losses.contrastive import MAX_LOGIT_SCALE, contrastive_loss, init_logit_scale
@@ -58,8 +59,6 @@ __all__ = ["FLAVARS", "LossWeights", "FusionEncoder", "MaskingDraw"]
 LOSSES = ("mim", "mlm", "itm", "mmm_image", "mmm_text", "contrastive", "location")
 #: The losses that read the masked pass.
 MASKED_LOSSES = ("mim", "mlm", "itm", "mmm_image", "mmm_text")
-#: CLIP's ImageNet statistics (the zoo data's default normalization).
-CLIP_MEAN, CLIP_STD = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
 
 
 @dataclass(frozen=True)
@@ -157,8 +156,10 @@ class FLAVARS(ZooTask):
         prompt_templates: zero-shot prompts; ``{}`` is replaced by the class name.
         class_names: scene classes for zero-shot evaluation (linked from the data).
         tokenizer: the data's tokenizer (linked from the data).
-        image_mean: the data's per-band mean of [0, 1] pixels (linked; the codebook's input).
-        image_std: the data's per-band standard deviation (linked).
+        image_mean: the per-band mean of [0, 1] pixels the data normalizes with, which the codebook
+            undoes: None is the ``flava`` folder's (the data's, by the CLI's link) or else the
+            data's default (ImageNet's); set it with the data's ``mean`` otherwise.
+        image_std: the per-band standard deviation, likewise.
         optimizer: AdamW and its warm-up + cosine schedule.
     """
 
@@ -251,7 +252,12 @@ class FLAVARS(ZooTask):
         self.codebook: ImageCodebook | None = None
         pixels = self.patch_size[0] * self.patch_size[1] * 3
         if codebook is not None:
-            self.codebook = ImageCodebook(codebook, tuple(image_mean or CLIP_MEAN), tuple(image_std or CLIP_STD))
+            mean, std = IMAGENET_MEAN, IMAGENET_STD
+            if flava is not None:
+                settings = read_processor_settings(flava, "flava")
+                mean, std = settings.mean, settings.std
+            mean, std = tuple(image_mean or mean), tuple(image_std or std)
+            self.codebook = ImageCodebook(codebook, mean, std)
             if self.flava is None:
                 self.mim_head = prediction_head(vw, self.codebook.vocab_size)
                 self.mmm_image_head = prediction_head(fusion_width, self.codebook.vocab_size)
