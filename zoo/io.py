@@ -33,6 +33,7 @@ __all__ = [
     "load_checkpoint",
     "read_json",
     "read_processor_settings",
+    "resolve_model_folder",
     "read_yaml",
     "require_dir",
     "read_state_dict",
@@ -199,6 +200,31 @@ class ProcessorSettings:
     std: tuple[float, ...]
 
 
+def resolve_model_folder(name: str | Path, what: str = "model") -> Path:
+    """A local folder holding a Hugging Face model: ``name`` itself when it is one, else the
+    Hugging Face cache's copy of the hub id ``name`` (read offline, never downloaded here).
+
+    Raises:
+        FileNotFoundError: neither exists; the message says how to download it.
+    """
+    path = Path(name).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise FileNotFoundError(f"{what} {str(name)!r}: {path} holds no config.json (not a Hugging Face model folder)")
+        return path
+    try:
+        from huggingface_hub import snapshot_download
+
+        cached = Path(snapshot_download(str(name), local_files_only=True))
+    except Exception as error:  # not an id, or not in the cache: one message for both
+        raise FileNotFoundError(
+            f"{what} {str(name)!r} is neither a local folder nor in the Hugging Face cache. Download "
+            f"it where the hub is reachable (`huggingface-cli download {name} --local-dir <folder>`) "
+            f"and give the folder ({type(error).__name__})"
+        ) from error
+    return cached
+
+
 def read_processor_settings(folder: str | Path, what: str = "processor") -> ProcessorSettings:
     """Read the tokenizer and image-processor settings of a model folder (e.g. FLAVA's).
 
@@ -206,7 +232,7 @@ def read_processor_settings(folder: str | Path, what: str = "processor") -> Proc
     ``image_config.image_size``); a folder without ``preprocessor_config.json`` is refused, since
     its weights were trained with settings it does not state.
     """
-    path = Path(folder).expanduser()
+    path = resolve_model_folder(folder, what)
     processor = path / "preprocessor_config.json"
     if not processor.is_file():
         raise FileNotFoundError(

@@ -143,6 +143,8 @@ def test_loss_components_equal_flava(folders):
 
 def test_flava_folder_errors(folders, tmp_path):
     flava, codebook, _, _ = folders
+    with pytest.raises(FileNotFoundError, match="neither a local folder nor in the Hugging Face cache"):
+        FLAVARS(flava=str(tmp_path / "missing"), image_size=IMAGE, tokenizer=_tokenizer())
     with pytest.raises(FileNotFoundError, match="no config.json"):
         FLAVARS(flava=str(tmp_path), image_size=IMAGE, tokenizer=_tokenizer())
     with pytest.raises(ValueError, match="set the data's image_size to 32"):

@@ -123,7 +123,7 @@ class ZooDataModule(NonGeoDataModule):
                     f"data.init_args.image_size {image_size} but the model folder {processor!r} is "
                     f"trained at {settings.image_size} px: set image_size: {settings.image_size}"
                 )
-            tokenizer, mean, std = processor, settings.mean, settings.std
+            tokenizer, mean, std = settings.tokenizer, settings.mean, settings.std
         self.root = root
         self.image_size = image_size
         self.tokenizer_name = tokenizer

@@ -17,6 +17,8 @@ import torch
 from torch import Tensor, nn
 from transformers import FlavaForPreTraining, FlavaImageCodebook
 
+from zoo.io import resolve_model_folder
+
 __all__ = [
     "FlavaEncoders",
     "ImageCodebook",
@@ -50,22 +52,12 @@ class TextStates:
     fusion_input: Tensor
 
 
-def _require_folder(folder: str | Path, what: str) -> Path:
-    path = Path(folder).expanduser()
-    if not (path / "config.json").is_file():
-        raise FileNotFoundError(
-            f"{what} {str(folder)!r}: no config.json in {path}. Give a local folder in the Hugging "
-            "Face layout (this machine may be offline: download it elsewhere, e.g. "
-            "`huggingface-cli download facebook/flava-full --local-dir <folder>`)"
-        )
-    return path
-
-
 class FlavaEncoders(nn.Module):
     """transformers' FLAVA pretraining model, used module by module.
 
     Args:
-        folder: a local ``FlavaForPreTraining`` folder (its codebook, if any, is not loaded:
+        folder: a local ``FlavaForPreTraining`` folder or a hub id in the Hugging Face cache
+            (``facebook/flava-full``; never downloaded here). Its codebook, if any, is not loaded:
             give FLAVARS ``codebook`` for that).
         vocab_size: the data tokenizer's length, checked against the text embedding table.
 
@@ -75,7 +67,7 @@ class FlavaEncoders(nn.Module):
 
     def __init__(self, folder: str | Path, vocab_size: int | None = None) -> None:
         super().__init__()
-        path = _require_folder(folder, "flava")
+        path = resolve_model_folder(folder, "flava")
         try:
             pretraining = FlavaForPreTraining.from_pretrained(str(path), init_codebook=False)
         except (OSError, ValueError, TypeError) as error:
@@ -171,7 +163,7 @@ class ImageCodebook(nn.Module):
 
     def __init__(self, folder: str | Path, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
         super().__init__()
-        path = _require_folder(folder, "codebook")
+        path = resolve_model_folder(folder, "codebook")
         try:
             self.model = FlavaImageCodebook.from_pretrained(str(path))
         except (OSError, ValueError, TypeError) as error:
