@@ -34,6 +34,7 @@ def _in_repo(monkeypatch):
 BASES = {
     "configs/aquila/stage2.yaml": "configs/aquila/stage1.yaml",
     "configs/geopix/stage2.yaml": "configs/geopix/stage1.yaml",
+    "configs/flavars/skyscript_vitb16_no_location.yaml": "configs/flavars/skyscript_vitb16.yaml",
 }
 
 

@@ -29,6 +29,7 @@ import zoo.data.datamodules  # noqa: F401  (registers the datamodules' short nam
 import zoo.data.referring  # noqa: F401
 import zoo.data.referring_benchmarks  # noqa: F401
 import zoo.data.rsvqa  # noqa: F401
+import zoo.data.scene_benchmarks  # noqa: F401
 import zoo.data.scenes  # noqa: F401
 import zoo.data.skyscript  # noqa: F401
 import zoo.data.spacenet  # noqa: F401
