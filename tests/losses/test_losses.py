@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import random
 
 import pytest
 import torch
@@ -186,8 +185,8 @@ def test_random_negative_pairs_follow_flava_rule():
 
 
 def test_block_patch_mask_is_beit_like():
-    rng = random.Random(0)
-    masks = block_patch_mask(200, (14, 14), 75 / 196, rng=rng)
+    g = torch.Generator().manual_seed(0)
+    masks = block_patch_mask(200, (14, 14), 75 / 196, generator=g)
     counts = masks.sum(1)
     assert masks.shape == (200, 196) and counts.max() <= 75 and counts.float().mean() > 70
     # Blocks, not scattered patches: most masked patches have a masked 4-neighbour.
@@ -199,7 +198,7 @@ def test_block_patch_mask_is_beit_like():
     pad = torch.nn.functional.pad(scattered, (1, 1, 1, 1))
     neighbours = pad[:, :-2, 1:-1] | pad[:, 2:, 1:-1] | pad[:, 1:-1, :-2] | pad[:, 1:-1, 2:]
     assert (scattered & neighbours).sum() / scattered.sum() < 0.9
-    small = block_patch_mask(50, (4, 4), 0.4, rng=rng)  # smaller than one 16-patch block
+    small = block_patch_mask(50, (4, 4), 0.4, generator=g)  # smaller than one 16-patch block
     assert (small.sum(1) >= 1).all() and (small.sum(1) <= 6).all()
     with pytest.raises(ValueError, match="mask ratio"):
         block_patch_mask(1, (4, 4), 0.0)

@@ -387,7 +387,7 @@ class FLAVARS(ZooTask):
         b, device = len(ids), ids.device
         ratio = self.hparams.mim_mask_ratio
         if self.hparams.mim_masking == "block":
-            patches = block_patch_mask(b, self.grid_size, ratio).to(device, non_blocking=True)
+            patches = block_patch_mask(b, self.grid_size, ratio, device=device)
         else:
             patches = random_patch_mask(b, self.num_patches, ratio, device)
         special = mask == 0
