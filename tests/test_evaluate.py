@@ -345,3 +345,18 @@ def test_evaluate_geopix_on_fake_referring_benchmarks(tmp_path: Path) -> None:
     metrics = {(r["evaluation"], r["metric"]): r["ours"] for r in rows}
     for name in ("RRSIS-D referring segmentation", "RefSegRS referring segmentation"):
         assert 0 <= metrics[(name, "mIoU")] <= 100 and 0 <= metrics[(name, "cIoU")] <= 100
+
+
+def test_paper_baselines_sit_beside_the_paper_number() -> None:
+    """SpaceNet1: FLAVARS 77.9 with MAE 74.3 and SkyCLIP-L/14 78.0 beside it."""
+    from zoo.evaluation.results import markdown_table, result_rows
+
+    (spacenet,) = load_evaluations([ROOT / "configs/eval/spacenet1_upernet.yaml"])
+    assert spacenet.paper_numbers("FLAVARS") == {"miou": 77.9}
+    from zoo.evaluation.base import baseline_numbers
+
+    baselines = baseline_numbers(spacenet.paper, "FLAVARS")
+    assert baselines == {"MAE": {"miou": 74.3}, "SkyCLIP-L/14": {"miou": 78.0}}
+    rows = result_rows(spacenet, {"miou": 0.5}, None, spacenet.paper_numbers("FLAVARS"), baselines)
+    assert rows[0]["baselines"] == {"MAE": 74.3, "SkyCLIP-L/14": 78.0}
+    assert "| MAE 74.30, SkyCLIP-L/14 78.00 |" in markdown_table(rows)

@@ -18,6 +18,7 @@ import tempfile
 import zipfile
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
@@ -25,12 +26,15 @@ import torch
 from torch import Tensor
 
 __all__ = [
+    "ProcessorSettings",
     "atomic_dir",
     "atomic_path",
     "atomic_write",
     "atomic_write_text",
     "load_checkpoint",
     "read_json",
+    "read_processor_settings",
+    "resolve_model_folder",
     "read_yaml",
     "require_dir",
     "read_state_dict",
@@ -304,3 +308,67 @@ def read_tensors(folder: str | Path, prefixes: tuple[str, ...]) -> dict[str, Ten
             state = read_state_dict(path, "weight shard")
             out |= {k: v for k, v in state.items() if k.startswith(prefixes)}
     return out
+@dataclass(frozen=True)
+class ProcessorSettings:
+    """What a Hugging Face model folder says the data must do: its tokenizer (the folder itself),
+    the image size and the per-band mean / std of [0, 1] pixels of its image processor."""
+
+    tokenizer: str
+    image_size: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+
+def resolve_model_folder(name: str | Path, what: str = "model") -> Path:
+    """A local folder holding a Hugging Face model: ``name`` itself when it is one, else the
+    Hugging Face cache's copy of the hub id ``name`` (read offline, never downloaded here).
+
+    Raises:
+        FileNotFoundError: neither exists; the message says how to download it.
+    """
+    path = Path(name).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise FileNotFoundError(f"{what} {str(name)!r}: {path} holds no config.json (not a Hugging Face model folder)")
+        return path
+    try:
+        from huggingface_hub import snapshot_download
+
+        cached = Path(snapshot_download(str(name), local_files_only=True))
+    except Exception as error:  # not an id, or not in the cache: one message for both
+        raise FileNotFoundError(
+            f"{what} {str(name)!r} is neither a local folder nor in the Hugging Face cache. Download "
+            f"it where the hub is reachable (`huggingface-cli download {name} --local-dir <folder>`) "
+            f"and give the folder ({type(error).__name__})"
+        ) from error
+    return cached
+
+
+def read_processor_settings(folder: str | Path, what: str = "processor") -> ProcessorSettings:
+    """Read the tokenizer and image-processor settings of a model folder (e.g. FLAVA's).
+
+    The image size is the processor's crop size (else its ``size``, else the config's
+    ``image_config.image_size``); a folder without ``preprocessor_config.json`` is refused, since
+    its weights were trained with settings it does not state.
+    """
+    path = resolve_model_folder(folder, what)
+    processor = path / "preprocessor_config.json"
+    if not processor.is_file():
+        raise FileNotFoundError(
+            f"{what} {str(folder)!r}: no preprocessor_config.json in {path}; give a folder saved "
+            "with its processor (e.g. FlavaProcessor.save_pretrained), so the data prepares images "
+            "as the model was trained"
+        )
+    settings = read_json(processor, f"{what} preprocessor_config.json")
+    size: Any = settings.get("crop_size") or settings.get("size")
+    if isinstance(size, Mapping):
+        size = size.get("height", size.get("shortest_edge"))
+    if size is None and (path / "config.json").is_file():
+        size = (read_json(path / "config.json", f"{what} config.json").get("image_config") or {}).get("image_size")
+    if size is None or "image_mean" not in settings or "image_std" not in settings:
+        raise ValueError(f"{processor} states no image size, image_mean or image_std")
+    return ProcessorSettings(
+        tokenizer=str(path), image_size=int(size),
+        mean=tuple(float(v) for v in settings["image_mean"]),
+        std=tuple(float(v) for v in settings["image_std"]),
+    )

@@ -30,6 +30,7 @@ import zoo.data.images  # noqa: F401
 import zoo.data.referring  # noqa: F401
 import zoo.data.referring_benchmarks  # noqa: F401
 import zoo.data.rsvqa  # noqa: F401
+import zoo.data.scene_benchmarks  # noqa: F401
 import zoo.data.scenes  # noqa: F401
 import zoo.data.skyscript  # noqa: F401
 import zoo.data.spacenet  # noqa: F401
@@ -129,6 +130,8 @@ class ZooCLI(LightningCLI):
             "data", "model.init_args.class_names", compute_fn=lambda data: data.class_names,
             apply_on="instantiate",
         )
+        # FLAVARS: the data uses the FLAVA folder's tokenizer, image size and mean / std.
+        parser.link_arguments("model.init_args.flava", "data.init_args.processor")
 
 
 _EPILOG = (

@@ -9,7 +9,8 @@ from lightning import Trainer, seed_everything
 from zoo.data import EmbeddedDataModule
 from zoo.data.datamodules import EmbeddedSplits
 from zoo.models import FLAVARS, OptimizerConfig
-from zoo.models.flavars import LossWeights
+from zoo.losses.contrastive import contrastive_loss
+from zoo.models.flavars import LossWeights, MaskingDraw
 
 NUM_CLASSES = 10
 
@@ -51,15 +52,19 @@ def test_each_loss_switches_off(dm):
     batch = dm.on_after_batch_transfer(next(iter(dm.train_dataloader())), 0)
     model = _model(dm)
     losses = model.compute_losses(batch)
-    assert set(losses) == {"mim", "mlm", "itm", "contrastive", "location", "loss"}
+    names = {"mim", "mlm", "itm", "mmm_image", "mmm_text", "contrastive", "location"}
+    assert set(losses) == names | {"loss"}
     weighted = sum(v for k, v in losses.items() if k != "loss")
     assert torch.allclose(losses["loss"], weighted)
-    for name in ("mim", "mlm", "itm", "contrastive", "location"):
+    for name in names:
         off = _model(dm, loss_weights=LossWeights(**{name: 0.0})).compute_losses(batch)
-        assert name not in off and "loss" in off
+        assert set(off) == names - {name} | {"loss"}
     losses["loss"].backward()
     assert model.location_encoder.nnet.last_layer.weight.grad is not None
-    assert model.mim_head.weight.grad is not None and model.itm_head.weight.grad is not None
+    assert model.mim_head.weight.grad is not None and model.itm_head.classifier.weight.grad is not None
+    assert model.mmm_image_head.weight.grad is not None
+    assert model.mmm_text_head[-1].weight.grad is not None
+    assert model.fusion.image_in.weight.grad is not None
 
 
 def test_location_loss_switches_off_without_coordinates(dm):
@@ -107,4 +112,76 @@ def test_loss_weights_are_checked_and_reach_the_model(dm):
     with pytest.raises(ValueError, match=r"loss_weights\.location must be >= 0"):
         LossWeights(location=-1.0)
     model = _model(dm, loss_weights={"itm": 0.5})  # a checkpoint's dict form
-    assert model.weights == {"mim": 1.0, "mlm": 1.0, "itm": 0.5, "contrastive": 1.0, "location": 1.0}
+    assert model.weights == {
+        "mim": 1.0, "mlm": 1.0, "itm": 0.5, "mmm_image": 1.0, "mmm_text": 1.0, "contrastive": 1.0,
+        "location": 1.0,
+    }
+
+
+def _batch(dm):
+    dm.setup("fit")
+    return dm.on_after_batch_transfer(next(iter(dm.train_dataloader())), 0)
+
+
+def test_each_loss_reads_flavas_pass(dm):
+    """Contrastive on the unmasked pair; MIM/MLM on the masked image / text; ITM and MMM on the
+    fused masked pair, MMM on the positive pairs only."""
+    batch = _batch(dm)
+    seed_everything(0)
+    model = _model(dm).eval()
+    _, image_emb = model.encode_image(batch["image"])
+    text_emb = model.encode_text(batch["input_ids"], batch["attention_mask"])
+    draw = model.draw_masks(batch, image_emb, text_emb)
+    b = len(batch["image"])
+    assert draw.patches.any() and (draw.mlm_labels != -100).any()
+    assert len(draw.itm_target) == 3 * b and draw.itm_target[:b].all() and not draw.itm_target[b:].any()
+    losses = model.compute_losses(batch, draw)
+    # The contrastive loss is that of the unmasked embeddings.
+    expected = contrastive_loss(image_emb, text_emb, model.logit_scale, gather=False)
+    assert torch.allclose(losses["contrastive"], expected, atol=1e-6)
+    # MMM counts only positives: changing the negative pairs' inputs leaves it unchanged.
+    other = MaskingDraw(**vars(draw))
+    other.text_index = draw.text_index.clone()
+    other.text_index[b : 2 * b] = draw.text_index[b : 2 * b].roll(1)
+    changed = model.compute_losses(batch, other)
+    assert torch.allclose(changed["mmm_text"], losses["mmm_text"], atol=1e-6)
+    assert torch.allclose(changed["mmm_image"], losses["mmm_image"], atol=1e-6)
+    assert not torch.allclose(changed["itm"], losses["itm"])
+    # The MMM text loss is the MMM head on the fused states of the masked pair: unmasking the
+    # text changes it, as it changes MLM.
+    unmasked = MaskingDraw(**vars(draw))
+    unmasked.input_ids = batch["input_ids"]
+    plain = model.compute_losses(batch, unmasked)
+    assert not torch.allclose(plain["mmm_text"], losses["mmm_text"])
+    assert not torch.allclose(plain["mlm"], losses["mlm"])
+    assert torch.allclose(plain["mim"], losses["mim"])
+
+
+def test_flava_negative_rule_and_block_masks_are_switches(dm):
+    batch = _batch(dm)
+    model = _model(dm, itm_negatives="random", itm_negative_probability=0.5)
+    _, image_emb = model.encode_image(batch["image"])
+    text_emb = model.encode_text(batch["input_ids"], batch["attention_mask"])
+    draw = model.draw_masks(batch, image_emb, text_emb)
+    b = len(batch["image"])
+    assert len(draw.itm_target) == b and torch.equal(draw.image_index, torch.arange(b))
+    assert torch.equal(draw.itm_target == 1, draw.text_index == torch.arange(b))
+    assert torch.isfinite(model.compute_losses(batch, draw)["loss"])
+    # Block masks by default: the masked patches form blocks of the 4×4 grid.
+    assert model.hparams.mim_masking == "block"
+    random_masks = _model(dm, mim_masking="random").draw_masks(batch, image_emb, text_emb).patches
+    assert torch.equal(random_masks.sum(1), torch.full((b,), 6))
+    with pytest.raises(ValueError, match="itm_negatives"):
+        _model(dm, itm_negatives="hardest")
+
+
+def test_mmm_losses_are_logged(dm):
+    seed_everything(0)
+    model = _model(dm)
+    trainer = Trainer(
+        max_steps=2, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        enable_model_summary=False, limit_val_batches=0, accelerator="cpu", devices=1,
+    )
+    trainer.fit(model, dm)
+    for name in ("mim", "mlm", "itm", "mmm_image", "mmm_text", "contrastive", "location"):
+        assert torch.isfinite(trainer.callback_metrics[f"train_{name}_loss"]), name

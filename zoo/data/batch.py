@@ -20,6 +20,8 @@ except ImportError:  # pragma: no cover (Python 3.10)
     from typing_extensions import NotRequired
 
 __all__ = [
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
     "ConversationBatch",
     "ImageBatch",
     "ImageTextBatch",
@@ -27,6 +29,12 @@ __all__ = [
     "SceneBatch",
     "SegmentationBatch",
 ]
+
+
+#: The default normalization of ``image`` on the device: per-band mean and standard deviation
+#: of [0, 1] pixels (ImageNet's); a datamodule's ``mean`` / ``std`` replace them.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 class ImageBatch(TypedDict):

@@ -19,11 +19,12 @@ from torchgeo.datamodules import NonGeoDataModule
 from transformers import PreTrainedTokenizerBase
 
 from zoo.data import embedded
-from zoo.data.batch import ImageTextBatch
+from zoo.data.batch import IMAGENET_MEAN, IMAGENET_STD, ImageTextBatch
 from zoo.data.conversations import SHORT_ANSWER_PROMPT, ConversationCollate, ConversationDataset
 from zoo.data.image_text import ImageTextLocationDataset, caption_words, read_table
 from zoo.data.sampling import ResumableLoader, train_loader
 from zoo.data.tokenize import build_tokenizer
+from zoo.io import read_processor_settings
 
 __all__ = [
     "ConversationDataModule",
@@ -37,9 +38,6 @@ __all__ = [
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 log = logging.getLogger(__name__)
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 class Normalize:
@@ -98,6 +96,9 @@ class ZooDataModule(NonGeoDataModule):
         llava: a LLaVA-1.5 checkpoint folder (linked from the model's ``llava``): its image
             processor's size and mean/std replace ``image_size``, ``mean`` and ``std``, and its
             tokenizer, with LLaVA-1.5's chat template, replaces ``tokenizer``.
+        processor: a model folder (FLAVA's) whose tokenizer, image size and mean / std the data
+            must use (:func:`zoo.io.read_processor_settings`); the zoo CLI links FLAVARS'
+            ``flava`` here. A ``tokenizer`` or ``image_size`` that disagrees with it is an error.
     """
 
     #: Generators need a chat template, an EOS and the ``<image>`` token.
@@ -114,6 +115,7 @@ class ZooDataModule(NonGeoDataModule):
         mean: Sequence[float] = IMAGENET_MEAN,
         std: Sequence[float] = IMAGENET_STD,
         llava: str | None = None,
+        processor: str | None = None,
     ) -> None:
         super().__init__(dataset_class, batch_size=batch_size, num_workers=num_workers)
         #: A chat template that replaces the tokenizer's own (LLaVA's), None keeps it.
@@ -121,19 +123,33 @@ class ZooDataModule(NonGeoDataModule):
         if llava is not None:
             from zoo.encoders.llava import llava_processor
 
-            processor = llava_processor(llava)
-            if image_size != processor.image_size:
+            llava_settings = llava_processor(llava)
+            if image_size != llava_settings.image_size:
                 rank_zero_warn(
-                    f"data image_size {image_size} -> {processor.image_size}: the LLaVA "
+                    f"data image_size {image_size} -> {llava_settings.image_size}: the LLaVA "
                     f"checkpoint {llava}'s image processor sets it"
                 )
-            if tokenizer is not None and tokenizer != processor.tokenizer:
+            if tokenizer is not None and tokenizer != llava_settings.tokenizer:
                 rank_zero_warn(f"data tokenizer {tokenizer!r} -> the LLaVA checkpoint {llava}'s")
-            image_size, mean, std = processor.image_size, processor.mean, processor.std
-            tokenizer, self.chat_template = processor.tokenizer, processor.chat_template
+            image_size, mean, std = llava_settings.image_size, llava_settings.mean, llava_settings.std
+            tokenizer, self.chat_template = llava_settings.tokenizer, llava_settings.chat_template
+        if processor is not None:
+            settings = read_processor_settings(processor, "data.init_args.processor")
+            if tokenizer is not None and tokenizer != processor:
+                raise ValueError(
+                    f"data.init_args.tokenizer {tokenizer!r} but the model folder {processor!r} has its "
+                    "own tokenizer: leave tokenizer unset (the folder's is used)"
+                )
+            if image_size != settings.image_size:
+                raise ValueError(
+                    f"data.init_args.image_size {image_size} but the model folder {processor!r} is "
+                    f"trained at {settings.image_size} px: set image_size: {settings.image_size}"
+                )
+            tokenizer, mean, std = settings.tokenizer, settings.mean, settings.std
         self.root = root
         self.image_size = image_size
         self.tokenizer_name = tokenizer
+        self.mean, self.std = tuple(mean), tuple(std)
         self.aug = Normalize(mean, std)
         #: Set when the zoo writes the data itself (the embedded dataset); None reads ``root``.
         self.source: EmbeddedSource | None = None

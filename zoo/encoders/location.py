@@ -316,7 +316,9 @@ class SirenLayer(nn.Module):
         self.activation = Sine(w0) if activation is None else activation
 
     def forward(self, x: Tensor) -> Tensor:
-        out = F.linear(x, self.weight, self.bias)
+        """``x`` in any float dtype: the weights are cast to it (float64 in the encoder)."""
+        bias = None if self.bias is None else self.bias.to(x.dtype)
+        out = F.linear(x, self.weight.to(x.dtype), bias)
         if self.dropout:
             out = F.dropout(out, training=self.training)
         return self.activation(out)
@@ -436,9 +438,16 @@ class LocationEncoder(nn.Module):
         self.dim_out = dim_out
 
     def forward(self, location: Tensor) -> Tensor:
-        """Embed ``(B, 2)`` ``(lat, lon)`` degrees as ``(B, dim_out)``."""
-        features = self.posenc(location, dtype=self.nnet.last_layer.weight.dtype)
-        return self.nnet(features)
+        """Embed ``(B, 2)`` ``(lat, lon)`` degrees as ``(B, dim_out)`` in the weights' dtype.
+
+        The harmonics and the SIREN run in float64 with autocast off, as SatCLIP runs them:
+        under ``bf16-mixed`` a first sine layer with ``w0 = 30`` in bfloat16 is off by about
+        0.5 % against float64. The network is small, so the cost is negligible.
+        """
+        dtype = self.nnet.last_layer.weight.dtype
+        with torch.autocast(device_type=location.device.type, enabled=False):
+            features = self.posenc(location, dtype=torch.float64)
+            return self.nnet(features).to(dtype)
 
     @classmethod
     def from_satclip_checkpoint(

@@ -28,6 +28,7 @@ __all__ = [
     "Evaluation",
     "PaperNumbers",
     "check_model",
+    "baseline_numbers",
     "paper_numbers",
     "strip_prefix",
 ]
@@ -39,6 +40,13 @@ PaperNumbers = dict[str, float] | dict[str, dict[str, float]]
 
 class CapabilityError(TypeError):
     """The model lacks a capability an evaluation protocol needs."""
+
+
+def baseline_numbers(paper: Mapping[str, Any] | None, model: str) -> dict[str, dict[str, float]]:
+    """The published numbers of the other models of a per-model ``paper`` mapping (the
+    baselines a paper's table sets beside ``model``, e.g. MAE and SkyCLIP beside FLAVARS)."""
+    paper = paper or {}
+    return {name: dict(v) for name, v in paper.items() if name != model and isinstance(v, Mapping)}
 
 
 def paper_numbers(paper: Mapping[str, Any] | None, model: str) -> dict[str, float]:

@@ -12,13 +12,14 @@ from zoo.io import atomic_write_text
 __all__ = ["COLUMNS", "log_to_wandb", "markdown_table", "result_rows", "write_results"]
 
 #: The columns of the W&B table.
-COLUMNS = ["evaluation", "protocol", "metric", "ours", "paper", "delta", "source"]
+COLUMNS = ["evaluation", "protocol", "metric", "ours", "paper", "delta", "baselines", "source"]
 #: Metrics that are not fractions (not shown x100).
 _RAW = {"loss"}
 
 
 def result_rows(
-    evaluation: Any, metrics: dict[str, float], error: str | None, published: dict[str, float]
+    evaluation: Any, metrics: dict[str, float], error: str | None, published: dict[str, float],
+    baselines: dict[str, dict[str, float]] | None = None,
 ) -> list[dict[str, Any]]:
     """One row per metric (the paper's first), or one ``error`` row.
 
@@ -27,6 +28,7 @@ def result_rows(
         metrics: our values (fractions).
         error: why it failed, or None.
         published: the paper's numbers (percent).
+        baselines: other models' published numbers (percent), shown beside them.
     """
     base = {
         "evaluation": evaluation.name, "protocol": evaluation.protocol,
@@ -41,7 +43,10 @@ def result_rows(
             value = 100.0 * value
         paper = published.get(key)
         delta = None if value is None or paper is None or math.isnan(value) else value - paper
-        rows.append({**base, "metric": key, "ours": value, "paper": paper, "delta": delta})
+        others = {name: numbers[key] for name, numbers in (baselines or {}).items() if key in numbers}
+        rows.append({
+            **base, "metric": key, "ours": value, "paper": paper, "delta": delta, "baselines": others,
+        })
     return rows
 
 
@@ -65,15 +70,16 @@ def markdown_table(rows: list[dict[str, Any]], header: dict[str, Any] | None = N
     lines += [
         "", "Values in percent (x100). Paper numbers come from the cited tables; the difference "
         "is ours minus the paper's.", "",
-        "| evaluation | protocol | metric | ours | paper | difference | source |",
-        "| --- | --- | --- | ---: | ---: | ---: | --- |",
+        "| evaluation | protocol | metric | ours | paper | difference | baselines | source |",
+        "| --- | --- | --- | ---: | ---: | ---: | --- | --- |",
     ]
     for r in rows:
         ours = r.get("error") if r["metric"] == "error" else _fmt(r["ours"])
         delta = "" if r.get("delta") is None else f"{r['delta']:+.2f}"
+        others = ", ".join(f"{name} {_fmt(v)}" for name, v in (r.get("baselines") or {}).items())
         lines.append(
             f"| {r['evaluation']} | {r['protocol']} | {r['metric']} | {ours} | "
-            f"{_fmt(r['paper'])} | {delta} | {r['source']} |"
+            f"{_fmt(r['paper'])} | {delta} | {others} | {r['source']} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -89,7 +95,8 @@ def log_to_wandb(
         project=project, dir=str(output), job_type="evaluation", config=header,
         mode="online" if online else "offline", name=f"eval-{header.get('model', 'model')}",
     )
-    run.log({"results": wandb.Table(columns=COLUMNS, data=[[r.get(c) for c in COLUMNS] for r in rows])})
+    data = [[str(r.get(c) or "") if c == "baselines" else r.get(c) for c in COLUMNS] for r in rows]
+    run.log({"results": wandb.Table(columns=COLUMNS, data=data)})
     run.summary.update({
         f"{r['evaluation']}/{r['metric']}": r["ours"] for r in rows if r.get("ours") is not None
     })

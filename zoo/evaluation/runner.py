@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from lightning import LightningModule
 
-from zoo.evaluation.base import Context, Evaluation
+from zoo.evaluation.base import Context, Evaluation, baseline_numbers
 from zoo.evaluation.config import EvaluationConfig
 from zoo.evaluation.results import result_rows, write_results
 
@@ -73,6 +73,9 @@ def evaluate(
             log.error("evaluation %s failed: %s", item.name, exc)
             metrics, error = {}, f"{type(exc).__name__}: {exc}"
         ctx.model.eval()
-        rows += result_rows(item, metrics, error, item.paper_numbers(paper_row or type(model).__name__))
+        name = paper_row or type(model).__name__
+        rows += result_rows(
+            item, metrics, error, item.paper_numbers(name), baseline_numbers(item.paper, name)
+        )
         write_results(rows, output, header)
     return rows

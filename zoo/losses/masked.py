@@ -1,11 +1,90 @@
-"""Masked image modelling (pixel targets) and masked language modelling (BERT's 15 %)."""
+"""Masked image modelling (BEiT's block masks; pixel or codebook targets) and masked language
+modelling (BERT's 15 %)."""
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
+from torch.nn import functional as F
 
-__all__ = ["mask_text_tokens", "masked_pixel_loss", "patchify", "random_patch_mask"]
+__all__ = [
+    "block_patch_mask",
+    "mask_text_tokens",
+    "masked_pixel_loss",
+    "masked_token_loss",
+    "patchify",
+    "random_patch_mask",
+]
+
+
+def block_patch_mask(
+    batch: int, grid_size: tuple[int, int], ratio: float = 0.4, min_block: int = 16,
+    min_aspect: float = 0.3, device: torch.device | str = "cpu",
+    generator: torch.Generator | None = None, attempts: int | None = None,
+) -> Tensor:
+    """BEiT's block-wise masking (FLAVA's ``FlavaMaskingGenerator``): ``batch×(h·w)`` bool.
+
+    Rectangles of at least ``min_block`` patches (fewer on grids too small for one) and aspect
+    ratio in ``[min_aspect, 1/min_aspect]`` (log-uniform) are proposed at random positions; one
+    is kept when it adds between 1 and the remaining budget of new patches, until
+    ``round(ratio·h·w)`` are masked. Overlaps count once, so a row holds at most that many and
+    usually exactly that many. FLAVA masks 75 of 14×14 patches (``ratio`` 0.38); BEiT ~40 %.
+
+    BEiT places one rectangle after another on the host; here every row of the batch gets one
+    proposal per step, on the device, for a fixed number of steps (``attempts``, default
+    ``4·⌈total / min_block⌉ + 10``), so nothing is copied between host and device.
+    """
+    if not 0.0 < ratio < 1.0:
+        raise ValueError(f"mask ratio must be in (0, 1), got {ratio}")
+    if not 0.0 < min_aspect <= 1.0:
+        raise ValueError(f"min_aspect must be in (0, 1], got {min_aspect}")
+    h, w = grid_size
+    total = max(1, round(ratio * h * w))
+    smallest = min(min_block, total)
+    steps = attempts if attempts is not None else 4 * math.ceil(total / smallest) + 10
+    log_lo, log_hi = math.log(min_aspect), -math.log(min_aspect)
+    rows = torch.arange(h, device=device).view(1, h, 1)
+    cols = torch.arange(w, device=device).view(1, 1, w)
+    mask = torch.zeros(batch, h, w, dtype=torch.bool, device=device)
+    remaining = torch.full((batch,), float(total), device=device)
+
+    def uniform() -> Tensor:
+        return torch.rand(batch, device=device, generator=generator)
+
+    for _ in range(steps):
+        area = smallest + uniform() * (remaining - smallest)
+        aspect = torch.exp(log_lo + uniform() * (log_hi - log_lo))
+        bh = torch.sqrt(area * aspect).round()
+        bw = torch.sqrt(area / aspect).round()
+        fits = (bh > 0) & (bh < h) & (bw > 0) & (bw < w)
+        top = (uniform() * (h - bh + 1)).floor().clamp(min=0)
+        left = (uniform() * (w - bw + 1)).floor().clamp(min=0)
+        rect = (
+            (rows >= top.view(-1, 1, 1)) & (rows < (top + bh).view(-1, 1, 1))
+            & (cols >= left.view(-1, 1, 1)) & (cols < (left + bw).view(-1, 1, 1))
+        )
+        new = (rect & ~mask).sum(dim=(1, 2)).float()
+        keep = fits & (new > 0) & (new <= remaining)
+        mask = mask | (rect & keep.view(-1, 1, 1))
+        remaining = remaining - new * keep
+    return mask.flatten(1)
+
+
+def masked_token_loss(logits: Tensor, codes: Tensor, mask: Tensor) -> Tensor:
+    """Cross-entropy of the predicted codebook tokens on the masked patches (BEiT / FLAVA MIM).
+
+    Args:
+        logits: ``B×N×V`` predictions per patch over the codebook's ``V`` codes.
+        codes: long ``B×N``: the codebook's token of each patch of the unmasked image.
+        mask: ``B×N`` bool: the patches counted (masked, and for MMM on positive pairs only).
+
+    The mean over the counted patches of the batch, as ``FlavaForPreTraining`` computes it (it
+    selects them; here the others are ignored, so no shape depends on the device's values).
+    """
+    labels = torch.where(mask, codes, torch.full_like(codes, -100))
+    return F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=-100)
 
 
 def random_patch_mask(

@@ -1,22 +1,35 @@
-"""FLAVARS: FLAVA-style pretraining of image, text and location encoders (arXiv 2501.08490).
+"""FLAVARS: FLAVA's pretraining of image, text and location encoders (arXiv 2501.08490).
 
-One image encoder (a ViT by default), one text encoder, a multimodal fusion transformer over
-both token sequences, and a SatCLIP location encoder (spherical harmonics + SIREN), trained
-with five losses, each weighted and switchable off by a weight of 0:
+One image encoder (a ViT), one text encoder, FLAVA's multimodal encoder over both token
+sequences and a SatCLIP location encoder (spherical harmonics + SIREN). The encoders are the
+zoo's (timm / BERT, random and small by default) or, with ``flava: <folder>``, transformers'
+own FLAVA modules with FLAVA's weights (:class:`zoo.encoders.flava.FlavaEncoders`).
 
-* masked image modelling: masked patches, pixel targets (no FLAVA codebook can be fetched);
-* masked language modelling: BERT's 15 % masking;
-* image-text matching on the fusion [CLS], negatives drawn from the batch by similarity;
-* global image-text contrastive, with a learnable temperature, over the global batch;
-* image-location contrastive, the same form (the paper's "+LE" ablation is this weight).
+Losses, each weighted and switched off by a weight of 0 (``loss_weights``), and the pass each
+one reads, as in FLAVA (``FlavaForPreTraining``):
 
-Contrastive and matching losses use the unmasked inputs; the masked-modelling losses run a
-second pass over masked inputs, as FLAVA does.
+* ``contrastive``: global image-text InfoNCE on the **unmasked** pair ([CLS] -> projection);
+* ``location``: image-location InfoNCE, the same form, unmasked image (the paper's "+LE");
+* ``mim``: unimodal masked image modelling on the **masked image** pass: BEiT block masks
+  (``mim_masking``), the DALL-E codebook's codes as targets when ``codebook`` is given
+  (cross-entropy over its 8192 codes), else normalized pixels;
+* ``mlm``: unimodal masked language modelling on the **masked text** pass (BERT's 15 %);
+* ``itm``: image-text matching on the fusion of the **masked** image and **masked** text
+  (FLAVA's ITM reads the masked pass too); negatives are hard ones drawn by the logit-scaled
+  similarity (``itm_negatives: hard``, ALBEF's rule, B positives + B negative texts + B
+  negative images) or FLAVA's (``random``: each caption replaced by a random one of the batch
+  with probability ``itm_negative_probability``);
+* ``mmm_image`` / ``mmm_text``: masked multimodal modelling: heads on the fused states of the
+  masked pair predict the masked patches' targets and the masked tokens, counted on the
+  positive pairs only (as FLAVA; on every pair when a batch draws none).
+
+So one unmasked and one masked pass per encoder, one fusion pass over the matching pairs.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from lightning.pytorch.utilities import rank_zero_warn
@@ -25,20 +38,27 @@ from torch.nn import functional as F
 from torchmetrics.classification import MulticlassAccuracy
 from transformers import PreTrainedTokenizerBase
 
-from zoo.data.batch import ImageTextBatch
+from zoo.data.batch import IMAGENET_MEAN, IMAGENET_STD, ImageTextBatch
+from zoo.encoders.flava import FlavaEncoders, ImageCodebook, ImageStates, TextStates
 from zoo.encoders.location import LocationEncoder
 from zoo.encoders.text import TextEncoder
 from zoo.encoders.vision import VisionEncoder
+from zoo.io import read_processor_settings
 from zoo.layers.attention import dense_attention_mask
-from zoo.losses.contrastive import contrastive_loss, init_logit_scale
-from zoo.losses.masked import mask_text_tokens, masked_pixel_loss, random_patch_mask
-from zoo.losses.matching import sample_hard_negatives
+from zoo.layers.fusion import FusionEncoder, MatchingHead, prediction_head
+from zoo.losses.contrastive import MAX_LOGIT_SCALE, contrastive_loss, init_logit_scale
+from zoo.losses.masked import (
+    block_patch_mask, mask_text_tokens, masked_pixel_loss, masked_token_loss, random_patch_mask,
+)
+from zoo.losses.matching import random_negative_pairs, sample_hard_negatives
 from zoo.metrics import CrossModalRetrieval, KNNAccuracy, LocationRetrievalError, zero_shot_logits
 from zoo.models.base import OptimizerConfig, ZooTask
 
-__all__ = ["FLAVARS", "LossWeights", "FusionEncoder"]
+__all__ = ["FLAVARS", "LossWeights", "FusionEncoder", "MaskingDraw"]
 
-LOSSES = ("mim", "mlm", "itm", "contrastive", "location")
+LOSSES = ("mim", "mlm", "itm", "mmm_image", "mmm_text", "contrastive", "location")
+#: The losses that read the masked pass.
+MASKED_LOSSES = ("mim", "mlm", "itm", "mmm_image", "mmm_text")
 
 
 @dataclass(frozen=True)
@@ -47,9 +67,11 @@ class LossWeights:
     keys left out keep 1).
 
     Attributes:
-        mim: masked image modelling.
-        mlm: masked language modelling.
+        mim: unimodal masked image modelling.
+        mlm: unimodal masked language modelling.
         itm: image-text matching.
+        mmm_image: masked multimodal modelling, image half (the masked patches from fused states).
+        mmm_text: masked multimodal modelling, text half (the masked tokens from fused states).
         contrastive: image-text contrastive.
         location: image-location contrastive (the paper's "+LE" ablation).
     """
@@ -57,6 +79,8 @@ class LossWeights:
     mim: float = 1.0
     mlm: float = 1.0
     itm: float = 1.0
+    mmm_image: float = 1.0
+    mmm_text: float = 1.0
     contrastive: float = 1.0
     location: float = 1.0
 
@@ -76,41 +100,29 @@ FLAVARS_OPTIMIZER = OptimizerConfig(
 )
 
 
-class FusionEncoder(nn.Module):
-    """FLAVA's multimodal encoder: a transformer over [CLS] + image tokens + text tokens."""
+@dataclass
+class MaskingDraw:
+    """The random choices of one step's masked pass (drawn by :meth:`FLAVARS.draw_masks`, or
+    given, e.g. to compare with ``FlavaForPreTraining`` on the same choices).
 
-    def __init__(self, image_width: int, text_width: int, width: int, layers: int, heads: int) -> None:
-        super().__init__()
-        self.image_in = nn.Linear(image_width, width)
-        self.text_in = nn.Linear(text_width, width)
-        self.cls_token = nn.Parameter(torch.zeros(1, 1, width))
-        self.modality_token = nn.Parameter(torch.zeros(2, width))
-        nn.init.trunc_normal_(self.cls_token, std=0.02)
-        nn.init.trunc_normal_(self.modality_token, std=0.02)
-        layer = nn.TransformerEncoderLayer(
-            width, heads, 4 * width, dropout=0.0, activation="gelu", batch_first=True,
-            norm_first=True,
-        )
-        self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
-        self.norm = nn.LayerNorm(width)
+    Attributes:
+        patches: ``B×N`` bool, the masked patches.
+        input_ids: ``B×T`` the masked token ids.
+        mlm_labels: ``B×T`` the original ids where masked, -100 elsewhere.
+        image_index, text_index: long ``P``: the image and caption of each matching pair.
+        itm_target: long ``P``: 1 for a true pair, 0 for a negative.
+    """
 
-    def forward(self, image_tokens: Tensor, text_tokens: Tensor, text_mask: Tensor) -> Tensor:
-        """Returns the fused [CLS] state ``B×width``; ``text_mask`` is 1 on real tokens."""
-        b, n = image_tokens.shape[:2]
-        x = torch.cat(
-            [
-                self.cls_token.expand(b, -1, -1),
-                self.image_in(image_tokens) + self.modality_token[0],
-                self.text_in(text_tokens) + self.modality_token[1],
-            ],
-            dim=1,
-        )
-        pad = torch.cat([text_mask.new_ones(b, 1 + n), text_mask], dim=1) == 0
-        return self.norm(self.encoder(x, src_key_padding_mask=pad)[:, 0])
+    patches: Tensor
+    input_ids: Tensor
+    mlm_labels: Tensor
+    image_index: Tensor
+    text_index: Tensor
+    itm_target: Tensor
 
 
 class FLAVARS(ZooTask):
-    """FLAVA-style image-text-location pretraining.
+    """FLAVA's image-text pretraining plus image-location contrastive learning.
 
     Args:
         vision_encoder: timm name, ``hf-hub:org/model`` or local folder (a ViT in the paper).
@@ -119,6 +131,12 @@ class FLAVARS(ZooTask):
         image_size: input size in pixels (linked from the data).
         text_encoder: ``tiny``/``mini`` (random BERT) or a Hugging Face id / local folder.
         text_pretrained: load the text encoder's weights when it is named.
+        flava: a local ``FlavaForPreTraining`` folder (``facebook/flava-full`` downloaded): the
+            image, text and multimodal encoders, projections, logit scale and heads are FLAVA's
+            (``vision_encoder``, ``text_encoder``, ``embed_dim`` and ``fusion_*`` are then unused);
+            the zoo CLI gives the data the folder's tokenizer, image size and mean / std.
+        codebook: a local ``FlavaImageCodebook`` folder: masked image modelling predicts its
+            codes; None predicts normalized pixels.
         embed_dim: width of the shared image-text-location embedding space.
         fusion_width: width of the multimodal fusion encoder.
         fusion_layers: depth of the multimodal fusion encoder.
@@ -128,13 +146,20 @@ class FLAVARS(ZooTask):
         location_layers: SIREN hidden layers.
         location_checkpoint: a SatCLIP checkpoint to initialise the location encoder from.
         loss_weights: the weight of each loss (0 switches it off).
-        mim_mask_ratio: fraction of patches masked for image modelling.
+        mim_mask_ratio: fraction of patches masked for image modelling (FLAVA: 75/196).
+        mim_masking: ``block`` (BEiT's block-wise masks, FLAVA's) or ``random`` patches.
         mlm_probability: fraction of text tokens masked for language modelling.
+        itm_negatives: ``hard`` (by logit-scaled similarity, ALBEF) or ``random`` (FLAVA's).
+        itm_negative_probability: under ``random``, the chance a caption is replaced.
         temperature: initial contrastive temperature (logit scale ln(1/T), clamped at ln 100).
         knn_k: neighbours of the frozen-feature k-NN evaluation.
         prompt_templates: zero-shot prompts; ``{}`` is replaced by the class name.
         class_names: scene classes for zero-shot evaluation (linked from the data).
         tokenizer: the data's tokenizer (linked from the data).
+        image_mean: the per-band mean of [0, 1] pixels the data normalizes with, which the codebook
+            undoes: None is the ``flava`` folder's (the data's, by the CLI's link) or else the
+            data's default (ImageNet's); set it with the data's ``mean`` otherwise.
+        image_std: the per-band standard deviation, likewise.
         optimizer: AdamW and its warm-up + cosine schedule.
     """
 
@@ -146,6 +171,8 @@ class FLAVARS(ZooTask):
         image_size: int = 64,
         text_encoder: str = "tiny",
         text_pretrained: bool = True,
+        flava: str | None = None,
+        codebook: str | None = None,
         embed_dim: int = 128,
         fusion_width: int = 128,
         fusion_layers: int = 2,
@@ -156,12 +183,17 @@ class FLAVARS(ZooTask):
         location_checkpoint: str | None = None,
         loss_weights: LossWeights = ALL_LOSSES,
         mim_mask_ratio: float = 0.4,
+        mim_masking: Literal["block", "random"] = "block",
         mlm_probability: float = 0.15,
+        itm_negatives: Literal["hard", "random"] = "hard",
+        itm_negative_probability: float = 0.5,
         temperature: float = 0.07,
         knn_k: int = 20,
         prompt_templates: list[str] | None = None,
         class_names: list[str] | None = None,
         tokenizer: PreTrainedTokenizerBase | None = None,
+        image_mean: list[float] | None = None,
+        image_std: list[float] | None = None,
         optimizer: OptimizerConfig = FLAVARS_OPTIMIZER,
     ) -> None:
         super().__init__(optimizer)
@@ -173,15 +205,40 @@ class FLAVARS(ZooTask):
             )
         if isinstance(loss_weights, dict):  # as stored in a checkpoint's hyper-parameters
             loss_weights = LossWeights(**loss_weights)
+        if mim_masking not in ("block", "random"):
+            raise ValueError(f"mim_masking must be 'block' or 'random', got {mim_masking!r}")
+        if itm_negatives not in ("hard", "random"):
+            raise ValueError(f"itm_negatives must be 'hard' or 'random', got {itm_negatives!r}")
+        if not 0.0 <= itm_negative_probability <= 1.0:
+            raise ValueError(f"itm_negative_probability must be in [0, 1], got {itm_negative_probability}")
         self.tokenizer = tokenizer
         self.class_names = list(class_names or [])
         self.prompt_templates = list(prompt_templates or ["a satellite image of a {}."])
         self.weights = {name: getattr(loss_weights, name) for name in LOSSES}
 
-        self.vision_encoder = VisionEncoder(
-            vision_encoder, image_size, vision_pretrained, vision_checkpoint
-        )
-        self.text_encoder = TextEncoder(text_encoder, len(tokenizer), pretrained=text_pretrained)
+        self.flava: FlavaEncoders | None = None
+        if flava is not None:
+            self.flava = FlavaEncoders(flava, vocab_size=len(tokenizer))
+            if image_size != self.flava.image_size:
+                raise ValueError(
+                    f"image_size {image_size} but flava {flava!r} is trained at "
+                    f"{self.flava.image_size} px: set the data's image_size to {self.flava.image_size}"
+                )
+            embed_dim, fusion_width = self.flava.embed_dim, self.flava.fusion_width
+            vw, tw = self.flava.image_width, self.flava.text_width
+            self.patch_size, self.grid_size = self.flava.patch_size, self.flava.grid_size
+        else:
+            self.vision_encoder = VisionEncoder(vision_encoder, image_size, vision_pretrained, vision_checkpoint)
+            self.text_encoder = TextEncoder(text_encoder, len(tokenizer), pretrained=text_pretrained)
+            vw, tw = self.vision_encoder.width, self.text_encoder.width
+            self.patch_size, self.grid_size = self.vision_encoder.patch_size, self.vision_encoder.grid_size
+            self.image_projection = nn.Linear(vw, embed_dim)
+            self.text_projection = nn.Linear(tw, embed_dim)
+            self.logit_scale = init_logit_scale(temperature)
+            self.fusion = FusionEncoder(vw, tw, fusion_width, fusion_layers, fusion_heads)
+            self.itm_head = MatchingHead(fusion_width)
+            self.mlm_head = prediction_head(tw, len(tokenizer))
+            self.mmm_text_head = prediction_head(fusion_width, len(tokenizer))
         if location_checkpoint is not None:
             self.location_encoder = LocationEncoder.from_satclip_checkpoint(location_checkpoint, max_latitude=89.95)
         else:
@@ -189,19 +246,30 @@ class FLAVARS(ZooTask):
                 legendre_polys=legendre_polys, dim_hidden=location_hidden,
                 num_layers=location_layers, dim_out=embed_dim, max_latitude=89.95,
             )
-        vw, tw = self.vision_encoder.width, self.text_encoder.width
-        self.image_projection = nn.Linear(vw, embed_dim)
-        self.text_projection = nn.Linear(tw, embed_dim)
-        self.location_projection = nn.Linear(self.location_encoder.nnet.last_layer.weight.shape[0], embed_dim)
-        self.logit_scale = init_logit_scale(temperature)
+        self.location_projection = nn.Linear(self.location_encoder.dim_out, embed_dim)
         self.location_logit_scale = init_logit_scale(temperature)
-        self.fusion = FusionEncoder(vw, tw, fusion_width, fusion_layers, fusion_heads)
-        self.itm_head = nn.Linear(fusion_width, 2)
-        self.mlm_head = nn.Sequential(
-            nn.Linear(tw, tw), nn.GELU(), nn.LayerNorm(tw), nn.Linear(tw, len(tokenizer))
-        )
-        ph, pw = self.vision_encoder.patch_size
-        self.mim_head = nn.Linear(vw, ph * pw * 3)
+
+        self.codebook: ImageCodebook | None = None
+        pixels = self.patch_size[0] * self.patch_size[1] * 3
+        if codebook is not None:
+            mean, std = IMAGENET_MEAN, IMAGENET_STD
+            if flava is not None:
+                settings = read_processor_settings(flava, "flava")
+                mean, std = settings.mean, settings.std
+            mean, std = tuple(image_mean or mean), tuple(image_std or std)
+            self.codebook = ImageCodebook(codebook, mean, std)
+            if self.flava is None:
+                self.mim_head = prediction_head(vw, self.codebook.vocab_size)
+                self.mmm_image_head = prediction_head(fusion_width, self.codebook.vocab_size)
+            elif self.codebook.vocab_size != self.flava.image_vocab_size:
+                raise ValueError(
+                    f"codebook {codebook!r} has {self.codebook.vocab_size} codes but flava {flava!r} "
+                    f"predicts {self.flava.image_vocab_size}: give FLAVA's own codebook"
+                )
+        else:  # pixel targets: FLAVA's heads predict codes, so pixel heads are new for it too
+
+            self.mim_head = nn.Linear(vw, pixels)
+            self.mmm_image_head = nn.Linear(fusion_width, pixels)
         self._location_warned = False
 
         self.metrics = nn.ModuleDict({split: self._split_metrics() for split in ("val", "test")})
@@ -221,24 +289,26 @@ class FLAVARS(ZooTask):
             metrics["knn_acc"] = KNNAccuracy(n, k=self.hparams.knn_k)
         return metrics
 
-    # ----------------------------------------------------------------------------- encoders
-    def encode_image(self, image: Tensor) -> tuple[Tensor, Tensor]:
-        """(pooled backbone features ``B×D_v``, unit image embedding ``B×E``)."""
-        pooled = self.vision_encoder(image).pooled
-        return pooled, F.normalize(self.image_projection(pooled), dim=-1)
+    # ------------------------------------------------------------------- the two encoder sets
+    @property
+    def num_patches(self) -> int:
+        return self.grid_size[0] * self.grid_size[1]
 
-    def image_features(self, image: Tensor) -> Tensor:
-        """Pooled backbone features ``B×D_v`` (frozen-feature evaluation)."""
-        return self.vision_encoder(image).pooled
+    def _image(self, image: Tensor, mask: Tensor | None = None) -> ImageStates:
+        if self.flava is not None:
+            return self.flava.image(image, mask)
+        out = self.vision_encoder(image, mask)
+        return ImageStates(out.pooled, out.tokens, out.tokens)
 
-    def encode_text(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
-        """Unit text embeddings ``B×E`` from the [CLS] state."""
-        hidden = self._text_states(input_ids, attention_mask)
-        return F.normalize(self.text_projection(hidden[:, 0]), dim=-1)
+    def _text(self, input_ids: Tensor, attention_mask: Tensor) -> TextStates:
+        if self.flava is not None:
+            return self.flava.text(input_ids, attention_mask)
+        states = self._text_states(input_ids, attention_mask)
+        return TextStates(states, states)
 
     def _text_states(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
-        """The text encoder's ``B×T×D`` states, given the 4-D attention mask built here: with the
-        ``B×T`` one, Hugging Face checks ``mask.all()`` on the host at every step."""
+        """The zoo text encoder's ``B×T×D`` states, given the 4-D attention mask built here: with
+        the ``B×T`` one, Hugging Face checks ``mask.all()`` on the host at every step."""
         config = self.text_encoder.model.config
         mask = dense_attention_mask(
             attention_mask, config._attn_implementation, causal=False,
@@ -246,9 +316,64 @@ class FLAVARS(ZooTask):
         )
         return self.text_encoder(input_ids, mask)
 
+    def _fuse(self, image: Tensor, text: Tensor, text_mask: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """(all fused states ``B×S×W``, their patch part ``B×N×W``, their text part ``B×T×W``)."""
+        if self.flava is not None:
+            fused = self.flava.fuse(image, text, text_mask)
+            return fused, *self.flava.split_fused(fused, text.shape[1])
+        fused = self.fusion(image, text, text_mask)
+        n = image.shape[1]
+        return fused, fused[:, 1 : 1 + n], fused[:, 1 + n :]
+
+    def _itm_logits(self, fused: Tensor) -> Tensor:
+        return self.flava.itm_logits(fused) if self.flava is not None else self.itm_head(fused)
+
+    def _heads(self) -> tuple[nn.Module, nn.Module]:
+        """(MLM head, MMM text head)."""
+        if self.flava is not None:
+            return self.flava.mlm_head, self.flava.mmm_text_head
+        return self.mlm_head, self.mmm_text_head
+
+    def _codebook_heads(self) -> tuple[nn.Module, nn.Module]:
+        """(MIM head, MMM image head)."""
+        if self.flava is not None and self.codebook is not None:
+            return self.flava.mim_head, self.flava.mmm_image_head
+        return self.mim_head, self.mmm_image_head
+
+    def _project(self, image: Tensor | None, text: Tensor | None) -> tuple[Tensor | None, Tensor | None]:
+        """Image / text features into the shared space (not normalized)."""
+        owner = self.flava if self.flava is not None else self
+        return (
+            None if image is None else owner.image_projection(image),
+            None if text is None else owner.text_projection(text),
+        )
+
+    def _logit_scale(self) -> Tensor:
+        return self.flava.logit_scale if self.flava is not None else self.logit_scale
+
+    # ----------------------------------------------------------------------------- encoders
+    def encode_image(self, image: Tensor) -> tuple[Tensor, Tensor]:
+        """(pooled backbone features ``B×D_v``, unit image embedding ``B×E``)."""
+        pooled = self._image(image).pooled
+        return pooled, F.normalize(self._project(pooled, None)[0], dim=-1)
+
+    def image_features(self, image: Tensor) -> Tensor:
+        """Pooled backbone features ``B×D_v`` (frozen-feature evaluation)."""
+        return self._image(image).pooled
+
+    def encode_text(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
+        """Unit text embeddings ``B×E`` from the [CLS] state."""
+        states = self._text(input_ids, attention_mask).states
+        return F.normalize(self._project(None, states[:, 0])[1], dim=-1)
+
+    def matching_logits(self, image: Tensor, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
+        """ITM logits ``B×2`` (index 1: "matches") of each image with its caption."""
+        img, txt = self._image(image), self._text(input_ids, attention_mask)
+        return self._itm_logits(self._fuse(img.fusion_input, txt.fusion_input, attention_mask)[0])
+
     def encode_location(self, location: Tensor) -> Tensor:
         """Unit location embeddings ``B×E`` from (lat, lon) in degrees."""
-        features = self.location_encoder(location.double()).to(self.location_projection.weight.dtype)
+        features = self.location_encoder(location).to(self.location_projection.weight.dtype)
         return F.normalize(self.location_projection(features), dim=-1)
 
     def tokenize(self, texts: list[str]) -> dict[str, Tensor]:
@@ -256,36 +381,105 @@ class FLAVARS(ZooTask):
         return {k: v.to(self.device) for k, v in tokens.items() if k in ("input_ids", "attention_mask")}
 
     # ----------------------------------------------------------------------------- training
-    def compute_losses(self, batch: ImageTextBatch) -> dict[str, Tensor]:
-        """All enabled losses of one batch (unweighted) and their weighted sum under 'loss'."""
+    def draw_masks(self, batch: ImageTextBatch, image_emb: Tensor, text_emb: Tensor) -> MaskingDraw:
+        """The masked pass's random choices: patches, tokens and the matching pairs."""
+        ids, mask = batch["input_ids"], batch["attention_mask"]
+        b, device = len(ids), ids.device
+        ratio = self.hparams.mim_mask_ratio
+        if self.hparams.mim_masking == "block":
+            patches = block_patch_mask(b, self.grid_size, ratio, device=device)
+        else:
+            patches = random_patch_mask(b, self.num_patches, ratio, device)
+        special = mask == 0
+        for token in self.tokenizer.all_special_ids:  # a few ids: no table copied to the device
+            special = special | (ids == token)
+        masked_ids, labels = mask_text_tokens(
+            ids, special, self.tokenizer.mask_token_id, len(self.tokenizer), self.hparams.mlm_probability
+        )
+        rows = torch.arange(b, device=device)
+        with torch.no_grad():
+            duplicate = (ids[:, None, :] == ids[None, :, :]).all(-1)
+            if self.hparams.itm_negatives == "random":
+                text_index, target = random_negative_pairs(
+                    duplicate, self.hparams.itm_negative_probability
+                )
+                return MaskingDraw(patches, masked_ids, labels, rows, text_index, target)
+            sim = F.normalize(image_emb, dim=-1) @ F.normalize(text_emb, dim=-1).T
+            scale = self._logit_scale().detach().clamp(max=MAX_LOGIT_SCALE).exp()
+            negative_text = sample_hard_negatives(sim, duplicate, scale)
+            negative_image = sample_hard_negatives(sim.T, duplicate, scale)
+        image_index = torch.cat([rows, rows, negative_image])
+        text_index = torch.cat([rows, negative_text, rows])
+        target = torch.cat([torch.ones_like(rows), torch.zeros_like(rows), torch.zeros_like(rows)])
+        return MaskingDraw(patches, masked_ids, labels, image_index, text_index, target)
+
+    def compute_losses(self, batch: ImageTextBatch, draw: MaskingDraw | None = None) -> dict[str, Tensor]:
+        """All enabled losses of one batch (unweighted) and their weighted sum under 'loss';
+        ``draw`` fixes the masked pass's random choices (else drawn here)."""
         image, ids, mask = batch["image"], batch["input_ids"], batch["attention_mask"]
         w = self.weights
         losses: dict[str, Tensor] = {}
-        vision = self.vision_encoder(image)
-        text = self._text_states(ids, mask)
-        image_emb = self.image_projection(vision.pooled)
-        text_emb = self.text_projection(text[:, 0])
+        img = self._image(image)
+        txt = self._text(ids, mask)
+        image_emb, text_emb = self._project(img.pooled, txt.states[:, 0])
         if w["contrastive"]:
-            losses["contrastive"] = contrastive_loss(image_emb, text_emb, self.logit_scale)
+            losses["contrastive"] = contrastive_loss(image_emb, text_emb, self._logit_scale())
         if w["location"] and self._has_location(batch):
-            location_emb = self.location_projection(
-                self.location_encoder(batch["location"].double()).to(image_emb.dtype)
-            )
+            location = self.location_encoder(batch["location"]).to(image_emb.dtype)
+            location_emb = self.location_projection(location)
             losses["location"] = contrastive_loss(image_emb, location_emb, self.location_logit_scale)
-        if w["itm"]:
-            losses["itm"] = self._matching_loss(vision.tokens, text, mask, image_emb, text_emb, ids)
-        if w["mim"]:
-            patches = random_patch_mask(
-                len(image), self.vision_encoder.num_patches, self.hparams.mim_mask_ratio, image.device
-            )
-            masked = self.vision_encoder(image, patches).tokens
-            losses["mim"] = masked_pixel_loss(
-                self.mim_head(masked), image, patches, self.vision_encoder.patch_size
-            )
-        if w["mlm"]:
-            losses["mlm"] = self._language_loss(ids, mask)
+        if any(w[name] for name in MASKED_LOSSES):
+            draw = draw if draw is not None else self.draw_masks(batch, image_emb, text_emb)
+            losses.update(self._masked_losses(image, mask, draw))
         losses["loss"] = sum(w[name] * value for name, value in losses.items())
         return losses
+
+    def _masked_losses(self, image: Tensor, mask: Tensor, draw: MaskingDraw) -> dict[str, Tensor]:
+        """MIM, MLM, ITM and MMM from one masked pass of each encoder (see the module docstring)."""
+        w = self.weights
+        losses: dict[str, Tensor] = {}
+        img = self._image(image, draw.patches)
+        txt = self._text(draw.input_ids, mask)
+        codes = self.codebook(image, self.grid_size) if self.codebook is not None else None
+        mim_head, mmm_image_head = self._codebook_heads()
+        mlm_head, mmm_text_head = self._heads()
+        if w["mim"]:
+            losses["mim"] = self._image_loss(mim_head(img.patches), image, codes, draw.patches)
+        if w["mlm"]:
+            losses["mlm"] = self._token_loss(mlm_head(txt.states), draw.mlm_labels)
+        if not (w["itm"] or w["mmm_image"] or w["mmm_text"]):
+            return losses
+        fused, fused_image, fused_text = self._fuse(
+            img.fusion_input[draw.image_index], txt.fusion_input[draw.text_index],
+            mask[draw.text_index],
+        )
+        if w["itm"]:
+            losses["itm"] = F.cross_entropy(self._itm_logits(fused).float(), draw.itm_target)
+        # MMM on the positive pairs (all of them when the batch drew none, as FLAVA).
+        positive = draw.itm_target == 1
+        positive = positive | ~positive.any()
+        if w["mmm_image"]:
+            patches = draw.patches[draw.image_index] & positive[:, None]
+            pair_codes = None if codes is None else codes[draw.image_index]
+            losses["mmm_image"] = self._image_loss(
+                mmm_image_head(fused_image), image[draw.image_index], pair_codes, patches
+            )
+        if w["mmm_text"]:
+            labels = draw.mlm_labels[draw.text_index].masked_fill(~positive[:, None], -100)
+            losses["mmm_text"] = self._token_loss(mmm_text_head(fused_text), labels)
+        return losses
+
+    def _image_loss(self, prediction: Tensor, image: Tensor, codes: Tensor | None, patches: Tensor) -> Tensor:
+        """Codebook cross-entropy (with a codebook) or normalized-pixel MSE on ``patches``."""
+        if codes is not None:
+            return masked_token_loss(prediction, codes, patches)
+        return masked_pixel_loss(prediction, image, patches, self.patch_size)
+
+    @staticmethod
+    def _token_loss(logits: Tensor, labels: Tensor) -> Tensor:
+        # Every position through the head, the unpicked ignored: selecting the picked ones would
+        # give a shape only the device knows (a host synchronisation every step).
+        return F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=-100)
 
     def _has_location(self, batch: ImageTextBatch) -> bool:
         if "location" in batch:
@@ -298,44 +492,12 @@ class FLAVARS(ZooTask):
             self._location_warned = True
         return False
 
-    def _matching_loss(
-        self, image_tokens: Tensor, text: Tensor, mask: Tensor, image_emb: Tensor,
-        text_emb: Tensor, ids: Tensor,
-    ) -> Tensor:
-        """ITM over B positives, B hard-negative texts and B hard-negative images."""
-        b = len(ids)
-        with torch.no_grad():
-            sim = F.normalize(image_emb, dim=-1) @ F.normalize(text_emb, dim=-1).T
-            duplicate = (ids[:, None, :] == ids[None, :, :]).all(-1)
-            negative_text = sample_hard_negatives(sim, duplicate)
-            negative_image = sample_hard_negatives(sim.T, duplicate)
-        rows = torch.arange(b, device=ids.device)
-        image_index = torch.cat([rows, rows, negative_image])
-        text_index = torch.cat([rows, negative_text, rows])
-        fused = self.fusion(image_tokens[image_index], text[text_index], mask[text_index])
-        target = torch.cat([torch.ones_like(rows), torch.zeros_like(rows), torch.zeros_like(rows)])
-        return F.cross_entropy(self.itm_head(fused), target)
-
-    def _language_loss(self, ids: Tensor, mask: Tensor) -> Tensor:
-        special = mask == 0
-        for token in self.tokenizer.all_special_ids:  # a few ids: no table copied to the device
-            special = special | (ids == token)
-        masked_ids, labels = mask_text_tokens(
-            ids, special, self.tokenizer.mask_token_id, len(self.tokenizer),
-            self.hparams.mlm_probability,
-        )
-        hidden = self._text_states(masked_ids, mask)
-        # Every position through the head, the unpicked ignored: selecting the picked ones would
-        # give a shape only the device knows (a host synchronisation every step).
-        logits = self.mlm_head(hidden).flatten(0, 1).float()
-        return F.cross_entropy(logits, labels.flatten(), ignore_index=-100)
-
     def training_step(self, batch: ImageTextBatch, batch_idx: int) -> Tensor:
         losses = self.compute_losses(batch)
         b = len(batch["image"])
         self.log_dict({f"train_{k}_loss": v for k, v in losses.items() if k != "loss"}, batch_size=b)
         self.log("train_loss", losses["loss"], batch_size=b, prog_bar=True)
-        self.log("logit_scale", self.logit_scale.exp(), batch_size=b)
+        self.log("logit_scale", self._logit_scale().exp(), batch_size=b)
         return losses["loss"]
 
     # --------------------------------------------------------------------------- evaluation
@@ -357,7 +519,7 @@ class FLAVARS(ZooTask):
         text_emb = self.encode_text(batch["input_ids"], batch["attention_mask"])
         metrics["retrieval"].update(image_emb, text_emb)
         b = len(image_emb)
-        loss = contrastive_loss(image_emb, text_emb, self.logit_scale, gather=False)
+        loss = contrastive_loss(image_emb, text_emb, self._logit_scale(), gather=False)
         self.log(f"{split}_contrastive_loss", loss, batch_size=b, sync_dist=True)
         if "location" in batch:
             location_emb = self.encode_location(batch["location"])

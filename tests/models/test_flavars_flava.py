@@ -1,0 +1,188 @@
+"""FLAVARS from a FLAVA folder: parity with transformers' FlavaForPreTraining (random weights,
+tiny config, saved to a temporary folder), the codebook target, and the data link."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.nn import functional as F
+from transformers import (
+    FlavaConfig,
+    FlavaForPreTraining,
+    FlavaImageCodebook,
+    FlavaImageCodebookConfig,
+    FlavaImageProcessor,
+    PreTrainedTokenizerFast,
+)
+
+from zoo.data.tokenize import word_level_tokenizer
+from zoo.models import FLAVARS
+from zoo.models.flavars import MaskingDraw
+
+IMAGE, PATCH, CODES = 32, 8, 24
+MEAN, STD = [0.48145466, 0.4578275, 0.40821073], [0.26862954, 0.26130258, 0.27577711]
+WORDS = "a an the of with and satellite aerial image photo river forest field road city farm".split()
+
+
+def _tokenizer() -> PreTrainedTokenizerFast:
+    return word_level_tokenizer(WORDS)
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory) -> tuple[str, str, FlavaForPreTraining, FlavaImageCodebook]:
+    """A tiny random FlavaForPreTraining with its tokenizer and processor, and a codebook."""
+    root = tmp_path_factory.mktemp("flava")
+    tokenizer = _tokenizer()
+    small = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64)
+    codebook_config = FlavaImageCodebookConfig(num_groups=4, hidden_size=8, num_blocks_per_group=1, vocab_size=CODES)
+    config = FlavaConfig(
+        image_config=dict(small, image_size=IMAGE, patch_size=PATCH, vocab_size=CODES),
+        text_config=dict(small, vocab_size=len(tokenizer), max_position_embeddings=32),
+        multimodal_config=dict(small, num_hidden_layers=1),
+        image_codebook_config=codebook_config.to_dict(), projection_dim=16, hidden_size=32,
+        init_codebook=False,
+    )
+    torch.manual_seed(0)
+    model = FlavaForPreTraining(config).eval()
+    flava = root / "flava"
+    model.save_pretrained(flava)
+    tokenizer.save_pretrained(flava)
+    FlavaImageProcessor(
+        size={"height": IMAGE, "width": IMAGE}, crop_size={"height": IMAGE, "width": IMAGE},
+        image_mean=MEAN, image_std=STD,
+    ).save_pretrained(flava)
+    codebook = FlavaImageCodebook(codebook_config).eval()
+    codebook.save_pretrained(root / "codebook")
+    return str(flava), str(root / "codebook"), model, codebook
+
+
+def _inputs(tokenizer) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(3)
+    captions = ["a satellite image of a river", "an aerial photo of the city with a road",
+                "a field", "the forest and a farm"]
+    tokens = tokenizer(captions, padding=True, return_tensors="pt")
+    image = torch.randn(len(captions), 3, IMAGE, IMAGE, generator=g)
+    return {"image": image, "input_ids": tokens["input_ids"], "attention_mask": tokens["attention_mask"],
+            "caption": captions}
+
+
+def _flavars(flava: str, codebook: str | None = None) -> FLAVARS:
+    return FLAVARS(flava=flava, codebook=codebook, image_size=IMAGE, tokenizer=_tokenizer()).eval()
+
+
+def _features(out) -> torch.Tensor:
+    """``get_*_features``: a tensor in older transformers, an output with ``pooler_output`` now."""
+    return out.pooler_output if hasattr(out, "pooler_output") else out
+
+
+@torch.no_grad()
+def test_encoders_and_matching_equal_flava(folders):
+    flava, _, hf, _ = folders
+    model = _flavars(flava)
+    batch = _inputs(model.tokenizer)
+    image, ids, mask = batch["image"], batch["input_ids"], batch["attention_mask"]
+    want_image = F.normalize(_features(hf.flava.get_image_features(pixel_values=image))[:, 0], dim=-1)
+    want_text = F.normalize(
+        _features(hf.flava.get_text_features(input_ids=ids, attention_mask=mask))[:, 0], dim=-1
+    )
+    torch.testing.assert_close(model.encode_image(image)[1], want_image, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(model.encode_text(ids, mask), want_text, atol=1e-5, rtol=1e-5)
+    hf_out = hf(input_ids=ids, input_ids_masked=ids, pixel_values=image, attention_mask=mask, return_loss=False)
+    torch.testing.assert_close(model.matching_logits(image, ids, mask), hf_out.itm_logits, atol=1e-5, rtol=1e-5)
+    # FLAVA's own modules, weights as loaded: the modules are transformers' classes.
+    assert type(model.flava.model).__name__ == "FlavaModel"
+    assert type(model.flava.itm_head).__name__ == "FlavaITMHead"
+
+
+@torch.no_grad()
+def test_loss_components_equal_flava(folders):
+    """Where the definitions coincide: global contrastive (unmasked pair), ITM, MMM image and
+    MMM text (masked pair, all pairs positive, the same masks and codebook labels) against one
+    FlavaForPreTraining call; MLM against FLAVA with text only and MIM with image only (FLAVA
+    computes its unimodal losses only when no multimodal pass runs)."""
+    flava, codebook, hf, hf_codebook = folders
+    model = _flavars(flava, codebook)
+    batch = _inputs(model.tokenizer)
+    image, ids, mask = batch["image"], batch["input_ids"], batch["attention_mask"]
+    b = len(ids)
+    g = torch.Generator().manual_seed(0)
+    patches = torch.rand(b, (IMAGE // PATCH) ** 2, generator=g) < 0.5
+    picked = (torch.rand(ids.shape, generator=g) < 0.4) & (mask == 1)
+    picked[:, 1] = True
+    masked_ids = ids.masked_fill(picked, model.tokenizer.mask_token_id)
+    mlm_labels = ids.masked_fill(~picked, -100)
+    rows = torch.arange(b)
+    draw = MaskingDraw(patches, masked_ids, mlm_labels, rows, rows, torch.ones(b, dtype=torch.long))
+    ours = model.compute_losses(batch, draw)
+
+    codes = model.codebook(image, model.grid_size)
+    # Our codebook input is the un-normalized image mapped as DALL-E's map_pixels.
+    pixels = (image * torch.tensor(STD).view(1, 3, 1, 1) + torch.tensor(MEAN).view(1, 3, 1, 1)).clamp(0, 1)
+    pixels = F.interpolate(pixels, size=(IMAGE // PATCH * 8,) * 2, mode="bilinear", antialias=True)
+    assert torch.equal(codes, hf_codebook.get_codebook_indices(0.8 * pixels + 0.1).flatten(1))
+
+    both = hf(
+        input_ids=ids, input_ids_masked=masked_ids, pixel_values=image, attention_mask=mask,
+        bool_masked_pos=patches, mlm_labels=mlm_labels.clone(), mim_labels=codes.clone(),
+        itm_labels=torch.ones(b, dtype=torch.long), return_loss=True,
+    ).loss_info
+    text_only = hf(
+        input_ids=ids, input_ids_masked=masked_ids, attention_mask=mask,
+        mlm_labels=mlm_labels.clone(), return_loss=True,
+    ).loss_info
+    image_only = hf(
+        pixel_values=image, bool_masked_pos=patches, mim_labels=codes.clone(), return_loss=True,
+    ).loss_info
+    pairs = {
+        "contrastive": both.global_contrastive, "itm": both.itm, "mmm_image": both.mmm_image,
+        "mmm_text": both.mmm_text, "mlm": text_only.mlm, "mim": image_only.mim,
+    }
+    for name, theirs in pairs.items():
+        torch.testing.assert_close(ours[name], theirs, atol=1e-5, rtol=1e-5, msg=name)
+
+
+def test_flava_folder_errors(folders, tmp_path):
+    flava, codebook, _, _ = folders
+    with pytest.raises(FileNotFoundError, match="neither a local folder nor in the Hugging Face cache"):
+        FLAVARS(flava=str(tmp_path / "missing"), image_size=IMAGE, tokenizer=_tokenizer())
+    with pytest.raises(FileNotFoundError, match="no config.json"):
+        FLAVARS(flava=str(tmp_path), image_size=IMAGE, tokenizer=_tokenizer())
+    with pytest.raises(ValueError, match="set the data's image_size to 32"):
+        FLAVARS(flava=flava, image_size=64, tokenizer=_tokenizer())
+    with pytest.raises(FileNotFoundError, match="codebook"):
+        FLAVARS(codebook=str(tmp_path), image_size=IMAGE, tokenizer=_tokenizer())
+
+
+def test_zoo_encoders_learn_codebook_targets(folders):
+    """Without a FLAVA folder the codebook target works with the zoo's encoders too."""
+    _, codebook, _, _ = folders
+    tokenizer = _tokenizer()
+    model = FLAVARS(codebook=codebook, image_size=IMAGE, embed_dim=16, fusion_width=16,
+                    fusion_layers=1, tokenizer=tokenizer, image_mean=MEAN, image_std=STD)
+    batch = _inputs(tokenizer)
+    losses = model.compute_losses(batch)
+    assert model.mim_head[-1].out_features == CODES
+    assert losses["mim"] > 0 and torch.isfinite(losses["loss"])
+    losses["loss"].backward()
+    assert all(p.grad is None for p in model.codebook.parameters())  # frozen
+
+
+def test_flava_folder_reaches_the_data_through_the_cli(folders, tmp_path):
+    """``model.init_args.flava`` gives the data the folder's tokenizer and mean / std."""
+    from zoo.main import main
+
+    flava, _, _, _ = folders
+    args = [
+        "--config", "configs/flavars.yaml", f"--model.init_args.flava={flava}",
+        "--data.init_args.image_size=32", f"--data.init_args.root={tmp_path / 'embedded'}",
+        "--data.init_args.splits.train=8", "--data.init_args.splits.val=4",
+        "--data.init_args.splits.test=4", "--trainer.logger=false",
+    ]
+    cli = main(args, run=False)
+    assert cli.datamodule.tokenizer_name == flava
+    assert cli.datamodule.mean == tuple(MEAN) and cli.datamodule.std == tuple(STD)
+    assert cli.model.flava is not None
+    with pytest.raises(ValueError, match="leave tokenizer unset"):  # it would disagree with FLAVA's
+        main([*args, "--data.init_args.tokenizer=bert-base-uncased"], run=False)
+    with pytest.raises(ValueError, match="set image_size: 32"):
+        main([*args, "--data.init_args.image_size=64"], run=False)

@@ -1,0 +1,191 @@
+"""FLAVA's own modules (transformers' ``FlavaForPreTraining``) loaded from a local folder, and its
+DALL-E image codebook (``FlavaImageCodebook``), behind the interface FLAVARS trains through.
+
+A folder in the Hugging Face ``FlavaForPreTraining`` layout (``facebook/flava-full`` once
+downloaded: ``config.json``, weights, the tokenizer files and ``preprocessor_config.json``)
+gives the image, text and multimodal encoders, the projections, the logit scale and the five
+heads, unchanged; the data reads the folder's tokenizer and image-processor settings
+(:func:`zoo.io.read_processor_settings`, linked by the zoo CLI).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+from transformers import FlavaForPreTraining, FlavaImageCodebook
+
+from zoo.io import resolve_model_folder
+
+__all__ = [
+    "FlavaEncoders",
+    "ImageCodebook",
+    "ImageStates",
+    "TextStates",
+]
+
+
+@dataclass
+class ImageStates:
+    """One pass of an image encoder.
+
+    Attributes:
+        pooled: ``B×D`` the image feature (FLAVA: the final [CLS] state).
+        patches: ``B×N×D`` the final state of each patch, row-major (the MIM head reads them).
+        fusion_input: ``B×S×D`` what the multimodal encoder reads (FLAVA: the last layer's
+            states before the final layer norm, [CLS] first).
+    """
+
+    pooled: Tensor
+    patches: Tensor
+    fusion_input: Tensor
+
+
+@dataclass
+class TextStates:
+    """One pass of a text encoder: ``states`` ``B×T×D`` (final, [CLS] first; the MLM head reads
+    them) and ``fusion_input`` ``B×T×D`` (what the multimodal encoder reads)."""
+
+    states: Tensor
+    fusion_input: Tensor
+
+
+class FlavaEncoders(nn.Module):
+    """transformers' FLAVA pretraining model, used module by module.
+
+    Args:
+        folder: a local ``FlavaForPreTraining`` folder or a hub id in the Hugging Face cache
+            (``facebook/flava-full``; never downloaded here). Its codebook, if any, is not loaded:
+            give FLAVARS ``codebook`` for that).
+        vocab_size: the data tokenizer's length, checked against the text embedding table.
+
+    Attributes (all transformers' modules, weights as loaded): ``model`` (``FlavaModel``),
+    ``mim_head``, ``mlm_head``, ``itm_head``, ``mmm_image_head``, ``mmm_text_head``.
+    """
+
+    def __init__(self, folder: str | Path, vocab_size: int | None = None) -> None:
+        super().__init__()
+        path = resolve_model_folder(folder, "flava")
+        try:
+            pretraining = FlavaForPreTraining.from_pretrained(str(path), init_codebook=False)
+        except (OSError, ValueError, TypeError) as error:
+            raise RuntimeError(
+                f"flava {str(folder)!r}: could not load a FlavaForPreTraining from {path} ({error})"
+            ) from error
+        self.model = pretraining.flava
+        self.mim_head = pretraining.mim_head
+        self.mlm_head = pretraining.mlm_head
+        self.itm_head = pretraining.itm_head
+        self.mmm_image_head = pretraining.mmm_image_head
+        self.mmm_text_head = pretraining.mmm_text_head
+        config = pretraining.config
+        table = config.text_config.vocab_size
+        if vocab_size is not None and vocab_size > table:
+            raise ValueError(
+                f"the data's tokenizer has {vocab_size} tokens but flava {str(folder)!r} embeds "
+                f"{table}: set the datamodule's tokenizer to {str(path)!r} (the zoo CLI links it)"
+            )
+        image = config.image_config
+        self.image_size: int = image.image_size
+        self.patch_size: tuple[int, int] = (image.patch_size, image.patch_size)
+        side = image.image_size // image.patch_size
+        self.grid_size: tuple[int, int] = (side, side)
+        self.image_width: int = image.hidden_size
+        self.text_width: int = config.text_config.hidden_size
+        self.fusion_width: int = config.multimodal_config.hidden_size
+        self.image_vocab_size: int = image.vocab_size
+        self.text_vocab_size: int = table
+        self.embed_dim: int = config.projection_dim
+
+    @property
+    def num_patches(self) -> int:
+        return self.grid_size[0] * self.grid_size[1]
+
+    @property
+    def image_projection(self) -> nn.Linear:
+        return self.model.image_projection
+
+    @property
+    def text_projection(self) -> nn.Linear:
+        return self.model.text_projection
+
+    @property
+    def logit_scale(self) -> nn.Parameter:
+        return self.model.logit_scale
+
+    def image(self, image: Tensor, mask: Tensor | None = None) -> ImageStates:
+        """``B×C×H×W`` normalized pixels (``mask``: ``B×N`` bool, FLAVA's ``bool_masked_pos``)."""
+        out = self.model.image_model(
+            pixel_values=image, bool_masked_pos=mask, output_hidden_states=True, return_dict=True
+        )
+        final = out.last_hidden_state
+        return ImageStates(final[:, 0], final[:, 1:], out.hidden_states[-1])
+
+    def text(self, input_ids: Tensor, attention_mask: Tensor) -> TextStates:
+        out = self.model.text_model(
+            input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True,
+            return_dict=True,
+        )
+        return TextStates(out.last_hidden_state, out.hidden_states[-1])
+
+    def fuse(self, image: Tensor, text: Tensor, text_mask: Tensor) -> Tensor:
+        """The multimodal encoder's final states ``B×(1+S+T)×W`` over both projected sequences,
+        as ``FlavaModel.forward`` builds them: [CLS_mm], image [CLS], patches, text tokens."""
+        x = torch.cat([self.model.image_to_mm_projection(image), self.model.text_to_mm_projection(text)], 1)
+        b, s = image.shape[:2]
+        mask = torch.cat([text_mask.new_ones(b, 1 + s), text_mask], dim=1)
+        return self.model.multimodal_model(x, attention_mask=mask, return_dict=True).last_hidden_state
+
+    def split_fused(self, fused: Tensor, num_text: int) -> tuple[Tensor, Tensor]:
+        """(patch states ``B×N×W``, text states ``B×T×W``) of :meth:`fuse`'s output."""
+        return fused[:, 2 : 2 + self.num_patches], fused[:, fused.shape[1] - num_text :]
+
+    def itm_logits(self, fused: Tensor) -> Tensor:
+        """``B×2`` matching logits (FLAVA's head pools the multimodal [CLS])."""
+        return self.itm_head(fused)
+
+
+class ImageCodebook(nn.Module):
+    """transformers' ``FlavaImageCodebook`` (DALL-E's encoder) from a local folder, frozen: the
+    masked-image-modelling target, one code per patch.
+
+    Args:
+        folder: a ``FlavaImageCodebook`` folder (``facebook/flava-image-codebook`` downloaded).
+        mean: per-band mean of [0, 1] pixels the images were normalized with (the data's).
+        std: per-band standard deviation, likewise.
+
+    The codebook reads [0, 1] pixels mapped to ``[0.1, 0.9]`` (DALL-E's ``map_pixels``, as
+    ``FlavaImageProcessor`` prepares ``codebook_pixel_values``), at ``2^(groups-1)`` pixels a
+    code: the image is resized so that the code grid is the encoder's patch grid.
+    """
+
+    def __init__(self, folder: str | Path, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
+        super().__init__()
+        path = resolve_model_folder(folder, "codebook")
+        try:
+            self.model = FlavaImageCodebook.from_pretrained(str(path))
+        except (OSError, ValueError, TypeError) as error:
+            raise RuntimeError(
+                f"codebook {str(folder)!r}: could not load a FlavaImageCodebook from {path} ({error})"
+            ) from error
+        self.model.eval().requires_grad_(False)
+        self.vocab_size: int = self.model.config.vocab_size
+        self.stride: int = 2 ** (self.model.config.num_groups - 1)
+        self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1), persistent=False)
+
+    def train(self, mode: bool = True) -> ImageCodebook:
+        super().train(mode)
+        self.model.eval()  # frozen: never in training mode
+        return self
+
+    @torch.no_grad()
+    def forward(self, image: Tensor, grid_size: tuple[int, int]) -> Tensor:
+        """Codes ``B×N`` (long, row-major) of ``B×C×H×W`` normalized images."""
+        pixels = (image.float() * self.std + self.mean).clamp(0.0, 1.0)
+        size = (grid_size[0] * self.stride, grid_size[1] * self.stride)
+        pixels = nn.functional.interpolate(pixels, size=size, mode="bilinear", antialias=True, align_corners=False)
+        pixels = 0.8 * pixels + 0.1
+        return self.model.get_codebook_indices(pixels).flatten(1)
