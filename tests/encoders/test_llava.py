@@ -234,7 +234,7 @@ def test_projector_and_feature_layer_come_from_the_checkpoint(hf_checkpoint):
     folder, reference = hf_checkpoint
     zoo = zoo_fuse(folder)
     torch.testing.assert_close(zoo.projector[0].weight, reference.model.multi_modal_projector.linear_1.weight)
-    with pytest.raises(ValueError, match="set global_layer: -2"):
+    with pytest.warns(UserWarning, match="global_layer: -2 gives LLaVA's anatomy"):
         FUSE(tokenizer=zoo.tokenizer, llava=str(folder), inject_layers=[], multi_scale=False,
              global_layer=-1, image_size=IMAGE_SIZE)
 

@@ -9,7 +9,11 @@ import torch
 
 from zoo.losses.contrastive import MAX_LOGIT_SCALE, contrastive_loss, init_logit_scale
 from zoo.losses.masked import (
-    block_patch_mask, mask_text_tokens, masked_pixel_loss, masked_token_loss, patchify,
+    block_patch_mask,
+    mask_text_tokens,
+    masked_pixel_loss,
+    masked_token_loss,
+    patchify,
     random_patch_mask,
 )
 from zoo.losses.matching import random_negative_pairs, sample_hard_negatives

@@ -135,7 +135,7 @@ def test_geopix_predicts_through_the_shared_decoding(refs):
     assert [r["answer"] for r in rows] == best
 
 
-@pytest.mark.parametrize(("boost", "length_penalty"), [(1.0, 1.0), (1.5, 2.0)])
+@pytest.mark.parametrize(("boost", "length_penalty"), [(1.5, 1.0), (1.5, 2.0)])
 def test_beams_that_finish_early_equal_the_reference(dm, batch, boost, length_penalty):
     """EOS made likelier (a bias on its logit), so some beams finish early and the length
     penalty and the early-stopping rule decide between finished and running beams."""

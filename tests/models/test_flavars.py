@@ -8,8 +8,8 @@ from lightning import Trainer, seed_everything
 
 from zoo.data import EmbeddedDataModule
 from zoo.data.datamodules import EmbeddedSplits
-from zoo.models import FLAVARS, OptimizerConfig
 from zoo.losses.contrastive import contrastive_loss
+from zoo.models import FLAVARS, OptimizerConfig
 from zoo.models.flavars import LossWeights, MaskingDraw
 
 NUM_CLASSES = 10

@@ -48,7 +48,11 @@ from zoo.layers.attention import dense_attention_mask
 from zoo.layers.fusion import FusionEncoder, MatchingHead, prediction_head
 from zoo.losses.contrastive import MAX_LOGIT_SCALE, contrastive_loss, init_logit_scale
 from zoo.losses.masked import (
-    block_patch_mask, mask_text_tokens, masked_pixel_loss, masked_token_loss, random_patch_mask,
+    block_patch_mask,
+    mask_text_tokens,
+    masked_pixel_loss,
+    masked_token_loss,
+    random_patch_mask,
 )
 from zoo.losses.matching import random_negative_pairs, sample_hard_negatives
 from zoo.metrics import CrossModalRetrieval, KNNAccuracy, LocationRetrievalError, zero_shot_logits

@@ -31,6 +31,7 @@ from contextlib import nullcontext
 from typing import Any, Literal
 
 import torch
+from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
 
 from zoo.layers.injection import (
@@ -58,7 +59,7 @@ class FUSE(VisionLanguageGenerator):
         vision_encoder: a timm ViT name (``vit_large_patch14_clip_336.openai`` in the paper),
             ``hf-hub:org/model`` or a local folder.
         global_layer: the ViT block (0-based) whose tokens form the global view (-1: the last,
-            as the authors' scripts; -2 is LLaVA-1.5's penultimate).
+            as the authors' scripts; -2, the default, is LLaVA-1.5's penultimate).
         detail_layers: ViT blocks (0-based) the detail stacks are taken from (1/3, 2/3, the end).
         window_sizes: sliding-window sizes in canvas pixels (paper: 336 and 168).
         canvas_size: the detail canvas the image is resized to (paper: 672, twice the input).
@@ -81,7 +82,7 @@ class FUSE(VisionLanguageGenerator):
     def __init__(
         self,
         vision_encoder: str = "zoo_vit_tiny",
-        global_layer: int = -1,
+        global_layer: int = -2,
         detail_layers: list[int] = [1, 2, 3],  # noqa: B006
         window_sizes: list[int] = [128, 64],  # noqa: B006
         canvas_size: int = 128,
@@ -107,9 +108,11 @@ class FUSE(VisionLanguageGenerator):
         self.global_layer = global_layer % depth
         llava_layer = self.llava_feature_layer
         if llava_layer is not None and self.global_layer != llava_layer % depth:
-            raise ValueError(
+            # The FUSE authors read the last block with LLaVA-1.5's projector: allowed, but said.
+            rank_zero_warn(
                 f"global_layer {global_layer}: the LLaVA checkpoint's projector was trained on "
-                f"tower block {llava_layer} (its vision feature layer); set global_layer: {llava_layer}"
+                f"tower block {llava_layer} (its vision feature layer); global_layer: {llava_layer} "
+                "gives LLaVA's anatomy"
             )
         self.detail_layers = [layer % depth for layer in detail_layers]
         grid = image_size // self.vision.patch_embed.patch_size[0]
