@@ -188,6 +188,15 @@ def build(name: str, files: list[str]) -> Setup:
     seg = None
     if cls.__name__ == "GeoPix":
         seg = (len(kwargs.get("feature_layers", [1, 3])), kwargs.get("seg_tokens_per_scale", 3))
+    if kwargs.pop("flava", None) is not None:
+        # FLAVA's own modules need its folder; a stand-in of flava-full's size builds on meta
+        # from the zoo's encoders (ViT-B/16, BERT-base, a 768-wide 6-layer fusion). The frozen
+        # DALL-E codebook (~97 M parameters, no gradients or optimizer state) is left out.
+        kwargs.pop("codebook", None)
+        kwargs |= {"vision_encoder": "vit_base_patch16_224", "text_encoder": "bert-base-uncased",
+                   "fusion_width": 768, "fusion_layers": 6, "fusion_heads": 12}
+        data.setdefault("tokenizer", "bert-base-uncased")
+        data.pop("processor", None)
     _, vocab = architecture(data["tokenizer"])
     tokenizer = stand_in_tokenizer(vocab, chat=generator, seg=seg)
     kwargs |= {"tokenizer": tokenizer, "image_size": image_size, "vision_pretrained": False}

@@ -56,6 +56,18 @@ def test_geopix_demo_answers_with_masks_through_gradio_client(tmp_path: Path, mo
         return torch.tensor(answer["input_ids"]).repeat(len(inputs_embeds), 1)
 
     monkeypatch.setattr(LlamaForCausalLM, "generate", generate)
+    # An untrained mask predictor may score every pixel negative; the page must show what the
+    # predictor gives, so its top-left quarter is made positive.
+    from zoo.models.geopix import GeoPix
+
+    forward_with_masks = GeoPix.forward_with_masks
+
+    def positive_corner(self, *args, **kwargs):
+        out = forward_with_masks(self, *args, **kwargs)
+        out[1][..., : out[1].shape[-2] // 2, : out[1].shape[-1] // 2] = 10.0
+        return out
+
+    monkeypatch.setattr(GeoPix, "forward_with_masks", positive_corner)
     images = _images(tmp_path / "images")
     app, url = _launch("configs/geopix.yaml", tmp_path, "--images", str(images))
     try:

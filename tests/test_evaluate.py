@@ -118,7 +118,7 @@ def test_table_puts_ours_beside_the_paper(tmp_path: Path) -> None:
     ]
     write_results(rows, tmp_path, {"model": "Aquila"})
     table = (tmp_path / "results.md").read_text()
-    assert "| RSICD | test | BLEU-1 | 70.00 | 74.60 | -4.60 | Aquila Table 3 |" in table
+    assert "| RSICD | test | BLEU-1 | 70.00 | 74.60 | -4.60 |  | Aquila Table 3 |" in table
     assert "FileNotFoundError: data/x does not exist" in table
     assert json.loads((tmp_path / "results.json").read_text())["results"] == rows
     assert "- model: `Aquila`" in table and table.count("\n| ") == 2 + len(rows)

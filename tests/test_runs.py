@@ -271,6 +271,7 @@ def test_mask_size_mismatch_stops_setup_naming_the_sample():
             self.split, self.per_ref = "train", False
             self.refs = [[{"ref_id": 0}], [{"ref_id": 1}]]
             self.sentence_index = [None, None]
+            self.parts = []
 
         def _image(self, index):
             return torch.zeros(3, 8, 8)

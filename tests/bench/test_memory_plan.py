@@ -19,10 +19,13 @@ def geopix() -> dict:
 def test_parameters_per_module(geopix):
     rows = {r["module"]: r for r in geopix["parameters"]}
     llm, vision = rows["llm"], rows["vision"]
-    # LoRA r 128 on the 7 linear layers of 32 decoder layers: r x (in + out) each.
-    lora = 32 * 128 * (4 * (4096 + 4096) + 3 * (4096 + 11008))
-    assert llm["trainable"] == lora
-    assert llm["params"] - lora == pytest.approx(LLAMA2_7B, rel=0.02)
+    # LoRA r 128 on q_proj and v_proj (the paper's W_q, W_v) of 32 decoder layers: r x (in + out)
+    # each; the input embeddings and lm_head train whole under a gradient mask that lets only
+    # the [SEG] rows move (vocabulary x 4096 each).
+    lora = 32 * 128 * 2 * (4096 + 4096)
+    rows_of_vocabulary = (llm["trainable"] - lora) / (2 * 4096)
+    assert rows_of_vocabulary == pytest.approx(32_000, rel=0.01)
+    assert llm["params"] - llm["trainable"] == pytest.approx(LLAMA2_7B - 2 * 32_000 * 4096, rel=0.02)
     assert vision["params"] == pytest.approx(304e6, rel=0.02) and vision["trainable"] == 0
     assert all(r["params"] >= r["trainable"] for r in rows.values())
 

@@ -445,7 +445,9 @@ class LocationEncoder(nn.Module):
         0.5 % against float64. The network is small, so the cost is negligible.
         """
         dtype = self.nnet.last_layer.weight.dtype
-        with torch.autocast(device_type=location.device.type, enabled=False):
+        # (meta tensors, as the memory plan traces them, have no autocast: cpu's stands in)
+        device_type = "cpu" if location.device.type == "meta" else location.device.type
+        with torch.autocast(device_type=device_type, enabled=False):
             features = self.posenc(location, dtype=torch.float64)
             return self.nnet(features).to(dtype)
 

@@ -66,7 +66,7 @@ def _resolve(state: Mapping[str, Tensor], prefix: str, key: str) -> str | None:
     return next((prefix + c for c in _candidates(key) if prefix + c in state), None)
 
 
-def _prefixes_found(state: Mapping[str, Tensor], limit: int = 20) -> list[str]:
+def _prefixes_found(state: Mapping[str, Tensor], limit: int = 40) -> list[str]:
     found = sorted({".".join(k.split(".")[:2]) + "." if k.count(".") >= 2 else
                     k.split(".")[0] + "." for k in state})
     return found[:limit]
