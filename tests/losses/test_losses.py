@@ -14,9 +14,10 @@ from zoo.losses.masked import (
     masked_pixel_loss,
     masked_token_loss,
     patchify,
+    pixel_targets,
     random_patch_mask,
 )
-from zoo.losses.matching import random_negative_pairs, sample_hard_negatives
+from zoo.losses.matching import mix_negative_pairs, sample_hard_negatives, sample_random_negatives
 
 
 def reference_contrastive(a, b, scale):
@@ -77,8 +78,9 @@ def test_masked_pixel_loss_only_counts_masked_patches():
     pred_unmasked_changed = pred.clone()
     pred_unmasked_changed[~mask] += 100.0
     want = torch.stack([((pred[b, i] - target[b, i]) ** 2).mean() for b, i in mask.nonzero()]).mean()
-    assert torch.allclose(masked_pixel_loss(pred, image, mask, (4, 4)), want, atol=1e-5)
-    assert torch.allclose(masked_pixel_loss(pred_unmasked_changed, image, mask, (4, 4)), want, atol=1e-5)
+    assert torch.allclose(pixel_targets(image, (4, 4)), target, atol=1e-6)
+    assert torch.allclose(masked_pixel_loss(pred, target, mask), want, atol=1e-5)
+    assert torch.allclose(masked_pixel_loss(pred_unmasked_changed, target, mask), want, atol=1e-5)
 
 
 def test_random_patch_mask_ratio_exact():
@@ -176,16 +178,17 @@ def test_random_negative_pairs_follow_flava_rule():
     rows = torch.arange(b)
     replaced, targets = [], []
     for _ in range(trials):
-        text_index, target = random_negative_pairs(same, 0.3, generator=g)
+        text_index, target = mix_negative_pairs(sample_random_negatives(same, g), 0.3, generator=g)
         assert torch.equal(target == 1, text_index == rows)  # a negative never keeps its caption
         replaced.append(text_index)
         targets.append(target)
     targets = torch.stack(targets).float()
     assert abs(1 - targets.mean().item() - 0.3) < 0.02
     assert (torch.stack(replaced)[:, 0] != 1).all()
-    assert torch.equal(random_negative_pairs(same, 0.0)[1], torch.ones(b, dtype=torch.long))
+    negatives = sample_random_negatives(same)
+    assert torch.equal(mix_negative_pairs(negatives, 0.0)[1], torch.ones(b, dtype=torch.long))
     with pytest.raises(ValueError, match="itm_negative_probability"):
-        random_negative_pairs(same, 1.5)
+        mix_negative_pairs(negatives, 1.5)
 
 
 def test_block_patch_mask_is_beit_like():

@@ -123,26 +123,38 @@ def _batch(dm):
     return dm.on_after_batch_transfer(next(iter(dm.train_dataloader())), 0)
 
 
-def test_each_loss_reads_flavas_pass(dm):
+@pytest.mark.parametrize("layout", ["flava", "albef"])
+def test_each_loss_reads_flavas_pass(dm, layout):
     """Contrastive on the unmasked pair; MIM/MLM on the masked image / text; ITM and MMM on the
-    fused masked pair, MMM on the positive pairs only."""
+    fused masked pair, MMM on the positive pairs only; B matching rows (FLAVA's) or 3B (ALBEF's)."""
     batch = _batch(dm)
     seed_everything(0)
-    model = _model(dm).eval()
+    model = _model(dm, itm_layout=layout).eval()
     _, image_emb = model.encode_image(batch["image"])
     text_emb = model.encode_text(batch["input_ids"], batch["attention_mask"])
     draw = model.draw_masks(batch, image_emb, text_emb)
     b = len(batch["image"])
+    rows = torch.arange(b)
     assert draw.patches.any() and (draw.mlm_labels != -100).any()
-    assert len(draw.itm_target) == 3 * b and draw.itm_target[:b].all() and not draw.itm_target[b:].any()
+    if layout == "flava":  # each image keeps its caption or gets a negative one, in B rows
+        assert draw.image_index is None and len(draw.itm_target) == b
+        assert torch.equal(draw.itm_target == 1, draw.text_index == rows)
+        assert 0 < draw.itm_target.sum() < b
+        negative = draw.itm_target == 0
+    else:  # B positives, B negative texts, B negative images
+        assert len(draw.itm_target) == 3 * b and draw.itm_target[:b].all() and not draw.itm_target[b:].any()
+        negative = torch.arange(3 * b) >= b
+    duplicate = (batch["input_ids"][:, None] == batch["input_ids"][None]).all(-1)
+    image_index = rows if draw.image_index is None else draw.image_index
+    assert not duplicate[image_index, draw.text_index][negative].any()  # no false negatives
     losses = model.compute_losses(batch, draw)
     # The contrastive loss is that of the unmasked embeddings.
     expected = contrastive_loss(image_emb, text_emb, model.logit_scale, gather=False)
     assert torch.allclose(losses["contrastive"], expected, atol=1e-6)
-    # MMM counts only positives: changing the negative pairs' inputs leaves it unchanged.
+    # MMM counts only positives: changing the negative pairs' captions leaves it unchanged.
     other = MaskingDraw(**vars(draw))
-    other.text_index = draw.text_index.clone()
-    other.text_index[b : 2 * b] = draw.text_index[b : 2 * b].roll(1)
+    other.text_index = torch.where(negative, draw.text_index.roll(1), draw.text_index)
+    assert not torch.equal(other.text_index, draw.text_index)
     changed = model.compute_losses(batch, other)
     assert torch.allclose(changed["mmm_text"], losses["mmm_text"], atol=1e-6)
     assert torch.allclose(changed["mmm_image"], losses["mmm_image"], atol=1e-6)
@@ -157,6 +169,30 @@ def test_each_loss_reads_flavas_pass(dm):
     assert torch.allclose(plain["mim"], losses["mim"])
 
 
+def test_matching_layouts_fuse_the_same_pairs_alike(dm):
+    """The pairs that both layouts fuse get the same ITM logits and MMM predictions: the B-row
+    layout indexes B projected rows exactly as the 3B-row one gathers them."""
+    batch = _batch(dm)
+    seed_everything(0)
+    flava = _model(dm, itm_layout="flava").eval()
+    albef = _model(dm, itm_layout="albef").eval()
+    albef.load_state_dict(flava.state_dict())
+    _, image_emb = flava.encode_image(batch["image"])
+    text_emb = flava.encode_text(batch["input_ids"], batch["attention_mask"])
+    seed_everything(1)
+    draw = flava.draw_masks(batch, image_emb, text_emb)
+    b = len(batch["image"])
+    rows = torch.arange(b)
+    positive = draw.itm_target == 1
+    # The same B pairs in the 3B form: the image column spelled out.
+    spelled = MaskingDraw(**vars(draw))
+    spelled.image_index = rows
+    ours, theirs = flava.compute_losses(batch, draw), albef.compute_losses(batch, spelled)
+    for name in ("itm", "mmm_image", "mmm_text", "mim", "mlm"):
+        torch.testing.assert_close(ours[name], theirs[name], atol=1e-5, rtol=1e-5)
+    assert positive.any() and not positive.all()
+
+
 def test_flava_negative_rule_and_block_masks_are_switches(dm):
     batch = _batch(dm)
     model = _model(dm, itm_negatives="random", itm_negative_probability=0.5)
@@ -164,7 +200,7 @@ def test_flava_negative_rule_and_block_masks_are_switches(dm):
     text_emb = model.encode_text(batch["input_ids"], batch["attention_mask"])
     draw = model.draw_masks(batch, image_emb, text_emb)
     b = len(batch["image"])
-    assert len(draw.itm_target) == b and torch.equal(draw.image_index, torch.arange(b))
+    assert len(draw.itm_target) == b and draw.image_index is None
     assert torch.equal(draw.itm_target == 1, draw.text_index == torch.arange(b))
     assert torch.isfinite(model.compute_losses(batch, draw)["loss"])
     # Block masks by default: the masked patches form blocks of the 4×4 grid.
@@ -173,6 +209,8 @@ def test_flava_negative_rule_and_block_masks_are_switches(dm):
     assert torch.equal(random_masks.sum(1), torch.full((b,), 6))
     with pytest.raises(ValueError, match="itm_negatives"):
         _model(dm, itm_negatives="hardest")
+    with pytest.raises(ValueError, match="itm_layout must be 'flava' or 'albef'"):
+        _model(dm, itm_layout="3B")
 
 
 def test_mmm_losses_are_logged(dm):

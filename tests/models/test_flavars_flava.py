@@ -141,6 +141,35 @@ def test_loss_components_equal_flava(folders):
         torch.testing.assert_close(ours[name], theirs, atol=1e-5, rtol=1e-5, msg=name)
 
 
+@torch.no_grad()
+def test_matching_rows_with_negatives_equal_flava(folders):
+    """FLAVA's B-row layout with negatives inside it: the rows whose caption was replaced count
+    for ITM only, MMM is counted on the kept pairs; ITM, MMM image and MMM text equal one
+    FlavaForPreTraining call whose batch holds the same pairs and ``itm_labels``."""
+    flava, codebook, hf, _ = folders
+    model = _flavars(flava, codebook)
+    batch = _inputs(model.tokenizer)
+    image, ids, mask = batch["image"], batch["input_ids"], batch["attention_mask"]
+    b = len(ids)
+    g = torch.Generator().manual_seed(1)
+    patches = torch.rand(b, (IMAGE // PATCH) ** 2, generator=g) < 0.5
+    picked = (torch.rand(ids.shape, generator=g) < 0.4) & (mask == 1)
+    picked[:, 1] = True
+    masked_ids = ids.masked_fill(picked, model.tokenizer.mask_token_id)
+    mlm_labels = ids.masked_fill(~picked, -100)
+    rows = torch.arange(b)
+    text_index = torch.where(rows % 2 == 1, rows.roll(1), rows)  # odd rows: the caption before
+    target = (text_index == rows).long()
+    ours = model.compute_losses(batch, MaskingDraw(patches, masked_ids, mlm_labels, None, text_index, target))
+    theirs = hf(
+        input_ids=ids[text_index], input_ids_masked=masked_ids[text_index], pixel_values=image,
+        attention_mask=mask[text_index], bool_masked_pos=patches, mlm_labels=mlm_labels[text_index],
+        mim_labels=model.codebook(image, model.grid_size), itm_labels=target, return_loss=True,
+    ).loss_info
+    for name, value in {"itm": theirs.itm, "mmm_image": theirs.mmm_image, "mmm_text": theirs.mmm_text}.items():
+        torch.testing.assert_close(ours[name], value, atol=1e-5, rtol=1e-5, msg=name)
+
+
 def test_flava_folder_errors(folders, tmp_path):
     flava, codebook, _, _ = folders
     with pytest.raises(FileNotFoundError, match="neither a local folder nor in the Hugging Face cache"):

@@ -130,12 +130,18 @@ class FlavaEncoders(nn.Module):
         )
         return TextStates(out.last_hidden_state, out.hidden_states[-1])
 
+    def project(self, image: Tensor, text: Tensor) -> tuple[Tensor, Tensor]:
+        """FLAVA's ``image_to_mm_projection`` / ``text_to_mm_projection`` of each encoder's
+        states, per row of its pass (the matching pairs index them afterwards)."""
+        return self.model.image_to_mm_projection(image), self.model.text_to_mm_projection(text)
+
     def fuse(self, image: Tensor, text: Tensor, text_mask: Tensor) -> Tensor:
-        """The multimodal encoder's final states ``B×(1+S+T)×W`` over both projected sequences,
-        as ``FlavaModel.forward`` builds them: [CLS_mm], image [CLS], patches, text tokens."""
-        x = torch.cat([self.model.image_to_mm_projection(image), self.model.text_to_mm_projection(text)], 1)
+        """The multimodal encoder's final states ``B×(1+S+T)×W`` over both projected sequences
+        (:meth:`project`), as ``FlavaModel.forward`` builds them: [CLS_mm], image [CLS],
+        patches, text tokens."""
         b, s = image.shape[:2]
         mask = torch.cat([text_mask.new_ones(b, 1 + s), text_mask], dim=1)
+        x = torch.cat([image, text], 1)
         return self.model.multimodal_model(x, attention_mask=mask, return_dict=True).last_hidden_state
 
     def split_fused(self, fused: Tensor, num_text: int) -> tuple[Tensor, Tensor]:

@@ -28,20 +28,26 @@ class FusionEncoder(nn.Module):
         self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
         self.norm = nn.LayerNorm(width)
 
-    def forward(self, image_tokens: Tensor, text_tokens: Tensor, text_mask: Tensor) -> Tensor:
-        """All fused states ``B×(1+N+T)×width``: [CLS], the N image tokens, the T text tokens;
-        ``text_mask`` is 1 on real tokens."""
-        b, n = image_tokens.shape[:2]
-        x = torch.cat(
-            [
-                self.cls_token.expand(b, -1, -1),
-                self.image_in(image_tokens) + self.modality_token[0],
-                self.text_in(text_tokens) + self.modality_token[1],
-            ],
-            dim=1,
+    def project(self, image_tokens: Tensor, text_tokens: Tensor) -> tuple[Tensor, Tensor]:
+        """Each modality's ``B×N×D_v`` / ``B×T×D_t`` states into the fusion width, its modality
+        token added: per row of its own encoder pass, so that the matching pairs index them
+        afterwards (:meth:`encode`) instead of projecting gathered copies."""
+        return (
+            self.image_in(image_tokens) + self.modality_token[0],
+            self.text_in(text_tokens) + self.modality_token[1],
         )
+
+    def encode(self, image: Tensor, text: Tensor, text_mask: Tensor) -> Tensor:
+        """All fused states ``B×(1+N+T)×width`` of projected tokens (:meth:`project`): [CLS], the
+        N image tokens, the T text tokens; ``text_mask`` is 1 on real tokens."""
+        b, n = image.shape[:2]
+        x = torch.cat([self.cls_token.expand(b, -1, -1), image, text], dim=1)
         pad = torch.cat([text_mask.new_ones(b, 1 + n), text_mask], dim=1) == 0
         return self.norm(self.encoder(x, src_key_padding_mask=pad))
+
+    def forward(self, image_tokens: Tensor, text_tokens: Tensor, text_mask: Tensor) -> Tensor:
+        """:meth:`encode` of :meth:`project`: the fused states of each image with its text."""
+        return self.encode(*self.project(image_tokens, text_tokens), text_mask)
 
 
 class MatchingHead(nn.Module):

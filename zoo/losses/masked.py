@@ -15,7 +15,9 @@ __all__ = [
     "masked_pixel_loss",
     "masked_token_loss",
     "patchify",
+    "pixel_targets",
     "random_patch_mask",
+    "token_loss",
 ]
 
 
@@ -72,6 +74,18 @@ def block_patch_mask(
     return mask.flatten(1)
 
 
+def token_loss(logits: Tensor, labels: Tensor) -> Tensor:
+    """Mean cross-entropy of ``B×T×V`` logits over the labels that are not -100 (long ``B×T``),
+    0 when there are none (a batch whose counted rows drew no masked token).
+
+    Every position goes through the head and the unpicked are ignored: selecting the picked
+    ones would give a shape only the device knows (a host synchronisation every step).
+    """
+    flat = labels.flatten()
+    total = F.cross_entropy(logits.flatten(0, 1).float(), flat, ignore_index=-100, reduction="sum")
+    return total / (flat != -100).sum().clamp(min=1)
+
+
 def masked_token_loss(logits: Tensor, codes: Tensor, mask: Tensor) -> Tensor:
     """Cross-entropy of the predicted codebook tokens on the masked patches (BEiT / FLAVA MIM).
 
@@ -80,11 +94,10 @@ def masked_token_loss(logits: Tensor, codes: Tensor, mask: Tensor) -> Tensor:
         codes: long ``B×N``: the codebook's token of each patch of the unmasked image.
         mask: ``B×N`` bool: the patches counted (masked, and for MMM on positive pairs only).
 
-    The mean over the counted patches of the batch, as ``FlavaForPreTraining`` computes it (it
-    selects them; here the others are ignored, so no shape depends on the device's values).
+    The mean over the counted patches of the batch, as ``FlavaForPreTraining`` computes it
+    (:func:`token_loss`).
     """
-    labels = torch.where(mask, codes, torch.full_like(codes, -100))
-    return F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=-100)
+    return token_loss(logits, torch.where(mask, codes, torch.full_like(codes, -100)))
 
 
 def random_patch_mask(
@@ -108,24 +121,25 @@ def patchify(image: Tensor, patch_size: tuple[int, int]) -> Tensor:
     return x.permute(0, 2, 4, 3, 5, 1).reshape(b, (h // ph) * (w // pw), ph * pw * c)
 
 
-def masked_pixel_loss(
-    prediction: Tensor, image: Tensor, mask: Tensor, patch_size: tuple[int, int],
-    normalize_target: bool = True,
-) -> Tensor:
-    """Mean squared error on the masked patches only (MAE/SimMIM pixel target).
-
-    Args:
-        prediction: ``B×N×(ph·pw·C)`` predicted pixels per patch.
-        image: ``B×C×H×W`` the unmasked input.
-        mask: ``B×N`` bool, True where the patch was masked.
-        patch_size: pixels per patch.
-        normalize_target: normalize each target patch by its own mean and variance (MAE).
-    """
+def pixel_targets(image: Tensor, patch_size: tuple[int, int], normalize: bool = True) -> Tensor:
+    """The MAE / SimMIM pixel target ``B×N×(ph·pw·C)`` of ``B×C×H×W`` images: each patch,
+    normalized by its own mean and variance when ``normalize`` (MAE's normalized pixels)."""
     target = patchify(image, patch_size)
-    if normalize_target:
+    if normalize:
         mean = target.mean(dim=-1, keepdim=True)
         var = target.var(dim=-1, keepdim=True)
         target = (target - mean) / (var + 1e-6).sqrt()
+    return target
+
+
+def masked_pixel_loss(prediction: Tensor, target: Tensor, mask: Tensor) -> Tensor:
+    """Mean squared error on the masked patches only (MAE / SimMIM).
+
+    Args:
+        prediction: ``B×N×P`` predicted pixels per patch.
+        target: ``B×N×P`` their targets (:func:`pixel_targets`).
+        mask: ``B×N`` bool, True where the patch counts (masked; for MMM on positive pairs only).
+    """
     error = (prediction.float() - target.float()).pow(2).mean(dim=-1)
     return (error * mask).sum() / mask.sum().clamp(min=1)
 

@@ -1,12 +1,12 @@
-"""Image-text matching negatives: hard ones by contrastive similarity (ALBEF), or FLAVA's rule
-(a random caption of the batch in place of the true one, with some probability)."""
+"""Image-text matching negatives: hard ones by contrastive similarity (ALBEF) or random ones,
+and FLAVA's pairs (each caption kept, or replaced by a negative with some probability)."""
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor
 
-__all__ = ["random_negative_pairs", "sample_hard_negatives"]
+__all__ = ["mix_negative_pairs", "sample_hard_negatives", "sample_random_negatives"]
 
 
 def _draw(weights: Tensor, generator: torch.Generator | None) -> Tensor:
@@ -54,11 +54,17 @@ def sample_hard_negatives(
     return _draw(weights, generator)
 
 
-def random_negative_pairs(
-    same: Tensor, probability: float = 0.5, generator: torch.Generator | None = None
+def sample_random_negatives(same: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    """For each row, one column drawn uniformly among those that are not ``same`` (nor the row
+    itself; a row with none left falls back to any other column)."""
+    return _draw(_valid_columns(same), generator)
+
+
+def mix_negative_pairs(
+    negatives: Tensor, probability: float = 0.5, generator: torch.Generator | None = None
 ) -> tuple[Tensor, Tensor]:
-    """FLAVA's matching pairs: each image keeps its caption, or with ``probability`` gets a
-    caption drawn uniformly from the other (not ``same``) captions of the batch.
+    """FLAVA's matching pairs: each image keeps its caption, or with ``probability`` gets the
+    caption ``negatives[row]`` (long ``B``, drawn by one of the samplers above).
 
     Returns:
         ``text_index`` (long ``B``: the caption paired with each image) and ``target`` (long
@@ -66,8 +72,8 @@ def random_negative_pairs(
     """
     if not 0.0 <= probability <= 1.0:
         raise ValueError(f"itm_negative_probability must be in [0, 1], got {probability}")
-    b = same.shape[0]
-    other = _draw(_valid_columns(same), generator)
-    flip = torch.rand(b, device=same.device, generator=generator) < probability
-    rows = torch.arange(b, device=same.device)
-    return torch.where(flip, other, rows), (~flip).long()
+    b = negatives.shape[0]
+    flip = torch.rand(b, device=negatives.device, generator=generator) < probability
+    rows = torch.arange(b, device=negatives.device)
+    return torch.where(flip, negatives, rows), (~flip).long()
+

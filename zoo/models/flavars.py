@@ -15,15 +15,18 @@ one reads, as in FLAVA (``FlavaForPreTraining``):
   (cross-entropy over its 8192 codes), else normalized pixels;
 * ``mlm``: unimodal masked language modelling on the **masked text** pass (BERT's 15 %);
 * ``itm``: image-text matching on the fusion of the **masked** image and **masked** text
-  (FLAVA's ITM reads the masked pass too); negatives are hard ones drawn by the logit-scaled
-  similarity (``itm_negatives: hard``, ALBEF's rule, B positives + B negative texts + B
-  negative images) or FLAVA's (``random``: each caption replaced by a random one of the batch
-  with probability ``itm_negative_probability``);
+  (FLAVA's ITM reads the masked pass too). ``itm_layout: flava`` (the default) fuses B rows as
+  FLAVA does: each image keeps its caption or, with probability ``itm_negative_probability``,
+  gets a negative caption; ``albef`` fuses 3B rows (B positives, B negative texts, B negative
+  images). Negatives are hard ones drawn by the logit-scaled similarity (``itm_negatives:
+  hard``, ALBEF's rule) or uniform ones (``random``, FLAVA's);
 * ``mmm_image`` / ``mmm_text``: masked multimodal modelling: heads on the fused states of the
   masked pair predict the masked patches' targets and the masked tokens, counted on the
   positive pairs only (as FLAVA; on every pair when a batch draws none).
 
-So one unmasked and one masked pass per encoder, one fusion pass over the matching pairs.
+So one unmasked and one masked pass per encoder, one fusion pass over the matching pairs; each
+encoder's states are projected into the fusion width once per row of its pass, then indexed
+into the pairs.
 """
 
 from __future__ import annotations
@@ -52,9 +55,11 @@ from zoo.losses.masked import (
     mask_text_tokens,
     masked_pixel_loss,
     masked_token_loss,
+    pixel_targets,
     random_patch_mask,
+    token_loss,
 )
-from zoo.losses.matching import random_negative_pairs, sample_hard_negatives
+from zoo.losses.matching import mix_negative_pairs, sample_hard_negatives, sample_random_negatives
 from zoo.metrics import CrossModalRetrieval, KNNAccuracy, LocationRetrievalError, zero_shot_logits
 from zoo.models.base import OptimizerConfig, ZooTask
 
@@ -113,14 +118,16 @@ class MaskingDraw:
         patches: ``B×N`` bool, the masked patches.
         input_ids: ``B×T`` the masked token ids.
         mlm_labels: ``B×T`` the original ids where masked, -100 elsewhere.
-        image_index, text_index: long ``P``: the image and caption of each matching pair.
+        image_index: long ``P``: the image of each matching pair; None: pair ``b`` is image
+            ``b`` (``P = B``, FLAVA's layout), so no image state is gathered.
+        text_index: long ``P``: the caption of each matching pair.
         itm_target: long ``P``: 1 for a true pair, 0 for a negative.
     """
 
     patches: Tensor
     input_ids: Tensor
     mlm_labels: Tensor
-    image_index: Tensor
+    image_index: Tensor | None
     text_index: Tensor
     itm_target: Tensor
 
@@ -153,8 +160,16 @@ class FLAVARS(ZooTask):
         mim_mask_ratio: fraction of patches masked for image modelling (FLAVA: 75/196).
         mim_masking: ``block`` (BEiT's block-wise masks, FLAVA's) or ``random`` patches.
         mlm_probability: fraction of text tokens masked for language modelling.
-        itm_negatives: ``hard`` (by logit-scaled similarity, ALBEF) or ``random`` (FLAVA's).
-        itm_negative_probability: under ``random``, the chance a caption is replaced.
+        itm_negatives: ``hard`` (by logit-scaled similarity, ALBEF) or ``random`` (uniform, FLAVA's).
+        itm_negative_probability: under ``itm_layout: flava``, the chance a caption is replaced
+            by a negative (FLAVA: 0.5).
+        itm_layout: the rows the fusion encoder runs for ITM and MMM. ``flava``: B rows, as
+            FLAVA: positives and negatives together (each image keeps its caption or gets a
+            negative one); one fusion pass over B image + text sequences, MMM counted on about
+            half of them (the kept pairs). ``albef``: 3B rows (B positives, then B negative
+            texts and B negative images, ALBEF's): three times the fusion encoder's and the
+            MMM heads' work (at the CPU benchmark's dimensions about half of a step), for 2B
+            negatives in both directions and MMM on all B positives.
         temperature: initial contrastive temperature (logit scale ln(1/T), clamped at ln 100).
         knn_k: neighbours of the frozen-feature k-NN evaluation.
         prompt_templates: zero-shot prompts; ``{}`` is replaced by the class name.
@@ -191,6 +206,7 @@ class FLAVARS(ZooTask):
         mlm_probability: float = 0.15,
         itm_negatives: Literal["hard", "random"] = "hard",
         itm_negative_probability: float = 0.5,
+        itm_layout: Literal["flava", "albef"] = "flava",
         temperature: float = 0.07,
         knn_k: int = 20,
         prompt_templates: list[str] | None = None,
@@ -213,6 +229,8 @@ class FLAVARS(ZooTask):
             raise ValueError(f"mim_masking must be 'block' or 'random', got {mim_masking!r}")
         if itm_negatives not in ("hard", "random"):
             raise ValueError(f"itm_negatives must be 'hard' or 'random', got {itm_negatives!r}")
+        if itm_layout not in ("flava", "albef"):
+            raise ValueError(f"itm_layout must be 'flava' or 'albef', got {itm_layout!r}")
         if not 0.0 <= itm_negative_probability <= 1.0:
             raise ValueError(f"itm_negative_probability must be in [0, 1], got {itm_negative_probability}")
         self.tokenizer = tokenizer
@@ -320,12 +338,17 @@ class FLAVARS(ZooTask):
         )
         return self.text_encoder(input_ids, mask)
 
+    def _fusion_inputs(self, image: Tensor, text: Tensor) -> tuple[Tensor, Tensor]:
+        """Each encoder's fusion input ``B×S×D`` projected into the fusion width (per row)."""
+        return (self.flava if self.flava is not None else self.fusion).project(image, text)
+
     def _fuse(self, image: Tensor, text: Tensor, text_mask: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """(all fused states ``B×S×W``, their patch part ``B×N×W``, their text part ``B×T×W``)."""
+        """Fusion of projected inputs (:meth:`_fusion_inputs`): (all fused states ``B×S×W``,
+        their patch part ``B×N×W``, their text part ``B×T×W``)."""
         if self.flava is not None:
             fused = self.flava.fuse(image, text, text_mask)
             return fused, *self.flava.split_fused(fused, text.shape[1])
-        fused = self.fusion(image, text, text_mask)
+        fused = self.fusion.encode(image, text, text_mask)
         n = image.shape[1]
         return fused, fused[:, 1 : 1 + n], fused[:, 1 + n :]
 
@@ -373,7 +396,8 @@ class FLAVARS(ZooTask):
     def matching_logits(self, image: Tensor, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
         """ITM logits ``B×2`` (index 1: "matches") of each image with its caption."""
         img, txt = self._image(image), self._text(input_ids, attention_mask)
-        return self._itm_logits(self._fuse(img.fusion_input, txt.fusion_input, attention_mask)[0])
+        fused = self._fuse(*self._fusion_inputs(img.fusion_input, txt.fusion_input), attention_mask)[0]
+        return self._itm_logits(fused)
 
     def encode_location(self, location: Tensor) -> Tensor:
         """Unit location embeddings ``B×E`` from (lat, lon) in degrees."""
@@ -400,22 +424,26 @@ class FLAVARS(ZooTask):
         masked_ids, labels = mask_text_tokens(
             ids, special, self.tokenizer.mask_token_id, len(self.tokenizer), self.hparams.mlm_probability
         )
-        rows = torch.arange(b, device=device)
         with torch.no_grad():
             duplicate = (ids[:, None, :] == ids[None, :, :]).all(-1)
-            if self.hparams.itm_negatives == "random":
-                text_index, target = random_negative_pairs(
-                    duplicate, self.hparams.itm_negative_probability
-                )
-                return MaskingDraw(patches, masked_ids, labels, rows, text_index, target)
-            sim = F.normalize(image_emb, dim=-1) @ F.normalize(text_emb, dim=-1).T
-            scale = self._logit_scale().detach().clamp(max=MAX_LOGIT_SCALE).exp()
-            negative_text = sample_hard_negatives(sim, duplicate, scale)
-            negative_image = sample_hard_negatives(sim.T, duplicate, scale)
+            negative_text, negative_image = self._negatives(duplicate, image_emb, text_emb)
+        if self.hparams.itm_layout == "flava":
+            text_index, target = mix_negative_pairs(negative_text, self.hparams.itm_negative_probability)
+            return MaskingDraw(patches, masked_ids, labels, None, text_index, target)
+        rows = torch.arange(b, device=device)
         image_index = torch.cat([rows, rows, negative_image])
         text_index = torch.cat([rows, negative_text, rows])
         target = torch.cat([torch.ones_like(rows), torch.zeros_like(rows), torch.zeros_like(rows)])
         return MaskingDraw(patches, masked_ids, labels, image_index, text_index, target)
+
+    def _negatives(self, same: Tensor, image_emb: Tensor, text_emb: Tensor) -> tuple[Tensor, Tensor]:
+        """(a negative caption per image, a negative image per caption), long ``B`` each, never
+        a ``same`` (duplicate) caption: hard (by the logit-scaled similarity) or uniform."""
+        if self.hparams.itm_negatives == "random":
+            return sample_random_negatives(same), sample_random_negatives(same)
+        sim = F.normalize(image_emb, dim=-1) @ F.normalize(text_emb, dim=-1).T
+        scale = self._logit_scale().detach().clamp(max=MAX_LOGIT_SCALE).exp()
+        return sample_hard_negatives(sim, same, scale), sample_hard_negatives(sim.T, same, scale)
 
     def compute_losses(self, batch: ImageTextBatch, draw: MaskingDraw | None = None) -> dict[str, Tensor]:
         """All enabled losses of one batch (unweighted) and their weighted sum under 'loss';
@@ -444,18 +472,27 @@ class FLAVARS(ZooTask):
         losses: dict[str, Tensor] = {}
         img = self._image(image, draw.patches)
         txt = self._text(draw.input_ids, mask)
-        codes = self.codebook(image, self.grid_size) if self.codebook is not None else None
+        # B×N codebook codes, or B×N×P pixel targets: made once, for MIM and MMM alike.
+        targets = (
+            self.codebook(image, self.grid_size) if self.codebook is not None
+            else pixel_targets(image, self.patch_size)
+        )
         mim_head, mmm_image_head = self._codebook_heads()
         mlm_head, mmm_text_head = self._heads()
         if w["mim"]:
-            losses["mim"] = self._image_loss(mim_head(img.patches), image, codes, draw.patches)
+            losses["mim"] = self._image_loss(mim_head(img.patches), targets, draw.patches)
         if w["mlm"]:
-            losses["mlm"] = self._token_loss(mlm_head(txt.states), draw.mlm_labels)
+            losses["mlm"] = token_loss(mlm_head(txt.states), draw.mlm_labels)
         if not (w["itm"] or w["mmm_image"] or w["mmm_text"]):
             return losses
+        # Project each pass's B rows, then index the pairs (never project gathered copies).
+        image_tokens, text_tokens = self._fusion_inputs(img.fusion_input, txt.fusion_input)
+        patches = draw.patches
+        if draw.image_index is not None:
+            image_tokens, patches = image_tokens[draw.image_index], patches[draw.image_index]
+            targets = targets[draw.image_index]
         fused, fused_image, fused_text = self._fuse(
-            img.fusion_input[draw.image_index], txt.fusion_input[draw.text_index],
-            mask[draw.text_index],
+            image_tokens, text_tokens[draw.text_index], mask[draw.text_index]
         )
         if w["itm"]:
             losses["itm"] = F.cross_entropy(self._itm_logits(fused).float(), draw.itm_target)
@@ -463,27 +500,20 @@ class FLAVARS(ZooTask):
         positive = draw.itm_target == 1
         positive = positive | ~positive.any()
         if w["mmm_image"]:
-            patches = draw.patches[draw.image_index] & positive[:, None]
-            pair_codes = None if codes is None else codes[draw.image_index]
             losses["mmm_image"] = self._image_loss(
-                mmm_image_head(fused_image), image[draw.image_index], pair_codes, patches
+                mmm_image_head(fused_image), targets, patches & positive[:, None]
             )
         if w["mmm_text"]:
             labels = draw.mlm_labels[draw.text_index].masked_fill(~positive[:, None], -100)
-            losses["mmm_text"] = self._token_loss(mmm_text_head(fused_text), labels)
+            losses["mmm_text"] = token_loss(mmm_text_head(fused_text), labels)
         return losses
 
-    def _image_loss(self, prediction: Tensor, image: Tensor, codes: Tensor | None, patches: Tensor) -> Tensor:
-        """Codebook cross-entropy (with a codebook) or normalized-pixel MSE on ``patches``."""
-        if codes is not None:
-            return masked_token_loss(prediction, codes, patches)
-        return masked_pixel_loss(prediction, image, patches, self.patch_size)
-
-    @staticmethod
-    def _token_loss(logits: Tensor, labels: Tensor) -> Tensor:
-        # Every position through the head, the unpicked ignored: selecting the picked ones would
-        # give a shape only the device knows (a host synchronisation every step).
-        return F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=-100)
+    def _image_loss(self, prediction: Tensor, targets: Tensor, patches: Tensor) -> Tensor:
+        """Codebook cross-entropy (long ``B×N`` codes) or normalized-pixel MSE (``B×N×P``
+        targets) on ``patches``."""
+        if self.codebook is not None:
+            return masked_token_loss(prediction, targets, patches)
+        return masked_pixel_loss(prediction, targets, patches)
 
     def _has_location(self, batch: ImageTextBatch) -> bool:
         if "location" in batch:
