@@ -99,14 +99,16 @@ def caption_batch(tokenizer, batch: int, tokens: int, image: int, device: torch.
 
 # ------------------------------------------------------------------- FLAVARS vs FLAVA / CLIP
 def _bert_folder(d: dict[str, Any], vocab: int, folder: Path) -> str:
-    """A random BERT at the pair's text dimensions, saved for FLAVARS' ``text_encoder``."""
+    """A random BERT at the pair's text dimensions, saved for FLAVARS' ``text_encoder``; no
+    dropout, as FLAVA's and CLIP's text towers."""
     from transformers import BertConfig, BertModel
 
     path = folder / f"bert-{d['text_width']}x{d['text_depth']}"
     if not path.is_dir():
         config = BertConfig(vocab_size=vocab, hidden_size=d["text_width"],
                             num_hidden_layers=d["text_depth"], num_attention_heads=d["text_heads"],
-                            intermediate_size=4 * d["text_width"], max_position_embeddings=128)
+                            intermediate_size=4 * d["text_width"], max_position_embeddings=128,
+                            hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
         BertModel(config, add_pooling_layer=False).save_pretrained(path)
     return str(path)
 
@@ -114,7 +116,7 @@ def _bert_folder(d: dict[str, Any], vocab: int, folder: Path) -> str:
 def _flavars(d: dict[str, Any], tokenizer, folder: Path, contrastive_only: bool):
     from zoo.models.flavars import FLAVARS, LossWeights
 
-    weights = LossWeights(mim=0, mlm=0, itm=0, location=0) if contrastive_only else LossWeights()
+    weights = LossWeights(mim=0, mlm=0, itm=0, mmm_image=0, mmm_text=0, location=0) if contrastive_only else LossWeights()
     return FLAVARS(
         vision_encoder=d["vit"], image_size=d["image"], text_encoder=_bert_folder(d, len(tokenizer), folder),
         embed_dim=d["embed"], fusion_width=d["fusion_width"], fusion_layers=d["fusion_depth"],
@@ -156,10 +158,11 @@ def flava_pair(d: dict[str, Any], folder: Path, device: torch.device, bf16: bool
         "itm_labels": (torch.arange(b) % 2).to(device),  # FLAVA's ITM rows: half negatives
     }
     return Pair(
-        "flava", make_side("FLAVARS 5 losses", zoo, lambda: zoo.training_step(batch, 0), device, bf16, compile_),
+        "flava", make_side("FLAVARS full objective", zoo, lambda: zoo.training_step(batch, 0), device, bf16, compile_),
         make_side("FlavaForPreTraining", hf, lambda: hf(**hf_inputs, return_loss=True).loss,
                   device, bf16, compile_),
-        b, t, unmatched="MIM: pixel targets vs FLAVA's 8192-way codebook head; location vs MMM loss",
+        b, t, unmatched=("zoo adds unimodal MIM + MLM (FLAVA skips them beside a multimodal pass) and "
+                         "location; MIM / MMM image: pixel targets vs FLAVA's 8192-way codebook head"),
     )
 
 

@@ -223,3 +223,31 @@ def test_mmm_losses_are_logged(dm):
     trainer.fit(model, dm)
     for name in ("mim", "mlm", "itm", "mmm_image", "mmm_text", "contrastive", "location"):
         assert torch.isfinite(trainer.callback_metrics[f"train_{name}_loss"]), name
+
+
+@pytest.mark.filterwarnings("ignore:You are trying to `self.log")
+@pytest.mark.parametrize(
+    "options",
+    [{}, {"itm_layout": "albef"}, {"itm_negatives": "random"},
+     {"itm_layout": "albef", "itm_negatives": "random", "mim_masking": "random"}],
+    ids=["flava-hard-block", "albef-hard", "flava-random", "albef-random-random"],
+)
+def test_training_step_has_no_host_synchronisation(dm, options):
+    """Every matching layout and negative rule: a training step (forward, the seven losses,
+    backward) calls no operator that copies a value from a GPU to the host (``.item()``,
+    ``bool(t)``, ``int(t)``, boolean indexing, ``nonzero`` ...: ``tests/test_sync_free.py``)."""
+    from tests.test_sync_free import _SyncRecorder
+
+    batch = _batch(dm)
+    seed_everything(0)
+    model = _model(dm, **options).train()
+    recorder = _SyncRecorder()
+    with recorder:
+        loss = model.training_step(batch, 0)
+        loss.backward()
+        planted = torch.ones(2)
+        bool(planted.sum()), int(planted[0])  # what the recorder must catch
+    assert torch.isfinite(loss)
+    assert [f.split(" at ")[0] for f in recorder.found] == ["aten._local_scalar_dense.default"] * 2, (
+        "operators that synchronise on a GPU:\n" + "\n".join(recorder.found)
+    )

@@ -215,3 +215,28 @@ def test_flava_folder_reaches_the_data_through_the_cli(folders, tmp_path):
         main([*args, "--data.init_args.tokenizer=bert-base-uncased"], run=False)
     with pytest.raises(ValueError, match="set image_size: 32"):
         main([*args, "--data.init_args.image_size=64"], run=False)
+
+
+@pytest.mark.filterwarnings("ignore:You are trying to `self.log", "ignore:the batch has no 'location'")
+@pytest.mark.parametrize("encoders", ["flava", "zoo"])
+def test_training_step_with_codebook_has_no_syncing_operator(folders, encoders):
+    """FLAVA's modules and the codebook target in a training step (forward, losses, backward):
+    no operator that would copy a value from a GPU to the host (``tests/test_sync_free.py``)."""
+    from tests.test_sync_free import _SyncRecorder
+
+    flava, codebook, _, _ = folders
+    tokenizer = _tokenizer()
+    torch.manual_seed(0)
+    if encoders == "flava":
+        model = FLAVARS(flava=flava, codebook=codebook, image_size=IMAGE, tokenizer=tokenizer)
+    else:
+        model = FLAVARS(codebook=codebook, image_size=IMAGE, embed_dim=16, fusion_width=16,
+                        fusion_layers=1, tokenizer=tokenizer, image_mean=MEAN, image_std=STD)
+    batch = _inputs(tokenizer)
+    model.train()
+    recorder = _SyncRecorder()
+    with recorder:
+        loss = model.training_step(batch, 0)
+        loss.backward()
+    assert torch.isfinite(loss)
+    assert not recorder.found, "operators that synchronise on a GPU:\n" + "\n".join(recorder.found)

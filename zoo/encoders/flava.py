@@ -18,6 +18,7 @@ from torch import Tensor, nn
 from transformers import FlavaForPreTraining, FlavaImageCodebook
 
 from zoo.io import resolve_model_folder
+from zoo.layers.attention import dense_attention_mask
 
 __all__ = [
     "FlavaEncoders",
@@ -123,10 +124,18 @@ class FlavaEncoders(nn.Module):
         final = out.last_hidden_state
         return ImageStates(final[:, 0], final[:, 1:], out.hidden_states[-1])
 
+    @staticmethod
+    def _dense_mask(module: nn.Module, padding_mask: Tensor) -> Tensor:
+        """The ``B×1×1×K`` mask ``module`` would build from a ``B×K`` one, built here: from a
+        2-D mask transformers first asks ``padding_mask.all()`` on the host, every step."""
+        dtype = next(module.parameters()).dtype
+        return dense_attention_mask(padding_mask, module.config._attn_implementation, causal=False, dtype=dtype)
+
     def text(self, input_ids: Tensor, attention_mask: Tensor) -> TextStates:
-        out = self.model.text_model(
-            input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True,
-            return_dict=True,
+        text_model = self.model.text_model
+        out = text_model(
+            input_ids=input_ids, attention_mask=self._dense_mask(text_model, attention_mask),
+            output_hidden_states=True, return_dict=True,
         )
         return TextStates(out.last_hidden_state, out.hidden_states[-1])
 
@@ -140,9 +149,9 @@ class FlavaEncoders(nn.Module):
         (:meth:`project`), as ``FlavaModel.forward`` builds them: [CLS_mm], image [CLS],
         patches, text tokens."""
         b, s = image.shape[:2]
-        mask = torch.cat([text_mask.new_ones(b, 1 + s), text_mask], dim=1)
-        x = torch.cat([image, text], 1)
-        return self.model.multimodal_model(x, attention_mask=mask, return_dict=True).last_hidden_state
+        fusion = self.model.multimodal_model
+        mask = self._dense_mask(fusion, torch.cat([text_mask.new_ones(b, 1 + s), text_mask], dim=1))
+        return fusion(torch.cat([image, text], 1), attention_mask=mask, return_dict=True).last_hidden_state
 
     def split_fused(self, fused: Tensor, num_text: int) -> tuple[Tensor, Tensor]:
         """(patch states ``B×N×W``, text states ``B×T×W``) of :meth:`fuse`'s output."""

@@ -5,13 +5,41 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
+from torch.nn import functional as F
 
-__all__ = ["FusionEncoder", "MatchingHead", "prediction_head"]
+__all__ = ["FusionEncoder", "FusionLayer", "MatchingHead", "prediction_head"]
+
+
+class FusionLayer(nn.Module):
+    """A pre-norm transformer layer (GELU, no dropout) with ``nn.TransformerEncoderLayer``'s
+    parameters and names, run batch first: one fused q/k/v product viewed as ``B×H×S×D`` for
+    ``scaled_dot_product_attention``, where ``nn.MultiheadAttention`` would copy its input and
+    its packed projections into sequence-first layouts (an eighth of a FLAVARS step on a CPU)."""
+
+    def __init__(self, width: int, heads: int) -> None:
+        super().__init__()
+        self.self_attn = nn.MultiheadAttention(width, heads, batch_first=True)
+        self.linear1 = nn.Linear(width, 4 * width)
+        self.linear2 = nn.Linear(4 * width, width)
+        self.norm1 = nn.LayerNorm(width)
+        self.norm2 = nn.LayerNorm(width)
+
+    def forward(self, x: Tensor, keep: Tensor) -> Tensor:
+        """``x`` ``B×S×W``; ``keep`` bool ``B×1×1×S``, True on the keys that may be attended."""
+        b, s, w = x.shape
+        heads = self.self_attn.num_heads
+        qkv = F.linear(self.norm1(x), self.self_attn.in_proj_weight, self.self_attn.in_proj_bias)
+        q, k, v = qkv.view(b, s, 3, heads, w // heads).permute(2, 0, 3, 1, 4).unbind(0)
+        attended = F.scaled_dot_product_attention(q, k, v, attn_mask=keep)
+        x = x + self.self_attn.out_proj(attended.transpose(1, 2).reshape(b, s, w))
+        return x + self.linear2(F.gelu(self.linear1(self.norm2(x))))
 
 
 class FusionEncoder(nn.Module):
     """FLAVA's multimodal encoder for the zoo's encoders: a transformer over [CLS] + image
-    tokens + text tokens, returning every state ``B×(1+N+T)×width``."""
+    tokens + text tokens, returning every state ``B×(1+N+T)×width``. Its parameters are named
+    as an ``nn.TransformerEncoder`` of pre-norm GELU layers (``encoder.layers.<i>``), whose
+    outputs its :class:`FusionLayer` s reproduce."""
 
     def __init__(self, image_width: int, text_width: int, width: int, layers: int, heads: int) -> None:
         super().__init__()
@@ -21,11 +49,7 @@ class FusionEncoder(nn.Module):
         self.modality_token = nn.Parameter(torch.zeros(2, width))
         nn.init.trunc_normal_(self.cls_token, std=0.02)
         nn.init.trunc_normal_(self.modality_token, std=0.02)
-        layer = nn.TransformerEncoderLayer(
-            width, heads, 4 * width, dropout=0.0, activation="gelu", batch_first=True,
-            norm_first=True,
-        )
-        self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+        self.encoder = nn.ModuleDict({"layers": nn.ModuleList(FusionLayer(width, heads) for _ in range(layers))})
         self.norm = nn.LayerNorm(width)
 
     def project(self, image_tokens: Tensor, text_tokens: Tensor) -> tuple[Tensor, Tensor]:
@@ -42,8 +66,10 @@ class FusionEncoder(nn.Module):
         N image tokens, the T text tokens; ``text_mask`` is 1 on real tokens."""
         b, n = image.shape[:2]
         x = torch.cat([self.cls_token.expand(b, -1, -1), image, text], dim=1)
-        pad = torch.cat([text_mask.new_ones(b, 1 + n), text_mask], dim=1) == 0
-        return self.norm(self.encoder(x, src_key_padding_mask=pad))
+        keep = torch.cat([text_mask.new_ones(b, 1 + n), text_mask], dim=1).bool()[:, None, None, :]
+        for layer in self.encoder["layers"]:
+            x = layer(x, keep)
+        return self.norm(x)
 
     def forward(self, image_tokens: Tensor, text_tokens: Tensor, text_mask: Tensor) -> Tensor:
         """:meth:`encode` of :meth:`project`: the fused states of each image with its text."""
