@@ -76,4 +76,3 @@ def mix_negative_pairs(
     flip = torch.rand(b, device=negatives.device, generator=generator) < probability
     rows = torch.arange(b, device=negatives.device)
     return torch.where(flip, negatives, rows), (~flip).long()
-

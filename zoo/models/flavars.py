@@ -168,8 +168,8 @@ class FLAVARS(ZooTask):
             negative one); one fusion pass over B image + text sequences, MMM counted on about
             half of them (the kept pairs). ``albef``: 3B rows (B positives, then B negative
             texts and B negative images, ALBEF's): three times the fusion encoder's and the
-            MMM heads' work (at the CPU benchmark's dimensions about half of a step), for 2B
-            negatives in both directions and MMM on all B positives.
+            MMM heads' work (a step 1.6 times as long at the CPU benchmark's dimensions), for
+            2B negatives in both directions and MMM on all B positives.
         temperature: initial contrastive temperature (logit scale ln(1/T), clamped at ln 100).
         knn_k: neighbours of the frozen-feature k-NN evaluation.
         prompt_templates: zero-shot prompts; ``{}`` is replaced by the class name.
@@ -289,7 +289,6 @@ class FLAVARS(ZooTask):
                     f"predicts {self.flava.image_vocab_size}: give FLAVA's own codebook"
                 )
         else:  # pixel targets: FLAVA's heads predict codes, so pixel heads are new for it too
-
             self.mim_head = nn.Linear(vw, pixels)
             self.mmm_image_head = nn.Linear(fusion_width, pixels)
         self._location_warned = False
@@ -430,15 +429,13 @@ class FLAVARS(ZooTask):
         if self.hparams.itm_layout == "flava":
             text_index, target = mix_negative_pairs(negative_text, self.hparams.itm_negative_probability)
             return MaskingDraw(patches, masked_ids, labels, None, text_index, target)
-        rows = torch.arange(b, device=device)
-        image_index = torch.cat([rows, rows, negative_image])
-        text_index = torch.cat([rows, negative_text, rows])
-        target = torch.cat([torch.ones_like(rows), torch.zeros_like(rows), torch.zeros_like(rows)])
+        rows = torch.arange(b, device=device)  # ALBEF's: positives, negative texts, negative images
+        image_index, text_index = torch.cat([rows, rows, negative_image]), torch.cat([rows, negative_text, rows])
+        target = (torch.arange(3 * b, device=device) < b).long()
         return MaskingDraw(patches, masked_ids, labels, image_index, text_index, target)
 
     def _negatives(self, same: Tensor, image_emb: Tensor, text_emb: Tensor) -> tuple[Tensor, Tensor]:
-        """(a negative caption per image, a negative image per caption), long ``B`` each, never
-        a ``same`` (duplicate) caption: hard (by the logit-scaled similarity) or uniform."""
+        """(a negative caption per image, a negative image per caption), never a ``same`` one."""
         if self.hparams.itm_negatives == "random":
             return sample_random_negatives(same), sample_random_negatives(same)
         sim = F.normalize(image_emb, dim=-1) @ F.normalize(text_emb, dim=-1).T
@@ -509,8 +506,7 @@ class FLAVARS(ZooTask):
         return losses
 
     def _image_loss(self, prediction: Tensor, targets: Tensor, patches: Tensor) -> Tensor:
-        """Codebook cross-entropy (long ``B×N`` codes) or normalized-pixel MSE (``B×N×P``
-        targets) on ``patches``."""
+        """Codebook cross-entropy (``B×N`` codes) or pixel MSE (``B×N×P`` targets) on ``patches``."""
         if self.codebook is not None:
             return masked_token_loss(prediction, targets, patches)
         return masked_pixel_loss(prediction, targets, patches)
