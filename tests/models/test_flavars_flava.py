@@ -94,6 +94,17 @@ def test_encoders_and_matching_equal_flava(folders):
     assert type(model.flava.itm_head).__name__ == "FlavaITMHead"
 
 
+def _masking(model: FLAVARS, batch: dict, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Fixed masked-pass choices for both sides: half the patches, 40 % of the real tokens
+    (token 1 always), as (patches, masked ids, MLM labels)."""
+    ids, mask = batch["input_ids"], batch["attention_mask"]
+    g = torch.Generator().manual_seed(seed)
+    patches = torch.rand(len(ids), (IMAGE // PATCH) ** 2, generator=g) < 0.5
+    picked = (torch.rand(ids.shape, generator=g) < 0.4) & (mask == 1)
+    picked[:, 1] = True
+    return patches, ids.masked_fill(picked, model.tokenizer.mask_token_id), ids.masked_fill(~picked, -100)
+
+
 @torch.no_grad()
 def test_loss_components_equal_flava(folders):
     """Where the definitions coincide: global contrastive (unmasked pair), ITM, MMM image and
@@ -105,12 +116,7 @@ def test_loss_components_equal_flava(folders):
     batch = _inputs(model.tokenizer)
     image, ids, mask = batch["image"], batch["input_ids"], batch["attention_mask"]
     b = len(ids)
-    g = torch.Generator().manual_seed(0)
-    patches = torch.rand(b, (IMAGE // PATCH) ** 2, generator=g) < 0.5
-    picked = (torch.rand(ids.shape, generator=g) < 0.4) & (mask == 1)
-    picked[:, 1] = True
-    masked_ids = ids.masked_fill(picked, model.tokenizer.mask_token_id)
-    mlm_labels = ids.masked_fill(~picked, -100)
+    patches, masked_ids, mlm_labels = _masking(model, batch, seed=0)
     rows = torch.arange(b)
     draw = MaskingDraw(patches, masked_ids, mlm_labels, rows, rows, torch.ones(b, dtype=torch.long))
     ours = model.compute_losses(batch, draw)
@@ -151,12 +157,7 @@ def test_matching_rows_with_negatives_equal_flava(folders):
     batch = _inputs(model.tokenizer)
     image, ids, mask = batch["image"], batch["input_ids"], batch["attention_mask"]
     b = len(ids)
-    g = torch.Generator().manual_seed(1)
-    patches = torch.rand(b, (IMAGE // PATCH) ** 2, generator=g) < 0.5
-    picked = (torch.rand(ids.shape, generator=g) < 0.4) & (mask == 1)
-    picked[:, 1] = True
-    masked_ids = ids.masked_fill(picked, model.tokenizer.mask_token_id)
-    mlm_labels = ids.masked_fill(~picked, -100)
+    patches, masked_ids, mlm_labels = _masking(model, batch, seed=1)
     rows = torch.arange(b)
     text_index = torch.where(rows % 2 == 1, rows.roll(1), rows)  # odd rows: the caption before
     target = (text_index == rows).long()
