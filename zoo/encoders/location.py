@@ -132,7 +132,7 @@ def check_location_shape(location: Tensor, name: str = "location") -> None:
 
 
 class SphericalHarmonics(nn.Module):
-    """SatCLIP's spherical-harmonic positional encoding, vectorised over the batch.
+    """SatCLIP's spherical-harmonic positional encoding, vectorized over the batch.
 
     Associated Legendre functions are evaluated in their fully normalized form with the standard
     three-term recurrence over the degree, in float64, so large ``legendre_polys`` (e.g. 40) stay
