@@ -232,7 +232,7 @@ def test_mmm_losses_are_logged(dm):
      {"itm_layout": "albef", "itm_negatives": "random", "mim_masking": "random"}],
     ids=["flava-hard-block", "albef-hard", "flava-random", "albef-random-random"],
 )
-def test_training_step_has_no_host_synchronisation(dm, options):
+def test_training_step_has_no_host_synchronization(dm, options):
     """Every matching layout and negative rule: a training step (forward, the seven losses,
     backward) calls no operator that copies a value from a GPU to the host (``.item()``,
     ``bool(t)``, ``int(t)``, boolean indexing, ``nonzero`` ...: ``tests/test_sync_free.py``)."""
@@ -249,5 +249,5 @@ def test_training_step_has_no_host_synchronisation(dm, options):
         bool(planted.sum()), int(planted[0])  # what the recorder must catch
     assert torch.isfinite(loss)
     assert [f.split(" at ")[0] for f in recorder.found] == ["aten._local_scalar_dense.default"] * 2, (
-        "operators that synchronise on a GPU:\n" + "\n".join(recorder.found)
+        "operators that synchronize on a GPU:\n" + "\n".join(recorder.found)
     )

@@ -240,4 +240,4 @@ def test_training_step_with_codebook_has_no_syncing_operator(folders, encoders):
         loss = model.training_step(batch, 0)
         loss.backward()
     assert torch.isfinite(loss)
-    assert not recorder.found, "operators that synchronise on a GPU:\n" + "\n".join(recorder.found)
+    assert not recorder.found, "operators that synchronize on a GPU:\n" + "\n".join(recorder.found)

@@ -79,7 +79,7 @@ def token_loss(logits: Tensor, labels: Tensor) -> Tensor:
     0 when there are none (a batch whose counted rows drew no masked token).
 
     Every position goes through the head and the unpicked are ignored: selecting the picked
-    ones would give a shape only the device knows (a host synchronisation every step).
+    ones would give a shape only the device knows (a host synchronization every step).
     """
     flat = labels.flatten()
     total = F.cross_entropy(logits.flatten(0, 1).float(), flat, ignore_index=-100, reduction="sum")
@@ -153,7 +153,7 @@ def mask_text_tokens(
 
     ``special`` is a bool ``B×T`` tensor of positions never masked ([CLS], [SEP], padding).
     At least one token per batch is picked so the loss is always defined: when the draw picks
-    none, the first non-special token (decided on the device, no host synchronisation).
+    none, the first non-special token (decided on the device, no host synchronization).
     """
     rand = torch.rand(input_ids.shape, device=input_ids.device, generator=generator)
     picked = (rand < probability) & ~special

@@ -155,7 +155,7 @@ class FLAVARS(ZooTask):
         legendre_polys: spherical-harmonic degree L of the location encoder (10 or 40).
         location_hidden: SIREN hidden width.
         location_layers: SIREN hidden layers.
-        location_checkpoint: a SatCLIP checkpoint to initialise the location encoder from.
+        location_checkpoint: a SatCLIP checkpoint to initialize the location encoder from.
         loss_weights: the weight of each loss (0 switches it off).
         mim_mask_ratio: fraction of patches masked for image modelling (FLAVA: 75/196).
         mim_masking: ``block`` (BEiT's block-wise masks, FLAVA's) or ``random`` patches.
