@@ -252,6 +252,8 @@ def _on_fake_data(name: str, **init_args) -> EvaluationConfig:
         ("eurosat_linear_probe.yaml", "eurosat", "linear_probe_acc"),
         ("ucmerced_knn.yaml", "ucmerced", "knn_acc"),
         ("patternnet_knn.yaml", "patternnet", "knn_acc"),
+        ("aid_knn.yaml", "scene_benchmarks/aid", "knn_acc"),  # SkyScript's layout
+        ("fmow_zero_shot.yaml", "scene_benchmarks/fmow", "zero_shot_top1"),
     ],
 )
 def test_scene_evaluations_run_on_fake_benchmarks(flavars_run, tmp_path, config, root, metric) -> None:
