@@ -28,6 +28,7 @@ So one unmasked and one masked pass per encoder, one fusion pass over the matchi
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from typing import Literal
 
@@ -364,6 +365,13 @@ class FLAVARS(ZooTask):
     def image_features(self, image: Tensor) -> Tensor:
         """Pooled backbone features ``B×D_v`` (frozen-feature evaluation)."""
         return self._image(image).pooled
+
+    def dense_encoder(self) -> nn.Module:
+        """A copy of the image encoder with timm's multi-scale interface (UPerNet segmentation):
+        FLAVA's behind :class:`~zoo.encoders.flava.FlavaImageIntermediates`, or the timm model."""
+        if self.flava is not None:
+            return self.flava.dense_encoder()
+        return copy.deepcopy(self.vision_encoder.model)
 
     def encode_text(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
         """Unit text embeddings ``B×E`` from the [CLS] state."""
