@@ -29,29 +29,58 @@ def ablation(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path
     """A tiny FLAVARS config, its no-location override, a suite with both as variants (k-NN and
     zero-shot on the embedded data), and two checkpoints with different weights."""
     root = tmp_path_factory.mktemp("ablation")
-    data = {"class_path": "EmbeddedDataModule", "init_args": {
-        "root": str(root / "data"), "splits": {"train": 40, "val": 8, "test": 20},
-        "image_size": 32, "batch_size": 20}}
-    _write(root / "flavars.yaml", {
-        "model": {"class_path": "FLAVARS", "init_args": {
-            "vision_encoder": "zoo_vit_tiny", "text_encoder": "tiny", "embed_dim": 32,
-            "fusion_width": 32, "fusion_layers": 1, "location_hidden": 32}},
-        "data": data,
-    })
+    data = {
+        "class_path": "EmbeddedDataModule",
+        "init_args": {
+            "root": str(root / "data"),
+            "splits": {"train": 40, "val": 8, "test": 20},
+            "image_size": 32,
+            "batch_size": 20,
+        },
+    }
+    _write(
+        root / "flavars.yaml",
+        {
+            "model": {
+                "class_path": "FLAVARS",
+                "init_args": {
+                    "vision_encoder": "zoo_vit_tiny",
+                    "text_encoder": "tiny",
+                    "embed_dim": 32,
+                    "fusion_width": 32,
+                    "fusion_layers": 1,
+                    "location_hidden": 32,
+                },
+            },
+            "data": data,
+        },
+    )
     _write(root / "no_location.yaml", {"model": {"init_args": {"loss_weights": {"location": 0.0}}}})
     (root / "suites").mkdir()
     knn = {"class_path": "KNN", "init_args": {"data": data, "name": "embedded k-NN", "k": 5}}
-    zero_shot = {"class_path": "ZeroShot", "init_args": {
-        "data": data, "name": "embedded zero-shot", "paper": {"no LE": {"zero_shot_top1": 50.0}}}}
-    suite = _write(root / "suites" / "ablation.yaml", {
-        "variants": [
-            {"name": "+LE", "config": ["../flavars.yaml"]},
-            {"name": "no LE", "config": ["../flavars.yaml", "../no_location.yaml"]},
-        ],
-        "evaluations": [knn, zero_shot],
-    })
+    zero_shot = {
+        "class_path": "ZeroShot",
+        "init_args": {
+            "data": data,
+            "name": "embedded zero-shot",
+            "paper": {"no LE": {"zero_shot_top1": 50.0}},
+        },
+    }
+    suite = _write(
+        root / "suites" / "ablation.yaml",
+        {
+            "variants": [
+                {"name": "+LE", "config": ["../flavars.yaml"]},
+                {"name": "no LE", "config": ["../flavars.yaml", "../no_location.yaml"]},
+            ],
+            "evaluations": [knn, zero_shot],
+        },
+    )
     ckpts = []
-    for noise, configs in ((0.0, [root / "flavars.yaml"]), (0.2, [root / "flavars.yaml", root / "no_location.yaml"])):
+    for noise, configs in (
+        (0.0, [root / "flavars.yaml"]),
+        (0.2, [root / "flavars.yaml", root / "no_location.yaml"]),
+    ):
         model = build_from_configs([str(c) for c in configs]).model  # the CLI seeds: same init
         g = torch.Generator().manual_seed(1)
         with torch.no_grad():  # the second "run" has other weights
@@ -69,10 +98,26 @@ def _number(cell: str) -> float:
 def test_compare_prints_both_variants_side_by_side(ablation, tmp_path: Path, capsys) -> None:
     suite, le, no_le = ablation
     out = tmp_path / "out"
-    runs = zoo_main(["compare", "--suite", str(suite), "--ckpt_path", f"+LE={le}",
-                     "--ckpt_path", f"no LE={no_le}", "--output", str(out), "--device", "cpu"])
+    runs = zoo_main(
+        [
+            "compare",
+            "--suite",
+            str(suite),
+            "--ckpt_path",
+            f"+LE={le}",
+            "--ckpt_path",
+            f"no LE={no_le}",
+            "--output",
+            str(out),
+            "--device",
+            "cpu",
+        ]
+    )
     printed = capsys.readouterr().out
-    assert "| evaluation | protocol | metric | +LE | no LE | difference | paper no LE | source |" in printed
+    assert (
+        "| evaluation | protocol | metric | +LE | no LE | difference | paper no LE | source |"
+        in printed
+    )
     rows = {}
     for line in printed.splitlines():
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
@@ -102,7 +147,9 @@ def _header(out: Path) -> dict:
     return {k: v for k, v in saved.items() if k != "results"}
 
 
-def test_compare_refuses_unknown_variants_and_suites_without_them(ablation, tmp_path, capsys) -> None:
+def test_compare_refuses_unknown_variants_and_suites_without_them(
+    ablation, tmp_path, capsys
+) -> None:
     suite, le, _ = ablation
     with pytest.raises(SystemExit):
         zoo_main(["compare", "--suite", str(suite), "--ckpt_path", f"LE={le}"])
@@ -111,11 +158,18 @@ def test_compare_refuses_unknown_variants_and_suites_without_them(ablation, tmp_
     with pytest.raises(SystemExit):
         zoo_main(["compare", "--suite", str(plain)])
     assert "plain.yaml: names no variants" in capsys.readouterr().err
-    bad = _write(tmp_path / "bad.yaml", {"evaluations": [], "variants": [{"name": "a", "confg": ["x"]}]})
+    bad = _write(
+        tmp_path / "bad.yaml", {"evaluations": [], "variants": [{"name": "a", "confg": ["x"]}]}
+    )
     with pytest.raises(ValueError, match="(?s)bad.yaml.*Option 'confg' is not accepted"):
         load_variants(bad)
-    missing = _write(tmp_path / "missing.yaml", {"evaluations": [], "variants": [{"name": "a", "config": ["x.yaml"]}]})
-    with pytest.raises(ValueError, match=f"variant 'a': config {tmp_path / 'x.yaml'} does not exist"):
+    missing = _write(
+        tmp_path / "missing.yaml",
+        {"evaluations": [], "variants": [{"name": "a", "config": ["x.yaml"]}]},
+    )
+    with pytest.raises(
+        ValueError, match=f"variant 'a': config {tmp_path / 'x.yaml'} does not exist"
+    ):
         load_variants(missing)
 
 
@@ -123,7 +177,10 @@ def test_the_le_ablation_suite_names_both_paper_runs() -> None:
     suite = ROOT / "configs" / "eval" / "suites" / "flavars_le_ablation.yaml"
     le, no_le = load_variants(suite)
     assert [Path(c).name for c in le.config] == ["skyscript_vitb16.yaml"]
-    assert [Path(c).name for c in no_le.config] == ["skyscript_vitb16.yaml", "skyscript_vitb16_no_location.yaml"]
+    assert [Path(c).name for c in no_le.config] == [
+        "skyscript_vitb16.yaml",
+        "skyscript_vitb16_no_location.yaml",
+    ]
     assert all(Path(c).is_file() for c in le.config + no_le.config)
     evaluations = load_evaluations([suite])
     assert len(evaluations) == 12 and {e.protocol for e in evaluations} == {"knn"}

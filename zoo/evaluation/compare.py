@@ -38,18 +38,26 @@ log = logging.getLogger(__name__)
 def build_parser() -> argparse.ArgumentParser:
     """The command line of ``zoo compare``."""
     parser = argparse.ArgumentParser(
-        prog="zoo compare", description=__doc__.splitlines()[0].replace("``", ""),
+        prog="zoo compare",
+        description=__doc__.splitlines()[0].replace("``", ""),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--suite", required=True, help="a suite with variants and evaluations")
     parser.add_argument(
-        "--ckpt_path", action="append", default=[], metavar="NAME=PATH",
+        "--ckpt_path",
+        action="append",
+        default=[],
+        metavar="NAME=PATH",
         help="a variant's checkpoint (repeat per variant; a variant without one: initial weights)",
     )
     parser.add_argument("--output", default="results", help="folder for the tables")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
-    parser.add_argument("--limit_batches", type=int, help="at most this many batches per split (smoke runs)")
-    parser.add_argument("--keep_going", action="store_true", help="record a failing evaluation and go on")
+    parser.add_argument(
+        "--limit_batches", type=int, help="at most this many batches per split (smoke runs)"
+    )
+    parser.add_argument(
+        "--keep_going", action="store_true", help="record a failing evaluation and go on"
+    )
     return parser
 
 
@@ -58,12 +66,16 @@ def _folder(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_") or "variant"
 
 
-def _checkpoints(parser: argparse.ArgumentParser, given: list[str], names: list[str]) -> dict[str, str]:
+def _checkpoints(
+    parser: argparse.ArgumentParser, given: list[str], names: list[str]
+) -> dict[str, str]:
     out: dict[str, str] = {}
     for item in given:
         name, sep, path = item.partition("=")
         if not sep or name not in names:
-            parser.error(f"--ckpt_path {item!r}: write NAME=PATH with NAME one of the suite's variants {names}")
+            parser.error(
+                f"--ckpt_path {item!r}: write NAME=PATH with NAME one of the suite's variants {names}"
+            )
         if not Path(path).is_file():
             parser.error(f"--ckpt_path {item!r}: {path} does not exist")
         out[name] = path
@@ -83,18 +95,30 @@ def main(argv: list[str] | None = None) -> dict[str, list[dict[str, Any]]]:
     ckpts = _checkpoints(parser, args.ckpt_path, [v.name for v in variants])
     output = Path(args.output)
     runs: dict[str, list[dict[str, Any]]] = {}
-    header: dict[str, Any] = {"suite": args.suite, "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
+    header: dict[str, Any] = {
+        "suite": args.suite,
+        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+    }
     for variant in variants:
         ckpt = ckpts.get(variant.name)
         log.info("variant %s: %s, checkpoint %s", variant.name, ", ".join(variant.config), ckpt)
         model = build_from_configs(variant.config, ckpt).model
         run_header = {
-            "model": variant.paper_row or variant.name, "config": ", ".join(variant.config),
-            "checkpoint": ckpt or "(initial weights)", "date": header["date"],
+            "model": variant.paper_row or variant.name,
+            "config": ", ".join(variant.config),
+            "checkpoint": ckpt or "(initial weights)",
+            "date": header["date"],
         }
         runs[variant.name] = evaluate(
-            model, evaluations, output / _folder(variant.name), ckpt, args.device,
-            args.limit_batches, args.keep_going, run_header, variant.paper_row or variant.name,
+            model,
+            evaluations,
+            output / _folder(variant.name),
+            ckpt,
+            args.device,
+            args.limit_batches,
+            args.keep_going,
+            run_header,
+            variant.paper_row or variant.name,
         )
         header[variant.name] = f"{run_header['config']} @ {run_header['checkpoint']}"
         del model
@@ -106,5 +130,7 @@ def main(argv: list[str] | None = None) -> dict[str, list[dict[str, Any]]]:
     payload = {**header, "results": side_by_side(runs)}
     atomic_write_text(output / "comparison.json", json.dumps(payload, indent=2) + "\n")
     print(table)
-    print(f"wrote {output / 'comparison.md'} and comparison.json (each variant's table under {output})")
+    print(
+        f"wrote {output / 'comparison.md'} and comparison.json (each variant's table under {output})"
+    )
     return runs
