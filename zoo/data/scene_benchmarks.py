@@ -321,21 +321,24 @@ class _FineGrained(_Named):
 
 
 class RoofShapeBenchmarkDataModule(_FineGrained):
-    """Roof shape (SkyScript's fine-grained task: the OSM ``roof:shape`` of a building)."""
+    """Roof shape (SkyScript's fine-grained task: the OSM ``roof:shape`` of a building; the paper's
+    test set: flat, hipped, gabled, dome, pyramidal, round)."""
 
     default_root, name = "data/roof_shape", "roof shape"
     source = f"roof_shape.zip from {_SKYSCRIPT_BENCHMARKS} (SkyScript's README, fine-grained classification)"
 
 
 class RoadSmoothnessBenchmarkDataModule(_FineGrained):
-    """Road smoothness (SkyScript's fine-grained task: the OSM ``smoothness`` of a road)."""
+    """Road smoothness (SkyScript's fine-grained task: the OSM ``smoothness`` of a road; the paper's
+    test set: excellent, good, intermediate, bad, very bad)."""
 
     default_root, name = "data/smoothness", "road smoothness"
     source = f"smoothness.zip from {_SKYSCRIPT_BENCHMARKS} (SkyScript's README, fine-grained classification)"
 
 
 class RoadSurfaceBenchmarkDataModule(_FineGrained):
-    """Road surface (SkyScript's fine-grained task: the OSM ``surface`` material of a road)."""
+    """Road surface (SkyScript's fine-grained task: the OSM ``surface`` material of a road; the
+    paper's test set: asphalt, concrete, grass, gravel, sand)."""
 
     default_root, name = "data/surface", "road surface"
     source = f"surface.zip from {_SKYSCRIPT_BENCHMARKS} (SkyScript's README, fine-grained classification)"
