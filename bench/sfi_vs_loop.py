@@ -1,4 +1,4 @@
-"""CPU micro-benchmark: vectorised SFI against its per-query reference loop.
+"""CPU micro-benchmark: vectorized SFI against its per-query reference loop.
 
 Times one forward pass (no grad, eval mode) of :class:`zoo.layers.sfi.SpatialFeatureIntegration`
 and of :func:`zoo.layers.sfi.sfi_reference_loop` on the same module and inputs, checks that they
@@ -68,8 +68,8 @@ def main() -> None:
         f"({keys} keys/query) D={args.dim} heads={args.heads}, "
         f"{torch.get_num_threads()} CPU threads, torch {torch.__version__}"
     )
-    print(f"max |vectorised - loop| = {err:.2e}")
-    print(f"vectorised (one SDPA call): {fast_ms:10.2f} ms/call")
+    print(f"max |vectorized - loop| = {err:.2e}")
+    print(f"vectorized (one SDPA call): {fast_ms:10.2f} ms/call")
     print(f"reference loop            : {loop_ms:10.2f} ms/call")
     print(f"speed-up                  : {loop_ms / fast_ms:10.1f}x")
 

@@ -20,10 +20,11 @@ def _module_name(path: Path) -> str:
 
 
 def _module_imports(path: Path, modules: set[str]) -> set[str]:
-    """zoo modules imported at module level (imports inside functions are lazy by design)."""
+    """zoo modules imported anywhere in ``path``: a lazy import inside a function still closes a
+    circle (it only hides it until that function runs)."""
     tree = ast.parse(path.read_text(encoding="utf-8"))
     found: set[str] = set()
-    for node in tree.body:
+    for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             names = [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:

@@ -1,11 +1,11 @@
-"""Training steps without host synchronisation, and the checks that left the forward passes.
+"""Training steps without host synchronization, and the checks that left the forward passes.
 
 * GPU: one training step (forward, loss, backward) of each family (FLAVARS, Aquila, FUSE,
   GeoPix, their tiny defaults) under ``torch.cuda.set_sync_debug_mode("error")``, which turns
   any device-to-host copy (``.item()``, ``bool(tensor)``, ``nonzero``, boolean indexing,
   ``torch.unique``, ``multinomial`` ...) or blocking host-to-device copy into an error.
 * CPU: the same steps run under a dispatch mode that records the operators that would
-  synchronise on a GPU (a proxy, so that a machine without one still catches a regression).
+  synchronize on a GPU (a proxy, so that a machine without one still catches a regression).
 * CPU: the input checks moved out of the forward passes still fire, with their messages, where
   the batch is made (the collates and the datasets).
 """
@@ -84,7 +84,7 @@ def _step(model: torch.nn.Module, batch: dict[str, Any]) -> torch.Tensor:
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 @pytest.mark.filterwarnings("ignore:You are trying to `self.log")
 @pytest.mark.parametrize("name", list(FAMILIES))
-def test_training_step_does_not_synchronise(request, name: str) -> None:
+def test_training_step_does_not_synchronize(request, name: str) -> None:
     model, batch = _family(request, name, "cuda")
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")
@@ -107,7 +107,7 @@ _SYNCING = {
 
 
 class _SyncRecorder(TorchDispatchMode):
-    """Records the operators that would synchronise with a GPU, and where the zoo called them."""
+    """Records the operators that would synchronize with a GPU, and where the zoo called them."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -136,7 +136,7 @@ def test_training_step_has_no_syncing_operator(request, name: str) -> None:
     with recorder:
         loss = _step(model, batch)
     assert torch.isfinite(loss)
-    assert not recorder.found, "operators that synchronise on a GPU:\n" + "\n".join(recorder.found)
+    assert not recorder.found, "operators that synchronize on a GPU:\n" + "\n".join(recorder.found)
 
 
 # ------------------------------------------------------------ the checks, moved to the data
@@ -204,7 +204,7 @@ def test_referring_batch_targets_must_point_at_its_images(refs) -> None:
         check_referring_batch(dict(batch, target_index=padded[:1]))
 
 
-def test_sync_recorder_catches_planted_synchronisations() -> None:
+def test_sync_recorder_catches_planted_synchronizations() -> None:
     """The proxy is only worth its passes if it sees what it looks for."""
     x = torch.arange(6.0)
     recorder = _SyncRecorder()
@@ -212,7 +212,7 @@ def test_sync_recorder_catches_planted_synchronisations() -> None:
         _ = x.sum().item()
         _ = x[x > 2]
         _ = x.nonzero()
-        _ = x * 2  # not a synchronisation
+        _ = x * 2  # not a synchronization
     names = " ".join(recorder.found)
     assert "_local_scalar_dense" in names and "nonzero" in names
     assert any(n.startswith("aten.index.Tensor") for n in recorder.found)

@@ -24,7 +24,7 @@ from torch.nn import functional as F
 
 from zoo.data.conversations import IMAGE_TOKEN
 from zoo.data.rasters import RASTER_EXTENSIONS, read_raster
-from zoo.main import build_from_configs
+from zoo.main import build_from_configs, run_parser
 from zoo.models.capabilities import Generation, Masks, TextEmbeddings
 
 __all__ = ["Demo", "build_app", "main"]
@@ -162,9 +162,7 @@ def _default_question(demo: Demo) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     """The command line of ``zoo demo`` (config overrides pass through)."""
-    parser = argparse.ArgumentParser(prog="zoo demo", description=__doc__.splitlines()[0].replace("``", ""))
-    parser.add_argument("--config", action="append", required=True, help="the model's run config(s)")
-    parser.add_argument("--ckpt_path", default=None, help="a checkpoint, state dict or safetensors export")
+    parser = run_parser("zoo demo", __doc__, "a checkpoint, state dict or safetensors export")
     parser.add_argument("--images", default=None, help="a folder of images to pick from (and rank)")
     parser.add_argument("--host", default="127.0.0.1", help="address to serve on")
     parser.add_argument("--port", type=int, default=7860, help="port to serve on")

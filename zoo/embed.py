@@ -27,7 +27,7 @@ from shapely.geometry import shape
 from tqdm import tqdm
 
 from zoo.io import atomic_path
-from zoo.main import build_from_configs
+from zoo.main import build_from_configs, run_parser
 from zoo.models.capabilities import ImageFeatures, TextEmbeddings, describe
 
 __all__ = ["embed_folder", "main"]
@@ -80,9 +80,7 @@ def embed_folder(
 
 def build_parser() -> argparse.ArgumentParser:
     """The command line of ``zoo embed`` (config overrides pass through)."""
-    parser = argparse.ArgumentParser(prog="zoo embed", description=__doc__.splitlines()[0].replace("``", ""))
-    parser.add_argument("--config", action="append", required=True, help="model and data config(s)")
-    parser.add_argument("--ckpt_path", default=None, help="a checkpoint, state dict or safetensors export")
+    parser = run_parser("zoo embed", __doc__, "a checkpoint, state dict or safetensors export")
     parser.add_argument("--output", required=True, help="the GeoParquet file to write")
     parser.add_argument("--no_progress", action="store_true", help="no progress bar")
     return parser

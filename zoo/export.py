@@ -17,7 +17,7 @@ from lightning import LightningModule
 from safetensors.torch import save_model
 
 from zoo.io import atomic_path, atomic_write_text
-from zoo.main import build_from_configs
+from zoo.main import build_from_configs, run_parser
 
 __all__ = ["export_model", "main"]
 
@@ -34,9 +34,7 @@ def export_model(model: LightningModule, output: str | Path) -> Path:
 
 def build_parser() -> argparse.ArgumentParser:
     """The command line of ``zoo export``."""
-    parser = argparse.ArgumentParser(prog="zoo export", description=__doc__.splitlines()[0].replace("``", ""))
-    parser.add_argument("--config", action="append", required=True, help="the run's config(s)")
-    parser.add_argument("--ckpt_path", required=True, help="a checkpoint of that run")
+    parser = run_parser("zoo export", __doc__, "a checkpoint of that run", ckpt_required=True)
     parser.add_argument("--output", required=True, help="folder for model.safetensors and config.yaml")
     return parser
 

@@ -10,6 +10,7 @@ rebuild the model with :func:`build_from_configs`.
 
 from __future__ import annotations
 
+import argparse
 import logging
 import os
 import sys
@@ -149,7 +150,7 @@ def build_from_configs(
 
     Nothing runs and nothing is logged; ``ckpt_path`` (a Lightning checkpoint, a state-dict
     file or a safetensors export) gives the weights, else the model keeps those its config
-    initialises. The CLI parses only these arguments, never ``sys.argv``, so ``zoo evaluate``
+    initializes. The CLI parses only these arguments, never ``sys.argv``, so ``zoo evaluate``
     and ``zoo export`` can call it from inside their own command line. ``overrides`` are
     further ``--key=value`` arguments (``zoo embed``, ``zoo demo``).
     """
@@ -160,10 +161,23 @@ def build_from_configs(
         warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
         cli = main([*args, "--trainer.logger=false"], run=False)
     if ckpt_path is None:
-        log.warning("no checkpoint: the model keeps the weights its config initialises")
+        log.warning("no checkpoint: the model keeps the weights its config initializes")
     else:
         cli.model.load_state_dict(read_state_dict(ckpt_path, "--ckpt_path"))
     return cli
+
+
+def run_parser(
+    prog: str, doc: str | None, ckpt_help: str, ckpt_required: bool = False, **kwargs: Any
+) -> argparse.ArgumentParser:
+    """The command line shared by ``zoo evaluate/export/embed/demo``: ``--config`` (repeatable,
+    composed left to right) and ``--ckpt_path``, with the module docstring's first line as the
+    description; add the command's own arguments to the result."""
+    description = (doc or prog).splitlines()[0].replace("``", "")
+    parser = argparse.ArgumentParser(prog=prog, description=description, **kwargs)
+    parser.add_argument("--config", action="append", required=True, help="the run's config(s)")
+    parser.add_argument("--ckpt_path", required=ckpt_required, help=ckpt_help)
+    return parser
 
 
 def configure_logging() -> None:

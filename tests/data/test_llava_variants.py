@@ -68,7 +68,7 @@ def test_geochat_instruct() -> None:
     assert len(rows) == 5
     assert rows["P0001_0001"]["task"] == "referring"  # "[refer] ...\n<image>"
     assert rows["00451"]["task"] == "grounding"  # "<image>\n[grounding] ..."
-    assert rows["7"]["task"] == "identify"  # capitalised roles, integer id
+    assert rows["7"]["task"] == "identify"  # capitalized roles, integer id
     assert rows["7"]["reference"] == "A storage tank."
     assert rows["P0002_0003"]["task"] == ""  # no tag: the image "P0002_0003" is the .jpg
     assert rows["flood_7292"]["reference"] == "Yes"  # image in a sub-folder

@@ -133,7 +133,7 @@ def test_rrsisd_train_masks_rle_and_polygon():
         mask = batch["mask"][i, 0]
         if kind == "rle":
             assert torch.equal(mask, _box_mask(box))
-        else:  # rasterised polygon: the box, up to its border pixels
+        else:  # rasterized polygon: the box, up to its border pixels
             r0, r1, c0, c1 = box
             assert mask[r0 + 1 : r1 - 1, c0 + 1 : c1 - 1].all()
             assert mask.sum() <= (r1 - r0 + 1) * (c1 - c0 + 1) and mask.sum() == (

@@ -26,7 +26,7 @@ def _inputs(
     return hidden, details
 
 
-def _randomise(module: torch.nn.Module, seed: int = 1) -> None:
+def _randomize(module: torch.nn.Module, seed: int = 1) -> None:
     """Non-trivial values for every parameter (norms and biases too) so nothing hides."""
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
@@ -42,7 +42,7 @@ def _modules() -> list[torch.nn.Module]:
 # ----------------------------------------------------------------------------- identity at init
 @pytest.mark.parametrize("index", [0, 1, 2])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_identity_at_initialisation(index: int, dtype: torch.dtype):
+def test_identity_at_initialization(index: int, dtype: torch.dtype):
     module = _modules()[index]
     hidden, details = _inputs(width=D if index == 2 else DD)
     hidden = hidden.to(dtype)
@@ -52,7 +52,7 @@ def test_identity_at_initialisation(index: int, dtype: torch.dtype):
 
 
 @pytest.mark.parametrize("index", [0, 1, 2])
-def test_gradient_reaches_gates_at_initialisation(index: int):
+def test_gradient_reaches_gates_at_initialization(index: int):
     module = _modules()[index]
     hidden, details = _inputs(width=D if index == 2 else DD)
     out = module(hidden, details)
@@ -85,7 +85,7 @@ def _authors_loop(m: RecurrentInjection, hidden: torch.Tensor, details: torch.Te
 def test_recurrent_injection_is_the_authors_block():
     module = RecurrentInjection(D, S, residual_init=1.0)
     assert module.alpha.item() == 1.0  # the authors' lambda starts at 1
-    _randomise(module)
+    _randomize(module)
     with torch.no_grad():
         module.alpha.fill_(0.7)
     hidden, details = _inputs(width=D)
@@ -126,7 +126,7 @@ def _token_routed_loop(m: TokenRoutedInjection, hidden: torch.Tensor, details: t
 @pytest.mark.parametrize("router_dim", [None, 8])
 def test_token_routed_injection_matches_loop(router_dim: int | None):
     module = TokenRoutedInjection(D, DD, S, router_dim=router_dim)
-    _randomise(module)
+    _randomize(module)
     with torch.no_grad():
         module.alpha.fill_(0.7)
     hidden, details = _inputs()
@@ -151,7 +151,7 @@ def test_token_routed_injection_gate_bias_and_repr():
 def test_token_routed_injection_dtypes():
     hidden, details = _inputs()
     module = TokenRoutedInjection(D, DD, S)
-    _randomise(module)
+    _randomize(module)
     with torch.no_grad():
         module.alpha.fill_(0.5)
     ref = module(hidden, details)
@@ -201,7 +201,7 @@ def _gated_reference(m: GatedCrossAttentionInjection, hidden: torch.Tensor, deta
 
 def test_gated_cross_attention_matches_reference():
     module = GatedCrossAttentionInjection(D, DD, num_heads=4, ff_mult=2)
-    _randomise(module)
+    _randomize(module)
     with torch.no_grad():
         module.attn_gate.fill_(0.6)
         module.ff_gate.fill_(-0.4)

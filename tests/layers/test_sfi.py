@@ -23,7 +23,7 @@ def _features(
     ]
 
 
-def _randomise(module: torch.nn.Module, seed: int = 0) -> None:
+def _randomize(module: torch.nn.Module, seed: int = 0) -> None:
     """Non-trivial values for every parameter (biases, norms, embeddings) so nothing hides."""
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
@@ -42,7 +42,7 @@ def _randomise(module: torch.nn.Module, seed: int = 0) -> None:
 )
 @pytest.mark.parametrize("external", [False, True])
 @pytest.mark.parametrize("block", ["rich", "paper"])
-def test_vectorised_matches_reference_loop(
+def test_vectorized_matches_reference_loop(
     dims: tuple[int, ...], ks: tuple[int, ...], heads: int, window_pos: bool, external: bool,
     block: Literal["rich", "paper"],
 ) -> None:
@@ -51,7 +51,7 @@ def test_vectorised_matches_reference_loop(
         DIM, L, dims, num_heads=heads if block == "rich" else 1,
         window_sizes=ks if window_pos else None, block=block,
     ).eval()
-    _randomise(module)
+    _randomize(module)
     features = _features(dims, ks)
     queries = torch.randn(2, L * L, DIM) if external else None
     with torch.no_grad():
@@ -68,7 +68,7 @@ def test_paper_block_is_the_papers_equations(external: bool) -> None:
     module = SpatialFeatureIntegration(
         DIM, L, dims, num_heads=1, window_sizes=ks, block="paper"
     ).eval()
-    _randomise(module, seed=3)
+    _randomize(module, seed=3)
     # The paper's parameters only: W_Q, W_K^s, W_V^s, the query grid and the key positions.
     assert module.scale_embed is None and module.mlp is None and module.out_proj is None
     assert all(isinstance(n, torch.nn.Identity) for n in module.kv_norms)
@@ -108,7 +108,7 @@ def test_key_positions_order_the_window(block: Literal["rich", "paper"]) -> None
         module = SpatialFeatureIntegration(
             DIM, L, dims, num_heads=heads, window_sizes=positions, block=block
         ).eval()
-        _randomise(module, seed=5)
+        _randomize(module, seed=5)
         with torch.no_grad():
             change = (module(features) - module(permuted)).abs().amax(-1)[0]
         assert change[1:].max() == 0  # other cells never see the window
@@ -121,7 +121,7 @@ def test_key_positions_order_the_window(block: Literal["rich", "paper"]) -> None
 def test_external_queries_without_learnable_grid() -> None:
     dims, ks = (8, 12, 6), (1, 2, 4)
     module = SpatialFeatureIntegration(DIM, L, dims, num_heads=4, learnable_queries=False).eval()
-    _randomise(module, seed=1)
+    _randomize(module, seed=1)
     assert module.query is None and module.pos_embed is None
     features, queries = _features(dims, ks), torch.randn(2, L * L, DIM)
     with torch.no_grad():
@@ -155,7 +155,7 @@ def test_locality(cell: tuple[int, int]) -> None:
     """Each output token depends on exactly its own windows, at every scale."""
     dims, ks = (8, 12, 6), (1, 2, 4)
     module = SpatialFeatureIntegration(DIM, L, dims, num_heads=4).eval()
-    _randomise(module, seed=2)
+    _randomize(module, seed=2)
     features = _features(dims, ks, batch=1)
     i, j = cell
     token = i * L + j

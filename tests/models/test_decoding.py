@@ -16,7 +16,7 @@ from zoo.models.decoding import repeat_rows
 
 
 def _open_injection(model) -> None:
-    """Give the zero-initialised parts of the injection modules (FUSE's alpha, gates) values,
+    """Give the zero-initialized parts of the injection modules (FUSE's alpha, gates) values,
     so the injection changes the logits and a wrong row would show."""
     modules = getattr(model, "mda", None) or getattr(model, "injection", None)
     torch.manual_seed(1)

@@ -1,4 +1,4 @@
-"""FUSE: identity at initialisation, text positions untouched, ablations, a model that learns."""
+"""FUSE: identity at initialization, text positions untouched, ablations, a model that learns."""
 
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ def test_fresh_injection_changes_nothing(dm, batch, injection):
     plain.load_state_dict(injected.state_dict(), strict=False)  # the shared weights
     assert len(injected._hooks) == 2 and not plain._hooks
     assert torch.equal(_logits(injected, batch), _logits(plain, batch))
-    # Opened gates do change the answer: the identity is the initialisation, not a no-op.
+    # Opened gates do change the answer: the identity is the initialization, not a no-op.
     for name, p in injected.injection.named_parameters():
         if name.endswith(("alpha", "attn_gate", "ff_gate")):
             torch.nn.init.constant_(p, 1.0)

@@ -17,7 +17,7 @@ from zoo.models import FUSE, Aquila, GeoPix, TrainingStage
 
 
 def _perturbed(model):
-    """Zero-initialised parameters (LoRA B, injection scales) given values, so every path
+    """Zero-initialized parameters (LoRA B, injection scales) given values, so every path
     carries gradient."""
     torch.manual_seed(1)
     for p in model.parameters():

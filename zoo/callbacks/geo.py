@@ -29,7 +29,7 @@ import geopandas as gpd
 import numpy as np
 import rasterio
 
-from zoo.callbacks.masks import _as_bool, _plain, _write_png, mask_features
+from zoo.callbacks.mask_files import as_bool, mask_features, plain, write_png
 from zoo.data.rasters import Window, stitch, to_wgs84
 from zoo.io import atomic_path, atomic_write_text
 
@@ -81,7 +81,7 @@ class FolderMasks:
         names = list(phrases)
         per_chip = []
         for chip in chips:
-            masks = _as_bool(chip["masks"]) if len(chip["phrases"]) else None
+            masks = as_bool(chip["masks"]) if len(chip["phrases"]) else None
             planes = np.zeros((len(names), *chip["masks"].shape[-2:]), dtype=np.float32)
             for k, phrase in enumerate(chip["phrases"]):
                 planes[names.index(phrase)] = np.maximum(planes[names.index(phrase)], masks[k])
@@ -92,20 +92,29 @@ class FolderMasks:
             crs = src.crs.to_wkt() if src.crs is not None else None
             transform = src.transform
         windows = [Window(*c["chip"]["window"]) for c in chips]
-        full = stitch(per_chip, windows, info["height"], info["width"]) >= 0.5 if names else (
-            np.zeros((0, info["height"], info["width"]), dtype=bool)
+        full = (
+            stitch(per_chip, windows, info["height"], info["width"]) >= 0.5
+            if names
+            else (np.zeros((0, info["height"], info["width"]), dtype=bool))
         )
         full &= valid[None]
         files = []
         for k, mask in enumerate(full):
             files.append(f"mask_{k}.png")
-            _write_png(folder / files[-1], mask)
+            write_png(folder / files[-1], mask)
         record: dict[str, Any] = {
-            "path": path, "question": chips[0]["question"], "phrases": names,
-            "category": [phrases[n] for n in names], "masks": files,
+            "path": path,
+            "question": chips[0]["question"],
+            "phrases": names,
+            "category": [phrases[n] for n in names],
+            "masks": files,
             "chips": [
-                {"window": c["chip"]["window"], "answer": c["answer"],
-                 "phrases": c["phrases"], "category": _plain(c["category"])}
+                {
+                    "window": c["chip"]["window"],
+                    "answer": c["answer"],
+                    "phrases": c["phrases"],
+                    "category": plain(c["category"]),
+                }
                 for c in chips
             ],
         }
@@ -142,4 +151,3 @@ class FolderMasks:
                 frame.to_file(tmp, driver="GPKG", layer="masks")
         self.features = []
         return target
-

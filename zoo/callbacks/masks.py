@@ -22,22 +22,25 @@ Files are written to a temporary name and renamed, so a reader never sees half a
 from __future__ import annotations
 
 import json
-import math
 import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
-import torch
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import BasePredictionWriter
-from PIL import Image
-from rasterio.features import shapes
-from rasterio.transform import Affine
-from torch import Tensor
 
-from zoo.io import atomic_write, atomic_write_text
+from zoo.callbacks.geo import FolderMasks
+from zoo.callbacks.mask_files import (
+    EARTH_RADIUS_M,
+    METRES_PER_DEGREE,
+    as_bool,
+    mask_features,
+    pixel_transform,
+    plain,
+    write_png,
+)
+from zoo.io import atomic_write_text
 
 __all__ = [
     "EARTH_RADIUS_M",
@@ -47,82 +50,7 @@ __all__ = [
     "pixel_transform",
 ]
 
-EARTH_RADIUS_M = 6_371_008.8
-"""Mean Earth radius (IUGG) of the spherical approximation."""
-METRES_PER_DEGREE = math.pi * EARTH_RADIUS_M / 180.0
-"""Length of one degree of latitude (and of longitude at the equator) on that sphere."""
-
 _UNSAFE = re.compile(r"[^\w.-]")
-
-
-def pixel_transform(lat: float, lon: float, gsd_m: float, height: int, width: int) -> Affine:
-    """Affine map from pixel (column, row) to (lon, lat), centred on ``(lat, lon)``.
-
-    Local equirectangular approximation (see the module docstring); pixel corners are at
-    integer coordinates, so the image centre is ``(width / 2, height / 2)``.
-    """
-    if not -90.0 < lat < 90.0:
-        raise ValueError(f"latitude {lat} must be strictly between -90 and 90 degrees")
-    if gsd_m <= 0:
-        raise ValueError(f"ground sample distance must be positive, got {gsd_m} m")
-    dlat = gsd_m / METRES_PER_DEGREE
-    dlon = dlat / math.cos(math.radians(lat))
-    return Affine(dlon, 0.0, lon - dlon * width / 2, 0.0, -dlat, lat + dlat * height / 2)
-
-
-def mask_features(
-    masks: np.ndarray, transform: Affine, categories: Sequence[Any] | None = None
-) -> dict[str, Any]:
-    """A GeoJSON FeatureCollection with one feature per ``K×H×W`` bool mask.
-
-    Each mask is vectorised with :func:`rasterio.features.shapes` (4-connected regions, holes
-    kept); its regions form one Polygon or MultiPolygon. Properties: ``target`` (the index)
-    and ``category`` when ``categories`` is given.
-    """
-    features = []
-    for k, mask in enumerate(masks):
-        mask = np.ascontiguousarray(mask, dtype=np.uint8)
-        rings = [
-            geometry["coordinates"]
-            for geometry, value in shapes(mask, mask=mask.astype(bool), transform=transform)
-            if value == 1
-        ]
-        if not rings:
-            geometry = None
-        elif len(rings) == 1:
-            geometry = {"type": "Polygon", "coordinates": rings[0]}
-        else:
-            geometry = {"type": "MultiPolygon", "coordinates": rings}
-        properties: dict[str, Any] = {"target": k}
-        if categories is not None:
-            properties["category"] = categories[k]
-        features.append({"type": "Feature", "geometry": geometry, "properties": properties})
-    return {"type": "FeatureCollection", "features": features}
-
-
-def _write_png(path: Path, mask: np.ndarray) -> None:
-    """A single-band 0/255 PNG of a boolean mask, written atomically."""
-    with atomic_write(path, "wb") as f:
-        Image.fromarray(mask.astype(np.uint8) * 255, mode="L").save(f, format="PNG")
-
-
-def _as_bool(masks: Tensor | np.ndarray) -> np.ndarray:
-    """``K×H×W`` bool: floats are probabilities (> 0.5), integers and bools are > 0."""
-    masks = torch.as_tensor(masks).detach().cpu()
-    if masks.dim() == 2:
-        masks = masks[None]
-    return (masks > 0.5 if masks.is_floating_point() else masks > 0).numpy()
-
-
-def _plain(value: Any) -> Any:
-    """Tensors and numpy values as JSON-serialisable Python values."""
-    if isinstance(value, (Tensor, np.ndarray, np.generic)):
-        return torch.as_tensor(value).tolist()
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
 
 
 class MaskPredictionWriter(BasePredictionWriter):
@@ -160,8 +88,11 @@ class MaskPredictionWriter(BasePredictionWriter):
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         """Refuse, before predicting, to write into an earlier output unless ``overwrite``."""
-        if stage == "predict" and not self.overwrite and self.output_dir.is_dir() and any(
-            self.output_dir.iterdir()
+        if (
+            stage == "predict"
+            and not self.overwrite
+            and self.output_dir.is_dir()
+            and any(self.output_dir.iterdir())
         ):
             raise FileExistsError(
                 f"{self.output_dir} holds the output of an earlier predict: pass --overwrite to "
@@ -181,8 +112,6 @@ class MaskPredictionWriter(BasePredictionWriter):
         for item in prediction or []:
             if "path" in item:
                 if self.folder is None:
-                    from zoo.callbacks.geo import FolderMasks  # geo builds on this module
-
                     self.folder = FolderMasks(self.output_dir, self.merged)
                 self.folder.add(item, Path(trainer.datamodule.root))
             else:
@@ -198,15 +127,15 @@ class MaskPredictionWriter(BasePredictionWriter):
         """Write one predicted sample; returns its folder."""
         folder = self.output_dir / _UNSAFE.sub("_", str(item["id"]))
         folder.mkdir(parents=True, exist_ok=True)
-        masks = _as_bool(item["masks"])
+        masks = as_bool(item["masks"])
         names = []
         for k, mask in enumerate(masks):
             names.append(f"mask_{k}.png")
-            _write_png(folder / names[-1], mask)
-        categories = _plain(item.get("category"))
+            write_png(folder / names[-1], mask)
+        categories = plain(item.get("category"))
         geo = item.get("geo")
         record = {
-            key: _plain(item[key])
+            key: plain(item[key])
             for key in ("id", "question", "answer", "reference", "sentences", "geo")
             if key in item
         }

@@ -144,7 +144,7 @@ def load_refs_pickle(path: Path) -> list[dict[str, Any]]:
 
 
 def _clause(text: str) -> str:
-    """An expression as a clause inside a sentence: a capitalised first word (not an acronym)
+    """An expression as a clause inside a sentence: a capitalized first word (not an acronym)
     in lower case."""
     text = text.strip()
     if text[:1].isupper() and not text[1:2].isupper():
@@ -185,7 +185,7 @@ class RRSISDDataset(CocoReferringDataset):
         <root>/images/rrsisd/JPEGImages/*.jpg
 
     The expression of a sentence is its ``raw`` text (RMSIN's input), else ``sent``, with a
-    capitalised first word in lower case (it is a clause of the conversation).
+    capitalized first word in lower case (it is a clause of the conversation).
 
     Args:
         root: folder of ``rrsisd/`` and ``images/``.

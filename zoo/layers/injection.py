@@ -3,14 +3,14 @@
 The modules map ``hidden`` (``B×N×D_llm``, the hidden states at the ``N`` visual positions,
 row-major grid order) and ``details`` (``B×S×N_d×D_detail``, ``S`` detail stacks such as
 :class:`~zoo.layers.windows.SlidingWindowFeatures`' output) to updated hidden states. A
-zero-initialised scale or ``tanh`` gate multiplies the update, so they can start as the identity
+zero-initialized scale or ``tanh`` gate multiplies the update, so they can start as the identity
 and inserting them before pretrained decoder layers does not change the model until training
 opens them (the gradient with respect to that scale is non-zero at zero); the authors of FUSE
 start their scale at 1 instead (``residual_init``).
 
 * :class:`RecurrentInjection` -- FUSE's (MF-RSVLM) recurrent visual feature injection as the
   authors' code builds it: one routing softmax over the stacks per sample from mean-pooled
-  queries and keys, a sigmoid gate on the normalised mixed stack and a scaled residual update.
+  queries and keys, a sigmoid gate on the normalized mixed stack and a scaled residual update.
 * :class:`TokenRoutedInjection` -- a variant that routes every visual position separately,
   with value and output projections.
 * :class:`GatedCrossAttentionInjection` -- a Flamingo-style (Alayrac et al., 2022) ablation:
@@ -78,7 +78,7 @@ class RecurrentInjection(nn.Module):
         h'  = h + alpha * g * W_p LN_m(m)
 
     ``alpha`` (one scalar per layer) starts at ``residual_init``: 1 as the authors', 0 for the
-    identity at initialisation.
+    identity at initialization.
 
     Args:
         dim: LLM width ``D`` (of ``hidden`` and ``details``).
@@ -138,7 +138,7 @@ class TokenRoutedInjection(nn.Module):
         g_n     = sigmoid(W_g [x ; m_n] + b_g)                   (per-channel gate)
         h_n'    = h_n + alpha * g_n * (W_o m_n)
 
-    ``alpha`` is a learnable scalar initialised at 0, so the module starts as the identity and
+    ``alpha`` is a learnable scalar initialized at 0, so the module starts as the identity and
     ``d h' / d alpha = g * W_o m`` lets training open it. The LayerNorms (as in the reference
     implementation) keep the router and gate insensitive to the very different scales of LLM
     hidden states and ViT features. ``b_g`` starts at ``gate_bias_init``. ``D`` is the router width.
@@ -223,7 +223,7 @@ class GatedCrossAttentionInjection(nn.Module):
         h = h + tanh(a_attn) * CrossAttn(LN(h), LN_d(details flattened over stacks and positions))
         h = h + tanh(a_ff) * FFN(LN(h))
 
-    ``a_attn`` and ``a_ff`` are learnable scalars initialised at 0 (identity at init). The
+    ``a_attn`` and ``a_ff`` are learnable scalars initialized at 0 (identity at init). The
     attention is multi-head, one :func:`~torch.nn.functional.scaled_dot_product_attention` call,
     without positional encoding of the detail tokens (they are a set, as in Flamingo). ``details``
     may be ``B×S×N_d×D_detail`` or already flat, ``B×M×D_detail``; ``N_d`` need not equal

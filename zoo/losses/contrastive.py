@@ -24,12 +24,12 @@ MAX_LOGIT_SCALE = math.log(100.0)
 
 
 def init_logit_scale(temperature: float = 0.07) -> torch.nn.Parameter:
-    """A learnable log logit scale, initialised at ln(1 / temperature) as in CLIP."""
+    """A learnable log logit scale, initialized at ln(1 / temperature) as in CLIP."""
     return torch.nn.Parameter(torch.tensor(math.log(1.0 / temperature)))
 
 
 def _world() -> tuple[int, int]:
-    """(rank, world size) of the initialised process group, or (0, 1) without one."""
+    """(rank, world size) of the initialized process group, or (0, 1) without one."""
     if not (dist.is_available() and dist.is_initialized()):
         return 0, 1
     return dist.get_rank(), dist.get_world_size()

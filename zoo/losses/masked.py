@@ -139,7 +139,7 @@ def mask_text_tokens(
 
     ``special`` is a bool ``B×T`` tensor of positions never masked ([CLS], [SEP], padding).
     At least one token per batch is picked so the loss is always defined: when the draw picks
-    none, the first non-special token (decided on the device, no host synchronisation).
+    none, the first non-special token (decided on the device, no host synchronization).
     """
     rand = torch.rand(input_ids.shape, device=input_ids.device, generator=generator)
     picked = (rand < probability) & ~special

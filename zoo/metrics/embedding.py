@@ -3,7 +3,7 @@
 All metrics keep their inputs in list states reduced with ``dist_reduce_fx="cat"``, so
 :meth:`~torchmetrics.Metric.compute` sees the whole split gathered from every rank. Embeddings are
 L2-normalized inside, so raw or normalized features may be passed. Pairwise similarities are
-computed in chunks of query rows so that large splits never materialise an ``N×N`` matrix.
+computed in chunks of query rows so that large splits never materialize an ``N×N`` matrix.
 
 * :class:`CrossModalRetrieval` -- recall@k in both directions for paired embeddings
   (image-text, image-location, ...).
@@ -100,7 +100,7 @@ def retrieval_ranks(
         queries: ``Q×D`` query embeddings (normalized inside).
         candidates: ``M×D`` candidate embeddings (normalized inside); ``M = Q`` without groups.
         chunk_size: number of query rows whose similarities (``chunk_size×M``) are
-            materialised at once.
+            materialized at once.
         query_groups: ``Q`` integer group of each query (with ``candidate_groups``).
         candidate_groups: ``M`` integer group of each candidate (with ``query_groups``).
 
@@ -172,7 +172,7 @@ def knn_predict(
         weighting: ``"exp"`` or ``"uniform"``.
         exclude_self: leave-one-out mode; ``queries`` must then be ``bank`` itself and query ``i``
             never votes for itself (row ``i`` of the bank is excluded).
-        chunk_size: number of query rows whose similarities are materialised at once.
+        chunk_size: number of query rows whose similarities are materialized at once.
 
     Returns:
         ``Q`` long tensor of predicted classes.
@@ -244,7 +244,7 @@ def retrieve_locations(
         location_emb: ``M×D`` embeddings of the gallery, e.g. the location encoder applied to
             ``candidate_locations``.
         candidate_locations: ``M×2`` gallery coordinates as ``(lat, lon)`` in degrees.
-        chunk_size: number of query rows whose similarities are materialised at once.
+        chunk_size: number of query rows whose similarities are materialized at once.
 
     Returns:
         ``B×2`` ``(lat, lon)`` of the most cosine-similar candidate per query (first index on

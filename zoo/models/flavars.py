@@ -149,7 +149,7 @@ class FLAVARS(ZooTask):
         legendre_polys: spherical-harmonic degree L of the location encoder (10 or 40).
         location_hidden: SIREN hidden width.
         location_layers: SIREN hidden layers.
-        location_checkpoint: a SatCLIP checkpoint to initialise the location encoder from.
+        location_checkpoint: a SatCLIP checkpoint to initialize the location encoder from.
         loss_weights: the weight of each loss (0 switches it off).
         mim_mask_ratio: fraction of patches masked for image modelling (FLAVA: 75/196).
         mim_masking: ``block`` (BEiT's block-wise masks, FLAVA's) or ``random`` patches.
@@ -490,7 +490,7 @@ class FLAVARS(ZooTask):
     @staticmethod
     def _token_loss(logits: Tensor, labels: Tensor) -> Tensor:
         # Every position through the head, the unpicked ignored: selecting the picked ones would
-        # give a shape only the device knows (a host synchronisation every step).
+        # give a shape only the device knows (a host synchronization every step).
         return F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=-100)
 
     def _has_location(self, batch: ImageTextBatch) -> bool:

@@ -72,7 +72,7 @@ class FUSE(VisionLanguageGenerator):
         injection: ``recurrent`` (the authors' block), ``token`` (a router per position) or
             ``xattn`` (gated cross-attention).
         residual_init: initial residual scale of ``recurrent``/``token`` injection (the authors:
-            1; 0 makes each injection the identity at initialisation).
+            1; 0 makes each injection the identity at initialization).
         question_types: VQA question types reported separately.
         optimizer: AdamW and its schedule (defaults: the paper's recipe).
         **kwargs: the vision weights, LLM, training stage, decoding and linked data arguments of

@@ -9,7 +9,7 @@ core gathers and scatters them, so text positions cannot change) and lists the l
 
 Conventions:
 * the data tokenizes; each sample has one ``<image>`` token, which the model replaces by its
-  visual tokens (vectorised splice, any position, left or right padding);
+  visual tokens (vectorized splice, any position, left or right padding);
 * labels are -100 except on answers (done by the data) and on visual tokens (done here);
 * training stages are a :class:`TrainingStage` (what is trained, LoRA by peft) in the config.
 """

@@ -213,7 +213,7 @@ class GeoPix(VisionLanguageGenerator):
         Where the phrases are comes from the collate (``target_index``, ``target_positions``):
         the number of targets is then a shape, and nothing is copied from the device to the
         host. Other ids (the generated answers of :meth:`predict_step`) have their phrases found
-        here, which synchronises.
+        here, which synchronizes.
         """
         out, cond, features, target_image = self.conditions(batch, input_ids, attention_mask, labels)
         return out, self.decode_masks(cond, features, target_image, category), target_image

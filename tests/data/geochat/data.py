@@ -5,7 +5,7 @@
 [{"from": "human"|"gpt", "value"}]}`` with GeoChat's variants: the ``<image>`` placeholder at
 the end of the first question or before a task tag (``[refer]``, ``[grounding]``,
 ``[identify]``), multi-turn conversations, an ``image`` without extension, one record whose
-roles are capitalised, and one image path with a sub-folder (LLaVA's ``coco/train2017/...``
+roles are capitalized, and one image path with a sub-folder (LLaVA's ``coco/train2017/...``
 form). Images in ``final_images_llava/`` (the folder ``images.zip`` unpacks to, under
 ``share/softwares/kartik/GeoChat_finetuning/``), 16x16 RGB. Run from anywhere:
 ``python tests/data/geochat/data.py``.

@@ -1,4 +1,4 @@
-"""The canvas: background, object placement and rasterisation with occlusion.
+"""The canvas: background, object placement and rasterization with occlusion.
 
 Painters (:mod:`.painters`) fill a :class:`Canvas` with a background and class-typical
 shapes (rotated polygons and ellipses); :meth:`Canvas.render` draws them in order (later
@@ -309,7 +309,7 @@ class Canvas:
 
     # -- rendering -------------------------------------------------------------------------
     def render(self) -> tuple[np.ndarray, list[SceneObject]]:
-        """Rasterise: pixels (uint8 H×W×3) and the visible objects (occlusion applied)."""
+        """Rasterize: pixels (uint8 H×W×3) and the visible objects (occlusion applied)."""
         s, rng = self.size, self.rng
         img = self.background.copy()
         shadowed = [sh for sh in self.shapes if sh.shadow]
@@ -324,7 +324,7 @@ class Canvas:
         yy, xx = grid(s)
         bounds: dict[int, tuple[int, int, int, int]] = {}
         for i, sh in enumerate(self.shapes):
-            # rasterise on a canvas the size of the shape's box, clipped to the image
+            # rasterize on a canvas the size of the shape's box, clipped to the image
             points = [p for _, geom, _ in sh.decor for p in geom] + sh.geom
             x0 = max(math.floor(min(p[0] for p in points)) - 1, 0)
             y0 = max(math.floor(min(p[1] for p in points)) - 1, 0)
