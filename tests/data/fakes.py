@@ -186,7 +186,7 @@ def write_scene_table(
     """A scene benchmark in SkyScript's layout under ``root / folder``; returns that folder.
 
     ``per_class`` uniform ``size`` x ``size`` images per class under ``images/<class>/``, class
-    ``c`` coloured (60 c, 120, 255 - 60 c); the table ``table`` has ``filepath``, ``title`` and the
+    ``c`` colored (60 c, 120, 255 - 60 c); the table ``table`` has ``filepath``, ``title`` and the
     columns ``labels(c, name)`` gives (default ``label``: the class name). ``filepath`` is
     relative to the dataset folder, or with ``from_benchmark_root`` to ``root`` (SkyScript's
     benchmark root, as its loader joins it). ``classnames`` maps class-list files to their lines

@@ -187,7 +187,7 @@ class SkyScriptBenchmarkDataModule(LightningDataModule):
         for column in ("filepath", self.label_column):
             if column not in frame.columns:
                 raise ValueError(f"{path} has no '{column}' column (found {list(frame.columns)})")
-        frame = frame[frame[self.label_column].str.strip() != ""]  # unlabelled rows, as SkyScript
+        frame = frame[frame[self.label_column].str.strip() != ""]  # unlabeled rows, as SkyScript
         if frame.empty:
             raise ValueError(f"{path} has no row with a '{self.label_column}'")
         y = self._labels(path, frame[self.label_column].str.strip())
