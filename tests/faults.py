@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-
 from lightning.pytorch import Callback, Trainer
 
 __all__ = ["LastCheckpointProbe", "SignalAt"]

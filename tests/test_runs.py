@@ -179,11 +179,20 @@ def _parsed(monkeypatch, args):
     return main(args)
 
 
-def test_checkpoint_of_another_family_is_an_error_naming_both(flavars_checkpoint, monkeypatch):
-    """Row 'FLAVARS config + an Aquila checkpoint' (and 'Aquila config + a FLAVARS one')."""
+def test_checkpoint_of_another_family_is_an_error_naming_both(flavars_checkpoint, monkeypatch, tmp_path):
+    """Rows 'Aquila config + a FLAVARS checkpoint, predict' and 'FLAVARS config + an Aquila
+    --ckpt_path' (fit: never adopted, no KeyError)."""
     with pytest.raises(CheckpointError, match=r"holds a FLAVARS model .* the config builds Aquila"):
         _parsed(monkeypatch, ["predict", "--config", "configs/aquila.yaml", *TINY,
                               "--ckpt_path", str(flavars_checkpoint)])
+    aquila = tmp_path / "aquila.ckpt"  # what the check reads of an Aquila checkpoint
+    torch.save({"state_dict": {}, "pytorch-lightning_version": "2.6.6", "global_step": 3,
+                "hyper_parameters": {"_class_path": "zoo.models.Aquila", "llm": "tiny"}}, aquila)
+    with pytest.raises(CheckpointError, match=r"holds a Aquila model \(zoo.models.Aquila\), but the "
+                       r"config builds FLAVARS \(zoo.models.FLAVARS\)"):
+        _parsed(monkeypatch, ["fit", "--config", "configs/flavars.yaml", *TINY, "--trainer.logger=false",
+                              f"--trainer.default_root_dir={tmp_path}", "--ckpt_path", str(aquila)])
+    assert not (tmp_path / "flavars").exists()  # no run folder was started
 
 
 def test_command_line_overrides_win_over_checkpoint_hparams(flavars_checkpoint, monkeypatch, caplog):
@@ -248,6 +257,26 @@ def test_zoo_errors_print_the_message_alone(monkeypatch, capsys, tmp_path):
     monkeypatch.setattr(sys, "argv", ["zoo", *args, "--traceback"])
     with pytest.raises(ValueError, match="unknown vision encoder"):
         main()
+
+
+def test_data_error_prints_the_message_alone(monkeypatch, capsys, tmp_path):
+    """Row 'a data error: the message is clear, but it is the last line of a ~45-line
+    traceback': a latitude of 200 in a SkyScript-format table, through the command line."""
+    from tests.conftest import write_table_dataset
+
+    root = write_table_dataset(tmp_path / "table")
+    table = pd.read_csv(root / "train.csv")
+    table.loc[1, "lat"] = 200.0  # line 3 of the file
+    table.to_csv(root / "train.csv", index=False)
+    data = tmp_path / "data.yaml"
+    data.write_text(yaml.safe_dump({"data": {"class_path": "ImageTextLocationDataModule",
+                                             "init_args": {"root": str(root), "batch_size": 4}}}))
+    code, err = _command_line(monkeypatch, capsys, "fit", "--config", "configs/flavars.yaml",
+                              "--config", str(data), "--trainer.logger=false",
+                              f"--trainer.default_root_dir={tmp_path / 'runs'}")
+    assert code == 1 and "Traceback" not in err and len(err.splitlines()) <= 3
+    assert err.startswith(f"zoo: error: {root / 'train.csv'}: latitude 200.0 on line(s) 3 is not a "
+                          "number in [-90, 90] degrees (column 'lat')")
 
 
 def test_missing_mandatory_value_names_the_key(monkeypatch, capsys, tmp_path):

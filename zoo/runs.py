@@ -146,9 +146,9 @@ class RunRecord(Callback):
     def state_dict(self) -> dict[str, Any]:
         trainer = self._trainer
         module = trainer.lightning_module if trainer is not None else None
+        model_class = None if module is None else f"{type(module).__module__}.{type(module).__qualname__}"
         record: dict[str, Any] = {
-            "model_class": f"{type(module).__module__}.{type(module).__qualname__}"
-            if module is not None else None,
+            "model_class": model_class,
             "wandb_id": wandb_id(trainer) if trainer is not None else None,
         }
         if self.run is not None:
