@@ -160,11 +160,12 @@ def test_interrupted_and_resumed_equals_straight(family, tmp_path, data_root):
     # the first one a process writes) names it and the model's class.
     ids = {p.name.rsplit("-", 1)[1] for p in (split / "wandb").glob("offline-run-*")}
     assert len(ids) == 1 and len(list((split / "wandb").glob("offline-run-*"))) == 2
-    for run, wandb_ids in ((run_a, None), (run_b, ids)):
+    straight_id = a["callbacks"]["RunRecord"]["wandb_id"]
+    assert straight_id is not None
+    for run, expected in ((run_a, {straight_id}), (run_b, ids)):
         records = _records(run)
-        assert {r["wandb_id"] for r in records.values()} == (wandb_ids or {a["callbacks"]["RunRecord"]["wandb_id"]}), records
+        assert {r["wandb_id"] for r in records.values()} == expected, records
         assert all(r["model_class"].rpartition(".")[2].lower() == family for r in records.values())
-    assert a["callbacks"]["RunRecord"]["wandb_id"] is not None
     assert not no_temporaries(tmp_path)
 
 
