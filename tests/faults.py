@@ -1,14 +1,16 @@
-"""Faults for the CLI tests, loaded into a real ``zoo`` subprocess as callbacks."""
+"""Faults and probes for the CLI tests, loaded into a real ``zoo`` run as callbacks."""
 
 from __future__ import annotations
 
 import os
 import signal
+from pathlib import Path
 from typing import Any
 
+import torch
 from lightning.pytorch import Callback, Trainer
 
-__all__ = ["SignalAt"]
+__all__ = ["LastCheckpointProbe", "SignalAt"]
 
 
 class SignalAt(Callback):
@@ -24,3 +26,17 @@ class SignalAt(Callback):
         if trainer.global_step == self.step:
             for _ in range(self.times):
                 os.kill(os.getpid(), self.signum)
+
+
+class LastCheckpointProbe(Callback):
+    """Note, when each training epoch starts, the global step that the run's ``last.ckpt`` holds
+    (what a kill at that moment would leave): ``seen[epoch]``, None while there is none."""
+
+    def __init__(self) -> None:
+        self.seen: dict[int, int | None] = {}
+
+    def on_train_epoch_start(self, trainer: Trainer, *args: Any) -> None:
+        paths = [Path(c.dirpath) / "last.ckpt" for c in trainer.checkpoint_callbacks if c.dirpath]
+        found = [p for p in paths if p.is_file()]
+        step = torch.load(found[0], map_location="cpu", weights_only=True)["global_step"] if found else None
+        self.seen[trainer.current_epoch] = step

@@ -144,7 +144,8 @@ def test_fit_then_predict_writes_answers(config, tmp_path):
 
 @pytest.mark.parametrize(
     ("command", "option"),
-    [("evaluate", "--evals"), ("export", "--ckpt_path"), ("embed", "--output"), ("demo", "--port")],
+    [("evaluate", "--evals"), ("compare", "--suite"), ("export", "--ckpt_path"), ("embed", "--output"),
+     ("demo", "--port")],
 )
 @pytest.mark.parametrize("from_argv", [False, True], ids=["args", "sys.argv"])
 def test_evaluate_and_export_are_zoo_commands(command, option, from_argv, monkeypatch, capsys):
@@ -166,4 +167,4 @@ def test_zoo_help_names_evaluate_and_export(capsys):
     assert exit_.value.code == 0
     out = capsys.readouterr().out
     assert "zoo evaluate" in out and "zoo export" in out and "fit" in out
-    assert "zoo embed" in out and "zoo demo" in out
+    assert "zoo embed" in out and "zoo demo" in out and "zoo compare" in out

@@ -23,12 +23,14 @@ ROOT = Path(__file__).parents[1]
 TRAINER = {"max_epochs": 3, "enable_progress_bar": False, "enable_model_summary": False,
            "log_every_n_steps": 1, "limit_val_batches": 1}
 DATA = {"splits": {"train": 32, "val": 8, "test": 4}, "batch_size": 8}  # 4 steps per epoch
-GENERATOR = {"generation": {"max_new_tokens": 3}}
+#: No captioning metrics in validation: their scorers (Java's PTB tokenizer and METEOR) cost
+#: ~10 s a validation; the W&B samples callback still decodes answers there.
+GENERATOR = {"generation": {"max_new_tokens": 3}, "val_generate_batches": 0}
 FAMILIES = {
     "flavars": ("configs/flavars.yaml", {"embed_dim": 32, "fusion_width": 32, "fusion_layers": 1,
                                          "location_hidden": 32, "location_layers": 1}),
-    "aquila": ("configs/aquila.yaml", {**GENERATOR, "val_generate_batches": 1}),
-    "fuse": ("configs/fuse.yaml", {**GENERATOR, "val_generate_batches": 1}),
+    "aquila": ("configs/aquila.yaml", GENERATOR),
+    "fuse": ("configs/fuse.yaml", GENERATOR),
     "geopix": ("configs/geopix.yaml", GENERATOR),
 }
 NAMES = {"flavars": "flavars-embedded", "aquila": "aquila-embedded", "fuse": "fuse-embedded",
@@ -41,13 +43,15 @@ def data_root(tmp_path_factory) -> Path:
 
 
 def zoo(family: str, runs: Path, data: Path, *args: str, trainer: dict | None = None,
-        env: dict | None = None) -> subprocess.CompletedProcess:
-    """``python -m zoo fit`` on the family's tiny config, W&B offline, one CPU thread."""
-    config, model = FAMILIES[family]
+        env: dict | None = None, model: dict | None = None,
+        splits: dict | None = None) -> subprocess.CompletedProcess:
+    """``python -m zoo fit`` on the family's tiny config, W&B offline, one CPU thread;
+    ``trainer``, ``model`` (``init_args``) and ``splits`` replace keys of the tiny config."""
+    config, base = FAMILIES[family]
     override = runs.parent / f"{family}-tiny.yaml"
     override.write_text(yaml.safe_dump({
-        "trainer": {**TRAINER, **(trainer or {})}, "model": {"init_args": model},
-        "data": {"init_args": {**DATA, "root": str(data)}},
+        "trainer": {**TRAINER, **(trainer or {})}, "model": {"init_args": {**base, **(model or {})}},
+        "data": {"init_args": {**DATA, "splits": splits or DATA["splits"], "root": str(data)}},
     }))
     command = [sys.executable, "-m", "zoo", "fit", "--config", config, "--config", str(override),
                f"--trainer.default_root_dir={runs}", *args]
@@ -85,25 +89,53 @@ def test_sigterm_saves_the_current_step_and_exits_143(tmp_path, data_root):
     assert checkpoint["loops"]["fit_loop"]["state_dict"]["combined_loader"] == [
         {"epoch": 0, "seed": 0, "batches": 3}]
     assert {"ExactResume", "RunRecord"} <= set(checkpoint["callbacks"])
+    # the process's first checkpoint already names its model (read when written, not after)
+    assert checkpoint["callbacks"]["RunRecord"]["model_class"] == "zoo.models.flavars.FLAVARS"
     assert not no_temporaries(tmp_path)
+
+
+#: The resume test's runs: two epochs of 16 training images in batches of 8, so FLAVARS and
+#: GeoPix take 2 steps an epoch and Aquila and FUSE 4 (a caption and a VQA sample per image).
+RESUME_SPLITS = {"train": 16, "val": 8, "test": 4}
+STEPS_PER_EPOCH = {"flavars": 2, "aquila": 4, "fuse": 4, "geopix": 2}
+#: What else a family's resume draws from the RNG: Aquila samples its validation answers
+#: (top-k from the global torch RNG, also in the W&B samples), GeoPix trains LoRA adapters with
+#: dropout (q/v, as its paper's stage 2) instead of the whole LLM; FLAVARS masks and drops out.
+RESUME_MODEL = {
+    "aquila": {"generation": {"max_new_tokens": 3, "do_sample": True, "top_k": 5}},
+    "geopix": {"stage": {"train_vision": True, "train_connector": True, "train_llm": False,
+                         "lora_rank": 4, "lora_dropout": 0.1,
+                         "lora_target_modules": ["q_proj", "v_proj"]}},
+}
+
+
+def _records(run: Path) -> dict[str, dict]:
+    """The RunRecord of every checkpoint of a run folder, by file name."""
+    return {p.name: load(p)["callbacks"]["RunRecord"] for p in (run / "checkpoints").glob("*.ckpt")}
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("family", list(FAMILIES))
 def test_interrupted_and_resumed_equals_straight(family, tmp_path, data_root):
-    """Rows 'resume with --ckpt_path last' and '60 steps straight vs 20 + resume + 40': N steps
-    straight (12 for FLAVARS, 24 for the generators: caption + VQA samples per image) equal
-    6 + SIGTERM + resume + the rest, bit for bit (weights and logged loss), in the same
-    run folder and the same W&B run; the true last checkpoint holds the final step."""
+    """Rows 'resume with --ckpt_path last' and '60 steps straight vs 20 + resume + 40': two
+    epochs straight equal SIGTERM one step into the second epoch (after a validation, mid-epoch)
+    + ``--ckpt_path last`` + the rest, bit for bit (every weight and every logged loss), in the
+    same run folder and the same W&B run, whose id every checkpoint records."""
     straight, split = tmp_path / "straight" / "runs", tmp_path / "split" / "runs"
     straight.parent.mkdir(), split.parent.mkdir()
-    wandb = "--trainer.logger.init_args.save_dir={}"
-    done = zoo(family, straight, data_root, wandb.format(straight))
+    per_epoch = STEPS_PER_EPOCH[family]
+
+    def fit(runs: Path, *args: str) -> subprocess.CompletedProcess:
+        return zoo(family, runs, data_root, f"--trainer.logger.init_args.save_dir={runs}", *args,
+                   trainer={"max_epochs": 2}, model=RESUME_MODEL.get(family), splits=RESUME_SPLITS)
+
+    done = fit(straight)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "Validation metrics of this fit (final and best)" in done.stdout
-    first = zoo(family, split, data_root, wandb.format(split), *signal_at(6))
+    first = fit(split, *signal_at(per_epoch + 1))
     assert first.returncode == 143, first.stderr[-3000:]
-    second = zoo(family, split, data_root, wandb.format(split), "--ckpt_path", "last")
+    assert f"interrupted by SIGTERM at step {per_epoch + 1}" in first.stderr
+    second = fit(split, "--ckpt_path", "last")
     assert second.returncode == 0, second.stderr[-3000:]
 
     name = NAMES[family]
@@ -113,8 +145,10 @@ def test_interrupted_and_resumed_equals_straight(family, tmp_path, data_root):
     assert (split / name / "latest").resolve() == run_b.resolve()
     a, b = load(run_a / "checkpoints" / "last.ckpt"), load(run_b / "checkpoints" / "last.ckpt")
     steps = a["global_step"]
-    assert steps == b["global_step"] == (12 if family in ("flavars", "geopix") else 24)
+    assert steps == b["global_step"] == 2 * per_epoch
     assert a["state_dict"].keys() == b["state_dict"].keys()
+    if family == "geopix":
+        assert any("lora_A" in k for k in a["state_dict"])
     differ = [k for k in a["state_dict"] if not torch.equal(a["state_dict"][k], b["state_dict"][k])]
     assert not differ, differ[:5]
     loss_a = pd.read_csv(run_a / "metrics.csv").dropna(subset=["train_loss"]).set_index("step")
@@ -122,8 +156,16 @@ def test_interrupted_and_resumed_equals_straight(family, tmp_path, data_root):
     assert list(loss_b.index) == list(range(steps))
     assert loss_a["train_loss"].tolist() == loss_b["train_loss"].tolist()
     assert (run_b / "config.yaml").is_file()
+    # One W&B run, resumed rather than opened anew, and every checkpoint (the best, the last,
+    # the first one a process writes) names it and the model's class.
     ids = {p.name.rsplit("-", 1)[1] for p in (split / "wandb").glob("offline-run-*")}
-    assert len(ids) == 1 and ids == {b["callbacks"]["RunRecord"]["wandb_id"]}
+    assert len(ids) == 1 and len(list((split / "wandb").glob("offline-run-*"))) == 2
+    straight_id = a["callbacks"]["RunRecord"]["wandb_id"]
+    assert straight_id is not None
+    for run, expected in ((run_a, {straight_id}), (run_b, ids)):
+        records = _records(run)
+        assert {r["wandb_id"] for r in records.values()} == expected, records
+        assert all(r["model_class"].rpartition(".")[2].lower() == family for r in records.values())
     assert not no_temporaries(tmp_path)
 
 

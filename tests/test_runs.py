@@ -10,9 +10,11 @@ import sys
 from dataclasses import asdict, is_dataclass
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 import yaml
+from lightning.pytorch.loggers import WandbLogger
 
 from zoo.checkpoints import CheckpointError, merge_hyperparameters, read_lightning_checkpoint
 from zoo.data.sampling import train_loader
@@ -37,13 +39,71 @@ def _in_repo(monkeypatch):
 
 @pytest.mark.parametrize("config", RUN_CONFIGS)
 def test_every_config_keeps_a_true_last_checkpoint(config):
-    """Row 1: a monitor-free ModelCheckpoint with save_last (written every epoch, not only on
-    a new best), beside the monitored best where there is one."""
+    """Row 1 (the configs): a monitor-free ModelCheckpoint keeping its newest file, named
+    ``last``, beside the monitored best where there is one. Not ``save_top_k: 0`` with
+    ``save_last``: since Lightning 2.6 that writes ``last.ckpt`` only when the fit ends."""
     callbacks = yaml.safe_load((ROOT / config).read_text())["trainer"]["callbacks"]
     checkpoints = [c.get("init_args") or {} for c in callbacks if c["class_path"].endswith("ModelCheckpoint")]
-    last = [c for c in checkpoints if c.get("save_last") and not c.get("monitor")]
-    assert len(last) == 1 and last[0]["save_top_k"] == 0 and last[0]["enable_version_counter"] is False
-    assert not any(c.get("save_last") for c in checkpoints if c.get("monitor"))
+    last = [c for c in checkpoints if c.get("filename") == "last"]
+    assert len(last) == 1 and not last[0].get("monitor") and not last[0].get("save_last")
+    assert last[0]["save_top_k"] == 1 and last[0]["enable_version_counter"] is False
+    assert not any(c.get("save_last") for c in checkpoints)
+
+
+@pytest.fixture(scope="module")
+def fitted(tmp_path_factory):
+    """A FLAVARS fit of 2 epochs x 2 steps through the CLI (W&B offline), its printed output."""
+    import contextlib
+    import io
+
+    import wandb
+
+    runs = tmp_path_factory.mktemp("fit") / "runs"
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        cli = main([
+            "fit", "--config", str(ROOT / "configs/flavars.yaml"), *TINY, f"--data.init_args.root={runs.parent / 'data'}",
+            "--data.init_args.batch_size=8", "--trainer.max_epochs=2", "--trainer.limit_val_batches=1", "--trainer.log_every_n_steps=1",
+            "--trainer.enable_progress_bar=false", f"--trainer.default_root_dir={runs}",
+            f"--trainer.logger.init_args.save_dir={runs}",
+            "--trainer.callbacks+=tests.faults.LastCheckpointProbe",
+        ])
+    wandb.finish()
+    return cli, out.getvalue(), runs / "flavars-embedded" / "version_0"
+
+
+def test_true_last_checkpoint_is_written_every_epoch(fitted):
+    """Row 'default FLAVARS fit: last.ckpt holds epoch 3': what a kill would leave when the
+    second epoch starts is the first epoch's last step, and at the end the final step; every
+    checkpoint, the process's first included, names the model and the W&B run."""
+    cli, _, run = fitted
+    (probe,) = [c for c in cli.trainer.callbacks if type(c).__name__ == "LastCheckpointProbe"]
+    assert probe.seen == {0: None, 1: 2}
+    last = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert last["global_step"] == 4
+    best = list((run / "checkpoints").glob("best-*.ckpt"))
+    assert len(best) == 1
+    (wandb_id,) = [lg.version for lg in cli.trainer.loggers if isinstance(lg, WandbLogger)]
+    for path in [run / "checkpoints" / "last.ckpt", *best]:
+        record = torch.load(path, map_location="cpu", weights_only=True)["callbacks"]["RunRecord"]
+        assert record["model_class"] == "zoo.models.flavars.FLAVARS"
+        assert record["wandb_id"] is not None and record["wandb_id"] == wandb_id
+        assert record["version"] == 0
+
+
+def test_fit_prints_final_and_best_metrics_and_keeps_them_in_the_run_folder(fitted):
+    """Row 'results of a fit': the final and best validation metrics printed as a table, a CSV
+    logger beside W&B and the resolved config in the run folder, checkpoints under it."""
+    _, printed, run = fitted
+    assert "Validation metrics of this fit (final and best):" in printed
+    table = printed.split("(final and best):", 1)[1]
+    assert "| metric | final | best | best at |" in table
+    assert any(line.startswith("| val_zero_shot_acc |") for line in table.splitlines())
+    rows = pd.read_csv(run / "metrics.csv")
+    assert rows["train_loss"].notna().sum() == 4 and rows["val_zero_shot_acc"].notna().sum() == 2
+    assert "class_path: zoo.models.FLAVARS" in (run / "config.yaml").read_text()
+    assert (run.parent / "latest").resolve() == run.resolve()
+    assert list((run.parent.parent / "wandb").glob("offline-run-*"))  # W&B beside it
 
 
 def test_run_folders_versions_latest_and_last(tmp_path):
@@ -119,11 +179,20 @@ def _parsed(monkeypatch, args):
     return main(args)
 
 
-def test_checkpoint_of_another_family_is_an_error_naming_both(flavars_checkpoint, monkeypatch):
-    """Row 'FLAVARS config + an Aquila checkpoint' (and 'Aquila config + a FLAVARS one')."""
+def test_checkpoint_of_another_family_is_an_error_naming_both(flavars_checkpoint, monkeypatch, tmp_path):
+    """Rows 'Aquila config + a FLAVARS checkpoint, predict' and 'FLAVARS config + an Aquila
+    --ckpt_path' (fit: never adopted, no KeyError)."""
     with pytest.raises(CheckpointError, match=r"holds a FLAVARS model .* the config builds Aquila"):
         _parsed(monkeypatch, ["predict", "--config", "configs/aquila.yaml", *TINY,
                               "--ckpt_path", str(flavars_checkpoint)])
+    aquila = tmp_path / "aquila.ckpt"  # what the check reads of an Aquila checkpoint
+    torch.save({"state_dict": {}, "pytorch-lightning_version": "2.6.6", "global_step": 3,
+                "hyper_parameters": {"_class_path": "zoo.models.Aquila", "llm": "tiny"}}, aquila)
+    with pytest.raises(CheckpointError, match=r"holds a Aquila model \(zoo.models.Aquila\), but the "
+                       r"config builds FLAVARS \(zoo.models.FLAVARS\)"):
+        _parsed(monkeypatch, ["fit", "--config", "configs/flavars.yaml", *TINY, "--trainer.logger=false",
+                              f"--trainer.default_root_dir={tmp_path}", "--ckpt_path", str(aquila)])
+    assert not (tmp_path / "flavars").exists()  # no run folder was started
 
 
 def test_command_line_overrides_win_over_checkpoint_hparams(flavars_checkpoint, monkeypatch, caplog):
@@ -188,6 +257,26 @@ def test_zoo_errors_print_the_message_alone(monkeypatch, capsys, tmp_path):
     monkeypatch.setattr(sys, "argv", ["zoo", *args, "--traceback"])
     with pytest.raises(ValueError, match="unknown vision encoder"):
         main()
+
+
+def test_data_error_prints_the_message_alone(monkeypatch, capsys, tmp_path):
+    """Row 'a data error: the message is clear, but it is the last line of a ~45-line
+    traceback': a latitude of 200 in a SkyScript-format table, through the command line."""
+    from tests.conftest import write_table_dataset
+
+    root = write_table_dataset(tmp_path / "table")
+    table = pd.read_csv(root / "train.csv")
+    table.loc[1, "lat"] = 200.0  # line 3 of the file
+    table.to_csv(root / "train.csv", index=False)
+    data = tmp_path / "data.yaml"
+    data.write_text(yaml.safe_dump({"data": {"class_path": "ImageTextLocationDataModule",
+                                             "init_args": {"root": str(root), "batch_size": 4}}}))
+    code, err = _command_line(monkeypatch, capsys, "fit", "--config", "configs/flavars.yaml",
+                              "--config", str(data), "--trainer.logger=false",
+                              f"--trainer.default_root_dir={tmp_path / 'runs'}")
+    assert code == 1 and "Traceback" not in err and len(err.splitlines()) <= 3
+    assert err.startswith(f"zoo: error: {root / 'train.csv'}: latitude 200.0 on line(s) 3 is not a "
+                          "number in [-90, 90] degrees (column 'lat')")
 
 
 def test_missing_mandatory_value_names_the_key(monkeypatch, capsys, tmp_path):

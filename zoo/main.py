@@ -1,11 +1,11 @@
-"""The zoo's command line: ``zoo {fit,validate,test,predict,evaluate,export} ...``.
+"""The zoo's command line: ``zoo {fit,validate,test,predict,evaluate,compare,export} ...``.
 
 ``fit``, ``validate``, ``test`` and ``predict`` are a LightningCLI in subclass mode for both
 model and data, so a YAML names any zoo model (``class_path: FLAVARS`` or
 ``zoo.models.FLAVARS``) and any datamodule. What the data knows, its tokenizer, class names and
 image size, reaches the model through ``link_arguments``. ``evaluate`` and ``export`` take a
-run's configs and checkpoint (:data:`COMMANDS`); both rebuild the model with
-:func:`build_from_configs`.
+run's configs and checkpoint (:data:`COMMANDS`), ``compare`` those of a suite's variants; they
+rebuild the model with :func:`build_from_configs`.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ log = logging.getLogger(__name__)
 
 #: ``zoo`` commands besides the Trainer's: the module whose ``main(argv)`` runs each.
 COMMANDS = {
-    "evaluate": "zoo.evaluation.cli", "export": "zoo.export", "embed": "zoo.embed", "demo": "zoo.demo",
+    "evaluate": "zoo.evaluation.cli", "compare": "zoo.evaluation.compare", "export": "zoo.export", "embed": "zoo.embed", "demo": "zoo.demo",
 }
 
 
@@ -136,7 +136,8 @@ class ZooCLI(LightningCLI):
 
 
 _EPILOG = (
-    "Also: zoo evaluate (a checkpoint over evaluation configs, like the papers), zoo export "
+    "Also: zoo evaluate (a checkpoint over evaluation configs, like the papers), zoo compare "
+    "(an ablation suite's variants side by side), zoo export "
     "(safetensors weights, LoRA merged), zoo embed (image embeddings of a folder as GeoParquet) "
     "and zoo demo (a local Gradio page); see zoo <command> --help."
 )

@@ -123,26 +123,33 @@ class RunRecord(Callback):
     """Store in every checkpoint what a resume needs to continue the same run: the run folder,
     the W&B run id and the model's class (checked against the config before loading).
 
-    Read back from a checkpoint file with ``checkpoint["callbacks"]["RunRecord"]``.
+    The record is read from the trainer when the checkpoint is written (Lightning asks for a
+    callback's ``state_dict`` before its ``on_save_checkpoint``, so a record kept there would be
+    the previous checkpoint's, empty in a process's first one). Read it back from a checkpoint
+    file with :func:`record_of`.
     """
 
     def __init__(self, run: RunFolder | None = None) -> None:
         self.run = run
+        self._trainer: Trainer | None = None
 
     @property
     def state_key(self) -> str:
         return "RunRecord"
 
-    def on_save_checkpoint(
-        self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]
-    ) -> None:
-        self._model_class = f"{type(pl_module).__module__}.{type(pl_module).__qualname__}"
-        self._wandb_id = wandb_id(trainer)
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        self._trainer = trainer
+
+    def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        self._trainer = None
 
     def state_dict(self) -> dict[str, Any]:
+        trainer = self._trainer
+        module = trainer.lightning_module if trainer is not None else None
+        model_class = None if module is None else f"{type(module).__module__}.{type(module).__qualname__}"
         record: dict[str, Any] = {
-            "model_class": getattr(self, "_model_class", None),
-            "wandb_id": getattr(self, "_wandb_id", None),
+            "model_class": model_class,
+            "wandb_id": wandb_id(trainer) if trainer is not None else None,
         }
         if self.run is not None:
             record |= {"experiment": str(self.run.experiment), "version": self.run.version}

@@ -168,3 +168,45 @@ def write_rsvqa(
             listed = [{k: v for k, v in e.items() if k != "split"} | {"active": e["split"] == split}
                       for e in entries]
             (root / f"{prefix}_split_{split}_{key}.json").write_text(json.dumps({key: listed}))
+
+
+def write_scene_table(
+    root: Path,
+    folder: str,
+    table: str,
+    classes: Sequence[str],
+    *,
+    per_class: int = 4,
+    size: int = 8,
+    extension: str = "png",
+    from_benchmark_root: bool = False,
+    labels: Callable[[int, str], dict[str, str]] = lambda c, name: {"label": name},
+    classnames: dict[str, Sequence[str]] | None = None,
+) -> Path:
+    """A scene benchmark in SkyScript's layout under ``root / folder``; returns that folder.
+
+    ``per_class`` uniform ``size`` x ``size`` images per class under ``images/<class>/``, class
+    ``c`` colored (60 c, 120, 255 - 60 c); the table ``table`` has ``filepath``, ``title`` and the
+    columns ``labels(c, name)`` gives (default ``label``: the class name). ``filepath`` is
+    relative to the dataset folder, or with ``from_benchmark_root`` to ``root`` (SkyScript's
+    benchmark root, as its loader joins it). ``classnames`` maps class-list files to their lines
+    (default ``classnames.txt``: ``classes``).
+    """
+    out = fresh_dir(root / folder) if (root / folder).exists() else root / folder
+    out.mkdir(parents=True, exist_ok=True)
+    for file, lines in (classnames or {"classnames.txt": classes}).items():
+        (out / file).write_text("".join(f"{line}\n" for line in lines))
+    rows = []
+    for c, name in enumerate(classes):
+        (out / "images" / name).mkdir(parents=True)
+        pixels = np.empty((size, size, 3), dtype=np.uint8)
+        pixels[...] = (60 * c, 120, 255 - 60 * c)
+        for n in range(per_class):
+            path = f"images/{name}/{name.replace(' ', '_')}_{n}.{extension}"
+            Image.fromarray(pixels).save(out / path, **({"quality": 100} if extension == "jpg" else {}))
+            listed = f"{folder}/{path}" if from_benchmark_root else path
+            rows.append({"filepath": listed, "title": f"a satellite image of {name}", **labels(c, name)})
+    columns = list(rows[0])
+    lines = [",".join(columns)] + [",".join(str(r[k]) for k in columns) for r in rows]
+    (out / table).write_text("\r\n".join(lines) + "\r\n")
+    return out

@@ -191,3 +191,28 @@ def test_learns_rectangles_beyond_the_all_background_baseline() -> None:
         (results["test_iou_background"] + results["test_iou_building"]) / 2, abs=1e-6
     )
     assert results["test_miou"] == pytest.approx(miou, abs=1e-6)
+
+
+def test_a_models_own_encoder_is_used_as_given() -> None:
+    """FLAVARS' dense_encoder (a copy of its timm encoder) feeds UPerNet without a checkpoint:
+    the maps are the model's own, and the copy leaves the model's encoder untouched."""
+    torch.manual_seed(3)
+    tokenizer = build_tokenizer(None, ["a", "b"], chat=False)
+    flavars = FLAVARS(image_size=SIZE, tokenizer=tokenizer, embed_dim=32, fusion_width=32,
+                      fusion_layers=1).eval()
+    encoder = flavars.dense_encoder()
+    assert encoder is not flavars.vision_encoder.model
+    model = _model(encoder=encoder).eval()
+    assert model.encoder is encoder and "encoder" not in model.hparams
+    x = torch.randn(2, 3, SIZE, SIZE)
+    with torch.no_grad():
+        ours = model.features(x)
+        theirs = _features(flavars.vision_encoder.model, model.feature_indices, x)
+    assert all(torch.equal(a, b) for a, b in zip(ours, theirs, strict=True))
+    # pruning (the final norm) happened to the copy only
+    assert isinstance(model.encoder.norm, torch.nn.Identity)
+    assert isinstance(flavars.vision_encoder.model.norm, torch.nn.LayerNorm)
+    with pytest.raises(ValueError, match="either encoder .* or vision_checkpoint"):
+        _model(encoder=flavars.dense_encoder(), vision_checkpoint="x.ckpt")
+    with pytest.raises(ValueError, match="'Linear' has no forward_intermediates"):
+        _model(encoder=torch.nn.Linear(2, 2))

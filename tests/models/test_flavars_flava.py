@@ -21,6 +21,7 @@ from zoo.models.flavars import MaskingDraw
 
 IMAGE, PATCH, CODES = 32, 8, 24
 MEAN, STD = [0.48145466, 0.4578275, 0.40821073], [0.26862954, 0.26130258, 0.27577711]
+CODEBOOK = FlavaImageCodebookConfig(num_groups=4, hidden_size=8, num_blocks_per_group=1, vocab_size=CODES)
 WORDS = "a an the of with and satellite aerial image photo river forest field road city farm".split()
 
 
@@ -28,32 +29,37 @@ def _tokenizer() -> PreTrainedTokenizerFast:
     return word_level_tokenizer(WORDS)
 
 
-@pytest.fixture(scope="module")
-def folders(tmp_path_factory) -> tuple[str, str, FlavaForPreTraining, FlavaImageCodebook]:
-    """A tiny random FlavaForPreTraining with its tokenizer and processor, and a codebook."""
-    root = tmp_path_factory.mktemp("flava")
+def save_tiny_flava(folder, image_layers: int = 2) -> FlavaForPreTraining:
+    """A tiny random FlavaForPreTraining (seeded) saved with its tokenizer and processor."""
     tokenizer = _tokenizer()
     small = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64)
-    codebook_config = FlavaImageCodebookConfig(num_groups=4, hidden_size=8, num_blocks_per_group=1, vocab_size=CODES)
     config = FlavaConfig(
-        image_config=dict(small, image_size=IMAGE, patch_size=PATCH, vocab_size=CODES),
+        image_config=dict(small, num_hidden_layers=image_layers, image_size=IMAGE, patch_size=PATCH,
+                          vocab_size=CODES),
         text_config=dict(small, vocab_size=len(tokenizer), max_position_embeddings=32),
         multimodal_config=dict(small, num_hidden_layers=1),
-        image_codebook_config=codebook_config.to_dict(), projection_dim=16, hidden_size=32,
+        image_codebook_config=CODEBOOK.to_dict(), projection_dim=16, hidden_size=32,
         init_codebook=False,
     )
     torch.manual_seed(0)
     model = FlavaForPreTraining(config).eval()
-    flava = root / "flava"
-    model.save_pretrained(flava)
-    tokenizer.save_pretrained(flava)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
     FlavaImageProcessor(
         size={"height": IMAGE, "width": IMAGE}, crop_size={"height": IMAGE, "width": IMAGE},
         image_mean=MEAN, image_std=STD,
-    ).save_pretrained(flava)
-    codebook = FlavaImageCodebook(codebook_config).eval()
+    ).save_pretrained(folder)
+    return model
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory) -> tuple[str, str, FlavaForPreTraining, FlavaImageCodebook]:
+    """A tiny random FlavaForPreTraining with its tokenizer and processor, and a codebook."""
+    root = tmp_path_factory.mktemp("flava")
+    model = save_tiny_flava(root / "flava")
+    codebook = FlavaImageCodebook(CODEBOOK).eval()
     codebook.save_pretrained(root / "codebook")
-    return str(flava), str(root / "codebook"), model, codebook
+    return str(root / "flava"), str(root / "codebook"), model, codebook
 
 
 def _inputs(tokenizer) -> dict[str, torch.Tensor]:
@@ -241,3 +247,39 @@ def test_training_step_with_codebook_has_no_syncing_operator(folders, encoders):
         loss.backward()
     assert torch.isfinite(loss)
     assert not recorder.found, "operators that synchronize on a GPU:\n" + "\n".join(recorder.found)
+
+
+def test_spacenet1_upernet_on_a_flava_built_flavars(tmp_path):
+    """The SpaceNet1 protocol (the shipped config, fake SpaceNet1 files) on FLAVARS built from a
+    FLAVA folder: UPerNet reads FLAVA's own image encoder (its layer outputs equal
+    FlavaImageModel's hidden states), fine-tunes a copy, and the model itself is left as it was."""
+    from pathlib import Path
+
+    from zoo.evaluation import evaluate, load_evaluations
+    from zoo.models.capabilities import DenseEncoder
+
+    root = Path(__file__).resolve().parents[2]
+    hf = save_tiny_flava(tmp_path / "flava", image_layers=4)  # four blocks: the simple pyramid
+    model = _flavars(str(tmp_path / "flava"))
+    assert isinstance(model, DenseEncoder)
+    encoder = model.dense_encoder()
+    assert encoder.prune_intermediate_layers([0, 1, 2, -1], prune_norm=True) == [0, 1, 2, 3]
+    image = torch.randn(2, 3, IMAGE, IMAGE, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        maps = encoder.forward_intermediates(image, indices=[0, 1, 2, 3])
+        hidden = hf.flava.image_model(pixel_values=image, output_hidden_states=True).hidden_states
+    side = IMAGE // PATCH
+    for i, got in enumerate(maps):
+        want = hidden[i + 1][:, 1:].transpose(1, 2).reshape(2, 32, side, side)
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    (ev,) = load_evaluations([root / "configs" / "eval" / "spacenet1_upernet.yaml"])
+    ev = ev.with_args(data={"init_args": {"root": str(root / "tests" / "data" / "spacenet1"), "batch_size": 2}},
+                      max_epochs=1)
+    assert ev.build().upernet_args["freeze_encoder"] is False  # the config fine-tunes
+    rows = evaluate(model, [ev], tmp_path / "out", device="cpu")  # no checkpoint: FLAVA's weights
+    metrics = {r["metric"]: r for r in rows}
+    assert 0.0 <= metrics["miou"]["ours"] <= 100.0 and metrics["miou"]["paper"] == 77.9
+    assert metrics["miou"]["baselines"] == {"MAE": 74.3, "SkyCLIP-L/14": 78.0}
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)

@@ -10,6 +10,8 @@ heads, unchanged; the data reads the folder's tokenizer and image-processor sett
 
 from __future__ import annotations
 
+import copy
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +24,7 @@ from zoo.layers.attention import dense_attention_mask
 
 __all__ = [
     "FlavaEncoders",
+    "FlavaImageIntermediates",
     "ImageCodebook",
     "ImageStates",
     "TextStates",
@@ -160,6 +163,58 @@ class FlavaEncoders(nn.Module):
     def itm_logits(self, fused: Tensor) -> Tensor:
         """``B×2`` matching logits (FLAVA's head pools the multimodal [CLS])."""
         return self.itm_head(fused)
+
+    def dense_encoder(self) -> FlavaImageIntermediates:
+        """A copy of the image encoder behind timm's multi-scale interface (UPerNet)."""
+        return FlavaImageIntermediates(copy.deepcopy(self.model.image_model))
+
+
+class FlavaImageIntermediates(nn.Module):
+    """transformers' ``FlavaImageModel`` behind the part of timm's interface a dense head reads:
+    ``feature_info`` (one entry per layer, stride = patch size), ``forward_intermediates`` (the
+    chosen layers' outputs, [CLS] dropped, as ``B×D×h×w`` maps; timm's ViT likewise returns
+    block outputs without the final norm) and ``prune_intermediate_layers``.
+
+    Args:
+        image_model: the FLAVA image encoder (used as it is; copy it to keep the original).
+    """
+
+    def __init__(self, image_model: nn.Module) -> None:
+        super().__init__()
+        self.model = image_model
+        config = image_model.config
+        self.patch_size: int = config.patch_size
+        self.feature_info = [
+            {"num_chs": config.hidden_size, "reduction": config.patch_size, "module": f"encoder.layer.{i}"}
+            for i in range(len(image_model.encoder.layer))
+        ]
+
+    def prune_intermediate_layers(
+        self, indices: Sequence[int], prune_norm: bool = False, prune_head: bool = True
+    ) -> list[int]:
+        """Drop the layers after the last of ``indices`` (negative ones count from the end), the
+        final layer norm and the pooler; returns the indices as non-negative layer numbers."""
+        n = len(self.model.encoder.layer)
+        taken = sorted({i % n for i in indices})
+        self.model.encoder.layer = self.model.encoder.layer[: taken[-1] + 1]
+        self.feature_info = self.feature_info[: taken[-1] + 1]
+        if prune_norm:
+            self.model.layernorm = nn.Identity()
+        if prune_head:
+            self.model.pooler = None
+        return taken
+
+    def forward_intermediates(
+        self, image: Tensor, indices: Sequence[int], output_fmt: str = "NCHW", intermediates_only: bool = True
+    ) -> list[Tensor]:
+        """The outputs of layers ``indices`` for ``B×C×H×W`` normalized images, each ``B×D×h×w``."""
+        if output_fmt != "NCHW" or not intermediates_only:
+            raise ValueError("FlavaImageIntermediates gives NCHW intermediates only")
+        out = self.model(pixel_values=image, output_hidden_states=True, return_dict=True,
+                         interpolate_pos_encoding=True)
+        b, h, w = image.shape[0], image.shape[-2] // self.patch_size, image.shape[-1] // self.patch_size
+        # hidden_states[0] is the embedding output, [i + 1] the output of layer i
+        return [out.hidden_states[i + 1][:, 1:].transpose(1, 2).reshape(b, -1, h, w) for i in indices]
 
 
 class ImageCodebook(nn.Module):

@@ -8,7 +8,8 @@
   :mod:`~zoo.evaluation.base`'s :class:`Evaluation`.
 * :mod:`~zoo.evaluation.config`: evaluation YAMLs and suites, checked by jsonargparse.
 * :mod:`~zoo.evaluation.runner` and :mod:`~zoo.evaluation.results`: running a list of them
-  and the results table beside the papers' numbers; :mod:`~zoo.evaluation.cli` the command.
+  and the results table beside the papers' numbers; :mod:`~zoo.evaluation.cli` the command,
+  :mod:`~zoo.evaluation.compare` ``zoo compare`` (an ablation suite's variants side by side).
 * :mod:`~zoo.evaluation.probes`, :mod:`~zoo.evaluation.retrieval`,
   :mod:`~zoo.evaluation.segmentation`: the protocols' computations (feature tensors in,
   numbers out; UPerNet over a zoo image encoder).

@@ -17,6 +17,14 @@ A suite lists evaluation configs, by path relative to the suite or inline::
 
     evaluations: [../eurosat_knn.yaml, ../eurosat_linear_probe.yaml]
 
+A suite may also name ``variants``: the runs an ablation compares, each a column of
+``zoo compare`` (:mod:`zoo.evaluation.compare`), its run configs relative to the suite::
+
+    variants:
+      - {name: FLAVARS +LE, config: [../../flavars/skyscript_vitb16.yaml]}
+      - {name: FLAVARS, config: [../../flavars/skyscript_vitb16.yaml,
+                                 ../../flavars/skyscript_vitb16_no_location.yaml]}
+
 jsonargparse checks every key against the protocol's and the datamodule's constructors when a
 config is read, so a misspelt key fails at once with jsonargparse's own message, prefixed with
 the file. The datamodule is built when its evaluation runs, at the model's image size unless
@@ -27,6 +35,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from functools import cache
 from importlib import import_module
 from pathlib import Path
@@ -37,7 +46,7 @@ from jsonargparse import ArgumentError, ArgumentParser, Namespace
 from zoo.evaluation.base import Evaluation, check_model, paper_numbers
 from zoo.io import read_yaml
 
-__all__ = ["EvaluationConfig", "load_evaluations"]
+__all__ = ["EvaluationConfig", "Variant", "load_evaluations", "load_variants"]
 
 _KEY = "evaluation"
 
@@ -52,11 +61,27 @@ def _evaluation_parser() -> ArgumentParser:
     return parser
 
 
+@dataclass
+class Variant:
+    """One run of an ablation suite: a column of ``zoo compare``.
+
+    Attributes:
+        name: the column's title (and ``--ckpt_path NAME=PATH``'s key).
+        config: the run's config files, composed left to right (relative to the suite).
+        paper_row: the row of the evaluations' ``paper:`` numbers beside it (default: ``name``).
+    """
+
+    name: str
+    config: list[str] = field(default_factory=list)
+    paper_row: str | None = None
+
+
 @cache
 def _suite_parser() -> ArgumentParser:
     parser = ArgumentParser(exit_on_error=False)
     parser.add_argument("--evaluations", type=list[str | dict[str, Any]], required=True)
     parser.add_argument("--name", type=str | None, default=None)
+    parser.add_argument("--variants", type=list[Variant] | None, default=None)
     return parser
 
 
@@ -180,4 +205,31 @@ def load_evaluations(paths: Iterable[str | Path]) -> list[EvaluationConfig]:
                 out += load_evaluations([path.parent / item])
             else:
                 out.append(EvaluationConfig(item, f"{path} (evaluations[{i}])"))
+    return out
+
+
+def load_variants(path: str | Path) -> list[Variant]:
+    """The ``variants`` of a suite, their config paths resolved against the suite's folder.
+
+    Raises:
+        ValueError: the suite names no variants, two share a name, one has no config, or a
+            config file does not exist (each naming the suite).
+    """
+    path = Path(path)
+    spec = _read(path)
+    if not (isinstance(spec, Mapping) and spec.get("variants")):
+        raise ValueError(f"{path}: names no variants (a list of name + config, one per column)")
+    variants = _parse(_suite_parser(), spec, str(path)).variants
+    names = [v.name for v in variants]
+    if len(set(names)) != len(names):
+        raise ValueError(f"{path}: variant names must differ, got {names}")
+    out = []
+    for v in variants:
+        if not v.config:
+            raise ValueError(f"{path}: variant {v.name!r} names no config")
+        configs = [str(path.parent / c) for c in v.config]
+        missing = [c for c in configs if not Path(c).is_file()]
+        if missing:
+            raise ValueError(f"{path}: variant {v.name!r}: config {missing[0]} does not exist")
+        out.append(Variant(v.name, configs, v.paper_row))
     return out

@@ -33,7 +33,7 @@ from zoo.evaluation.segmentation import UPERNET_OPTIMIZER, UPerNetSegmentation
 from zoo.metrics.generation import GenerationMetrics
 from zoo.metrics.vqa import Judge
 from zoo.models.base import OptimizerConfig
-from zoo.models.capabilities import Generation, ImageFeatures, Masks, TextEmbeddings
+from zoo.models.capabilities import DenseEncoder, Generation, ImageFeatures, Masks, TextEmbeddings
 
 __all__ = [
     "DEFAULT_TEMPLATES",
@@ -182,9 +182,11 @@ class Retrieval(Evaluation):
 
 class Segmentation(Evaluation):
     """UPerNet (segmentation-models-pytorch) on the checkpoint's image encoder, fit on the
-    train split, mIoU and IoU per class on the test split (FLAVARS, SpaceNet1). The encoder is
-    the model's ``vision_encoder`` at its image size (Aquila: its ``feature_stages``), its
-    weights read from the run's checkpoint (``--ckpt_path``).
+    train split, mIoU and IoU per class on the test split (FLAVARS, SpaceNet1). A model with
+    :class:`~zoo.models.capabilities.DenseEncoder` (FLAVARS, also built from a FLAVA folder)
+    gives a copy of its own encoder, weights as evaluated; otherwise the encoder is the model's
+    ``vision_encoder`` at its image size (Aquila: its ``feature_stages``), its weights read from
+    the run's checkpoint (``--ckpt_path``).
 
     Args:
         freeze_encoder: keep the encoder frozen (a probe) or fine-tune it.
@@ -222,15 +224,18 @@ class Segmentation(Evaluation):
 
     def run(self, ctx: Context) -> dict[str, float]:
         hparams, dm = ctx.model.hparams, self.data
-        encoder = hparams.get("vision_encoder")
-        if encoder is None:
-            raise ValueError(f"{type(ctx.model).__name__} names no vision_encoder in its hyper-parameters")
+        if isinstance(ctx.model, DenseEncoder):  # the model's own encoder, as evaluated
+            source: dict[str, Any] = {"encoder": ctx.model.dense_encoder().cpu()}
+        else:
+            encoder = hparams.get("vision_encoder")
+            if encoder is None:
+                raise ValueError(f"{type(ctx.model).__name__} names no vision_encoder in its hyper-parameters")
+            source = {"vision_encoder": encoder, "vision_checkpoint": ctx.ckpt_path}
         seg = UPerNetSegmentation(
-            vision_encoder=encoder, image_size=int(hparams.get("image_size", 224)),
-            vision_checkpoint=ctx.ckpt_path,
+            image_size=int(hparams.get("image_size", 224)),
             feature_indices=hparams.get("feature_stages"),  # Aquila keeps only these stages
             num_classes=len(dm.class_names), class_names=list(dm.class_names),
-            **self.upernet_args,
+            **source, **self.upernet_args,
         )
         limit = ctx.limit_batches
         trainer = ctx.trainer(

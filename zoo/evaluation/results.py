@@ -9,7 +9,10 @@ from typing import Any
 
 from zoo.io import atomic_write_text
 
-__all__ = ["COLUMNS", "log_to_wandb", "markdown_table", "result_rows", "write_results"]
+__all__ = [
+    "COLUMNS", "log_to_wandb", "markdown_table", "result_rows", "side_by_side", "side_by_side_table",
+    "write_results",
+]
 
 #: The columns of the W&B table.
 COLUMNS = ["evaluation", "protocol", "metric", "ours", "paper", "delta", "baselines", "source"]
@@ -80,6 +83,62 @@ def markdown_table(rows: list[dict[str, Any]], header: dict[str, Any] | None = N
         lines.append(
             f"| {r['evaluation']} | {r['protocol']} | {r['metric']} | {ours} | "
             f"{_fmt(r['paper'])} | {delta} | {others} | {r['source']} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def side_by_side(runs: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """One row per (evaluation, protocol, metric) of any run, in the order first met, with each
+    run's value (``values``), the paper's number beside each run (``paper``) and its error, if any
+    (``errors``), keyed by run name."""
+    merged: dict[tuple[str, str, str], dict[str, Any]] = {}
+    for name, rows in runs.items():
+        for r in rows:
+            key = (r["evaluation"], r["protocol"], r["metric"])
+            row = merged.setdefault(key, {
+                "evaluation": key[0], "protocol": key[1], "metric": key[2], "values": {},
+                "paper": {}, "errors": {}, "source": r.get("source", ""),
+            })
+            if r["metric"] == "error":
+                row["errors"][name] = r.get("error")
+                continue
+            row["values"][name] = r["ours"]
+            if r.get("paper") is not None:
+                row["paper"][name] = r["paper"]
+    return list(merged.values())
+
+
+def side_by_side_table(runs: dict[str, list[dict[str, Any]]], header: dict[str, Any] | None = None) -> str:
+    """Several runs' results as one markdown table, a column per run (an ablation's rows).
+
+    With two runs a ``difference`` column gives the first minus the second; a ``paper`` column
+    per run appears where any evaluation has a published number for it.
+    """
+    names = list(runs)
+    rows = side_by_side(runs)
+    with_paper = [n for n in names if any(n in r["paper"] for r in rows)]
+    columns = [*names, *(["difference"] if len(names) == 2 else []), *(f"paper {n}" for n in with_paper)]
+    lines = ["# Evaluation results side by side", ""]
+    for key, value in (header or {}).items():
+        lines.append(f"- {key}: `{value}`")
+    lines += [
+        "", "Values in percent (x100); one column per run" + (
+            ", the difference is the first minus the second." if len(names) == 2 else "."), "",
+        "| evaluation | protocol | metric | " + " | ".join(columns) + " | source |",
+        "| --- | --- | --- | " + " | ".join("---:" for _ in columns) + " | --- |",
+    ]
+    for r in rows:
+        if r["metric"] == "error":
+            cells = [r["errors"].get(n) or "" for n in names]
+        else:
+            cells = [_fmt(r["values"].get(n)) for n in names]
+        if len(names) == 2:
+            a, b = (r["values"].get(n) for n in names)
+            cells.append("" if a is None or b is None or math.isnan(a - b) else f"{a - b:+.2f}")
+        cells += [_fmt(r["paper"].get(n)) for n in with_paper]
+        lines.append(
+            f"| {r['evaluation']} | {r['protocol']} | {r['metric']} | " + " | ".join(cells)
+            + f" | {r['source']} |"
         )
     return "\n".join(lines) + "\n"
 

@@ -188,6 +188,9 @@ class UPerNetSegmentation(ZooTask):
         ignore_index: target value left out of the loss and the metrics.
         decoder_channels: width of the UPerNet decoder.
         optimizer: AdamW and its warm-up + cosine schedule (:data:`UPERNET_OPTIMIZER`).
+        encoder: a ready encoder with timm's ``feature_info``, ``forward_intermediates`` and
+            ``prune_intermediate_layers`` (a model's :meth:`dense_encoder`, e.g. FLAVA's image
+            encoder): used instead of building ``vision_encoder``; not a hyper-parameter.
     """
 
     def __init__(
@@ -205,9 +208,10 @@ class UPerNetSegmentation(ZooTask):
         ignore_index: int | None = None,
         decoder_channels: int = 256,
         optimizer: OptimizerConfig = UPERNET_OPTIMIZER,
+        encoder: nn.Module | None = None,
     ) -> None:
         super().__init__(optimizer)
-        self.save_hyperparameters()
+        self.save_hyperparameters(ignore=["encoder"])
         if num_classes < 2:
             raise ValueError(f"num_classes must be >= 2 (background included), got {num_classes}")
         names = list(class_names) if class_names is not None else (
@@ -219,7 +223,12 @@ class UPerNetSegmentation(ZooTask):
         self.ignore_index = ignore_index
         self.freeze_encoder = freeze_encoder
 
-        self.encoder = self._build_encoder(vision_encoder, image_size, in_chans, vision_pretrained)
+        if encoder is not None and vision_checkpoint is not None:
+            raise ValueError("give either encoder (ready weights) or vision_checkpoint, not both")
+        name = vision_encoder if encoder is None else type(encoder).__name__
+        if encoder is None:
+            encoder = self._build_encoder(vision_encoder, image_size, in_chans, vision_pretrained)
+        self.encoder = self._check_encoder(encoder, name)
         self.feature_indices = self._select_indices(feature_indices)
         self.checkpoint_prefix: str | None = None
         if vision_checkpoint is not None:
@@ -269,6 +278,10 @@ class UPerNetSegmentation(ZooTask):
             model = create_timm_model(name, pretrained, img_size=image_size, **kwargs)
         except TypeError:
             model = create_timm_model(name, pretrained, **kwargs)
+        return model
+
+    @staticmethod
+    def _check_encoder(model: nn.Module, name: str) -> nn.Module:
         needed = ("forward_intermediates", "prune_intermediate_layers")
         if not all(hasattr(model, attribute) for attribute in needed):
             raise ValueError(

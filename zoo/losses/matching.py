@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["mix_negative_pairs", "sample_hard_negatives", "sample_random_negatives"]
+__all__ = ["mix_negative_pairs", "sample_hard_negatives", "sample_negatives", "sample_random_negatives"]
 
 
 def _draw(weights: Tensor, generator: torch.Generator | None) -> Tensor:
@@ -58,6 +58,20 @@ def sample_random_negatives(same: Tensor, generator: torch.Generator | None = No
     """For each row, one column drawn uniformly among those that are not ``same`` (nor the row
     itself; a row with none left falls back to any other column)."""
     return _draw(_valid_columns(same), generator)
+
+
+def sample_negatives(
+    same: Tensor, similarity: Tensor | None = None, scale: Tensor | float = 1.0,
+    generator: torch.Generator | None = None,
+) -> tuple[Tensor, Tensor]:
+    """(a negative column per row, a negative row per column), long ``B`` each, never ``same``:
+    hard ones by ``similarity`` (:func:`sample_hard_negatives`), uniform ones without it."""
+    if similarity is None:
+        return sample_random_negatives(same, generator), sample_random_negatives(same.T, generator)
+    return (
+        sample_hard_negatives(similarity, same, scale, generator),
+        sample_hard_negatives(similarity.T, same.T, scale, generator),
+    )
 
 
 def mix_negative_pairs(

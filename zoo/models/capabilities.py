@@ -8,6 +8,7 @@ gains a capability by having the methods, not by inheriting from anything:
 capability         used by                                         models
 =================  ==============================================  =========================
 ImageFeatures      k-NN, linear probe, UPerNet segmentation        every zoo model
+DenseEncoder       UPerNet over the model's own image encoder      FLAVARS (zoo or FLAVA's)
 TextEmbeddings     zero-shot classification, image-text retrieval  FLAVARS
 Generation         captioning and VQA through the test loop        Aquila, FUSE, GeoPix
 Masks              referring segmentation through the test loop    GeoPix
@@ -22,7 +23,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from torch import Tensor, nn
 
-__all__ = ["Generation", "ImageFeatures", "Masks", "TextEmbeddings", "describe"]
+__all__ = ["DenseEncoder", "Generation", "ImageFeatures", "Masks", "TextEmbeddings", "describe"]
 
 
 @runtime_checkable
@@ -31,6 +32,17 @@ class ImageFeatures(Protocol):
 
     def image_features(self, image: Tensor) -> Tensor:
         """Normalized images ``B×C×H×W`` -> pooled backbone features ``B×D``."""
+        ...
+
+
+@runtime_checkable
+class DenseEncoder(Protocol):
+    """A copy of the image encoder with timm's multi-scale interface (``feature_info``,
+    ``forward_intermediates``, ``prune_intermediate_layers``), for dense heads such as UPerNet;
+    a model without it gets its encoder rebuilt from ``vision_encoder`` and the checkpoint."""
+
+    def dense_encoder(self) -> nn.Module:
+        """A copy (never the model's own module) of the image encoder, weights as they are."""
         ...
 
 
@@ -82,6 +94,7 @@ class Masks(Protocol):
 #: What each capability means, for the error that says a model lacks it.
 _MEANING = {
     ImageFeatures: "an image encoder",
+    DenseEncoder: "an image encoder for dense heads",
     TextEmbeddings: "a text encoder",
     Generation: "a text generator",
     Masks: "a mask decoder",

@@ -24,13 +24,12 @@ one reads, as in FLAVA (``FlavaForPreTraining``):
   masked pair predict the masked patches' targets and the masked tokens, counted on the
   positive pairs only (as FLAVA; on every pair when a batch draws none).
 
-So one unmasked and one masked pass per encoder, one fusion pass over the matching pairs; each
-encoder's states are projected into the fusion width once per row of its pass, then indexed
-into the pairs.
+So one unmasked and one masked pass per encoder, one fusion pass over the matching pairs.
 """
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from typing import Literal
 
@@ -59,7 +58,7 @@ from zoo.losses.masked import (
     random_patch_mask,
     token_loss,
 )
-from zoo.losses.matching import mix_negative_pairs, sample_hard_negatives, sample_random_negatives
+from zoo.losses.matching import mix_negative_pairs, sample_negatives
 from zoo.metrics import CrossModalRetrieval, KNNAccuracy, LocationRetrievalError, zero_shot_logits
 from zoo.models.base import OptimizerConfig, ZooTask
 
@@ -163,13 +162,12 @@ class FLAVARS(ZooTask):
         itm_negatives: ``hard`` (by logit-scaled similarity, ALBEF) or ``random`` (uniform, FLAVA's).
         itm_negative_probability: under ``itm_layout: flava``, the chance a caption is replaced
             by a negative (FLAVA: 0.5).
-        itm_layout: the rows the fusion encoder runs for ITM and MMM. ``flava``: B rows, as
-            FLAVA: positives and negatives together (each image keeps its caption or gets a
-            negative one); one fusion pass over B image + text sequences, MMM counted on about
-            half of them (the kept pairs). ``albef``: 3B rows (B positives, then B negative
-            texts and B negative images, ALBEF's): three times the fusion encoder's and the
-            MMM heads' work (a step 1.6 times as long at the CPU benchmark's dimensions), for
-            2B negatives in both directions and MMM on all B positives.
+        itm_layout: the rows fused for ITM and MMM. ``flava``: B rows as FLAVA, positives and
+            negatives together (each image keeps its caption or gets a negative one): one
+            fusion pass over B sequences, MMM on about half of them (the kept pairs).
+            ``albef``: 3B rows (B positives, B negative texts, B negative images, ALBEF's):
+            three times the fusion's and the MMM heads' work (a step 1.6 times as long at the
+            CPU benchmark's dimensions), for 2B negatives both ways and MMM on all B positives.
         temperature: initial contrastive temperature (logit scale ln(1/T), clamped at ln 100).
         knn_k: neighbours of the frozen-feature k-NN evaluation.
         prompt_templates: zero-shot prompts; ``{}`` is replaced by the class name.
@@ -387,6 +385,13 @@ class FLAVARS(ZooTask):
         """Pooled backbone features ``B×D_v`` (frozen-feature evaluation)."""
         return self._image(image).pooled
 
+    def dense_encoder(self) -> nn.Module:
+        """A copy of the image encoder with timm's multi-scale interface (UPerNet segmentation):
+        FLAVA's behind :class:`~zoo.encoders.flava.FlavaImageIntermediates`, or the timm model."""
+        if self.flava is not None:
+            return self.flava.dense_encoder()
+        return copy.deepcopy(self.vision_encoder.model)
+
     def encode_text(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
         """Unit text embeddings ``B×E`` from the [CLS] state."""
         states = self._text(input_ids, attention_mask).states
@@ -425,7 +430,10 @@ class FLAVARS(ZooTask):
         )
         with torch.no_grad():
             duplicate = (ids[:, None, :] == ids[None, :, :]).all(-1)
-            negative_text, negative_image = self._negatives(duplicate, image_emb, text_emb)
+            hard = self.hparams.itm_negatives == "hard"
+            sim = F.normalize(image_emb, dim=-1) @ F.normalize(text_emb, dim=-1).T if hard else None
+            scale = self._logit_scale().detach().clamp(max=MAX_LOGIT_SCALE).exp()
+            negative_text, negative_image = sample_negatives(duplicate, sim, scale)
         if self.hparams.itm_layout == "flava":
             text_index, target = mix_negative_pairs(negative_text, self.hparams.itm_negative_probability)
             return MaskingDraw(patches, masked_ids, labels, None, text_index, target)
@@ -433,14 +441,6 @@ class FLAVARS(ZooTask):
         image_index, text_index = torch.cat([rows, rows, negative_image]), torch.cat([rows, negative_text, rows])
         target = (torch.arange(3 * b, device=device) < b).long()
         return MaskingDraw(patches, masked_ids, labels, image_index, text_index, target)
-
-    def _negatives(self, same: Tensor, image_emb: Tensor, text_emb: Tensor) -> tuple[Tensor, Tensor]:
-        """(a negative caption per image, a negative image per caption), never a ``same`` one."""
-        if self.hparams.itm_negatives == "random":
-            return sample_random_negatives(same), sample_random_negatives(same)
-        sim = F.normalize(image_emb, dim=-1) @ F.normalize(text_emb, dim=-1).T
-        scale = self._logit_scale().detach().clamp(max=MAX_LOGIT_SCALE).exp()
-        return sample_hard_negatives(sim, same, scale), sample_hard_negatives(sim.T, same, scale)
 
     def compute_losses(self, batch: ImageTextBatch, draw: MaskingDraw | None = None) -> dict[str, Tensor]:
         """All enabled losses of one batch (unweighted) and their weighted sum under 'loss';
