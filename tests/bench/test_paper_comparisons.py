@@ -3,27 +3,16 @@ variants through the CLI, print one table, and a fixed seed gives the same numbe
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-import sys
-from pathlib import Path
 
-BENCH = Path(__file__).parents[2] / "bench" / "paper_comparisons.py"
-TINIEST = ["--train", "4", "--test", "4", "--batch-size", "4", "--epochs", "1",
+from bench import paper_comparisons as bench
+
+TINIEST = ["--train", "2", "--test", "2", "--batch-size", "4", "--epochs", "1",
            "--max-new-tokens", "2"]
 
 
-def load_bench():
-    spec = importlib.util.spec_from_file_location("paper_comparisons", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("paper_comparisons", module)
-    spec.loader.exec_module(module)
-    return sys.modules["paper_comparisons"]
-
-
 def test_both_comparisons_side_by_side_and_reproducible(tmp_path, capsys):
-    bench = load_bench()
     out = tmp_path / "runs.json"
     results = bench.main([*TINIEST, "--json", str(out)])
     printed = capsys.readouterr().out
@@ -36,7 +25,7 @@ def test_both_comparisons_side_by_side_and_reproducible(tmp_path, capsys):
         {"key_positions": True}, {"key_positions": False},
     ]
     for r in results:
-        assert r.steps == 2  # 4 images, a caption and a question each, batches of 4
+        assert r.steps == 1  # 2 images, a caption and a question each: one batch of 4
         assert math.isfinite(r.metrics["test_loss"]) and 0 <= r.metrics["test_vqa_accuracy"] <= 1
         assert 0 <= r.majority <= 1
     table = printed.split("\ncomparison")[-1]
