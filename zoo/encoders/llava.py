@@ -17,6 +17,11 @@ Two layouts are read from a local folder:
 Both give LLaVA's anatomy: CLIP ViT patch tokens (no CLS) of one block (the penultimate),
 a Linear-GELU-Linear projector, and the Llama. The processor side (:func:`llava_processor`)
 reads JSON only, so a datamodule can use it without loading a model.
+
+:func:`load_llava_projector` reads the projector alone, without building a model: from
+LLaVA-1.5's stage-1 release (``liuhaotian/llava-v1.5-mlp2x-336px-pretrain-vicuna-7b-v1.5``:
+``config.json`` + ``mm_projector.bin``, what LLaVA's own stage 2 and the FUSE authors start
+from), from either full layout above, or from a weight file.
 """
 
 from __future__ import annotations
@@ -29,17 +34,19 @@ import torch
 from torch import Tensor, nn
 
 from zoo.encoders.vision import CLIPVisionTower
-from zoo.io import read_json, read_tensors
+from zoo.io import read_json, read_state_dict, read_tensors, resolve_model_folder
 
 __all__ = [
     "LLAVA_V1_CHAT_TEMPLATE",
     "LlavaParts",
     "LlavaProcessor",
+    "LlavaProjector",
     "OPENAI_CLIP_MEAN",
     "OPENAI_CLIP_STD",
     "llava_layout",
     "llava_processor",
     "load_llava",
+    "load_llava_projector",
 ]
 
 #: CLIP's normalization (OpenAI's, not ImageNet's), for towers that ship no processor file.
@@ -243,15 +250,7 @@ def _load_original(path: Path, config: dict, dtype: torch.dtype | None) -> Llava
         path, config=LlamaConfig(**fields), dtype=dtype or torch.float32, attn_implementation="sdpa"
     )
     extra = read_tensors(path, ("model.mm_projector.", "model.vision_tower.vision_tower."))
-    projector = {
-        k.removeprefix("model.mm_projector."): v.float()
-        for k, v in extra.items() if k.startswith("model.mm_projector.")
-    }
-    if sorted(projector) != ["0.bias", "0.weight", "2.bias", "2.weight"]:
-        raise ValueError(
-            f"{path}: expected model.mm_projector.{{0,2}}.{{weight,bias}} (mlp2x_gelu), found "
-            f"{sorted(projector) or 'none'}"
-        )
+    projector = _projector_state(extra, path)
     tower_name = _tower_folder(config, path)
     try:
         clip = CLIPVisionModel.from_pretrained(
@@ -270,4 +269,80 @@ def _load_original(path: Path, config: dict, dtype: torch.dtype | None) -> Llava
     if tower_state:  # the checkpoint trained its tower: its weights replace the folder's
         clip.load_state_dict(tower_state, strict=True)
     return LlavaParts(CLIPVisionTower(clip.float()), projector, llm, layer, "original")
+
+
+
+@dataclass(frozen=True)
+class LlavaProjector:
+    """LLaVA-1.5's projector alone: its ``{0,2}.{weight,bias}`` state (float32) and the tower
+    block (negative from the end) whose patch tokens it was trained on."""
+
+    projector: dict[str, Tensor]
+    feature_layer: int
+
+    def load_into(self, projector: nn.Module | None, family: str) -> None:
+        """These weights into a family's ``projector``; the errors say why they cannot go
+        there (no Linear-GELU-Linear projector, other widths)."""
+        if not isinstance(projector, nn.Sequential):
+            raise ValueError(
+                f"llava: {family} has no LLaVA-style `projector` (Linear-GELU-Linear from the "
+                "tower into the LLM); use llava with FUSE or GeoPix"
+            )
+        try:
+            projector.load_state_dict(self.projector)
+        except RuntimeError as error:
+            raise ValueError(f"llava: the checkpoint's projector does not fit: {error}") from error
+
+
+#: The projector's keys in each layout: the original repository's ``mm_projector.{0,2}``,
+#: transformers' ``multi_modal_projector.linear_{1,2}`` (either under ``model.`` or not).
+_PROJECTOR_PREFIXES = {
+    "mm_projector.0.": "0.", "mm_projector.2.": "2.",
+    "multi_modal_projector.linear_1.": "0.", "multi_modal_projector.linear_2.": "2.",
+}
+
+
+def _projector_state(tensors: dict[str, Tensor], source: Path) -> dict[str, Tensor]:
+    """The Linear-GELU-Linear state ``{0,2}.{weight,bias}`` (float32) among ``tensors``."""
+    state = {}
+    for key, value in tensors.items():
+        bare = key.removeprefix("model.")
+        for prefix, target in _PROJECTOR_PREFIXES.items():
+            if bare.startswith(prefix):
+                state[target + bare.removeprefix(prefix)] = value.float()
+    if sorted(state) != ["0.bias", "0.weight", "2.bias", "2.weight"]:
+        raise ValueError(
+            f"{source}: expected LLaVA-1.5's mlp2x_gelu projector (model.mm_projector.{{0,2}} or "
+            f"multi_modal_projector.linear_{{1,2}}, weight and bias), found {sorted(state) or 'none'}"
+        )
+    return state
+
+
+def load_llava_projector(path: str | Path) -> LlavaProjector:
+    """The projector of a LLaVA-1.5 checkpoint, read without building the model.
+
+    ``path``: a folder with ``mm_projector.bin`` (the stage-1 release), a full checkpoint
+    folder of either layout, a weight file (``.bin`` / ``.safetensors``), or the Hub id of one
+    of these folders in the local Hugging Face cache. The tower block comes from the
+    ``config.json`` beside the weights (``mm_vision_select_layer`` or ``vision_feature_layer``;
+    LLaVA-1.5's -2 when there is none).
+    """
+    path = Path(path).expanduser()
+    if not path.exists():
+        path = resolve_model_folder(path, "llava_projector")
+    folder = path if path.is_dir() else path.parent
+    weights = folder / "mm_projector.bin" if path.is_dir() else path
+    if weights.is_file():
+        state = _projector_state(read_state_dict(weights, "llava_projector"), weights)
+    else:
+        prefixes = tuple(p + k for p in ("", "model.") for k in ("mm_projector.", "multi_modal_projector."))
+        state = _projector_state(read_tensors(folder, prefixes), folder)
+    config = read_json(folder / "config.json", "llava config") if (folder / "config.json").is_file() else {}
+    if config.get("mm_projector_type", "mlp2x_gelu") != "mlp2x_gelu":
+        raise ValueError(
+            f"{folder}/config.json: mm_projector_type {config['mm_projector_type']!r}; the zoo's "
+            "projector is LLaVA-1.5's 'mlp2x_gelu'"
+        )
+    layer = config.get("mm_vision_select_layer", config.get("vision_feature_layer", -2))
+    return LlavaProjector(state, _check_select(config.get("mm_vision_select_feature", "patch"), layer, folder))
 

@@ -28,7 +28,7 @@ from torch import Tensor, nn
 from transformers import PreTrainedTokenizerBase
 
 from zoo.data.batch import ConversationBatch
-from zoo.encoders.llava import LlavaParts, load_llava
+from zoo.encoders.llava import LlavaParts, LlavaProjector, load_llava, load_llava_projector
 from zoo.encoders.llm import build_llm, decoder_layers, fit_vocabulary
 from zoo.encoders.vision import create_vision_model
 from zoo.io import atomic_write, load_checkpoint, read_state_dict
@@ -130,6 +130,9 @@ class VisionLanguageGenerator(ZooTask):
             layout): its CLIP tower, projector (the family's ``projector``), LLM and, through
             the data, tokenizer, chat template and image processor replace ``vision_encoder``,
             ``llm`` and the data's settings; the family's own modules start as configured.
+        llava_projector: LLaVA-1.5's projector alone into the family's ``projector`` (a folder
+            with ``mm_projector.bin``, a LLaVA checkpoint folder or a weight file); the vision
+            encoder, LLM and data stay as configured (the FUSE authors' start).
         stage: what this training stage trains, LoRA, and the checkpoint it starts from.
         generation: decoding settings for validation, test and predict.
         val_generate_batches: validation batches decoded for the generation metrics per epoch.
@@ -153,6 +156,7 @@ class VisionLanguageGenerator(ZooTask):
         gguf_file: str | None = None,
         llm_dtype: str | None = None,
         llava: str | None = None,
+        llava_projector: str | None = None,
         stage: TrainingStage | None = None,
         generation: GenerationConfig | None = None,
         val_generate_batches: int = 2,
@@ -189,8 +193,15 @@ class VisionLanguageGenerator(ZooTask):
         self.compile_blocks = compile
         #: The loaded LLaVA checkpoint until :meth:`setup_stage` has taken its parts.
         self._llava: LlavaParts | None = None
+        #: LLaVA's projector (with ``llava`` or ``llava_projector``) until setup_stage loads it.
+        self._llava_projector: LlavaProjector | None = None
+        if llava_projector is not None:
+            if llava is not None:
+                raise ValueError("llava and llava_projector: give one (llava brings its projector)")
+            self._llava_projector = load_llava_projector(llava_projector)
         if llava is not None:
             self._llava = load_llava(llava, getattr(torch, llm_dtype) if llm_dtype else None)
+            self._llava_projector = LlavaProjector(self._llava.projector, self._llava.feature_layer)
             rank_zero_info(f"llava {llava} ({self._llava.layout} layout) replaces llm {llm!r}")
             self.llm = fit_vocabulary(self._llava.llm, len(tokenizer))
             if image_size != self._llava.vision.image_size:
@@ -221,8 +232,9 @@ class VisionLanguageGenerator(ZooTask):
 
     @property
     def llava_feature_layer(self) -> int | None:
-        """The tower block (negative from the end) LLaVA's projector reads; None without llava."""
-        return None if self._llava is None else self._llava.feature_layer
+        """The tower block (negative from the end) LLaVA's projector was trained on; None
+        without llava / llava_projector."""
+        return None if self._llava_projector is None else self._llava_projector.feature_layer
 
     @property
     def llm_width(self) -> int:
@@ -264,8 +276,9 @@ class VisionLanguageGenerator(ZooTask):
         Subclasses call this at the end of ``__init__``, once every module exists.
         """
         stage = self.stage
-        if self._llava is not None:
-            self._load_llava_projector()
+        if self._llava_projector is not None:
+            self._llava_projector.load_into(getattr(self, "projector", None), type(self).__name__)
+            self._llava = self._llava_projector = None
         if stage.init_checkpoint is not None:
             self.load_stage_checkpoint(stage.init_checkpoint)
         for name, param in self.named_parameters():
@@ -309,20 +322,6 @@ class VisionLanguageGenerator(ZooTask):
         if self.compile_blocks:
             for block in [*decoder_layers(self.llm), *self._vision_blocks()]:
                 block.compile()
-
-    def _load_llava_projector(self) -> None:
-        """LLaVA's Linear-GELU-Linear weights into the family's ``projector``."""
-        projector = getattr(self, "projector", None)
-        if not isinstance(projector, nn.Sequential):
-            raise ValueError(
-                f"llava: {type(self).__name__} has no LLaVA-style `projector` (Linear-GELU-Linear "
-                "from the tower into the LLM); use llava with FUSE or GeoPix"
-            )
-        try:
-            projector.load_state_dict(self._llava.projector)
-        except RuntimeError as error:
-            raise ValueError(f"llava: the checkpoint's projector does not fit: {error}") from error
-        self._llava = None
 
     def load_stage_checkpoint(self, path: str) -> None:
         """Weights of a previous stage (a Lightning checkpoint or a safetensors file).
