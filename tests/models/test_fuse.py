@@ -103,7 +103,10 @@ def test_global_view_and_all_windows_in_one_encoder_call(dm, batch):
     model._encode = lambda x, layers: calls.append(len(x)) or original(x, layers)
     model.visual_tokens(batch["image"])
     b = len(batch["image"])
-    assert calls == [b + b * sum(model.windows.windows_per_image)]
+    # The 128 px window is the whole 128 px canvas, i.e. the global view: only the nine 64 px
+    # windows join the global view in the encoder call.
+    assert model.windows.whole_canvas_scales == [0] and model.windows.windows_per_image == [1, 9]
+    assert calls == [b + 9 * b]
     plain = fuse(dm, inject_layers=[])  # no injection: no windows either
     encode = plain._encode
     plain._encode = lambda x, layers: calls.append(len(x)) or encode(x, layers)
