@@ -163,18 +163,23 @@ class FUSE(VisionLanguageGenerator):
         views = image
         if with_details and self.windows is not None:
             views = torch.cat([image, self.windows.cut(image).to(image.dtype)])
-        maps = dict(zip(layers, self._encode(views, layers), strict=True))
-        tokens = maps[self.global_layer][:batch].flatten(2).transpose(1, 2)
+        # One split per depth into (global view, windows): its backward concatenates the two
+        # gradients, where two slices would each zero-fill the whole map.
+        maps = {
+            layer: m.split([batch, m.shape[0] - batch])
+            for layer, m in zip(layers, self._encode(views, layers), strict=True)
+        }
+        tokens = maps[self.global_layer][0].flatten(2).transpose(1, 2)
         if not with_details:
             return tokens, None
         if self.windows is not None:  # a whole-canvas window is the global view: its maps serve
             details = self.windows.stitch(
-                [maps[i][batch:] for i in self.detail_layers], batch,
-                whole=[maps[i][:batch] for i in self.detail_layers],
+                [maps[i][1] for i in self.detail_layers], batch,
+                whole=[maps[i][0] for i in self.detail_layers],
             )
         else:
             details = torch.stack(
-                [maps[i][:batch].flatten(2).transpose(1, 2) for i in self.detail_layers], dim=1
+                [maps[i][0].flatten(2).transpose(1, 2) for i in self.detail_layers], dim=1
             )
         return tokens, details
 
