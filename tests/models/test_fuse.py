@@ -127,7 +127,9 @@ def test_frozen_vision_runs_without_autograd(dm, batch):
 def test_fuse_learns_vqa(tmp_path_factory):
     """A tiny FUSE (1.4 M parameters) trained 10 epochs (500 steps) on the captions and
     questions of 400 embedded images, against the held-out majority answer per question type.
-    The counting accuracy with and without injection is printed for the closing note."""
+    The counting accuracy with and without injection is printed for the closing note.
+    Measured (seed 0, 2026-12-02, whole-canvas window from the global view): VQA 0.471 with
+    injection (count 0.225), 0.488 without (count 0.275), majority 0.281."""
     root = tmp_path_factory.getbasetemp() / "learn-fuse"
     dm = EmbeddedConversationDataModule(str(root), splits=EmbeddedSplits(400, 16, 40),
                                         batch_size=16, tasks=["caption", "vqa"], eval_tasks=["vqa"])
