@@ -5,7 +5,9 @@
   any device-to-host copy (``.item()``, ``bool(tensor)``, ``nonzero``, boolean indexing,
   ``torch.unique``, ``multinomial`` ...) or blocking host-to-device copy into an error.
 * CPU: the same steps run under a dispatch mode that records the operators that would
-  synchronize on a GPU (a proxy, so that a machine without one still catches a regression).
+  synchronize on a GPU (a proxy, so that a machine without one still catches a regression),
+  and with the tensor methods that read a value back to Python (``item``, ``tolist``,
+  ``numpy``, ``cpu``, ``bool()``, ``int()``, ``float()``, ``index``) made to raise.
 * CPU: the input checks moved out of the forward passes still fire, with their messages, where
   the batch is made (the collates and the datasets).
 """
@@ -13,7 +15,8 @@
 from __future__ import annotations
 
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -59,6 +62,21 @@ FAMILIES: dict[str, tuple[str, Callable[[Any], torch.nn.Module]]] = {
     "FUSE": ("conversations", lambda dm: FUSE(tokenizer=dm.tokenizer, class_names=dm.class_names)),
     "GeoPix": ("refs", lambda dm: GeoPix(
         tokenizer=dm.tokenizer, class_names=dm.class_names, memory_capacity=4,
+    )),
+    # The generators' other blocks: FUSE's per-position router and cross-attention injection
+    # (pooled stacks, no whole-canvas window), Aquila's paper block and its conv baseline.
+    "FUSE-token": ("conversations", lambda dm: FUSE(
+        tokenizer=dm.tokenizer, class_names=dm.class_names, injection="token",
+    )),
+    "FUSE-xattn-pool": ("conversations", lambda dm: FUSE(
+        tokenizer=dm.tokenizer, class_names=dm.class_names, injection="xattn",
+        detail_tokens="pool", window_sizes=[64, 32], canvas_size=128,
+    )),
+    "Aquila-paper": ("conversations", lambda dm: Aquila(
+        tokenizer=dm.tokenizer, class_names=dm.class_names, block="paper", num_heads=1,
+    )),
+    "Aquila-conv": ("conversations", lambda dm: Aquila(
+        tokenizer=dm.tokenizer, class_names=dm.class_names, connector="conv",
     )),
 }
 
@@ -137,6 +155,50 @@ def test_training_step_has_no_syncing_operator(request, name: str) -> None:
         loss = _step(model, batch)
     assert torch.isfinite(loss)
     assert not recorder.found, "operators that synchronize on a GPU:\n" + "\n".join(recorder.found)
+
+
+#: Tensor methods that hand a value to Python (on a GPU: a device-to-host copy and a wait).
+_READS = ("item", "tolist", "numpy", "cpu", "__bool__", "__int__", "__float__", "__index__")
+
+
+@contextmanager
+def _reads_raise() -> Iterator[None]:
+    """Make :data:`_READS` raise, naming the method and the zoo's line that called it."""
+    originals = {name: getattr(torch.Tensor, name) for name in _READS}
+
+    def refuse(name: str):
+        def method(self, *args, **kwargs):
+            frames = [f for f in traceback.extract_stack() if "/zoo/" in f.filename]
+            where = f"{frames[-1].filename}:{frames[-1].lineno}" if frames else "outside the zoo"
+            raise AssertionError(f"Tensor.{name} in a training step, at {where}")
+        return method
+
+    for name in _READS:
+        setattr(torch.Tensor, name, refuse(name))
+    try:
+        yield
+    finally:
+        for name, original in originals.items():
+            setattr(torch.Tensor, name, original)
+
+
+@pytest.mark.filterwarnings("ignore:You are trying to `self.log")
+@pytest.mark.parametrize("name", list(FAMILIES))
+def test_training_step_reads_no_value_back(request, name: str) -> None:
+    model, batch = _family(request, name, "cpu")
+    with _reads_raise():
+        loss = _step(model, batch)
+    assert torch.isfinite(loss)
+    assert any(p.grad is not None for p in model.parameters())
+
+
+def test_reads_raise_catches_planted_reads() -> None:
+    x = torch.arange(3.0)
+    for read in (lambda: x.sum().item(), lambda: x.tolist(), lambda: bool(x[0]),
+                 lambda: int(x[1]), lambda: range(10)[torch.tensor(1)]):
+        with _reads_raise(), pytest.raises(AssertionError, match="in a training step"):
+            read()
+    assert x.sum().item() == 3.0  # restored
 
 
 # ------------------------------------------------------------ the checks, moved to the data

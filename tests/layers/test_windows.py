@@ -272,6 +272,32 @@ def test_interleaved_split_keeps_a_one_cell_detail():
     assert pooled[0, 0, cell, 0] == pytest.approx(0.25, abs=1e-5)
 
 
+def test_whole_canvas_window_is_the_global_view():
+    """A window as large as the canvas is the image itself: it is not cut and encoded again but
+    stitched from the global view's maps, with the same result as encoding it (canvas = input
+    size, so the window equals the global view) and one encoder call."""
+    for detail_tokens in ("interleave", "pool"):
+        module = _module(window_sizes=(32, 16), canvas_size=32, detail_tokens=detail_tokens)
+        assert module.whole_canvas_scales == [0] and module.cut_per_image == 9
+        image = torch.rand(2, 3, 32, 32)
+        encoder = PatchifyEncoder()
+        out = module(image, encoder)
+        assert encoder.calls == [(2 + 2 * 9, 3, 32, 32)]  # the global view + nine 16 px windows
+        assert module.cut(image).shape == (2 * 9, 3, 32, 32)
+        # The reference: the whole-canvas window encoded as a window of its own.
+        windows = torch.cat([image, module.cut(image)])
+        maps = encoder(windows)
+        ref = []
+        for depth in range(2):
+            ref += module._stacks(0, maps[depth][:2], 2)
+        for depth in range(2):
+            ref += module._stacks(1, maps[depth][2:], 2)
+        ref = torch.stack(ref, 1).flatten(3).transpose(2, 3)
+        torch.testing.assert_close(out, ref)
+        with pytest.raises(ValueError, match="whole canvas: stitch needs whole="):
+            module.stitch(encoder(module.cut(image)), 2)
+
+
 def test_sliding_window_features_paper_geometry():
     interleave = SlidingWindowFeatures()  # the authors': 48 x 48 shared canvas, 2 x 2 split
     assert interleave.detail_tokens == "interleave" and interleave.split_factor(24) == 2

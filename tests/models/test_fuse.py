@@ -103,7 +103,10 @@ def test_global_view_and_all_windows_in_one_encoder_call(dm, batch):
     model._encode = lambda x, layers: calls.append(len(x)) or original(x, layers)
     model.visual_tokens(batch["image"])
     b = len(batch["image"])
-    assert calls == [b + b * sum(model.windows.windows_per_image)]
+    # The 128 px window is the whole 128 px canvas, i.e. the global view: only the nine 64 px
+    # windows join the global view in the encoder call.
+    assert model.windows.whole_canvas_scales == [0] and model.windows.windows_per_image == [1, 9]
+    assert calls == [b + 9 * b]
     plain = fuse(dm, inject_layers=[])  # no injection: no windows either
     encode = plain._encode
     plain._encode = lambda x, layers: calls.append(len(x)) or encode(x, layers)
@@ -124,7 +127,9 @@ def test_frozen_vision_runs_without_autograd(dm, batch):
 def test_fuse_learns_vqa(tmp_path_factory):
     """A tiny FUSE (1.4 M parameters) trained 10 epochs (500 steps) on the captions and
     questions of 400 embedded images, against the held-out majority answer per question type.
-    The counting accuracy with and without injection is printed for the closing note."""
+    The counting accuracy with and without injection is printed for the closing note.
+    Measured (seed 0, 2026-12-02, whole-canvas window from the global view): VQA 0.471 with
+    injection (count 0.225), 0.488 without (count 0.275), majority 0.281."""
     root = tmp_path_factory.getbasetemp() / "learn-fuse"
     dm = EmbeddedConversationDataModule(str(root), splits=EmbeddedSplits(400, 16, 40),
                                         batch_size=16, tasks=["caption", "vqa"], eval_tasks=["vqa"])

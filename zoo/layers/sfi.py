@@ -347,8 +347,10 @@ class SpatialFeatureIntegration(nn.Module):
                 kv_s[..., : self.dim] += self.window_pos[s]
             kv.append(kv_s)
         n_keys = sum(k * k for k in ks)
-        kv_all = torch.cat(kv, dim=1).view(rows, n_keys, 2, h, d)
-        key, value = kv_all[:, :, 0].transpose(1, 2), kv_all[:, :, 1].transpose(1, 2)
+        kv_all = torch.cat(kv, dim=1) if len(kv) > 1 else kv[0]
+        # One unbind (its backward stacks once), not two selects (each zero-fills the buffer).
+        kv_all = kv_all.view(rows, n_keys, 2, h, d).permute(2, 0, 3, 1, 4)  # 2, rows, h, n, d
+        key, value = kv_all.unbind(0)
         q = self.q_proj(self.q_norm(x))
         attn = self._attention(q.reshape(rows, h, 1, d), key, value)  # rows, h, 1, d
         attn = attn.reshape(batch, self.num_tokens, self.dim)

@@ -254,6 +254,11 @@ class SlidingWindowFeatures(nn.Module):
     token map per depth. :meth:`cut` and :meth:`stitch` are the two halves, so a caller can put
     other images (FUSE's global view) into the same encoder call.
 
+    A scale whose one window is the whole canvas (``window == canvas_size``) is the image
+    itself, which a caller already encodes as its global view: :meth:`cut` leaves it out and
+    :meth:`stitch` takes its maps from the global view's (``whole=``), the image at
+    ``input_size`` (not resized to the canvas and back), so no window is encoded twice.
+
     ``detail_tokens`` says how the stitched maps become stacks of ``grid_size^2`` tokens:
 
     * ``"interleave"`` (the authors' code): with ``h`` tokens a side for an ``input_size``
@@ -318,6 +323,22 @@ class SlidingWindowFeatures(nn.Module):
         """Number of windows each image contributes at each scale."""
         return [len(o) ** 2 for o in self.offsets]
 
+    @property
+    def whole_canvas_scales(self) -> list[int]:
+        """The scales whose one window is the whole canvas (the global view's maps serve)."""
+        return [s for s, size in enumerate(self.window_sizes) if size == self.canvas_size]
+
+    @property
+    def cut_per_image(self) -> int:
+        """Windows :meth:`cut` returns per image (every scale but the whole-canvas ones)."""
+        whole = self.whole_canvas_scales
+        return sum(n for s, n in enumerate(self.windows_per_image) if s not in whole)
+
+    def global_view(self, image: Tensor) -> Tensor:
+        """The image at the encoder's ``input_size``: the view whose maps :meth:`stitch` needs
+        as ``whole`` for the whole-canvas scales."""
+        return _resize(image, self.input_size)
+
     def num_stacks(self, depths: int, tokens: int) -> int:
         """``S`` for ``depths`` encoder depths and ``tokens`` cells a window side."""
         if self.detail_tokens == "pool":
@@ -364,19 +385,34 @@ class SlidingWindowFeatures(nn.Module):
         return side, offsets
 
     def cut(self, image: Tensor) -> Tensor:
-        """``B×C×H×W`` -> every window of every scale at ``input_size``, one batch."""
+        """``B×C×H×W`` -> every window of every scale at ``input_size``, one batch (the
+        whole-canvas scales left out: they are the global view). Empty (``0×C×input×input``)
+        when every scale is a whole-canvas one."""
         if image.ndim != 4:
             raise ValueError(f"expected a B×C×H×W image, got shape {tuple(image.shape)}")
         canvas = _resize(image, self.canvas_size)
+        whole = self.whole_canvas_scales
         windows = [
-            _resize(extract_windows(canvas, s, t), self.input_size)
-            for s, t in zip(self.window_sizes, self.strides, strict=True)
+            _resize(extract_windows(canvas, size, stride), self.input_size)
+            for s, (size, stride) in enumerate(zip(self.window_sizes, self.strides, strict=True))
+            if s not in whole
         ]
+        if not windows:
+            return image.new_empty(0, image.shape[1], self.input_size, self.input_size)
         return torch.cat(windows) if len(windows) > 1 else windows[0]
 
-    def stitch(self, features: Sequence[Tensor], batch: int) -> Tensor:
-        """The encoder's maps of :meth:`cut`'s windows (one per depth) -> ``B×S×grid^2×D``."""
-        counts = [batch * n for n in self.windows_per_image]
+    def stitch(
+        self, features: Sequence[Tensor], batch: int, whole: Sequence[Tensor] | None = None
+    ) -> Tensor:
+        """The encoder's maps of :meth:`cut`'s windows (one per depth) -> ``B×S×grid^2×D``.
+
+        ``whole``: the encoder's ``B×D×h×w`` maps of :meth:`global_view` at the same depths,
+        needed when a scale's one window is the whole canvas (:attr:`whole_canvas_scales`).
+        """
+        whole_scales = self.whole_canvas_scales
+        counts = [
+            batch * n for s, n in enumerate(self.windows_per_image) if s not in whole_scales
+        ]
         if isinstance(features, Tensor) or not features:
             raise ValueError(
                 "encode must return a non-empty list of N×D×h×w maps, one per depth"
@@ -387,11 +423,23 @@ class SlidingWindowFeatures(nn.Module):
                     f"encode output {d} has shape {tuple(f.shape)}; expected {sum(counts)}×D"
                     f"×h×w ({counts} windows per scale) with one D for all depths"
                 )
-        per_depth = [torch.split(f, counts) for f in features]
+        if whole_scales and (
+            whole is None or len(whole) != len(features)
+            or any(w.shape[0] != batch or w.shape[1:] != f.shape[1:]
+                   for w, f in zip(whole, features, strict=True))
+        ):
+            raise ValueError(
+                f"scales {whole_scales} are the whole canvas: stitch needs whole=, the encoder's "
+                f"{batch}×D×h×w maps of the global view at the {len(features)} depths"
+            )
+        per_depth = [iter(torch.split(f, counts)) for f in features]
         stacks = []
         for scale in range(len(self.window_sizes)):
             for depth in range(len(features)):
-                tokens = per_depth[depth][scale]
+                if scale in whole_scales:
+                    tokens = whole[depth]  # type: ignore[index]
+                else:
+                    tokens = next(per_depth[depth])
                 stacks += self._stacks(scale, tokens, batch)
         return torch.stack(stacks, 1).flatten(3).transpose(2, 3)  # B, S, grid^2, D
 
@@ -419,9 +467,14 @@ class SlidingWindowFeatures(nn.Module):
         return [stitched[:, :, i::f, j::f] for i in range(f) for j in range(f)]
 
     def forward(self, image: Tensor, encode: Callable[[Tensor], list[Tensor]]) -> Tensor:
-        """``B×C×H×W`` image -> ``B×S×grid^2×D`` detail stacks (one ``encode`` call)."""
+        """``B×C×H×W`` image -> ``B×S×grid^2×D`` detail stacks (one ``encode`` call; with a
+        whole-canvas scale, the global view rides in it as the first ``B`` rows)."""
+        batch = image.shape[0]
         windows = self.cut(image)
-        return self.stitch(encode(windows), image.shape[0])
+        if not self.whole_canvas_scales:
+            return self.stitch(encode(windows), batch)
+        maps = encode(torch.cat([self.global_view(image).to(windows.dtype), windows]))
+        return self.stitch([m[batch:] for m in maps], batch, whole=[m[:batch] for m in maps])
 
     def extra_repr(self) -> str:
         return (

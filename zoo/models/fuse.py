@@ -9,7 +9,8 @@ chosen LLM layers.
   depth) with smooth blending weights and split into interleaved sub-grids of the visual token
   grid, so they keep the canvas's resolution (or pooled to the grid: ``detail_tokens: pool``)
   (:class:`~zoo.layers.windows.SlidingWindowFeatures`). The global view and every window of the
-  batch go through the ViT in one call (under ``torch.no_grad`` when the ViT is frozen).
+  batch go through the ViT in one call (under ``torch.no_grad`` when the ViT is frozen); a
+  window that covers the whole canvas is the global view, so it is not encoded again.
 * Recurrent injection: the detail stacks go through the same projector into the LLM width;
   before each layer in ``inject_layers`` the hidden states at the visual positions are updated
   from them (:class:`~zoo.layers.injection.RecurrentInjection`: one routing over the stacks per
@@ -162,15 +163,23 @@ class FUSE(VisionLanguageGenerator):
         views = image
         if with_details and self.windows is not None:
             views = torch.cat([image, self.windows.cut(image).to(image.dtype)])
-        maps = dict(zip(layers, self._encode(views, layers), strict=True))
-        tokens = maps[self.global_layer][:batch].flatten(2).transpose(1, 2)
+        # One split per depth into (global view, windows): its backward concatenates the two
+        # gradients, where two slices would each zero-fill the whole map.
+        maps = {
+            layer: m.split([batch, m.shape[0] - batch])
+            for layer, m in zip(layers, self._encode(views, layers), strict=True)
+        }
+        tokens = maps[self.global_layer][0].flatten(2).transpose(1, 2)
         if not with_details:
             return tokens, None
-        if self.windows is not None:
-            details = self.windows.stitch([maps[i][batch:] for i in self.detail_layers], batch)
+        if self.windows is not None:  # a whole-canvas window is the global view: its maps serve
+            details = self.windows.stitch(
+                [maps[i][1] for i in self.detail_layers], batch,
+                whole=[maps[i][0] for i in self.detail_layers],
+            )
         else:
             details = torch.stack(
-                [maps[i][:batch].flatten(2).transpose(1, 2) for i in self.detail_layers], dim=1
+                [maps[i][0].flatten(2).transpose(1, 2) for i in self.detail_layers], dim=1
             )
         return tokens, details
 
