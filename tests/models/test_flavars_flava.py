@@ -112,17 +112,23 @@ def _masking(model: FLAVARS, batch: dict, seed: int) -> tuple[torch.Tensor, torc
 
 
 @torch.no_grad()
+def _model_batch_masking(folders, seed: int):
+    """A FLAVARS built from the FLAVA folders, a batch, and its masking draw for ``seed``."""
+    flava, codebook, _, _ = folders
+    model = _flavars(flava, codebook)
+    batch = _inputs(model.tokenizer)
+    return model, batch, _masking(model, batch, seed=seed)
+
+
 def test_loss_components_equal_flava(folders):
     """Where the definitions coincide: global contrastive (unmasked pair), ITM, MMM image and
     MMM text (masked pair, all pairs positive, the same masks and codebook labels) against one
     FlavaForPreTraining call; MLM against FLAVA with text only and MIM with image only (FLAVA
     computes its unimodal losses only when no multimodal pass runs)."""
-    flava, codebook, hf, hf_codebook = folders
-    model = _flavars(flava, codebook)
-    batch = _inputs(model.tokenizer)
+    _, _, hf, hf_codebook = folders
+    model, batch, (patches, masked_ids, mlm_labels) = _model_batch_masking(folders, seed=0)
     image, ids, mask = batch["image"], batch["input_ids"], batch["attention_mask"]
     b = len(ids)
-    patches, masked_ids, mlm_labels = _masking(model, batch, seed=0)
     rows = torch.arange(b)
     draw = MaskingDraw(patches, masked_ids, mlm_labels, rows, rows, torch.ones(b, dtype=torch.long))
     ours = model.compute_losses(batch, draw)
@@ -158,12 +164,10 @@ def test_matching_rows_with_negatives_equal_flava(folders):
     """FLAVA's B-row layout with negatives inside it: the rows whose caption was replaced count
     for ITM only, MMM is counted on the kept pairs; ITM, MMM image and MMM text equal one
     FlavaForPreTraining call whose batch holds the same pairs and ``itm_labels``."""
-    flava, codebook, hf, _ = folders
-    model = _flavars(flava, codebook)
-    batch = _inputs(model.tokenizer)
+    _, _, hf, _ = folders
+    model, batch, (patches, masked_ids, mlm_labels) = _model_batch_masking(folders, seed=1)
     image, ids, mask = batch["image"], batch["input_ids"], batch["attention_mask"]
     b = len(ids)
-    patches, masked_ids, mlm_labels = _masking(model, batch, seed=1)
     rows = torch.arange(b)
     text_index = torch.where(rows % 2 == 1, rows.roll(1), rows)  # odd rows: the caption before
     target = (text_index == rows).long()
