@@ -35,9 +35,13 @@ class CheckpointError(ValueError):
     """A ``--ckpt_path`` that cannot be used, and why."""
 
 
-def resolve_ckpt_path(value: str, experiment: Path) -> Path:
+def resolve_ckpt_path(value: str, experiment: Path, allow_folder: bool = False) -> Path:
     """``last``: the newest checkpoint of ``experiment`` (every version); else the path itself,
-    which must exist."""
+    which must exist (a file, or with ``allow_folder`` the folder of a sharded checkpoint).
+
+    Every command that takes ``--ckpt_path`` resolves it here, so ``last`` means the same in
+    all of them.
+    """
     if value == "last":
         found = newest_checkpoint(experiment)
         if found is None:
@@ -49,8 +53,11 @@ def resolve_ckpt_path(value: str, experiment: Path) -> Path:
         log.info("--ckpt_path last: %s", found)
         return found
     path = Path(value)
-    if not path.is_file():
-        raise CheckpointError(f"--ckpt_path {path} does not exist")
+    if not (path.is_file() or (allow_folder and path.is_dir())):
+        raise CheckpointError(
+            f"--ckpt_path {path} does not exist; give a checkpoint file, or last for the newest "
+            f"checkpoint of {experiment}"
+        )
     return path
 
 

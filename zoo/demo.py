@@ -177,8 +177,6 @@ def main(argv: list[str] | None = None, block: bool = True) -> Any:
         import gradio  # noqa: F401
     except ModuleNotFoundError:
         parser.error("zoo demo needs Gradio: pip install 'rs-vlm-zoo[demo]'")
-    if args.ckpt_path is not None and not Path(args.ckpt_path).is_file():
-        parser.error(f"--ckpt_path {args.ckpt_path} does not exist")
     cli = build_from_configs(args.config, args.ckpt_path, overrides)
     images = Path(args.images) if args.images else None
     if images is not None and not images.is_dir():

@@ -90,8 +90,6 @@ def main(argv: list[str] | None = None) -> Path:
     """Run ``zoo embed``; returns the written file."""
     parser = build_parser()
     args, overrides = parser.parse_known_args(argv)
-    if args.ckpt_path is not None and not Path(args.ckpt_path).is_file():
-        parser.error(f"--ckpt_path {args.ckpt_path} does not exist")
     cli = build_from_configs(args.config, args.ckpt_path, overrides)
     frame = embed_folder(cli.model, cli.datamodule, progress=not args.no_progress)
     output = Path(args.output)

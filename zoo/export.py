@@ -43,8 +43,6 @@ def main(argv: list[str] | None = None) -> Path:
     """Run ``zoo export`` with ``argv`` (default: the command line); returns the weights' path."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    if not Path(args.ckpt_path).exists():  # a file, or the folder of a sharded (FSDP) checkpoint
-        parser.error(f"--ckpt_path {args.ckpt_path} does not exist")
     cli = build_from_configs(args.config, args.ckpt_path)
     path = export_model(cli.model, args.output)
     atomic_write_text(Path(args.output) / "config.yaml", cli.parser.dump(cli.config))

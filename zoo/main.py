@@ -38,7 +38,8 @@ import zoo.data.spacenet  # noqa: F401
 import zoo.models  # noqa: F401  (registers the models' short names)
 from zoo.errors import TRACEBACK_FLAG, ZooArgumentParser, readable_errors
 from zoo.io import atomic_write_text, read_state_dict
-from zoo.session import Session, prepare, trainer_arguments
+from zoo.checkpoints import resolve_ckpt_path
+from zoo.session import Session, experiment_dir, prepare, trainer_arguments
 
 __all__ = ["COMMANDS", "ZooCLI", "build_from_configs", "main"]
 
@@ -81,6 +82,8 @@ class ZooCLI(LightningCLI):
     checkpoint checks (:mod:`zoo.session`)."""
 
     session: Session | None = None
+    #: The checkpoint :func:`build_from_configs` loaded (``last`` resolved), else None.
+    ckpt_path: Path | None = None
 
     def parse_arguments(self, parser, args) -> None:
         self.argv = [str(a) for a in (sys.argv[1:] if args is None else args)]
@@ -99,6 +102,10 @@ class ZooCLI(LightningCLI):
             self.config = self.parser.parse_object({subcommand: {"model": model}}, self.config)
 
         self.session = prepare(subcommand, self.config[subcommand], self.argv, apply)
+        if self.session.ckpt_path is not None:
+            # ``apply`` replaced ``self.config``: write the resolved path (``last`` -> a file)
+            # into the namespace the Trainer reads, or Lightning would get the literal "last".
+            self.config[subcommand].ckpt_path = str(self.session.ckpt_path)
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         if self.session is not None:
@@ -163,7 +170,9 @@ def build_from_configs(
     if ckpt_path is None:
         log.warning("no checkpoint: the model keeps the weights its config initializes")
     else:
-        cli.model.load_state_dict(read_state_dict(ckpt_path, "--ckpt_path"))
+        path = resolve_ckpt_path(str(ckpt_path), experiment_dir(cli.config), allow_folder=True)
+        cli.model.load_state_dict(read_state_dict(path, "--ckpt_path"))
+        cli.ckpt_path = path
     return cli
 
 
@@ -201,7 +210,10 @@ def main(args: list[str] | None = None, run: bool = True) -> Any:
     """
     argv = sys.argv[1:] if args is None else args
     if isinstance(argv, Sequence) and argv and argv[0] in COMMANDS:
-        return import_module(COMMANDS[argv[0]]).main(list(argv[1:]))
+        command = import_module(COMMANDS[argv[0]]).main
+        if args is None:  # the command line: errors a person can read, as for fit
+            return readable_errors(lambda: command(list(argv[1:])), argv)
+        return command(list(argv[1:]))
     configure_logging()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("WANDB_SILENT", "true")

@@ -65,21 +65,21 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     """Run ``zoo evaluate`` with ``argv`` (default: the command line); returns the rows."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.ckpt_path is not None and not Path(args.ckpt_path).is_file():
-        parser.error(f"--ckpt_path {args.ckpt_path} does not exist")
     configure_logging()
     try:
         evaluations = load_evaluations(args.evals)  # every config checked before any work
     except (FileNotFoundError, ValueError) as error:
         parser.error(str(error))
-    model = build_from_configs(args.config, args.ckpt_path).model
+    cli = build_from_configs(args.config, args.ckpt_path)
+    model = cli.model
+    ckpt_path = str(cli.ckpt_path) if cli.ckpt_path is not None else None  # ``last`` resolved
     header = {
         "model": args.paper_row or type(model).__name__, "config": ", ".join(args.config),
-        "checkpoint": args.ckpt_path or "(initial weights)",
+        "checkpoint": ckpt_path or "(initial weights)",
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
     }
     rows = evaluate(
-        model, evaluations, args.output, args.ckpt_path, args.device, args.limit_batches,
+        model, evaluations, args.output, ckpt_path, args.device, args.limit_batches,
         args.keep_going, header, args.paper_row,
     )
     if args.wandb_project:
