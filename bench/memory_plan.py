@@ -184,6 +184,11 @@ def build(name: str, files: list[str]) -> Setup:
     kwargs = dict(model_cfg.get("init_args", {}))
     data = dict(data_cfg.get("init_args", {}))
     image_size = data.get("image_size", 224)
+    if kwargs.pop("llava", None) is not None:
+        # LLaVA-1.5-7B (GeoPix's start): CLIP ViT-L/14-336 and a Llama of Vicuna-7B's shape; its
+        # tokenizer is Vicuna's with <image> and padding added (32064 rows instead of 32000).
+        kwargs |= {"vision_encoder": "vit_large_patch14_clip_336.openai", "llm": "lmsys/vicuna-7b-v1.5"}
+        data.setdefault("tokenizer", "lmsys/vicuna-7b-v1.5")
     generator = "llm" in kwargs
     seg = None
     if cls.__name__ == "GeoPix":

@@ -13,10 +13,11 @@ from zoo.data import embedded
 from zoo.main import main
 
 ROOT = Path(__file__).parents[1]
-# Run configs only: data blocks (configs/data) and evaluations (configs/eval) have their own tests.
+# Run configs only: data blocks (configs/data), evaluations (configs/eval) and paper cards
+# (configs/papers) have their own tests.
 CONFIGS = sorted(
     str(p.relative_to(ROOT)) for p in (ROOT / "configs").rglob("*.yaml")
-    if p.parent.relative_to(ROOT / "configs").parts[:1] not in (("data",), ("eval",))
+    if p.parent.relative_to(ROOT / "configs").parts[:1] not in (("data",), ("eval",), ("papers",))
 )
 TINY_DATA = [
     "--data.init_args.splits.train=16", "--data.init_args.splits.val=8",

@@ -104,6 +104,17 @@ def test_stage1_starts_the_projector_from_llava_and_stage2_from_stage1(release, 
     for name, value in stage1.state_dict().items():
         torch.testing.assert_close(stage2.state_dict()[name], value, rtol=0, atol=0, msg=name)
 
+    # The authors' stage 2 injects before fewer layers (3, 5, 7 after 1, 3, 5, 7): the block of the
+    # layer left out is dropped, every kept block starts from stage 1's block at the same layer.
+    cli = main(["--config", "configs/fuse/stage1.yaml", "--config", "configs/fuse/stage2.yaml",
+                *common, f"--model.init_args.stage.init_checkpoint={ckpt}",
+                "--model.init_args.inject_layers=[2]"], run=False)
+    fewer = cli.model
+    assert sorted(fewer.injection) == ["2"] and fewer.inject_layers == [2]
+    for name, value in stage1.state_dict().items():
+        if not name.startswith("injection.1."):
+            torch.testing.assert_close(fewer.state_dict()[name], value, rtol=0, atol=0, msg=name)
+
 
 def test_projector_sources_and_their_errors(release, tmp_path):
     """The release folder, its .bin file, a transformers-layout folder; wrong keys are named."""

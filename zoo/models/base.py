@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from lightning import LightningModule
 from lightning.pytorch.utilities import rank_zero_info
-from torch import nn
+from torch import Tensor, nn
 
 __all__ = ["OptimizerConfig", "ZooTask", "warmup_cosine"]
 
@@ -95,6 +95,11 @@ class ZooTask(LightningModule):
             optimizer, lambda step: warmup_cosine(step, total, warmup)
         )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def stage_state(self, state: dict[str, Tensor]) -> dict[str, Tensor]:
+        """A previous training stage's weights as this stage reads them (``stage.init_checkpoint``):
+        a family whose next stage leaves modules out (FUSE's injection layers) drops theirs."""
+        return state
 
     def on_fit_start(self) -> None:
         rank_zero_info(parameter_report(self))

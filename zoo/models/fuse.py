@@ -21,9 +21,11 @@ chosen LLM layers.
   stacks come from the global view's depths only, no windows).
 
 Layer numbering: ``inject_layers`` are 0-based indices of the decoder layers the injection runs
-*before*. The authors' code reads 1-based layer numbers (it subtracts 1 unless a 0 is listed)
-and injects before that layer, so the summary's "layers 4, 8, 12, 16" are ``[3, 7, 11, 15]``
-here (their code's default is 2, 4, 6, 8 and their published fine-tuning script sets 4, 6, 8).
+*before* (a forward pre-hook on ``layers[i]``). The authors' code (``vhm_llama.py``) reads 1-based
+numbers from ``deepstack_injection_layers``, subtracts 1 (unless a 0 is listed) and injects before
+``layers[i]`` for those 0-based ``i``: their default 2, 4, 6, 8 (pre-training) is ``[1, 3, 5, 7]``
+here, their fine-tuning script's 4, 6, 8 is ``[3, 5, 7]`` (configs/fuse/stage{1,2}.yaml). The
+paper's summary names layers 4, 8, 12, 16 instead; the configs follow the code.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from contextlib import nullcontext
 from typing import Any, Literal
 
 import torch
-from lightning.pytorch.utilities import rank_zero_warn
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor, nn
 
 from zoo.layers.injection import (
@@ -68,8 +70,8 @@ class FUSE(VisionLanguageGenerator):
         detail_tokens: ``interleave`` (the authors': ``f^2`` interleaved sub-grids of the shared
             token canvas per scale and depth) or ``pool`` (area-averaged to the grid).
         multi_scale: False takes the detail stacks from the global view (no windows).
-        inject_layers: LLM decoder layers (0-based) preceded by an injection (paper: 3, 7, 11,
-            15, the summary's 1-based 4, 8, 12, 16).
+        inject_layers: LLM decoder layers (0-based) preceded by an injection (the authors' code:
+            1, 3, 5, 7 in pre-training, 3, 5, 7 in fine-tuning).
         injection: ``recurrent`` (the authors' block), ``token`` (a router per position) or
             ``xattn`` (gated cross-attention).
         residual_init: initial residual scale of ``recurrent``/``token`` injection (the authors:
@@ -188,6 +190,25 @@ class FUSE(VisionLanguageGenerator):
         if details is None:
             return self.projector(tokens), None
         return self.projector(tokens), self.projector(details)
+
+    def stage_state(self, state: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Drop a previous stage's injection blocks before layers this stage does not inject
+        before (the authors' stage 1 injects before layers 1, 3, 5, 7, their stage 2 before 3,
+        5, 7); each kept block stays at its decoder layer."""
+        kept = {str(layer) for layer in self.inject_layers}
+        left = sorted(
+            {k.split(".")[1] for k in state if k.startswith("injection.")} - kept, key=int
+        )
+        if left:
+            rank_zero_info(
+                f"FUSE: the previous stage's injection blocks before layers {', '.join(left)} are "
+                f"not used (inject_layers {self.inject_layers})"
+            )
+        return {
+            k: v
+            for k, v in state.items()
+            if not (k.startswith("injection.") and k.split(".")[1] not in kept)
+        }
 
     def inject(self, layer: int, visual: Tensor, context: Any) -> Tensor:
         """Update the visual hidden states from the projected detail stacks."""

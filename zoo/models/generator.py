@@ -340,7 +340,7 @@ class VisionLanguageGenerator(ZooTask):
             if previous.get("lora_rank"):
                 scaling = previous["lora_alpha"] / previous["lora_rank"]
         state = {_unpeft(k): v for k, v in merge_lora_state(state, scaling).items()}
-        missing, unexpected = self.load_state_dict(state, strict=False)
+        missing, unexpected = self.load_state_dict(self.stage_state(state), strict=False)
         rank_zero_info(
             f"loaded {len(state) - len(unexpected)} tensors from {file}"
             + (f"; {len(missing)} not in it (e.g. {missing[0]})" if missing else "")
