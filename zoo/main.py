@@ -36,9 +36,9 @@ import zoo.data.scenes  # noqa: F401
 import zoo.data.skyscript  # noqa: F401
 import zoo.data.spacenet  # noqa: F401
 import zoo.models  # noqa: F401  (registers the models' short names)
+from zoo.checkpoints import resolve_ckpt_path
 from zoo.errors import TRACEBACK_FLAG, ZooArgumentParser, readable_errors
 from zoo.io import atomic_write_text, read_state_dict
-from zoo.checkpoints import resolve_ckpt_path
 from zoo.session import Session, experiment_dir, prepare, trainer_arguments
 
 __all__ = ["COMMANDS", "ZooCLI", "build_from_configs", "main"]
@@ -170,7 +170,10 @@ def build_from_configs(
     if ckpt_path is None:
         log.warning("no checkpoint: the model keeps the weights its config initializes")
     else:
-        path = resolve_ckpt_path(str(ckpt_path), experiment_dir(cli.config), allow_folder=True)
+        # The experiment is named by the config's logger, which this rebuild turned off: read
+        # it from the configs as given, so ``last`` finds the fit's run folder.
+        config = cli.parser.parse_args(args) if str(ckpt_path) == "last" else cli.config
+        path = resolve_ckpt_path(str(ckpt_path), experiment_dir(config), allow_folder=True)
         cli.model.load_state_dict(read_state_dict(path, "--ckpt_path"))
         cli.ckpt_path = path
     return cli
