@@ -21,8 +21,9 @@ COMMANDS = ["fit", "validate", "test", "predict", "evaluate", "embed", "export",
 
 
 @pytest.fixture(autouse=True)
-def _argv(monkeypatch):
+def _argv(monkeypatch, tmp_path):
     monkeypatch.setattr(sys, "argv", ["zoo"])
+    monkeypatch.chdir(tmp_path)  # the config's writers write under runs/ here
 
 
 def _override(folder: Path, runs: Path, data: Path, **trainer) -> Path:
