@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from lightning.pytorch import Callback, Trainer
 
-__all__ = ["LastCheckpointProbe", "SignalAt"]
+__all__ = ["LastCheckpointProbe", "SignalAt", "WeightsProbe"]
 
 
 class SignalAt(Callback):
@@ -40,3 +40,27 @@ class LastCheckpointProbe(Callback):
         found = [p for p in paths if p.is_file()]
         step = torch.load(found[0], map_location="cpu", weights_only=True)["global_step"] if found else None
         self.seen[trainer.current_epoch] = step
+
+
+class WeightsProbe(Callback):
+    """Copy the model's state dict when each stage starts (after Lightning restored
+    ``--ckpt_path``): ``seen[stage]``, with ``stage`` one of fit, validate, test, predict."""
+
+    def __init__(self) -> None:
+        self.seen: dict[str, dict[str, torch.Tensor]] = {}
+
+    def _note(self, stage: str, pl_module: Any) -> None:
+        self.seen[stage] = {k: v.detach().cpu().clone() for k, v in pl_module.state_dict().items()}
+
+    def on_train_start(self, trainer: Trainer, pl_module: Any) -> None:
+        self._note("fit", pl_module)
+
+    def on_validation_start(self, trainer: Trainer, pl_module: Any) -> None:
+        if trainer.state.fn == "validate":  # not the validation inside a fit
+            self._note("validate", pl_module)
+
+    def on_test_start(self, trainer: Trainer, pl_module: Any) -> None:
+        self._note("test", pl_module)
+
+    def on_predict_start(self, trainer: Trainer, pl_module: Any) -> None:
+        self._note("predict", pl_module)

@@ -161,3 +161,25 @@ def test_read_tensors_reads_only_the_named_shards(tmp_path):
     assert list(read_tensors(bin_folder, ("model.mm_projector.",))) == ["model.mm_projector.2.bias"]
     with pytest.raises(FileNotFoundError, match="holds no weights"):
         read_tensors(tmp_path / "bin" / "missing", ("x",))
+
+
+@pytest.mark.parametrize(("umask", "mode"), [(0o022, 0o644), (0o027, 0o640), (0o077, 0o600)])
+def test_written_files_follow_the_umask(tmp_path, umask, mode):
+    """Issue 21: every atomic write gets open()'s mode (0666 less the umask), not mkstemp's
+    private 0600, so a colleague can read checkpoints, GeoJSON and answers."""
+    import os
+
+    previous = os.umask(umask)
+    try:
+        text = atomic_write_text(tmp_path / "a.json", "{}")
+        with atomic_write(tmp_path / "b.bin", "wb") as f:
+            f.write(b"\x00")
+        with atomic_path(tmp_path / "c.safetensors") as tmp:  # a writer that takes a file name
+            save_file({"w": torch.zeros(2)}, str(tmp))
+        with atomic_dir(tmp_path / "d") as folder:
+            (folder / "shard").write_bytes(b"")
+    finally:
+        os.umask(previous)
+    for path in (text, tmp_path / "b.bin", tmp_path / "c.safetensors"):
+        assert stat.S_IMODE(path.stat().st_mode) == mode, path
+    assert stat.S_IMODE((tmp_path / "d").stat().st_mode) == 0o777 & ~umask

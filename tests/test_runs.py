@@ -373,3 +373,35 @@ def test_mask_size_mismatch_stops_setup_naming_the_sample():
 
     with pytest.raises(ValueError, match=r"sample 1 \(img1\) of the train split: mask size .*\(8, 6\)"):
         Broken().verify(progress=False)
+
+
+@pytest.mark.parametrize(
+    ("arg", "message"),
+    [
+        ("--data.init_args.num_train=16", "data.init_args.num_train is not an argument of "
+         "EmbeddedDataModule. It was renamed: use data.init_args.splits.train"),
+        ("--model.init_args.lr=0.1", "model.init_args.lr is not an argument of FLAVARS. It was "
+         "renamed: use model.init_args.optimizer.lr"),
+        ("--model.init_args.mim_weight=0", "It was renamed: use model.init_args.loss_weights.mim"),
+    ],
+)
+def test_renamed_key_names_the_new_one(monkeypatch, capsys, arg, message):
+    """Issue 21: an old key (CHANGELOG's breaking renames) names its new key, from the command
+    line and from a YAML."""
+    code, err = _command_line(monkeypatch, capsys, "fit", "--config", "configs/flavars.yaml", arg)
+    assert code == 2 and message in err.splitlines()[0]
+
+
+def test_renamed_key_in_a_yaml_and_an_evaluation_config(monkeypatch, capsys, tmp_path):
+    from zoo.evaluation.config import load_evaluations
+
+    old = tmp_path / "old.yaml"
+    old.write_text("model:\n  init_args:\n    image_encoder: zoo_vit_tiny\n")
+    code, err = _command_line(monkeypatch, capsys, "fit", "--config", "configs/flavars.yaml",
+                              "--config", str(old))
+    assert code == 2 and "It was renamed: use model.init_args.vision_encoder" in err
+    spec = yaml.safe_load((ROOT / "configs/eval/spacenet1_upernet.yaml").read_text())
+    spec["init_args"]["lr"] = spec["init_args"].pop("optimizer")["lr"]  # the flat key of old
+    (tmp_path / "eval.yaml").write_text(yaml.safe_dump(spec))
+    with pytest.raises(ValueError, match=r"init_args.lr was renamed: use init_args.optimizer.lr"):
+        load_evaluations([str(tmp_path / "eval.yaml")])

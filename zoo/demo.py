@@ -88,7 +88,7 @@ class Demo:
         if self.kind != "masks":
             return row["answer"], (shown, [])
         masks = torch.as_tensor(row["masks"]).bool().numpy()
-        labels = [f"{p} ({c})" for p, c in zip(row["phrases"], row["category"], strict=True)]
+        labels = [f"{p} ({c})" if c else p for p, c in zip(row["phrases"], row["category"], strict=True)]
         return row["answer"], (shown, [(m.astype(np.float32), lab) for m, lab in zip(masks, labels, strict=True)])
 
     @torch.no_grad()

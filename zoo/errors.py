@@ -24,12 +24,65 @@ from typing import Any, NoReturn
 
 from lightning.pytorch.cli import LightningArgumentParser
 
-__all__ = ["ZooArgumentParser", "did_you_mean", "readable_errors", "wants_traceback"]
+__all__ = [
+    "RENAMED_KEYS",
+    "ZooArgumentParser",
+    "did_you_mean",
+    "readable_errors",
+    "rename_hints",
+    "renamed",
+    "wants_traceback",
+]
 
 _PACKAGE = Path(__file__).resolve().parent
 TRACEBACK_FLAG = "--traceback"
 TRACEBACK_ENV = "ZOO_TRACEBACK"
 _HINT = f"(run with {TRACEBACK_FLAG} or {TRACEBACK_ENV}=1 for the full traceback)"
+
+
+#: Keys of a class's ``init_args`` that were renamed (CHANGELOG, "Config keys (breaking)"): the
+#: old name and the new one, dotted inside ``init_args``. An old key in a YAML or on the command
+#: line is an error that names its new key, where the class has it.
+RENAMED_KEYS: dict[str, str] = {
+    # the embedded datamodules' sizes, one block (EmbeddedSplits)
+    "num_train": "splits.train",
+    "num_val": "splits.val",
+    "num_test": "splits.test",
+    # every model's optimizer settings, one block (OptimizerConfig)
+    "lr": "optimizer.lr",
+    "weight_decay": "optimizer.weight_decay",
+    "betas": "optimizer.betas",
+    "warmup_fraction": "optimizer.warmup_fraction",
+    # FLAVARS and the UPerNet probe: one name for the image backbone in every family
+    "image_encoder": "vision_encoder",
+    "image_pretrained": "vision_pretrained",
+    "image_checkpoint": "vision_checkpoint",
+    # FLAVARS' loss weights, one block (LossWeights)
+    "mim_weight": "loss_weights.mim",
+    "mlm_weight": "loss_weights.mlm",
+    "itm_weight": "loss_weights.itm",
+    "contrastive_weight": "loss_weights.contrastive",
+    "location_weight": "loss_weights.location",
+}
+
+
+def renamed(key: str, parameters: Iterable[str]) -> str | None:
+    """The new name of the old ``key`` (dotted inside ``init_args``) when a class with
+    ``parameters`` takes it, else None."""
+    new = RENAMED_KEYS.get(key)
+    return new if new is not None and new.split(".")[0] in set(parameters) else None
+
+
+def rename_hints(message: str, prefix: str = "") -> list[str]:
+    """"<old> was renamed: use <new>" for each renamed key a jsonargparse ``message`` refuses
+    (``Option 'lr' is not accepted`` under ``class_path '...'``, at any indentation)."""
+    hints = []
+    for class_path, body in re.findall(r"class_path '([\w.]+)':\n((?:[ \t]+.*\n?)+)", message):
+        for key in re.findall(r"Option '(\w+)' is not accepted", body):
+            new = renamed(key, _parameters(class_path))
+            if new is not None:
+                hints.append(f"{prefix}{key} was renamed: use {prefix}{new} (see CHANGELOG.md).")
+    return hints
 
 
 def wants_traceback(argv: Iterable[str]) -> bool:
@@ -69,9 +122,13 @@ def did_you_mean(message: str, options: Iterable[str] = ()) -> list[str]:
     prefix = f"{group.group(1)}.init_args." if group else ""
     for class_path, body in re.findall(r"class_path '([\w.]+)':\n((?:\s{6,}.*\n?)+)", message):
         for key in re.findall(r"Option '(\w+)' is not accepted", body):
-            close = difflib.get_close_matches(key, _parameters(class_path), n=1, cutoff=0.6)
+            parameters = _parameters(class_path)
+            close = difflib.get_close_matches(key, parameters, n=1, cutoff=0.6)
             name = class_path.rpartition(".")[2]
             hint = f" Did you mean {', '.join(prefix + c for c in close)}?" if close else ""
+            new = renamed(key, parameters)
+            if new is not None:
+                hint = f" It was renamed: use {prefix}{new} (see CHANGELOG.md)."
             lines.append(f"{prefix}{key} is not an argument of {name}.{hint}")
     options = list(options)
     for arg in re.findall(r"(--[\w.@-]+)", message.partition("Unrecognized arguments:")[2]):

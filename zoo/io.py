@@ -85,6 +85,9 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     """A temporary file path beside ``path`` for a writer that takes a file name (e.g.
     ``safetensors.torch.save_model``); on success it replaces ``path`` atomically.
 
+    The file gets the mode a plain ``open(path, "w")`` would give (0666 less the umask), so
+    a colleague reads what the zoo writes wherever the umask lets them.
+
     On an exception the temporary file is removed and ``path`` keeps its previous content.
     """
     path = Path(path)
@@ -94,6 +97,9 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     tmp = Path(name)
     try:
         yield tmp
+        # mkstemp's file is private (0600), and some writers (safetensors) recreate it so:
+        # give it open()'s mode once written.
+        tmp.chmod(0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)

@@ -36,9 +36,9 @@ import zoo.data.scenes  # noqa: F401
 import zoo.data.skyscript  # noqa: F401
 import zoo.data.spacenet  # noqa: F401
 import zoo.models  # noqa: F401  (registers the models' short names)
+from zoo.checkpoints import resolve_ckpt_path
 from zoo.errors import TRACEBACK_FLAG, ZooArgumentParser, readable_errors
 from zoo.io import atomic_write_text, read_state_dict
-from zoo.checkpoints import resolve_ckpt_path
 from zoo.session import Session, experiment_dir, prepare, trainer_arguments
 
 __all__ = ["COMMANDS", "ZooCLI", "build_from_configs", "main"]
@@ -118,6 +118,16 @@ class ZooCLI(LightningCLI):
                 callback.run_dir = self.session.run.path
         return built
 
+    def before_fit(self) -> None:
+        """Say where this fit writes, before it starts."""
+        if self.session is not None and self.session.run is not None and self.trainer.is_global_zero:
+            log.info("run folder: %s", self.session.run.path)
+
+    def after_fit(self) -> None:
+        """Say again, after the metrics table, where the checkpoints and metrics are."""
+        if self.session is not None and self.session.run is not None and self.trainer.is_global_zero:
+            log.info("wrote checkpoints, metrics.csv and config.yaml to %s", self.session.run.path)
+
     def add_arguments_to_parser(self, parser) -> None:
         # A LLaVA checkpoint also sets the data's tokenizer, image size and mean/std.
         parser.link_arguments("model.init_args.llava", "data.init_args.llava")
@@ -170,8 +180,16 @@ def build_from_configs(
     if ckpt_path is None:
         log.warning("no checkpoint: the model keeps the weights its config initializes")
     else:
-        path = resolve_ckpt_path(str(ckpt_path), experiment_dir(cli.config), allow_folder=True)
-        cli.model.load_state_dict(read_state_dict(path, "--ckpt_path"))
+        # The experiment is named by the config's logger, which this rebuild turned off: read
+        # it from the configs as given, so ``last`` finds the fit's run folder.
+        config = cli.parser.parse_args(args) if str(ckpt_path) == "last" else cli.config
+        path = resolve_ckpt_path(str(ckpt_path), experiment_dir(config), allow_folder=True)
+        if path.suffix == ".safetensors":  # a zoo export: tied tensors were written once
+            from safetensors.torch import load_model
+
+            load_model(cli.model, str(path))
+        else:
+            cli.model.load_state_dict(read_state_dict(path, "--ckpt_path"))
         cli.ckpt_path = path
     return cli
 
@@ -189,11 +207,20 @@ def run_parser(
     return parser
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Write to the ``sys.stderr`` of the moment (a test's captured stream, a redirect made
+    after the first command), not the one there was when the handler was made."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.stream = sys.stderr
+        super().emit(record)
+
+
 def configure_logging() -> None:
     """Show the zoo's INFO lines (e.g. where the embedded dataset was written) on stderr."""
     log = logging.getLogger("zoo")
     if not log.handlers:
-        handler = logging.StreamHandler()
+        handler = _StderrHandler()
         handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
         log.addHandler(handler)
         log.setLevel(logging.INFO)

@@ -1,6 +1,7 @@
 """Callbacks: sample logging and prediction writers."""
 
+from zoo.callbacks.embeddings import EmbeddingWriter
 from zoo.callbacks.masks import MaskPredictionWriter
 from zoo.callbacks.samples import GenerationSamples, RetrievalSamples
 
-__all__ = ["GenerationSamples", "MaskPredictionWriter", "RetrievalSamples"]
+__all__ = ["EmbeddingWriter", "GenerationSamples", "MaskPredictionWriter", "RetrievalSamples"]

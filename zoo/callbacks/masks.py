@@ -29,6 +29,7 @@ from typing import Any, Literal
 
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import BasePredictionWriter
+from lightning.pytorch.utilities import rank_zero_info
 
 from zoo.callbacks.geo import FolderMasks
 from zoo.callbacks.mask_files import (
@@ -85,6 +86,7 @@ class MaskPredictionWriter(BasePredictionWriter):
         self.merged = merged
         self.overwrite = overwrite
         self.folder: Any = None  # zoo.callbacks.geo.FolderMasks, made on the first folder sample
+        self.count = 0  # samples written by this predict
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         """Refuse, before predicting, to write into an earlier output unless ``overwrite``."""
@@ -110,6 +112,7 @@ class MaskPredictionWriter(BasePredictionWriter):
         dataloader_idx: int,
     ) -> None:
         for item in prediction or []:
+            self.count += 1
             if "path" in item:
                 if self.folder is None:
                     self.folder = FolderMasks(self.output_dir, self.merged)
@@ -119,9 +122,15 @@ class MaskPredictionWriter(BasePredictionWriter):
 
     def on_predict_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         super().on_predict_epoch_end(trainer, pl_module)
+        merged = None
         if self.folder is not None:
-            self.folder.finish()
+            merged = self.folder.finish()
             self.folder = None
+        also = f", and every feature in {merged}" if merged is not None else ""
+        rank_zero_info(
+            f"wrote the answers and masks of {self.count} samples to {self.output_dir}/<id>/{also}"
+        )
+        self.count = 0
 
     def write(self, item: dict[str, Any]) -> Path:
         """Write one predicted sample; returns its folder."""

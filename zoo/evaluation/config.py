@@ -43,6 +43,7 @@ from typing import Any
 
 from jsonargparse import ArgumentError, ArgumentParser, Namespace
 
+from zoo.errors import rename_hints
 from zoo.evaluation.base import Evaluation, check_model, paper_numbers
 from zoo.io import read_yaml
 
@@ -89,7 +90,8 @@ def _parse(parser: ArgumentParser, spec: Any, path: str) -> Namespace:
     try:
         return parser.parse_object(spec)
     except ArgumentError as error:
-        raise ValueError(f"{path}: {error}{_accepted(spec.get(_KEY))}") from error
+        hints = "".join(f"\n{h}" for h in rename_hints(str(error), "init_args."))
+        raise ValueError(f"{path}: {error}{_accepted(spec.get(_KEY))}{hints}") from error
 
 
 def _accepted(spec: Any) -> str:

@@ -383,9 +383,14 @@ class GeoPix(VisionLanguageGenerator):
         )
 
     def _first_class(self, text: str) -> int:
+        found = self._class_in(text)
+        return 0 if found is None else found
+
+    def _class_in(self, text: str) -> int | None:
+        """The class whose name ``text`` writes first, None if it names none."""
         text = text.lower()
         hits = [(text.find(name), c) for c, name in enumerate(self.class_names) if name in text]
-        return min(hits)[1] if hits else 0
+        return min(hits)[1] if hits else None
 
     # ---------------------------------------------------------------------- inference
     @torch.no_grad()
@@ -403,13 +408,16 @@ class GeoPix(VisionLanguageGenerator):
             complete = int((seg >= 0).sum()) // self.tokens_per_target
             masks = torch.zeros(0, *batch["image"].shape[-2:], dtype=torch.bool)
             phrases: list[str] = []
-            category = torch.zeros(0, dtype=torch.long)
+            named: list[int | None] = []  # the class each phrase of the answer names
             if complete:
                 keep = self._complete_phrases(seg[0], complete)
                 ids = ids[:, : keep + 1]
-                category = self.categories_from_text(ids[0], complete)
-                answer_part = ids[0, int(prompt_mask[i].sum()) :]
-                phrases = [_phrase(t) for t in self.target_texts(answer_part, complete)]
+                # Each target's words come from the answer alone: the question names what was
+                # asked for, the answer what each mask is ("the road", not the question's tree).
+                texts = self.target_texts(ids[0, int(prompt_mask[i].sum()) :], complete)
+                phrases = [_phrase(t) for t in texts]
+                named = [self._class_in(t) for t in texts]
+                category = torch.tensor([c or 0 for c in named], dtype=torch.long, device=ids.device)
                 sample = {"image": batch["image"][i : i + 1]}
                 _, logits, _ = self.forward_with_masks(sample, ids, torch.ones_like(ids), None, category)
                 masks = (logits > 0).cpu()
@@ -417,7 +425,7 @@ class GeoPix(VisionLanguageGenerator):
                 "id": batch["id"][i], "question": batch["question"][i],
                 "answer": self.tokenizer.decode(answer_ids, skip_special_tokens=True).strip(),
                 "reference": batch["reference"][i], "masks": masks, "phrases": phrases,
-                "category": [self.class_names[c] for c in category.tolist()],
+                "category": [None if c is None else self.class_names[c] for c in named],
                 "geo": batch.get("geo", [None] * len(prompt))[i],
             } | ({"path": batch["path"][i], "chip": batch["chip"][i]} if "path" in batch else {}))
         return rows
