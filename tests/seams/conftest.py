@@ -20,7 +20,9 @@ def first_batch(dm, split: str = "val") -> dict:
 @pytest.fixture(scope="package")
 def conversation_dm(tmp_path_factory) -> EmbeddedConversationDataModule:
     root = tmp_path_factory.mktemp("conversations")
-    return prepared(EmbeddedConversationDataModule(str(root), splits=EmbeddedSplits(8, 8, 8), batch_size=4))
+    return prepared(
+        EmbeddedConversationDataModule(str(root), splits=EmbeddedSplits(8, 8, 8), batch_size=4)
+    )
 
 
 @pytest.fixture(scope="package")
@@ -31,7 +33,9 @@ def conversation_batch(conversation_dm) -> dict:
 @pytest.fixture(scope="package")
 def referring_dm(tmp_path_factory) -> EmbeddedReferringDataModule:
     root = tmp_path_factory.mktemp("referring")
-    return prepared(EmbeddedReferringDataModule(str(root), splits=EmbeddedSplits(8, 8, 8), batch_size=4))
+    return prepared(
+        EmbeddedReferringDataModule(str(root), splits=EmbeddedSplits(8, 8, 8), batch_size=4)
+    )
 
 
 @pytest.fixture(scope="package")
@@ -42,4 +46,8 @@ def referring_batch(referring_dm) -> dict:
 @pytest.fixture(scope="package")
 def image_text_dm(tmp_path_factory) -> EmbeddedDataModule:
     root = tmp_path_factory.mktemp("image_text")
-    return prepared(EmbeddedDataModule(str(root), splits=EmbeddedSplits(32, 16, 8), image_size=32, batch_size=16))
+    return prepared(
+        EmbeddedDataModule(
+            str(root), splits=EmbeddedSplits(32, 16, 8), image_size=32, batch_size=16
+        )
+    )

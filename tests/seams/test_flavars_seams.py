@@ -25,10 +25,17 @@ NONE = {name: 0.0 for name in LOSSES}
 
 def flavars(dm, **kwargs: Any) -> FLAVARS:
     torch.manual_seed(0)
-    args = dict(
-        image_size=dm.image_size, embed_dim=64, fusion_width=64, fusion_layers=1,
-        tokenizer=dm.tokenizer, class_names=dm.class_names,
-    ) | kwargs
+    args = (
+        dict(
+            image_size=dm.image_size,
+            embed_dim=64,
+            fusion_width=64,
+            fusion_layers=1,
+            tokenizer=dm.tokenizer,
+            class_names=dm.class_names,
+        )
+        | kwargs
+    )
     return FLAVARS(**args).eval()
 
 
@@ -40,7 +47,9 @@ def _planted(b: int, dim: int, i: int, j: int) -> tuple[Tensor, Tensor]:
     return image, text
 
 
-def _scaled_probability(image: Tensor, text: Tensor, scale: float, i: int, j: int, same: Tensor) -> float:
+def _scaled_probability(
+    image: Tensor, text: Tensor, scale: float, i: int, j: int, same: Tensor
+) -> float:
     """``softmax(scale · cos)`` of column ``j`` in row ``i``, over the columns that are neither
     ``i`` itself nor a duplicate caption of it."""
     sim = F.normalize(image, dim=-1) @ F.normalize(text, dim=-1).T
@@ -50,7 +59,9 @@ def _scaled_probability(image: Tensor, text: Tensor, scale: float, i: int, j: in
     return logits.softmax(0)[j].item()
 
 
-def _hits(model: FLAVARS, batch: dict, image: Tensor, text: Tensor, i: int, j: int, draws: int) -> tuple[float, float]:
+def _hits(
+    model: FLAVARS, batch: dict, image: Tensor, text: Tensor, i: int, j: int, draws: int
+) -> tuple[float, float]:
     """Fraction of ``draws`` in which image ``i`` got caption ``j`` as its negative and caption
     ``j`` got image ``i`` (ALBEF's layout: rows ``B..2B`` pair each image with its negative
     caption, rows ``2B..3B`` each caption with its negative image)."""
@@ -98,6 +109,32 @@ def test_hard_sampler_gets_the_logit_scaled_similarities(image_text_dm):
     assert abs(image_rate - want_image) < 0.05, (image_rate, want_image)
 
 
+def test_flava_layout_pairs_each_image_with_its_hard_caption(image_text_dm):
+    """``itm_layout: flava`` with every caption replaced (probability 1): image ``i``'s pair is its
+    hardest caption (the planted near-duplicate ``j``), drawn from the image->text side of the
+    sampler (the text->image side would give image ``i`` a caption index chosen for caption
+    ``i``). Chance 1/15; measured 300/300."""
+    model = flavars(
+        image_text_dm,
+        itm_layout="flava",
+        itm_negatives="hard",
+        itm_negative_probability=1.0,
+        mim_masking="random",
+    )
+    batch = first_batch(image_text_dm, "train")
+    b = len(batch["image"])
+    i, j = 3, 11
+    image, text = _planted(b, 64, i, j)
+    torch.manual_seed(0)
+    hits = 0
+    with torch.no_grad():
+        for _ in range(300):
+            draw = model.draw_masks(batch, image, text)
+            assert draw.image_index is None and not draw.itm_target.any()
+            hits += int(draw.text_index[i] == j)
+    assert hits / 300 > 0.97, hits
+
+
 def test_random_negatives_are_uniform_whatever_the_similarities(image_text_dm):
     """``itm_negatives: random`` (FLAVA's) must ignore the similarities: the planted caption is
     drawn at chance (1/15 = 6.7 %; measured 7.3 % over 1500 draws)."""
@@ -127,16 +164,17 @@ def test_compute_losses_hands_the_sampler_the_image_and_text_embeddings(image_te
         model.compute_losses(batch)
         image = model.encode_image(batch["image"])[1]
         text = model.encode_text(batch["input_ids"], batch["attention_mask"])
-    (image_emb, text_emb), = seen
+    ((image_emb, text_emb),) = seen
     got = F.normalize(image_emb, dim=-1) @ F.normalize(text_emb, dim=-1).T
     torch.testing.assert_close(got, image @ text.T)
 
 
 def test_mlm_never_labels_or_masks_a_special_or_padding_token(image_text_dm):
-    """Over 200 maskings of each of three real batches (the two training batches, one validation) (captions of
-    different lengths, so with padding): a label is set only where the token is a real word (attention 1, not [CLS], [SEP],
-    [PAD], [MASK], [UNK] or another special id), it equals the original id there, and no special
-    or padding position is altered in the masked ids. About 15 % of the words are picked."""
+    """Over 200 maskings of each of three real batches (the two training batches and one
+    validation batch; captions of different lengths, so with padding): a label is set only where
+    the token is a real word (attention 1, not [CLS], [SEP], [PAD], [MASK], [UNK] or another
+    special id), it equals the original id there, and no special or padding position is altered
+    in the masked ids. About 15 % of the words are picked."""
     model = flavars(image_text_dm, mim_masking="random")
     tokenizer = image_text_dm.tokenizer
     special_ids = torch.tensor(tokenizer.all_special_ids)
@@ -185,7 +223,9 @@ def test_location_loss_is_plain_infonce(image_text_dm, location_scale):
         image = model.encode_image(batch["image"])[1]
         location = model.encode_location(batch["location"])
         want = _infonce(image, location, model.location_logit_scale)
-        swapped = _infonce(image, model.encode_location(batch["location"].flip(-1)), model.location_logit_scale)
+        swapped = _infonce(
+            image, model.encode_location(batch["location"].flip(-1)), model.location_logit_scale
+        )
     torch.testing.assert_close(losses["location"], want)
     assert abs(float(want - swapped)) > 1e-4  # the test would see (lat, lon) read as (lon, lat)
     assert set(losses) == {"location", "loss"}

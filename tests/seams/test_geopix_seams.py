@@ -30,7 +30,9 @@ from zoo.models import GeoPix
 
 def geopix(dm, **kwargs: Any) -> GeoPix:
     torch.manual_seed(0)
-    return GeoPix(tokenizer=dm.tokenizer, class_names=dm.class_names, memory_capacity=4, **kwargs).eval()
+    return GeoPix(
+        tokenizer=dm.tokenizer, class_names=dm.class_names, memory_capacity=4, **kwargs
+    ).eval()
 
 
 def _num_visual(model: GeoPix, batch: dict) -> int:
@@ -106,9 +108,9 @@ def test_training_loss_is_text_ce_plus_weighted_bce_and_dice(
     )
     assert masks.shape == targets.shape
     flat, goal = masks.flatten(1).float(), targets.flatten(1)
-    bce = torch.stack([
-        F.binary_cross_entropy_with_logits(m, t) for m, t in zip(flat, goal, strict=True)
-    ]).mean()
+    bce = torch.stack(
+        [F.binary_cross_entropy_with_logits(m, t) for m, t in zip(flat, goal, strict=True)]
+    ).mean()
     p = flat.sigmoid()
     dice = (1 - (2 * (p * goal).sum(1) + 1) / (p.sum(1) + goal.sum(1) + 1)).mean()
     want = text + bce_weight * bce + dice_weight * dice
@@ -151,7 +153,7 @@ def test_memory_is_eqs_2_and_3_and_feeds_the_final_masks(referring_dm, referring
     finally:
         for handle in handles:
             handle.remove()
-    (_, result), = outputs
+    ((_, result),) = outputs
     scales = len(model.feature_layers)
     assert [args[0] for args, _ in calls] == list(reversed(range(scales)))  # coarse to fine
     coarser = None
@@ -161,32 +163,44 @@ def test_memory_is_eqs_2_and_3_and_feeds_the_final_masks(referring_dm, referring
             h, w = features[scale].shape[-2:]
             want_x = decoder.self_attend(scale, features[scale])[target_image]
             if coarser is not None:
-                gate = F.interpolate(coarser[:, None], size=(h, w), mode="bilinear", align_corners=False)
+                gate = F.interpolate(
+                    coarser[:, None], size=(h, w), mode="bilinear", align_corners=False
+                )
                 want_x = want_x + want_x * gate.flatten(1).sigmoid()[..., None]
             torch.testing.assert_close(x, want_x)
             torch.testing.assert_close(initial, decoder.predict(scale, x, cond[:, scale], (h, w)))
             # Eq. 2: I(m_init) + F(h), F over the N entries of the target's class slice (Eq. 1)
             encoded = memory.mask_encoders[scale](initial.sigmoid()[:, None])
-            fused = torch.cat([
-                memory.fusers[scale](memory.banks[scale][int(c)][None]).squeeze(1) for c in category
-            ])
+            fused = torch.cat(
+                [
+                    memory.fusers[scale](memory.banks[scale][int(c)][None]).squeeze(1)
+                    for c in category
+                ]
+            )
             assert fused.abs().amax() > 1e-3 and encoded.abs().amax() > 1e-3
             kv = (fused + encoded).flatten(2).transpose(1, 2)
             attended = memory.cross_attn[scale](
                 x + sincos_pos_embed_2d(h, w, memory.dim, x.device, x.dtype),
-                kv + sincos_pos_embed_2d(h, w, memory.memory_dim, x.device, x.dtype), kv,
+                kv + sincos_pos_embed_2d(h, w, memory.memory_dim, x.device, x.dtype),
+                kv,
             )
             # Eq. 3: the residual with the learnable alpha
             torch.testing.assert_close(enhanced, x + memory.alpha * attended, rtol=1e-5, atol=1e-5)
             final = decoder.predict(scale, enhanced, cond[:, scale], (h, w))
             size = result.per_scale.shape[-2:]
-            resized = F.interpolate(final[:, None], size=size, mode="bilinear", align_corners=False)[:, 0]
+            resized = F.interpolate(
+                final[:, None], size=size, mode="bilinear", align_corners=False
+            )[:, 0]
             torch.testing.assert_close(result.per_scale[:, scale], resized)
             coarser = final
         weights = decoder.scale_weights.softmax(0)
         fused_masks = torch.einsum("s,tshw->thw", weights, result.per_scale)
-        fused_masks = F.interpolate(fused_masks[:, None], size=result.logits.shape[-2:], mode="bilinear",
-                                    align_corners=False)[:, 0]
+        fused_masks = F.interpolate(
+            fused_masks[:, None],
+            size=result.logits.shape[-2:],
+            mode="bilinear",
+            align_corners=False,
+        )[:, 0]
         torch.testing.assert_close(result.logits, fused_masks)
 
 
@@ -209,7 +223,9 @@ def _decoded(model: GeoPix, batch: dict, category: Tensor) -> Any:
     handle = _capture(model.decoder, outputs)
     try:
         with torch.no_grad():
-            model.forward_with_masks(batch, batch["input_ids"], batch["attention_mask"], None, category)
+            model.forward_with_masks(
+                batch, batch["input_ids"], batch["attention_mask"], None, category
+            )
     finally:
         handle.remove()
     return outputs[0][1]
@@ -220,7 +236,9 @@ def _changed(a: Tensor, b: Tensor) -> Tensor:
     return (a != b).flatten(1).any(1)
 
 
-def test_mask_decoder_reads_the_last_hidden_state_predicting_each_seg_token(referring_dm, referring_batch):
+def test_mask_decoder_reads_the_last_hidden_state_predicting_each_seg_token(
+    referring_dm, referring_batch
+):
     """Perturbing the last-layer hidden state at every position *except* those predicting the
     segmentation tokens leaves every mask bit-identical; perturbing the predicting positions of
     one target changes that target's mask only. A conditioning read at the token itself, at an
@@ -230,7 +248,9 @@ def test_mask_decoder_reads_the_last_hidden_state_predicting_each_seg_token(refe
     _, category = _targets_by_hand(batch)
     n = _num_visual(model, batch)
     predicting = _predicting_positions(model, batch, n)
-    assert len(predicting) == len(category) and all(len(p) == model.tokens_per_target for p in predicting)
+    assert len(predicting) == len(category) and all(
+        len(p) == model.tokens_per_target for p in predicting
+    )
     base = _decoded(model, batch, category).logits
     b, t = batch["input_ids"].shape[0], batch["input_ids"].shape[1] + n - 1
     chosen = {pair for target in predicting for pair in target}
@@ -262,7 +282,9 @@ def test_seg_token_s_conditions_scale_s(referring_dm, referring_batch):
     per_scale = model.hparams.seg_tokens_per_scale
     base = _decoded(model, batch, category).per_scale
     for scale in range(len(model.feature_layers)):
-        where = [p for target in predicting for p in target[scale * per_scale : (scale + 1) * per_scale]]
+        where = [
+            p for target in predicting for p in target[scale * per_scale : (scale + 1) * per_scale]
+        ]
         handle = _perturb_last_hidden(model, where)
         try:
             moved = _decoded(model, batch, category).per_scale
@@ -282,7 +304,10 @@ def test_condition_is_the_projected_hidden_state_at_those_positions(referring_dm
     with torch.no_grad():
         out, cond, _, _ = model.conditions(batch, batch["input_ids"], batch["attention_mask"], None)
         last = out.hidden_states[-1]
-        want = torch.stack([
-            torch.stack([model.seg_projector(last[r, c].float()) for r, c in target]) for target in predicting
-        ]).view_as(cond)
+        want = torch.stack(
+            [
+                torch.stack([model.seg_projector(last[r, c].float()) for r, c in target])
+                for target in predicting
+            ]
+        ).view_as(cond)
     torch.testing.assert_close(cond, want)

@@ -34,7 +34,9 @@ def _perturbed(model: VisionLanguageGenerator, modules: nn.Module) -> VisionLang
     return model
 
 
-def _record_layers(model: VisionLanguageGenerator, batch: dict) -> tuple[Tensor, list[Tensor], list[Tensor]]:
+def _record_layers(
+    model: VisionLanguageGenerator, batch: dict
+) -> tuple[Tensor, list[Tensor], list[Tensor]]:
     """(input embeddings, the hidden state entering each decoder layer, the one leaving it)."""
     layers = decoder_layers(model.llm)
     entered: list[Any] = [None] * len(layers)
@@ -44,11 +46,13 @@ def _record_layers(model: VisionLanguageGenerator, batch: dict) -> tuple[Tensor,
     def pre(index: int):
         def hook(module: nn.Module, args: tuple, kwargs: dict) -> None:
             entered[index] = kwargs["hidden_states"] if "hidden_states" in kwargs else args[0]
+
         return hook
 
     def post(index: int):
         def hook(module: nn.Module, args: tuple, output: Any) -> None:
             left[index] = output[0] if isinstance(output, tuple) else output
+
         return hook
 
     base = model.llm.get_base_model() if hasattr(model.llm, "get_base_model") else model.llm
@@ -80,8 +84,12 @@ def _visual_positions(model: VisionLanguageGenerator, batch: dict, n: int) -> Te
     return torch.stack(rows)
 
 
-def _check_hooks(model: VisionLanguageGenerator, batch: dict, configured: list[int]) -> None:
-    visual, context = model.visual_tokens(batch["image"])
+def _check_hooks(
+    model: VisionLanguageGenerator, batch: dict, configured: list[int], context: Any
+) -> None:
+    """``context``: what the family's docstring says its injection reads, computed by the test."""
+    with torch.no_grad():
+        visual = model.visual_tokens(batch["image"])[0]
     positions = _visual_positions(model, batch, visual.shape[1])
     embeds, entered, left = _record_layers(model, batch)
     b, t, _ = embeds.shape
@@ -103,31 +111,47 @@ def _check_hooks(model: VisionLanguageGenerator, batch: dict, configured: list[i
         torch.testing.assert_close(got, want.to(got.dtype), rtol=1e-5, atol=1e-5)
 
 
+def _fuse_context(model: FUSE, batch: dict) -> Tensor:
+    """FUSE's injection reads the detail stacks (windows × depths, in
+    :meth:`~zoo.layers.windows.SlidingWindowFeatures.stitch`'s order) through the shared
+    projector."""
+    with torch.no_grad():
+        return model.projector(model.detail_stacks(batch["image"]))
+
+
 @pytest.mark.parametrize("layers", [[0, 2], [1, 3]])
-def test_fuse_injection_runs_before_exactly_the_configured_layers(conversation_dm, conversation_batch, layers):
+def test_fuse_injection_runs_before_exactly_the_configured_layers(
+    conversation_dm, conversation_batch, layers
+):
     """FUSE ``inject_layers: [i, ...]``: the state entering layer ``i`` is layer ``i - 1``'s output
     with its visual positions replaced by ``injection[str(i)]`` of them; every other layer gets
     the previous layer's output unchanged."""
     torch.manual_seed(0)
     model = FUSE(
-        tokenizer=conversation_dm.tokenizer, class_names=conversation_dm.class_names,
+        tokenizer=conversation_dm.tokenizer,
+        class_names=conversation_dm.class_names,
         inject_layers=layers,
     ).eval()
     _perturbed(model, model.injection)
-    _check_hooks(model, conversation_batch, layers)
+    _check_hooks(model, conversation_batch, layers, _fuse_context(model, conversation_batch))
 
 
 @pytest.mark.parametrize("layers", [[0, 3], [1, 2]])
-def test_aquila_mda_runs_before_exactly_the_configured_layers(conversation_dm, conversation_batch, layers):
+def test_aquila_mda_runs_before_exactly_the_configured_layers(
+    conversation_dm, conversation_batch, layers
+):
     """Aquila ``mda_layers: [i, ...]``: the same contract for MDA (``mda[str(i)]``, SFI with the
     visual hidden states as queries over the projected stage maps)."""
     torch.manual_seed(0)
     model = Aquila(
-        tokenizer=conversation_dm.tokenizer, class_names=conversation_dm.class_names,
+        tokenizer=conversation_dm.tokenizer,
+        class_names=conversation_dm.class_names,
         mda_layers=layers,
     ).eval()
     _perturbed(model, model.mda)
-    _check_hooks(model, conversation_batch, layers)
+    with torch.no_grad():
+        context = model.multiscale_features(conversation_batch["image"])
+    _check_hooks(model, conversation_batch, layers, context)
 
 
 def test_each_layers_module_is_its_own(conversation_dm, conversation_batch):
@@ -135,11 +159,12 @@ def test_each_layers_module_is_its_own(conversation_dm, conversation_batch):
     ``injection[str(i)]`` (swapping them, or calling one for both, changes what layer 2 gets)."""
     torch.manual_seed(0)
     model = FUSE(
-        tokenizer=conversation_dm.tokenizer, class_names=conversation_dm.class_names,
+        tokenizer=conversation_dm.tokenizer,
+        class_names=conversation_dm.class_names,
         inject_layers=[1, 2],
     ).eval()
     _perturbed(model, model.injection)
     with torch.no_grad():  # layer 2's module: a different gate
         for p in model.injection["2"].parameters():
             p.mul_(-1.5)
-    _check_hooks(model, conversation_batch, [1, 2])
+    _check_hooks(model, conversation_batch, [1, 2], _fuse_context(model, conversation_batch))
