@@ -135,6 +135,25 @@ def test_flava_layout_pairs_each_image_with_its_hard_caption(image_text_dm):
     assert hits / 300 > 0.97, hits
 
 
+def test_a_duplicate_caption_is_never_a_negative(image_text_dm):
+    """Caption ``j`` made a copy of caption ``i`` (the same token ids) and planted as image ``i``'s
+    hardest: the model hands the sampler its duplicate mask, so ``j`` is never ``i``'s negative
+    (it would be a false negative) over 300 draws, where without the mask it would be every one."""
+    model = flavars(image_text_dm, itm_layout="albef", itm_negatives="hard", mim_masking="random")
+    batch = dict(first_batch(image_text_dm, "train"))
+    i, j = 3, 11
+    for key in ("input_ids", "attention_mask"):
+        batch[key] = batch[key].clone()
+        batch[key][j] = batch[key][i]
+    b = len(batch["image"])
+    image, text = _planted(b, 64, i, j)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for _ in range(300):
+            draw = model.draw_masks(batch, image, text)
+            assert draw.text_index[b + i] != j and draw.image_index[2 * b + j] != i
+
+
 def test_random_negatives_are_uniform_whatever_the_similarities(image_text_dm):
     """``itm_negatives: random`` (FLAVA's) must ignore the similarities: the planted caption is
     drawn at chance (1/15 = 6.7 %; measured 7.3 % over 1500 draws)."""

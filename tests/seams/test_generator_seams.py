@@ -74,3 +74,29 @@ def test_lora_adapts_every_target_module_of_every_layer_and_nothing_else(convers
     assert len(adapted) == len(layers) * len(targets) == len(want) * len(layers)
     trainable = {n for n, p in model.llm.named_parameters() if p.requires_grad}
     assert trainable and all(".lora_" in n for n in trainable)
+
+
+@pytest.mark.parametrize("family", [FUSE, Aquila])
+def test_the_text_after_the_image_attends_to_it(conversation_dm, conversation_batch, family):
+    """Every text position after ``<image>`` sees the visual tokens: another image changes the
+    logits at each real answer position (visual tokens left out of the attention mask, or the
+    text before them, would leave them unchanged), and the text before ``<image>`` cannot see it."""
+    torch.manual_seed(0)
+    model = family(
+        tokenizer=conversation_dm.tokenizer, class_names=conversation_dm.class_names
+    ).eval()
+    batch = conversation_batch
+    n = None
+    with torch.no_grad():
+        n = model.visual_tokens(batch["image"])[0].shape[1]
+        logits = model(batch["image"], batch["input_ids"], batch["attention_mask"]).logits
+        other = model(
+            torch.randn_like(batch["image"]), batch["input_ids"], batch["attention_mask"]
+        ).logits
+    labels = _spliced_labels(model, batch, n)
+    answer = labels != -100
+    changed = (logits != other).any(-1)
+    assert changed[answer].all()
+    for row, ids in enumerate(batch["input_ids"]):
+        (where,) = (ids == model.image_token_id).nonzero(as_tuple=True)
+        assert not changed[row, : int(where[0])].any()  # causal: the prompt's start

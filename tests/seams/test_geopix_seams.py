@@ -204,6 +204,49 @@ def test_memory_is_eqs_2_and_3_and_feeds_the_final_masks(referring_dm, referring
         torch.testing.assert_close(result.logits, fused_masks)
 
 
+def test_memory_is_read_at_the_ground_truth_class_in_training_and_the_text_class_in_evaluation(
+    referring_dm, referring_batch, monkeypatch
+):
+    """The class each memory call receives (one call per scale): in training each target's
+    ground-truth category; in validation first the class its referring expression names (the
+    reported mIoU), then the ground truth (the ``oracle_`` metrics). At initialization the class
+    read changes the masks by about 1e-6 only, so the loss cannot tell; the call can."""
+    model = geopix(referring_dm)
+    monkeypatch.setattr(model, "log", lambda *a, **k: None)
+    monkeypatch.setattr(model, "log_dict", lambda *a, **k: None)
+    named = torch.tensor(
+        [
+            min((s.lower().find(c), k) for k, c in enumerate(model.class_names) if c in s.lower())[
+                1
+            ]
+            for sentences in referring_batch["sentences"]
+            for s in sentences
+        ]
+    )
+    # ground truth that disagrees with the text everywhere (on the embedded data they agree)
+    batch = dict(referring_batch)
+    batch["category"] = torch.where(
+        batch["mask_valid"], (batch["category"] + 1) % len(model.class_names), batch["category"]
+    )
+    _, category = _targets_by_hand(batch)
+    assert (named != category).all()
+    calls: list = []
+    handle = _capture(model.memory, calls)
+    scales = len(model.feature_layers)
+    try:
+        with torch.no_grad():
+            model.training_step(batch, 0)
+            assert len(calls) == scales
+            assert all(torch.equal(args[3], category) for args, _ in calls)
+            calls.clear()
+            model.validation_step(batch, 0)
+    finally:
+        handle.remove()
+    assert len(calls) == 2 * scales
+    assert all(torch.equal(args[3], named) for args, _ in calls[:scales])
+    assert all(torch.equal(args[3], category) for args, _ in calls[scales:])
+
+
 def _perturb_last_hidden(model: GeoPix, where: list[tuple[int, int]], amount: float = 3.0) -> Any:
     """Add ``amount`` to the LLM's last-layer hidden state (the final norm's output, which is
     ``hidden_states[-1]``) at the (row, position) pairs ``where``."""
