@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from tests.seams.conftest import first_batch
+from zoo.losses.masked import pixel_targets
 from zoo.models import FLAVARS
 from zoo.models.flavars import LOSSES, LossWeights
 
@@ -275,3 +276,39 @@ def test_total_is_the_weighted_sum_of_the_terms(image_text_dm):
     assert set(losses) == {*LOSSES, "loss"}
     want = sum(weights[name] * losses[name] for name in LOSSES)
     torch.testing.assert_close(losses["loss"], want)
+
+
+def test_masked_multimodal_losses_count_the_positive_pairs_only(image_text_dm):
+    """MMM (FLAVA): the heads on the fused states of the matching pairs are scored on the masked
+    tokens and patches of the *positive* pairs only (a negative pair's caption does not describe
+    its image). Recomputed here from the heads' own outputs and the draw, with positives and
+    negatives both present."""
+    model = flavars(
+        image_text_dm, loss_weights=LossWeights(**NONE | {"mmm_text": 1.0, "mmm_image": 1.0})
+    )
+    batch = first_batch(image_text_dm, "train")
+    outputs: dict[str, Tensor] = {}
+    handles = [
+        model.mmm_text_head.register_forward_hook(lambda m, a, o: outputs.__setitem__("text", o)),
+        model.mmm_image_head.register_forward_hook(lambda m, a, o: outputs.__setitem__("image", o)),
+    ]
+    torch.manual_seed(0)
+    try:
+        with torch.no_grad():
+            image_emb, text_emb = torch.randn(2, len(batch["image"]), 64)
+            draw = model.draw_masks(batch, image_emb, text_emb)
+            assert 0 < int(draw.itm_target.sum()) < len(draw.itm_target)  # both kinds of pair
+            losses = model.compute_losses(batch, draw)
+    finally:
+        for handle in handles:
+            handle.remove()
+    positive = draw.itm_target == 1
+    labels = draw.mlm_labels[draw.text_index]
+    counted = (labels != -100) & positive[:, None]
+    want_text = F.cross_entropy(outputs["text"][counted].float(), labels[counted])
+    torch.testing.assert_close(losses["mmm_text"], want_text)
+    image_rows = torch.arange(len(batch["image"])) if draw.image_index is None else draw.image_index
+    patches = draw.patches[image_rows] & positive[:, None]
+    targets = pixel_targets(batch["image"], model.patch_size)[image_rows]
+    want_image = (outputs["image"] - targets).pow(2).mean(-1)[patches].mean()
+    torch.testing.assert_close(losses["mmm_image"], want_image)

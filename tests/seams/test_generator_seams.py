@@ -79,14 +79,13 @@ def test_lora_adapts_every_target_module_of_every_layer_and_nothing_else(convers
 @pytest.mark.parametrize("family", [FUSE, Aquila])
 def test_the_text_after_the_image_attends_to_it(conversation_dm, conversation_batch, family):
     """Every text position after ``<image>`` sees the visual tokens: another image changes the
-    logits at each real answer position (visual tokens left out of the attention mask, or the
-    text before them, would leave them unchanged), and the text before ``<image>`` cannot see it."""
+    logits at each answer position (visual tokens left out of the attention mask would leave
+    them unchanged), and the text before ``<image>`` cannot see it (causal attention)."""
     torch.manual_seed(0)
     model = family(
         tokenizer=conversation_dm.tokenizer, class_names=conversation_dm.class_names
     ).eval()
     batch = conversation_batch
-    n = None
     with torch.no_grad():
         n = model.visual_tokens(batch["image"])[0].shape[1]
         logits = model(batch["image"], batch["input_ids"], batch["attention_mask"]).logits
