@@ -13,6 +13,7 @@ here, not by the code under test.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -85,9 +86,13 @@ def _visual_positions(model: VisionLanguageGenerator, batch: dict, n: int) -> Te
 
 
 def _check_hooks(
-    model: VisionLanguageGenerator, batch: dict, configured: list[int], context: Any
+    model: VisionLanguageGenerator,
+    batch: dict,
+    configured: list[int],
+    expected: Callable[[int, Tensor], Tensor],
 ) -> None:
-    """``context``: what the family's docstring says its injection reads, computed by the test."""
+    """``expected(i, visual hidden states)``: what the family's docstring says layer ``i``'s
+    injection gives, from its own module and the context computed by the test."""
     with torch.no_grad():
         visual = model.visual_tokens(batch["image"])[0]
     positions = _visual_positions(model, batch, visual.shape[1])
@@ -106,17 +111,18 @@ def _check_hooks(
             f"decoder layer {i}: the injection changed positions other than exactly the visual ones"
         )
         with torch.no_grad():
-            want = model.inject(i, before.gather(1, index), context)
+            want = expected(i, before.gather(1, index))
         got = entered[i].gather(1, index)
         torch.testing.assert_close(got, want.to(got.dtype), rtol=1e-5, atol=1e-5)
 
 
-def _fuse_context(model: FUSE, batch: dict) -> Tensor:
-    """FUSE's injection reads the detail stacks (windows × depths, in
+def _fuse_expected(model: FUSE, batch: dict) -> Callable[[int, Tensor], Tensor]:
+    """FUSE's layer ``i``: ``injection[str(i)]`` over the detail stacks (windows × depths, in
     :meth:`~zoo.layers.windows.SlidingWindowFeatures.stitch`'s order) through the shared
     projector."""
     with torch.no_grad():
-        return model.projector(model.detail_stacks(batch["image"]))
+        details = model.projector(model.detail_stacks(batch["image"]))
+    return lambda i, hidden: model.injection[str(i)](hidden, details)
 
 
 @pytest.mark.parametrize("layers", [[0, 2], [1, 3]])
@@ -133,7 +139,7 @@ def test_fuse_injection_runs_before_exactly_the_configured_layers(
         inject_layers=layers,
     ).eval()
     _perturbed(model, model.injection)
-    _check_hooks(model, conversation_batch, layers, _fuse_context(model, conversation_batch))
+    _check_hooks(model, conversation_batch, layers, _fuse_expected(model, conversation_batch))
 
 
 @pytest.mark.parametrize("layers", [[0, 3], [1, 2]])
@@ -151,7 +157,9 @@ def test_aquila_mda_runs_before_exactly_the_configured_layers(
     _perturbed(model, model.mda)
     with torch.no_grad():
         context = model.multiscale_features(conversation_batch["image"])
-    _check_hooks(model, conversation_batch, layers, context)
+    _check_hooks(
+        model, conversation_batch, layers, lambda i, hidden: model.mda[str(i)](context, hidden)
+    )
 
 
 def test_each_layers_module_is_its_own(conversation_dm, conversation_batch):
@@ -167,4 +175,4 @@ def test_each_layers_module_is_its_own(conversation_dm, conversation_batch):
     with torch.no_grad():  # layer 2's module: a different gate
         for p in model.injection["2"].parameters():
             p.mul_(-1.5)
-    _check_hooks(model, conversation_batch, [1, 2], _fuse_context(model, conversation_batch))
+    _check_hooks(model, conversation_batch, [1, 2], _fuse_expected(model, conversation_batch))
