@@ -39,6 +39,7 @@ import zoo.models  # noqa: F401  (registers the models' short names)
 from zoo.errors import TRACEBACK_FLAG, ZooArgumentParser, readable_errors
 from zoo.io import atomic_write_text, read_state_dict
 from zoo.checkpoints import resolve_ckpt_path
+from zoo.encoders.llm import LLMSpec
 from zoo.session import Session, experiment_dir, prepare, trainer_arguments
 
 __all__ = ["COMMANDS", "ZooCLI", "build_from_configs", "main"]
@@ -121,6 +122,9 @@ class ZooCLI(LightningCLI):
     def add_arguments_to_parser(self, parser) -> None:
         # A LLaVA checkpoint also sets the data's tokenizer, image size and mean/std.
         parser.link_arguments("model.init_args.llava", "data.init_args.llava")
+        # A generator's LLM (zoo.encoders.llm.LLMSpec) gives the data its tokenizer and
+        # conversation format: the LLM is named once, on the model.
+        parser.link_arguments("model.init_args.llm", "data.init_args.llm", compute_fn=LLMSpec.of)
         parser.add_argument(
             "--overwrite", action="store_true",
             help="prediction writers may replace the output of an earlier run",

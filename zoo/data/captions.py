@@ -440,4 +440,6 @@ class CaptionConversationDataModule(_CaptionData):
         )
 
     def _collate(self) -> ConversationCollate:
-        return ConversationCollate(self.tokenizer, self.max_length, short_answer_tasks=())
+        return ConversationCollate(
+            self.tokenizer, self.max_length, short_answer_tasks=(), conversation=self.conversation
+        )

@@ -294,5 +294,6 @@ class RSVQADataModule(ZooDataModule):
 
     def _collate(self) -> ConversationCollate:
         return ConversationCollate(
-            self.tokenizer, self.max_length, short_answer_tasks=("vqa",) if self.short_answer else ()
+            self.tokenizer, self.max_length, short_answer_tasks=("vqa",) if self.short_answer else (),
+            conversation=self.conversation,
         )
