@@ -71,7 +71,9 @@ class LLMSpec:
             return cls()
         if isinstance(value, str):
             return cls(name=value)
-        items = dict(value.items() if hasattr(value, "items") else vars(value))
+        value = getattr(value, "init_args", value)  # a parsed namespace in subclass mode
+        items = dict(value) if isinstance(value, dict) else dict(vars(value))
+        items = {k: v for k, v in items.items() if not k.startswith("__")}
         unknown = sorted(set(items) - set(cls.__dataclass_fields__))
         if unknown:
             raise ValueError(f"llm: unknown keys {unknown}; the keys are {list(cls.__dataclass_fields__)}")
