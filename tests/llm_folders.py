@@ -36,7 +36,9 @@ def tokenizer_core(specials: list[str], vocab_size: int = 220) -> Tokenizer:
     core.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="first")
     alphabet = list(string.ascii_letters + string.digits + string.punctuation + "▁\n")
     trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size, special_tokens=specials, initial_alphabet=alphabet,
+        vocab_size=vocab_size,
+        special_tokens=specials,
+        initial_alphabet=alphabet,
         show_progress=False,
     )
     core.train_from_iterator(CORPUS, trainer)
@@ -44,7 +46,10 @@ def tokenizer_core(specials: list[str], vocab_size: int = 220) -> Tokenizer:
 
 
 def llm_folder(
-    folder: Path, style: str = "vicuna", llm_vocab: int | None = None, layers: int = 2,
+    folder: Path,
+    style: str = "vicuna",
+    llm_vocab: int | None = None,
+    layers: int = 2,
     chat_template: str | None = None,
 ) -> Path:
     """Write a tokenizer (``style`` ``vicuna``: ``<s>``, ``</s>``, no template; ``llama_3``:
@@ -61,18 +66,28 @@ def llm_folder(
     elif style == "llama_3":
         core = tokenizer_core(["<unk>", *LLAMA_3_SPECIALS])
         tokenizer = PreTrainedTokenizerFast(
-            tokenizer_object=core, bos_token="<|begin_of_text|>", eos_token="<|eot_id|>",
-            unk_token="<unk>", additional_special_tokens=LLAMA_3_SPECIALS[1:3],
+            tokenizer_object=core,
+            bos_token="<|begin_of_text|>",
+            eos_token="<|eot_id|>",
+            unk_token="<unk>",
+            additional_special_tokens=LLAMA_3_SPECIALS[1:3],
         )
     else:
         raise ValueError(style)
     tokenizer.chat_template = chat_template
     tokenizer.save_pretrained(folder)
     config = LlamaConfig(
-        vocab_size=llm_vocab or len(tokenizer), hidden_size=64, intermediate_size=128,
-        num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
-        max_position_embeddings=512, tie_word_embeddings=True,
-        bos_token_id=None, eos_token_id=None, pad_token_id=None,
+        vocab_size=llm_vocab or len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        tie_word_embeddings=True,
+        bos_token_id=None,
+        eos_token_id=None,
+        pad_token_id=None,
     )
     LlamaForCausalLM(config).save_pretrained(folder)
     return folder

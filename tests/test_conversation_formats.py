@@ -77,8 +77,13 @@ def tokenizer_for(fmt: str, folders: dict[str, str]):
 
 
 def collate(tokenizer, fmt: str, turns: list[dict]) -> dict:
-    sample = {"image": torch.zeros(3, 8, 8), "id": "0", "conversations": turns, "task": "caption",
-              "question_type": ""}
+    sample = {
+        "image": torch.zeros(3, 8, 8),
+        "id": "0",
+        "conversations": turns,
+        "task": "caption",
+        "question_type": "",
+    }
     return ConversationCollate(tokenizer, 512, (), fmt)([sample])
 
 
@@ -105,7 +110,9 @@ def test_each_answer_ends_with_the_real_eos_id_and_only_answers_are_labelled(fmt
     batch = collate(tokenizer, fmt, turns)
     ids, labels = batch["input_ids"][0].tolist(), batch["labels"][0].tolist()
     assert ids == tokenizer(text, add_special_tokens=False)["input_ids"]  # the exact string
-    assert batch["prompt_ids"][0].tolist() == tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    assert (
+        batch["prompt_ids"][0].tolist() == tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    )
     eos = tokenizer.eos_token_id
     assert batch["prompt_ids"][0, -1] != eos  # the answer is still to be written
     groups = answer_groups(ids, labels)
@@ -117,8 +124,26 @@ def test_each_answer_ends_with_the_real_eos_id_and_only_answers_are_labelled(fmt
 
 
 def test_the_word_level_tokenizer_ends_answers_with_its_eos():
-    tokenizer = build_tokenizer(None, ["what", "is", "in", "the", "image", "a", "harbour", "with",
-                                       "three", "ships", ".", "how", "many", "?"], chat=True)
+    tokenizer = build_tokenizer(
+        None,
+        [
+            "what",
+            "is",
+            "in",
+            "the",
+            "image",
+            "a",
+            "harbour",
+            "with",
+            "three",
+            "ships",
+            ".",
+            "how",
+            "many",
+            "?",
+        ],
+        chat=True,
+    )
     assert default_conversation(tokenizer) == "word"
     batch = collate(tokenizer, None, TURNS)
     ids, labels = batch["input_ids"][0].tolist(), batch["labels"][0].tolist()

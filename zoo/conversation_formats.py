@@ -99,7 +99,9 @@ def resolve_conversation(
     fmt = default_conversation(tokenizer, llava) if name is None else name
     where = f"{KEY} {fmt!r} with tokenizer {_name(tokenizer)!r}"
     if fmt not in FORMATS:
-        raise ValueError(f"{KEY} {fmt!r} is not a conversation format; choose one of {list(FORMATS)}")
+        raise ValueError(
+            f"{KEY} {fmt!r} is not a conversation format; choose one of {list(FORMATS)}"
+        )
     if tokenizer.eos_token_id is None:
         raise ValueError(f"{where}: the tokenizer has no EOS token, so answers cannot end")
     if fmt == "template" and not tokenizer.chat_template:
@@ -136,7 +138,9 @@ def _answer(text: str, spans: list[Span], content: str, end: str) -> str:
     return text + content + end
 
 
-def _plain(tok: PreTrainedTokenizerBase, messages: Sequence[Message], prompt: bool) -> tuple[str, list[Span]]:
+def _plain(
+    tok: PreTrainedTokenizerBase, messages: Sequence[Message], prompt: bool
+) -> tuple[str, list[Span]]:
     turns = [m for m in messages if m["role"] != "system"]
     if len(turns) > 2:
         raise ValueError(
@@ -150,7 +154,9 @@ def _plain(tok: PreTrainedTokenizerBase, messages: Sequence[Message], prompt: bo
     return text, spans
 
 
-def _vicuna_v1(tok: PreTrainedTokenizerBase, messages: Sequence[Message], prompt: bool) -> tuple[str, list[Span]]:
+def _vicuna_v1(
+    tok: PreTrainedTokenizerBase, messages: Sequence[Message], prompt: bool
+) -> tuple[str, list[Span]]:
     system = VICUNA_V1_SYSTEM
     if messages and messages[0]["role"] == "system":
         system, messages = messages[0]["content"], messages[1:]
@@ -163,7 +169,9 @@ def _vicuna_v1(tok: PreTrainedTokenizerBase, messages: Sequence[Message], prompt
     return (text + "ASSISTANT:" if prompt else text), spans
 
 
-def _llama_3(tok: PreTrainedTokenizerBase, messages: Sequence[Message], prompt: bool) -> tuple[str, list[Span]]:
+def _llama_3(
+    tok: PreTrainedTokenizerBase, messages: Sequence[Message], prompt: bool
+) -> tuple[str, list[Span]]:
     text, spans = _bos(tok, "<|begin_of_text|>"), []
 
     def header(role: str) -> str:
@@ -177,7 +185,9 @@ def _llama_3(tok: PreTrainedTokenizerBase, messages: Sequence[Message], prompt: 
     return (text + header("assistant") if prompt else text), spans
 
 
-def _word(tok: PreTrainedTokenizerBase, messages: Sequence[Message], prompt: bool) -> tuple[str, list[Span]]:
+def _word(
+    tok: PreTrainedTokenizerBase, messages: Sequence[Message], prompt: bool
+) -> tuple[str, list[Span]]:
     text, spans = "", []
     for m in messages:
         if m["role"] == "assistant":
@@ -187,7 +197,9 @@ def _word(tok: PreTrainedTokenizerBase, messages: Sequence[Message], prompt: boo
     return (text + "assistant :" if prompt else text), spans
 
 
-def _template(tok: PreTrainedTokenizerBase, messages: Sequence[Message], prompt: bool) -> tuple[str, list[Span]]:
+def _template(
+    tok: PreTrainedTokenizerBase, messages: Sequence[Message], prompt: bool
+) -> tuple[str, list[Span]]:
     def apply(part: Sequence[Message], generation: bool) -> str:
         return tok.apply_chat_template(list(part), tokenize=False, add_generation_prompt=generation)
 
@@ -215,8 +227,13 @@ def _template(tok: PreTrainedTokenizerBase, messages: Sequence[Message], prompt:
     return text, spans
 
 
-_RENDER = {"plain": _plain, "vicuna_v1": _vicuna_v1, "llama_3": _llama_3, "word": _word,
-           "template": _template}
+_RENDER = {
+    "plain": _plain,
+    "vicuna_v1": _vicuna_v1,
+    "llama_3": _llama_3,
+    "word": _word,
+    "template": _template,
+}
 
 
 def render(
@@ -226,7 +243,9 @@ def render(
     format ``fmt``, and the character span of each answer with its end token; ``prompt`` adds
     the generation prompt (an assistant turn to be written)."""
     if fmt not in _RENDER:
-        raise ValueError(f"{KEY} {fmt!r} is not a conversation format; choose one of {list(FORMATS)}")
+        raise ValueError(
+            f"{KEY} {fmt!r} is not a conversation format; choose one of {list(FORMATS)}"
+        )
     return _RENDER[fmt](tokenizer, messages, prompt)
 
 
@@ -260,7 +279,9 @@ def tokenize_messages(
     return ids, labels
 
 
-def prompt_ids(fmt: str, tokenizer: PreTrainedTokenizerBase, messages: Sequence[Message]) -> list[int]:
+def prompt_ids(
+    fmt: str, tokenizer: PreTrainedTokenizerBase, messages: Sequence[Message]
+) -> list[int]:
     """Token ids of ``messages`` (the questions so far) followed by the generation prompt."""
     text, _ = render(fmt, tokenizer, messages, prompt=True)
     return tokenizer(text, add_special_tokens=False)["input_ids"]

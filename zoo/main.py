@@ -36,10 +36,10 @@ import zoo.data.scenes  # noqa: F401
 import zoo.data.skyscript  # noqa: F401
 import zoo.data.spacenet  # noqa: F401
 import zoo.models  # noqa: F401  (registers the models' short names)
-from zoo.errors import TRACEBACK_FLAG, ZooArgumentParser, readable_errors
-from zoo.io import atomic_write_text, read_state_dict
 from zoo.checkpoints import resolve_ckpt_path
 from zoo.encoders.llm import LLMSpec
+from zoo.errors import TRACEBACK_FLAG, ZooArgumentParser, readable_errors
+from zoo.io import atomic_write_text, read_state_dict
 from zoo.session import Session, experiment_dir, prepare, trainer_arguments
 
 __all__ = ["COMMANDS", "ZooCLI", "build_from_configs", "main"]

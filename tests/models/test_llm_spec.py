@@ -23,9 +23,13 @@ from zoo.models import Aquila
 from zoo.models.generator import GenerationConfig, TrainingStage
 
 ROOT = Path(__file__).parents[2]
-TINY_DATA = ["--data.init_args.splits.train=8", "--data.init_args.splits.val=4",
-             "--data.init_args.splits.test=4", "--trainer.logger=false",
-             "--data.init_args.max_length=1024"]  # no answer cut by truncation
+TINY_DATA = [
+    "--data.init_args.splits.train=8",
+    "--data.init_args.splits.val=4",
+    "--data.init_args.splits.test=4",
+    "--trainer.logger=false",
+    "--data.init_args.max_length=1024",
+]  # no answer cut by truncation
 
 
 @pytest.fixture(scope="module")
@@ -43,21 +47,33 @@ def test_a_tokenizer_larger_than_the_llm_is_an_error_naming_both(tmp_path):
     small = llm_folder(tmp_path / "small-llm", llm_vocab=40)  # a 40-row table, 221 tokens
     tokenizer = build_tokenizer(str(small), chat=True)
     with pytest.raises(ValueError, match=r"221 tokens but LLM .*small-llm.* embeds 40"):
-        Aquila(llm=LLMSpec(name=str(small), conversation="vicuna_v1"), tokenizer=tokenizer,
-               mda_layers=[1])
+        Aquila(
+            llm=LLMSpec(name=str(small), conversation="vicuna_v1"),
+            tokenizer=tokenizer,
+            mda_layers=[1],
+        )
 
 
 def test_an_eos_outside_the_llm_is_an_error(tmp_path, vicuna):
     tokenizer = build_tokenizer(str(vicuna), chat=True)
     tokenizer.add_special_tokens({"eos_token": "<|end|>"})  # a new id past the LLM's table
     with pytest.raises(ValueError, match=r"eos id .* outside the .*-row embedding table of LLM"):
-        Aquila(llm=LLMSpec(name=str(vicuna), conversation="vicuna_v1"), tokenizer=tokenizer,
-               mda_layers=[1])
+        Aquila(
+            llm=LLMSpec(name=str(vicuna), conversation="vicuna_v1"),
+            tokenizer=tokenizer,
+            mda_layers=[1],
+        )
 
 
 def test_the_data_follows_the_models_llm_through_the_cli(in_repo, vicuna, tmp_path):
-    args = ["--config", "configs/aquila.yaml", *TINY_DATA, f"--data.init_args.root={tmp_path}",
-            f"--model.init_args.llm.name={vicuna}", "--model.init_args.llm.conversation=vicuna_v1"]
+    args = [
+        "--config",
+        "configs/aquila.yaml",
+        *TINY_DATA,
+        f"--data.init_args.root={tmp_path}",
+        f"--model.init_args.llm.name={vicuna}",
+        "--model.init_args.llm.conversation=vicuna_v1",
+    ]
     cli = main(args, run=False)
     dm, model = cli.datamodule, cli.model
     assert dm.tokenizer.name_or_path == str(vicuna)
@@ -74,7 +90,9 @@ def test_the_data_follows_the_models_llm_through_the_cli(in_repo, vicuna, tmp_pa
         assert ends.any() and (ids[ends] == eos).all()
     # A template-less tokenizer with no format chosen: the error names the key to set.
     with pytest.raises(ValueError, match=r"model\.init_args\.llm\.conversation"):
-        main([*args[:-1], "--model.init_args.llm.conversation=null"], run=False).datamodule.conversation
+        _ = main(
+            [*args[:-1], "--model.init_args.llm.conversation=null"], run=False
+        ).datamodule.conversation
     # The data's tokenizer, when set, must be the LLM's.
     with pytest.raises(ValueError, match="the data follows model.init_args.llm"):
         main([*args, f"--data.init_args.tokenizer={tmp_path}"], run=False)
@@ -85,17 +103,30 @@ def test_a_generator_trained_on_one_answer_stops_on_eos(vicuna):
     before ``max_new_tokens`` (the LLM's own config names no EOS: only the zoo's stop ids)."""
     tokenizer = build_tokenizer(str(vicuna), chat=True)
     torch.manual_seed(0)
-    model = Aquila(llm=LLMSpec(name=str(vicuna), conversation="vicuna_v1"), tokenizer=tokenizer,
-                   mda_layers=[1], stage=TrainingStage(train_llm=True),
-                   generation=GenerationConfig(max_new_tokens=24))
-    sample = {"image": torch.rand(3, 64, 64), "id": "0", "task": "caption", "question_type": "",
-              "conversations": [{"from": "human", "value": "<image>\nHow many ships?"},
-                                {"from": "gpt", "value": "three ships."}]}
+    model = Aquila(
+        llm=LLMSpec(name=str(vicuna), conversation="vicuna_v1"),
+        tokenizer=tokenizer,
+        mda_layers=[1],
+        stage=TrainingStage(train_llm=True),
+        generation=GenerationConfig(max_new_tokens=24),
+    )
+    sample = {
+        "image": torch.rand(3, 64, 64),
+        "id": "0",
+        "task": "caption",
+        "question_type": "",
+        "conversations": [
+            {"from": "human", "value": "<image>\nHow many ships?"},
+            {"from": "gpt", "value": "three ships."},
+        ],
+    }
     batch = ConversationCollate(tokenizer, 256, (), model.conversation)([sample])
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=3e-3)
     model.train()
     for _ in range(40):
-        loss = model(batch["image"], batch["input_ids"], batch["attention_mask"], batch["labels"]).loss
+        loss = model(
+            batch["image"], batch["input_ids"], batch["attention_mask"], batch["labels"]
+        ).loss
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()

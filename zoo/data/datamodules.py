@@ -97,7 +97,7 @@ class ZooDataModule(NonGeoDataModule):
         std: per-band standard deviation of [0, 1] pixels.
         llava: a LLaVA-1.5 checkpoint folder (linked from the model's ``llava``): its image
             processor's size and mean/std replace ``image_size``, ``mean`` and ``std``, and its
-            tokenizer, with LLaVA-1.5's chat template, replaces ``tokenizer``.
+            tokenizer replaces ``tokenizer`` (the conversation format defaults to ``vicuna_v1``).
         processor: a model folder (FLAVA's) whose tokenizer, image size and mean / std the data
             must use (:func:`zoo.io.read_processor_settings`); the zoo CLI links FLAVARS'
             ``flava`` here. A ``tokenizer`` or ``image_size`` that disagrees with it is an error.
@@ -107,7 +107,7 @@ class ZooDataModule(NonGeoDataModule):
             ``small`` LLM, ``tokenizer`` (else a word-level one) is used.
     """
 
-    #: Generators need a chat template, an EOS and the ``<image>`` token.
+    #: Generators need an EOS, a pad and the ``<image>`` token (:func:`build_tokenizer`).
     chat_tokenizer = False
 
     def __init__(
@@ -449,7 +449,7 @@ class ConversationDataModule(ZooDataModule):
         pad_to_square: pad non-square images to a square of the ``mean`` colour before the
             resize (LLaVA's and FUSE's preprocessing) instead of stretching them.
         **kwargs: ``batch_size``, ``num_workers``, ``tokenizer`` (the LLM's; None builds a
-            word-level tokenizer with a chat template), ``mean``, ``std`` of
+            word-level tokenizer; a generator's comes from its ``llm``), ``mean``, ``std`` of
             :class:`ZooDataModule`.
     """
 
