@@ -16,6 +16,7 @@ import os
 import sys
 import warnings
 from collections.abc import Sequence
+from dataclasses import asdict
 from importlib import import_module
 from pathlib import Path
 from typing import Any
@@ -124,7 +125,10 @@ class ZooCLI(LightningCLI):
         parser.link_arguments("model.init_args.llava", "data.init_args.llava")
         # A generator's LLM (zoo.encoders.llm.LLMSpec) gives the data its tokenizer and
         # conversation format: the LLM is named once, on the model.
-        parser.link_arguments("model.init_args.llm", "data.init_args.llm", compute_fn=LLMSpec.of)
+        parser.link_arguments(
+            "model.init_args.llm", "data.init_args.llm",
+            compute_fn=lambda llm: asdict(LLMSpec.of(llm)),
+        )
         parser.add_argument(
             "--overwrite", action="store_true",
             help="prediction writers may replace the output of an earlier run",
