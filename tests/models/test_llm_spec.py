@@ -137,3 +137,16 @@ def test_a_generator_trained_on_one_answer_stops_on_eos(vicuna):
     assert model.generate(batch["image"], batch["prompt_ids"], batch["prompt_attention_mask"]) == [
         "three ships."
     ]
+
+
+def test_a_checkpoint_saved_before_the_spec_applies_its_llm_keys_through_the_spec():
+    from zoo.checkpoints import merge_hyperparameters
+
+    old = {"llm": "tiny", "llm_pretrained": False, "gguf_file": None, "llm_dtype": "bfloat16"}
+    current = {"llm": {"name": "tiny", "conversation": None, "dtype": None, "pretrained": True}}
+    apply, messages = merge_hyperparameters(old, current, set())
+    assert apply == {
+        "llm": {"name": "tiny", "pretrained": False, "gguf_file": None, "dtype": "bfloat16"}
+    }
+    assert LLMSpec.of(apply["llm"]) == LLMSpec("tiny", dtype="bfloat16", pretrained=False)
+    assert any("llm.dtype" in m for m in messages)
