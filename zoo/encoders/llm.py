@@ -79,6 +79,18 @@ class LLMSpec:
             raise ValueError(f"llm: unknown keys {unknown}; the keys are {list(cls.__dataclass_fields__)}")
         return cls(**items)
 
+    @staticmethod
+    def upgrade(hparams: dict[str, Any]) -> dict[str, Any]:
+        """A generator's hyper-parameters saved before the spec (``llm`` a name, with
+        ``llm_pretrained``, ``gguf_file`` and ``llm_dtype`` beside it) in the spec's keys."""
+        old = {"llm_pretrained": "pretrained", "gguf_file": "gguf_file", "llm_dtype": "dtype"}
+        if not any(k in hparams for k in old) and not isinstance(hparams.get("llm"), str):
+            return dict(hparams)
+        out = {k: v for k, v in hparams.items() if k not in old}
+        spec = {"name": out["llm"]} if isinstance(out.get("llm"), str) else dict(out.get("llm") or {})
+        out["llm"] = spec | {new: hparams[key] for key, new in old.items() if key in hparams}
+        return out
+
     @property
     def random(self) -> bool:
         """A random tiny Llama sized to whatever tokenizer the data has."""
