@@ -143,7 +143,9 @@ def test_a_checkpoint_saved_before_the_spec_applies_its_llm_keys_through_the_spe
     from zoo.checkpoints import merge_hyperparameters
 
     old = {"llm": "tiny", "llm_pretrained": False, "gguf_file": None, "llm_dtype": "bfloat16"}
-    current = {"llm": {"name": "tiny", "conversation": None, "dtype": None, "pretrained": True}}
+    current = {
+        "llm": {"name": "tiny", "conversation": None, "dtype": "float32", "pretrained": True}
+    }
     apply, messages = merge_hyperparameters(old, current, set())
     assert apply == {
         "llm": {"name": "tiny", "pretrained": False, "gguf_file": None, "dtype": "bfloat16"}
