@@ -166,7 +166,15 @@ def test_defaults_and_errors_name_the_key(folders):
     assert default_conversation(tokenizer_for("template", folders)) == "template"
     assert default_conversation(word_level_tokenizer(["a"])) == "word"
     llama = tokenizer_for("llama_3", folders)
-    assert stop_token_ids("llama_3", llama) == [llama.convert_tokens_to_ids("<|eot_id|>")]
+    eot = llama.convert_tokens_to_ids("<|eot_id|>")
+    assert stop_token_ids("llama_3", llama) == [eot]
+    # A Llama-3 tokenizer whose EOS is <|end_of_text|> (the base model's): answers still end
+    # with <|eot_id|> and generation stops on both.
+    llama.add_special_tokens({"eos_token": "<|end_of_text|>"})
+    assert (
+        stop_token_ids("llama_3", llama) == [eot, llama.eos_token_id] and eot != llama.eos_token_id
+    )
+    assert collate(llama, "llama_3", TURNS)["labels"][0, -1] == eot
 
 
 def test_a_template_without_eos_after_the_answer_is_refused(folders):

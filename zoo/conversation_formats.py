@@ -38,6 +38,7 @@ __all__ = [
     "VICUNA_V1_SYSTEM",
     "ConversationFormat",
     "default_conversation",
+    "is_word_level",
     "end_token_id",
     "prompt_ids",
     "render",
