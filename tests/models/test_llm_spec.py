@@ -98,9 +98,10 @@ def test_the_data_follows_the_models_llm_through_the_cli(in_repo, vicuna, tmp_pa
         main([*args, f"--data.init_args.tokenizer={tmp_path}"], run=False)
 
 
-def test_a_generator_trained_on_one_answer_stops_on_eos(vicuna):
+def test_a_generator_trained_on_one_answer_stops_on_eos(tmp_path):
     """The acceptance line: a few steps on one answer, then ``generate`` ends it with EOS well
     before ``max_new_tokens`` (the LLM's own config names no EOS: only the zoo's stop ids)."""
+    vicuna = llm_folder(tmp_path / "vicuna", layers=2)
     tokenizer = build_tokenizer(str(vicuna), chat=True)
     torch.manual_seed(0)
     model = Aquila(
@@ -121,9 +122,9 @@ def test_a_generator_trained_on_one_answer_stops_on_eos(vicuna):
         ],
     }
     batch = ConversationCollate(tokenizer, 256, (), model.conversation)([sample])
-    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=3e-3)
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=5e-3)
     model.train()
-    for _ in range(40):
+    for _ in range(25):
         loss = model(
             batch["image"], batch["input_ids"], batch["attention_mask"], batch["labels"]
         ).loss
