@@ -9,7 +9,7 @@ architecture descriptions in ``bench/architectures`` (``config.json`` only), tim
 built from timm's registry without weights, the tokenizer is a stand-in of the real one's
 length, and ``init_checkpoint`` / ``location_checkpoint`` / ``llava_projector`` are dropped. Then, per GPU:
 
-* **weights**: every parameter in its dtype (the LLM in ``llm_dtype``, the rest float32 under
+* **weights**: every parameter in its dtype (the LLM in ``llm.dtype``, the rest float32 under
   ``bf16-mixed``). FSDP (FULL_SHARD) keeps ``1/world`` of them, plus two gathered units in
   bf16 (the one running and the one prefetched; the whole model when no wrap policy is set).
 * **grads**: trainable parameters, in their dtype (``1/world`` under FSDP); DDP adds its
@@ -37,7 +37,7 @@ import json
 import sys
 import typing
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -118,11 +118,14 @@ def architecture(name: str) -> tuple[str, int]:
 
 
 def stand_in_tokenizer(length: int, chat: bool, seg: tuple[int, int] | None = None):
-    """A word-level tokenizer of ``length`` tokens (the real one's; ``<image>`` and the
-    segmentation tokens come on top, as the data adds them)."""
+    """A word-level tokenizer of ``length`` tokens (the real one's, ``<image>`` included; the
+    segmentation tokens come on top, as the data adds them). ``chat``: a generator's (the
+    word-level tokenizer serves both)."""
     from zoo.data.tokenize import CHAT_WORDS, SPECIAL_TOKENS, word_level_tokenizer
 
-    extra = len(SPECIAL_TOKENS) + len(CHAT_WORDS) - (1 if chat else 0)
+    # ``<image>`` is one of the word-level specials (ids below the LLM's table, which
+    # check_vocabulary requires); the segmentation tokens come on top.
+    extra = len(SPECIAL_TOKENS) + len(CHAT_WORDS)
     tokenizer = word_level_tokenizer([f"t{i}" for i in range(length - extra)])
     if seg is not None:
         from zoo.data.referring import add_seg_tokens
@@ -178,6 +181,8 @@ def _strategy(trainer: dict) -> tuple[str, set[type], set[type]]:
 
 def build(name: str, files: list[str]) -> Setup:
     """The setup's model on the meta device and a meta batch at its micro-batch size."""
+    from zoo.encoders.llm import LLMSpec
+
     cfg = compose(files)
     trainer, model_cfg, data_cfg = cfg["trainer"], cfg["model"], cfg["data"]
     cls = resolve_class(model_cfg["class_path"])
@@ -202,12 +207,15 @@ def build(name: str, files: list[str]) -> Setup:
                    "fusion_width": 768, "fusion_layers": 6, "fusion_heads": 12}
         data.setdefault("tokenizer", "bert-base-uncased")
         data.pop("processor", None)
-    _, vocab = architecture(data["tokenizer"])
+    spec = LLMSpec.of(kwargs["llm"]) if generator else None
+    _, vocab = architecture(data.get("tokenizer") or spec.tokenizer_source())
     tokenizer = stand_in_tokenizer(vocab, chat=generator, seg=seg)
     kwargs |= {"tokenizer": tokenizer, "image_size": image_size, "vision_pretrained": False}
     if generator:
-        kwargs["llm"], _ = architecture(kwargs["llm"])
-        kwargs["llm_pretrained"] = False
+        # The stand-in word-level tokenizer writes the word format; the format does not change
+        # the memory (one conversation's tokens are the batch's text_tokens either way).
+        kwargs["llm"] = replace(spec, name=architecture(spec.name)[0], pretrained=False,
+                                conversation=None)
         kwargs["stage"] = dict(kwargs.get("stage") or {}) | {"init_checkpoint": None}
         kwargs["llava_projector"] = None  # LLaVA's weights, the projector's shapes: nothing to plan
         kwargs["class_names"] = [f"class{i}" for i in range(GEOPIX_CLASSES)]

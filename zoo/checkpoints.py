@@ -142,6 +142,10 @@ def merge_hyperparameters(
     differing value takes the checkpoint's, which the weights were trained with.
     """
     hparams = {k: v for k, v in hparams.items() if not k.startswith("_")}
+    if "llm" in hparams:  # a generator saved before the LLM spec: its keys in the spec's
+        from zoo.encoders.llm import LLMSpec
+
+        hparams = LLMSpec.upgrade(hparams)
     ours, theirs = _flatten(dict(config)), _flatten(hparams)
 
     def given(key: str) -> bool:

@@ -63,6 +63,10 @@ RENAMED_KEYS: dict[str, str] = {
     "itm_weight": "loss_weights.itm",
     "contrastive_weight": "loss_weights.contrastive",
     "location_weight": "loss_weights.location",
+    # the generators' LLM, one specification (LLMSpec): name, conversation format, dtype
+    "llm_dtype": "llm.dtype",
+    "llm_pretrained": "llm.pretrained",
+    "gguf_file": "llm.gguf_file",
 }
 
 

@@ -16,6 +16,7 @@ import os
 import sys
 import warnings
 from collections.abc import Sequence
+from dataclasses import asdict
 from importlib import import_module
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,7 @@ import zoo.data.skyscript  # noqa: F401
 import zoo.data.spacenet  # noqa: F401
 import zoo.models  # noqa: F401  (registers the models' short names)
 from zoo.checkpoints import resolve_ckpt_path
+from zoo.encoders.llm import LLMSpec
 from zoo.errors import TRACEBACK_FLAG, ZooArgumentParser, readable_errors
 from zoo.io import atomic_write_text, read_state_dict
 from zoo.session import Session, experiment_dir, prepare, trainer_arguments
@@ -131,6 +133,12 @@ class ZooCLI(LightningCLI):
     def add_arguments_to_parser(self, parser) -> None:
         # A LLaVA checkpoint also sets the data's tokenizer, image size and mean/std.
         parser.link_arguments("model.init_args.llava", "data.init_args.llava")
+        # A generator's LLM (zoo.encoders.llm.LLMSpec) gives the data its tokenizer and
+        # conversation format: the LLM is named once, on the model.
+        parser.link_arguments(
+            "model.init_args.llm", "data.init_args.llm",
+            compute_fn=lambda llm: asdict(LLMSpec.of(llm)),
+        )
         parser.add_argument(
             "--overwrite", action="store_true",
             help="prediction writers may replace the output of an earlier run",

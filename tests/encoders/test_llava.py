@@ -25,10 +25,10 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
+from zoo.conversation_formats import render, tokenize_messages
 from zoo.data.datamodules import ConversationDataModule
 from zoo.data.tokenize import build_tokenizer
 from zoo.encoders.llava import (
-    LLAVA_V1_CHAT_TEMPLATE,
     OPENAI_CLIP_MEAN,
     OPENAI_CLIP_STD,
     llava_processor,
@@ -282,13 +282,16 @@ def test_datamodule_takes_the_processor(hf_checkpoint, original_checkpoint):
             dm.aug.mean.flatten(), torch.tensor(OPENAI_CLIP_MEAN) * 255.0
         )
         tokenizer = dm.tokenizer
-        assert tokenizer.chat_template == LLAVA_V1_CHAT_TEMPLATE
-        text = tokenizer.apply_chat_template(
-            [{"role": "user", "content": "<image>\nwhat is here ?"}, {"role": "assistant", "content": "w1"}],
-            tokenize=False,
-        )
-        assert text.startswith("<s>A chat between a curious human")
+        assert dm.conversation == "vicuna_v1"  # LLaVA-1.5's format, by default with llava
+        messages = [{"role": "user", "content": "<image>\nwhat is here ?"},
+                    {"role": "assistant", "content": "w1"}]
+        text, _ = render(dm.conversation, tokenizer, messages)
+        assert text.startswith("<s>A chat between a curious user")
         assert text.endswith("USER: <image>\nwhat is here ? ASSISTANT: w1</s>")
+        ids, labels = tokenize_messages(dm.conversation, tokenizer, messages)
+        assert [i for i in labels if i != -100] == ids[-2:] == [
+            tokenizer.convert_tokens_to_ids("w1"), tokenizer.eos_token_id
+        ]
 
 
 def test_cli_links_llava_to_the_data(hf_checkpoint):
@@ -301,5 +304,5 @@ def test_cli_links_llava_to_the_data(hf_checkpoint):
         "--model.init_args.multi_scale=false",
     ], run=False)
     assert cli.datamodule.image_size == IMAGE_SIZE == cli.model.image_size
-    assert cli.datamodule.tokenizer.chat_template == LLAVA_V1_CHAT_TEMPLATE
+    assert cli.datamodule.conversation == cli.model.conversation == "vicuna_v1"
     assert isinstance(cli.model.vision, CLIPVisionTower)

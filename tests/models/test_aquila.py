@@ -14,6 +14,7 @@ from lightning import Trainer, seed_everything
 from tests.models.conftest import make_aquila
 from zoo.data import EmbeddedConversationDataModule
 from zoo.data.datamodules import EmbeddedSplits
+from zoo.encoders.llm import LLMSpec
 from zoo.metrics.vqa import normalize_answer
 from zoo.models import Aquila, GenerationConfig, TrainingStage
 from zoo.models.aquila import AQUILA_OPTIMIZER, MultiLayerAlignment, window_sizes
@@ -128,7 +129,8 @@ def test_stage1_trainable_parameters_on_the_meta_device(dm, tmp_path):
     llm = tmp_path / "llama3-8b"
     llm.mkdir()
     (llm / "config.json").write_text(json.dumps(LLAMA3_8B))
-    args.update(llm=str(llm), llm_pretrained=False, vision_pretrained=False, llm_dtype=None,
+    # The embedded data's word-level tokenizer stands in for Llama-3's (its format: word).
+    args.update(llm=LLMSpec(name=str(llm), pretrained=False), vision_pretrained=False,
                 image_size=config["data"]["init_args"]["image_size"])
     with torch.device("meta"):
         model = Aquila(tokenizer=dm.tokenizer, class_names=dm.class_names, **args)

@@ -28,7 +28,7 @@ def tiny_overrides(tokenizer: Path, root: Path) -> list[str]:
         "--trainer.accelerator=cpu", "--trainer.devices=1", "--trainer.strategy=auto",
         "--trainer.precision=32-true", "--trainer.logger=false",
         "--model.init_args.vision_encoder=zoo_vit_tiny", "--model.init_args.vision_pretrained=false",
-        "--model.init_args.llm=tiny", "--model.init_args.detail_layers=[1,2,3]",
+        "--model.init_args.llm.name=tiny", "--model.init_args.detail_layers=[1,2,3]",
         "--model.init_args.window_sizes=[128,64]", "--model.init_args.canvas_size=128",
         "--model.init_args.inject_layers=[1,2]",
         f"--data.init_args.root={root}", f"--data.init_args.tokenizer={tokenizer}",

@@ -408,9 +408,10 @@ class CaptionConversationDataModule(_CaptionData):
         question: the instruction asked for every image.
         max_length: conversations are truncated to this many tokens.
         image_size: images are resized to this square size.
-        **kwargs: ``batch_size``, ``num_workers``, ``tokenizer`` (the LLM's; None builds a
-            word-level tokenizer with a chat template from the training captions), ``mean``,
-            ``std`` of :class:`~zoo.data.datamodules.ZooDataModule`; ``images_dir``,
+        **kwargs: ``batch_size``, ``num_workers``, ``tokenizer`` (a generator's comes from its
+            ``llm``; None with a tiny LLM builds a word-level tokenizer from the training
+            captions), ``mean``, ``std`` of :class:`~zoo.data.datamodules.ZooDataModule`;
+            ``images_dir``,
             ``annotation_file`` of :class:`_CaptionData`.
     """
 
@@ -440,4 +441,6 @@ class CaptionConversationDataModule(_CaptionData):
         )
 
     def _collate(self) -> ConversationCollate:
-        return ConversationCollate(self.tokenizer, self.max_length, short_answer_tasks=())
+        return ConversationCollate(
+            self.tokenizer, self.max_length, short_answer_tasks=(), conversation=self.conversation
+        )

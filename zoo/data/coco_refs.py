@@ -298,7 +298,8 @@ class ReferringSegmentationDataModule(ZooDataModule):
         """The chat tokenizer with ``<image>`` and the segmentation tokens."""
         vocabulary = None if self.tokenizer_name is not None else self.vocabulary()
         tokenizer = build_tokenizer(
-            self.tokenizer_name, vocabulary, chat=True, chat_template=self.chat_template
+            self.tokenizer_name, vocabulary, chat=True, chat_template=self.chat_template,
+            gguf_file=self.gguf_file,
         )
         return add_seg_tokens(tokenizer, self.num_scales, self.per_scale)
 
@@ -359,7 +360,9 @@ class ReferringSegmentationDataModule(ZooDataModule):
         return ConcatDataset([dataset, Subset(conversations, index)])
 
     def _collate(self) -> ReferringCollate:
-        collate = ReferringCollate(self.tokenizer, self.max_length, self.max_targets)
+        collate = ReferringCollate(
+            self.tokenizer, self.max_length, self.max_targets, self.conversation
+        )
         collate.num_classes = len(self.class_names)
         return collate
 

@@ -1,4 +1,5 @@
-"""LLaVA-format conversations: reading, validating, formatting with a chat template, labels.
+"""LLaVA-format conversations: reading, validating, formatting (:mod:`zoo.conversation_formats`),
+labels.
 
 A record is ``{"id", "image", "conversations": [{"from": "human"|"gpt"|"system", "value"}]}``
 with one ``<image>`` placeholder (anywhere in the conversation; it is moved to the front of its
@@ -51,6 +52,12 @@ from torch.utils.data import default_collate
 from torchgeo.datasets import NonGeoDataset
 from transformers import PreTrainedTokenizerBase
 
+from zoo.conversation_formats import (
+    default_conversation,
+    prompt_ids,
+    resolve_conversation,
+    tokenize_messages,
+)
 from zoo.data.image_text import load_image
 
 __all__ = [
@@ -238,36 +245,26 @@ def _messages(turns: Sequence[dict[str, str]], short_answer: bool) -> list[dict[
     return messages
 
 
-def _render(tokenizer: PreTrainedTokenizerBase, messages: list[dict[str, str]], prompt: bool) -> list[int]:
-    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=prompt)
-    return tokenizer(text, add_special_tokens=False)["input_ids"]
-
-
-def generation_prompt(tokenizer: PreTrainedTokenizerBase, question: str) -> list[int]:
-    """Token ids of one user turn ``question`` (with its ``<image>``) and the generation prompt,
-    rendered by the tokenizer's chat template as the conversations' prompts are."""
-    return _render(tokenizer, _messages([{"from": "human", "value": question}], False), prompt=True)
+def generation_prompt(
+    tokenizer: PreTrainedTokenizerBase, question: str, conversation: str | None = None
+) -> list[int]:
+    """Token ids of one user turn ``question`` (with its ``<image>``) and the generation prompt
+    in the conversation format ``conversation`` (None: the tokenizer's default,
+    :func:`~zoo.conversation_formats.default_conversation`), as the conversations' prompts."""
+    fmt = conversation or default_conversation(tokenizer)
+    return prompt_ids(fmt, tokenizer, _messages([{"from": "human", "value": question}], False))
 
 
 def tokenize_conversation(
-    tokenizer: PreTrainedTokenizerBase, turns: Sequence[dict[str, str]], short_answer: bool = False
+    tokenizer: PreTrainedTokenizerBase, turns: Sequence[dict[str, str]], short_answer: bool = False,
+    conversation: str | None = None,
 ) -> tuple[list[int], list[int]]:
-    """Token ids of the whole conversation and labels that are -100 except on the answers.
-
-    The chat template renders the conversation; the answer spans are found by rendering each
-    prefix that ends with a generation prompt, so the labels cover exactly what the model
-    would generate (answer text and the template's end-of-turn tokens).
-    """
-    messages = _messages(turns, short_answer)
-    ids = _render(tokenizer, messages, prompt=False)
-    labels = [-100] * len(ids)
-    for k, message in enumerate(messages):
-        if message["role"] != "assistant":
-            continue
-        start = len(_render(tokenizer, messages[:k], prompt=True))
-        end = len(_render(tokenizer, messages[: k + 1], prompt=False))
-        labels[start:end] = ids[start:end]
-    return ids, labels
+    """Token ids of the whole conversation and labels that are -100 except on the answers and
+    the token that ends each (the tokenizer's EOS; ``<|eot_id|>`` for ``llama_3``), in the
+    format ``conversation`` (None: the tokenizer's default); see
+    :func:`~zoo.conversation_formats.tokenize_messages`."""
+    fmt = conversation or default_conversation(tokenizer)
+    return tokenize_messages(fmt, tokenizer, _messages(turns, short_answer))
 
 
 class ConversationDataset(NonGeoDataset):
@@ -360,14 +357,16 @@ class ConversationDataset(NonGeoDataset):
 
     def lengths(
         self, tokenizer: PreTrainedTokenizerBase, short_answer_tasks: Sequence[str] = ("vqa",),
-        max_length: int | None = None,
+        max_length: int | None = None, conversation: str | None = None,
     ) -> list[int]:
-        """Each sample's token count as :class:`ConversationCollate` tokenizes it (capped at
-        ``max_length``): what length-grouped batching sorts by. Reads no image."""
+        """Each sample's token count as :class:`ConversationCollate` tokenizes it in the format
+        ``conversation`` (capped at ``max_length``): what length-grouped batching sorts by.
+        Reads no image."""
         short = set(short_answer_tasks)
         out = []
         for record in self.records:
-            n = len(_render(tokenizer, _messages(record["conversations"], record.get("task") in short), False))
+            turns = record["conversations"]
+            n = len(tokenize_conversation(tokenizer, turns, record.get("task") in short, conversation)[0])
             out.append(n if max_length is None else min(n, max_length))
         return out
 
@@ -432,9 +431,12 @@ class ConversationCollate:
     ``reference``, and ``references``: each sample's list of references, else ``[reference]``).
 
     Args:
-        tokenizer: a tokenizer with a chat template, a pad token and the ``<image>`` token.
+        tokenizer: a tokenizer with an EOS, a pad token and the ``<image>`` token.
         max_length: sequences are truncated to this many tokens (the placeholder is kept).
         short_answer_tasks: tasks whose questions get the short-answer instruction.
+        conversation: the conversation format (:mod:`zoo.conversation_formats`); None: the
+            tokenizer's default (``word`` for the word-level tokenizer, ``template`` for one
+            with a chat template).
 
     Each sequence and prompt must hold exactly one ``<image>`` token (the model replaces it by
     the visual tokens without checking: that would copy a count from the device every step).
@@ -442,9 +444,10 @@ class ConversationCollate:
 
     def __init__(
         self, tokenizer: PreTrainedTokenizerBase, max_length: int = 256,
-        short_answer_tasks: Sequence[str] = ("vqa",),
+        short_answer_tasks: Sequence[str] = ("vqa",), conversation: str | None = None,
     ) -> None:
         self.tokenizer = tokenizer
+        self.conversation = resolve_conversation(conversation, tokenizer)
         self.max_length = max_length
         self.short_answer_tasks = set(short_answer_tasks)
         self.image_token_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
@@ -455,11 +458,11 @@ class ConversationCollate:
         for sample in samples:
             short = sample["task"] in self.short_answer_tasks
             turns = sample["conversations"]
-            seq, lab = tokenize_conversation(self.tokenizer, turns, short)
+            seq, lab = tokenize_conversation(self.tokenizer, turns, short, self.conversation)
             ids.append(torch.tensor(seq[: self.max_length]))
             labels.append(torch.tensor(lab[: self.max_length]))
             first = [t for t in turns if ROLES[t["from"]] != "system"][:2]
-            prompt = _render(self.tokenizer, _messages(first[:1], short), prompt=True)
+            prompt = prompt_ids(self.conversation, self.tokenizer, _messages(first[:1], short))
             prompts.append(torch.tensor(prompt[-self.max_length :]))
             questions.append(str(first[0]["value"]).replace(IMAGE_TOKEN, "").strip())
             references.append(str(first[1]["value"]).strip())

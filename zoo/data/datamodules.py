@@ -18,12 +18,14 @@ from torch.utils.data import default_collate
 from torchgeo.datamodules import NonGeoDataModule
 from transformers import PreTrainedTokenizerBase
 
+from zoo.conversation_formats import resolve_conversation
 from zoo.data import embedded
 from zoo.data.batch import IMAGENET_MEAN, IMAGENET_STD, ImageTextBatch
 from zoo.data.conversations import SHORT_ANSWER_PROMPT, ConversationCollate, ConversationDataset
 from zoo.data.image_text import ImageTextLocationDataset, caption_words, read_table
 from zoo.data.sampling import ResumableLoader, train_loader
 from zoo.data.tokenize import build_tokenizer
+from zoo.encoders.llm import LLMSpec
 from zoo.io import read_processor_settings
 
 __all__ = [
@@ -95,13 +97,17 @@ class ZooDataModule(NonGeoDataModule):
         std: per-band standard deviation of [0, 1] pixels.
         llava: a LLaVA-1.5 checkpoint folder (linked from the model's ``llava``): its image
             processor's size and mean/std replace ``image_size``, ``mean`` and ``std``, and its
-            tokenizer, with LLaVA-1.5's chat template, replaces ``tokenizer``.
+            tokenizer replaces ``tokenizer`` (the conversation format defaults to ``vicuna_v1``).
         processor: a model folder (FLAVA's) whose tokenizer, image size and mean / std the data
             must use (:func:`zoo.io.read_processor_settings`); the zoo CLI links FLAVARS'
             ``flava`` here. A ``tokenizer`` or ``image_size`` that disagrees with it is an error.
+        llm: a generator's LLM (:class:`~zoo.encoders.llm.LLMSpec`, linked from the model's
+            ``llm`` by the zoo CLI): its tokenizer and conversation format are the data's. A
+            ``tokenizer`` that names another tokenizer is an error; with a random ``tiny`` /
+            ``small`` LLM, ``tokenizer`` (else a word-level one) is used.
     """
 
-    #: Generators need a chat template, an EOS and the ``<image>`` token.
+    #: Generators need an EOS, a pad and the ``<image>`` token (:func:`build_tokenizer`).
     chat_tokenizer = False
 
     def __init__(
@@ -116,10 +122,24 @@ class ZooDataModule(NonGeoDataModule):
         std: Sequence[float] = IMAGENET_STD,
         llava: str | None = None,
         processor: str | None = None,
+        llm: LLMSpec | None = None,
     ) -> None:
         super().__init__(dataset_class, batch_size=batch_size, num_workers=num_workers)
-        #: A chat template that replaces the tokenizer's own (LLaVA's), None keeps it.
+        #: A chat template that replaces the tokenizer's own; None keeps it.
         self.chat_template: str | None = None
+        #: The generator's LLM whose tokenizer and conversation format the data uses.
+        self.llm = None if llm is None else LLMSpec.of(llm)
+        self.llava = llava
+        self._conversation: str | None = None
+        if self.llm is not None and llava is None:
+            source = self.llm.tokenizer_source()
+            if source is not None and tokenizer is not None and tokenizer != source:
+                raise ValueError(
+                    f"data.init_args.tokenizer {tokenizer!r} but the model's LLM "
+                    f"{self.llm.name!r} uses the tokenizer {source!r}: remove the data's "
+                    "tokenizer (the data follows model.init_args.llm), or set llm.tokenizer"
+                )
+            tokenizer = source or tokenizer
         if llava is not None:
             from zoo.encoders.llava import llava_processor
 
@@ -132,7 +152,7 @@ class ZooDataModule(NonGeoDataModule):
             if tokenizer is not None and tokenizer != llava_settings.tokenizer:
                 rank_zero_warn(f"data tokenizer {tokenizer!r} -> the LLaVA checkpoint {llava}'s")
             image_size, mean, std = llava_settings.image_size, llava_settings.mean, llava_settings.std
-            tokenizer, self.chat_template = llava_settings.tokenizer, llava_settings.chat_template
+            tokenizer = llava_settings.tokenizer
         if processor is not None:
             settings = read_processor_settings(processor, "data.init_args.processor")
             if tokenizer is not None and tokenizer != processor:
@@ -172,8 +192,30 @@ class ZooDataModule(NonGeoDataModule):
         """The data's tokenizer (linked to the model, which sizes its embeddings from it)."""
         vocabulary = None if self.tokenizer_name is not None else self.vocabulary()
         return build_tokenizer(
-            self.tokenizer_name, vocabulary, chat=self.chat_tokenizer, chat_template=self.chat_template
+            self.tokenizer_name, vocabulary, chat=self.chat_tokenizer,
+            chat_template=self.chat_template, gguf_file=self.gguf_file,
         )
+
+    @property
+    def gguf_file(self) -> str | None:
+        """The GGUF file inside the LLM's folder the tokenizer is read from (``llm.gguf_file``)."""
+        if self.llm is None or self.llm.tokenizer is not None or self.llava is not None:
+            return None
+        return self.llm.gguf_file
+
+    @property
+    def conversation(self) -> str:
+        """The conversation format of the chat collates: ``llm.conversation``, else the
+        default for the tokenizer (:func:`~zoo.conversation_formats.resolve_conversation`);
+        the evaluation runner sets the model's."""
+        if self._conversation is None:
+            choice = self.llm.conversation if self.llm is not None else None
+            self._conversation = resolve_conversation(choice, self.tokenizer, self.llava is not None)
+        return self._conversation
+
+    @conversation.setter
+    def conversation(self, value: str) -> None:
+        self._conversation = value
 
     def _dataset(self, split: str) -> Any:
         raise NotImplementedError
@@ -407,7 +449,7 @@ class ConversationDataModule(ZooDataModule):
         pad_to_square: pad non-square images to a square of the ``mean`` colour before the
             resize (LLaVA's and FUSE's preprocessing) instead of stretching them.
         **kwargs: ``batch_size``, ``num_workers``, ``tokenizer`` (the LLM's; None builds a
-            word-level tokenizer with a chat template), ``mean``, ``std`` of
+            word-level tokenizer; a generator's comes from its ``llm``), ``mean``, ``std`` of
             :class:`ZooDataModule`.
     """
 
@@ -458,7 +500,9 @@ class ConversationDataModule(ZooDataModule):
         )
 
     def _collate(self) -> ConversationCollate:
-        return ConversationCollate(self.tokenizer, self.max_length, self.short_answer_tasks)
+        return ConversationCollate(
+            self.tokenizer, self.max_length, self.short_answer_tasks, self.conversation
+        )
 
     def train_dataloader(self) -> ResumableLoader:
         """Shuffled batches, resumable; with ``group_by_length``, batches of similar length."""
@@ -474,7 +518,9 @@ class ConversationDataModule(ZooDataModule):
                     "group_by_length: false"
                 )
             replicas, rank = trainer.world_size, trainer.global_rank
-        lengths = self.train_dataset.lengths(self.tokenizer, self.short_answer_tasks, self.max_length)
+        lengths = self.train_dataset.lengths(
+            self.tokenizer, self.short_answer_tasks, self.max_length, self.conversation
+        )
         return train_loader(
             self.train_dataset, self.batch_size, self.num_workers, self.collate_fn,
             seed=torch.initial_seed() % 2**63, num_replicas=replicas, rank=rank, lengths=lengths,

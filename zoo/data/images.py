@@ -299,7 +299,9 @@ class ImageFolderDataModule(ZooDataModule):
     def tokenizer(self) -> PreTrainedTokenizerBase:
         """The tokenizer the model was trained with (see the class docstring)."""
         vocabulary = None if self.tokenizer_name is not None else self.vocabulary()
-        tokenizer = build_tokenizer(self.tokenizer_name, vocabulary, chat=self.task != "image_text")
+        tokenizer = build_tokenizer(
+            self.tokenizer_name, vocabulary, chat=self.task != "image_text", gguf_file=self.gguf_file
+        )
         if self.task == "referring":
             add_seg_tokens(tokenizer, self.num_scales, self.per_scale)
         return tokenizer
@@ -311,8 +313,12 @@ class ImageFolderDataModule(ZooDataModule):
         if self.task == "image_text":
             return ImageFolderCollate(TextCollate(self.tokenizer, self.max_length))
         if self.task == "conversation":
-            return ImageFolderCollate(ConversationCollate(self.tokenizer, self.max_length, ()))
-        collate = ReferringCollate(self.tokenizer, self.max_length, self.max_targets)
+            return ImageFolderCollate(
+                ConversationCollate(self.tokenizer, self.max_length, (), self.conversation)
+            )
+        collate = ReferringCollate(
+            self.tokenizer, self.max_length, self.max_targets, self.conversation
+        )
         collate.num_classes = len(self.class_names)
         return ImageFolderCollate(collate)
 

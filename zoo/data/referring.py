@@ -358,9 +358,12 @@ class ReferringCollate:
     num_classes: int | None = None
 
     def __init__(
-        self, tokenizer: PreTrainedTokenizerBase, max_length: int = 256, max_targets: int = 3
+        self, tokenizer: PreTrainedTokenizerBase, max_length: int = 256, max_targets: int = 3,
+        conversation: str | None = None,
     ) -> None:
-        self.text = ConversationCollate(tokenizer, max_length, short_answer_tasks=("vqa",))
+        self.text = ConversationCollate(
+            tokenizer, max_length, short_answer_tasks=("vqa",), conversation=conversation
+        )
         self.max_targets = max_targets
         self.seg_token_ids = phrase_token_ids(tokenizer, _special_tokens(tokenizer))
 

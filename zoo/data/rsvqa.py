@@ -232,9 +232,10 @@ class RSVQADataModule(ZooDataModule):
         download: download missing files from Zenodo in ``prepare_data``.
         max_length: conversations are truncated to this many tokens.
         image_size: images are resized to this square size.
-        **kwargs: ``batch_size``, ``num_workers``, ``tokenizer`` (the LLM's; None builds a
-            word-level tokenizer with a chat template from the training questions and
-            answers), ``mean``, ``std`` of :class:`~zoo.data.datamodules.ZooDataModule`.
+        **kwargs: ``batch_size``, ``num_workers``, ``tokenizer`` (a generator's comes from its
+            ``llm``; None with a tiny LLM builds a word-level tokenizer from the training
+            questions and answers), ``mean``, ``std`` of
+            :class:`~zoo.data.datamodules.ZooDataModule`.
     """
 
     chat_tokenizer = True
@@ -294,5 +295,6 @@ class RSVQADataModule(ZooDataModule):
 
     def _collate(self) -> ConversationCollate:
         return ConversationCollate(
-            self.tokenizer, self.max_length, short_answer_tasks=("vqa",) if self.short_answer else ()
+            self.tokenizer, self.max_length, short_answer_tasks=("vqa",) if self.short_answer else (),
+            conversation=self.conversation,
         )

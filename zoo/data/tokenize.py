@@ -21,7 +21,8 @@ __all__ = ["CHAT_TEMPLATE", "SPECIAL_TOKENS", "build_tokenizer", "word_level_tok
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[EOS]", "<image>")
 #: Words the chat template writes; added to every word-level vocabulary.
 CHAT_WORDS = ("user", "assistant", "system", ":")
-#: A plain chat template for the word-level tokenizer: ``user : ... assistant : ... [EOS]``.
+#: The word-level tokenizer's chat template: ``user : ... assistant : ... [EOS]`` (the zoo
+#: writes its conversations with the ``word`` format, :mod:`zoo.conversation_formats`).
 CHAT_TEMPLATE = (
     "{% for m in messages %}{{ m['role'] }} : {{ m['content'] }}"
     "{% if m['role'] == 'assistant' %} [EOS]{% endif %} {% endfor %}"
@@ -58,14 +59,15 @@ def word_level_tokenizer(vocabulary: Sequence[str]) -> PreTrainedTokenizerFast:
 
 def build_tokenizer(
     name: str | None, vocabulary: Sequence[str] | None = None, chat: bool = False,
-    chat_template: str | None = None,
+    chat_template: str | None = None, gguf_file: str | None = None,
 ) -> PreTrainedTokenizerBase:
     """``name`` None -> word level over ``vocabulary``; else a packaged model's (``minilm``,
     ``smollm2``), a Hugging Face id's or a local folder's tokenizer.
 
-    ``chat`` asks for a generator's tokenizer: it must have a chat template (``chat_template``
-    when given, else its own, else one is set), a pad token (the EOS token when missing) and
-    the ``<image>`` placeholder token.
+    ``chat`` asks for a generator's tokenizer: a pad token (the EOS token when missing) and
+    the ``<image>`` placeholder token are added. Its chat template is left as it is (none is
+    invented: the conversation format, :mod:`zoo.conversation_formats`, says how a
+    conversation is written); ``chat_template`` replaces it when given.
     """
     if name is None:
         if not vocabulary:
@@ -76,7 +78,8 @@ def build_tokenizer(
         if packaged is not None:
             tokenizer = AutoTokenizer.from_pretrained(packaged[0], gguf_file=packaged[1])
         else:
-            tokenizer = AutoTokenizer.from_pretrained(name)
+            kwargs = {"gguf_file": gguf_file} if gguf_file else {}
+            tokenizer = AutoTokenizer.from_pretrained(name, **kwargs)
     except OSError as error:
         raise RuntimeError(
             f"could not load tokenizer {name!r} ({error}); this machine may be offline: give a "
@@ -85,8 +88,8 @@ def build_tokenizer(
     if chat:
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
-        if chat_template is not None or tokenizer.chat_template is None:
-            tokenizer.chat_template = chat_template or CHAT_TEMPLATE
+        if chat_template is not None:
+            tokenizer.chat_template = chat_template
         if "<image>" not in tokenizer.get_vocab():
             tokenizer.add_special_tokens({"additional_special_tokens": ["<image>"]})
     elif tokenizer.mask_token is None or tokenizer.pad_token is None:

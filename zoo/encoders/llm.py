@@ -1,9 +1,17 @@
 """Causal language models by Hugging Face id, local folder or GGUF file; a tiny random Llama
-by default so nothing is downloaded."""
+by default so nothing is downloaded.
+
+:class:`LLMSpec` is the one specification of a generator's LLM: the model builds the LLM from
+it and the data its tokenizer and conversation format (the zoo CLI links ``model.init_args.llm``
+to ``data.init_args.llm``), so a config names the LLM once.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -11,7 +19,9 @@ from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM, Pr
 
 from zoo.encoders.packaged import packaged_weights
 
-__all__ = ["TINY_LLMS", "build_llm", "decoder_layers", "fit_vocabulary"]
+__all__ = [
+    "TINY_LLMS", "LLMSpec", "build_llm", "check_vocabulary", "decoder_layers", "fit_vocabulary",
+]
 
 #: Small random Llama-style configurations usable offline by name.
 TINY_LLMS: dict[str, dict[str, int]] = {
@@ -22,12 +32,111 @@ TINY_LLMS: dict[str, dict[str, int]] = {
 }
 
 
+@dataclass
+class LLMSpec:
+    """A generator's LLM, its tokenizer and its conversation format, written once.
+
+    In a YAML, ``llm: tiny`` (a name alone) or ``llm: {name: lmsys/vicuna-7b-v1.5,
+    conversation: vicuna_v1, dtype: bfloat16}``. The model builds the LLM from it; the data
+    (linked by the zoo CLI) builds the tokenizer and writes its conversations in the format.
+
+    Attributes:
+        name: ``tiny``/``small`` (random Llama sized to the tokenizer), ``smollm2`` (the packaged
+            SmolLM2-135M-Instruct), a Hugging Face id or a local folder.
+        conversation: ``plain``, ``vicuna_v1``, ``llama_3``, ``template`` or ``word``
+            (:mod:`zoo.conversation_formats`); None: ``vicuna_v1`` with ``llava``, ``word``
+            for the word-level tokenizer, ``template`` for a tokenizer with a chat template
+            (an error for one without).
+        tokenizer: where the tokenizer is, when not beside the LLM (a Hugging Face id or a
+            folder); None: the LLM's own, or for ``tiny``/``small`` a word-level tokenizer
+            built from the data's texts (or the data's ``tokenizer:``).
+        dtype: ``bfloat16``, ``float16`` or ``float32`` for the LLM's weights (None: float32).
+        pretrained: load the named weights (else the named config with random weights).
+        gguf_file: a GGUF weight file inside ``name``.
+    """
+
+    name: str = "tiny"
+    conversation: str | None = None
+    tokenizer: str | None = None
+    dtype: str | None = None
+    pretrained: bool = True
+    gguf_file: str | None = None
+
+    @classmethod
+    def of(cls, value: LLMSpec | str | dict[str, Any] | Any) -> LLMSpec:
+        """A spec from a spec, a name, a dict or a parsed namespace (``None`` -> the default)."""
+        if isinstance(value, LLMSpec):
+            return value
+        if value is None:
+            return cls()
+        if isinstance(value, str):
+            return cls(name=value)
+        value = getattr(value, "init_args", value)  # a parsed namespace in subclass mode
+        items = dict(value) if isinstance(value, dict) else dict(vars(value))
+        items = {k: v for k, v in items.items() if not k.startswith("__")}
+        unknown = sorted(set(items) - set(cls.__dataclass_fields__))
+        if unknown:
+            raise ValueError(f"llm: unknown keys {unknown}; the keys are {list(cls.__dataclass_fields__)}")
+        return cls(**items)
+
+    @staticmethod
+    def upgrade(hparams: dict[str, Any]) -> dict[str, Any]:
+        """A generator's hyper-parameters saved before the spec (``llm`` a name, with
+        ``llm_pretrained``, ``gguf_file`` and ``llm_dtype`` beside it) in the spec's keys."""
+        old = {"llm_pretrained": "pretrained", "gguf_file": "gguf_file", "llm_dtype": "dtype"}
+        if not any(k in hparams for k in old) and not isinstance(hparams.get("llm"), str):
+            return dict(hparams)
+        out = {k: v for k, v in hparams.items() if k not in old}
+        spec = {"name": out["llm"]} if isinstance(out.get("llm"), str) else dict(out.get("llm") or {})
+        out["llm"] = spec | {new: hparams[key] for key, new in old.items() if key in hparams}
+        return out
+
+    @property
+    def random(self) -> bool:
+        """A random tiny Llama sized to whatever tokenizer the data has."""
+        return self.name in TINY_LLMS
+
+    def tokenizer_source(self) -> str | None:
+        """The tokenizer's id or folder; None: the data builds a word-level one."""
+        if self.tokenizer is not None:
+            return self.tokenizer
+        return None if self.random else self.name
+
+
+def check_vocabulary(
+    model: PreTrainedModel, tokenizer: Any, llm: str, added: Iterable[str] = ()
+) -> None:
+    """Raise when ``tokenizer`` does not belong to ``model`` (called ``llm`` in errors): a token
+    id beyond the LLM's embedding table that is not one the zoo adds (``added``: ``<image>``,
+    segmentation tokens), or an EOS / pad / BOS id outside the table."""
+    table = model.get_input_embeddings().num_embeddings
+    zoo_tokens = set(added)
+    name = getattr(tokenizer, "name_or_path", "") or type(tokenizer).__name__
+    for role in ("eos", "pad", "bos"):
+        token_id = getattr(tokenizer, f"{role}_token_id", None)
+        if token_id is not None and token_id >= table and getattr(tokenizer, f"{role}_token") not in zoo_tokens:
+            raise ValueError(
+                f"tokenizer {name!r}: its {role} id {token_id} is outside the {table}-row embedding "
+                f"table of LLM {llm!r}; they do not belong together (set llm.tokenizer to the "
+                "LLM's own tokenizer, or leave it unset)"
+            )
+    beyond = sorted(t for t, i in tokenizer.get_vocab().items() if i >= table and t not in zoo_tokens)
+    if beyond:
+        raise ValueError(
+            f"tokenizer {name!r} has {len(tokenizer)} tokens but LLM {llm!r} embeds {table} and the "
+            f"zoo adds only {sorted(zoo_tokens)}: {len(beyond)} more ({beyond[:5]} ...) would get "
+            "new random rows. Use the LLM's own tokenizer (llm.tokenizer unset, data.tokenizer "
+            "unset) or the LLM that goes with this tokenizer"
+        )
+
+
 def build_llm(
     name: str = "tiny",
     vocab_size: int | None = None,
     pretrained: bool = True,
     gguf_file: str | None = None,
     dtype: str | None = None,
+    check: Callable[[PreTrainedModel], None] | None = None,
 ) -> PreTrainedModel:
     """A causal LM with SDPA attention whose embedding table holds ``vocab_size`` tokens.
 
@@ -38,6 +147,8 @@ def build_llm(
         pretrained: load the named weights (else the named config with random weights).
         gguf_file: a GGUF file inside ``name`` (e.g. the packaged SmolLM2-135M-Instruct).
         dtype: ``bfloat16``, ``float16`` or ``float32`` for the weights (None: float32).
+        check: called with a named LLM before its embeddings are grown (e.g.
+            :func:`check_vocabulary`: the tokenizer must belong to it).
     """
     torch_dtype = getattr(torch, dtype) if dtype else None
     packaged = packaged_weights(name)
@@ -71,6 +182,8 @@ def build_llm(
             else "this machine may be offline: give a local folder, or use llm: tiny"
         )
         raise RuntimeError(f"could not load LLM {name!r}: {hint}") from error
+    if check is not None:
+        check(model)
     return fit_vocabulary(model, vocab_size)
 
 

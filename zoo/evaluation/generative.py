@@ -64,7 +64,8 @@ class SceneClassificationByGeneration(Evaluation):
         if tokenizer is None:
             raise ValueError(f"{self.name}: {type(model).__name__} has no tokenizer to prompt with")
         text = f"{IMAGE_TOKEN}\n" + self.question.format(classes=", ".join(classes))
-        prompt = torch.tensor(generation_prompt(tokenizer, text), device=ctx.device)
+        fmt = getattr(model, "conversation", None)
+        prompt = torch.tensor(generation_prompt(tokenizer, text, fmt), device=ctx.device)
         targets = [class_answer(c) for c in classes]
         hits = torch.zeros(k, dtype=torch.long)
         totals = torch.zeros(k, dtype=torch.long)

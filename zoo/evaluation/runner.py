@@ -65,6 +65,8 @@ def evaluate(
             dm = evaluation.data
             if tokenizer is not None and (hasattr(type(dm), "tokenizer") or "tokenizer" in vars(dm)):
                 dm.tokenizer = tokenizer  # the model's vocabulary, not one built from this data
+                if hasattr(model, "conversation") and hasattr(type(dm), "conversation"):
+                    dm.conversation = model.conversation  # and its conversation format
             dm.prepare_data()
             metrics, error = evaluation.run(ctx), None
         except Exception as exc:

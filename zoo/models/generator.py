@@ -16,26 +16,27 @@ Conventions:
 
 from __future__ import annotations
 
-import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-from lightning.pytorch.callbacks import BasePredictionWriter
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor, nn
 from transformers import PreTrainedTokenizerBase
 
+from zoo.conversation_formats import resolve_conversation, stop_token_ids
 from zoo.data.batch import ConversationBatch
 from zoo.encoders.llava import LlavaParts, LlavaProjector, load_llava, load_llava_projector
-from zoo.encoders.llm import build_llm, decoder_layers, fit_vocabulary
+from zoo.encoders.llm import LLMSpec, build_llm, check_vocabulary, decoder_layers, fit_vocabulary
 from zoo.encoders.vision import create_vision_model
-from zoo.io import atomic_write, load_checkpoint, read_state_dict
+from zoo.io import load_checkpoint, read_state_dict
 from zoo.layers.attention import dense_attention_mask
 from zoo.metrics.generation import GenerationMetrics
 from zoo.models.base import OptimizerConfig, ZooTask
 from zoo.models.decoding import GenerationConfig, repeat_rows
+from zoo.models.prediction_writer import PredictionWriter
 
 __all__ = [
     "GenerationConfig",
@@ -77,6 +78,11 @@ class TrainingStage:
     lora_dropout: float = 0.05
     lora_target_modules: list[str] = field(default_factory=lambda: list(LLAMA_LORA_TARGETS))
     init_checkpoint: str | None = None
+
+
+def zoo_added_tokens(tokenizer: PreTrainedTokenizerBase) -> set[str]:
+    """The tokens the zoo adds to an LLM's tokenizer: ``<image>`` and GeoPix's ``[SEGs_i]``."""
+    return {"<image>"} | {t for t in tokenizer.get_vocab() if re.fullmatch(r"\[SEG\d+_\d+\]", t)}
 
 
 def splice_visual_tokens(
@@ -122,10 +128,10 @@ class VisionLanguageGenerator(ZooTask):
     Args:
         vision_pretrained: load the family's ``vision_encoder``'s named weights.
         vision_checkpoint: a local weight file for the vision encoder.
-        llm: ``tiny``/``small`` random Llama, a Hugging Face id or a local folder.
-        llm_pretrained: load the LLM's weights when it is named.
-        gguf_file: a GGUF weight file inside ``llm`` (e.g. the packaged SmolLM2).
-        llm_dtype: the LLM's weight dtype (None: float32; use bf16-mixed precision to train).
+        llm: the LLM, its tokenizer and conversation format (:class:`~zoo.encoders.llm.LLMSpec`;
+            a name alone: ``tiny``/``small`` random Llama, ``smollm2``, a Hugging Face id or a
+            folder). The zoo CLI gives the data the same spec. A tokenizer that does not belong
+            to the LLM is an error (:func:`~zoo.encoders.llm.check_vocabulary`).
         llava: a LLaVA-1.5 checkpoint folder (transformers' or the original repository's
             layout): its CLIP tower, projector (the family's ``projector``), LLM and, through
             the data, tokenizer, chat template and image processor replace ``vision_encoder``,
@@ -141,7 +147,7 @@ class VisionLanguageGenerator(ZooTask):
             checkpointing of the layers' ``forward``: the injection hooks stay outside it).
         compile: ``torch.compile`` each LLM decoder layer and vision block in place (opt-in;
             the first steps pay the compilation).
-        tokenizer: the data's tokenizer (linked from the data).
+        tokenizer: the LLM's tokenizer, built by the data from ``llm`` (linked from the data).
         class_names: scene classes (linked from the data).
         image_size: input size in pixels (linked from the data).
         optimizer: AdamW and its warm-up + cosine schedule.
@@ -151,10 +157,7 @@ class VisionLanguageGenerator(ZooTask):
         self,
         vision_pretrained: bool = False,
         vision_checkpoint: str | None = None,
-        llm: str = "tiny",
-        llm_pretrained: bool = True,
-        gguf_file: str | None = None,
-        llm_dtype: str | None = None,
+        llm: LLMSpec | str = "tiny",
         llava: str | None = None,
         llava_projector: str | None = None,
         stage: TrainingStage | None = None,
@@ -178,6 +181,10 @@ class VisionLanguageGenerator(ZooTask):
             raise ValueError("the tokenizer has no '<image>' token; build it with chat=True")
         self.tokenizer = tokenizer
         self.image_token_id = int(image_token)
+        spec = LLMSpec.of(llm)
+        #: The conversation format the data wrote (the model stops generating on its end token).
+        self.conversation = resolve_conversation(spec.conversation, tokenizer, llava is not None)
+        self.stop_token_ids = stop_token_ids(self.conversation, tokenizer)
         self.class_names = list(class_names or [])
         self.image_size = image_size
         self.vision_pretrained = vision_pretrained
@@ -200,9 +207,10 @@ class VisionLanguageGenerator(ZooTask):
                 raise ValueError("llava and llava_projector: give one (llava brings its projector)")
             self._llava_projector = load_llava_projector(llava_projector)
         if llava is not None:
-            self._llava = load_llava(llava, getattr(torch, llm_dtype) if llm_dtype else None)
+            self._llava = load_llava(llava, getattr(torch, spec.dtype) if spec.dtype else None)
             self._llava_projector = LlavaProjector(self._llava.projector, self._llava.feature_layer)
-            rank_zero_info(f"llava {llava} ({self._llava.layout} layout) replaces llm {llm!r}")
+            rank_zero_info(f"llava {llava} ({self._llava.layout} layout) replaces llm {spec.name!r}")
+            check_vocabulary(self._llava.llm, tokenizer, llava, zoo_added_tokens(tokenizer))
             self.llm = fit_vocabulary(self._llava.llm, len(tokenizer))
             if image_size != self._llava.vision.image_size:
                 rank_zero_warn(
@@ -210,7 +218,10 @@ class VisionLanguageGenerator(ZooTask):
                 )
                 self.image_size = self._llava.vision.image_size
         else:
-            self.llm = build_llm(llm, len(tokenizer), llm_pretrained, gguf_file, llm_dtype)
+            self.llm = build_llm(
+                spec.name, len(tokenizer), spec.pretrained, spec.gguf_file, spec.dtype,
+                check=lambda model: check_vocabulary(model, tokenizer, spec.name, zoo_added_tokens(tokenizer)),
+            )
         self.llm.config.pad_token_id = tokenizer.pad_token_id
         self.inject_layers: list[int] = []
         self.metrics: nn.ModuleDict | None = None
@@ -467,7 +478,7 @@ class VisionLanguageGenerator(ZooTask):
         try:
             return self.llm.generate(
                 inputs_embeds=embeds, attention_mask=mask, **self.generation.generate_kwargs(),
-                eos_token_id=self.tokenizer.eos_token_id, pad_token_id=self.tokenizer.pad_token_id,
+                eos_token_id=self.stop_token_ids, pad_token_id=self.tokenizer.pad_token_id,
             )
         finally:
             self._inject_context = None
@@ -558,41 +569,3 @@ def merge_lora_state(state: dict[str, Tensor], scaling: float) -> dict[str, Tens
 def _unpeft(key: str) -> str:
     """A peft-wrapped LLM's parameter name as the plain model's."""
     return key.replace("llm.base_model.model.", "llm.").replace(".base_layer.", ".")
-
-
-class PredictionWriter(BasePredictionWriter):
-    """Write one JSON line per sample (id, question, answer, reference) to ``output_path``.
-
-    Each rank writes its own file (``.rank{r}`` suffix under DDP); the file is written to a
-    temporary name and moved into place at the end, so no half-written file is left behind.
-    An existing file is an error before anything is predicted, unless ``overwrite``
-    (``zoo predict --overwrite``).
-    """
-
-    def __init__(self, output_path: str = "predictions.jsonl", overwrite: bool = False) -> None:
-        super().__init__(write_interval="epoch")
-        self.output_path = output_path
-        self.overwrite = overwrite
-
-    def _path(self, trainer) -> Path:
-        path = Path(self.output_path)
-        if trainer.world_size > 1:
-            path = path.with_name(f"{path.name}.rank{trainer.global_rank}")
-        return path
-
-    def setup(self, trainer, pl_module, stage: str) -> None:
-        """Refuse, before predicting, to replace an earlier output unless ``overwrite``."""
-        path = self._path(trainer)
-        if stage == "predict" and path.exists() and not self.overwrite:
-            raise FileExistsError(
-                f"{path} exists (written by an earlier predict): pass --overwrite to replace it, "
-                "or set the writer's output_path to a new file"
-            )
-
-    def write_on_epoch_end(self, trainer, pl_module, predictions, batch_indices) -> None:
-        path = self._path(trainer)
-        with atomic_write(path) as f:
-            for batch in predictions:
-                for row in batch:
-                    f.write(json.dumps(row) + "\n")
-        rank_zero_info(f"wrote {sum(len(b) for b in predictions)} predictions to {path}")
