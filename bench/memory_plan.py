@@ -192,7 +192,10 @@ def build(name: str, files: list[str]) -> Setup:
     if kwargs.pop("llava", None) is not None:
         # LLaVA-1.5-7B (GeoPix's start): CLIP ViT-L/14-336 and a Llama of Vicuna-7B's shape; its
         # tokenizer is Vicuna's with <image> and padding added (32064 rows instead of 32000).
-        kwargs |= {"vision_encoder": "vit_large_patch14_clip_336.openai", "llm": "lmsys/vicuna-7b-v1.5"}
+        llm = kwargs.get("llm")
+        llm = dict(llm) if isinstance(llm, dict) else {}  # keep the config's dtype and format
+        kwargs |= {"vision_encoder": "vit_large_patch14_clip_336.openai",
+                   "llm": llm | {"name": "lmsys/vicuna-7b-v1.5"}}
         data.setdefault("tokenizer", "lmsys/vicuna-7b-v1.5")
     generator = "llm" in kwargs
     seg = None

@@ -16,7 +16,6 @@ import torch
 
 from tests.encoders.test_llava import IMAGE_SIZE, hf_checkpoint  # noqa: F401  (the fixture)
 from zoo.data import embedded
-from zoo.encoders.llava import LLAVA_V1_CHAT_TEMPLATE
 from zoo.encoders.vision import CLIPVisionTower
 from zoo.main import main
 
@@ -39,7 +38,7 @@ def tiny_overrides(llava: Path, root: Path) -> list[str]:
         "--trainer.logger=false",
         "--trainer.accumulate_grad_batches=1",
         f"--model.init_args.llava={llava}",
-        "--model.init_args.llm_dtype=null",
+        "--model.init_args.llm.dtype=null",
         "--model.init_args.feature_layers=[0,1]",
         "--model.init_args.decoder_dim=16",
         "--model.init_args.decoder_heads=2",
@@ -67,8 +66,9 @@ def test_stages_start_from_llava(hf_checkpoint, tmp_path):  # noqa: F811
     torch.testing.assert_close(
         body, reference.model.language_model.layers[0].self_attn.k_proj.weight
     )
-    # LLaVA's tokenizer, template and image processor reach the data; the [SEG] tokens extend it.
-    assert dm.tokenizer.chat_template == LLAVA_V1_CHAT_TEMPLATE
+    # LLaVA's tokenizer, format and image processor reach the data; the [SEG] tokens extend it.
+    assert Path(dm.tokenizer.name_or_path) == Path(folder)
+    assert dm.conversation == model.conversation == "vicuna_v1"
     assert model.llm.get_input_embeddings().num_embeddings == len(dm.tokenizer)
     assert dm.image_size == model.image_size == IMAGE_SIZE
     # The paper's stage-1 LoRA (r 128 on W_q, W_v) sits on LLaVA's LLM.

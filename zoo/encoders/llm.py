@@ -32,6 +32,10 @@ TINY_LLMS: dict[str, dict[str, int]] = {
 }
 
 
+#: The weight dtypes ``llm.dtype`` takes (None: float32).
+LLM_DTYPES = ("bfloat16", "float16", "float32")
+
+
 @dataclass
 class LLMSpec:
     """A generator's LLM, its tokenizer and its conversation format, written once.
@@ -61,6 +65,17 @@ class LLMSpec:
     dtype: str | None = None
     pretrained: bool = True
     gguf_file: str | None = None
+
+    def __post_init__(self) -> None:
+        # ``--model.init_args.llm.dtype=null`` reaches a union-typed field as the text "None"
+        # (jsonargparse tries ``str`` of ``LLMSpec | str``): read it as the null it was.
+        for key in ("conversation", "tokenizer", "dtype", "gguf_file"):
+            if getattr(self, key) in ("None", "null", ""):
+                setattr(self, key, None)
+        if self.dtype is not None and self.dtype not in LLM_DTYPES:
+            raise ValueError(
+                f"llm.dtype {self.dtype!r} is not one of {list(LLM_DTYPES)} (or null for float32)"
+            )
 
     @classmethod
     def of(cls, value: LLMSpec | str | dict[str, Any] | Any) -> LLMSpec:
