@@ -130,7 +130,7 @@ def original_checkpoint(tmp_path_factory) -> tuple[Path, LlamaForCausalLM, CLIPV
 def zoo_fuse(folder: Path) -> FUSE:
     """FUSE as LLaVA: windows and injection off, the tokenizer the data would build."""
     processor = llava_processor(folder)
-    tokenizer = build_tokenizer(processor.tokenizer, chat=True, chat_template=processor.chat_template)
+    tokenizer = build_tokenizer(processor.tokenizer, chat=True)
     return FUSE(
         tokenizer=tokenizer, llava=str(folder), inject_layers=[], multi_scale=False,
         global_layer=-2, image_size=IMAGE_SIZE, generation=GenerationConfig(max_new_tokens=6),

@@ -298,8 +298,7 @@ class ReferringSegmentationDataModule(ZooDataModule):
         """The chat tokenizer with ``<image>`` and the segmentation tokens."""
         vocabulary = None if self.tokenizer_name is not None else self.vocabulary()
         tokenizer = build_tokenizer(
-            self.tokenizer_name, vocabulary, chat=True, chat_template=self.chat_template,
-            gguf_file=self.gguf_file,
+            self.tokenizer_name, vocabulary, chat=True, gguf_file=self.gguf_file,
         )
         return add_seg_tokens(tokenizer, self.num_scales, self.per_scale)
 

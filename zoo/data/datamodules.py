@@ -125,8 +125,6 @@ class ZooDataModule(NonGeoDataModule):
         llm: LLMSpec | None = None,
     ) -> None:
         super().__init__(dataset_class, batch_size=batch_size, num_workers=num_workers)
-        #: A chat template that replaces the tokenizer's own; None keeps it.
-        self.chat_template: str | None = None
         #: The generator's LLM whose tokenizer and conversation format the data uses.
         self.llm = None if llm is None else LLMSpec.of(llm)
         self.llava = llava
@@ -192,8 +190,7 @@ class ZooDataModule(NonGeoDataModule):
         """The data's tokenizer (linked to the model, which sizes its embeddings from it)."""
         vocabulary = None if self.tokenizer_name is not None else self.vocabulary()
         return build_tokenizer(
-            self.tokenizer_name, vocabulary, chat=self.chat_tokenizer,
-            chat_template=self.chat_template, gguf_file=self.gguf_file,
+            self.tokenizer_name, vocabulary, chat=self.chat_tokenizer, gguf_file=self.gguf_file,
         )
 
     @property

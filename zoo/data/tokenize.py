@@ -59,7 +59,7 @@ def word_level_tokenizer(vocabulary: Sequence[str]) -> PreTrainedTokenizerFast:
 
 def build_tokenizer(
     name: str | None, vocabulary: Sequence[str] | None = None, chat: bool = False,
-    chat_template: str | None = None, gguf_file: str | None = None,
+    gguf_file: str | None = None,
 ) -> PreTrainedTokenizerBase:
     """``name`` None -> word level over ``vocabulary``; else a packaged model's (``minilm``,
     ``smollm2``), a Hugging Face id's or a local folder's tokenizer.
@@ -67,7 +67,7 @@ def build_tokenizer(
     ``chat`` asks for a generator's tokenizer: a pad token (the EOS token when missing) and
     the ``<image>`` placeholder token are added. Its chat template is left as it is (none is
     invented: the conversation format, :mod:`zoo.conversation_formats`, says how a
-    conversation is written); ``chat_template`` replaces it when given.
+    conversation is written).
     """
     if name is None:
         if not vocabulary:
@@ -88,8 +88,6 @@ def build_tokenizer(
     if chat:
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
-        if chat_template is not None:
-            tokenizer.chat_template = chat_template
         if "<image>" not in tokenizer.get_vocab():
             tokenizer.add_special_tokens({"additional_special_tokens": ["<image>"]})
     elif tokenizer.mask_token is None or tokenizer.pad_token is None:

@@ -37,7 +37,6 @@ from zoo.encoders.vision import CLIPVisionTower
 from zoo.io import read_json, read_state_dict, read_tensors, resolve_model_folder
 
 __all__ = [
-    "LLAVA_V1_CHAT_TEMPLATE",
     "LlavaParts",
     "LlavaProcessor",
     "LlavaProjector",
@@ -52,22 +51,6 @@ __all__ = [
 #: CLIP's normalization (OpenAI's, not ImageNet's), for towers that ship no processor file.
 OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
-
-#: LLaVA-1.5's conversation format (``conv_vicuna_v1``): a system line, ``USER: ... ASSISTANT:
-#: ...</s>`` turns; the zoo's conversation collate renders plain-string messages with it.
-LLAVA_V1_SYSTEM = (
-    "A chat between a curious human and an artificial intelligence assistant. The assistant "
-    "gives helpful, detailed, and polite answers to the human's questions."
-)
-LLAVA_V1_CHAT_TEMPLATE = (
-    "{{ bos_token }}"
-    "{% if messages[0]['role'] == 'system' %}{{ messages[0]['content'] }}"
-    "{% set turns = messages[1:] %}{% else %}" + LLAVA_V1_SYSTEM + "{% set turns = messages %}"
-    "{% endif %} "
-    "{% for m in turns %}{% if m['role'] == 'user' %}USER: {{ m['content'] }} "
-    "{% else %}ASSISTANT: {{ m['content'] }}{{ eos_token }}{% endif %}{% endfor %}"
-    "{% if add_generation_prompt %}ASSISTANT:{% endif %}"
-)
 
 Layout = Literal["hf", "original"]
 
@@ -106,14 +89,13 @@ def _tower_folder(config: dict, folder: Path) -> str:
 
 @dataclass(frozen=True)
 class LlavaProcessor:
-    """What the data takes from a LLaVA checkpoint: tokenizer folder, image size, mean/std of
-    [0, 1] pixels and the chat template."""
+    """What the data takes from a LLaVA checkpoint: tokenizer folder, image size and mean/std of
+    [0, 1] pixels (its conversation format is ``vicuna_v1``, :mod:`zoo.conversation_formats`)."""
 
     tokenizer: str
     image_size: int
     mean: tuple[float, ...]
     std: tuple[float, ...]
-    chat_template: str = LLAVA_V1_CHAT_TEMPLATE
 
 
 def _crop_size(processor: dict) -> int | None:
