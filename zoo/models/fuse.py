@@ -76,6 +76,9 @@ class FUSE(VisionLanguageGenerator):
             ``xattn`` (gated cross-attention).
         residual_init: initial residual scale of ``recurrent``/``token`` injection (the authors:
             1; 0 makes each injection the identity at initialization).
+        image_placement: ``token``: the visual tokens replace the ``<image>`` token (LLaVA's
+            place, first in the human turn); ``first``: before the whole prompt, BOS and system
+            line included (the authors' ``vhm_arch.py``).
         question_types: VQA question types reported separately.
         optimizer: AdamW and its schedule (defaults: the paper's recipe).
         **kwargs: the vision weights, LLM, training stage, decoding and linked data arguments of
@@ -95,12 +98,14 @@ class FUSE(VisionLanguageGenerator):
         inject_layers: list[int] = [1, 2],  # noqa: B006
         injection: Literal["recurrent", "token", "xattn"] = "recurrent",
         residual_init: float = 0.0,
+        image_placement: Literal["token", "first"] = "token",
         question_types: list[str] = ["presence", "count", "position", "colour", "category"],  # noqa: B006
         optimizer: OptimizerConfig = FUSE_OPTIMIZER,
         **kwargs: Any,
     ) -> None:
         super().__init__(optimizer=optimizer, **kwargs)
         self.save_hyperparameters(ignore=["tokenizer"])
+        self.image_first = image_placement == "first"
         image_size = self.image_size
         self.vision = self.create_vision(
             vision_encoder, num_classes=0, img_size=image_size

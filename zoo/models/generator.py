@@ -87,9 +87,13 @@ def zoo_added_tokens(tokenizer: PreTrainedTokenizerBase) -> set[str]:
 
 def splice_visual_tokens(
     embeds: Tensor, input_ids: Tensor, attention_mask: Tensor, labels: Tensor | None,
-    image_token_id: int, visual: Tensor,
+    image_token_id: int, visual: Tensor, image_first: bool = False,
 ) -> tuple[Tensor, Tensor, Tensor | None, Tensor]:
     """Replace each sample's single ``<image>`` token by its ``N`` visual tokens.
+
+    With ``image_first`` the ``<image>`` token is dropped and the visual tokens go before the
+    whole text instead (after any left padding, before BOS and the system line), as the FUSE
+    authors' ``prepare_inputs_labels_for_multimodal`` places them.
 
     Returns the new embeddings ``B×(T+N-1)×D``, attention mask, labels (-100 on the visual
     tokens) and the visual positions ``B×N``. One gather, no loop over samples or tokens.
@@ -100,10 +104,15 @@ def splice_visual_tokens(
     b, t, d = embeds.shape
     n = visual.shape[1]
     is_image = input_ids == image_token_id
-    start = is_image.float().argmax(dim=1, keepdim=True)  # B×1
+    image_at = is_image.float().argmax(dim=1, keepdim=True)  # B×1: the <image> token
+    # The visual tokens start at the <image> token, or at the first attended token.
+    start = attention_mask.float().argmax(dim=1, keepdim=True) if image_first else image_at
     new = torch.arange(t + n - 1, device=embeds.device).expand(b, -1)
     in_visual = (new >= start) & (new < start + n)
-    text_index = torch.where(new < start, new, new - n + 1).clamp(0, t - 1)
+    # The text positions in order with the <image> token left out: q-th of them is q, or q + 1
+    # from the <image> token on.
+    kept = torch.where(new < start, new, new - n)
+    text_index = (kept + (kept >= image_at).long()).clamp(0, t - 1)
     visual_index = (new - start).clamp(0, n - 1)
     out = torch.where(
         in_visual.unsqueeze(-1),
@@ -152,6 +161,10 @@ class VisionLanguageGenerator(ZooTask):
         image_size: input size in pixels (linked from the data).
         optimizer: AdamW and its warm-up + cosine schedule.
     """
+
+    #: Visual tokens before the whole text instead of at the ``<image>`` token (a family that
+    #: follows its authors there sets it: FUSE's ``image_placement``).
+    image_first: bool = False
 
     def __init__(
         self,
@@ -439,7 +452,8 @@ class VisionLanguageGenerator(ZooTask):
         visual, context = self.visual_tokens(image)
         embeds = self.llm.get_input_embeddings()(input_ids)
         embeds, mask, labels, positions = splice_visual_tokens(
-            embeds, input_ids, attention_mask, labels, self.image_token_id, visual
+            embeds, input_ids, attention_mask, labels, self.image_token_id, visual,
+            self.image_first,
         )
         self._inject_context = {
             "positions": positions, "context": context, "length": embeds.shape[1],
