@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 from pathlib import Path
 from typing import Any
 
 import torch
 from lightning.pytorch import Callback, Trainer
 
-__all__ = ["LastCheckpointProbe", "SignalAt", "WeightsProbe"]
+__all__ = ["LastCheckpointProbe", "SignalAt", "WeightsProbe", "stub_demo_page"]
 
 
 class SignalAt(Callback):
@@ -38,7 +39,11 @@ class LastCheckpointProbe(Callback):
     def on_train_epoch_start(self, trainer: Trainer, *args: Any) -> None:
         paths = [Path(c.dirpath) / "last.ckpt" for c in trainer.checkpoint_callbacks if c.dirpath]
         found = [p for p in paths if p.is_file()]
-        step = torch.load(found[0], map_location="cpu", weights_only=True)["global_step"] if found else None
+        step = (
+            torch.load(found[0], map_location="cpu", weights_only=True)["global_step"]
+            if found
+            else None
+        )
         self.seen[trainer.current_epoch] = step
 
 
@@ -64,3 +69,28 @@ class WeightsProbe(Callback):
 
     def on_predict_start(self, trainer: Trainer, pl_module: Any) -> None:
         self._note("predict", pl_module)
+
+
+def stub_demo_page(monkeypatch: Any) -> dict[str, Any]:
+    """Make ``zoo demo`` build its page without serving it (and without Gradio where it is not
+    installed): returns the dict that receives the served model's ``weights`` (its state dict)
+    and the ``launch`` arguments."""
+    import types
+
+    import zoo.demo
+
+    served: dict[str, Any] = {}
+
+    class App:
+        def launch(self, **kwargs: Any) -> None:
+            served["launch"] = kwargs
+
+    def build_app(demo: Any) -> App:
+        served["weights"] = demo.model.state_dict()
+        return App()
+
+    monkeypatch.setitem(
+        sys.modules, "gradio", sys.modules.get("gradio") or types.ModuleType("gradio")
+    )
+    monkeypatch.setattr(zoo.demo, "build_app", build_app)
+    return served

@@ -11,10 +11,11 @@ from __future__ import annotations
 import string
 from pathlib import Path
 
+import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-__all__ = ["CORPUS", "LLAMA_3_SPECIALS", "llm_folder", "tokenizer_core"]
+__all__ = ["CORPUS", "LLAMA_3_SPECIALS", "collate_one", "llm_folder", "tokenizer_core"]
 
 #: Text the tiny BPE learns its merges from (the conversation formats' words and answers).
 CORPUS = [
@@ -91,3 +92,18 @@ def llm_folder(
     )
     LlamaForCausalLM(config).save_pretrained(folder)
     return folder
+
+
+def collate_one(tokenizer, fmt: str | None, turns: list[dict], max_length: int = 512) -> dict:
+    """One conversation (LLaVA's ``{"from", "value"}`` turns) through the data's real
+    :class:`~zoo.data.conversations.ConversationCollate` in format ``fmt``: the training batch."""
+    from zoo.data.conversations import ConversationCollate
+
+    sample = {
+        "image": torch.zeros(3, 8, 8),
+        "id": "0",
+        "conversations": turns,
+        "task": "caption",
+        "question_type": "",
+    }
+    return ConversationCollate(tokenizer, max_length, (), fmt)([sample])

@@ -13,6 +13,7 @@ import pytest
 import torch
 import yaml
 
+from tests.faults import stub_demo_page
 from zoo.main import build_from_configs, main
 
 ROOT = Path(__file__).parents[1]
@@ -96,6 +97,11 @@ def _assert_loaded(seen: dict[str, torch.Tensor], expected: dict[str, torch.Tens
     )
 
 
+def _with(override: Path | str, ckpt_path: str, *extra: str) -> list[str]:
+    """The arguments every command takes here: the config, the run's override, ``--ckpt_path``."""
+    return ["--config", CONFIG, "--config", str(override), "--ckpt_path", ckpt_path, *extra]
+
+
 def _probe(cli):
     (probe,) = [c for c in cli.trainer.callbacks if type(c).__name__ == "WeightsProbe"]
     return probe
@@ -110,18 +116,9 @@ def test_the_fit_trained_the_weights(run):
 @pytest.mark.parametrize("which", ["last", "explicit"])
 @pytest.mark.parametrize("command", ["validate", "test", "predict"])
 def test_trainer_commands_use_the_checkpoint(run, command, which):
-    cli = main(
-        [
-            command,
-            "--config",
-            CONFIG,
-            "--config",
-            str(run.override),
-            "--ckpt_path",
-            run.paths[which],
-            "--trainer.callbacks+=tests.faults.WeightsProbe",  # W&B stays: it names the run
-        ]
-    )
+    # W&B stays: it names the run.
+    probe = "--trainer.callbacks+=tests.faults.WeightsProbe"
+    cli = main([command, *_with(run.override, run.paths[which], probe)])
     _assert_loaded(_probe(cli).seen[command], run.weights[which], run.fresh)
     expected = run.last if which == "last" else Path(run.paths[which])
     assert Path(cli.trainer.ckpt_path).resolve() == expected.resolve()
@@ -139,17 +136,11 @@ def test_evaluate_uses_the_checkpoint(run, which, tmp_path, monkeypatch):
         return []
 
     monkeypatch.setattr(evaluate_cli, "evaluate", capture)
+    evals = ["--evals", str(ROOT / "configs/eval/eurosat_knn.yaml")]
     main(
         [
             "evaluate",
-            "--config",
-            CONFIG,
-            "--config",
-            str(run.override),
-            "--ckpt_path",
-            run.paths[which],
-            "--evals",
-            str(ROOT / "configs/eval/eurosat_knn.yaml"),
+            *_with(run.override, run.paths[which], *evals),
             "--output",
             str(tmp_path / "results"),
         ]
@@ -171,13 +162,7 @@ def test_embed_uses_the_checkpoint(run, which, tmp_path):
     main(
         [
             "embed",
-            "--config",
-            CONFIG,
-            "--config",
-            str(run.override),
-            *data,
-            "--ckpt_path",
-            run.paths[which],
+            *_with(run.override, run.paths[which], *data),
             "--output",
             str(output),
             "--no_progress",
@@ -197,19 +182,7 @@ def test_embed_uses_the_checkpoint(run, which, tmp_path):
 def test_export_writes_the_checkpoints_weights(run, which, tmp_path):
     from safetensors.torch import load_file
 
-    main(
-        [
-            "export",
-            "--config",
-            CONFIG,
-            "--config",
-            str(run.override),
-            "--ckpt_path",
-            run.paths[which],
-            "--output",
-            str(tmp_path / "export"),
-        ]
-    )
+    main(["export", *_with(run.override, run.paths[which]), "--output", str(tmp_path / "export")])
     (weights,) = (tmp_path / "export").glob("*.safetensors")
     _assert_loaded(load_file(weights), run.weights[which], run.fresh)
 
@@ -219,24 +192,8 @@ def test_demo_serves_the_checkpoints_model(run, which, monkeypatch):
     """``zoo demo`` (the page built, not served; Gradio itself is replaced when absent)."""
     import zoo.demo
 
-    served = {}
-
-    class App:
-        def launch(self, **kwargs):
-            served["launch"] = kwargs
-
-    def build_app(demo):
-        served["weights"] = demo.model.state_dict()
-        return App()
-
-    monkeypatch.setitem(
-        sys.modules, "gradio", sys.modules.get("gradio") or types.ModuleType("gradio")
-    )
-    monkeypatch.setattr(zoo.demo, "build_app", build_app)
-    zoo.demo.main(
-        ["--config", CONFIG, "--config", str(run.override), "--ckpt_path", run.paths[which]],
-        block=False,
-    )
+    served = stub_demo_page(monkeypatch)
+    zoo.demo.main(_with(run.override, run.paths[which]), block=False)
     _assert_loaded(served["weights"], run.weights[which], run.fresh)
     assert served["launch"]["prevent_thread_lock"] is True
 
@@ -251,18 +208,8 @@ def test_fit_resumes_from_the_checkpoint(run, which, tmp_path):
     runs = tmp_path / "runs"
     shutil.copytree(run.folder / "runs", runs, symlinks=True)
     override = _override(tmp_path, runs, run.folder / "data", max_epochs=2)
-    cli = main(
-        [
-            "fit",
-            "--config",
-            CONFIG,
-            "--config",
-            str(override),
-            "--ckpt_path",
-            run.paths[which],
-            "--trainer.callbacks+=tests.faults.WeightsProbe",
-        ]
-    )
+    probe = "--trainer.callbacks+=tests.faults.WeightsProbe"
+    cli = main(["fit", *_with(override, run.paths[which], probe)])
     wandb.finish()
     _assert_loaded(_probe(cli).seen["fit"], run.weights[which], run.fresh)
     assert cli.trainer.global_step == 2 * run.global_step

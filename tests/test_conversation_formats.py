@@ -8,11 +8,9 @@ written here by hand, and the ids with that string's tokenization.
 from __future__ import annotations
 
 import pytest
-import torch
 
-from tests.llm_folders import llm_folder
+from tests.llm_folders import collate_one, llm_folder
 from zoo.conversation_formats import default_conversation, resolve_conversation, stop_token_ids
-from zoo.data.conversations import ConversationCollate
 from zoo.data.tokenize import build_tokenizer, word_level_tokenizer
 
 SYSTEM = (
@@ -76,17 +74,6 @@ def tokenizer_for(fmt: str, folders: dict[str, str]):
     return build_tokenizer(folders[folder], chat=True)
 
 
-def collate(tokenizer, fmt: str, turns: list[dict]) -> dict:
-    sample = {
-        "image": torch.zeros(3, 8, 8),
-        "id": "0",
-        "conversations": turns,
-        "task": "caption",
-        "question_type": "",
-    }
-    return ConversationCollate(tokenizer, 512, (), fmt)([sample])
-
-
 def answer_groups(ids: list[int], labels: list[int]) -> list[list[int]]:
     """The runs of labelled positions; every labelled position must carry its own id."""
     groups, current = [], []
@@ -107,7 +94,7 @@ def test_each_answer_ends_with_the_real_eos_id_and_only_answers_are_labelled(fmt
     turns = TURNS[:2] if fmt == "plain" else TURNS
     answers = ANSWERS[:1] if fmt == "plain" else ANSWERS
     text, prompt = EXPECTED[fmt]
-    batch = collate(tokenizer, fmt, turns)
+    batch = collate_one(tokenizer, fmt, turns)
     ids, labels = batch["input_ids"][0].tolist(), batch["labels"][0].tolist()
     assert ids == tokenizer(text, add_special_tokens=False)["input_ids"]  # the exact string
     assert (
@@ -145,7 +132,7 @@ def test_the_word_level_tokenizer_ends_answers_with_its_eos():
         chat=True,
     )
     assert default_conversation(tokenizer) == "word"
-    batch = collate(tokenizer, None, TURNS)
+    batch = collate_one(tokenizer, None, TURNS)
     ids, labels = batch["input_ids"][0].tolist(), batch["labels"][0].tolist()
     groups = answer_groups(ids, labels)
     assert [g[-1] for g in groups] == [tokenizer.convert_tokens_to_ids("[EOS]")] * 2
@@ -174,11 +161,11 @@ def test_defaults_and_errors_name_the_key(folders):
     assert (
         stop_token_ids("llama_3", llama) == [eot, llama.eos_token_id] and eot != llama.eos_token_id
     )
-    assert collate(llama, "llama_3", TURNS)["labels"][0, -1] == eot
+    assert collate_one(llama, "llama_3", TURNS)["labels"][0, -1] == eot
 
 
 def test_a_template_without_eos_after_the_answer_is_refused(folders):
     tokenizer = tokenizer_for("template", folders)
     tokenizer.chat_template = TEMPLATE.replace("{{ eos_token }}", "[end]")
     with pytest.raises(ValueError, match="does not end an answer with its EOS"):
-        collate(tokenizer, "template", TURNS)
+        collate_one(tokenizer, "template", TURNS)

@@ -20,7 +20,6 @@ import shutil
 import stat
 import subprocess
 import sys
-import types
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -29,6 +28,7 @@ import pytest
 import torch
 import yaml
 
+from tests.faults import stub_demo_page
 from tests.geotiffs import write_utm_geotiff
 from zoo.main import main
 
@@ -505,20 +505,7 @@ def check_geopix_demo(command: str, monkeypatch) -> None:
     import zoo.demo
 
     _, _, run = _fit("geopix")
-    served = {}
-
-    class App:
-        def launch(self, **kwargs):
-            served["launch"] = kwargs
-
-    def build_app(demo):
-        served["weights"] = demo.model.state_dict()
-        return App()
-
-    monkeypatch.setitem(
-        sys.modules, "gradio", sys.modules.get("gradio") or types.ModuleType("gradio")
-    )
-    monkeypatch.setattr(zoo.demo, "build_app", build_app)
+    served = stub_demo_page(monkeypatch)
     last = run / "checkpoints" / "last.ckpt"
     zoo.demo.main(_argv(command.replace("...", str(last)))[1:], block=False)
     _assert_weights(served["weights"], last)

@@ -13,8 +13,7 @@ import pytest
 import torch
 import yaml
 
-from tests.llm_folders import llm_folder
-from zoo.data.conversations import ConversationCollate
+from tests.llm_folders import collate_one, llm_folder
 from zoo.encoders.llm import LLMSpec
 from zoo.main import main
 
@@ -86,14 +85,7 @@ def test_paper_config_ends_each_answer_with_the_eos_id(name, folders, capsys, mo
     if style is not None:
         assert dm.tokenizer.name_or_path == str(folders[style])
     turns = TURNS[:2] if expected == "plain" else TURNS
-    sample = {
-        "image": torch.zeros(3, 8, 8),
-        "id": "0",
-        "conversations": turns,
-        "task": "caption",
-        "question_type": "",
-    }
-    batch = ConversationCollate(dm.tokenizer, 2048, (), dm.conversation)([sample])
+    batch = collate_one(dm.tokenizer, dm.conversation, turns, max_length=2048)
     ids, labels = batch["input_ids"][0], batch["labels"][0]
     labelled = labels != -100
     ends = labelled & ~torch.cat([labelled[1:], labelled.new_zeros(1)])  # the last of each answer

@@ -10,27 +10,24 @@ sample's ``caption``, ``label``, ``lat``/``lon`` and, from an image folder, ``pa
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 from lightning.pytorch import LightningModule, Trainer
-from lightning.pytorch.callbacks import BasePredictionWriter
 from lightning.pytorch.utilities import rank_zero_info
 
 from zoo.io import atomic_path
+from zoo.models.prediction_writer import OneFileWriter
 
 __all__ = ["EmbeddingWriter"]
 
 
-class EmbeddingWriter(BasePredictionWriter):
+class EmbeddingWriter(OneFileWriter):
     """Collect ``predict_step``'s ``{"image", "text", "location"}`` embeddings (``B×E`` each)
-    with the batch's sample columns and write them to ``output_path`` when predict ends.
-
-    Each rank writes its own file (``.rank{r}`` suffix under DDP), atomically. An existing file
-    is an error before anything is predicted, unless ``overwrite`` (``zoo predict
-    --overwrite``).
+    with the batch's sample columns and write them to ``output_path`` when predict ends,
+    atomically (see :class:`~zoo.models.prediction_writer.OneFileWriter` for ranks and
+    ``overwrite``).
 
     Args:
         output_path: the Parquet file.
@@ -38,25 +35,12 @@ class EmbeddingWriter(BasePredictionWriter):
     """
 
     def __init__(self, output_path: str = "predictions.parquet", overwrite: bool = False) -> None:
-        super().__init__(write_interval="batch")
-        self.output_path = output_path
-        self.overwrite = overwrite
+        super().__init__(output_path, overwrite, write_interval="batch")
         self.rows: list[dict[str, Any]] = []
 
-    def _path(self, trainer: Trainer) -> Path:
-        path = Path(self.output_path)
-        if trainer.world_size > 1:
-            path = path.with_name(f"{path.name}.rank{trainer.global_rank}")
-        return path
-
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        """Refuse, before predicting, to replace an earlier output unless ``overwrite``."""
-        path = self._path(trainer)
-        if stage == "predict" and path.exists() and not self.overwrite:
-            raise FileExistsError(
-                f"{path} exists (written by an earlier predict): pass --overwrite to replace it, "
-                "or set the writer's output_path to a new file"
-            )
+        """Refuse to replace an earlier output (unless ``overwrite``); start with no rows."""
+        super().setup(trainer, pl_module, stage)
         self.rows = []
 
     def write_on_batch_end(
