@@ -30,6 +30,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Literal
 
+import numpy as np
 from transformers import PreTrainedTokenizerBase
 
 __all__ = [
@@ -265,19 +266,20 @@ def tokenize_messages(
     if not getattr(tokenizer, "is_fast", False):
         raise ValueError(f"tokenizer {_name(tokenizer)!r} is not a fast tokenizer (needs offsets)")
     encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-    ids, offsets = encoded["input_ids"], encoded["offset_mapping"]
-    labels = [-100] * len(ids)
+    ids = np.asarray(encoded["input_ids"], dtype=np.int64)
+    offsets = np.asarray(encoded["offset_mapping"], dtype=np.int64).reshape(-1, 2)
+    first, last = offsets[:, 0], offsets[:, 1]
+    labels = np.full(len(ids), -100, dtype=np.int64)
     end = end_token_id(fmt, tokenizer)
-    for start, stop in spans:
-        inside = [i for i, (a, b) in enumerate(offsets) if b > start and a < stop and b > a]
-        if not inside or ids[inside[-1]] != end:
+    for start, stop in spans:  # one pass per answer, the tokens compared at once
+        inside = np.flatnonzero((last > start) & (first < stop) & (last > first))
+        if inside.size == 0 or ids[inside[-1]] != end:
             raise ValueError(
                 f"conversation {fmt!r}: an answer does not end with the end token id {end} of "
                 f"tokenizer {_name(tokenizer)!r} (is its EOS a special token?)"
             )
-        for i in inside:
-            labels[i] = ids[i]
-    return ids, labels
+        labels[inside] = ids[inside]
+    return ids.tolist(), labels.tolist()
 
 
 def prompt_ids(
