@@ -108,13 +108,24 @@ def test_stage1_trains_a_step_from_llava(hf_checkpoint, tmp_path):  # noqa: F811
     root = embedded.generate(tmp_path / "data", num_train=8, num_val=4, num_test=4, progress=False)
     cli = main(
         [
-            "fit",
             "--config",
             "configs/geopix/stage1.yaml",
             *tiny_overrides(folder, root),
             "--trainer.fast_dev_run=1",
             "--trainer.callbacks=[]",
             f"--trainer.default_root_dir={tmp_path}",
-        ]
+        ],
+        run=False,
     )
+    before = {k: v.detach().clone() for k, v in cli.model.named_parameters()}
+    cli.trainer.fit(cli.model, cli.datamodule)
     assert cli.trainer.state.finished and torch.isfinite(cli.trainer.callback_metrics["train_loss"])
+    moved = {k for k, v in cli.model.named_parameters() if not torch.equal(v, before[k])}
+    # The stage's split: LoRA and the connector move (this batch of conversations has no masks,
+    # so the decoder gets no gradient), LLaVA's tower and LLM body do not.
+    assert any(".lora_" in k for k in moved) and any(k.startswith("projector.") for k in moved)
+    assert not any(k.startswith("vision.") for k in moved)
+    assert not any(
+        k.startswith("llm.") and ".lora_" not in k and "embed" not in k and "lm_head" not in k
+        for k in moved
+    )
