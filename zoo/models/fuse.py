@@ -105,6 +105,11 @@ class FUSE(VisionLanguageGenerator):
     ) -> None:
         super().__init__(optimizer=optimizer, **kwargs)
         self.save_hyperparameters(ignore=["tokenizer"])
+        if image_placement not in ("token", "first"):
+            raise ValueError(
+                f"image_placement {image_placement!r}: choose token (at <image>, LLaVA's place) "
+                "or first (before the whole prompt, the FUSE authors')"
+            )
         self.image_first = image_placement == "first"
         image_size = self.image_size
         self.vision = self.create_vision(
