@@ -34,12 +34,17 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         data_root = args.data_root or str(Path(tmp) / "data")
         sys.argv = ["zoo"]
-        cli = zoo_main([
-            "fit", "--config", str(ROOT / "configs/flavars.yaml"),
-            f"--data.init_args.root={data_root}",
-            f"--trainer.default_root_dir={tmp}/runs", f"--trainer.logger.init_args.save_dir={tmp}/runs",
-            "--trainer.enable_progress_bar=false",
-        ])
+        cli = zoo_main(
+            [
+                "fit",
+                "--config",
+                str(ROOT / "configs/flavars.yaml"),
+                f"--data.init_args.root={data_root}",
+                f"--trainer.default_root_dir={tmp}/runs",
+                f"--trainer.logger.init_args.save_dir={tmp}/runs",
+                "--trainer.enable_progress_bar=false",
+            ]
+        )
         wall = time.perf_counter() - START
     metrics = {k: float(v) for k, v in cli.trainer.callback_metrics.items()}
     n_val = cli.datamodule.source.splits.val
@@ -51,13 +56,17 @@ def main() -> int:
         ("val_image_to_location_R@1", 1 / n_val, 1.0),
         ("val_knn_acc", 1 / n_classes, None),
     ]
-    print(f"\nwall time (generation + fit, after installation): {wall:.0f} s (budget {args.budget_s:.0f} s)")
+    print(
+        f"\nwall time (generation + fit, after installation): {wall:.0f} s (budget {args.budget_s:.0f} s)"
+    )
     print(f"{'metric':<28}{'value':>8}{'chance':>8}{'x chance':>10}  target")
     ok = wall <= args.budget_s
     for name, chance, target in rows:
         value = metrics[name]
         ratio = value / chance
-        verdict = "" if target is None else (f">{target:g}x " + ("ok" if ratio > target else "MISSED"))
+        verdict = (
+            "" if target is None else (f">{target:g}x " + ("ok" if ratio > target else "MISSED"))
+        )
         ok &= target is None or ratio > target
         print(f"{name:<28}{value:>8.3f}{chance:>8.3f}{ratio:>10.1f}  {verdict}")
     print("PASS" if ok else "FAIL")

@@ -28,7 +28,9 @@ def step_time(model, batch, steps: int) -> float:
     times = []
     for i in range(steps + 2):
         start = time.perf_counter()
-        loss = model(batch["image"], batch["input_ids"], batch["attention_mask"], batch["labels"]).loss
+        loss = model(
+            batch["image"], batch["input_ids"], batch["attention_mask"], batch["labels"]
+        ).loss
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -49,9 +51,14 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         sys.argv = ["zoo"]
         common = [
-            "--config", args.config, f"--data.init_args.root={tmp}", "--trainer.logger=false",
-            "--data.init_args.splits.train=32", "--data.init_args.splits.val=8",
-            "--data.init_args.splits.test=8", f"--data.init_args.batch_size={args.batch_size}",
+            "--config",
+            args.config,
+            f"--data.init_args.root={tmp}",
+            "--trainer.logger=false",
+            "--data.init_args.splits.train=32",
+            "--data.init_args.splits.val=8",
+            "--data.init_args.splits.test=8",
+            f"--data.init_args.batch_size={args.batch_size}",
         ]
         variants = {
             "global view only (no injection)": ["--model.init_args.inject_layers=[]"],
@@ -68,7 +75,9 @@ def main() -> None:
             torch.manual_seed(0)
             results[name] = step_time(cli.model, batch, args.steps)
     base = next(iter(results.values()))
-    print(f"\ntorch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch_size}")
+    print(
+        f"\ntorch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch_size}"
+    )
     print(f"{'variant':<36}{'ms/step':>10}{'ratio':>8}")
     for name, ms in results.items():
         print(f"{name:<36}{ms:>10.1f}{ms / base:>8.2f}")

@@ -194,8 +194,10 @@ def build(name: str, files: list[str]) -> Setup:
         # tokenizer is Vicuna's with <image> and padding added (32064 rows instead of 32000).
         llm = kwargs.get("llm")
         llm = dict(llm) if isinstance(llm, dict) else {}  # keep the config's dtype and format
-        kwargs |= {"vision_encoder": "vit_large_patch14_clip_336.openai",
-                   "llm": llm | {"name": "lmsys/vicuna-7b-v1.5"}}
+        kwargs |= {
+            "vision_encoder": "vit_large_patch14_clip_336.openai",
+            "llm": llm | {"name": "lmsys/vicuna-7b-v1.5"},
+        }
         data.setdefault("tokenizer", "lmsys/vicuna-7b-v1.5")
     generator = "llm" in kwargs
     seg = None
@@ -206,8 +208,13 @@ def build(name: str, files: list[str]) -> Setup:
         # from the zoo's encoders (ViT-B/16, BERT-base, a 768-wide 6-layer fusion). The frozen
         # DALL-E codebook (~97 M parameters, no gradients or optimizer state) is left out.
         kwargs.pop("codebook", None)
-        kwargs |= {"vision_encoder": "vit_base_patch16_224", "text_encoder": "bert-base-uncased",
-                   "fusion_width": 768, "fusion_layers": 6, "fusion_heads": 12}
+        kwargs |= {
+            "vision_encoder": "vit_base_patch16_224",
+            "text_encoder": "bert-base-uncased",
+            "fusion_width": 768,
+            "fusion_layers": 6,
+            "fusion_heads": 12,
+        }
         data.setdefault("tokenizer", "bert-base-uncased")
         data.pop("processor", None)
     spec = LLMSpec.of(kwargs["llm"]) if generator else None
@@ -217,8 +224,9 @@ def build(name: str, files: list[str]) -> Setup:
     if generator:
         # The stand-in word-level tokenizer writes the word format; the format does not change
         # the memory (one conversation's tokens are the batch's text_tokens either way).
-        kwargs["llm"] = replace(spec, name=architecture(spec.name)[0], pretrained=False,
-                                conversation=None)
+        kwargs["llm"] = replace(
+            spec, name=architecture(spec.name)[0], pretrained=False, conversation=None
+        )
         kwargs["stage"] = dict(kwargs.get("stage") or {}) | {"init_checkpoint": None}
         kwargs["llava_projector"] = None  # LLaVA's weights, the projector's shapes: nothing to plan
         kwargs["class_names"] = [f"class{i}" for i in range(GEOPIX_CLASSES)]
@@ -233,8 +241,16 @@ def build(name: str, files: list[str]) -> Setup:
     kind, wrap, checkpointed = _strategy(trainer)
     world = int(trainer.get("devices", 1)) * int(trainer.get("num_nodes", 1))
     return Setup(
-        name, model, batch, micro, int(trainer.get("accumulate_grad_batches", 1)), world, kind,
-        wrap, checkpointed, str(trainer.get("precision", "32-true")),
+        name,
+        model,
+        batch,
+        micro,
+        int(trainer.get("accumulate_grad_batches", 1)),
+        world,
+        kind,
+        wrap,
+        checkpointed,
+        str(trainer.get("precision", "32-true")),
     )
 
 
@@ -245,11 +261,20 @@ def meta_batch(model: nn.Module, family: str, b: int, size: int, data: dict, tok
     if family == "FLAVARS":
         t = int(data.get("max_text_length", 77))
         ids = torch.empty(b, t, dtype=torch.long, **meta)
-        return {"image": image, "input_ids": ids, "attention_mask": torch.ones_like(ids),
-                "location": torch.empty(b, 2, **meta)}
+        return {
+            "image": image,
+            "input_ids": ids,
+            "attention_mask": torch.ones_like(ids),
+            "location": torch.empty(b, 2, **meta),
+        }
     t = int(data.get("max_length", 2048))
     ids = torch.empty(b, t, dtype=torch.long, **meta)
-    batch = {"image": image, "input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids}
+    batch = {
+        "image": image,
+        "input_ids": ids,
+        "attention_mask": torch.ones_like(ids),
+        "labels": ids,
+    }
     if family == "GeoPix":
         k = int(data.get("max_targets", 3))
         batch |= {
@@ -257,7 +282,9 @@ def meta_batch(model: nn.Module, family: str, b: int, size: int, data: dict, tok
             "mask_valid": torch.ones(b, k, dtype=torch.bool, **meta),
             "category": torch.empty(b, k, dtype=torch.long, **meta),
             "target_index": torch.arange(b * k, **meta),
-            "target_positions": torch.empty(b * k, model.tokens_per_target, dtype=torch.long, **meta),
+            "target_positions": torch.empty(
+                b * k, model.tokens_per_target, dtype=torch.long, **meta
+            ),
         }
     return batch
 
@@ -270,13 +297,17 @@ def parameter_table(model: nn.Module) -> list[dict[str, Any]]:
         params = list(module.parameters())
         if not params:
             continue
-        rows.append({
-            "module": name,
-            "params": sum(p.numel() for p in params),
-            "trainable": sum(p.numel() for p in params if p.requires_grad),
-            "bytes": sum(p.numel() * p.element_size() for p in params),
-            "trainable_bytes": sum(p.numel() * p.element_size() for p in params if p.requires_grad),
-        })
+        rows.append(
+            {
+                "module": name,
+                "params": sum(p.numel() for p in params),
+                "trainable": sum(p.numel() for p in params if p.requires_grad),
+                "bytes": sum(p.numel() * p.element_size() for p in params),
+                "trainable_bytes": sum(
+                    p.numel() * p.element_size() for p in params if p.requires_grad
+                ),
+            }
+        )
     return rows
 
 
@@ -312,18 +343,34 @@ class MetaAutocast(TorchFunctionMode):
     as CUDA autocast's op lists do."""
 
     LOW = {
-        F.linear, torch.matmul, torch.Tensor.matmul, torch.Tensor.__matmul__, torch.bmm,
-        torch.baddbmm, torch.addmm, torch.einsum, F.conv1d, F.conv2d, F.conv3d,
+        F.linear,
+        torch.matmul,
+        torch.Tensor.matmul,
+        torch.Tensor.__matmul__,
+        torch.bmm,
+        torch.baddbmm,
+        torch.addmm,
+        torch.einsum,
+        F.conv1d,
+        F.conv2d,
+        F.conv3d,
     }
     FULL = {
-        F.layer_norm, F.group_norm, F.softmax, torch.softmax, torch.Tensor.softmax,
-        F.log_softmax, F.cross_entropy, F.binary_cross_entropy_with_logits,
+        F.layer_norm,
+        F.group_norm,
+        F.softmax,
+        torch.softmax,
+        torch.Tensor.softmax,
+        F.log_softmax,
+        F.cross_entropy,
+        F.binary_cross_entropy_with_logits,
     }
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         dtype = torch.bfloat16 if func in self.LOW else torch.float32 if func in self.FULL else None
         if dtype is not None:
+
             def cast(x: Any) -> Any:
                 if isinstance(x, Tensor) and x.is_floating_point() and x.dtype != dtype:
                     return x.to(dtype)
@@ -371,8 +418,13 @@ def trace_activations(setup: Setup) -> dict[str, float]:
             child.register_forward_pre_hook(lambda *_, name=name: stack.append(name)),
             child.register_forward_hook(lambda *_: stack.pop() and None),
         ]
-    layers = [m for m in model.modules() if setup.checkpointed and isinstance(m, tuple(setup.checkpointed))]
+    layers = [
+        m
+        for m in model.modules()
+        if setup.checkpointed and isinstance(m, tuple(setup.checkpointed))
+    ]
     for index, layer in enumerate(layers):
+
         def before(module, args, kwargs, index=index):
             hidden = args[0] if args else next(iter(kwargs.values()))
             inputs[index] = hidden.numel() * hidden.element_size()
@@ -383,8 +435,10 @@ def trace_activations(setup: Setup) -> dict[str, float]:
 
         # First, so the layer's own pre-hooks (MDA, injection) count inside it, as they run
         # inside a checkpoint wrapper.
-        handles += [layer.register_forward_pre_hook(before, with_kwargs=True, prepend=True),
-                    layer.register_forward_hook(after)]
+        handles += [
+            layer.register_forward_pre_hook(before, with_kwargs=True, prepend=True),
+            layer.register_forward_hook(after),
+        ]
     model.train()
     batch = setup.batch
     mixed = setup.precision.startswith("bf16")
@@ -395,7 +449,11 @@ def trace_activations(setup: Setup) -> dict[str, float]:
         batch = {k: v.to(torch.bfloat16) if v.is_floating_point() else v for k, v in batch.items()}
     autocast = MetaAutocast() if mixed else contextlib.nullcontext()
     try:
-        with fused_attention(), autocast, torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        with (
+            fused_attention(),
+            autocast,
+            torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t),
+        ):
             loss = model.training_step(batch, 0)
     finally:
         for handle in handles:
@@ -410,8 +468,12 @@ def trace_activations(setup: Setup) -> dict[str, float]:
     else:
         kept = sum(saved.values())
     largest = max(saved.values(), default=0)
-    return {"saved": kept, "backward_peak": 2 * largest, "total": kept + 2 * largest,
-            "by_module": by_module}
+    return {
+        "saved": kept,
+        "backward_peak": 2 * largest,
+        "total": kept + 2 * largest,
+        "by_module": by_module,
+    }
 
 
 # ------------------------------------------------------------------------------ plan
@@ -432,21 +494,32 @@ def plan(setup: Setup) -> dict[str, Any]:
     activations = trace_activations(setup)  # after the table: FSDP's trace casts to bf16
     if setup.strategy == "fsdp":
         n = setup.world
-        memory = {"weights": weights / n + 2 * unit, "grads": trainable / n, "optimizer": 2 * trainable / n}
+        memory = {
+            "weights": weights / n + 2 * unit,
+            "grads": trainable / n,
+            "optimizer": 2 * trainable / n,
+        }
     else:
         memory = {"weights": weights, "grads": 2 * trainable, "optimizer": 2 * trainable}
     memory["activations"] = activations["total"]
-    saved_by = {k: v / GB for k, v in sorted(activations["by_module"].items(), key=lambda kv: -kv[1])}
+    saved_by = {
+        k: v / GB for k, v in sorted(activations["by_module"].items(), key=lambda kv: -kv[1])
+    }
     memory = {k: v / GB for k, v in memory.items()}
     memory["runtime"] = RUNTIME_GB
     memory["total"] = sum(memory.values())
     return {
-        "setup": setup.name, "strategy": setup.strategy, "world": setup.world,
-        "micro_batch": setup.micro_batch, "accumulate": setup.accumulate,
+        "setup": setup.name,
+        "strategy": setup.strategy,
+        "world": setup.world,
+        "micro_batch": setup.micro_batch,
+        "accumulate": setup.accumulate,
         "global_batch": setup.micro_batch * setup.accumulate * setup.world,
         "checkpointing": sorted(c.__name__ for c in setup.checkpointed),
         "tokens": int(setup.batch["input_ids"].shape[1]),
-        "parameters": table, "memory_gb": memory, "saved_gb_by_module": saved_by,
+        "parameters": table,
+        "memory_gb": memory,
+        "saved_gb_by_module": saved_by,
         "fits": memory["total"] <= GPU_MEMORY_GB,
     }
 
@@ -456,25 +529,38 @@ def format_plan(result: dict[str, Any]) -> str:
         f"== {result['setup']}: {result['strategy']} on {result['world']} GPUs, micro-batch "
         f"{result['micro_batch']} x {result['accumulate']} accumulation = global "
         f"{result['global_batch']}; {result['tokens']} text tokens"
-        + (f"; checkpointing {', '.join(result['checkpointing'])}" if result["checkpointing"] else ""),
+        + (
+            f"; checkpointing {', '.join(result['checkpointing'])}"
+            if result["checkpointing"]
+            else ""
+        ),
         f"   {'module':<18}{'params':>14}{'trainable':>14}",
     ]
     for row in result["parameters"]:
-        lines.append(f"   {row['module']:<18}{row['params'] / 1e6:>12.1f} M{row['trainable'] / 1e6:>12.1f} M")
+        lines.append(
+            f"   {row['module']:<18}{row['params'] / 1e6:>12.1f} M{row['trainable'] / 1e6:>12.1f} M"
+        )
     saved = ", ".join(f"{k} {v:.1f}" for k, v in result["saved_gb_by_module"].items() if v >= 0.05)
     lines.append(f"   saved for backward (GB, before checkpointing): {saved}")
     m = result["memory_gb"]
     lines.append(
-        "   per GPU (GB): " + "  ".join(f"{k} {v:.1f}" for k, v in m.items() if k != "total")
-        + f"  | total {m['total']:.1f} / {GPU_MEMORY_GB:.0f} " + ("fits" if result["fits"] else "DOES NOT FIT")
+        "   per GPU (GB): "
+        + "  ".join(f"{k} {v:.1f}" for k, v in m.items() if k != "total")
+        + f"  | total {m['total']:.1f} / {GPU_MEMORY_GB:.0f} "
+        + ("fits" if result["fits"] else "DOES NOT FIT")
     )
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("setups", nargs="*", choices=[[], *PAPER_CONFIGS], default=[],
-                        help="paper setups (default: all)")
+    parser.add_argument(
+        "setups",
+        nargs="*",
+        choices=[[], *PAPER_CONFIGS],
+        default=[],
+        help="paper setups (default: all)",
+    )
     parser.add_argument("--json", help="also write the plan as JSON here")
     args = parser.parse_args(argv)
     results = []

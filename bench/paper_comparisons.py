@@ -39,14 +39,20 @@ ROOT = Path(__file__).parents[1]
 
 #: name -> (run config, {variant: its one override}); the first variant is the paper's.
 COMPARISONS: dict[str, tuple[str, dict[str, str]]] = {
-    "fuse-detail-tokens": ("configs/fuse.yaml", {
-        "interleave (24 stacks)": "--model.init_args.detail_tokens=interleave",
-        "pool (6 stacks)": "--model.init_args.detail_tokens=pool",
-    }),
-    "aquila-key-positions": ("configs/aquila.yaml", {
-        "key positions": "--model.init_args.key_positions=true",
-        "no key positions": "--model.init_args.key_positions=false",
-    }),
+    "fuse-detail-tokens": (
+        "configs/fuse.yaml",
+        {
+            "interleave (24 stacks)": "--model.init_args.detail_tokens=interleave",
+            "pool (6 stacks)": "--model.init_args.detail_tokens=pool",
+        },
+    ),
+    "aquila-key-positions": (
+        "configs/aquila.yaml",
+        {
+            "key positions": "--model.init_args.key_positions=true",
+            "no key positions": "--model.init_args.key_positions=false",
+        },
+    ),
 }
 
 
@@ -84,48 +90,89 @@ def majority_accuracy(dm: Any) -> float:
     return sum(hits) / len(hits)
 
 
-def run_variant(comparison: str, variant: str, seed: int, args: argparse.Namespace, root: Path) -> Result:
+def run_variant(
+    comparison: str, variant: str, seed: int, args: argparse.Namespace, root: Path
+) -> Result:
     """Build the variant through the CLI, train it for ``args.epochs`` and test it."""
     from lightning.pytorch import Trainer, seed_everything
 
     from zoo.main import main as zoo_main
 
     config, variants = COMPARISONS[comparison]
-    settings = {"train": args.train, "test": args.test, "batch_size": args.batch_size,
-                "epochs": args.epochs, "max_new_tokens": args.max_new_tokens}
+    settings = {
+        "train": args.train,
+        "test": args.test,
+        "batch_size": args.batch_size,
+        "epochs": args.epochs,
+        "max_new_tokens": args.max_new_tokens,
+    }
     sys.argv = ["zoo"]  # the CLI reads only the list below
-    cli = zoo_main([
-        "--config", str(ROOT / config), f"--seed_everything={seed}", "--trainer.logger=false",
-        f"--data.init_args.root={root}", f"--data.init_args.splits.train={args.train}",
-        "--data.init_args.splits.val=8", f"--data.init_args.splits.test={args.test}",
-        f"--data.init_args.batch_size={args.batch_size}", "--data.init_args.eval_tasks=[vqa]",
-        f"--model.init_args.generation.max_new_tokens={args.max_new_tokens}", variants[variant],
-    ], run=False)
+    cli = zoo_main(
+        [
+            "--config",
+            str(ROOT / config),
+            f"--seed_everything={seed}",
+            "--trainer.logger=false",
+            f"--data.init_args.root={root}",
+            f"--data.init_args.splits.train={args.train}",
+            "--data.init_args.splits.val=8",
+            f"--data.init_args.splits.test={args.test}",
+            f"--data.init_args.batch_size={args.batch_size}",
+            "--data.init_args.eval_tasks=[vqa]",
+            f"--model.init_args.generation.max_new_tokens={args.max_new_tokens}",
+            variants[variant],
+        ],
+        run=False,
+    )
     model, dm = cli.model, cli.datamodule
     seed_everything(seed, verbose=False)
     trainer = Trainer(
-        max_epochs=args.epochs, accelerator="cpu", devices=1, logger=False,
-        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-        num_sanity_val_steps=0, limit_val_batches=0,
+        max_epochs=args.epochs,
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=0,
     )
     start = time.perf_counter()
     trainer.fit(model, datamodule=dm)
-    tester = Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
-                     enable_model_summary=False)
+    tester = Trainer(
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
     metrics = {k: float(v) for k, v in tester.test(model, datamodule=dm, verbose=False)[0].items()}
     seconds = time.perf_counter() - start
     key = variants[variant].removeprefix("--model.init_args.").split("=")[0]
     return Result(
-        comparison, variant, seed, metrics, majority_accuracy(dm), trainer.global_step,
-        sum(p.numel() for p in model.parameters() if p.requires_grad), seconds, settings,
+        comparison,
+        variant,
+        seed,
+        metrics,
+        majority_accuracy(dm),
+        trainer.global_step,
+        sum(p.numel() for p in model.parameters() if p.requires_grad),
+        seconds,
+        settings,
         {key: model.hparams[key]},
     )
 
 
 def table(results: list[Result]) -> str:
     """Variants side by side: test loss, VQA accuracy overall and per type (mean over seeds)."""
-    types = sorted({k.removeprefix("test_vqa_accuracy_") for r in results for k in r.metrics
-                    if k.startswith("test_vqa_accuracy_")})
+    types = sorted(
+        {
+            k.removeprefix("test_vqa_accuracy_")
+            for r in results
+            for k in r.metrics
+            if k.startswith("test_vqa_accuracy_")
+        }
+    )
     head = f"{'comparison':<22}{'variant':<24}{'seeds':>6}{'test loss':>10}{'VQA acc':>9}"
     head += "".join(f"{t[:9]:>10}" for t in types) + f"{'steps':>7}{'params':>9}{'s/run':>7}"
     lines = [head]
@@ -145,14 +192,21 @@ def table(results: list[Result]) -> str:
         line += f"{statistics.fmean(r.seconds for r in runs):>7.0f}"
         lines.append(line)
     majority = {r.comparison: r.majority for r in results}
-    lines.append("majority answer per type: " + ", ".join(f"{k} {v:.3f}" for k, v in majority.items()))
+    lines.append(
+        "majority answer per type: " + ", ".join(f"{k} {v:.3f}" for k, v in majority.items())
+    )
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> list[Result]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("comparisons", nargs="*", choices=[[], *COMPARISONS], default=[],
-                        help="which comparisons (default: all)")
+    parser.add_argument(
+        "comparisons",
+        nargs="*",
+        choices=[[], *COMPARISONS],
+        default=[],
+        help="which comparisons (default: all)",
+    )
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--train", type=int, default=400, help="training images")
     parser.add_argument("--test", type=int, default=128, help="test images (one question each)")
@@ -167,8 +221,11 @@ def main(argv: list[str] | None = None) -> list[Result]:
             for seed in args.seeds:
                 for variant in COMPARISONS[comparison][1]:
                     result = run_variant(comparison, variant, seed, args, Path(tmp) / "embedded")
-                    print(f"{comparison} / {variant} / seed {seed}: "
-                          f"{ {k: round(v, 3) for k, v in result.metrics.items()} }", flush=True)
+                    print(
+                        f"{comparison} / {variant} / seed {seed}: "
+                        f"{ {k: round(v, 3) for k, v in result.metrics.items()} }",
+                        flush=True,
+                    )
                     results.append(result)
     print("\n" + table(results))
     if args.json:

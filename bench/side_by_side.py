@@ -53,18 +53,28 @@ PAIRS = ("flava", "clip", "llava", "fuse", "aquila", "geopix")
 
 #: Dense bf16 peak FLOP/s by device-name fragment (vendors' data sheets, SXM parts).
 PEAK_BF16 = {
-    "H200": 989e12, "H100": 989e12, "GH200": 989e12, "A100": 312e12, "L40S": 362e12,
-    "L40": 181e12, "A10": 125e12, "L4": 121e12, "4090": 165e12, "B200": 2250e12,
+    "H200": 989e12,
+    "H100": 989e12,
+    "GH200": 989e12,
+    "A100": 312e12,
+    "L40S": 362e12,
+    "L40": 181e12,
+    "A10": 125e12,
+    "L4": 121e12,
+    "4090": 165e12,
+    "B200": 2250e12,
 }
 
 # --------------------------------------------------------------------------------- FLOPs
 aten = torch.ops.aten
 _CPU_ATTENTION = [
-    getattr(aten, name) for name in ("_scaled_dot_product_flash_attention_for_cpu",)
+    getattr(aten, name)
+    for name in ("_scaled_dot_product_flash_attention_for_cpu",)
     if hasattr(aten, name)
 ]
 _CPU_ATTENTION_BACKWARD = [
-    getattr(aten, name) for name in ("_scaled_dot_product_flash_attention_for_cpu_backward",)
+    getattr(aten, name)
+    for name in ("_scaled_dot_product_flash_attention_for_cpu_backward",)
     if hasattr(aten, name)
 ]
 
@@ -77,15 +87,18 @@ def _register_cpu_attention() -> None:
 
     missing = [op for op in _CPU_ATTENTION if op not in flop_counter.flop_registry]
     if missing:
+
         @register_flop_formula(missing)
         def _forward(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
             return flop_counter.sdpa_flop_count(query_shape, key_shape, value_shape)
 
     missing = [op for op in _CPU_ATTENTION_BACKWARD if op not in flop_counter.flop_registry]
     if missing:
+
         @register_flop_formula(missing)
-        def _backward(grad_out_shape, query_shape, key_shape, value_shape, *args,
-                      out_shape=None, **kwargs) -> int:
+        def _backward(
+            grad_out_shape, query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs
+        ) -> int:
             return flop_counter.sdpa_backward_flop_count(
                 grad_out_shape, query_shape, key_shape, value_shape
             )
@@ -94,12 +107,18 @@ def _register_cpu_attention() -> None:
 _register_cpu_attention()
 
 ATTENTION_OPS = {
-    "_scaled_dot_product_flash_attention_for_cpu", "_scaled_dot_product_flash_attention_for_cpu_backward",
-    "_scaled_dot_product_flash_attention", "_scaled_dot_product_flash_attention_backward",
-    "_scaled_dot_product_efficient_attention", "_scaled_dot_product_efficient_attention_backward",
-    "_scaled_dot_product_cudnn_attention", "_scaled_dot_product_cudnn_attention_backward",
-    "_flash_attention_forward", "_flash_attention_backward",
-    "_efficient_attention_forward", "_efficient_attention_backward",
+    "_scaled_dot_product_flash_attention_for_cpu",
+    "_scaled_dot_product_flash_attention_for_cpu_backward",
+    "_scaled_dot_product_flash_attention",
+    "_scaled_dot_product_flash_attention_backward",
+    "_scaled_dot_product_efficient_attention",
+    "_scaled_dot_product_efficient_attention_backward",
+    "_scaled_dot_product_cudnn_attention",
+    "_scaled_dot_product_cudnn_attention_backward",
+    "_flash_attention_forward",
+    "_flash_attention_backward",
+    "_efficient_attention_forward",
+    "_efficient_attention_backward",
 }
 
 
@@ -157,8 +176,13 @@ class Result:
 class TrainingStep:
     """Forward + loss + backward + AdamW for a module whose ``loss_fn()`` returns the loss."""
 
-    def __init__(self, module: torch.nn.Module, loss_fn: Callable[[], torch.Tensor],
-                 device: torch.device, bf16: bool) -> None:
+    def __init__(
+        self,
+        module: torch.nn.Module,
+        loss_fn: Callable[[], torch.Tensor],
+        device: torch.device,
+        bf16: bool,
+    ) -> None:
         params = [p for p in module.parameters() if p.requires_grad]
         fused = device.type == "cuda"
         self.optimizer = torch.optim.AdamW(params, lr=1e-5, fused=fused)
@@ -174,8 +198,14 @@ class TrainingStep:
         self.optimizer.zero_grad(set_to_none=True)
 
 
-def make_side(name: str, module: torch.nn.Module, loss_fn: Callable[[], torch.Tensor],
-              device: torch.device, bf16: bool, compile_: bool = False) -> Side:
+def make_side(
+    name: str,
+    module: torch.nn.Module,
+    loss_fn: Callable[[], torch.Tensor],
+    device: torch.device,
+    bf16: bool,
+    compile_: bool = False,
+) -> Side:
     module.to(device)
     if compile_:
         module.compile()
@@ -199,7 +229,9 @@ def step_flops(side: Side) -> tuple[int, int]:
     return counter.get_total_flops(), attention
 
 
-def interleaved(pair: Pair, warmup: int, steps: int, device: torch.device) -> tuple[list[float], list[float]]:
+def interleaved(
+    pair: Pair, warmup: int, steps: int, device: torch.device
+) -> tuple[list[float], list[float]]:
     """Per-step wall times (ms) of each side, measured in alternating order after warm-up."""
     times: dict[str, list[float]] = {"zoo": [], "hf": []}
     for round_ in range(warmup + steps):
@@ -214,20 +246,36 @@ def interleaved(pair: Pair, warmup: int, steps: int, device: torch.device) -> tu
     return times["zoo"], times["hf"]
 
 
-def measure(pair: Pair, warmup: int, steps: int, device: torch.device, peak: float | None) -> Result:
+def measure(
+    pair: Pair, warmup: int, steps: int, device: torch.device, peak: float | None
+) -> Result:
     zoo_times, hf_times = interleaved(pair, warmup, steps, device)
     (zoo_flops, zoo_attn), (hf_flops, hf_attn) = step_flops(pair.zoo), step_flops(pair.hf)
     zoo_ms, hf_ms = statistics.median(zoo_times), statistics.median(hf_times)
     zoo_rate, hf_rate = zoo_flops / zoo_ms / 1e6, hf_flops / hf_ms / 1e6  # GFLOP/s
     return Result(
-        pair.name, pair.zoo.name, pair.hf.name, pair.batch_size, round(zoo_ms, 1), round(hf_ms, 1),
-        round(hf_ms / zoo_ms, 3), round(zoo_flops / 1e9, 4), round(hf_flops / 1e9, 4),
-        round(zoo_rate, 1), round(hf_rate, 1), round(zoo_attn / 1e9, 4), round(hf_attn / 1e9, 4),
-        round(pair.batch_size / zoo_ms * 1000, 2), round(pair.batch_size / hf_ms * 1000, 2),
+        pair.name,
+        pair.zoo.name,
+        pair.hf.name,
+        pair.batch_size,
+        round(zoo_ms, 1),
+        round(hf_ms, 1),
+        round(hf_ms / zoo_ms, 3),
+        round(zoo_flops / 1e9, 4),
+        round(hf_flops / 1e9, 4),
+        round(zoo_rate, 1),
+        round(hf_rate, 1),
+        round(zoo_attn / 1e9, 4),
+        round(hf_attn / 1e9, 4),
+        round(pair.batch_size / zoo_ms * 1000, 2),
+        round(pair.batch_size / hf_ms * 1000, 2),
         None if peak is None else round(zoo_rate * 1e9 / peak, 4),
         None if peak is None else round(hf_rate * 1e9 / peak, 4),
-        round(pair.zoo.parameters / 1e6, 2), round(pair.hf.parameters / 1e6, 2), pair.unmatched,
-        [round(t, 1) for t in zoo_times], [round(t, 1) for t in hf_times],
+        round(pair.zoo.parameters / 1e6, 2),
+        round(pair.hf.parameters / 1e6, 2),
+        pair.unmatched,
+        [round(t, 1) for t in zoo_times],
+        [round(t, 1) for t in hf_times],
     )
 
 
@@ -249,12 +297,19 @@ def table(results: list[Result], cuda: bool) -> str:
     if cuda:
         head.append("MFU zoo / HF")
     head.append("unmatched")
-    lines = ["| " + " | ".join(head) + " |", "| --- | ---: | ---: | ---: | --- | --- |"
-             + (" --- |" if cuda else "") + " --- |"]
+    lines = [
+        "| " + " | ".join(head) + " |",
+        "| --- | ---: | ---: | ---: | --- | --- |" + (" --- |" if cuda else "") + " --- |",
+    ]
     for r in results:
-        row = [f"{r.zoo} vs {r.hf}, B {r.batch_size}", f"{r.zoo_ms:.0f}", f"{r.hf_ms:.0f}",
-               f"{r.hf_over_zoo:.2f}", f"{r.zoo_gflop:.3g} / {r.hf_gflop:.3g}",
-               f"{r.zoo_gflops_per_s:.3g} / {r.hf_gflops_per_s:.3g}"]
+        row = [
+            f"{r.zoo} vs {r.hf}, B {r.batch_size}",
+            f"{r.zoo_ms:.0f}",
+            f"{r.hf_ms:.0f}",
+            f"{r.hf_over_zoo:.2f}",
+            f"{r.zoo_gflop:.3g} / {r.hf_gflop:.3g}",
+            f"{r.zoo_gflops_per_s:.3g} / {r.hf_gflops_per_s:.3g}",
+        ]
         if cuda:
             row.append(f"{100 * (r.zoo_mfu or 0):.1f} % / {100 * (r.hf_mfu or 0):.1f} %")
         row.append(r.unmatched or "-")
@@ -265,8 +320,12 @@ def table(results: list[Result], cuda: bool) -> str:
 def main(argv: list[str] | None = None) -> list[Result]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
-    parser.add_argument("--scale", choices=["cpu", "cuda", "test"], default=None,
-                        help="dimensions (default: the device's; test: the smallest, for the tests)")
+    parser.add_argument(
+        "--scale",
+        choices=["cpu", "cuda", "test"],
+        default=None,
+        help="dimensions (default: the device's; test: the smallest, for the tests)",
+    )
     parser.add_argument("--pairs", nargs="+", choices=PAIRS, default=list(PAIRS))
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--steps", type=int, default=7)
@@ -297,21 +356,34 @@ def main(argv: list[str] | None = None) -> list[Result]:
             torch.manual_seed(0)
             pair = build_pair(name, dims, Path(tmp), device, bf16, args.compile)
             results.append(measure(pair, args.warmup, args.steps, device, peak))
-            print(f"{name}: zoo {results[-1].zoo_ms:.0f} ms, HF {results[-1].hf_ms:.0f} ms", flush=True)
+            print(
+                f"{name}: zoo {results[-1].zoo_ms:.0f} ms, HF {results[-1].hf_ms:.0f} ms",
+                flush=True,
+            )
             del pair
             if device.type == "cuda":
                 torch.cuda.empty_cache()
     wall = time.perf_counter() - started
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
-    print(f"\ntorch {torch.__version__}, {where}, {torch.get_num_threads()} threads, "
-          f"{args.steps} timed steps after {args.warmup} warm-up, medians; {wall:.0f} s in all\n")
+    print(
+        f"\ntorch {torch.__version__}, {where}, {torch.get_num_threads()} threads, "
+        f"{args.steps} timed steps after {args.warmup} warm-up, medians; {wall:.0f} s in all\n"
+    )
     print(table(results, device.type == "cuda"))
     if args.output:
         meta = {
-            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "device": where,
-            "torch": torch.__version__, "threads": torch.get_num_threads(), "scale": args.scale or args.device,
-            "warmup": args.warmup, "steps": args.steps, "bf16": bf16, "compile": args.compile,
-            "peak_flops": peak, "wall_s": round(wall, 1), "dims": dims,
+            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+            "device": where,
+            "torch": torch.__version__,
+            "threads": torch.get_num_threads(),
+            "scale": args.scale or args.device,
+            "warmup": args.warmup,
+            "steps": args.steps,
+            "bf16": bf16,
+            "compile": args.compile,
+            "peak_flops": peak,
+            "wall_s": round(wall, 1),
+            "dims": dims,
         }
         Path(args.output).write_text(
             json.dumps({"meta": meta, "results": [asdict(r) for r in results]}, indent=2) + "\n"

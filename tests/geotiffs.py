@@ -14,8 +14,13 @@ ORIGIN = (500_000.0, 5_000_000.0)
 
 
 def write_utm_geotiff(
-    path: Path, height: int = 96, width: int = 160, bands: int = 4, pixel_m: float = 10.0,
-    nodata_corner: int = 0, seed: int = 0,
+    path: Path,
+    height: int = 96,
+    width: int = 160,
+    bands: int = 4,
+    pixel_m: float = 10.0,
+    nodata_corner: int = 0,
+    seed: int = 0,
 ) -> Path:
     """A uint16 reflectance GeoTIFF (values 0..4000, bright square in the middle) with
     nodata 0; ``nodata_corner`` pixels of the top-left corner are nodata."""
@@ -25,8 +30,14 @@ def write_utm_geotiff(
     data[:, :nodata_corner, :nodata_corner] = 0
     path.parent.mkdir(parents=True, exist_ok=True)
     profile = dict(
-        driver="GTiff", height=height, width=width, count=bands, dtype="uint16", crs=UTM_CRS,
-        transform=from_origin(*ORIGIN, pixel_m, pixel_m), nodata=0,
+        driver="GTiff",
+        height=height,
+        width=width,
+        count=bands,
+        dtype="uint16",
+        crs=UTM_CRS,
+        transform=from_origin(*ORIGIN, pixel_m, pixel_m),
+        nodata=0,
     )
     with rasterio.open(path, "w", **profile) as dst:
         dst.write(data)

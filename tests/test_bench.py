@@ -40,13 +40,38 @@ def test_cpu_attention_is_counted():
 def test_smallest_pair_writes_its_table(tmp_path):
     bench = load_bench()
     output = tmp_path / "bench.json"
-    bench.main(["--device", "cpu", "--scale", "test", "--pairs", "llava", "--steps", "1",
-                "--warmup", "0", "--output", str(output)])
+    bench.main(
+        [
+            "--device",
+            "cpu",
+            "--scale",
+            "test",
+            "--pairs",
+            "llava",
+            "--steps",
+            "1",
+            "--warmup",
+            "0",
+            "--output",
+            str(output),
+        ]
+    )
     report = json.loads(output.read_text())
     assert {"date", "device", "torch", "threads", "steps", "dims"} <= set(report["meta"])
     (result,) = report["results"]
-    assert {"pair", "zoo_ms", "hf_ms", "hf_over_zoo", "zoo_gflop", "hf_gflop", "zoo_gflops_per_s",
-            "hf_gflops_per_s", "zoo_attention_gflop", "hf_attention_gflop", "unmatched"} <= set(result)
+    assert {
+        "pair",
+        "zoo_ms",
+        "hf_ms",
+        "hf_over_zoo",
+        "zoo_gflop",
+        "hf_gflop",
+        "zoo_gflops_per_s",
+        "hf_gflops_per_s",
+        "zoo_attention_gflop",
+        "hf_attention_gflop",
+        "unmatched",
+    } <= set(result)
     assert result["pair"] == "llava"
     assert result["zoo_gflop"] > 0 and result["hf_gflop"] > 0
     assert result["zoo_attention_gflop"] > 0 and result["hf_attention_gflop"] > 0

@@ -16,11 +16,13 @@ ROOT = Path(__file__).parents[1]
 # Run configs only: data blocks (configs/data), evaluations (configs/eval) and paper cards
 # (configs/papers) have their own tests.
 CONFIGS = sorted(
-    str(p.relative_to(ROOT)) for p in (ROOT / "configs").rglob("*.yaml")
+    str(p.relative_to(ROOT))
+    for p in (ROOT / "configs").rglob("*.yaml")
     if p.parent.relative_to(ROOT / "configs").parts[:1] not in (("data",), ("eval",), ("papers",))
 )
 TINY_DATA = [
-    "--data.init_args.splits.train=16", "--data.init_args.splits.val=8",
+    "--data.init_args.splits.train=16",
+    "--data.init_args.splits.val=8",
     "--data.init_args.splits.test=8",
 ]
 
@@ -40,7 +42,8 @@ BASES = {
     "configs/geopix/ablations/single_stage.yaml": ["configs/geopix/stage1.yaml"],
     **{
         c: ["configs/geopix/stage1.yaml", "configs/geopix/stage2.yaml"]
-        for c in CONFIGS if c.startswith("configs/geopix/ablations/") and "single_stage" not in c
+        for c in CONFIGS
+        if c.startswith("configs/geopix/ablations/") and "single_stage" not in c
     },
     "configs/aquila/ablation_concat.yaml": ["configs/aquila/stage1.yaml"],
     "configs/aquila/ablation_concat_mda.yaml": ["configs/aquila/stage1.yaml"],
@@ -81,7 +84,9 @@ def test_swap_vision_encoder_from_command_line():
 def test_configs_compose_left_to_right(tmp_path):
     override = tmp_path / "override.yaml"
     override.write_text(yaml.safe_dump({"model": {"init_args": {"embed_dim": 32}}}))
-    cli = main(["--config", "configs/flavars.yaml", "--config", str(override), *TINY_DATA], run=False)
+    cli = main(
+        ["--config", "configs/flavars.yaml", "--config", str(override), *TINY_DATA], run=False
+    )
     assert cli.model.image_projection.out_features == 32
 
 
@@ -106,47 +111,76 @@ def test_unknown_encoder_name_is_explained():
         _instantiate("--model.init_args.vision_encoder=vit_nonexistent")
 
 
-@pytest.mark.parametrize("config", ["configs/aquila.yaml", "configs/fuse.yaml", "configs/geopix.yaml"])
+@pytest.mark.parametrize(
+    "config", ["configs/aquila.yaml", "configs/fuse.yaml", "configs/geopix.yaml"]
+)
 def test_fit_then_predict_writes_answers(config, tmp_path):
     """The generators' README commands: fit, then predict from the checkpoint (weights only)."""
     if "geopix" in config:
-        writer = {"class_path": "zoo.callbacks.MaskPredictionWriter",
-                  "init_args": {"output_dir": str(tmp_path / "answers")}}
+        writer = {
+            "class_path": "zoo.callbacks.MaskPredictionWriter",
+            "init_args": {"output_dir": str(tmp_path / "answers")},
+        }
     else:
-        writer = {"class_path": "zoo.models.PredictionWriter",
-                  "init_args": {"output_path": str(tmp_path / "answers.jsonl")}}
+        writer = {
+            "class_path": "zoo.models.PredictionWriter",
+            "init_args": {"output_path": str(tmp_path / "answers.jsonl")},
+        }
     override = tmp_path / "override.yaml"
-    override.write_text(yaml.safe_dump({
-        "trainer": {
-            "max_epochs": 1, "logger": False, "enable_progress_bar": False,
-            "default_root_dir": str(tmp_path / "runs"),
-            "limit_train_batches": 2, "limit_val_batches": 1,
-            "callbacks": [
-                {"class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
-                 "init_args": {"dirpath": str(tmp_path / "ckpt"), "save_last": True}},
-                writer,
-            ],
-        },
-        "model": {"init_args": {"generation": {"max_new_tokens": 3}}},
-        "data": {"init_args": {"root": str(tmp_path / "data"), "batch_size": 8,
-                               "splits": {"train": 16, "val": 4, "test": 4}}},
-    }))
+    override.write_text(
+        yaml.safe_dump(
+            {
+                "trainer": {
+                    "max_epochs": 1,
+                    "logger": False,
+                    "enable_progress_bar": False,
+                    "default_root_dir": str(tmp_path / "runs"),
+                    "limit_train_batches": 2,
+                    "limit_val_batches": 1,
+                    "callbacks": [
+                        {
+                            "class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
+                            "init_args": {"dirpath": str(tmp_path / "ckpt"), "save_last": True},
+                        },
+                        writer,
+                    ],
+                },
+                "model": {"init_args": {"generation": {"max_new_tokens": 3}}},
+                "data": {
+                    "init_args": {
+                        "root": str(tmp_path / "data"),
+                        "batch_size": 8,
+                        "splits": {"train": 16, "val": 4, "test": 4},
+                    }
+                },
+            }
+        )
+    )
     configs = ["--config", config, "--config", str(override)]
     main(["fit", *configs])
     checkpoint = tmp_path / "ckpt" / "last.ckpt"
     assert checkpoint.is_file()
     main(["predict", *configs, "--ckpt_path", str(checkpoint)])
-    if "geopix" in config:  # a folder per sample: answer.json, mask_{k}.png (GeoJSON if georeferenced)
+    if (
+        "geopix" in config
+    ):  # a folder per sample: answer.json, mask_{k}.png (GeoJSON if georeferenced)
         rows = [p.read_text() for p in (tmp_path / "answers").glob("*/answer.json")]
     else:
         rows = (tmp_path / "answers.jsonl").read_text().splitlines()
-    assert rows and all({"id", "question", "answer", "reference"} <= set(json.loads(r)) for r in rows)
+    assert rows and all(
+        {"id", "question", "answer", "reference"} <= set(json.loads(r)) for r in rows
+    )
 
 
 @pytest.mark.parametrize(
     ("command", "option"),
-    [("evaluate", "--evals"), ("compare", "--suite"), ("export", "--ckpt_path"), ("embed", "--output"),
-     ("demo", "--port")],
+    [
+        ("evaluate", "--evals"),
+        ("compare", "--suite"),
+        ("export", "--ckpt_path"),
+        ("embed", "--output"),
+        ("demo", "--port"),
+    ],
 )
 @pytest.mark.parametrize("from_argv", [False, True], ids=["args", "sys.argv"])
 def test_evaluate_and_export_are_zoo_commands(command, option, from_argv, monkeypatch, capsys):

@@ -18,9 +18,23 @@ DATA_CONFIGS = sorted((ROOT / "configs" / "data").glob("*.yaml"))
 def test_there_is_a_data_config_per_benchmark() -> None:
     names = {p.stem for p in DATA_CONFIGS}
     expected = {
-        "skyscript", "eurosat", "resisc45", "ucmerced", "patternnet", "spacenet1", "rsicd",
-        "ucm_captions", "sydney_captions", "rsvqa_lr", "rsvqa_hr", "geochat", "fit_rs",
-        "vrsbench", "rrsisd", "refsegrs", "coco_refs",
+        "skyscript",
+        "eurosat",
+        "resisc45",
+        "ucmerced",
+        "patternnet",
+        "spacenet1",
+        "rsicd",
+        "ucm_captions",
+        "sydney_captions",
+        "rsvqa_lr",
+        "rsvqa_hr",
+        "geochat",
+        "fit_rs",
+        "vrsbench",
+        "rrsisd",
+        "refsegrs",
+        "coco_refs",
     }
     assert expected <= names, sorted(expected - names)
 
@@ -44,11 +58,23 @@ FAKE = ROOT / "tests" / "data"
 @pytest.mark.parametrize(
     ("model", "data", "overrides"),
     [
-        ("flavars", "skyscript", ["--data.init_args.coordinates_file=" + str(FAKE / "skyscript" / "coordinates.csv")]),
+        (
+            "flavars",
+            "skyscript",
+            ["--data.init_args.coordinates_file=" + str(FAKE / "skyscript" / "coordinates.csv")],
+        ),
         ("flavars", "rsicd", []),
-        ("aquila", "rsvqa_lr", ["--model.init_args.question_types=[count,presence,comp,rural_urban]"]),
+        (
+            "aquila",
+            "rsvqa_lr",
+            ["--model.init_args.question_types=[count,presence,comp,rural_urban]"],
+        ),
         ("aquila", "vrsbench", []),
-        ("fuse", "ucm_captions", ["--data.class_path=zoo.data.captions.CaptionConversationDataModule"]),
+        (
+            "fuse",
+            "ucm_captions",
+            ["--data.class_path=zoo.data.captions.CaptionConversationDataModule"],
+        ),
         ("geopix", "rrsisd", []),
         ("geopix", "refsegrs", []),
     ],
@@ -64,13 +90,23 @@ def test_model_config_composes_with_data_config_on_fake_data(
 
     argv0, sys.argv = sys.argv, ["zoo"]
     try:
-        main([
-            "fit", "--config", str(ROOT / "configs" / f"{model}.yaml"),
-            "--config", str(ROOT / "configs" / "data" / f"{data}.yaml"), *overrides,
-            f"--data.init_args.root={FAKE / data}", "--data.init_args.image_size=64",
-            "--data.init_args.batch_size=2", "--data.init_args.num_workers=0",
-            "--trainer.fast_dev_run=1", "--trainer.logger=false", "--trainer.callbacks=[]",
-            f"--trainer.default_root_dir={tmp_path}",
-        ])
+        main(
+            [
+                "fit",
+                "--config",
+                str(ROOT / "configs" / f"{model}.yaml"),
+                "--config",
+                str(ROOT / "configs" / "data" / f"{data}.yaml"),
+                *overrides,
+                f"--data.init_args.root={FAKE / data}",
+                "--data.init_args.image_size=64",
+                "--data.init_args.batch_size=2",
+                "--data.init_args.num_workers=0",
+                "--trainer.fast_dev_run=1",
+                "--trainer.logger=false",
+                "--trainer.callbacks=[]",
+                f"--trainer.default_root_dir={tmp_path}",
+            ]
+        )
     finally:
         sys.argv = argv0

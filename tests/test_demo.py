@@ -34,17 +34,28 @@ def _free_port() -> int:
 
 def _images(folder: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
-    for name, colour in (("lake", (20, 60, 160)), ("forest", (30, 120, 40)), ("desert", (220, 190, 130))):
+    for name, colour in (
+        ("lake", (20, 60, 160)),
+        ("forest", (30, 120, 40)),
+        ("desert", (220, 190, 130)),
+    ):
         Image.fromarray(np.full((48, 48, 3), colour, dtype=np.uint8)).save(folder / f"{name}.png")
     return folder
 
 
 def _launch(config: str, tmp_path: Path, *extra: str):
     port = _free_port()
-    app = main([
-        "--config", str(ROOT / config), f"--data.init_args.root={tmp_path / 'data'}",
-        "--port", str(port), *extra,
-    ], block=False)
+    app = main(
+        [
+            "--config",
+            str(ROOT / config),
+            f"--data.init_args.root={tmp_path / 'data'}",
+            "--port",
+            str(port),
+            *extra,
+        ],
+        block=False,
+    )
     return app, f"http://127.0.0.1:{port}/"
 
 
@@ -93,32 +104,58 @@ def test_flavars_demo_scores_classes_and_ranks_the_folder(tmp_path: Path):
         scores = client.predict(handle_file(str(images / "forest.png")), api_name="/classify")
         confidences = {c["label"]: c["confidence"] for c in scores["confidences"]}
         assert len(confidences) == 5 and set(confidences) <= {
-            "residential", "industrial", "farmland", "forest", "lake", "airport", "harbour",
-            "desert", "snow", "river",
+            "residential",
+            "industrial",
+            "farmland",
+            "forest",
+            "lake",
+            "airport",
+            "harbour",
+            "desert",
+            "snow",
+            "river",
         }
         assert 0 < sum(confidences.values()) <= 1 + 1e-6
         ranked = client.predict("a satellite image of a lake", api_name="/rank")
         assert len(ranked) == 3
         files = [r["image"] if isinstance(r["image"], str) else r["image"]["path"] for r in ranked]
         assert sorted(Path(f).stem for f in files) == ["desert", "forest", "lake"]
-        assert [float(r["caption"]) for r in ranked] == sorted((float(r["caption"]) for r in ranked), reverse=True)
+        assert [float(r["caption"]) for r in ranked] == sorted(
+            (float(r["caption"]) for r in ranked), reverse=True
+        )
     finally:
         app.close()
 
 
 @pytest.mark.slow
 def test_demo_page_renders_in_headless_chromium(tmp_path: Path):
-    browser = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+    browser = (
+        shutil.which("chromium")
+        or shutil.which("chromium-browser")
+        or shutil.which("google-chrome")
+    )
     if browser is None:
         pytest.skip("no Chromium on this machine: apt-get install chromium")
     images = _images(tmp_path / "images")
     app, url = _launch("configs/geopix.yaml", tmp_path, "--images", str(images))
     shot = tmp_path / "demo.png"
     try:
-        subprocess.run([
-            browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-            "--window-size=1280,900", "--virtual-time-budget=15000", f"--screenshot={shot}", url,
-        ], check=True, capture_output=True, timeout=120)
+        subprocess.run(
+            [
+                browser,
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--hide-scrollbars",
+                "--window-size=1280,900",
+                "--virtual-time-budget=15000",
+                f"--screenshot={shot}",
+                url,
+            ],
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
     finally:
         app.close()
     page = np.asarray(Image.open(shot).convert("L"), dtype=np.float32)
@@ -126,4 +163,6 @@ def test_demo_page_renders_in_headless_chromium(tmp_path: Path):
     # A rendered page: mostly light background with dark text and widgets, not a blank sheet.
     dark = (page < 128).mean()
     assert page.std() > 10 and 0.002 < dark < 0.5, (page.std(), dark)
-    Path(os.environ.get("ZOO_DEMO_SCREENSHOT", tmp_path / "kept.png")).write_bytes(shot.read_bytes())
+    Path(os.environ.get("ZOO_DEMO_SCREENSHOT", tmp_path / "kept.png")).write_bytes(
+        shot.read_bytes()
+    )

@@ -81,8 +81,10 @@ def test_suite_holds_inline_evaluations_and_names_the_bad_one(tmp_path: Path) ->
         (_spec("KNN", paper={"knn_acc": "high"}), 'Parser key "paper"'),
         (_spec("KNN", kk=5), r"Option 'kk' is not accepted"),
         (_spec("Segmentation", frozen=True), "(?s)frozen.*Segmentation takes: .*freeze_encoder"),
-        (_spec("KNN", {"class_path": "EmbeddedDataModule", "init_args": {"rooot": "x"}}),
-         "Option 'rooot' is not accepted"),
+        (
+            _spec("KNN", {"class_path": "EmbeddedDataModule", "init_args": {"rooot": "x"}}),
+            "Option 'rooot' is not accepted",
+        ),
     ],
 )
 def test_bad_eval_config_names_the_file_and_field(tmp_path: Path, spec: dict, message: str) -> None:
@@ -111,10 +113,26 @@ def test_misspelt_option_is_jsonargparses_error_naming_the_option(tmp_path: Path
 
 def test_table_puts_ours_beside_the_paper(tmp_path: Path) -> None:
     rows = [
-        {"evaluation": "RSICD", "protocol": "test", "config": "c", "source": "Aquila Table 3",
-         "metric": "BLEU-1", "ours": 70.0, "paper": 74.6, "delta": -4.6},
-        {"evaluation": "X", "protocol": "knn", "config": "c", "source": "", "metric": "error",
-         "ours": None, "paper": None, "error": "FileNotFoundError: data/x does not exist"},
+        {
+            "evaluation": "RSICD",
+            "protocol": "test",
+            "config": "c",
+            "source": "Aquila Table 3",
+            "metric": "BLEU-1",
+            "ours": 70.0,
+            "paper": 74.6,
+            "delta": -4.6,
+        },
+        {
+            "evaluation": "X",
+            "protocol": "knn",
+            "config": "c",
+            "source": "",
+            "metric": "error",
+            "ours": None,
+            "paper": None,
+            "error": "FileNotFoundError: data/x does not exist",
+        },
     ]
     write_results(rows, tmp_path, {"model": "Aquila"})
     table = (tmp_path / "results.md").read_text()
@@ -132,15 +150,32 @@ def flavars_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, d
     import torch
 
     root = tmp_path_factory.mktemp("flavars")
-    data = {"class_path": "EmbeddedDataModule", "init_args": {
-        "root": str(root / "data"), "splits": {"train": 60, "val": 10, "test": 30},
-        "image_size": 32, "batch_size": 16}}
-    config = _write(root / "flavars.yaml", {
-        "model": {"class_path": "FLAVARS", "init_args": {
-            "vision_encoder": "zoo_vit_tiny", "text_encoder": "tiny", "embed_dim": 32,
-            "fusion_width": 32, "fusion_layers": 1, "location_hidden": 32}},
-        "data": data,
-    })
+    data = {
+        "class_path": "EmbeddedDataModule",
+        "init_args": {
+            "root": str(root / "data"),
+            "splits": {"train": 60, "val": 10, "test": 30},
+            "image_size": 32,
+            "batch_size": 16,
+        },
+    }
+    config = _write(
+        root / "flavars.yaml",
+        {
+            "model": {
+                "class_path": "FLAVARS",
+                "init_args": {
+                    "vision_encoder": "zoo_vit_tiny",
+                    "text_encoder": "tiny",
+                    "embed_dim": 32,
+                    "fusion_width": 32,
+                    "fusion_layers": 1,
+                    "location_hidden": 32,
+                },
+            },
+            "data": data,
+        },
+    )
     model = load_model([str(config)], None)
     ckpt = root / "model.ckpt"
     torch.save({"state_dict": model.state_dict()}, ckpt)
@@ -162,19 +197,53 @@ def test_model_is_built_from_args_never_from_sys_argv(flavars_run, monkeypatch) 
 def test_evaluate_flavars_end_to_end_on_embedded_data(flavars_run, tmp_path: Path) -> None:
     config, ckpt, data = flavars_run
     evals = []
-    for protocol, cls in (("knn", "KNN"), ("linear_probe", "LinearProbe"),
-                          ("zero_shot", "ZeroShot"), ("retrieval", "Retrieval")):
-        evals.append(str(_write(tmp_path / f"{protocol}.yaml", _spec(
-            f"zoo.evaluation.{cls}", data, name=f"embedded {protocol}",
-            paper={"FLAVARS": {"knn_acc": 99.0}} if protocol == "knn" else {},
-        ))))
+    for protocol, cls in (
+        ("knn", "KNN"),
+        ("linear_probe", "LinearProbe"),
+        ("zero_shot", "ZeroShot"),
+        ("retrieval", "Retrieval"),
+    ):
+        evals.append(
+            str(
+                _write(
+                    tmp_path / f"{protocol}.yaml",
+                    _spec(
+                        f"zoo.evaluation.{cls}",
+                        data,
+                        name=f"embedded {protocol}",
+                        paper={"FLAVARS": {"knn_acc": 99.0}} if protocol == "knn" else {},
+                    ),
+                )
+            )
+        )
     out = tmp_path / "out"
-    rows = zoo_main(["evaluate", "--config", str(config), "--ckpt_path", str(ckpt), "--evals", *evals,
-                     "--output", str(out), "--device", "cpu", "--wandb_project", "zoo-test"])
+    rows = zoo_main(
+        [
+            "evaluate",
+            "--config",
+            str(config),
+            "--ckpt_path",
+            str(ckpt),
+            "--evals",
+            *evals,
+            "--output",
+            str(out),
+            "--device",
+            "cpu",
+            "--wandb_project",
+            "zoo-test",
+        ]
+    )
     assert list((out / "wandb").glob("offline-run-*/run-*.wandb")), "the W&B run was not written"
     metrics = {r["metric"]: r for r in rows}
-    for key in ("knn_acc", "linear_probe_acc", "zero_shot_top1", "image_to_text_R@1",
-                "text_to_image_R@10", "mean_recall"):
+    for key in (
+        "knn_acc",
+        "linear_probe_acc",
+        "zero_shot_top1",
+        "image_to_text_R@1",
+        "text_to_image_R@10",
+        "mean_recall",
+    ):
         assert 0.0 <= metrics[key]["ours"] <= 100.0, key
     assert metrics["knn_acc"]["paper"] == 99.0
     assert metrics["knn_acc"]["ours"] == pytest.approx(100 * _knn_by_hand(config, ckpt, data))
@@ -207,14 +276,30 @@ def _knn_by_hand(config: Path, ckpt: Path, data: dict) -> float:
 
 def test_a_failing_evaluation_is_recorded_with_keep_going(flavars_run, tmp_path: Path) -> None:
     config, ckpt, data = flavars_run
-    missing = {"class_path": "ImageTextLocationDataModule", "init_args": {"root": str(tmp_path / "nowhere")}}
+    missing = {
+        "class_path": "ImageTextLocationDataModule",
+        "init_args": {"root": str(tmp_path / "nowhere")},
+    }
     bad = _write(tmp_path / "bad.yaml", _spec("KNN", missing, name="missing data"))
     good = _write(tmp_path / "good.yaml", _spec("KNN", data, name="ok"))
     out = tmp_path / "out"
     with pytest.raises(FileNotFoundError, match="nowhere"):
         zoo_main(["evaluate", "--config", str(config), "--evals", str(bad), "--output", str(out)])
-    rows = zoo_main(["evaluate", "--config", str(config), "--ckpt_path", str(ckpt), "--evals",
-                     str(bad), str(good), "--output", str(out), "--keep_going"])
+    rows = zoo_main(
+        [
+            "evaluate",
+            "--config",
+            str(config),
+            "--ckpt_path",
+            str(ckpt),
+            "--evals",
+            str(bad),
+            str(good),
+            "--output",
+            str(out),
+            "--keep_going",
+        ]
+    )
     assert rows[0]["metric"] == "error" and "nowhere" in rows[0]["error"]
     assert rows[1]["metric"] == "knn_acc"
 
@@ -234,7 +319,9 @@ def test_zero_shot_needs_a_text_encoder(flavars_run, tmp_path: Path) -> None:
     # A protocol that does not apply to a model is refused before anything runs.
     flavars = load_model([str(flavars_run[0])], None)
     (referring,) = load_evaluations([ROOT / "configs/eval/rrsisd.yaml"])
-    with pytest.raises(CapabilityError, match=r"needs a mask decoder \(Masks: forward_with_masks\)"):
+    with pytest.raises(
+        CapabilityError, match=r"needs a mask decoder \(Masks: forward_with_masks\)"
+    ):
         evaluate(flavars, [referring], tmp_path, device="cpu")
 
 
@@ -256,7 +343,9 @@ def _on_fake_data(name: str, **init_args) -> EvaluationConfig:
         ("fmow_zero_shot.yaml", "scene_benchmarks/fmow", "zero_shot_top1"),
     ],
 )
-def test_scene_evaluations_run_on_fake_benchmarks(flavars_run, tmp_path, config, root, metric) -> None:
+def test_scene_evaluations_run_on_fake_benchmarks(
+    flavars_run, tmp_path, config, root, metric
+) -> None:
     model = load_model([str(flavars_run[0])], str(flavars_run[1]))
     ev = _on_fake_data(config, root=str(ROOT / "tests" / "data" / root), batch_size=4)
     if ev.protocol == "linear_probe":  # a class or two per fake split: nothing to hold out
@@ -268,7 +357,9 @@ def test_scene_evaluations_run_on_fake_benchmarks(flavars_run, tmp_path, config,
 
 def test_spacenet1_upernet_evaluation_runs_on_fake_data(flavars_run, tmp_path) -> None:
     model = load_model([str(flavars_run[0])], str(flavars_run[1]))
-    ev = _on_fake_data("spacenet1_upernet.yaml", root=str(ROOT / "tests" / "data" / "spacenet1"), batch_size=2)
+    ev = _on_fake_data(
+        "spacenet1_upernet.yaml", root=str(ROOT / "tests" / "data" / "spacenet1"), batch_size=2
+    )
     ev = ev.with_args(max_epochs=1)
     optimizer = ev.build().upernet_args["optimizer"]  # keys not given keep UPerNet's defaults
     assert optimizer.lr == 1e-4 and optimizer.betas == (0.9, 0.999)
@@ -286,7 +377,9 @@ def test_export_rebuilds_the_run_and_writes_its_weights(flavars_run, tmp_path) -
     from safetensors.torch import load_file
 
     config, ckpt, _ = flavars_run
-    path = zoo_main(["export", "--config", str(config), "--ckpt_path", str(ckpt), "--output", str(tmp_path)])
+    path = zoo_main(
+        ["export", "--config", str(config), "--ckpt_path", str(ckpt), "--output", str(tmp_path)]
+    )
     assert path == tmp_path / "model.safetensors"
     state = torch.load(ckpt, weights_only=True)["state_dict"]
     weights = load_file(path)
@@ -298,21 +391,42 @@ def test_export_rebuilds_the_run_and_writes_its_weights(flavars_run, tmp_path) -
 
 
 def _small_embedded(ev: EvaluationConfig, root: Path) -> EvaluationConfig:
-    return ev.with_args(data={"init_args": {
-        "root": str(root), "splits": {"train": 24, "val": 8, "test": 8}, "batch_size": 4}})
+    return ev.with_args(
+        data={
+            "init_args": {
+                "root": str(root),
+                "splits": {"train": 24, "val": 8, "test": 8},
+                "batch_size": 4,
+            }
+        }
+    )
 
 
 def test_evaluate_aquila_on_embedded_and_fake_benchmarks(tmp_path: Path) -> None:
     """The generator protocols end to end: the test loop (captions with five references, VQA per
     question type with the paper's average) and the vision tower's k-NN."""
-    override = _write(tmp_path / "small.yaml", {"data": {"init_args": {
-        "root": str(tmp_path / "data"), "splits": {"train": 24, "val": 8, "test": 8}}}})
+    override = _write(
+        tmp_path / "small.yaml",
+        {
+            "data": {
+                "init_args": {
+                    "root": str(tmp_path / "data"),
+                    "splits": {"train": 24, "val": 8, "test": 8},
+                }
+            }
+        },
+    )
     model = load_model([str(ROOT / "configs" / "aquila.yaml"), str(override)], None)
     evals = [
-        _small_embedded(load_evaluations([ROOT / "configs/eval/embedded_generation.yaml"])[0], tmp_path / "data"),
-        _small_embedded(load_evaluations([ROOT / "configs/eval/embedded_knn.yaml"])[0], tmp_path / "data"),
         _small_embedded(
-            load_evaluations([ROOT / "configs/eval/embedded_scene_generation.yaml"])[0], tmp_path / "data"
+            load_evaluations([ROOT / "configs/eval/embedded_generation.yaml"])[0], tmp_path / "data"
+        ),
+        _small_embedded(
+            load_evaluations([ROOT / "configs/eval/embedded_knn.yaml"])[0], tmp_path / "data"
+        ),
+        _small_embedded(
+            load_evaluations([ROOT / "configs/eval/embedded_scene_generation.yaml"])[0],
+            tmp_path / "data",
         ),
         _on_fake_data("rsvqa_lr.yaml", root=str(ROOT / "tests/data/rsvqa_lr"), batch_size=8),
         _on_fake_data("rsicd_captioning.yaml", root=str(ROOT / "tests/data/rsicd"), batch_size=4),
@@ -327,10 +441,14 @@ def test_evaluate_aquila_on_embedded_and_fake_benchmarks(tmp_path: Path) -> None
     scenes = by_eval["embedded scenes by generation"]
     assert 0 <= scenes["generation_acc"]["ours"] <= 100 and "generation_mean_per_class" in scenes
     rsvqa = by_eval["RSVQA-LR"]
-    assert rsvqa["vqa_average_accuracy"]["ours"] == pytest.approx(rsvqa["vqa_accuracy_presence"]["ours"])
+    assert rsvqa["vqa_average_accuracy"]["ours"] == pytest.approx(
+        rsvqa["vqa_accuracy_presence"]["ours"]
+    )
     # Aquila's Table 4 sits beside RSGPT's and GeoChat's count-excluded per-type means: the paper's
     # number and the table's baselines go beside vqa_average_accuracy, none beside vqa_accuracy.
-    assert rsvqa["vqa_average_accuracy"]["paper"] == 92.72 and rsvqa["vqa_accuracy"]["paper"] is None
+    assert (
+        rsvqa["vqa_average_accuracy"]["paper"] == 92.72 and rsvqa["vqa_accuracy"]["paper"] is None
+    )
     assert rsvqa["vqa_average_accuracy"]["baselines"]["RSGPT"] == 92.29
     assert rsvqa["vqa_average_accuracy"]["baselines"]["GeoChat"] == 91.81
     assert not rsvqa["vqa_accuracy"]["baselines"]
@@ -340,8 +458,17 @@ def test_evaluate_aquila_on_embedded_and_fake_benchmarks(tmp_path: Path) -> None
 
 
 def test_evaluate_geopix_on_fake_referring_benchmarks(tmp_path: Path) -> None:
-    override = _write(tmp_path / "small.yaml", {"data": {"init_args": {
-        "root": str(tmp_path / "data"), "splits": {"train": 24, "val": 8, "test": 8}}}})
+    override = _write(
+        tmp_path / "small.yaml",
+        {
+            "data": {
+                "init_args": {
+                    "root": str(tmp_path / "data"),
+                    "splits": {"train": 24, "val": 8, "test": 8},
+                }
+            }
+        },
+    )
     model = load_model([str(ROOT / "configs" / "geopix.yaml"), str(override)], None)
     evals = [
         _on_fake_data("rrsisd.yaml", root=str(ROOT / "tests/data/rrsisd"), batch_size=2),

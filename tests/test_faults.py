@@ -20,21 +20,38 @@ import torch
 import yaml
 
 ROOT = Path(__file__).parents[1]
-TRAINER = {"max_epochs": 3, "enable_progress_bar": False, "enable_model_summary": False,
-           "log_every_n_steps": 1, "limit_val_batches": 1}
+TRAINER = {
+    "max_epochs": 3,
+    "enable_progress_bar": False,
+    "enable_model_summary": False,
+    "log_every_n_steps": 1,
+    "limit_val_batches": 1,
+}
 DATA = {"splits": {"train": 32, "val": 8, "test": 4}, "batch_size": 8}  # 4 steps per epoch
 #: No captioning metrics in validation: their scorers (Java's PTB tokenizer and METEOR) cost
 #: ~10 s a validation; the W&B samples callback still decodes answers there.
 GENERATOR = {"generation": {"max_new_tokens": 3}, "val_generate_batches": 0}
 FAMILIES = {
-    "flavars": ("configs/flavars.yaml", {"embed_dim": 32, "fusion_width": 32, "fusion_layers": 1,
-                                         "location_hidden": 32, "location_layers": 1}),
+    "flavars": (
+        "configs/flavars.yaml",
+        {
+            "embed_dim": 32,
+            "fusion_width": 32,
+            "fusion_layers": 1,
+            "location_hidden": 32,
+            "location_layers": 1,
+        },
+    ),
     "aquila": ("configs/aquila.yaml", GENERATOR),
     "fuse": ("configs/fuse.yaml", GENERATOR),
     "geopix": ("configs/geopix.yaml", GENERATOR),
 }
-NAMES = {"flavars": "flavars-embedded", "aquila": "aquila-embedded", "fuse": "fuse-embedded",
-         "geopix": "geopix-embedded"}
+NAMES = {
+    "flavars": "flavars-embedded",
+    "aquila": "aquila-embedded",
+    "fuse": "fuse-embedded",
+    "geopix": "geopix-embedded",
+}
 
 
 @pytest.fixture(scope="module")
@@ -42,30 +59,67 @@ def data_root(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("embedded")
 
 
-def zoo(family: str, runs: Path, data: Path, *args: str, trainer: dict | None = None,
-        env: dict | None = None, model: dict | None = None,
-        splits: dict | None = None) -> subprocess.CompletedProcess:
+def zoo(
+    family: str,
+    runs: Path,
+    data: Path,
+    *args: str,
+    trainer: dict | None = None,
+    env: dict | None = None,
+    model: dict | None = None,
+    splits: dict | None = None,
+) -> subprocess.CompletedProcess:
     """``python -m zoo fit`` on the family's tiny config, W&B offline, one CPU thread;
     ``trainer``, ``model`` (``init_args``) and ``splits`` replace keys of the tiny config."""
     config, base = FAMILIES[family]
     override = runs.parent / f"{family}-tiny.yaml"
-    override.write_text(yaml.safe_dump({
-        "trainer": {**TRAINER, **(trainer or {})}, "model": {"init_args": {**base, **(model or {})}},
-        "data": {"init_args": {**DATA, "splits": splits or DATA["splits"], "root": str(data)}},
-    }))
-    command = [sys.executable, "-m", "zoo", "fit", "--config", config, "--config", str(override),
-               f"--trainer.default_root_dir={runs}", *args]
-    environment = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1",
-                   "MKL_NUM_THREADS": "1", "WANDB_MODE": "offline", **(env or {})}
-    done = subprocess.run(command, cwd=ROOT, env=environment, capture_output=True, text=True,
-                          timeout=1200)
-    (runs.parent / f"{family}-{len(list(runs.parent.glob('*.log')))}.log").write_text(done.stdout + done.stderr)
+    override.write_text(
+        yaml.safe_dump(
+            {
+                "trainer": {**TRAINER, **(trainer or {})},
+                "model": {"init_args": {**base, **(model or {})}},
+                "data": {
+                    "init_args": {**DATA, "splits": splits or DATA["splits"], "root": str(data)}
+                },
+            }
+        )
+    )
+    command = [
+        sys.executable,
+        "-m",
+        "zoo",
+        "fit",
+        "--config",
+        config,
+        "--config",
+        str(override),
+        f"--trainer.default_root_dir={runs}",
+        *args,
+    ]
+    environment = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "OMP_NUM_THREADS": "1",
+        "MKL_NUM_THREADS": "1",
+        "WANDB_MODE": "offline",
+        **(env or {}),
+    }
+    done = subprocess.run(
+        command, cwd=ROOT, env=environment, capture_output=True, text=True, timeout=1200
+    )
+    (runs.parent / f"{family}-{len(list(runs.parent.glob('*.log')))}.log").write_text(
+        done.stdout + done.stderr
+    )
     return done
 
 
 def signal_at(step: int, signum: int = signal.SIGTERM, times: int = 1) -> list[str]:
-    return ["--trainer.callbacks+=tests.faults.SignalAt", f"--trainer.callbacks.step={step}",
-            f"--trainer.callbacks.signum={int(signum)}", f"--trainer.callbacks.times={times}"]
+    return [
+        "--trainer.callbacks+=tests.faults.SignalAt",
+        f"--trainer.callbacks.step={step}",
+        f"--trainer.callbacks.signum={int(signum)}",
+        f"--trainer.callbacks.times={times}",
+    ]
 
 
 def load(path: Path) -> dict:
@@ -79,15 +133,22 @@ def no_temporaries(root: Path) -> list[Path]:
 def test_sigterm_saves_the_current_step_and_exits_143(tmp_path, data_root):
     """Row 'SIGTERM at step 34: exit code 0, no checkpoint'."""
     runs = tmp_path / "runs"
-    done = zoo("flavars", runs, data_root, "--trainer.logger=false", *signal_at(3),
-               trainer={"max_epochs": 1})
+    done = zoo(
+        "flavars",
+        runs,
+        data_root,
+        "--trainer.logger=false",
+        *signal_at(3),
+        trainer={"max_epochs": 1},
+    )
     assert done.returncode == 143, done.stderr[-3000:]
     assert "interrupted by SIGTERM at step 3" in done.stderr
     last = runs / "flavars" / "version_0" / "checkpoints" / "last.ckpt"
     checkpoint = load(last)
     assert checkpoint["global_step"] == 3
     assert checkpoint["loops"]["fit_loop"]["state_dict"]["combined_loader"] == [
-        {"epoch": 0, "seed": 0, "batches": 3}]
+        {"epoch": 0, "seed": 0, "batches": 3}
+    ]
     assert {"ExactResume", "RunRecord"} <= set(checkpoint["callbacks"])
     # the process's first checkpoint already names its model (read when written, not after)
     assert checkpoint["callbacks"]["RunRecord"]["model_class"] == "zoo.models.flavars.FLAVARS"
@@ -103,9 +164,16 @@ STEPS_PER_EPOCH = {"flavars": 2, "aquila": 4, "fuse": 4, "geopix": 2}
 #: dropout (q/v, as its paper's stage 2) instead of the whole LLM; FLAVARS masks and drops out.
 RESUME_MODEL = {
     "aquila": {"generation": {"max_new_tokens": 3, "do_sample": True, "top_k": 5}},
-    "geopix": {"stage": {"train_vision": True, "train_connector": True, "train_llm": False,
-                         "lora_rank": 4, "lora_dropout": 0.1,
-                         "lora_target_modules": ["q_proj", "v_proj"]}},
+    "geopix": {
+        "stage": {
+            "train_vision": True,
+            "train_connector": True,
+            "train_llm": False,
+            "lora_rank": 4,
+            "lora_dropout": 0.1,
+            "lora_target_modules": ["q_proj", "v_proj"],
+        }
+    },
 }
 
 
@@ -126,8 +194,16 @@ def test_interrupted_and_resumed_equals_straight(family, tmp_path, data_root):
     per_epoch = STEPS_PER_EPOCH[family]
 
     def fit(runs: Path, *args: str) -> subprocess.CompletedProcess:
-        return zoo(family, runs, data_root, f"--trainer.logger.init_args.save_dir={runs}", *args,
-                   trainer={"max_epochs": 2}, model=RESUME_MODEL.get(family), splits=RESUME_SPLITS)
+        return zoo(
+            family,
+            runs,
+            data_root,
+            f"--trainer.logger.init_args.save_dir={runs}",
+            *args,
+            trainer={"max_epochs": 2},
+            model=RESUME_MODEL.get(family),
+            splits=RESUME_SPLITS,
+        )
 
     done = fit(straight)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -172,12 +248,24 @@ def test_interrupted_and_resumed_equals_straight(family, tmp_path, data_root):
 @pytest.mark.slow
 def test_sigint_saves_and_exits_130_and_a_second_one_stops_at_once(tmp_path, data_root):
     runs = tmp_path / "runs"
-    done = zoo("flavars", runs, data_root, "--trainer.logger=false", *signal_at(2, signal.SIGINT),
-               trainer={"max_epochs": 1})
+    done = zoo(
+        "flavars",
+        runs,
+        data_root,
+        "--trainer.logger=false",
+        *signal_at(2, signal.SIGINT),
+        trainer={"max_epochs": 1},
+    )
     assert done.returncode == 130, done.stderr[-3000:]
     assert load(runs / "flavars" / "version_0" / "checkpoints" / "last.ckpt")["global_step"] == 2
-    again = zoo("flavars", runs, data_root, "--trainer.logger=false",
-                *signal_at(2, signal.SIGINT, times=2), trainer={"max_epochs": 1})
+    again = zoo(
+        "flavars",
+        runs,
+        data_root,
+        "--trainer.logger=false",
+        *signal_at(2, signal.SIGINT, times=2),
+        trainer={"max_epochs": 1},
+    )
     assert again.returncode == 130
     assert not (runs / "flavars" / "version_1" / "checkpoints" / "last.ckpt").exists()
     assert not no_temporaries(tmp_path)
@@ -194,13 +282,27 @@ def test_slurm_requeue_signal_saves_requeues_and_the_requeued_job_resumes(tmp_pa
     scontrol = bin_dir / "scontrol"
     scontrol.write_text(f'#!/bin/sh\necho "$@" >> {calls}\n')
     scontrol.chmod(0o755)
-    env = {"SLURM_JOB_ID": "4242", "SLURM_NTASKS": "1", "SLURM_JOB_NAME": "zoo-test",
-           "SLURM_NODELIST": "localhost", "SLURM_PROCID": "0", "SLURM_LOCALID": "0",
-           "SLURM_NODEID": "0", "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
+    env = {
+        "SLURM_JOB_ID": "4242",
+        "SLURM_NTASKS": "1",
+        "SLURM_JOB_NAME": "zoo-test",
+        "SLURM_NODELIST": "localhost",
+        "SLURM_PROCID": "0",
+        "SLURM_LOCALID": "0",
+        "SLURM_NODEID": "0",
+        "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+    }
     runs = tmp_path / "runs"
     args = ("--trainer.logger=false",)
-    done = zoo("flavars", runs, data_root, *args, *signal_at(2, signal.SIGUSR1),
-               trainer={"max_epochs": 1}, env=env)
+    done = zoo(
+        "flavars",
+        runs,
+        data_root,
+        *args,
+        *signal_at(2, signal.SIGUSR1),
+        trainer={"max_epochs": 1},
+        env=env,
+    )
     assert done.returncode == 128 + signal.SIGUSR1, done.stderr[-3000:]
     assert calls.read_text().split() == ["requeue", "4242"]
     assert load(runs / "hpc_ckpt_1.ckpt")["global_step"] == 2

@@ -145,16 +145,32 @@ def test_require_dir_names_the_folder_and_the_fix(tmp_path):
 
 def test_read_tensors_reads_only_the_named_shards(tmp_path):
     """A sharded Hugging Face folder: the index says which shard holds which tensor."""
-    save_file({"model.layers.0.w": torch.zeros(2)}, str(tmp_path / "model-00001-of-00002.safetensors"))
-    save_file({"model.mm_projector.0.weight": torch.ones(3)}, str(tmp_path / "model-00002-of-00002.safetensors"))
-    (tmp_path / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {
-        "model.layers.0.w": "model-00001-of-00002.safetensors",
-        "model.mm_projector.0.weight": "model-00002-of-00002.safetensors",
-    }}))
+    save_file(
+        {"model.layers.0.w": torch.zeros(2)}, str(tmp_path / "model-00001-of-00002.safetensors")
+    )
+    save_file(
+        {"model.mm_projector.0.weight": torch.ones(3)},
+        str(tmp_path / "model-00002-of-00002.safetensors"),
+    )
+    (tmp_path / "model.safetensors.index.json").write_text(
+        json.dumps(
+            {
+                "weight_map": {
+                    "model.layers.0.w": "model-00001-of-00002.safetensors",
+                    "model.mm_projector.0.weight": "model-00002-of-00002.safetensors",
+                }
+            }
+        )
+    )
     (tmp_path / "model-00001-of-00002.safetensors").write_bytes(b"not read")  # never opened
     out = read_tensors(tmp_path, ("model.mm_projector.",))
-    assert list(out) == ["model.mm_projector.0.weight"] and out["model.mm_projector.0.weight"].sum() == 3
-    torch.save({"model.mm_projector.2.bias": torch.ones(1), "other": torch.zeros(1)}, tmp_path / "b.bin")
+    assert (
+        list(out) == ["model.mm_projector.0.weight"]
+        and out["model.mm_projector.0.weight"].sum() == 3
+    )
+    torch.save(
+        {"model.mm_projector.2.bias": torch.ones(1), "other": torch.zeros(1)}, tmp_path / "b.bin"
+    )
     bin_folder = tmp_path / "bin"
     bin_folder.mkdir()
     (tmp_path / "b.bin").rename(bin_folder / "pytorch_model.bin")

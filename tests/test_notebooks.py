@@ -27,7 +27,9 @@ def test_there_are_four_notebooks_saved_without_outputs():
         code = [c for c in notebook.cells if c.cell_type == "code"]
         assert code, path.name
         dirty = [i for i, c in enumerate(code) if c.outputs or c.execution_count is not None]
-        assert not dirty, f"{path.name}: code cells {dirty} keep outputs; clear them before committing"
+        assert not dirty, (
+            f"{path.name}: code cells {dirty} keep outputs; clear them before committing"
+        )
         assert path.name in readme, f"notebooks/README.md does not link {path.name}"
 
 
@@ -38,10 +40,23 @@ def test_notebook_runs_top_to_bottom(path: Path, tmp_path: Path, monkeypatch):
 
     monkeypatch.setenv("ZOO_NOTEBOOK_QUICK", "1")
     monkeypatch.setenv("ZOO_NOTEBOOK_WORK", str(tmp_path))
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(NOTEBOOKS.parent), os.environ.get("PYTHONPATH", "")]))
+    monkeypatch.setenv(
+        "PYTHONPATH", os.pathsep.join([str(NOTEBOOKS.parent), os.environ.get("PYTHONPATH", "")])
+    )
     notebook = nbformat.read(path, as_version=4)
     start = time.perf_counter()
-    NotebookClient(notebook, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(NOTEBOOKS)}}).execute()
+    NotebookClient(
+        notebook,
+        timeout=600,
+        kernel_name="python3",
+        resources={"metadata": {"path": str(NOTEBOOKS)}},
+    ).execute()
     print(f"{path.name}: {time.perf_counter() - start:.1f} s")
-    errors = [o for c in notebook.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
+    errors = [
+        o
+        for c in notebook.cells
+        if c.cell_type == "code"
+        for o in c.outputs
+        if o.output_type == "error"
+    ]
     assert not errors

@@ -41,21 +41,29 @@ def folder(tmp_path: Path, monkeypatch) -> Path:
 
 def _override(tmp_path: Path, callback: dict, data: dict) -> str:
     path = tmp_path / "override.yaml"
-    path.write_text(yaml.safe_dump({
-        "trainer": {"logger": False, "enable_progress_bar": False, "callbacks": [callback]},
-        "data": {"init_args": data},
-    }))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "trainer": {"logger": False, "enable_progress_bar": False, "callbacks": [callback]},
+                "data": {"init_args": data},
+            }
+        )
+    )
     return str(path)
 
 
 def _coordinates(geometry: dict) -> np.ndarray:
-    rings = geometry["coordinates"] if geometry["type"] == "Polygon" else [
-        r for polygon in geometry["coordinates"] for r in polygon
-    ]
+    rings = (
+        geometry["coordinates"]
+        if geometry["type"] == "Polygon"
+        else [r for polygon in geometry["coordinates"] for r in polygon]
+    )
     return np.concatenate([np.asarray(r) for r in rings])
 
 
-def test_geopix_predict_writes_geojson_inside_the_utm_footprint(folder: Path, tmp_path: Path, monkeypatch):
+def test_geopix_predict_writes_geojson_inside_the_utm_footprint(
+    folder: Path, tmp_path: Path, monkeypatch
+):
     tokenizer = ImageFolderDataModule(task="referring").tokenizer
     answer = tokenizer(f"sure, the building is {seg_phrase(2, 3)} [EOS]", add_special_tokens=False)
 
@@ -66,9 +74,24 @@ def test_geopix_predict_writes_geojson_inside_the_utm_footprint(folder: Path, tm
     torch.manual_seed(0)
     Image.fromarray(np.full((40, 30, 3), 90, dtype=np.uint8)).save(folder / "photo.png")
     out = tmp_path / "out"
-    writer = {"class_path": "zoo.callbacks.MaskPredictionWriter", "init_args": {"output_dir": str(out)}}
-    override = _override(tmp_path, writer, {"root": str(folder), "task": "referring", "overlap": 16})
-    main(["predict", "--config", str(ROOT / "configs/geopix.yaml"), "--config", IMAGES, "--config", override])
+    writer = {
+        "class_path": "zoo.callbacks.MaskPredictionWriter",
+        "init_args": {"output_dir": str(out)},
+    }
+    override = _override(
+        tmp_path, writer, {"root": str(folder), "task": "referring", "overlap": 16}
+    )
+    main(
+        [
+            "predict",
+            "--config",
+            str(ROOT / "configs/geopix.yaml"),
+            "--config",
+            IMAGES,
+            "--config",
+            override,
+        ]
+    )
 
     with rasterio.open(folder / "s2.tif") as src:
         west, south, east, north = transform_bounds(src.crs, "EPSG:4326", *src.bounds)
@@ -76,7 +99,10 @@ def test_geopix_predict_writes_geojson_inside_the_utm_footprint(folder: Path, tm
     collection = json.loads((out / "s2" / "masks.geojson").read_text())
     (feature,) = collection["features"]  # one phrase, stitched over the six chips
     assert feature["properties"] | {"target": 0} == {
-        "target": 0, "category": "building", "phrase": "the building", "image": "s2.tif"
+        "target": 0,
+        "category": "building",
+        "phrase": "the building",
+        "image": "s2.tif",
     }
     points = _coordinates(feature["geometry"])
     assert len(points) > 4 and np.ptp(points[:, 0]) > 0 and np.ptp(points[:, 1]) > 0
@@ -98,11 +124,20 @@ def test_geopix_predict_writes_geojson_inside_the_utm_footprint(folder: Path, tm
 
 def test_zoo_embed_writes_one_geoparquet_row_per_chip(folder: Path, tmp_path: Path):
     output = tmp_path / "embeddings.parquet"
-    main([
-        "embed", "--config", str(ROOT / "configs/flavars.yaml"), "--config", IMAGES,
-        f"--data.init_args.root={folder}", "--data.init_args.overlap=16", "--output", str(output),
-        "--no_progress",
-    ])
+    main(
+        [
+            "embed",
+            "--config",
+            str(ROOT / "configs/flavars.yaml"),
+            "--config",
+            IMAGES,
+            f"--data.init_args.root={folder}",
+            "--data.init_args.overlap=16",
+            "--output",
+            str(output),
+            "--no_progress",
+        ]
+    )
     frame = gpd.read_parquet(output)
     windows = chip_windows(96, 160, 64, 16)
     assert len(frame) == len(windows) and frame.crs.to_epsg() == 4326
@@ -122,12 +157,23 @@ def test_zoo_embed_writes_one_geoparquet_row_per_chip(folder: Path, tmp_path: Pa
 
 def test_aquila_predict_writes_answers_with_path_and_footprint(folder: Path, tmp_path: Path):
     output = tmp_path / "answers.jsonl"
-    writer = {"class_path": "zoo.models.PredictionWriter", "init_args": {"output_path": str(output)}}
+    writer = {
+        "class_path": "zoo.models.PredictionWriter",
+        "init_args": {"output_path": str(output)},
+    }
     override = _override(tmp_path, writer, {"root": str(folder), "task": "conversation"})
-    main([
-        "predict", "--config", str(ROOT / "configs/aquila.yaml"), "--config", IMAGES,
-        "--config", override, "--model.init_args.generation.max_new_tokens=2",
-    ])
+    main(
+        [
+            "predict",
+            "--config",
+            str(ROOT / "configs/aquila.yaml"),
+            "--config",
+            IMAGES,
+            "--config",
+            override,
+            "--model.init_args.generation.max_new_tokens=2",
+        ]
+    )
     rows = [json.loads(line) for line in output.read_text().splitlines()]
     assert len(rows) == len(chip_windows(96, 160, 64))
     for row in rows:

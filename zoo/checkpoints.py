@@ -67,7 +67,9 @@ def read_lightning_checkpoint(path: str | Path) -> dict[str, Any]:
         data = load_checkpoint(path, "--ckpt_path", mmap=True)
     except RuntimeError as error:
         raise CheckpointError(str(error)) from error
-    if not isinstance(data, Mapping) or not {"state_dict", "pytorch-lightning_version"} <= set(data):
+    if not isinstance(data, Mapping) or not {"state_dict", "pytorch-lightning_version"} <= set(
+        data
+    ):
         found = sorted(map(str, data))[:8] if isinstance(data, Mapping) else type(data).__name__
         raise CheckpointError(
             f"--ckpt_path {path} is not a Lightning checkpoint (no 'state_dict' and "
@@ -165,9 +167,13 @@ def merge_hyperparameters(
         if key not in ours or ours[key] is None or ours[key] == value:
             continue
         if given(key):
-            messages.append(f"model.init_args.{key}: {ours[key]!r} from the command line "
-                            f"replaces the checkpoint's {value!r}")
+            messages.append(
+                f"model.init_args.{key}: {ours[key]!r} from the command line "
+                f"replaces the checkpoint's {value!r}"
+            )
         else:
-            messages.append(f"model.init_args.{key}: the checkpoint's {value!r} replaces the "
-                            f"config's {ours[key]!r} (the weights were trained with it)")
+            messages.append(
+                f"model.init_args.{key}: the checkpoint's {value!r} replaces the "
+                f"config's {ours[key]!r} (the weights were trained with it)"
+            )
     return apply, messages

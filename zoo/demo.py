@@ -39,13 +39,17 @@ class Demo:
         images: a folder of images to pick from and, for FLAVARS, to rank.
     """
 
-    def __init__(self, model: LightningModule, datamodule: LightningDataModule, images: Path | None = None) -> None:
+    def __init__(
+        self, model: LightningModule, datamodule: LightningDataModule, images: Path | None = None
+    ) -> None:
         self.model = model.eval()
         self.datamodule = datamodule
         self.collate = datamodule._collate()
         self.size = datamodule.image_size
         self.images = sorted(
-            p for p in (images.rglob("*") if images else []) if p.suffix.lower() in RASTER_EXTENSIONS
+            p
+            for p in (images.rglob("*") if images else [])
+            if p.suffix.lower() in RASTER_EXTENSIONS
         )
 
     @property
@@ -61,7 +65,9 @@ class Demo:
         if array.ndim == 2:
             array = np.repeat(array[..., None], 3, -1)
         pixels = torch.from_numpy(np.ascontiguousarray(array[..., :3])).permute(2, 0, 1).float()
-        return F.interpolate(pixels[None], size=(self.size, self.size), mode="bilinear", antialias=True)[0]
+        return F.interpolate(
+            pixels[None], size=(self.size, self.size), mode="bilinear", antialias=True
+        )[0]
 
     def _batch(self, samples: list[dict[str, Any]]) -> dict[str, Any]:
         batch = self.collate(samples)
@@ -69,17 +75,25 @@ class Demo:
         return self.datamodule.on_after_batch_transfer(batch, 0)
 
     @torch.no_grad()
-    def answer(self, image: np.ndarray, question: str) -> tuple[str, tuple[np.ndarray, list[tuple[np.ndarray, str]]]]:
+    def answer(
+        self, image: np.ndarray, question: str
+    ) -> tuple[str, tuple[np.ndarray, list[tuple[np.ndarray, str]]]]:
         """The generated answer, and the image with GeoPix's masks (phrase labels)."""
         if image is None:
             raise ValueError("upload or pick an image first")
         if self.kind == "embedding":
-            raise ValueError(f"{type(self.model).__name__} does not generate answers: use the class scores")
+            raise ValueError(
+                f"{type(self.model).__name__} does not generate answers: use the class scores"
+            )
         pixels = self._pixels(image)
         sample = {
-            "image": pixels, "id": "demo", "task": "", "question_type": "",
+            "image": pixels,
+            "id": "demo",
+            "task": "",
+            "question_type": "",
             "conversations": [
-                {"from": "human", "value": f"{IMAGE_TOKEN}\n{question}"}, {"from": "gpt", "value": ""},
+                {"from": "human", "value": f"{IMAGE_TOKEN}\n{question}"},
+                {"from": "gpt", "value": ""},
             ],
         }
         batch = self._batch([sample])
@@ -88,8 +102,13 @@ class Demo:
         if self.kind != "masks":
             return row["answer"], (shown, [])
         masks = torch.as_tensor(row["masks"]).bool().numpy()
-        labels = [f"{p} ({c})" if c else p for p, c in zip(row["phrases"], row["category"], strict=True)]
-        return row["answer"], (shown, [(m.astype(np.float32), lab) for m, lab in zip(masks, labels, strict=True)])
+        labels = [
+            f"{p} ({c})" if c else p for p, c in zip(row["phrases"], row["category"], strict=True)
+        ]
+        return row["answer"], (
+            shown,
+            [(m.astype(np.float32), lab) for m, lab in zip(masks, labels, strict=True)],
+        )
 
     @torch.no_grad()
     def embed_images(self, images: list[torch.Tensor]) -> torch.Tensor:
@@ -122,7 +141,10 @@ class Demo:
         if not self.images:
             raise ValueError("no image folder: start zoo demo with --images FOLDER")
         pixels = [torch.from_numpy(read_raster(p).pixels) for p in self.images]
-        resized = [F.interpolate(p[None], size=(self.size, self.size), mode="bilinear", antialias=True)[0] for p in pixels]
+        resized = [
+            F.interpolate(p[None], size=(self.size, self.size), mode="bilinear", antialias=True)[0]
+            for p in pixels
+        ]
         tokens = self.model.tokenize([query])
         scores = (self.embed_images(resized) @ self.model.encode_text(**tokens).T)[:, 0]
         order = scores.argsort(descending=True)[:top].tolist()
@@ -150,7 +172,9 @@ def build_app(demo: Demo) -> Any:
                     question = gr.Textbox(label="question", value=_default_question(demo))
                     answer = gr.Textbox(label="answer")
                     overlay = gr.AnnotatedImage(label="masks" if demo.kind == "masks" else "image")
-                    gr.Button("Ask").click(demo.answer, [image, question], [answer, overlay], api_name="answer")
+                    gr.Button("Ask").click(
+                        demo.answer, [image, question], [answer, overlay], api_name="answer"
+                    )
         if examples:
             gr.Examples(examples, image)
     return app
@@ -182,7 +206,9 @@ def main(argv: list[str] | None = None, block: bool = True) -> Any:
     if images is not None and not images.is_dir():
         parser.error(f"--images {images} is not a folder")
     app = build_app(Demo(cli.model, cli.datamodule, images))
-    app.launch(server_name=args.host, server_port=args.port, prevent_thread_lock=not block, quiet=not block)
+    app.launch(
+        server_name=args.host, server_port=args.port, prevent_thread_lock=not block, quiet=not block
+    )
     return app
 
 

@@ -46,7 +46,9 @@ def embed_folder(
 ) -> gpd.GeoDataFrame:
     """One row per chip of the datamodule's predict set (see the module docstring)."""
     if not isinstance(model, ImageFeatures | TextEmbeddings):
-        raise TypeError(f"{type(model).__name__} has no {describe(ImageFeatures)}: nothing to embed")
+        raise TypeError(
+            f"{type(model).__name__} has no {describe(ImageFeatures)}: nothing to embed"
+        )
     model.eval()
     datamodule.setup("predict")
     rows, geometries = [], []
@@ -61,19 +63,29 @@ def embed_folder(
         location = None
         located = [i for i, g in enumerate(geo) if g is not None]
         if located and hasattr(model, "encode_location"):
-            where = torch.tensor([[geo[i]["lat"], geo[i]["lon"]] for i in located], device=model.device)
-            location = dict(zip(located, model.encode_location(where).float().cpu().numpy(), strict=True))
+            where = torch.tensor(
+                [[geo[i]["lat"], geo[i]["lon"]] for i in located], device=model.device
+            )
+            location = dict(
+                zip(located, model.encode_location(where).float().cpu().numpy(), strict=True)
+            )
         image = image.float().cpu().numpy()
         for i in range(len(image)):
             g, chip = geo[i], batch["chip"][i]
-            rows.append({
-                "path": batch["path"][i], "chip": chip["index"], "window": chip["window"],
-                "lat": g["lat"] if g else None, "lon": g["lon"] if g else None,
-                "valid_fraction": chip["valid_fraction"],
-                "image_embedding": image[i].astype(np.float32),
-                "location_embedding": None if location is None or i not in location
-                else location[i].astype(np.float32),
-            })
+            rows.append(
+                {
+                    "path": batch["path"][i],
+                    "chip": chip["index"],
+                    "window": chip["window"],
+                    "lat": g["lat"] if g else None,
+                    "lon": g["lon"] if g else None,
+                    "valid_fraction": chip["valid_fraction"],
+                    "image_embedding": image[i].astype(np.float32),
+                    "location_embedding": None
+                    if location is None or i not in location
+                    else location[i].astype(np.float32),
+                }
+            )
             geometries.append(shape(g["footprint"]) if g else None)
     return gpd.GeoDataFrame(rows, geometry=geometries, crs="EPSG:4326")
 

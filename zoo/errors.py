@@ -78,7 +78,7 @@ def renamed(key: str, parameters: Iterable[str]) -> str | None:
 
 
 def rename_hints(message: str, prefix: str = "") -> list[str]:
-    """"<old> was renamed: use <new>" for each renamed key a jsonargparse ``message`` refuses
+    """ "<old> was renamed: use <new>" for each renamed key a jsonargparse ``message`` refuses
     (``Option 'lr' is not accepted`` under ``class_path '...'``, at any indentation)."""
     hints = []
     for class_path, body in re.findall(r"class_path '([\w.]+)':\n((?:[ \t]+.*\n?)+)", message):
@@ -115,7 +115,7 @@ def _parameters(class_path: str) -> list[str]:
 
 
 def did_you_mean(message: str, options: Iterable[str] = ()) -> list[str]:
-    """"Did you mean" lines for the misspelt keys a jsonargparse ``message`` names.
+    """ "Did you mean" lines for the misspelt keys a jsonargparse ``message`` names.
 
     ``Option 'imag_encoder' is not accepted`` under ``class_path 'zoo.models.FLAVARS'`` is
     matched against FLAVARS' arguments; ``Unrecognized arguments: --trainer.max_epoch=1``
@@ -173,8 +173,10 @@ def _missing_value(error: BaseException) -> str | None:
     while error is not None:
         if isinstance(error, MissingMandatoryValue):
             key = getattr(error, "full_key", None) or "a value"
-            return (f"{key} is required: the config leaves it as ???. Set it in a YAML or with "
-                    f"--{key}=...")
+            return (
+                f"{key} is required: the config leaves it as ???. Set it in a YAML or with "
+                f"--{key}=..."
+            )
         error = error.__cause__ or error.__context__
     return None
 

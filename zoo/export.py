@@ -35,7 +35,9 @@ def export_model(model: LightningModule, output: str | Path) -> Path:
 def build_parser() -> argparse.ArgumentParser:
     """The command line of ``zoo export``."""
     parser = run_parser("zoo export", __doc__, "a checkpoint of that run", ckpt_required=True)
-    parser.add_argument("--output", required=True, help="folder for model.safetensors and config.yaml")
+    parser.add_argument(
+        "--output", required=True, help="folder for model.safetensors and config.yaml"
+    )
     return parser
 
 

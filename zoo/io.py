@@ -223,7 +223,9 @@ def load_checkpoint(
 _SHARDED_MODEL_KEYS = ("state_dict", "model")
 
 
-def read_sharded_checkpoint(path: str | Path, what: str = "checkpoint", weights_only: bool = True) -> dict[str, Any]:
+def read_sharded_checkpoint(
+    path: str | Path, what: str = "checkpoint", weights_only: bool = True
+) -> dict[str, Any]:
     """A Lightning sharded checkpoint folder (``torch.distributed.checkpoint`` shards and
     ``meta.pt``, as FSDP writes it) as one checkpoint dict on the CPU: ``meta.pt``'s entries
     (epoch, hyper-parameters ...) and the consolidated ``state_dict``. Only the model's tensors
@@ -314,6 +316,8 @@ def read_tensors(folder: str | Path, prefixes: tuple[str, ...]) -> dict[str, Ten
             state = read_state_dict(path, "weight shard")
             out |= {k: v for k, v in state.items() if k.startswith(prefixes)}
     return out
+
+
 @dataclass(frozen=True)
 class ProcessorSettings:
     """What a Hugging Face model folder says the data must do: its tokenizer (the folder itself),
@@ -335,7 +339,9 @@ def resolve_model_folder(name: str | Path, what: str = "model") -> Path:
     path = Path(name).expanduser()
     if path.is_dir():
         if not (path / "config.json").is_file():
-            raise FileNotFoundError(f"{what} {str(name)!r}: {path} holds no config.json (not a Hugging Face model folder)")
+            raise FileNotFoundError(
+                f"{what} {str(name)!r}: {path} holds no config.json (not a Hugging Face model folder)"
+            )
         return path
     try:
         from huggingface_hub import snapshot_download
@@ -370,11 +376,14 @@ def read_processor_settings(folder: str | Path, what: str = "processor") -> Proc
     if isinstance(size, Mapping):
         size = size.get("height", size.get("shortest_edge"))
     if size is None and (path / "config.json").is_file():
-        size = (read_json(path / "config.json", f"{what} config.json").get("image_config") or {}).get("image_size")
+        size = (
+            read_json(path / "config.json", f"{what} config.json").get("image_config") or {}
+        ).get("image_size")
     if size is None or "image_mean" not in settings or "image_std" not in settings:
         raise ValueError(f"{processor} states no image size, image_mean or image_std")
     return ProcessorSettings(
-        tokenizer=str(path), image_size=int(size),
+        tokenizer=str(path),
+        image_size=int(size),
         mean=tuple(float(v) for v in settings["image_mean"]),
         std=tuple(float(v) for v in settings["image_std"]),
     )

@@ -49,7 +49,11 @@ log = logging.getLogger(__name__)
 
 #: ``zoo`` commands besides the Trainer's: the module whose ``main(argv)`` runs each.
 COMMANDS = {
-    "evaluate": "zoo.evaluation.cli", "compare": "zoo.evaluation.compare", "export": "zoo.export", "embed": "zoo.embed", "demo": "zoo.demo",
+    "evaluate": "zoo.evaluation.cli",
+    "compare": "zoo.evaluation.compare",
+    "export": "zoo.export",
+    "embed": "zoo.embed",
+    "demo": "zoo.demo",
 }
 
 
@@ -68,7 +72,9 @@ class SaveConfigToRun(SaveConfigCallback):
         if trainer.is_global_zero and stage == "fit":
             text = self.parser.dump(self.config, skip_none=False)
             folders = [self.run_dir] if self.run_dir is not None else []
-            folders += [Path(lg.experiment.dir) for lg in trainer.loggers if isinstance(lg, WandbLogger)]
+            folders += [
+                Path(lg.experiment.dir) for lg in trainer.loggers if isinstance(lg, WandbLogger)
+            ]
             for folder in folders:
                 atomic_write_text(folder / self.config_filename, text)
             self.save_config(trainer, pl_module, stage)
@@ -113,7 +119,9 @@ class ZooCLI(LightningCLI):
         if self.session is not None:
             subcommand = self.subcommand
             trainer = self._get(self.config_init, "trainer", default={})
-            kwargs = trainer_arguments(self.session, trainer, self.config[subcommand].trainer) | kwargs
+            kwargs = (
+                trainer_arguments(self.session, trainer, self.config[subcommand].trainer) | kwargs
+            )
         built = super().instantiate_trainer(**kwargs)
         for callback in built.callbacks:
             if isinstance(callback, SaveConfigToRun) and self.session and self.session.run:
@@ -122,12 +130,20 @@ class ZooCLI(LightningCLI):
 
     def before_fit(self) -> None:
         """Say where this fit writes, before it starts."""
-        if self.session is not None and self.session.run is not None and self.trainer.is_global_zero:
+        if (
+            self.session is not None
+            and self.session.run is not None
+            and self.trainer.is_global_zero
+        ):
             log.info("run folder: %s", self.session.run.path)
 
     def after_fit(self) -> None:
         """Say again, after the metrics table, where the checkpoints and metrics are."""
-        if self.session is not None and self.session.run is not None and self.trainer.is_global_zero:
+        if (
+            self.session is not None
+            and self.session.run is not None
+            and self.trainer.is_global_zero
+        ):
             log.info("wrote checkpoints, metrics.csv and config.yaml to %s", self.session.run.path)
 
     def add_arguments_to_parser(self, parser) -> None:
@@ -136,24 +152,31 @@ class ZooCLI(LightningCLI):
         # A generator's LLM (zoo.encoders.llm.LLMSpec) gives the data its tokenizer and
         # conversation format: the LLM is named once, on the model.
         parser.link_arguments(
-            "model.init_args.llm", "data.init_args.llm",
+            "model.init_args.llm",
+            "data.init_args.llm",
             compute_fn=lambda llm: asdict(LLMSpec.of(llm)),
         )
         parser.add_argument(
-            "--overwrite", action="store_true",
+            "--overwrite",
+            action="store_true",
             help="prediction writers may replace the output of an earlier run",
         )
         parser.add_argument(
-            TRACEBACK_FLAG, action="store_true",
+            TRACEBACK_FLAG,
+            action="store_true",
             help="show the full traceback of a configuration or data error (or ZOO_TRACEBACK=1)",
         )
         parser.link_arguments("data.init_args.image_size", "model.init_args.image_size")
         parser.link_arguments(
-            "data", "model.init_args.tokenizer", compute_fn=lambda data: data.tokenizer,
+            "data",
+            "model.init_args.tokenizer",
+            compute_fn=lambda data: data.tokenizer,
             apply_on="instantiate",
         )
         parser.link_arguments(
-            "data", "model.init_args.class_names", compute_fn=lambda data: data.class_names,
+            "data",
+            "model.init_args.class_names",
+            compute_fn=lambda data: data.class_names,
             apply_on="instantiate",
         )
         # FLAVARS: the data uses the FLAVA folder's tokenizer, image size and mean / std.
@@ -169,7 +192,9 @@ _EPILOG = (
 
 
 def build_from_configs(
-    configs: Sequence[str | Path], ckpt_path: str | Path | None = None, overrides: Sequence[str] = ()
+    configs: Sequence[str | Path],
+    ckpt_path: str | Path | None = None,
+    overrides: Sequence[str] = (),
 ) -> ZooCLI:
     """A run's model, datamodule and resolved config, rebuilt from its config files.
 

@@ -53,14 +53,20 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any | None = None
     ) -> None:
         if storage_options is not None:
-            raise TypeError(f"{type(self).__name__} takes no storage_options, got {storage_options!r}")
+            raise TypeError(
+                f"{type(self).__name__} takes no storage_options, got {storage_options!r}"
+            )
         with atomic_write(path, "wb") as f:
             torch.save(checkpoint, f)
 
 
 def _slurm(trainer: Trainer) -> SLURMEnvironment | None:
     environment = trainer._accelerator_connector.cluster_environment
-    return environment if isinstance(environment, SLURMEnvironment) and environment.auto_requeue else None
+    return (
+        environment
+        if isinstance(environment, SLURMEnvironment) and environment.auto_requeue
+        else None
+    )
 
 
 class InterruptCheckpoint(Callback):
@@ -118,8 +124,11 @@ class InterruptCheckpoint(Callback):
             raise Interrupted(signum)
         self.received = signum
         name = signal.Signals(signum).name
-        log.warning("received %s: saving a checkpoint at the end of this step, then stopping "
-                    "(send it again to stop at once without one)", name)
+        log.warning(
+            "received %s: saving a checkpoint at the end of this step, then stopping "
+            "(send it again to stop at once without one)",
+            name,
+        )
 
     def _stop_requested(self, trainer: Trainer) -> bool:
         local = self.received is not None
@@ -148,7 +157,11 @@ class InterruptCheckpoint(Callback):
             self._save_and_stop(trainer)
 
     def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if trainer.state.fn == "fit" and not trainer.sanity_checking and self._stop_requested(trainer):
+        if (
+            trainer.state.fn == "fit"
+            and not trainer.sanity_checking
+            and self._stop_requested(trainer)
+        ):
             self._save_and_stop(trainer)
 
     def on_validation_batch_end(self, trainer: Trainer, *args: Any) -> None:
@@ -161,7 +174,9 @@ class InterruptCheckpoint(Callback):
     def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         self._restore()
 
-    def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
+    def on_exception(
+        self, trainer: Trainer, pl_module: LightningModule, exception: BaseException
+    ) -> None:
         self._restore()
 
     def _save_and_stop(self, trainer: Trainer) -> None:
@@ -175,8 +190,13 @@ class InterruptCheckpoint(Callback):
         path = folder / f"{self.filename}.ckpt"
         trainer.save_checkpoint(path, weights_only=False)  # the full state, to resume
         self.saved = path
-        log.warning("interrupted by %s at step %d: saved %s; resume with --ckpt_path %s",
-                    signal.Signals(signum).name, trainer.global_step, path, path)
+        log.warning(
+            "interrupted by %s at step %d: saved %s; resume with --ckpt_path %s",
+            signal.Signals(signum).name,
+            trainer.global_step,
+            path,
+            path,
+        )
         raise Interrupted(signum, path)
 
 
@@ -186,7 +206,13 @@ def _rng_states() -> dict[str, Any]:
     version, internal, python_gauss = random.getstate()
     states: dict[str, Any] = {
         "torch": torch.get_rng_state(),
-        "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(gauss)],
+        "numpy": [
+            kind,
+            torch.from_numpy(keys.astype(np.int64)),
+            int(pos),
+            int(has_gauss),
+            float(gauss),
+        ],
         "python": [version, torch.tensor(internal, dtype=torch.int64), python_gauss],
     }
     if torch.cuda.is_available() and torch.cuda.is_initialized():

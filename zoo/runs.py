@@ -89,7 +89,8 @@ def _versions(experiment: Path) -> list[int]:
     if not experiment.is_dir():
         return []
     return sorted(
-        int(m.group(1)) for p in experiment.iterdir()
+        int(m.group(1))
+        for p in experiment.iterdir()
         if p.is_dir() and not p.is_symlink() and (m := _VERSION.fullmatch(p.name))
     )
 
@@ -103,8 +104,10 @@ def next_version(experiment: Path) -> int:
 def newest_checkpoint(experiment: Path) -> Path | None:
     """The most recently written ``.ckpt`` of any version of ``experiment`` (None if none)."""
     found = [
-        p for v in _versions(experiment)
-        for p in (experiment / f"version_{v}" / "checkpoints").glob("*.ckpt") if p.is_file()
+        p
+        for v in _versions(experiment)
+        for p in (experiment / f"version_{v}" / "checkpoints").glob("*.ckpt")
+        if p.is_file()
     ]
     return max(found, key=lambda p: p.stat().st_mtime_ns) if found else None
 
@@ -146,7 +149,9 @@ class RunRecord(Callback):
     def state_dict(self) -> dict[str, Any]:
         trainer = self._trainer
         module = trainer.lightning_module if trainer is not None else None
-        model_class = None if module is None else f"{type(module).__module__}.{type(module).__qualname__}"
+        model_class = (
+            None if module is None else f"{type(module).__module__}.{type(module).__qualname__}"
+        )
         record: dict[str, Any] = {
             "model_class": model_class,
             "wandb_id": wandb_id(trainer) if trainer is not None else None,

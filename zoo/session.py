@@ -133,7 +133,10 @@ def _wandb(logger: WandbLogger, config: Any, wandb_id: str | None) -> WandbLogge
     if wandb_id is None:
         return logger
     init_args = dict(config.get("init_args") or {}) if hasattr(config, "get") else {}
-    init_args = {k: v for k, v in init_args.items() if v is not None} | {"id": wandb_id, "resume": "allow"}
+    init_args = {k: v for k, v in init_args.items() if v is not None} | {
+        "id": wandb_id,
+        "resume": "allow",
+    }
     init_args.pop("version", None)
     return type(logger)(**init_args)
 
@@ -163,12 +166,18 @@ def trainer_arguments(session: Session, trainer: dict[str, Any], config: Any) ->
         for callback in callbacks:
             if isinstance(callback, ModelCheckpoint) and callback.dirpath is None:
                 callback.dirpath = str(run.checkpoints)
-        callbacks += [RunRecord(run), ExactResume(), InterruptCheckpoint(run.checkpoints),
-                      MetricsSummary()]
+        callbacks += [
+            RunRecord(run),
+            ExactResume(),
+            InterruptCheckpoint(run.checkpoints),
+            MetricsSummary(),
+        ]
     else:
         kept = [logger for logger in loggers if not isinstance(logger, WandbLogger)]
         if len(kept) < len(loggers):
-            log.info("%s opens no W&B run (it would stay empty); metrics are printed", session.subcommand)
+            log.info(
+                "%s opens no W&B run (it would stay empty); metrics are printed", session.subcommand
+            )
         out["logger"] = kept or False
         callbacks.append(InterruptCheckpoint())
         for callback in callbacks:

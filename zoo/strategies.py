@@ -69,8 +69,11 @@ def _dtype(name: str | None) -> torch.dtype | None:
 
 
 def fully_shard_generator(
-    model: nn.Module, mesh: DeviceMesh, names: list[str] | None = None,
-    param_dtype: str | None = None, reduce_dtype: str | None = "float32",
+    model: nn.Module,
+    mesh: DeviceMesh,
+    names: list[str] | None = None,
+    param_dtype: str | None = None,
+    reduce_dtype: str | None = "float32",
     reshard_after_forward: bool = True,
 ) -> None:
     """Shard ``model`` (a generator) in place with FSDP2 over ``mesh``, bottom-up.
@@ -95,8 +98,12 @@ def fully_shard_generator(
 
     scalars = _replicate_scalars(model, mesh)
     kwargs = {
-        "mesh": mesh, "reshard_after_forward": reshard_after_forward, "ignored_params": scalars,
-        "mp_policy": MixedPrecisionPolicy(param_dtype=_dtype(param_dtype), reduce_dtype=_dtype(reduce_dtype)),
+        "mesh": mesh,
+        "reshard_after_forward": reshard_after_forward,
+        "ignored_params": scalars,
+        "mp_policy": MixedPrecisionPolicy(
+            param_dtype=_dtype(param_dtype), reduce_dtype=_dtype(reduce_dtype)
+        ),
     }
     classes = tuple(wrap_classes(model, names))
     for module in list(model.modules()):
@@ -145,8 +152,6 @@ def _is_dtensor(tensor: torch.Tensor) -> bool:
     return isinstance(tensor, DTensor)
 
 
-
-
 class GeneratorFSDPStrategy(ModelParallelStrategy):
     """FSDP2 for the zoo's generators: Lightning's ``ModelParallelStrategy`` with one
     data-parallel group of every rank (all nodes × devices) and no tensor parallelism.
@@ -189,6 +194,10 @@ class GeneratorFSDPStrategy(ModelParallelStrategy):
     def shard(self, model: nn.Module) -> None:
         """Apply :func:`fully_shard_generator` with this strategy's settings."""
         fully_shard_generator(
-            model, model.device_mesh["data_parallel"], self.wrap_classes, self.param_dtype,
-            self.reduce_dtype, self.reshard_after_forward,
+            model,
+            model.device_mesh["data_parallel"],
+            self.wrap_classes,
+            self.param_dtype,
+            self.reduce_dtype,
+            self.reshard_after_forward,
         )

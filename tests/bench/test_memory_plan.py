@@ -25,7 +25,9 @@ def test_parameters_per_module(geopix):
     lora = 32 * 128 * 2 * (4096 + 4096)
     rows_of_vocabulary = (llm["trainable"] - lora) / (2 * 4096)
     assert rows_of_vocabulary == pytest.approx(32_000, rel=0.01)
-    assert llm["params"] - llm["trainable"] == pytest.approx(LLAMA2_7B - 2 * 32_000 * 4096, rel=0.02)
+    assert llm["params"] - llm["trainable"] == pytest.approx(
+        LLAMA2_7B - 2 * 32_000 * 4096, rel=0.02
+    )
     assert vision["params"] == pytest.approx(304e6, rel=0.02) and vision["trainable"] == 0
     assert all(r["params"] >= r["trainable"] for r in rows.values())
 

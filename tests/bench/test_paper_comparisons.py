@@ -8,8 +8,18 @@ import math
 
 from bench import paper_comparisons as bench
 
-TINIEST = ["--train", "2", "--test", "2", "--batch-size", "4", "--epochs", "1",
-           "--max-new-tokens", "2"]
+TINIEST = [
+    "--train",
+    "2",
+    "--test",
+    "2",
+    "--batch-size",
+    "4",
+    "--epochs",
+    "1",
+    "--max-new-tokens",
+    "2",
+]
 
 
 def test_both_comparisons_side_by_side_and_reproducible(tmp_path, capsys):
@@ -21,8 +31,10 @@ def test_both_comparisons_side_by_side_and_reproducible(tmp_path, capsys):
     ]
     # Each variant is its config with the one override: the built models differ in it only.
     assert [r.configured for r in results] == [
-        {"detail_tokens": "interleave"}, {"detail_tokens": "pool"},
-        {"key_positions": True}, {"key_positions": False},
+        {"detail_tokens": "interleave"},
+        {"detail_tokens": "pool"},
+        {"key_positions": True},
+        {"key_positions": False},
     ]
     for r in results:
         assert r.steps == 1  # 2 images, a caption and a question each: one batch of 4

@@ -11,8 +11,23 @@ from tests.test_bench import load_bench
 def test_flavars_pairs_do_no_more_work_than_the_references(tmp_path):
     bench = load_bench()
     output = tmp_path / "bench.json"
-    bench.main(["--device", "cpu", "--scale", "test", "--pairs", "flava", "clip", "--steps", "1",
-                "--warmup", "0", "--output", str(output)])
+    bench.main(
+        [
+            "--device",
+            "cpu",
+            "--scale",
+            "test",
+            "--pairs",
+            "flava",
+            "clip",
+            "--steps",
+            "1",
+            "--warmup",
+            "0",
+            "--output",
+            str(output),
+        ]
+    )
     results = {r["pair"]: r for r in json.loads(output.read_text())["results"]}
     clip, flava = results["clip"], results["flava"]
     # Contrastive only: no masked pass, no fusion (the towers differ by CLIP's text pooling).

@@ -36,8 +36,9 @@ def edited_fake(tmp_path: Path, name: str, file: str, edit: Callable[[Any], obje
     return root
 
 
-def fake_datamodule(config: str, name: str, expect: dict[str, Any] | None = None,
-                    **init_args: Any) -> Any:
+def fake_datamodule(
+    config: str, name: str, expect: dict[str, Any] | None = None, **init_args: Any
+) -> Any:
     """The datamodule of ``configs/data/<config>`` on the fake dataset ``name``.
 
     The YAML is parsed as LightningCLI parses its ``data:`` block; its ``root`` must be
@@ -108,11 +109,19 @@ def write_karpathy_captions(
         sentences = []
         for k in range(captions_per_image):
             raw = caption(i, k)
-            sentences.append({"tokens": raw.replace(" .", "").split(), "raw": raw, "imgid": i,
-                              "sentid": sentid})
+            sentences.append(
+                {"tokens": raw.replace(" .", "").split(), "raw": raw, "imgid": i, "sentid": sentid}
+            )
             sentid += 1
-        images.append({"sentids": [s["sentid"] for s in sentences], "imgid": i,
-                       "sentences": sentences, "split": split, "filename": filename})
+        images.append(
+            {
+                "sentids": [s["sentid"] for s in sentences],
+                "imgid": i,
+                "sentences": sentences,
+                "split": split,
+                "filename": filename,
+            }
+        )
     (root / json_name).write_text(json.dumps({"images": images, "dataset": dataset}))
 
 
@@ -147,26 +156,55 @@ def write_rsvqa(
 
     def add(i: int, qtype: str, question: str, answer: str, split: str) -> int:
         q = len(questions_)
-        questions_.append({"id": q, "date_added": DATE_ADDED, "img_id": i, "people_id": 0,
-                           "type": qtype, "question": question, "answers_ids": [q],
-                           "split": split})
-        answers.append({"id": q, "date_added": DATE_ADDED, "question_id": q, "people_id": 0,
-                        "answer": answer, "split": split})
+        questions_.append(
+            {
+                "id": q,
+                "date_added": DATE_ADDED,
+                "img_id": i,
+                "people_id": 0,
+                "type": qtype,
+                "question": question,
+                "answers_ids": [q],
+                "split": split,
+            }
+        )
+        answers.append(
+            {
+                "id": q,
+                "date_added": DATE_ADDED,
+                "question_id": q,
+                "people_id": 0,
+                "answer": answer,
+                "split": split,
+            }
+        )
         return q
 
     for i, image_split in enumerate(image_splits):
         formats = values(i)
-        ids = [add(i, qtype, question.format(**formats), answer.format(**formats), image_split)
-               for qtype, question, answer in questions]
+        ids = [
+            add(i, qtype, question.format(**formats), answer.format(**formats), image_split)
+            for qtype, question, answer in questions
+        ]
         for qtype, question, answer in inactive(i):
             add(i, qtype, question, answer, "none")
-        images.append({"id": i, "date_added": DATE_ADDED, "people_id": 0, **image_fields(i),
-                       "questions_ids": ids, "split": image_split})
+        images.append(
+            {
+                "id": i,
+                "date_added": DATE_ADDED,
+                "people_id": 0,
+                **image_fields(i),
+                "questions_ids": ids,
+                "split": image_split,
+            }
+        )
 
     for split in dict.fromkeys(image_splits):
         for key, entries in (("questions", questions_), ("answers", answers), ("images", images)):
-            listed = [{k: v for k, v in e.items() if k != "split"} | {"active": e["split"] == split}
-                      for e in entries]
+            listed = [
+                {k: v for k, v in e.items() if k != "split"} | {"active": e["split"] == split}
+                for e in entries
+            ]
             (root / f"{prefix}_split_{split}_{key}.json").write_text(json.dumps({key: listed}))
 
 
@@ -203,9 +241,13 @@ def write_scene_table(
         pixels[...] = (60 * c, 120, 255 - 60 * c)
         for n in range(per_class):
             path = f"images/{name}/{name.replace(' ', '_')}_{n}.{extension}"
-            Image.fromarray(pixels).save(out / path, **({"quality": 100} if extension == "jpg" else {}))
+            Image.fromarray(pixels).save(
+                out / path, **({"quality": 100} if extension == "jpg" else {})
+            )
             listed = f"{folder}/{path}" if from_benchmark_root else path
-            rows.append({"filepath": listed, "title": f"a satellite image of {name}", **labels(c, name)})
+            rows.append(
+                {"filepath": listed, "title": f"a satellite image of {name}", **labels(c, name)}
+            )
     columns = list(rows[0])
     lines = [",".join(columns)] + [",".join(str(r[k]) for k in columns) for r in rows]
     (out / table).write_text("\r\n".join(lines) + "\r\n")

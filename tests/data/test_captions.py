@@ -24,14 +24,30 @@ from zoo.metrics.generation import GenerationMetrics
 SIZE = 16
 # name -> (fake root, config, images per split, a known (split, image_id, first reference))
 CASES = {
-    "rsicd": ("rsicd", "rsicd.yaml", {"train": 4, "val": 2, "test": 2},
-              ("test", "7", "1 : a desert with many dunes .")),
-    "ucm": ("ucm_captions", "ucm_captions.yaml", {"train": 3, "val": 1, "test": 2},
-            ("val", "3", "there is a harbor number 1 .")),
-    "sydney": ("sydney_captions", "sydney_captions.yaml", {"train": 3, "val": 1, "test": 1},
-               ("test", "4", "a airport area seen from above , view 1 .")),
-    "nwpu": ("nwpu_captions", "nwpu_captions.yaml", {"train": 2, "val": 2, "test": 2},
-             ("test", "5", "harbor picture 3 , sentence 0 .")),
+    "rsicd": (
+        "rsicd",
+        "rsicd.yaml",
+        {"train": 4, "val": 2, "test": 2},
+        ("test", "7", "1 : a desert with many dunes ."),
+    ),
+    "ucm": (
+        "ucm_captions",
+        "ucm_captions.yaml",
+        {"train": 3, "val": 1, "test": 2},
+        ("val", "3", "there is a harbor number 1 ."),
+    ),
+    "sydney": (
+        "sydney_captions",
+        "sydney_captions.yaml",
+        {"train": 3, "val": 1, "test": 1},
+        ("test", "4", "a airport area seen from above , view 1 ."),
+    ),
+    "nwpu": (
+        "nwpu_captions",
+        "nwpu_captions.yaml",
+        {"train": 2, "val": 2, "test": 2},
+        ("test", "5", "harbor picture 3 , sentence 0 ."),
+    ),
 }
 IMAGENET_RANGE = (-2.2, 2.7)  # (0 - max mean) / min std, (1 - min mean) / min std
 
@@ -50,7 +66,14 @@ def test_caption_datamodule_batches(name: str) -> None:
     assert dm.class_names == []
     assert len(dm.train_dataset) == counts["train"] and len(dm.test_dataset) == counts["test"]
     batch = _batches(dm, "train")[0]
-    assert set(batch) == {"image", "caption", "input_ids", "attention_mask", "references", "image_id"}
+    assert set(batch) == {
+        "image",
+        "caption",
+        "input_ids",
+        "attention_mask",
+        "references",
+        "image_id",
+    }
     assert batch["image"].shape == (2, 3, SIZE, SIZE) and batch["image"].dtype == torch.float32
     assert IMAGENET_RANGE[0] <= batch["image"].min() and batch["image"].max() <= IMAGENET_RANGE[1]
     assert batch["input_ids"].dtype == torch.long and batch["input_ids"].shape[0] == 2
@@ -59,7 +82,11 @@ def test_caption_datamodule_batches(name: str) -> None:
     # training captions are drawn from the image's own references
     assert all(c in refs for c, refs in zip(batch["caption"], batch["references"], strict=True))
     evaluated = [b for s in ("val", "test") for b in _batches(dm, s)]
-    rows = [(i, c, r) for b in evaluated for i, c, r in zip(b["image_id"], b["caption"], b["references"], strict=True)]
+    rows = [
+        (i, c, r)
+        for b in evaluated
+        for i, c, r in zip(b["image_id"], b["caption"], b["references"], strict=True)
+    ]
     assert all(c == r[0] for _, c, r in rows)  # evaluation captions are the first reference
     known = {i: r for i, _, r in rows}[image_id]
     assert known[0] == first and len(known) == (4 if name == "nwpu" else 5)
@@ -74,7 +101,9 @@ def test_caption_words_in_vocabulary() -> None:
 
 
 def test_random_caption_per_draw() -> None:
-    dataset = CaptionDataModule(str(DATA / "ucm_captions"), "ucm", image_size=SIZE)._dataset("train")
+    dataset = CaptionDataModule(str(DATA / "ucm_captions"), "ucm", image_size=SIZE)._dataset(
+        "train"
+    )
     torch.manual_seed(0)
     drawn = {dataset[0]["caption"] for _ in range(30)}
     assert len(drawn) > 1 and drawn <= set(dataset[0]["references"])
@@ -99,15 +128,31 @@ def test_caption_conversation_datamodule(name: str) -> None:
     assert len(dm.train_dataset) == 5 * counts["train"]  # one record per (image, caption)
     assert len(dm.test_dataset) == counts["test"]  # one per image
     train = _batches(dm, "train")[0]
-    keys = {"image", "id", "task", "question_type", "input_ids", "attention_mask", "labels",
-            "prompt_ids", "prompt_attention_mask", "question", "reference", "references"}
+    keys = {
+        "image",
+        "id",
+        "task",
+        "question_type",
+        "input_ids",
+        "attention_mask",
+        "labels",
+        "prompt_ids",
+        "prompt_attention_mask",
+        "question",
+        "reference",
+        "references",
+    }
     assert set(train) == keys
     assert train["task"] == ["caption", "caption"]
     assert train["labels"].shape == train["input_ids"].shape and train["labels"].dtype == torch.long
     assert (train["labels"] == -100).any() and (train["labels"] != -100).any()
     assert IMAGENET_RANGE[0] <= train["image"].min() and train["image"].max() <= IMAGENET_RANGE[1]
     test = [b for b in _batches(dm, "test")]
-    rows = {i: (q, r, rs) for b in test for i, q, r, rs in zip(b["id"], b["question"], b["reference"], b["references"], strict=True)}
+    rows = {
+        i: (q, r, rs)
+        for b in test
+        for i, q, r, rs in zip(b["id"], b["question"], b["reference"], b["references"], strict=True)
+    }
     question, reference, references = rows[image_id]
     assert question == "Describe this image briefly."
     assert reference == first == references[0]
@@ -149,19 +194,37 @@ def test_missing_annotation_file(tmp_path: Path) -> None:
         CaptionDataset(tmp_path, "rsicd")
 
 
-@pytest.mark.parametrize(("folder", "file", "edit", "args", "match"), [
-    pytest.param("rsicd", "dataset_rsicd.json", lambda data: data["images"][2].pop("sentences"),
-                 ("rsicd",),
-                 r"dataset_rsicd.json, images\[2\] \(filename 'farmland_3.jpg'\).*sentences",
-                 id="karpathy_entry_without_sentences"),
-    pytest.param("nwpu_captions", "dataset_nwpu.json", lambda data: data["harbor"][1].pop("raw"),
-                 ("nwpu", "val"), r"class 'harbor' entry 1 \(filename 'harbor_002.jpg'\).*'raw'",
-                 id="nwpu_entry_without_caption"),
-    pytest.param("nwpu_captions", "dataset_nwpu.json",
-                 lambda data: data["airplane"][0].update(
-                     dict.fromkeys(("raw", "raw_1", "raw_2", "raw_3", "raw_4"), " ")),
-                 ("nwpu",), "airplane_001.jpg.*no caption", id="image_without_any_caption"),
-])
+@pytest.mark.parametrize(
+    ("folder", "file", "edit", "args", "match"),
+    [
+        pytest.param(
+            "rsicd",
+            "dataset_rsicd.json",
+            lambda data: data["images"][2].pop("sentences"),
+            ("rsicd",),
+            r"dataset_rsicd.json, images\[2\] \(filename 'farmland_3.jpg'\).*sentences",
+            id="karpathy_entry_without_sentences",
+        ),
+        pytest.param(
+            "nwpu_captions",
+            "dataset_nwpu.json",
+            lambda data: data["harbor"][1].pop("raw"),
+            ("nwpu", "val"),
+            r"class 'harbor' entry 1 \(filename 'harbor_002.jpg'\).*'raw'",
+            id="nwpu_entry_without_caption",
+        ),
+        pytest.param(
+            "nwpu_captions",
+            "dataset_nwpu.json",
+            lambda data: data["airplane"][0].update(
+                dict.fromkeys(("raw", "raw_1", "raw_2", "raw_3", "raw_4"), " ")
+            ),
+            ("nwpu",),
+            "airplane_001.jpg.*no caption",
+            id="image_without_any_caption",
+        ),
+    ],
+)
 def test_broken_caption_entry_is_named(tmp_path: Path, folder, file, edit, args, match) -> None:
     root = edited_fake(tmp_path, folder, file, edit)
     with pytest.raises(ValueError, match=match):
@@ -176,9 +239,15 @@ def test_karpathy_file_of_the_wrong_format(tmp_path: Path) -> None:
 
 
 def test_split_without_images_and_bad_names(tmp_path: Path) -> None:
-    root = edited_fake(tmp_path, "sydney_captions", "dataset.json", lambda data: data.update(
-        images=[i for i in data["images"] if i["split"] != "val"]))
-    with pytest.raises(ValueError, match=r"no image in split 'val'; its splits are \['test', 'train'\]"):
+    root = edited_fake(
+        tmp_path,
+        "sydney_captions",
+        "dataset.json",
+        lambda data: data.update(images=[i for i in data["images"] if i["split"] != "val"]),
+    )
+    with pytest.raises(
+        ValueError, match=r"no image in split 'val'; its splits are \['test', 'train'\]"
+    ):
         CaptionDataset(root, "sydney", "val")
     with pytest.raises(ValueError, match="name must be one of"):
         CaptionDataset(root, "coco")  # type: ignore[arg-type]
@@ -190,14 +259,23 @@ def test_missing_image_file_is_named(tmp_path: Path) -> None:
     root = copy_fake(tmp_path, "ucm_captions")
     (root / "imgs" / "1.tif").unlink()
     dataset = CaptionDataset(root, "ucm", "train", image_size=SIZE)
-    with pytest.raises(FileNotFoundError, match=r"imgs/1.tif is missing \(image '0' of .*dataset.json\)"):
+    with pytest.raises(
+        FileNotFoundError, match=r"imgs/1.tif is missing \(image '0' of .*dataset.json\)"
+    ):
         dataset[0]
 
 
 def test_generation_metrics_score_against_all_references() -> None:
     """A caption equal to the third reference is perfect against the five, not against one."""
-    references = [["a red roof near a road .", "green trees around a pond .",
-                   "many white ships are moored in the port .", "a port .", "ships in a port ."]]
+    references = [
+        [
+            "a red roof near a road .",
+            "green trees around a pond .",
+            "many white ships are moored in the port .",
+            "a port .",
+            "ships in a port .",
+        ]
+    ]
     answer = ["many white ships are moored in the port ."]
     scores = {}
     for multi in (True, False):

@@ -29,7 +29,10 @@ def test_batch_contract(table_root):
     assert batch["label"].tolist() == [0, 1, 0, 1]
     assert batch["input_ids"].shape == batch["attention_mask"].shape
     tok = dm.tokenizer
-    assert tok.decode(batch["input_ids"][0], skip_special_tokens=True) == "a satellite image of a forest ."
+    assert (
+        tok.decode(batch["input_ids"][0], skip_special_tokens=True)
+        == "a satellite image of a forest ."
+    )
     assert tok.unk_token_id not in batch["input_ids"]
 
 
@@ -90,8 +93,11 @@ def test_table_without_caption_column(table_root):
 def test_conversation_task_filter_that_keeps_nothing_is_an_error(tmp_path):
     from zoo.data import EmbeddedConversationDataModule
 
-    dm = EmbeddedConversationDataModule(str(tmp_path), splits=EmbeddedSplits(4, 2, 2),
-                                        tasks=["captions"])  # a typo of "caption"
+    dm = EmbeddedConversationDataModule(
+        str(tmp_path), splits=EmbeddedSplits(4, 2, 2), tasks=["captions"]
+    )  # a typo of "caption"
     dm.prepare_data()
-    with pytest.raises(ValueError, match=r"conversations_train\.json: no record has a task in \['captions'\]"):
+    with pytest.raises(
+        ValueError, match=r"conversations_train\.json: no record has a task in \['captions'\]"
+    ):
         dm.setup("fit")

@@ -45,7 +45,9 @@ def test_stitch_averages_overlaps_and_restores_the_raster():
 
 
 def test_percentile_stretch_per_band_over_valid_pixels():
-    values = np.stack([np.arange(100.0).reshape(10, 10), 1000 + 10 * np.arange(100.0).reshape(10, 10)])
+    values = np.stack(
+        [np.arange(100.0).reshape(10, 10), 1000 + 10 * np.arange(100.0).reshape(10, 10)]
+    )
     valid = np.ones((10, 10), dtype=bool)
     valid[0, 0] = False
     out = stretch(values, valid, (0.0, 100.0))
@@ -89,7 +91,9 @@ def test_folder_samples_carry_crs_transform_footprint_and_location(tmp_path: Pat
             sample = ds[1 + k]
             assert sample["path"] == "scenes/s2.tif" and sample["chip"]["window"] == w.as_list()
             expected = transform_bounds(
-                src.crs, "EPSG:4326", *window_bounds(RioWindow(w.col, w.row, w.width, w.height), src.transform)
+                src.crs,
+                "EPSG:4326",
+                *window_bounds(RioWindow(w.col, w.row, w.width, w.height), src.transform),
             )
             assert np.allclose(shape(sample["geo"]["footprint"]).bounds, expected, atol=1e-6)
             lat, lon = sample["location"].tolist()
@@ -104,10 +108,16 @@ def test_prompts_from_config_and_csv(tmp_path: Path):
     root = tmp_path / "images"
     for name in ("a.tif", "b.tif"):
         write_utm_geotiff(root / name, height=32, width=32)
-    pd.DataFrame({"path": ["b.tif"], "prompt": ["Please segment the ship."]}).to_csv(root / "p.csv", index=False)
+    pd.DataFrame({"path": ["b.tif"], "prompt": ["Please segment the ship."]}).to_csv(
+        root / "p.csv", index=False
+    )
     dm = ImageFolderDataModule(
-        root=str(root), task="referring", prompt="Please segment the road.", prompts_file="p.csv",
-        image_size=32, batch_size=2,
+        root=str(root),
+        task="referring",
+        prompt="Please segment the road.",
+        prompts_file="p.csv",
+        image_size=32,
+        batch_size=2,
     )
     dm.setup("predict")
     batch = next(iter(dm.predict_dataloader()))

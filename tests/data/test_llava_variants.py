@@ -20,13 +20,28 @@ from zoo.data.datamodules import ConversationDataModule
 from zoo.data.tokenize import word_level_tokenizer
 
 SIZE = 16
-KEYS = {"image", "id", "task", "question_type", "input_ids", "attention_mask", "labels",
-        "prompt_ids", "prompt_attention_mask", "question", "reference", "references"}
+KEYS = {
+    "image",
+    "id",
+    "task",
+    "question_type",
+    "input_ids",
+    "attention_mask",
+    "labels",
+    "prompt_ids",
+    "prompt_attention_mask",
+    "question",
+    "reference",
+    "references",
+}
 # name -> (image folder under root, train file, eval file), as in configs/data/<name>.yaml
 LAYOUTS = {
     "geochat": ("final_images_llava", "GeoChat_Instruct.json", "GeoChat_Instruct.json"),
-    "fit_rs": ("FIT-RS_Images", "FIT-RS_Instruction/FIT-RS-train-1415k.json",
-               "FIT-RSFG/FIT-RSFG-Bench/test_FITRS_vqa_eval.jsonl"),
+    "fit_rs": (
+        "FIT-RS_Images",
+        "FIT-RS_Instruction/FIT-RS-train-1415k.json",
+        "FIT-RSFG/FIT-RSFG-Bench/test_FITRS_vqa_eval.jsonl",
+    ),
     "vrsbench": ("images", "VRSBench_train.json", "VRSBench_EVAL_vqa.json"),
 }
 
@@ -40,13 +55,16 @@ def _datamodule(name: str, **kwargs) -> ConversationDataModule:
 def _all(dm: ConversationDataModule, split: str) -> tuple[list[dict], dict[str, dict]]:
     loader = (
         torch.utils.data.DataLoader(dm.train_dataset, 2, collate_fn=dm.collate_fn)
-        if split == "train" else getattr(dm, f"{split}_dataloader")()
+        if split == "train"
+        else getattr(dm, f"{split}_dataloader")()
     )
     batches = [dm.on_after_batch_transfer(b, 0) for b in loader]
     rows = {}
     for b in batches:
         for i in range(len(b["id"])):
-            rows[b["id"][i]] = {k: b[k][i] for k in ("task", "question_type", "question", "reference", "references")}
+            rows[b["id"][i]] = {
+                k: b[k][i] for k in ("task", "question_type", "question", "reference", "references")
+            }
     return batches, rows
 
 
@@ -91,11 +109,18 @@ def test_fit_rs() -> None:
     val_batches, val = _all(dm, "val")  # JSON lines, GeoChat's evaluation keys ("text")
     _check_contract(val_batches[0])
     assert val["101_0"] == {
-        "task": "vqa", "question_type": "count", "question": "How many airplanes are there?",
-        "reference": "3", "references": ["3"],
+        "task": "vqa",
+        "question_type": "count",
+        "question": "How many airplanes are there?",
+        "reference": "3",
+        "references": ["3"],
     }
     records = read_conversations(
-        DATA / "fit_rs" / "FIT-RSFG" / "FIT-RSFG-Bench" / "test_FITRS_complex_comprehension_eval.jsonl"
+        DATA
+        / "fit_rs"
+        / "FIT-RSFG"
+        / "FIT-RSFG-Bench"
+        / "test_FITRS_complex_comprehension_eval.jsonl"
     )  # the other evaluation keys ("question")
     assert records[0]["question_types"] == ["task4"] and records[0]["id"] == 200
     assert records[0]["conversations"][1]["value"] == "The ship is docked at the harbor."
@@ -111,8 +136,11 @@ def test_vrsbench() -> None:
     val_batches, val = _all(dm, "val")
     _check_contract(val_batches[0])
     assert val["1_0"] == {
-        "task": "vqa", "question_type": "object quantity", "question": "How many ships are there?",
-        "reference": "2", "references": ["2"],
+        "task": "vqa",
+        "question_type": "object quantity",
+        "question": "How many ships are there?",
+        "reference": "2",
+        "references": ["2"],
     }
     vqa_only = _datamodule("vrsbench", tasks=["vqa"], batch_size=1)
     vqa_only.setup("fit")
@@ -127,8 +155,12 @@ def test_vrsbench() -> None:
 def test_config(name: str) -> None:
     """The YAML parses as LightningCLI would parse it and names the files of the fake layout."""
     images, train, evaluation = LAYOUTS[name]
-    expect = {"image_dir": images, "train_file": train, "val_file": evaluation,
-              "test_file": evaluation}
+    expect = {
+        "image_dir": images,
+        "train_file": train,
+        "val_file": evaluation,
+        "test_file": evaluation,
+    }
     dm = fake_datamodule(f"{name}.yaml", name, expect, image_size=SIZE)
     assert isinstance(dm, ConversationDataModule)
     dm.setup("fit")
@@ -136,30 +168,64 @@ def test_config(name: str) -> None:
 
 
 def test_normalize_record_variants() -> None:
-    vrsbench = {"image_id": "a.png", "question": "Is it?", "ground_truth": "Yes",
-                "question_id": 4, "type": "object existence", "dataset": "RSBench"}
+    vrsbench = {
+        "image_id": "a.png",
+        "question": "Is it?",
+        "ground_truth": "Yes",
+        "question_id": 4,
+        "type": "object existence",
+        "dataset": "RSBench",
+    }
     record = normalize_record(vrsbench)
     assert record["conversations"] == [
-        {"from": "human", "value": "<image>\nIs it?"}, {"from": "gpt", "value": "Yes"}
+        {"from": "human", "value": "<image>\nIs it?"},
+        {"from": "gpt", "value": "Yes"},
     ]
     assert (record["image"], record["id"], record["task"]) == ("a.png", 4, "vqa")
     assert record["question_types"] == ["object existence"]
     assert normalize_record(vrsbench | {"type": "ref"})["task"] == "referring"
-    assert vrsbench == {"image_id": "a.png", "question": "Is it?", "ground_truth": "Yes",
-                        "question_id": 4, "type": "object existence", "dataset": "RSBench"}
-    given = normalize_record({"image": "b", "task": "scene", "conversations": [
-        {"from": "USER", "value": "[vqa] x <image>"}, {"from": "Assistant", "value": "y"}]})
+    assert vrsbench == {
+        "image_id": "a.png",
+        "question": "Is it?",
+        "ground_truth": "Yes",
+        "question_id": 4,
+        "type": "object existence",
+        "dataset": "RSBench",
+    }
+    given = normalize_record(
+        {
+            "image": "b",
+            "task": "scene",
+            "conversations": [
+                {"from": "USER", "value": "[vqa] x <image>"},
+                {"from": "Assistant", "value": "y"},
+            ],
+        }
+    )
     assert given["task"] == "scene"  # a given task wins over the tag
     assert [t["from"] for t in given["conversations"]] == ["user", "assistant"]
-    number = normalize_record({"image": "c", "conversations": [
-        {"from": "human", "value": "<image>\nhow many?"}, {"from": "gpt", "value": 3}]})
+    number = normalize_record(
+        {
+            "image": "c",
+            "conversations": [
+                {"from": "human", "value": "<image>\nhow many?"},
+                {"from": "gpt", "value": 3},
+            ],
+        }
+    )
     assert number["conversations"][1]["value"] == "3"
 
 
 def test_turn_without_value_is_named(tmp_path: Path) -> None:
-    record = {"id": "r1", "image": "x.png", "conversations": [
-        {"from": "human", "value": "<image>\nq"}, {"from": "gpt"}]}
-    with pytest.raises(ValueError, match=r"src, record 0 \(id 'r1'\): each turn needs a 'from' and a string 'value'"):
+    record = {
+        "id": "r1",
+        "image": "x.png",
+        "conversations": [{"from": "human", "value": "<image>\nq"}, {"from": "gpt"}],
+    }
+    with pytest.raises(
+        ValueError,
+        match=r"src, record 0 \(id 'r1'\): each turn needs a 'from' and a string 'value'",
+    ):
         ConversationDataset.from_records(tmp_path, [record], source="src")
 
 
@@ -167,10 +233,21 @@ def test_collate_references_default_to_the_reference() -> None:
     tokenizer = word_level_tokenizer(["what", "is", "it", "a", "b", "c"])
     turns = [{"from": "human", "value": "<image>\nwhat is it"}, {"from": "gpt", "value": "a"}]
     samples = [
-        {"image": torch.zeros(3, 2, 2), "id": "0", "conversations": turns, "task": "caption",
-         "question_type": "", "references": ["a", "b", "c"]},
-        {"image": torch.zeros(3, 2, 2), "id": "1", "conversations": turns, "task": "caption",
-         "question_type": ""},
+        {
+            "image": torch.zeros(3, 2, 2),
+            "id": "0",
+            "conversations": turns,
+            "task": "caption",
+            "question_type": "",
+            "references": ["a", "b", "c"],
+        },
+        {
+            "image": torch.zeros(3, 2, 2),
+            "id": "1",
+            "conversations": turns,
+            "task": "caption",
+            "question_type": "",
+        },
     ]
     batch = ConversationCollate(tokenizer)(samples)
     assert batch["reference"] == ["a", "a"]
@@ -182,14 +259,24 @@ def test_two_image_placeholders_are_named(tmp_path: Path) -> None:
         records[2]["conversations"][1]["value"] += " <image>"
 
     root = edited_fake(tmp_path, "geochat", "GeoChat_Instruct.json", second_placeholder)
-    with pytest.raises(ValueError, match=r"GeoChat_Instruct.json, record 2 \(id '00451'\): expected exactly one <image>"):
+    with pytest.raises(
+        ValueError,
+        match=r"GeoChat_Instruct.json, record 2 \(id '00451'\): expected exactly one <image>",
+    ):
         read_conversations(root / "GeoChat_Instruct.json")
 
 
 def test_evaluation_record_without_answer(tmp_path: Path) -> None:
-    root = edited_fake(tmp_path, "vrsbench", "VRSBench_EVAL_vqa.json",
-                       lambda records: records[1].pop("ground_truth"))
-    with pytest.raises(ValueError, match=r"VRSBench_EVAL_vqa.json, record 1 \(id 1\): needs a 'conversations' list.*found the keys"):
+    root = edited_fake(
+        tmp_path,
+        "vrsbench",
+        "VRSBench_EVAL_vqa.json",
+        lambda records: records[1].pop("ground_truth"),
+    )
+    with pytest.raises(
+        ValueError,
+        match=r"VRSBench_EVAL_vqa.json, record 1 \(id 1\): needs a 'conversations' list.*found the keys",
+    ):
         read_conversations(root / "VRSBench_EVAL_vqa.json")
 
 
@@ -205,23 +292,34 @@ def test_missing_image_without_extension_is_named(tmp_path: Path) -> None:
     root = copy_fake(tmp_path, "geochat")
     (root / "final_images_llava" / "P0002_0003.jpg").unlink()
     dataset = ConversationDataset(root / "final_images_llava", "../GeoChat_Instruct.json", SIZE)
-    with pytest.raises(FileNotFoundError, match=r"P0002_0003 is missing \(record 'P0002_0003'.*also with the extensions"):
+    with pytest.raises(
+        FileNotFoundError,
+        match=r"P0002_0003 is missing \(record 'P0002_0003'.*also with the extensions",
+    ):
         dataset[1]
 
 
 def test_empty_references_are_rejected(tmp_path: Path) -> None:
-    record = {"image": "x.png", "references": [], "conversations": [
-        {"from": "human", "value": "<image>\nq"}, {"from": "gpt", "value": "a"}]}
+    record = {
+        "image": "x.png",
+        "references": [],
+        "conversations": [{"from": "human", "value": "<image>\nq"}, {"from": "gpt", "value": "a"}],
+    }
     with pytest.raises(ValueError, match=r"my captions, record 0 .*'references' must be"):
         ConversationDataset.from_records(tmp_path, [record], source="my captions")
 
 
 def test_missing_root_is_named(tmp_path: Path) -> None:
     dm = ConversationDataModule(
-        str(tmp_path / "nowhere" / "final_images_llava"), "../GeoChat_Instruct.json",
-        "../GeoChat_Instruct.json", "../GeoChat_Instruct.json",
+        str(tmp_path / "nowhere" / "final_images_llava"),
+        "../GeoChat_Instruct.json",
+        "../GeoChat_Instruct.json",
+        "../GeoChat_Instruct.json",
     )
-    with pytest.raises(FileNotFoundError, match=r"nowhere/final_images_llava/../GeoChat_Instruct.json does not exist"):
+    with pytest.raises(
+        FileNotFoundError,
+        match=r"nowhere/final_images_llava/../GeoChat_Instruct.json does not exist",
+    ):
         dm.setup("fit")
     with pytest.raises(FileNotFoundError, match=r"dataset root .*nowhere does not exist"):
         ConversationDataset(tmp_path / "nowhere", "GeoChat_Instruct.json")

@@ -129,10 +129,14 @@ def _first_ref_ann(root: Path) -> tuple[dict, dict, int]:
     return coco, ann, ref["ref_id"]
 
 
-@pytest.mark.parametrize(("shape", "fill", "match"), [
-    ((64, 64), 0, r"ref {ref_id} .*refs_train.json: no valid mask"),  # an empty mask
-    ((32, 48), 1, r"mask size \(32, 48\) differs .*\(64, 64\)"),  # a mask of the wrong size
-], ids=["empty_mask", "mask_size"])
+@pytest.mark.parametrize(
+    ("shape", "fill", "match"),
+    [
+        ((64, 64), 0, r"ref {ref_id} .*refs_train.json: no valid mask"),  # an empty mask
+        ((32, 48), 1, r"mask size \(32, 48\) differs .*\(64, 64\)"),  # a mask of the wrong size
+    ],
+    ids=["empty_mask", "mask_size"],
+)
 def test_error_bad_mask(copy, shape, fill, match):
     coco, ann, ref_id = _first_ref_ann(copy)
     rle = mask_utils.encode(np.full(shape, fill, dtype=np.uint8, order="F"))
@@ -209,6 +213,7 @@ def test_embedded_datamodule(tmp_path):
 def test_mix_samples_is_a_fixed_subset(tmp_path):
     """GeoPix's stage 2: a fixed random subset of image-level conversations (8,000 of VRSBench in
     the paper), distinct and the same for a seed; ``"all"`` mixes every one (stage 1)."""
+
     def train(**kwargs):
         dm = EmbeddedReferringDataModule(str(tmp_path), splits=EmbeddedSplits(20, 4, 4), **kwargs)
         dm.prepare_data()

@@ -61,9 +61,7 @@ def _box_mask(box: tuple[int, int, int, int], size: int = 32) -> torch.Tensor:
 def _batch(dm: ReferringSegmentationDataModule, loader: Any) -> dict[str, Any]:
     """One batch as a model sees it: transferred and normalized."""
     batch = next(iter(loader))
-    return dm.on_after_batch_transfer(
-        dm.transfer_batch_to_device(batch, torch.device("cpu"), 0), 0
-    )
+    return dm.on_after_batch_transfer(dm.transfer_batch_to_device(batch, torch.device("cpu"), 0), 0)
 
 
 def _check_contract(batch: dict[str, Any], size: int, k: int) -> None:
@@ -103,7 +101,9 @@ def test_rrsisd_datamodule_val_batch():
     assert batch["id"] == ["00003_ref4_s0", "00003_ref4_s1", "00004_ref5_s0"]
     # raw expressions, first word as a clause
     assert batch["sentences"] == [
-        ["the bridge across the river"], ["a long bridge"], ["the windmill in the upper right"]
+        ["the bridge across the river"],
+        ["a long bridge"],
+        ["the windmill in the upper right"],
     ]
     assert batch["question"][0] == "Please segment the bridge across the river."
     assert batch["reference"][0] == f"Sure, the bridge across the river is {PHRASE}."
@@ -112,8 +112,11 @@ def test_rrsisd_datamodule_val_batch():
     assert torch.equal(batch["mask"][0, 0], bridge) and torch.equal(batch["mask"][1, 0], bridge)
     assert torch.equal(batch["mask"][2, 0], _box_mask(FAKE_RRSISD.OBJECTS[5][4]))
     names = FAKE_RRSISD.CATEGORIES
-    assert batch["category"][:, 0].tolist() == [names.index("bridge"), names.index("bridge"),
-                                                names.index("windmill")]
+    assert batch["category"][:, 0].tolist() == [
+        names.index("bridge"),
+        names.index("bridge"),
+        names.index("windmill"),
+    ]
     assert batch["category"][:, 1].tolist() == [-1, -1, -1]
 
 
@@ -144,8 +147,7 @@ def test_rrsisd_train_masks_rle_and_polygon():
 
 
 def test_rrsisd_per_image_pads_targets():
-    dm = RRSISDDataModule(str(RRSISD), batch_size=2, image_size=32, max_targets=3,
-                          per_image=True)
+    dm = RRSISDDataModule(str(RRSISD), batch_size=2, image_size=32, max_targets=3, per_image=True)
     dm.setup("test")
     assert len(dm.test_dataset) == 2  # images 5 (two refs) and 6 (one)
     batch = _batch(dm, dm.test_dataloader())
@@ -193,8 +195,11 @@ def test_rrsisd_unknown_ann_id(rrsisd_copy):
         return refs
 
     _rewrite_refs(rrsisd_copy, edit)
-    with pytest.raises(ValueError, match=r"refs\(unc\).p \(split 'train'\), ref 1 \(ref_id 1\): "
-                       r"ann_id 999 is not in .*instances.json"):
+    with pytest.raises(
+        ValueError,
+        match=r"refs\(unc\).p \(split 'train'\), ref 1 \(ref_id 1\): "
+        r"ann_id 999 is not in .*instances.json",
+    ):
         RRSISDDataModule(str(rrsisd_copy)).setup("fit")
 
 
@@ -261,8 +266,9 @@ def test_coco_refs_layout_reads_the_same(tmp_path):
     dm.setup("test")
     batch = _batch(dm, dm.test_dataloader())
     _check_contract(batch, 32, 2)
-    reference = RRSISDDataModule(str(RRSISD), batch_size=3, image_size=32, max_targets=2,
-                                 per_image=True)
+    reference = RRSISDDataModule(
+        str(RRSISD), batch_size=3, image_size=32, max_targets=2, per_image=True
+    )
     reference.setup("test")
     expected = _batch(reference, reference.test_dataloader())
     assert batch["id"] == expected["id"]
@@ -318,8 +324,11 @@ def test_refsegrs_errors(tmp_path):
         RefSegRSDataModule(str(root)).vocabulary()
     copy = Path(shutil.copytree(REFSEGRS, tmp_path / "refsegrs"))
     (copy / "masks" / "12.tif").unlink()
-    with pytest.raises(FileNotFoundError, match=r"mask file .*masks/12.tif of id '12' "
-                       r"\(.*output_phrase_train.txt, entry 2\) does not exist"):
+    with pytest.raises(
+        FileNotFoundError,
+        match=r"mask file .*masks/12.tif of id '12' "
+        r"\(.*output_phrase_train.txt, entry 2\) does not exist",
+    ):
         RefSegRSDataModule(str(copy)).setup("fit")
     path = copy / "output_phrase_val.txt"
     path.write_text("21 building near the road\n\n22\n")

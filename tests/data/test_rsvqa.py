@@ -19,8 +19,20 @@ from zoo.metrics.generation import GenerationMetrics
 DATA = Path(__file__).parent
 CONFIGS = Path(__file__).parents[2] / "configs" / "data"
 SIZE = 16
-KEYS = {"image", "id", "task", "question_type", "input_ids", "attention_mask", "labels",
-        "prompt_ids", "prompt_attention_mask", "question", "reference", "references"}
+KEYS = {
+    "image",
+    "id",
+    "task",
+    "question_type",
+    "input_ids",
+    "attention_mask",
+    "labels",
+    "prompt_ids",
+    "prompt_attention_mask",
+    "question",
+    "reference",
+    "references",
+}
 
 
 def _rows(dm: RSVQADataModule, split: str) -> tuple[list[dict], dict[str, tuple[str, str, str]]]:
@@ -28,7 +40,9 @@ def _rows(dm: RSVQADataModule, split: str) -> tuple[list[dict], dict[str, tuple[
     rows = {
         q: (r, t, task)
         for b in batches
-        for q, r, t, task in zip(b["question"], b["reference"], b["question_type"], b["task"], strict=True)
+        for q, r, t, task in zip(
+            b["question"], b["reference"], b["question_type"], b["task"], strict=True
+        )
     }
     return batches, rows
 
@@ -60,21 +74,31 @@ def test_lr_batches() -> None:
 
 def test_hr_test_phili_keeps_area_answers_verbatim() -> None:
     dm = RSVQADataModule(
-        str(DATA / "rsvqa_hr"), "hr", test_split="test_phili", short_answer=False,
-        batch_size=2, image_size=SIZE,
+        str(DATA / "rsvqa_hr"),
+        "hr",
+        test_split="test_phili",
+        short_answer=False,
+        batch_size=2,
+        image_size=SIZE,
     )
     dm.setup("test")
     assert dm.question_types == ["count", "presence", "comp", "area"]
     batches, rows = _rows(dm, "test")
     assert len(rows) == 4 and set(batches[0]) == KEYS
-    assert rows["What is the area covered by grass in tile 4?"] == ("more than 1000m2", "area", "vqa")
+    assert rows["What is the area covered by grass in tile 4?"] == (
+        "more than 1000m2",
+        "area",
+        "vqa",
+    )
     prompt = dm.tokenizer.decode(batches[0]["prompt_ids"][0], skip_special_tokens=True)
     assert "single word" not in prompt
     dm = RSVQADataModule(str(DATA / "rsvqa_hr"), "hr", batch_size=2, image_size=SIZE)
     dm.setup("test")
     _, rows = _rows(dm, "test")
     assert rows["What is the area covered by grass in tile 3?"] == (
-        "between 100m2 and 1000m2", "area", "vqa"
+        "between 100m2 and 1000m2",
+        "area",
+        "vqa",
     )
 
 
@@ -98,7 +122,9 @@ def test_dataset_sample() -> None:
     assert set(sample) == {"image", "id", "question", "answer", "question_type", "image_id"}
     assert sample["image"].shape == (3, SIZE, SIZE) and 0 <= sample["image"].min() <= 255
     assert (sample["question"], sample["answer"], sample["image_id"]) == (
-        "How many buildings are there in image 3?", "10", "3"
+        "How many buildings are there in image 3?",
+        "10",
+        "3",
     )
     record = dataset.records[1]
     assert record["image"] == "Images_LR/3.tif" and record["question_types"] == ["presence"]
@@ -120,7 +146,9 @@ def test_config(config: str, variant: str) -> None:
 
 
 def test_missing_root_says_where_to_get_it(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match=r"nowhere.*zenodo.org/records/6344367.*download=True"):
+    with pytest.raises(
+        FileNotFoundError, match=r"nowhere.*zenodo.org/records/6344367.*download=True"
+    ):
         RSVQADataset(tmp_path / "nowhere", "hr")
 
 
@@ -142,21 +170,31 @@ def _corrupt(tmp_path: Path, name: str, key: str, index: int, change: dict) -> P
 
 
 def test_answer_missing_from_answers_file(tmp_path: Path) -> None:
-    root = _corrupt(tmp_path, "LR_split_train_questions.json", "questions", 1, {"answers_ids": [999]})
-    with pytest.raises(ValueError, match=r"questions\[1\] \(id 1\): its answer 999 is not in .*LR_split_train_answers.json"):
+    root = _corrupt(
+        tmp_path, "LR_split_train_questions.json", "questions", 1, {"answers_ids": [999]}
+    )
+    with pytest.raises(
+        ValueError,
+        match=r"questions\[1\] \(id 1\): its answer 999 is not in .*LR_split_train_answers.json",
+    ):
         RSVQADataset(root, "lr", "train")
 
 
 def test_question_without_type(tmp_path: Path) -> None:
     root = _corrupt(tmp_path, "LR_split_train_questions.json", "questions", 2, {"type": None})
-    with pytest.raises(ValueError, match=r"LR_split_train_questions.json, questions\[2\] \(id 2\): missing \['type'\]"):
+    with pytest.raises(
+        ValueError,
+        match=r"LR_split_train_questions.json, questions\[2\] \(id 2\): missing \['type'\]",
+    ):
         RSVQADataset(root, "lr", "train")
 
 
 def test_file_of_the_wrong_format(tmp_path: Path) -> None:
     root = Path(shutil.copytree(DATA / "rsvqa_lr", tmp_path / "lr"))
     (root / "LR_split_test_images.json").write_text("[]")
-    with pytest.raises(ValueError, match="LR_split_test_images.json: expected an object with an? 'images' list"):
+    with pytest.raises(
+        ValueError, match="LR_split_test_images.json: expected an object with an? 'images' list"
+    ):
         RSVQADataset(root, "lr", "test")
 
 

@@ -24,7 +24,10 @@ def test_every_sample_once_per_epoch_and_deterministic():
     assert sorted(i for b in first for i in b) == list(range(103))
     # Within a sorted group, each batch's lengths do not overlap the next one's.
     group = first[:4]
-    assert all(min(lengths[i] for i in a) >= max(lengths[i] for i in b) for a, b in zip(group, group[1:], strict=False))
+    assert all(
+        min(lengths[i] for i in a) >= max(lengths[i] for i in b)
+        for a, b in zip(group, group[1:], strict=False)
+    )
     assert first == batches(LengthGroupedSampler(lengths, batch_size=8, seed=3, group_batches=4), 8)
     second = batches(sampler, 8)  # iterated again without set_epoch: the next epoch
     assert sorted(i for b in second for i in b) == list(range(103))
@@ -38,7 +41,10 @@ def test_every_sample_once_per_epoch_and_deterministic():
 def test_ranks_share_the_epoch_in_whole_grouped_batches():
     lengths = torch.randint(1, 100, (50,), generator=torch.Generator().manual_seed(1)).tolist()
     single = batches(LengthGroupedSampler(lengths, 4, seed=1), 4)
-    ranks = [batches(LengthGroupedSampler(lengths, 4, seed=1, num_replicas=3, rank=r), 4) for r in range(3)]
+    ranks = [
+        batches(LengthGroupedSampler(lengths, 4, seed=1, num_replicas=3, rank=r), 4)
+        for r in range(3)
+    ]
     assert {len(b) for b in ranks} == {5}  # equally many steps, all batches whole
     assert all(len(batch) == 4 for b in ranks for batch in b)
     assert {i for b in ranks for batch in b for i in batch} == set(range(50))
@@ -48,8 +54,9 @@ def test_ranks_share_the_epoch_in_whole_grouped_batches():
 
 
 def test_grouping_cuts_padding_on_the_embedded_conversations(tmp_path):
-    dm = EmbeddedConversationDataModule(str(tmp_path), splits=EmbeddedSplits(64, 2, 2),
-                                        batch_size=8, group_by_length=True)
+    dm = EmbeddedConversationDataModule(
+        str(tmp_path), splits=EmbeddedSplits(64, 2, 2), batch_size=8, group_by_length=True
+    )
     dm.prepare_data()
     dm.setup("fit")
     lengths = dm.train_dataset.lengths(dm.tokenizer, dm.short_answer_tasks, dm.max_length)

@@ -27,8 +27,10 @@ from zoo.evaluation.config import load_evaluations
 DATA = Path(__file__).parent / "scene_benchmarks"
 ROOT = Path(__file__).parents[2]
 CASES = {
-    "aid": AIDBenchmarkDataModule, "fmow": FMoWBenchmarkDataModule,
-    "millionaid": MillionAIDBenchmarkDataModule, "rsicb256": RSICB256BenchmarkDataModule,
+    "aid": AIDBenchmarkDataModule,
+    "fmow": FMoWBenchmarkDataModule,
+    "millionaid": MillionAIDBenchmarkDataModule,
+    "rsicb256": RSICB256BenchmarkDataModule,
 }
 MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
 STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
@@ -91,7 +93,10 @@ def test_configs_parse_and_load_the_fake_data(name):
     dm.setup("test")
     assert len(dm.datasets["test"]) == 6
     knn, zero_shot = load_evaluations(
-        [ROOT / "configs" / "eval" / f"{name}_knn.yaml", ROOT / "configs" / "eval" / f"{name}_zero_shot.yaml"]
+        [
+            ROOT / "configs" / "eval" / f"{name}_knn.yaml",
+            ROOT / "configs" / "eval" / f"{name}_zero_shot.yaml",
+        ]
     )
     assert knn.cls.protocol == "knn" and zero_shot.cls.protocol == "zero_shot"
     assert type(knn.build(image_size=32).data) is CASES[name]
@@ -103,23 +108,35 @@ def test_configs_parse_and_load_the_fake_data(name):
 # lists its JPEGs relative to the benchmark root (as SkyScript's loader joins them); the
 # fine-grained tables carry label_v1 (class names) and label_v2 (0-based indices, the other
 # form SkyScript's loader reads; the third class has no v2 label, so those rows are left out).
-FINE = {"roof_shape": ["flat", "gabled", "hipped"], "smoothness": ["excellent", "good", "bad"],
-        "surface": ["asphalt", "concrete", "gravel"]}
+FINE = {
+    "roof_shape": ["flat", "gabled", "hipped"],
+    "smoothness": ["excellent", "good", "bad"],
+    "surface": ["asphalt", "concrete", "gravel"],
+}
 SUITE = {
-    "skyscript_cls": SkyScriptClsBenchmarkDataModule, "roof_shape": RoofShapeBenchmarkDataModule,
-    "smoothness": RoadSmoothnessBenchmarkDataModule, "surface": RoadSurfaceBenchmarkDataModule,
+    "skyscript_cls": SkyScriptClsBenchmarkDataModule,
+    "roof_shape": RoofShapeBenchmarkDataModule,
+    "smoothness": RoadSmoothnessBenchmarkDataModule,
+    "surface": RoadSurfaceBenchmarkDataModule,
 }
 
 
 def _write_suite(name: str, benchmark_root: Path) -> Path:
     if name == "skyscript_cls":
         return write_scene_table(
-            benchmark_root, "SkyScript_cls", "img_txt_pairs_val.csv",
-            ["airport", "solar power plant", "wind turbine"], extension="jpg", from_benchmark_root=True,
+            benchmark_root,
+            "SkyScript_cls",
+            "img_txt_pairs_val.csv",
+            ["airport", "solar power plant", "wind turbine"],
+            extension="jpg",
+            from_benchmark_root=True,
         )
     classes = FINE[name]
     return write_scene_table(
-        benchmark_root, name, "img_txt_pairs_test.csv", classes,
+        benchmark_root,
+        name,
+        "img_txt_pairs_test.csv",
+        classes,
         labels=lambda c, label: {"label_v1": label, "label_v2": str(c) if c < 2 else ""},
         classnames={"classnames_v1.txt": classes, "classnames_v2.txt": classes[:2]},
     )
@@ -151,7 +168,9 @@ def test_suite_benchmark_batches_and_labels(name, labels, tmp_path):
 
 @pytest.mark.parametrize("name", SUITE)
 def test_suite_bad_input_names_the_path(name, tmp_path):
-    with pytest.raises(FileNotFoundError, match=f"{tmp_path / 'nowhere'}.* does not exist. Get the dataset"):
+    with pytest.raises(
+        FileNotFoundError, match=f"{tmp_path / 'nowhere'}.* does not exist. Get the dataset"
+    ):
         SUITE[name](root=str(tmp_path / "nowhere")).setup("test")
     root = _write_suite(name, tmp_path)
     table = next(root.glob("*.csv"))
@@ -163,13 +182,17 @@ def test_suite_bad_input_names_the_path(name, tmp_path):
         SUITE[name](root=str(root)).setup("test")
     # wrong layout: the images not where the table says (neither under the folder nor the root)
     table.write_text(text.replace("images/", "pictures/"))
-    with pytest.raises(FileNotFoundError, match=f"{table}.* lists .*pictures.* neither under {root}"):
+    with pytest.raises(
+        FileNotFoundError, match=f"{table}.* lists .*pictures.* neither under {root}"
+    ):
         SUITE[name](root=str(root)).setup("test")
     # the class list missing
     table.write_text(text)
     (classnames := next(root.glob("classnames*.txt"))).unlink()
     with pytest.raises(FileNotFoundError, match=f"{classnames}.* does not exist"):
-        SUITE[name](root=str(root), **({} if name == "skyscript_cls" else {"labels": classnames.stem[-2:]})).setup("test")
+        SUITE[name](
+            root=str(root), **({} if name == "skyscript_cls" else {"labels": classnames.stem[-2:]})
+        ).setup("test")
 
 
 def test_fine_grained_label_index_out_of_range_and_bad_label_set(tmp_path):
@@ -195,10 +218,15 @@ def test_suite_configs_parse_and_load_the_fake_data(name, tmp_path):
     dm.setup("test")
     assert len(dm.test_dataset) == 6
     knn, zero_shot = load_evaluations(
-        [ROOT / "configs" / "eval" / f"{name}_knn.yaml", ROOT / "configs" / "eval" / f"{name}_zero_shot.yaml"]
+        [
+            ROOT / "configs" / "eval" / f"{name}_knn.yaml",
+            ROOT / "configs" / "eval" / f"{name}_zero_shot.yaml",
+        ]
     )
     assert knn.cls.protocol == "knn" and zero_shot.cls.protocol == "zero_shot"
     assert type(knn.build(image_size=32).data) is SUITE[name]
     # SkyScript's prompts for the task (prompt_templates.py)
-    subject = {"roof_shape": "building, ", "smoothness": "road, ", "surface": "road, "}.get(name, "")
+    subject = {"roof_shape": "building, ", "smoothness": "road, ", "surface": "road, "}.get(
+        name, ""
+    )
     assert zero_shot.build().templates[0] == f"a satellite photo of {subject}{{}}."

@@ -33,20 +33,32 @@ def _eurosat(c: int) -> tuple[float, float, float]:
 #: tolerance (JPEG is lossy), a known image file and its class name.
 CASES = {
     "eurosat": (
-        EuroSATScenesDataModule, _eurosat, 0.0, "HerbaceousVegetation_2.tif",
+        EuroSATScenesDataModule,
+        _eurosat,
+        0.0,
+        "HerbaceousVegetation_2.tif",
         "herbaceous vegetation",
     ),
     "resisc45": (
-        RESISC45ScenesDataModule, lambda c: (5 * c, 128, 255 - 5 * c), 3.0,
-        "baseball_diamond_002.jpg", "baseball diamond",
+        RESISC45ScenesDataModule,
+        lambda c: (5 * c, 128, 255 - 5 * c),
+        3.0,
+        "baseball_diamond_002.jpg",
+        "baseball diamond",
     ),
     "ucmerced": (
-        UCMercedScenesDataModule, lambda c: (10 * c, 200 - 5 * c, 60), 0.0,
-        "mobilehomepark01.tif", "mobile home park",
+        UCMercedScenesDataModule,
+        lambda c: (10 * c, 200 - 5 * c, 60),
+        0.0,
+        "mobilehomepark01.tif",
+        "mobile home park",
     ),
     "patternnet": (
-        PatternNetScenesDataModule, lambda c: (6 * c, 30, 250 - 6 * c), 3.0,
-        "christmas_tree_farm001.jpg", "christmas tree farm",
+        PatternNetScenesDataModule,
+        lambda c: (6 * c, 30, 250 - 6 * c),
+        3.0,
+        "christmas_tree_farm001.jpg",
+        "christmas tree farm",
     ),
 }
 IMAGENET_MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
@@ -80,9 +92,7 @@ def test_batch_contract(name):
         assert image.min() >= -2.2 and image.max() <= 2.7
         # content: the uniform colour of every image follows its label
         expected = torch.tensor([colour(int(c)) for c in labels], dtype=torch.float32)
-        torch.testing.assert_close(
-            pixels.mean(dim=(2, 3)), expected, atol=tolerance + 1e-4, rtol=0
-        )
+        torch.testing.assert_close(pixels.mean(dim=(2, 3)), expected, atol=tolerance + 1e-4, rtol=0)
     # a known file carries the label of its class name
     dataset = dm.test_dataset.dataset if name == "patternnet" else dm.val_dataset
     files = {Path(p).name: label for p, label in dataset.samples}
@@ -157,8 +167,13 @@ def test_eurosat_wrong_band_count_names_the_file(tmp_path):
     root = _copy("eurosat", tmp_path)
     path = root / "ds/images/remote_sensing/otherDatasets/sentinel_2/tif/River/River_1.tif"
     profile = {
-        "driver": "GTiff", "dtype": "uint16", "count": 3, "width": 8, "height": 8,
-        "crs": "EPSG:32631", "transform": rasterio.transform.from_origin(500000, 5000000, 10, 10),
+        "driver": "GTiff",
+        "dtype": "uint16",
+        "count": 3,
+        "width": 8,
+        "height": 8,
+        "crs": "EPSG:32631",
+        "transform": rasterio.transform.from_origin(500000, 5000000, 10, 10),
     }
     with rasterio.open(path, "w", **profile) as f:
         f.write(np.zeros((3, 8, 8), dtype=np.uint16))

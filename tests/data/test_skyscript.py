@@ -77,8 +77,11 @@ def test_row_without_coordinates_names_file_and_line(tmp_path):
     missing = pd.read_csv(root / TRAIN_CSV)["filepath"][2]  # line 4 of the train CSV
     table[table["filepath"] != missing].to_csv(root / "coordinates.csv", index=False)
     dm = _dm(root, root / "coordinates.csv")
-    with pytest.raises(ValueError, match=rf"coordinates\.csv has no coordinates for 1 row\(s\) of "
-                       rf".*{TRAIN_CSV}: line\(s\) 4, e.g. filepath '{missing}'"):
+    with pytest.raises(
+        ValueError,
+        match=rf"coordinates\.csv has no coordinates for 1 row\(s\) of "
+        rf".*{TRAIN_CSV}: line\(s\) 4, e.g. filepath '{missing}'",
+    ):
         dm.setup("fit")
 
 
@@ -114,11 +117,20 @@ def test_flavars_fits_on_skyscript_with_coordinates():
     seed_everything(0)
     dm = SkyScriptDataModule(str(DATA), str(COORDINATES), batch_size=4, image_size=32)
     model = FLAVARS(
-        tokenizer=dm.tokenizer, class_names=dm.class_names, image_size=32, embed_dim=32,
-        fusion_width=32, fusion_layers=1, location_hidden=32,
+        tokenizer=dm.tokenizer,
+        class_names=dm.class_names,
+        image_size=32,
+        embed_dim=32,
+        fusion_width=32,
+        fusion_layers=1,
+        location_hidden=32,
     )
     trainer = Trainer(
-        fast_dev_run=1, accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
+        fast_dev_run=1,
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_progress_bar=False,
         enable_model_summary=False,
     )
     trainer.fit(model, dm)

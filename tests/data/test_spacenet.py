@@ -41,7 +41,8 @@ def test_batch_contract_and_footprints():
     # torchgeo's split of the one labelled folder: 70/10/20 % with seed 0
     assert (len(dm.train_dataset), len(dm.val_dataset), len(dm.test_dataset)) == (7, 1, 2)
     assert [_chip(dm, "test", j) for j in (0, 1)] == [
-        "3band_AOI_1_RIO_img7.tif", "3band_AOI_1_RIO_img3.tif",
+        "3band_AOI_1_RIO_img7.tif",
+        "3band_AOI_1_RIO_img3.tif",
     ]
     raw = next(iter(dm.test_dataloader()))
     assert set(raw) == {"image", "semantic_mask"}

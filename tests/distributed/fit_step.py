@@ -24,28 +24,49 @@ from zoo.strategies import GeneratorFSDPStrategy
 
 def build(dm: EmbeddedConversationDataModule) -> FUSE:
     seed_everything(0)
-    return FUSE(tokenizer=dm.tokenizer, class_names=dm.class_names,
-                stage=TrainingStage(train_connector=True, lora_rank=4))
+    return FUSE(
+        tokenizer=dm.tokenizer,
+        class_names=dm.class_names,
+        stage=TrainingStage(train_connector=True, lora_rank=4),
+    )
 
 
 def main(kind: str, workdir: Path) -> None:
-    dm = EmbeddedConversationDataModule(str(workdir / "data"), splits=EmbeddedSplits(8, 4, 4),
-                                        batch_size=2, num_workers=0)
-    strategy = (GeneratorFSDPStrategy(param_dtype=None, process_group_backend="gloo") if kind == "fsdp"
-                else "ddp")
-    trainer = Trainer(accelerator="cpu", devices=2, strategy=strategy, max_steps=1,
-                      limit_val_batches=0, logger=False, enable_checkpointing=False, gradient_clip_val=1.0,
-                      enable_progress_bar=False, enable_model_summary=False)
+    dm = EmbeddedConversationDataModule(
+        str(workdir / "data"), splits=EmbeddedSplits(8, 4, 4), batch_size=2, num_workers=0
+    )
+    strategy = (
+        GeneratorFSDPStrategy(param_dtype=None, process_group_backend="gloo")
+        if kind == "fsdp"
+        else "ddp"
+    )
+    trainer = Trainer(
+        accelerator="cpu",
+        devices=2,
+        strategy=strategy,
+        max_steps=1,
+        limit_val_batches=0,
+        logger=False,
+        enable_checkpointing=False,
+        gradient_clip_val=1.0,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
     model = build(dm)
     trainer.fit(model, dm)
     trainer.save_checkpoint(workdir / "step.ckpt")
     loss = float(trainer.callback_metrics["train_loss"])
     if trainer.is_global_zero:
-        (workdir / "result.json").write_text(json.dumps({
-            "world_size": trainer.world_size, "loss": loss,
-            "strategy": type(trainer.strategy).__name__,
-            "wrapped": sorted({type(m).__name__ for m in trainer.strategy.model.modules()}),
-        }))
+        (workdir / "result.json").write_text(
+            json.dumps(
+                {
+                    "world_size": trainer.world_size,
+                    "loss": loss,
+                    "strategy": type(trainer.strategy).__name__,
+                    "wrapped": sorted({type(m).__name__ for m in trainer.strategy.model.modules()}),
+                }
+            )
+        )
 
 
 if __name__ == "__main__":

@@ -27,7 +27,11 @@ def _run(kind: str, workdir: Path) -> dict:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     done = subprocess.run(
         [sys.executable, str(ROOT / "tests/distributed/fit_step.py"), kind, str(workdir)],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=900,
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
     assert done.returncode == 0, done.stderr[-4000:]
     return json.loads((workdir / "result.json").read_text())
@@ -58,7 +62,9 @@ def test_sharded_checkpoint_consolidates_to_the_ddp_weights(runs):
     assert set(fsdp) == set(ddp)
     for key, value in ddp.items():
         torch.testing.assert_close(fsdp[key], value, atol=1e-6, rtol=0, msg=key)
-    dm = EmbeddedConversationDataModule(str(runs["ddp"][1] / "data"), splits=EmbeddedSplits(8, 4, 4))
+    dm = EmbeddedConversationDataModule(
+        str(runs["ddp"][1] / "data"), splits=EmbeddedSplits(8, 4, 4)
+    )
     fresh = build(dm)
     trainable = {n for n, p in fresh.named_parameters() if p.requires_grad}
     start = fresh.state_dict()
@@ -76,16 +82,44 @@ def test_zoo_export_merges_a_sharded_checkpoint(runs, tmp_path, monkeypatch):
 
     workdir = runs["fsdp"][1]
     override = tmp_path / "run.yaml"
-    override.write_text(yaml.safe_dump({
-        "model": {"class_path": "FUSE", "init_args": {"stage": {"train_vision": False,
-                  "train_connector": True, "train_llm": False, "lora_rank": 4}}},
-        "data": {"class_path": "EmbeddedConversationDataModule", "init_args": {
-            "root": str(workdir / "data"), "splits": {"train": 8, "val": 4, "test": 4}}},
-    }))
+    override.write_text(
+        yaml.safe_dump(
+            {
+                "model": {
+                    "class_path": "FUSE",
+                    "init_args": {
+                        "stage": {
+                            "train_vision": False,
+                            "train_connector": True,
+                            "train_llm": False,
+                            "lora_rank": 4,
+                        }
+                    },
+                },
+                "data": {
+                    "class_path": "EmbeddedConversationDataModule",
+                    "init_args": {
+                        "root": str(workdir / "data"),
+                        "splits": {"train": 8, "val": 4, "test": 4},
+                    },
+                },
+            }
+        )
+    )
     monkeypatch.chdir(ROOT)
     monkeypatch.setattr(sys, "argv", ["zoo"])
-    path = main(["--config", "configs/fuse.yaml", "--config", str(override),
-                 "--ckpt_path", str(workdir / "step.ckpt"), "--output", str(tmp_path / "export")])
+    path = main(
+        [
+            "--config",
+            "configs/fuse.yaml",
+            "--config",
+            str(override),
+            "--ckpt_path",
+            str(workdir / "step.ckpt"),
+            "--output",
+            str(tmp_path / "export"),
+        ]
+    )
     dm = EmbeddedConversationDataModule(str(workdir / "data"), splits=EmbeddedSplits(8, 4, 4))
     dm.prepare_data()
     dm.setup("fit")

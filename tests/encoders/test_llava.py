@@ -57,25 +57,41 @@ def word_tokenizer(with_image: bool) -> PreTrainedTokenizerFast:
 
 def clip_config() -> CLIPVisionConfig:
     return CLIPVisionConfig(
-        hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=4,
-        image_size=IMAGE_SIZE, patch_size=PATCH, projection_dim=32,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        image_size=IMAGE_SIZE,
+        patch_size=PATCH,
+        projection_dim=32,
     )
 
 
 def llama_config(vocab_size: int) -> LlamaConfig:
     return LlamaConfig(
-        vocab_size=vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+        vocab_size=vocab_size,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
         tie_word_embeddings=False,
     )
 
 
 def write_processor(folder: Path) -> None:
-    (folder / "preprocessor_config.json").write_text(json.dumps({
-        "image_processor_type": "CLIPImageProcessor", "crop_size": {"height": IMAGE_SIZE, "width": IMAGE_SIZE},
-        "size": {"shortest_edge": IMAGE_SIZE}, "image_mean": list(OPENAI_CLIP_MEAN),
-        "image_std": list(OPENAI_CLIP_STD),
-    }))
+    (folder / "preprocessor_config.json").write_text(
+        json.dumps(
+            {
+                "image_processor_type": "CLIPImageProcessor",
+                "crop_size": {"height": IMAGE_SIZE, "width": IMAGE_SIZE},
+                "size": {"shortest_edge": IMAGE_SIZE},
+                "image_mean": list(OPENAI_CLIP_MEAN),
+                "image_std": list(OPENAI_CLIP_STD),
+            }
+        )
+    )
 
 
 @pytest.fixture(scope="module")
@@ -85,9 +101,12 @@ def hf_checkpoint(tmp_path_factory) -> tuple[Path, LlavaForConditionalGeneration
     tokenizer = word_tokenizer(with_image=True)
     torch.manual_seed(0)
     config = LlavaConfig(
-        vision_config=clip_config(), text_config=llama_config(len(tokenizer)),
-        image_token_id=tokenizer.convert_tokens_to_ids("<image>"), vision_feature_layer=-2,
-        vision_feature_select_strategy="default", projector_hidden_act="gelu",
+        vision_config=clip_config(),
+        text_config=llama_config(len(tokenizer)),
+        image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
+        vision_feature_layer=-2,
+        vision_feature_select_strategy="default",
+        projector_hidden_act="gelu",
     )
     model = LlavaForConditionalGeneration(config).eval()
     model.save_pretrained(folder)
@@ -117,10 +136,15 @@ def original_checkpoint(tmp_path_factory) -> tuple[Path, LlamaForCausalLM, CLIPV
     folder.mkdir()
     save_file({**llama.state_dict(), **projector}, str(folder / "model.safetensors"))
     config = llama.config.to_dict() | {
-        "architectures": ["LlavaLlamaForCausalLM"], "model_type": "llava",
-        "mm_vision_tower": str(tower_folder), "mm_vision_select_layer": -2,
-        "mm_vision_select_feature": "patch", "mm_projector_type": "mlp2x_gelu",
-        "mm_hidden_size": 32, "image_aspect_ratio": "pad", "mm_use_im_start_end": False,
+        "architectures": ["LlavaLlamaForCausalLM"],
+        "model_type": "llava",
+        "mm_vision_tower": str(tower_folder),
+        "mm_vision_select_layer": -2,
+        "mm_vision_select_feature": "patch",
+        "mm_projector_type": "mlp2x_gelu",
+        "mm_hidden_size": 32,
+        "image_aspect_ratio": "pad",
+        "mm_use_im_start_end": False,
     }
     (folder / "config.json").write_text(json.dumps(config))
     tokenizer.save_pretrained(folder)
@@ -132,8 +156,13 @@ def zoo_fuse(folder: Path) -> FUSE:
     processor = llava_processor(folder)
     tokenizer = build_tokenizer(processor.tokenizer, chat=True)
     return FUSE(
-        tokenizer=tokenizer, llava=str(folder), inject_layers=[], multi_scale=False,
-        global_layer=-2, image_size=IMAGE_SIZE, generation=GenerationConfig(max_new_tokens=6),
+        tokenizer=tokenizer,
+        llava=str(folder),
+        inject_layers=[],
+        multi_scale=False,
+        global_layer=-2,
+        image_size=IMAGE_SIZE,
+        generation=GenerationConfig(max_new_tokens=6),
     ).eval()
 
 
@@ -145,8 +174,10 @@ def prompt(tokenizer, batch: int = 2) -> tuple[torch.Tensor, torch.Tensor]:
 
 def expand_image(ids: torch.Tensor, image_id: int) -> torch.Tensor:
     """transformers' input: the <image> token repeated once per visual token."""
-    rows = [torch.cat([torch.full((TOKENS,), image_id) if t == image_id else t[None] for t in row])
-            for row in ids]
+    rows = [
+        torch.cat([torch.full((TOKENS,), image_id) if t == image_id else t[None] for t in row])
+        for row in ids
+    ]
     return torch.stack(rows)
 
 
@@ -157,17 +188,22 @@ def assert_parity(zoo: FUSE, reference: LlavaForConditionalGeneration, vocab: in
     hf_ids = expand_image(ids, zoo.image_token_id)
     with torch.no_grad():
         ours = zoo(image, ids, mask).logits[..., :vocab]
-        theirs = reference(input_ids=hf_ids, attention_mask=torch.ones_like(hf_ids),
-                           pixel_values=image).logits[..., :vocab]
+        theirs = reference(
+            input_ids=hf_ids, attention_mask=torch.ones_like(hf_ids), pixel_values=image
+        ).logits[..., :vocab]
     assert ours.shape == theirs.shape == (2, hf_ids.shape[1], vocab)
     torch.testing.assert_close(ours, theirs, atol=1e-4, rtol=1e-4)
     answers = zoo.generate(image, ids, mask)
     out = reference.generate(
-        input_ids=hf_ids, attention_mask=torch.ones_like(hf_ids), pixel_values=image,
-        max_new_tokens=6, do_sample=False, eos_token_id=zoo.tokenizer.eos_token_id,
+        input_ids=hf_ids,
+        attention_mask=torch.ones_like(hf_ids),
+        pixel_values=image,
+        max_new_tokens=6,
+        do_sample=False,
+        eos_token_id=zoo.tokenizer.eos_token_id,
         pad_token_id=zoo.tokenizer.pad_token_id,
     )
-    expected = zoo.tokenizer.batch_decode(out[:, hf_ids.shape[1]:], skip_special_tokens=True)
+    expected = zoo.tokenizer.batch_decode(out[:, hf_ids.shape[1] :], skip_special_tokens=True)
     assert answers == [e.strip() for e in expected]
     assert any(answers), "the random model should say something"
 
@@ -188,8 +224,11 @@ def test_original_layout_matches_transformers(original_checkpoint):
     # The reference: transformers' LLaVA with the files' weights, and the zoo's added row for
     # <image> (never a visual-token input, so it only extends the vocabulary).
     config = LlavaConfig(
-        vision_config=tower.config, text_config=llama_config(vocab + 1), image_token_id=vocab,
-        vision_feature_layer=-2, vision_feature_select_strategy="default",
+        vision_config=tower.config,
+        text_config=llama_config(vocab + 1),
+        image_token_id=vocab,
+        vision_feature_layer=-2,
+        vision_feature_select_strategy="default",
     )
     reference = LlavaForConditionalGeneration(config).eval()
     body = reference.model
@@ -204,8 +243,12 @@ def test_original_layout_matches_transformers(original_checkpoint):
     )
     reference.lm_head.weight.data.copy_(head)
     for i, name in ((0, "linear_1"), (2, "linear_2")):
-        getattr(body.multi_modal_projector, name).weight.data.copy_(projector[f"model.mm_projector.{i}.weight"])
-        getattr(body.multi_modal_projector, name).bias.data.copy_(projector[f"model.mm_projector.{i}.bias"])
+        getattr(body.multi_modal_projector, name).weight.data.copy_(
+            projector[f"model.mm_projector.{i}.weight"]
+        )
+        getattr(body.multi_modal_projector, name).bias.data.copy_(
+            projector[f"model.mm_projector.{i}.bias"]
+        )
     assert_parity(zoo, reference, vocab + 1)
 
 
@@ -223,7 +266,9 @@ def test_original_layout_loads_a_trained_tower_and_relative_folder(original_chec
         (tower_copy / f.name).write_bytes(f.read_bytes())
     config = json.loads((copy / "config.json").read_text()) | {"mm_vision_tower": "tower"}
     (copy / "config.json").write_text(json.dumps(config))
-    trained = {f"model.vision_tower.vision_tower.{k}": v + 1.0 for k, v in tower.state_dict().items()}
+    trained = {
+        f"model.vision_tower.vision_tower.{k}": v + 1.0 for k, v in tower.state_dict().items()
+    }
     save_file({**llama.state_dict(), **projector, **trained}, str(copy / "model.safetensors"))
     zoo = zoo_fuse(copy)
     for key, value in tower.state_dict().items():
@@ -233,10 +278,18 @@ def test_original_layout_loads_a_trained_tower_and_relative_folder(original_chec
 def test_projector_and_feature_layer_come_from_the_checkpoint(hf_checkpoint):
     folder, reference = hf_checkpoint
     zoo = zoo_fuse(folder)
-    torch.testing.assert_close(zoo.projector[0].weight, reference.model.multi_modal_projector.linear_1.weight)
+    torch.testing.assert_close(
+        zoo.projector[0].weight, reference.model.multi_modal_projector.linear_1.weight
+    )
     with pytest.warns(UserWarning, match="global_layer: -2 gives LLaVA's anatomy"):
-        FUSE(tokenizer=zoo.tokenizer, llava=str(folder), inject_layers=[], multi_scale=False,
-             global_layer=-1, image_size=IMAGE_SIZE)
+        FUSE(
+            tokenizer=zoo.tokenizer,
+            llava=str(folder),
+            inject_layers=[],
+            multi_scale=False,
+            global_layer=-1,
+            image_size=IMAGE_SIZE,
+        )
 
 
 def test_geopix_starts_from_llava(hf_checkpoint):
@@ -246,10 +299,19 @@ def test_geopix_starts_from_llava(hf_checkpoint):
 
     folder, reference = hf_checkpoint
     tokenizer = add_seg_tokens(zoo_fuse(folder).tokenizer, 2, 3)
-    model = GeoPix(tokenizer=tokenizer, llava=str(folder), class_names=["ship", "tank"],
-                   feature_layers=[0, 1], decoder_dim=16, memory_capacity=2, image_size=IMAGE_SIZE)
+    model = GeoPix(
+        tokenizer=tokenizer,
+        llava=str(folder),
+        class_names=["ship", "tank"],
+        feature_layers=[0, 1],
+        decoder_dim=16,
+        memory_capacity=2,
+        image_size=IMAGE_SIZE,
+    )
     assert isinstance(model.vision, CLIPVisionTower)
-    torch.testing.assert_close(model.projector[2].bias, reference.model.multi_modal_projector.linear_2.bias)
+    torch.testing.assert_close(
+        model.projector[2].bias, reference.model.multi_modal_projector.linear_2.bias
+    )
     assert model.llm.get_input_embeddings().num_embeddings == len(tokenizer)
     body = reference.model.language_model.layers[0].self_attn.q_proj.weight
     torch.testing.assert_close(model.llm.model.layers[0].self_attn.q_proj.weight, body)
@@ -265,8 +327,15 @@ def test_a_family_without_llavas_anatomy_is_refused(hf_checkpoint):
 def test_fuse_modules_start_as_configured(hf_checkpoint):
     """Injection and windows are FUSE's own: they are built (and trained) on top of LLaVA."""
     folder, _ = hf_checkpoint
-    zoo = FUSE(tokenizer=zoo_fuse(folder).tokenizer, llava=str(folder), inject_layers=[0, 1],
-               window_sizes=[32, 16], canvas_size=64, detail_layers=[0, 1, 2], image_size=IMAGE_SIZE)
+    zoo = FUSE(
+        tokenizer=zoo_fuse(folder).tokenizer,
+        llava=str(folder),
+        inject_layers=[0, 1],
+        window_sizes=[32, 16],
+        canvas_size=64,
+        detail_layers=[0, 1, 2],
+        image_size=IMAGE_SIZE,
+    )
     assert sorted(zoo.injection) == ["0", "1"]
     image = torch.randn(1, 3, IMAGE_SIZE, IMAGE_SIZE)
     ids, mask = prompt(zoo.tokenizer, batch=1)
@@ -278,31 +347,39 @@ def test_datamodule_takes_the_processor(hf_checkpoint, original_checkpoint):
     for folder in (hf_checkpoint[0], original_checkpoint[0]):
         dm = ConversationDataModule(root="unused", image_size=336, llava=str(folder))
         assert dm.image_size == IMAGE_SIZE
-        torch.testing.assert_close(
-            dm.aug.mean.flatten(), torch.tensor(OPENAI_CLIP_MEAN) * 255.0
-        )
+        torch.testing.assert_close(dm.aug.mean.flatten(), torch.tensor(OPENAI_CLIP_MEAN) * 255.0)
         tokenizer = dm.tokenizer
         assert dm.conversation == "vicuna_v1"  # LLaVA-1.5's format, by default with llava
-        messages = [{"role": "user", "content": "<image>\nwhat is here ?"},
-                    {"role": "assistant", "content": "w1"}]
+        messages = [
+            {"role": "user", "content": "<image>\nwhat is here ?"},
+            {"role": "assistant", "content": "w1"},
+        ]
         text, _ = render(dm.conversation, tokenizer, messages)
         assert text.startswith("<s>A chat between a curious user")
         assert text.endswith("USER: <image>\nwhat is here ? ASSISTANT: w1</s>")
         ids, labels = tokenize_messages(dm.conversation, tokenizer, messages)
-        assert [i for i in labels if i != -100] == ids[-2:] == [
-            tokenizer.convert_tokens_to_ids("w1"), tokenizer.eos_token_id
-        ]
+        assert (
+            [i for i in labels if i != -100]
+            == ids[-2:]
+            == [tokenizer.convert_tokens_to_ids("w1"), tokenizer.eos_token_id]
+        )
 
 
 def test_cli_links_llava_to_the_data(hf_checkpoint):
     from zoo.main import main
 
     folder, _ = hf_checkpoint
-    cli = main([
-        "--config", "configs/fuse.yaml", "--trainer.logger=false",
-        f"--model.init_args.llava={folder}", "--model.init_args.inject_layers=[]",
-        "--model.init_args.multi_scale=false",
-    ], run=False)
+    cli = main(
+        [
+            "--config",
+            "configs/fuse.yaml",
+            "--trainer.logger=false",
+            f"--model.init_args.llava={folder}",
+            "--model.init_args.inject_layers=[]",
+            "--model.init_args.multi_scale=false",
+        ],
+        run=False,
+    )
     assert cli.datamodule.image_size == IMAGE_SIZE == cli.model.image_size
     assert cli.datamodule.conversation == cli.model.conversation == "vicuna_v1"
     assert isinstance(cli.model.vision, CLIPVisionTower)

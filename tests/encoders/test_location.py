@@ -427,7 +427,10 @@ def _siren_reference(state: dict, features: np.ndarray) -> np.ndarray:
         bias = state[f"nnet.layers.{layer}.bias"].double().numpy()
         x = np.sin(w0 * (x @ weight.T + bias))
         layer += 1
-    return x @ state["nnet.last_layer.weight"].double().numpy().T + state["nnet.last_layer.bias"].double().numpy()
+    return (
+        x @ state["nnet.last_layer.weight"].double().numpy().T
+        + state["nnet.last_layer.bias"].double().numpy()
+    )
 
 
 def test_satclip_l40_checkpoint_gives_satclip_features(tmp_path) -> None:
@@ -441,8 +444,11 @@ def test_satclip_l40_checkpoint_gives_satclip_features(tmp_path) -> None:
     loaded = LocationEncoder.from_satclip_checkpoint(tmp_path / "satclip-vit16-l40.ckpt")
     assert loaded.posenc.legendre_polys == 40 and loaded.nnet.layers[0].weight.shape == (256, 1600)
     location = _test_points(n=32)
-    state = {k[len("model.location."):]: v for k, v in _satclip_checkpoint(encoder)["state_dict"].items()
-             if k.startswith("model.location.")}
+    state = {
+        k[len("model.location.") :]: v
+        for k, v in _satclip_checkpoint(encoder)["state_dict"].items()
+        if k.startswith("model.location.")
+    }
     want = _siren_reference(state, _scipy_reference(location, 40, "analytic"))
     with torch.no_grad():
         got = loaded.double()(location).numpy()

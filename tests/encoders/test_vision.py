@@ -56,7 +56,10 @@ def test_clip_convnext_xxl_stage_maps_on_meta():
         maps = model(torch.empty(1, 3, 1024, 1024))
     assert model.pretrained_cfg["mean"] == (0.48145466, 0.4578275, 0.40821073)
     assert [tuple(m.shape[1:]) for m in maps] == [
-        (384, 256, 256), (768, 128, 128), (1536, 64, 64), (3072, 32, 32)
+        (384, 256, 256),
+        (768, 128, 128),
+        (1536, 64, 64),
+        (3072, 32, 32),
     ]
     assert 840e6 < sum(p.numel() for p in model.parameters()) < 850e6
 

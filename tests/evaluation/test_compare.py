@@ -186,4 +186,7 @@ def test_the_le_ablation_suite_names_both_paper_runs() -> None:
     assert len(evaluations) == 12 and {e.protocol for e in evaluations} == {"knn"}
     # the same shape on the embedded data: the default config, the paper's override after it
     le, no_le = load_variants(suite.with_name("flavars_le_ablation_embedded.yaml"))
-    assert [Path(c).name for c in no_le.config] == ["flavars.yaml", "skyscript_vitb16_no_location.yaml"]
+    assert [Path(c).name for c in no_le.config] == [
+        "flavars.yaml",
+        "skyscript_vitb16_no_location.yaml",
+    ]

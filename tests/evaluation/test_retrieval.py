@@ -62,8 +62,10 @@ def test_hand_made_case() -> None:
     assert text_ranks.tolist() == [1, 1, 2, 1]
     out = caption_retrieval(images, texts, owner, ks=(1, 2))
     assert out == {
-        "image_to_text_R@1": 0.5, "image_to_text_R@2": 1.0,
-        "text_to_image_R@1": 0.75, "text_to_image_R@2": 1.0,
+        "image_to_text_R@1": 0.5,
+        "image_to_text_R@2": 1.0,
+        "text_to_image_R@1": 0.75,
+        "text_to_image_R@2": 1.0,
         "mean_recall": pytest.approx(3.25 / 4),
     }
 

@@ -16,10 +16,18 @@ SIZE = 32
 
 
 def _trainer(**kwargs) -> Trainer:
-    args = dict(
-        logger=False, enable_checkpointing=False, enable_progress_bar=False,
-        enable_model_summary=False, num_sanity_val_steps=0, accelerator="cpu", devices=1,
-    ) | kwargs
+    args = (
+        dict(
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            num_sanity_val_steps=0,
+            accelerator="cpu",
+            devices=1,
+        )
+        | kwargs
+    )
     return Trainer(**args)
 
 
@@ -90,8 +98,9 @@ def _features(encoder: torch.nn.Module, indices: list[int], x: torch.Tensor) -> 
 def test_weights_from_a_flavars_checkpoint(tmp_path) -> None:
     torch.manual_seed(1)
     tokenizer = build_tokenizer(None, ["a", "b"], chat=False)
-    flavars = FLAVARS(image_size=SIZE, tokenizer=tokenizer, embed_dim=32, fusion_width=32,
-                      fusion_layers=1).eval()
+    flavars = FLAVARS(
+        image_size=SIZE, tokenizer=tokenizer, embed_dim=32, fusion_width=32, fusion_layers=1
+    ).eval()
     path = tmp_path / "flavars.ckpt"
     torch.save({"state_dict": flavars.state_dict(), "epoch": 3}, path)
 
@@ -110,7 +119,10 @@ def test_weights_from_a_flavars_checkpoint(tmp_path) -> None:
 
     # A checkpoint from before FLAVARS' image_encoder was renamed vision_encoder still loads.
     old = tmp_path / "flavars-old.ckpt"
-    state = {k.replace("vision_encoder.", "image_encoder.", 1): v for k, v in flavars.state_dict().items()}
+    state = {
+        k.replace("vision_encoder.", "image_encoder.", 1): v
+        for k, v in flavars.state_dict().items()
+    }
     torch.save({"state_dict": state}, old)
     assert _model(vision_checkpoint=str(old)).checkpoint_prefix == "image_encoder.model."
 
@@ -145,8 +157,9 @@ def test_checkpoint_errors(tmp_path) -> None:
     with pytest.raises(FileNotFoundError, match="nowhere.ckpt"):
         _model(vision_checkpoint=str(tmp_path / "nowhere.ckpt"))
     other = tmp_path / "other.ckpt"
-    torch.save({"state_dict": {"head.weight": torch.zeros(2), "text.layer.bias": torch.zeros(2)}},
-               other)
+    torch.save(
+        {"state_dict": {"head.weight": torch.zeros(2), "text.layer.bias": torch.zeros(2)}}, other
+    )
     with pytest.raises(ValueError, match=r"no weights of the image encoder.*'text\.layer\.'"):
         _model(vision_checkpoint=str(other))
     bad = tmp_path / "bad.ckpt"
@@ -174,13 +187,16 @@ def test_learns_rectangles_beyond_the_all_background_baseline() -> None:
     bg_frac = torch.stack([v["semantic_mask"] for v in val]).eq(0).double().mean().item()
     baseline = bg_frac / 2
     model = UPerNetSegmentation(
-        "zoo_convnext_tiny", image_size=SIZE, decoder_channels=32,
+        "zoo_convnext_tiny",
+        image_size=SIZE,
+        decoder_channels=32,
         optimizer=OptimizerConfig(lr=1e-2, weight_decay=1e-4, betas=(0.9, 0.999)),
         class_names=["background", "building"],
     )
     trainer = _trainer(max_epochs=6)
-    trainer.fit(model, DataLoader(train, batch_size=16, shuffle=True),
-                DataLoader(val, batch_size=32))
+    trainer.fit(
+        model, DataLoader(train, batch_size=16, shuffle=True), DataLoader(val, batch_size=32)
+    )
     miou = float(trainer.callback_metrics["val_miou"])
     assert miou > baseline + 0.2, f"val mIoU {miou:.3f} vs all-background baseline {baseline:.3f}"
     assert float(trainer.callback_metrics["val_iou_building"]) > 0.3
@@ -198,8 +214,9 @@ def test_a_models_own_encoder_is_used_as_given() -> None:
     the maps are the model's own, and the copy leaves the model's encoder untouched."""
     torch.manual_seed(3)
     tokenizer = build_tokenizer(None, ["a", "b"], chat=False)
-    flavars = FLAVARS(image_size=SIZE, tokenizer=tokenizer, embed_dim=32, fusion_width=32,
-                      fusion_layers=1).eval()
+    flavars = FLAVARS(
+        image_size=SIZE, tokenizer=tokenizer, embed_dim=32, fusion_width=32, fusion_layers=1
+    ).eval()
     encoder = flavars.dense_encoder()
     assert encoder is not flavars.vision_encoder.model
     model = _model(encoder=encoder).eval()

@@ -35,8 +35,11 @@ def _randomize(module: torch.nn.Module, seed: int = 1) -> None:
 
 
 def _modules() -> list[torch.nn.Module]:
-    return [TokenRoutedInjection(D, DD, S), GatedCrossAttentionInjection(D, DD, num_heads=4),
-            RecurrentInjection(D, S)]
+    return [
+        TokenRoutedInjection(D, DD, S),
+        GatedCrossAttentionInjection(D, DD, num_heads=4),
+        RecurrentInjection(D, S),
+    ]
 
 
 # ----------------------------------------------------------------------------- identity at init

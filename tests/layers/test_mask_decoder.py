@@ -92,7 +92,15 @@ def test_final_is_softmax_weighted_sum_of_scales() -> None:
 def _scale_alone(dec: MultiScaleMaskDecoder, scale: int, **kwargs) -> MultiScaleMaskDecoder:
     """A one-scale decoder with the weights of ``dec``'s scale ``scale``."""
     single = MultiScaleMaskDecoder(DIM, num_scales=1, **kwargs).eval()
-    for name in ("image_attn", "image_norm", "blocks", "final_attn", "final_norm", "upscalers", "mask_mlp"):
+    for name in (
+        "image_attn",
+        "image_norm",
+        "blocks",
+        "final_attn",
+        "final_norm",
+        "upscalers",
+        "mask_mlp",
+    ):
         getattr(single, name)[0].load_state_dict(getattr(dec, name)[scale].state_dict())
     with torch.no_grad():
         single.token_weights[0] = dec.token_weights[scale]
@@ -106,7 +114,9 @@ def test_small_scale_is_bilinearly_upsampled() -> None:
     features, cond = _inputs()
     out = dec(features, cond, TARGET_IMAGE)
     small = single([features[1]], cond[:, 1:], TARGET_IMAGE).logits  # T×16×16
-    up = F.interpolate(small[:, None], size=(8 * UP, 8 * UP), mode="bilinear", align_corners=False)[:, 0]
+    up = F.interpolate(small[:, None], size=(8 * UP, 8 * UP), mode="bilinear", align_corners=False)[
+        :, 0
+    ]
     torch.testing.assert_close(out.per_scale[:, 1], up, atol=1e-5, rtol=1e-5)
 
 
@@ -126,11 +136,16 @@ def test_coarse_mask_modulates_the_finer_scale() -> None:
 def test_token_pooling_learned_starts_at_the_mean_and_moves() -> None:
     features, cond = _inputs()
     learned, mean = _decoder(), _decoder(token_pooling="mean")
-    torch.testing.assert_close(learned(features, cond, TARGET_IMAGE).logits, mean(features, cond, TARGET_IMAGE).logits)
+    torch.testing.assert_close(
+        learned(features, cond, TARGET_IMAGE).logits, mean(features, cond, TARGET_IMAGE).logits
+    )
     with torch.no_grad():
         learned.token_weights[0] = torch.tensor([3.0, -1.0, 0.0])
-    assert not torch.allclose(learned(features, cond, TARGET_IMAGE).per_scale[:, 0],
-                              mean(features, cond, TARGET_IMAGE).per_scale[:, 0], atol=1e-4)
+    assert not torch.allclose(
+        learned(features, cond, TARGET_IMAGE).per_scale[:, 0],
+        mean(features, cond, TARGET_IMAGE).per_scale[:, 0],
+        atol=1e-4,
+    )
 
 
 def test_one_token_wide_object_is_recoverable_at_native_resolution() -> None:
@@ -160,7 +175,8 @@ def test_one_token_wide_object_is_recoverable_at_native_resolution() -> None:
     iou = float((pred & (target > 0)).sum() / (pred | (target > 0)).sum())
     cell = F.avg_pool2d(target[None], UP)[0]  # the fraction of each token the object covers
     best_grid = max(  # the best token-grid masks: the tokens covered at least half, or at all
-        float((cell * m).sum() / (cell.sum() + ((1 - cell) * m).sum())) for m in (cell >= 0.5, cell > 0)
+        float((cell * m).sum() / (cell.sum() + ((1 - cell) * m).sum()))
+        for m in (cell >= 0.5, cell > 0)
     )
     assert best_grid <= 0.5 + 1e-6
     assert iou > 0.8, f"IoU {iou:.3f} at the native resolution"

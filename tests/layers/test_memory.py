@@ -30,8 +30,15 @@ def _inputs(seed: int = 0) -> tuple[list[torch.Tensor], torch.Tensor]:
 def _memory(fusion: Fusion = "conv3d", alpha: float = 0.5) -> ClassWiseMemory:
     torch.manual_seed(1)
     mem = ClassWiseMemory(
-        NUM_CLASSES, len(SIDES), DIM, SIDES, capacity=CAPACITY, fusion=fusion,
-        memory_dim=MEMORY_DIM, mask_stride=STRIDE, init_std=1.0,
+        NUM_CLASSES,
+        len(SIDES),
+        DIM,
+        SIDES,
+        capacity=CAPACITY,
+        fusion=fusion,
+        memory_dim=MEMORY_DIM,
+        mask_stride=STRIDE,
+        init_std=1.0,
     ).eval()
     with torch.no_grad():
         mem.alpha.fill_(alpha)
@@ -136,12 +143,16 @@ def test_conv_fusions_are_pointwise_over_the_capacity_axis() -> None:
                             if isinstance(layer, (torch.nn.Conv3d, torch.nn.Conv2d)):
                                 v = layer.weight.flatten(1) @ v + layer.bias
                             elif isinstance(layer, (torch.nn.BatchNorm3d, torch.nn.BatchNorm2d)):
-                                v = (v - layer.running_mean) / (layer.running_var + layer.eps).sqrt()
+                                v = (v - layer.running_mean) / (
+                                    layer.running_var + layer.eps
+                                ).sqrt()
                                 v = v * layer.weight + layer.bias
                             else:
                                 v = v.relu()
                         expected[d, y, x] = v[0]
-            torch.testing.assert_close(mem.fuse(0, torch.tensor([1]))[0], expected, atol=1e-5, rtol=1e-5)
+            torch.testing.assert_close(
+                mem.fuse(0, torch.tensor([1]))[0], expected, atol=1e-5, rtol=1e-5
+            )
 
 
 def test_attention_fusion_matches_a_per_target_loop() -> None:
@@ -157,12 +168,20 @@ def test_attention_fusion_matches_a_per_target_loop() -> None:
         h = mem.banks[0][c].permute(2, 3, 0, 1).reshape(side * side, CAPACITY * MEMORY_DIM)
         q = encoded[t].flatten(1).T
         out = mem.fusers[0].attn((q + pe)[None], (h + pe.repeat(1, CAPACITY))[None], h[None])[0]
-        torch.testing.assert_close(fused[t], out.T.reshape(MEMORY_DIM, side, side), atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(
+            fused[t], out.T.reshape(MEMORY_DIM, side, side), atol=1e-5, rtol=1e-5
+        )
 
 
 def test_fusion_parameter_counts_match_table_ix() -> None:
     """One scale's fusion at the paper's sizes (N = 64, D_m = 64) beside Table IX."""
-    paper = {"argmax": 0, "conv2d": 2.7e3, "conv3d": 2.7e3, "attention": 532.8e3, "dual_attention": 34.6e6}
+    paper = {
+        "argmax": 0,
+        "conv2d": 2.7e3,
+        "conv3d": 2.7e3,
+        "attention": 532.8e3,
+        "dual_attention": 34.6e6,
+    }
     for fusion, expected in paper.items():
         count = fusion_parameters(fusion, capacity=64, memory_dim=64)  # type: ignore[arg-type]
         print(f"{fusion:>15}: {count:>12,} learnable parameters (Table IX: {expected:,.0f})")
@@ -215,7 +234,9 @@ def test_decoder_owns_the_memory_it_is_given() -> None:
     mem = _memory()
     dec = _decoder(mem)
     assert dec.memory is mem
-    assert {n for n, _ in dec.named_parameters()} >= {f"memory.{n}" for n, _ in mem.named_parameters()}
+    assert {n for n, _ in dec.named_parameters()} >= {
+        f"memory.{n}" for n, _ in mem.named_parameters()
+    }
 
 
 def test_errors() -> None:

@@ -43,13 +43,21 @@ def _randomize(module: torch.nn.Module, seed: int = 0) -> None:
 @pytest.mark.parametrize("external", [False, True])
 @pytest.mark.parametrize("block", ["rich", "paper"])
 def test_vectorized_matches_reference_loop(
-    dims: tuple[int, ...], ks: tuple[int, ...], heads: int, window_pos: bool, external: bool,
+    dims: tuple[int, ...],
+    ks: tuple[int, ...],
+    heads: int,
+    window_pos: bool,
+    external: bool,
     block: Literal["rich", "paper"],
 ) -> None:
     torch.manual_seed(0)
     module = SpatialFeatureIntegration(
-        DIM, L, dims, num_heads=heads if block == "rich" else 1,
-        window_sizes=ks if window_pos else None, block=block,
+        DIM,
+        L,
+        dims,
+        num_heads=heads if block == "rich" else 1,
+        window_sizes=ks if window_pos else None,
+        block=block,
     ).eval()
     _randomize(module)
     features = _features(dims, ks)
@@ -78,7 +86,11 @@ def test_paper_block_is_the_papers_equations(external: bool) -> None:
     with torch.no_grad():
         out = module(features, queries)
     b, i, j = 1, 2, 1
-    x = queries[b, i * L + j] if queries is not None else (module.query + module.pos_embed)[i * L + j]
+    x = (
+        queries[b, i * L + j]
+        if queries is not None
+        else (module.query + module.pos_embed)[i * L + j]
+    )
     w_q = module.q_proj.weight
     keys, values = [], []
     for s, (f, k) in enumerate(zip(features, ks, strict=True)):

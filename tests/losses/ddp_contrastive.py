@@ -40,12 +40,19 @@ class TwoTower(LightningModule):
 
 def main(out: Path, devices: int) -> None:
     g = torch.Generator().manual_seed(1)
-    data = TensorDataset(torch.randn(GLOBAL_BATCH, 6, generator=g), torch.randn(GLOBAL_BATCH, 5, generator=g))
+    data = TensorDataset(
+        torch.randn(GLOBAL_BATCH, 6, generator=g), torch.randn(GLOBAL_BATCH, 5, generator=g)
+    )
     loader = DataLoader(data, batch_size=GLOBAL_BATCH // devices, shuffle=False)
     model = TwoTower()
     trainer = Trainer(
-        accelerator="cpu", devices=devices, strategy="ddp" if devices > 1 else "auto",
-        max_steps=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        accelerator="cpu",
+        devices=devices,
+        strategy="ddp" if devices > 1 else "auto",
+        max_steps=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
         enable_model_summary=False,
     )
     trainer.fit(model, loader)

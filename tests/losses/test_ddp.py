@@ -15,8 +15,13 @@ SCRIPT = Path(__file__).with_name("ddp_contrastive.py")
 
 def _run(tmp: Path, devices: int) -> None:
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])}
-    subprocess.run([sys.executable, str(SCRIPT), str(tmp), str(devices)], check=True, env=env,
-                   timeout=240, capture_output=True)
+    subprocess.run(
+        [sys.executable, str(SCRIPT), str(tmp), str(devices)],
+        check=True,
+        env=env,
+        timeout=240,
+        capture_output=True,
+    )
 
 
 def test_ddp_gathered_loss_equals_single_process(tmp_path):

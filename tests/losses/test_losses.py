@@ -46,7 +46,9 @@ def test_contrastive_matches_reference():
 def test_contrastive_logit_scale_clamped_at_ln100():
     a, b = torch.randn(4, 3), torch.randn(4, 3)
     big = torch.tensor(10.0)
-    assert torch.allclose(contrastive_loss(a, b, big), reference_contrastive(a, b, 100.0), atol=1e-5)
+    assert torch.allclose(
+        contrastive_loss(a, b, big), reference_contrastive(a, b, 100.0), atol=1e-5
+    )
     assert math.isclose(MAX_LOGIT_SCALE, math.log(100))
 
 
@@ -63,7 +65,9 @@ def test_patchify_matches_loop():
     k = 0
     for r in range(2):
         for c in range(3):
-            want = image[:, :, 4 * r : 4 * r + 4, 4 * c : 4 * c + 4].permute(0, 2, 3, 1).reshape(2, -1)
+            want = (
+                image[:, :, 4 * r : 4 * r + 4, 4 * c : 4 * c + 4].permute(0, 2, 3, 1).reshape(2, -1)
+            )
             assert torch.equal(patches[:, k], want)
             k += 1
 
@@ -77,7 +81,9 @@ def test_masked_pixel_loss_only_counts_masked_patches():
     mask = torch.tensor([[True, False, False, True], [False, False, True, False]])
     pred_unmasked_changed = pred.clone()
     pred_unmasked_changed[~mask] += 100.0
-    want = torch.stack([((pred[b, i] - target[b, i]) ** 2).mean() for b, i in mask.nonzero()]).mean()
+    want = torch.stack(
+        [((pred[b, i] - target[b, i]) ** 2).mean() for b, i in mask.nonzero()]
+    ).mean()
     assert torch.allclose(pixel_targets(image, (4, 4)), target, atol=1e-6)
     assert torch.allclose(masked_pixel_loss(pred, target, mask), want, atol=1e-5)
     assert torch.allclose(masked_pixel_loss(pred_unmasked_changed, target, mask), want, atol=1e-5)
@@ -115,8 +121,9 @@ def test_mask_text_tokens_always_masks_one():
 
 
 def test_hard_negatives_follow_similarity_and_skip_duplicates():
-    sim = torch.tensor([[5.0, 4.0, -9.0, 4.0], [0.0, 5.0, 0.0, 0.0], [0.0, 0.0, 5.0, 0.0],
-                        [0.0, 0.0, 0.0, 5.0]])
+    sim = torch.tensor(
+        [[5.0, 4.0, -9.0, 4.0], [0.0, 5.0, 0.0, 0.0], [0.0, 0.0, 5.0, 0.0], [0.0, 0.0, 0.0, 5.0]]
+    )
     same = torch.zeros(4, 4, dtype=torch.bool)
     same[0, 3] = True  # caption 3 duplicates caption 0: never a negative for row 0
     g = torch.Generator().manual_seed(0)
@@ -126,7 +133,6 @@ def test_hard_negatives_follow_similarity_and_skip_duplicates():
     assert (draws[:, 0] != 3).all()
     with pytest.raises(ValueError, match="at least 2"):
         sample_hard_negatives(torch.zeros(1, 1), torch.zeros(1, 1, dtype=torch.bool))
-
 
 
 def _one_hard_negative(b: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -148,7 +154,9 @@ def test_hard_negatives_scaled_by_the_logit_scale_find_the_hardest():
     sim, hard = _one_hard_negative(b)
     same = torch.zeros(b, b, dtype=torch.bool)
     g = torch.Generator().manual_seed(1)
-    scaled = torch.stack([sample_hard_negatives(sim, same, 1 / 0.07, generator=g) for _ in range(trials)])
+    scaled = torch.stack(
+        [sample_hard_negatives(sim, same, 1 / 0.07, generator=g) for _ in range(trials)]
+    )
     raw = torch.stack([sample_hard_negatives(sim, same, generator=g) for _ in range(trials)])
     chance = 1 / (b - 1)
     hit_scaled = (scaled == hard).float().mean().item()
@@ -219,6 +227,10 @@ def test_masked_token_loss_matches_loop():
     mask[0, 0] = True
     terms = [
         -torch.log_softmax(logits[i, j], 0)[codes[i, j]]
-        for i in range(3) for j in range(5) if mask[i, j]
+        for i in range(3)
+        for j in range(5)
+        if mask[i, j]
     ]
-    assert torch.allclose(masked_token_loss(logits, codes, mask), torch.stack(terms).mean(), atol=1e-6)
+    assert torch.allclose(
+        masked_token_loss(logits, codes, mask), torch.stack(terms).mean(), atol=1e-6
+    )

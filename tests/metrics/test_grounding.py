@@ -24,7 +24,14 @@ def test_accuracy_at_thresholds_matches_a_loop():
     ious = []
     for a, r in zip(answers, refs, strict=True):
         p = parse_box(a) or (0, 0, 0, 0)
-        ious.append(float(box_iou_xyxy(torch.tensor([p], dtype=torch.float64), torch.tensor([parse_box(r)], dtype=torch.float64))[0]))
+        ious.append(
+            float(
+                box_iou_xyxy(
+                    torch.tensor([p], dtype=torch.float64),
+                    torch.tensor([parse_box(r)], dtype=torch.float64),
+                )[0]
+            )
+        )
     assert ious[:3] == pytest.approx([1.0, 0.6, 25 / 175])
     out = metric.compute()
     assert float(out["Acc@0.5"]) == pytest.approx(sum(i >= 0.5 for i in ious) / 4)
@@ -38,8 +45,12 @@ def test_judge_is_pluggable_and_reported_beside_exact_match():
         return reference.lower() in prediction.lower()
 
     metrics = GenerationMetrics(judge=lenient, grounding_tasks=["referring"], meteor=False)
-    batch = {"task": ["vqa", "vqa", "referring"], "question": ["is there a ship?", "how many?", "where?"],
-             "reference": ["yes", "2", "{<0><0><10><10>}"], "question_type": ["", "", ""]}
+    batch = {
+        "task": ["vqa", "vqa", "referring"],
+        "question": ["is there a ship?", "how many?", "where?"],
+        "reference": ["yes", "2", "{<0><0><10><10>}"],
+        "question_type": ["", "", ""],
+    }
     metrics.update(batch, ["yes, there is", "2", "{<0><0><10><10>}"])
     out = metrics.compute()
     assert float(out["vqa_accuracy"]) == 0.5  # exact match: "yes, there is" != "yes"

@@ -16,6 +16,7 @@ from zoo.models import Aquila
 
 DataModule = TypeVar("DataModule", bound=LightningDataModule)
 
+
 def prepared(dm: DataModule) -> DataModule:
     """``dm`` with its data written and set up for fitting."""
     dm.prepare_data()
@@ -26,8 +27,9 @@ def prepared(dm: DataModule) -> DataModule:
 @pytest.fixture(scope="package")
 def dm(tmp_path_factory) -> EmbeddedConversationDataModule:
     root = tmp_path_factory.getbasetemp() / "embedded"
-    return prepared(EmbeddedConversationDataModule(str(root), splits=EmbeddedSplits(24, 8, 8),
-                                                   batch_size=4))
+    return prepared(
+        EmbeddedConversationDataModule(str(root), splits=EmbeddedSplits(24, 8, 8), batch_size=4)
+    )
 
 
 @pytest.fixture(scope="module")  # per module: a module may override dm

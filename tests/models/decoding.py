@@ -38,8 +38,9 @@ def warpers(g: GenerationConfig) -> LogitsProcessorList:
     return out
 
 
-def _next_logits(model: VisionLanguageGenerator, image: Tensor, ids: Tensor, mask: Tensor,
-                 generated: Tensor) -> Tensor:
+def _next_logits(
+    model: VisionLanguageGenerator, image: Tensor, ids: Tensor, mask: Tensor, generated: Tensor
+) -> Tensor:
     """Last-position logits of the full, uncached forward over prompt + generated tokens."""
     ids = torch.cat([ids, generated], 1)
     mask = torch.cat([mask, torch.ones_like(generated)], 1)
@@ -52,8 +53,9 @@ def trim(sequence: list[int], eos: int) -> list[int]:
 
 
 @torch.no_grad()
-def reference_decode(model: VisionLanguageGenerator, image: Tensor, prompt_ids: Tensor,
-                     prompt_mask: Tensor) -> list[list[list[int]]]:
+def reference_decode(
+    model: VisionLanguageGenerator, image: Tensor, prompt_ids: Tensor, prompt_mask: Tensor
+) -> list[list[list[int]]]:
     """Per prompt, its ``num_return_sequences`` answers (token ids, trimmed at EOS), best first."""
     g = model.generation
     if g.num_beams > 1:
@@ -79,8 +81,13 @@ def reference_decode(model: VisionLanguageGenerator, image: Tensor, prompt_ids: 
     return [rows[i : i + r] for i in range(0, len(rows), r)]
 
 
-def _beam_search(model: VisionLanguageGenerator, image: Tensor, prompt_ids: Tensor,
-                 prompt_mask: Tensor, g: GenerationConfig) -> list[list[list[int]]]:
+def _beam_search(
+    model: VisionLanguageGenerator,
+    image: Tensor,
+    prompt_ids: Tensor,
+    prompt_mask: Tensor,
+    g: GenerationConfig,
+) -> list[list[list[int]]]:
     eos = model.tokenizer.eos_token_id
     b, nb, keep = len(prompt_ids), g.num_beams, 2 * g.num_beams
     image, ids, mask = (x.repeat_interleave(nb, 0) for x in (image, prompt_ids, prompt_mask))
@@ -107,7 +114,10 @@ def _beam_search(model: VisionLanguageGenerator, image: Tensor, prompt_ids: Tens
         new_running, new_scores = [], torch.empty(b, nb)
         for i in range(b):
             candidates = [
-                (float(top[i, k]), running[i][int(index[i, k]) // vocab] + [int(index[i, k]) % vocab])
+                (
+                    float(top[i, k]),
+                    running[i][int(index[i, k]) // vocab] + [int(index[i, k]) % vocab],
+                )
                 for k in range(keep)
             ]
             if open_[i]:  # only the best num_beams candidates may finish
@@ -128,8 +138,9 @@ def _beam_search(model: VisionLanguageGenerator, image: Tensor, prompt_ids: Tens
     return [[seq for _, seq in f[: g.num_return_sequences]] for f in finished]
 
 
-def decoded(model: VisionLanguageGenerator, image: Tensor, prompt_ids: Tensor,
-            prompt_mask: Tensor) -> list[list[list[int]]]:
+def decoded(
+    model: VisionLanguageGenerator, image: Tensor, prompt_ids: Tensor, prompt_mask: Tensor
+) -> list[list[list[int]]]:
     """The model's own cached decoding in the same form as :func:`reference_decode`."""
     eos, r = model.tokenizer.eos_token_id, model.generation.num_return_sequences
     rows = [trim(s, eos) for s in model.generate_ids(image, prompt_ids, prompt_mask).tolist()]

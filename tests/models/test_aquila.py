@@ -113,10 +113,18 @@ def test_sfi_dim_projects_to_and_from_the_llm_width(dm, batch):
 
 #: Llama-3-8B-Instruct's config.json fields that shape the model (no weights are read).
 LLAMA3_8B = {
-    "architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 4096,
-    "intermediate_size": 14336, "num_hidden_layers": 32, "num_attention_heads": 32,
-    "num_key_value_heads": 8, "vocab_size": 128256, "max_position_embeddings": 8192,
-    "rope_theta": 500000.0, "rms_norm_eps": 1e-5, "tie_word_embeddings": False,
+    "architectures": ["LlamaForCausalLM"],
+    "model_type": "llama",
+    "hidden_size": 4096,
+    "intermediate_size": 14336,
+    "num_hidden_layers": 32,
+    "num_attention_heads": 32,
+    "num_key_value_heads": 8,
+    "vocab_size": 128256,
+    "max_position_embeddings": 8192,
+    "rope_theta": 500000.0,
+    "rms_norm_eps": 1e-5,
+    "tie_word_embeddings": False,
 }
 
 
@@ -130,16 +138,23 @@ def test_stage1_trainable_parameters_on_the_meta_device(dm, tmp_path):
     llm.mkdir()
     (llm / "config.json").write_text(json.dumps(LLAMA3_8B))
     # The embedded data's word-level tokenizer stands in for Llama-3's (its format: word).
-    args.update(llm=LLMSpec(name=str(llm), pretrained=False), vision_pretrained=False,
-                image_size=config["data"]["init_args"]["image_size"])
+    args.update(
+        llm=LLMSpec(name=str(llm), pretrained=False),
+        vision_pretrained=False,
+        image_size=config["data"]["init_args"]["image_size"],
+    )
     with torch.device("meta"):
         model = Aquila(tokenizer=dm.tokenizer, class_names=dm.class_names, **args)
     assert model.llm_width == 4096 and model.window_sizes == [8, 4, 2, 1]
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     by_part = {
         name: sum(p.numel() for p in part.parameters())
-        for name, part in (("projectors", model.projectors), ("sfi", model.connector),
-                           ("connector_proj", model.connector_proj), ("mda", model.mda))
+        for name, part in (
+            ("projectors", model.projectors),
+            ("sfi", model.connector),
+            ("connector_proj", model.connector_proj),
+            ("mda", model.mda),
+        )
     }
     print(f"stage-1 trainable parameters: {trainable:,} {by_part}")
     assert trainable == sum(by_part.values())
@@ -165,7 +180,9 @@ def _majority_baseline(dm) -> float:
     hits = total = 0
     for record in dm.test_dataset.records:
         qtype = record["question_types"][0]
-        hits += answers[qtype].most_common(1)[0][0] == normalize_answer(record["conversations"][1]["value"])
+        hits += answers[qtype].most_common(1)[0][0] == normalize_answer(
+            record["conversations"][1]["value"]
+        )
         total += 1
     return hits / total
 
@@ -181,29 +198,47 @@ def test_aquila_learns_vqa_and_captions(tmp_path_factory):
     """
     root = tmp_path_factory.getbasetemp() / "learn"
     kwargs = dict(splits=EmbeddedSplits(400, 16, 40), batch_size=16)
-    vqa = EmbeddedConversationDataModule(str(root), tasks=["caption", "vqa"], eval_tasks=["vqa"], **kwargs)
+    vqa = EmbeddedConversationDataModule(
+        str(root), tasks=["caption", "vqa"], eval_tasks=["vqa"], **kwargs
+    )
     caption = EmbeddedConversationDataModule(str(root), tasks=["caption"], **kwargs)
     vqa.prepare_data()
     vqa.setup("fit")
     vqa.setup("test")
     seed_everything(0)
     model = Aquila(
-        tokenizer=vqa.tokenizer, class_names=vqa.class_names, optimizer=replace(AQUILA_OPTIMIZER, lr=2e-3), val_generate_batches=0,
+        tokenizer=vqa.tokenizer,
+        class_names=vqa.class_names,
+        optimizer=replace(AQUILA_OPTIMIZER, lr=2e-3),
+        val_generate_batches=0,
         stage=TrainingStage(train_vision=True, train_llm=True),
         generation=GenerationConfig(max_new_tokens=24),
     )
 
     def test(datamodule) -> dict[str, float]:
         trainer = Trainer(logger=False, enable_progress_bar=False, accelerator="cpu", devices=1)
-        return {k: float(v) for k, v in trainer.test(model, datamodule=datamodule, verbose=False)[0].items()}
+        return {
+            k: float(v)
+            for k, v in trainer.test(model, datamodule=datamodule, verbose=False)[0].items()
+        }
 
     untrained_bleu = test(caption)["test_BLEU-1"]
-    trainer = Trainer(max_epochs=10, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                      num_sanity_val_steps=0, accelerator="cpu", devices=1, limit_val_batches=0)
+    trainer = Trainer(
+        max_epochs=10,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        num_sanity_val_steps=0,
+        accelerator="cpu",
+        devices=1,
+        limit_val_batches=0,
+    )
     trainer.fit(model, datamodule=vqa)
     majority = _majority_baseline(vqa)
     accuracy = test(vqa)["test_vqa_accuracy"]
     bleu = test(caption)["test_BLEU-1"]
-    print(f"VQA {accuracy:.3f} vs majority {majority:.3f}; BLEU-1 {bleu:.3f} vs untrained {untrained_bleu:.3f}")
+    print(
+        f"VQA {accuracy:.3f} vs majority {majority:.3f}; BLEU-1 {bleu:.3f} vs untrained {untrained_bleu:.3f}"
+    )
     assert accuracy > majority + 0.1
     assert bleu > untrained_bleu + 0.2

@@ -100,9 +100,17 @@ def test_generate_hands_each_beam_its_samples_context(dm, batch, family, monkeyp
 
 DECODINGS = {
     "beams": GenerationConfig(max_new_tokens=4, num_beams=3, num_return_sequences=2),
-    "sampling": GenerationConfig(max_new_tokens=4, do_sample=True, temperature=0.7, top_k=40,
-                                 top_p=0.9, num_return_sequences=2),
-    "beam-sampling": GenerationConfig(max_new_tokens=3, do_sample=True, temperature=1.5, num_beams=2),
+    "sampling": GenerationConfig(
+        max_new_tokens=4,
+        do_sample=True,
+        temperature=0.7,
+        top_k=40,
+        top_p=0.9,
+        num_return_sequences=2,
+    ),
+    "beam-sampling": GenerationConfig(
+        max_new_tokens=3, do_sample=True, temperature=1.5, num_beams=2
+    ),
 }
 
 
@@ -110,7 +118,10 @@ DECODINGS = {
 @pytest.mark.parametrize("family", ["aquila", "fuse", "geopix"])
 def test_cached_decoding_equals_no_cache_reference(dm, batch, refs, family, decoding):
     if family == "geopix":
-        model, data = _geopix(refs), refs.on_after_batch_transfer(next(iter(refs.val_dataloader())), 0)
+        model, data = (
+            _geopix(refs),
+            refs.on_after_batch_transfer(next(iter(refs.val_dataloader())), 0),
+        )
     else:
         model, data = (_aquila(dm) if family == "aquila" else _fuse(dm)), batch
     model.generation = DECODINGS[decoding]
@@ -144,8 +155,9 @@ def test_beams_that_finish_early_equal_the_reference(dm, batch, boost, length_pe
     model.llm.lm_head.register_forward_hook(
         lambda module, inputs, out: out + boost * (torch.arange(out.shape[-1]) == eos)
     )
-    model.generation = GenerationConfig(max_new_tokens=6, num_beams=3, num_return_sequences=2,
-                                        length_penalty=length_penalty)
+    model.generation = GenerationConfig(
+        max_new_tokens=6, num_beams=3, num_return_sequences=2, length_penalty=length_penalty
+    )
     args = (batch["image"][:3], batch["prompt_ids"][:3], batch["prompt_attention_mask"][:3])
     got = decoded(model, *args)
     assert got == reference_decode(model, *args)

@@ -24,10 +24,18 @@ def _datamodule(tmp_path_factory, **kwargs) -> EmbeddedDataModule:
 
 
 def _model(dm: EmbeddedDataModule, **kwargs) -> FLAVARS:
-    args = dict(
-        image_size=dm.image_size, embed_dim=64, fusion_width=64, fusion_layers=1,
-        tokenizer=dm.tokenizer, class_names=dm.class_names, optimizer=OptimizerConfig(lr=2e-3),
-    ) | kwargs
+    args = (
+        dict(
+            image_size=dm.image_size,
+            embed_dim=64,
+            fusion_width=64,
+            fusion_layers=1,
+            tokenizer=dm.tokenizer,
+            class_names=dm.class_names,
+            optimizer=OptimizerConfig(lr=2e-3),
+        )
+        | kwargs
+    )
     return FLAVARS(**args)
 
 
@@ -35,8 +43,14 @@ def _fit(dm, epochs: int, **kwargs) -> dict[str, float]:
     seed_everything(0)
     model = _model(dm, **kwargs)
     trainer = Trainer(
-        max_epochs=epochs, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-        enable_model_summary=False, num_sanity_val_steps=0, accelerator="cpu", devices=1,
+        max_epochs=epochs,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        accelerator="cpu",
+        devices=1,
     )
     trainer.fit(model, dm)
     return {k: float(v) for k, v in trainer.callback_metrics.items()}
@@ -61,7 +75,9 @@ def test_each_loss_switches_off(dm):
         assert set(off) == names - {name} | {"loss"}
     losses["loss"].backward()
     assert model.location_encoder.nnet.last_layer.weight.grad is not None
-    assert model.mim_head.weight.grad is not None and model.itm_head.classifier.weight.grad is not None
+    assert (
+        model.mim_head.weight.grad is not None and model.itm_head.classifier.weight.grad is not None
+    )
     assert model.mmm_image_head.weight.grad is not None
     assert model.mmm_text_head[-1].weight.grad is not None
     assert model.fusion.image_in.weight.grad is not None
@@ -113,7 +129,12 @@ def test_loss_weights_are_checked_and_reach_the_model(dm):
         LossWeights(location=-1.0)
     model = _model(dm, loss_weights={"itm": 0.5})  # a checkpoint's dict form
     assert model.weights == {
-        "mim": 1.0, "mlm": 1.0, "itm": 0.5, "mmm_image": 1.0, "mmm_text": 1.0, "contrastive": 1.0,
+        "mim": 1.0,
+        "mlm": 1.0,
+        "itm": 0.5,
+        "mmm_image": 1.0,
+        "mmm_text": 1.0,
+        "contrastive": 1.0,
         "location": 1.0,
     }
 
@@ -142,7 +163,11 @@ def test_each_loss_reads_flavas_pass(dm, layout):
         assert 0 < draw.itm_target.sum() < b
         negative = draw.itm_target == 0
     else:  # B positives, B negative texts, B negative images
-        assert len(draw.itm_target) == 3 * b and draw.itm_target[:b].all() and not draw.itm_target[b:].any()
+        assert (
+            len(draw.itm_target) == 3 * b
+            and draw.itm_target[:b].all()
+            and not draw.itm_target[b:].any()
+        )
         negative = torch.arange(3 * b) >= b
     duplicate = (batch["input_ids"][:, None] == batch["input_ids"][None]).all(-1)
     image_index = rows if draw.image_index is None else draw.image_index
@@ -217,8 +242,14 @@ def test_mmm_losses_are_logged(dm):
     seed_everything(0)
     model = _model(dm)
     trainer = Trainer(
-        max_steps=2, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-        enable_model_summary=False, limit_val_batches=0, accelerator="cpu", devices=1,
+        max_steps=2,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        accelerator="cpu",
+        devices=1,
     )
     trainer.fit(model, dm)
     for name in ("mim", "mlm", "itm", "mmm_image", "mmm_text", "contrastive", "location"):
@@ -228,8 +259,12 @@ def test_mmm_losses_are_logged(dm):
 @pytest.mark.filterwarnings("ignore:You are trying to `self.log")
 @pytest.mark.parametrize(
     "options",
-    [{}, {"itm_layout": "albef"}, {"itm_negatives": "random"},
-     {"itm_layout": "albef", "itm_negatives": "random", "mim_masking": "random"}],
+    [
+        {},
+        {"itm_layout": "albef"},
+        {"itm_negatives": "random"},
+        {"itm_layout": "albef", "itm_negatives": "random", "mim_masking": "random"},
+    ],
     ids=["flava-hard-block", "albef-hard", "flava-random", "albef-random-random"],
 )
 def test_training_step_has_no_host_synchronization(dm, options):
@@ -248,6 +283,6 @@ def test_training_step_has_no_host_synchronization(dm, options):
         planted = torch.ones(2)
         bool(planted.sum()), int(planted[0])  # what the recorder must catch
     assert torch.isfinite(loss)
-    assert [f.split(" at ")[0] for f in recorder.found] == ["aten._local_scalar_dense.default"] * 2, (
-        "operators that synchronize on a GPU:\n" + "\n".join(recorder.found)
-    )
+    assert [f.split(" at ")[0] for f in recorder.found] == [
+        "aten._local_scalar_dense.default"
+    ] * 2, "operators that synchronize on a GPU:\n" + "\n".join(recorder.found)

@@ -21,8 +21,12 @@ from zoo.models.flavars import MaskingDraw
 
 IMAGE, PATCH, CODES = 32, 8, 24
 MEAN, STD = [0.48145466, 0.4578275, 0.40821073], [0.26862954, 0.26130258, 0.27577711]
-CODEBOOK = FlavaImageCodebookConfig(num_groups=4, hidden_size=8, num_blocks_per_group=1, vocab_size=CODES)
-WORDS = "a an the of with and satellite aerial image photo river forest field road city farm".split()
+CODEBOOK = FlavaImageCodebookConfig(
+    num_groups=4, hidden_size=8, num_blocks_per_group=1, vocab_size=CODES
+)
+WORDS = (
+    "a an the of with and satellite aerial image photo river forest field road city farm".split()
+)
 
 
 def _tokenizer() -> PreTrainedTokenizerFast:
@@ -34,11 +38,18 @@ def save_tiny_flava(folder, image_layers: int = 2) -> FlavaForPreTraining:
     tokenizer = _tokenizer()
     small = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64)
     config = FlavaConfig(
-        image_config=dict(small, num_hidden_layers=image_layers, image_size=IMAGE, patch_size=PATCH,
-                          vocab_size=CODES),
+        image_config=dict(
+            small,
+            num_hidden_layers=image_layers,
+            image_size=IMAGE,
+            patch_size=PATCH,
+            vocab_size=CODES,
+        ),
         text_config=dict(small, vocab_size=len(tokenizer), max_position_embeddings=32),
         multimodal_config=dict(small, num_hidden_layers=1),
-        image_codebook_config=CODEBOOK.to_dict(), projection_dim=16, hidden_size=32,
+        image_codebook_config=CODEBOOK.to_dict(),
+        projection_dim=16,
+        hidden_size=32,
         init_codebook=False,
     )
     torch.manual_seed(0)
@@ -46,8 +57,10 @@ def save_tiny_flava(folder, image_layers: int = 2) -> FlavaForPreTraining:
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     FlavaImageProcessor(
-        size={"height": IMAGE, "width": IMAGE}, crop_size={"height": IMAGE, "width": IMAGE},
-        image_mean=MEAN, image_std=STD,
+        size={"height": IMAGE, "width": IMAGE},
+        crop_size={"height": IMAGE, "width": IMAGE},
+        image_mean=MEAN,
+        image_std=STD,
     ).save_pretrained(folder)
     return model
 
@@ -64,12 +77,20 @@ def folders(tmp_path_factory) -> tuple[str, str, FlavaForPreTraining, FlavaImage
 
 def _inputs(tokenizer) -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(3)
-    captions = ["a satellite image of a river", "an aerial photo of the city with a road",
-                "a field", "the forest and a farm"]
+    captions = [
+        "a satellite image of a river",
+        "an aerial photo of the city with a road",
+        "a field",
+        "the forest and a farm",
+    ]
     tokens = tokenizer(captions, padding=True, return_tensors="pt")
     image = torch.randn(len(captions), 3, IMAGE, IMAGE, generator=g)
-    return {"image": image, "input_ids": tokens["input_ids"], "attention_mask": tokens["attention_mask"],
-            "caption": captions}
+    return {
+        "image": image,
+        "input_ids": tokens["input_ids"],
+        "attention_mask": tokens["attention_mask"],
+        "caption": captions,
+    }
 
 
 def _flavars(flava: str, codebook: str | None = None) -> FLAVARS:
@@ -87,20 +108,32 @@ def test_encoders_and_matching_equal_flava(folders):
     model = _flavars(flava)
     batch = _inputs(model.tokenizer)
     image, ids, mask = batch["image"], batch["input_ids"], batch["attention_mask"]
-    want_image = F.normalize(_features(hf.flava.get_image_features(pixel_values=image))[:, 0], dim=-1)
+    want_image = F.normalize(
+        _features(hf.flava.get_image_features(pixel_values=image))[:, 0], dim=-1
+    )
     want_text = F.normalize(
         _features(hf.flava.get_text_features(input_ids=ids, attention_mask=mask))[:, 0], dim=-1
     )
     torch.testing.assert_close(model.encode_image(image)[1], want_image, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(model.encode_text(ids, mask), want_text, atol=1e-5, rtol=1e-5)
-    hf_out = hf(input_ids=ids, input_ids_masked=ids, pixel_values=image, attention_mask=mask, return_loss=False)
-    torch.testing.assert_close(model.matching_logits(image, ids, mask), hf_out.itm_logits, atol=1e-5, rtol=1e-5)
+    hf_out = hf(
+        input_ids=ids,
+        input_ids_masked=ids,
+        pixel_values=image,
+        attention_mask=mask,
+        return_loss=False,
+    )
+    torch.testing.assert_close(
+        model.matching_logits(image, ids, mask), hf_out.itm_logits, atol=1e-5, rtol=1e-5
+    )
     # FLAVA's own modules, weights as loaded: the modules are transformers' classes.
     assert type(model.flava.model).__name__ == "FlavaModel"
     assert type(model.flava.itm_head).__name__ == "FlavaITMHead"
 
 
-def _masking(model: FLAVARS, batch: dict, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _masking(
+    model: FLAVARS, batch: dict, seed: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Fixed masked-pass choices for both sides: half the patches, 40 % of the real tokens
     (token 1 always), as (patches, masked ids, MLM labels)."""
     ids, mask = batch["input_ids"], batch["attention_mask"]
@@ -108,7 +141,11 @@ def _masking(model: FLAVARS, batch: dict, seed: int) -> tuple[torch.Tensor, torc
     patches = torch.rand(len(ids), (IMAGE // PATCH) ** 2, generator=g) < 0.5
     picked = (torch.rand(ids.shape, generator=g) < 0.4) & (mask == 1)
     picked[:, 1] = True
-    return patches, ids.masked_fill(picked, model.tokenizer.mask_token_id), ids.masked_fill(~picked, -100)
+    return (
+        patches,
+        ids.masked_fill(picked, model.tokenizer.mask_token_id),
+        ids.masked_fill(~picked, -100),
+    )
 
 
 @torch.no_grad()
@@ -135,25 +172,43 @@ def test_loss_components_equal_flava(folders):
 
     codes = model.codebook(image, model.grid_size)
     # Our codebook input is the un-normalized image mapped as DALL-E's map_pixels.
-    pixels = (image * torch.tensor(STD).view(1, 3, 1, 1) + torch.tensor(MEAN).view(1, 3, 1, 1)).clamp(0, 1)
+    pixels = (
+        image * torch.tensor(STD).view(1, 3, 1, 1) + torch.tensor(MEAN).view(1, 3, 1, 1)
+    ).clamp(0, 1)
     pixels = F.interpolate(pixels, size=(IMAGE // PATCH * 8,) * 2, mode="bilinear", antialias=True)
     assert torch.equal(codes, hf_codebook.get_codebook_indices(0.8 * pixels + 0.1).flatten(1))
 
     both = hf(
-        input_ids=ids, input_ids_masked=masked_ids, pixel_values=image, attention_mask=mask,
-        bool_masked_pos=patches, mlm_labels=mlm_labels.clone(), mim_labels=codes.clone(),
-        itm_labels=torch.ones(b, dtype=torch.long), return_loss=True,
+        input_ids=ids,
+        input_ids_masked=masked_ids,
+        pixel_values=image,
+        attention_mask=mask,
+        bool_masked_pos=patches,
+        mlm_labels=mlm_labels.clone(),
+        mim_labels=codes.clone(),
+        itm_labels=torch.ones(b, dtype=torch.long),
+        return_loss=True,
     ).loss_info
     text_only = hf(
-        input_ids=ids, input_ids_masked=masked_ids, attention_mask=mask,
-        mlm_labels=mlm_labels.clone(), return_loss=True,
+        input_ids=ids,
+        input_ids_masked=masked_ids,
+        attention_mask=mask,
+        mlm_labels=mlm_labels.clone(),
+        return_loss=True,
     ).loss_info
     image_only = hf(
-        pixel_values=image, bool_masked_pos=patches, mim_labels=codes.clone(), return_loss=True,
+        pixel_values=image,
+        bool_masked_pos=patches,
+        mim_labels=codes.clone(),
+        return_loss=True,
     ).loss_info
     pairs = {
-        "contrastive": both.global_contrastive, "itm": both.itm, "mmm_image": both.mmm_image,
-        "mmm_text": both.mmm_text, "mlm": text_only.mlm, "mim": image_only.mim,
+        "contrastive": both.global_contrastive,
+        "itm": both.itm,
+        "mmm_image": both.mmm_image,
+        "mmm_text": both.mmm_text,
+        "mlm": text_only.mlm,
+        "mim": image_only.mim,
     }
     for name, theirs in pairs.items():
         torch.testing.assert_close(ours[name], theirs, atol=1e-5, rtol=1e-5, msg=name)
@@ -171,19 +226,33 @@ def test_matching_rows_with_negatives_equal_flava(folders):
     rows = torch.arange(b)
     text_index = torch.where(rows % 2 == 1, rows.roll(1), rows)  # odd rows: the caption before
     target = (text_index == rows).long()
-    ours = model.compute_losses(batch, MaskingDraw(patches, masked_ids, mlm_labels, None, text_index, target))
+    ours = model.compute_losses(
+        batch, MaskingDraw(patches, masked_ids, mlm_labels, None, text_index, target)
+    )
     theirs = hf(
-        input_ids=ids[text_index], input_ids_masked=masked_ids[text_index], pixel_values=image,
-        attention_mask=mask[text_index], bool_masked_pos=patches, mlm_labels=mlm_labels[text_index],
-        mim_labels=model.codebook(image, model.grid_size), itm_labels=target, return_loss=True,
+        input_ids=ids[text_index],
+        input_ids_masked=masked_ids[text_index],
+        pixel_values=image,
+        attention_mask=mask[text_index],
+        bool_masked_pos=patches,
+        mlm_labels=mlm_labels[text_index],
+        mim_labels=model.codebook(image, model.grid_size),
+        itm_labels=target,
+        return_loss=True,
     ).loss_info
-    for name, value in {"itm": theirs.itm, "mmm_image": theirs.mmm_image, "mmm_text": theirs.mmm_text}.items():
+    for name, value in {
+        "itm": theirs.itm,
+        "mmm_image": theirs.mmm_image,
+        "mmm_text": theirs.mmm_text,
+    }.items():
         torch.testing.assert_close(ours[name], value, atol=1e-5, rtol=1e-5, msg=name)
 
 
 def test_flava_folder_errors(folders, tmp_path):
     flava, codebook, _, _ = folders
-    with pytest.raises(FileNotFoundError, match="neither a local folder nor in the Hugging Face cache"):
+    with pytest.raises(
+        FileNotFoundError, match="neither a local folder nor in the Hugging Face cache"
+    ):
         FLAVARS(flava=str(tmp_path / "missing"), image_size=IMAGE, tokenizer=_tokenizer())
     with pytest.raises(FileNotFoundError, match="no config.json"):
         FLAVARS(flava=str(tmp_path), image_size=IMAGE, tokenizer=_tokenizer())
@@ -197,8 +266,16 @@ def test_zoo_encoders_learn_codebook_targets(folders):
     """Without a FLAVA folder the codebook target works with the zoo's encoders too."""
     _, codebook, _, _ = folders
     tokenizer = _tokenizer()
-    model = FLAVARS(codebook=codebook, image_size=IMAGE, embed_dim=16, fusion_width=16,
-                    fusion_layers=1, tokenizer=tokenizer, image_mean=MEAN, image_std=STD)
+    model = FLAVARS(
+        codebook=codebook,
+        image_size=IMAGE,
+        embed_dim=16,
+        fusion_width=16,
+        fusion_layers=1,
+        tokenizer=tokenizer,
+        image_mean=MEAN,
+        image_std=STD,
+    )
     batch = _inputs(tokenizer)
     losses = model.compute_losses(batch)
     assert model.mim_head[-1].out_features == CODES
@@ -213,10 +290,15 @@ def test_flava_folder_reaches_the_data_through_the_cli(folders, tmp_path):
 
     flava, _, _, _ = folders
     args = [
-        "--config", "configs/flavars.yaml", f"--model.init_args.flava={flava}",
-        "--data.init_args.image_size=32", f"--data.init_args.root={tmp_path / 'embedded'}",
-        "--data.init_args.splits.train=8", "--data.init_args.splits.val=4",
-        "--data.init_args.splits.test=4", "--trainer.logger=false",
+        "--config",
+        "configs/flavars.yaml",
+        f"--model.init_args.flava={flava}",
+        "--data.init_args.image_size=32",
+        f"--data.init_args.root={tmp_path / 'embedded'}",
+        "--data.init_args.splits.train=8",
+        "--data.init_args.splits.val=4",
+        "--data.init_args.splits.test=4",
+        "--trainer.logger=false",
     ]
     cli = main(args, run=False)
     assert cli.datamodule.tokenizer_name == flava
@@ -228,7 +310,9 @@ def test_flava_folder_reaches_the_data_through_the_cli(folders, tmp_path):
         main([*args, "--data.init_args.image_size=64"], run=False)
 
 
-@pytest.mark.filterwarnings("ignore:You are trying to `self.log", "ignore:the batch has no 'location'")
+@pytest.mark.filterwarnings(
+    "ignore:You are trying to `self.log", "ignore:the batch has no 'location'"
+)
 @pytest.mark.parametrize("encoders", ["flava", "zoo"])
 def test_training_step_with_codebook_has_no_syncing_operator(folders, encoders):
     """FLAVA's modules and the codebook target in a training step (forward, losses, backward):
@@ -241,8 +325,16 @@ def test_training_step_with_codebook_has_no_syncing_operator(folders, encoders):
     if encoders == "flava":
         model = FLAVARS(flava=flava, codebook=codebook, image_size=IMAGE, tokenizer=tokenizer)
     else:
-        model = FLAVARS(codebook=codebook, image_size=IMAGE, embed_dim=16, fusion_width=16,
-                        fusion_layers=1, tokenizer=tokenizer, image_mean=MEAN, image_std=STD)
+        model = FLAVARS(
+            codebook=codebook,
+            image_size=IMAGE,
+            embed_dim=16,
+            fusion_width=16,
+            fusion_layers=1,
+            tokenizer=tokenizer,
+            image_mean=MEAN,
+            image_std=STD,
+        )
     batch = _inputs(tokenizer)
     model.train()
     recorder = _SyncRecorder()
@@ -278,8 +370,10 @@ def test_spacenet1_upernet_on_a_flava_built_flavars(tmp_path):
         torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     (ev,) = load_evaluations([root / "configs" / "eval" / "spacenet1_upernet.yaml"])
-    ev = ev.with_args(data={"init_args": {"root": str(root / "tests" / "data" / "spacenet1"), "batch_size": 2}},
-                      max_epochs=1)
+    ev = ev.with_args(
+        data={"init_args": {"root": str(root / "tests" / "data" / "spacenet1"), "batch_size": 2}},
+        max_epochs=1,
+    )
     assert ev.build().upernet_args["freeze_encoder"] is False  # the config fine-tunes
     rows = evaluate(model, [ev], tmp_path / "out", device="cpu")  # no checkpoint: FLAVA's weights
     metrics = {r["metric"]: r for r in rows}

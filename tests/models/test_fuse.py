@@ -57,7 +57,6 @@ def test_text_positions_are_never_modified(dm, batch):
     assert not torch.allclose(out[:, ~text], hidden[:, ~text])
 
 
-
 def test_detail_stacks_shapes_and_ablation(dm, batch):
     model = fuse(dm)
     image = batch["image"]
@@ -73,15 +72,15 @@ def test_detail_stacks_shapes_and_ablation(dm, batch):
     stacks = single.detail_stacks(image)
     assert stacks.shape == (len(image), 3, model.grid_size**2, model.vision.embed_dim)
     # Without windows the stacks are the global view's tokens at the detail depths.
-    maps = single.vision.forward_intermediates(image, indices=single.detail_layers,
-                                               output_fmt="NCHW", intermediates_only=True)
+    maps = single.vision.forward_intermediates(
+        image, indices=single.detail_layers, output_fmt="NCHW", intermediates_only=True
+    )
     for s, m in enumerate(maps):
         assert torch.allclose(stacks[:, s], m.flatten(2).transpose(1, 2))
     for name, p in single.injection.named_parameters():
         if name.endswith("alpha"):
             torch.nn.init.constant_(p, 1.0)
-    out = single(image, batch["input_ids"], batch["attention_mask"],
-                 batch["labels"])
+    out = single(image, batch["input_ids"], batch["attention_mask"], batch["labels"])
     out.loss.backward()
     assert all(p.grad is not None for p in single.injection.parameters() if p.requires_grad)
 
@@ -115,8 +114,9 @@ def test_global_view_and_all_windows_in_one_encoder_call(dm, batch):
 
 
 def test_frozen_vision_runs_without_autograd(dm, batch):
-    model = FUSE(tokenizer=dm.tokenizer, class_names=dm.class_names,
-                 stage=TrainingStage(train_vision=False))
+    model = FUSE(
+        tokenizer=dm.tokenizer, class_names=dm.class_names, stage=TrainingStage(train_vision=False)
+    )
     tokens, details = model.visual_tokens(batch["image"])
     assert tokens.requires_grad  # the projector trains
     maps = model._encode(batch["image"], [model.global_layer])
@@ -131,24 +131,44 @@ def test_fuse_learns_vqa(tmp_path_factory):
     Measured (seed 0, 2026-12-02, whole-canvas window from the global view): VQA 0.471 with
     injection (count 0.225), 0.488 without (count 0.275), majority 0.281."""
     root = tmp_path_factory.getbasetemp() / "learn-fuse"
-    dm = EmbeddedConversationDataModule(str(root), splits=EmbeddedSplits(400, 16, 40),
-                                        batch_size=16, tasks=["caption", "vqa"], eval_tasks=["vqa"])
+    dm = EmbeddedConversationDataModule(
+        str(root),
+        splits=EmbeddedSplits(400, 16, 40),
+        batch_size=16,
+        tasks=["caption", "vqa"],
+        eval_tasks=["vqa"],
+    )
     dm.prepare_data()
     dm.setup("fit")
     dm.setup("test")
     results = {}
     for name, layers in (("fuse", [1, 2]), ("no-injection", [])):
         seed_everything(0)
-        model = FUSE(tokenizer=dm.tokenizer, class_names=dm.class_names, inject_layers=layers,
-                     optimizer=replace(FUSE_OPTIMIZER, lr=2e-3, weight_decay=0.05),
-                     val_generate_batches=0,
-                     stage=TrainingStage(train_vision=True, train_llm=True),
-                     generation=GenerationConfig(max_new_tokens=8))
-        Trainer(max_epochs=10, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                num_sanity_val_steps=0, accelerator="cpu", devices=1, limit_val_batches=0).fit(model, dm)
+        model = FUSE(
+            tokenizer=dm.tokenizer,
+            class_names=dm.class_names,
+            inject_layers=layers,
+            optimizer=replace(FUSE_OPTIMIZER, lr=2e-3, weight_decay=0.05),
+            val_generate_batches=0,
+            stage=TrainingStage(train_vision=True, train_llm=True),
+            generation=GenerationConfig(max_new_tokens=8),
+        )
+        Trainer(
+            max_epochs=10,
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            num_sanity_val_steps=0,
+            accelerator="cpu",
+            devices=1,
+            limit_val_batches=0,
+        ).fit(model, dm)
         tester = Trainer(logger=False, enable_progress_bar=False, accelerator="cpu", devices=1)
         results[name] = {k: float(v) for k, v in tester.test(model, dm, verbose=False)[0].items()}
     majority = _majority_baseline(dm)
-    print({k: {m: round(v, 3) for m, v in r.items() if "vqa" in m} for k, r in results.items()},
-          "majority", round(majority, 3))
+    print(
+        {k: {m: round(v, 3) for m, v in r.items() if "vqa" in m} for k, r in results.items()},
+        "majority",
+        round(majority, 3),
+    )
     assert results["fuse"]["test_vqa_accuracy"] > majority + 0.1

@@ -25,14 +25,22 @@ VISION_WIDTH, LLM_WIDTH = 128, 128  # zoo_vit_tiny's and the tiny Llama's
 def tiny_overrides(tokenizer: Path, root: Path) -> list[str]:
     """The paper configs made tiny: one CPU, no logger, a tiny ViT and Llama, 64 px."""
     return [
-        "--trainer.accelerator=cpu", "--trainer.devices=1", "--trainer.strategy=auto",
-        "--trainer.precision=32-true", "--trainer.logger=false",
-        "--model.init_args.vision_encoder=zoo_vit_tiny", "--model.init_args.vision_pretrained=false",
-        "--model.init_args.llm.name=tiny", "--model.init_args.detail_layers=[1,2,3]",
-        "--model.init_args.window_sizes=[128,64]", "--model.init_args.canvas_size=128",
+        "--trainer.accelerator=cpu",
+        "--trainer.devices=1",
+        "--trainer.strategy=auto",
+        "--trainer.precision=32-true",
+        "--trainer.logger=false",
+        "--model.init_args.vision_encoder=zoo_vit_tiny",
+        "--model.init_args.vision_pretrained=false",
+        "--model.init_args.llm.name=tiny",
+        "--model.init_args.detail_layers=[1,2,3]",
+        "--model.init_args.window_sizes=[128,64]",
+        "--model.init_args.canvas_size=128",
         "--model.init_args.inject_layers=[1,2]",
-        f"--data.init_args.root={root}", f"--data.init_args.tokenizer={tokenizer}",
-        "--data.init_args.image_size=64", "--data.init_args.num_workers=0",
+        f"--data.init_args.root={root}",
+        f"--data.init_args.tokenizer={tokenizer}",
+        "--data.init_args.image_size=64",
+        "--data.init_args.num_workers=0",
     ]
 
 
@@ -49,12 +57,20 @@ def release(tmp_path_factory) -> tuple[Path, dict[str, torch.Tensor]]:
         "model.mm_projector.2.bias": torch.randn(LLM_WIDTH).half(),
     }
     torch.save(weights, folder / "mm_projector.bin")
-    (folder / "config.json").write_text(json.dumps({
-        "architectures": ["LlavaLlamaForCausalLM"], "model_type": "llava", "hidden_size": LLM_WIDTH,
-        "mm_hidden_size": VISION_WIDTH, "mm_projector_type": "mlp2x_gelu",
-        "mm_vision_select_layer": -2, "mm_vision_select_feature": "patch",
-        "mm_vision_tower": "openai/clip-vit-large-patch14-336",
-    }))
+    (folder / "config.json").write_text(
+        json.dumps(
+            {
+                "architectures": ["LlavaLlamaForCausalLM"],
+                "model_type": "llava",
+                "hidden_size": LLM_WIDTH,
+                "mm_hidden_size": VISION_WIDTH,
+                "mm_projector_type": "mlp2x_gelu",
+                "mm_vision_select_layer": -2,
+                "mm_vision_select_feature": "patch",
+                "mm_vision_tower": "openai/clip-vit-large-patch14-336",
+            }
+        )
+    )
     return folder, weights
 
 
@@ -69,16 +85,26 @@ def assert_projector_is(model, weights: dict[str, torch.Tensor]) -> None:
     for index in (0, 2):
         for name in ("weight", "bias"):
             expected = weights[f"model.mm_projector.{index}.{name}"].float()
-            torch.testing.assert_close(getattr(model.projector[index], name).detach(), expected,
-                                       rtol=0, atol=0)
+            torch.testing.assert_close(
+                getattr(model.projector[index], name).detach(), expected, rtol=0, atol=0
+            )
 
 
-def test_stage1_starts_the_projector_from_llava_and_stage2_from_stage1(release, tokenizer, tmp_path):
+def test_stage1_starts_the_projector_from_llava_and_stage2_from_stage1(
+    release, tokenizer, tmp_path
+):
     folder, weights = release
     common = tiny_overrides(tokenizer, tmp_path / "data")
     with pytest.warns(UserWarning, match="trained on tower block -2"):  # the authors read -1
-        cli = main(["--config", "configs/fuse/stage1.yaml", *common,
-                    f"--model.init_args.llava_projector={folder}"], run=False)
+        cli = main(
+            [
+                "--config",
+                "configs/fuse/stage1.yaml",
+                *common,
+                f"--model.init_args.llava_projector={folder}",
+            ],
+            run=False,
+        )
     stage1 = cli.model
     assert cli.config["model"]["init_args"]["llava_projector"] == str(folder)
     assert_projector_is(stage1, weights)
@@ -87,8 +113,10 @@ def test_stage1_starts_the_projector_from_llava_and_stage2_from_stage1(release, 
     assert stage1.llm.config.hidden_size == LLM_WIDTH and cli.datamodule.image_size == 64
     # The paper config's own value is the release's Hub id, looked up in the Hugging Face cache
     # (the CLI wraps the FileNotFoundError that says how to download it).
-    with pytest.raises((FileNotFoundError, ValueError),
-                       match="llava-v1.5-mlp2x-336px-pretrain-vicuna-7b-v1.5' is neither a local folder"):
+    with pytest.raises(
+        (FileNotFoundError, ValueError),
+        match="llava-v1.5-mlp2x-336px-pretrain-vicuna-7b-v1.5' is neither a local folder",
+    ):
         main(["--config", "configs/fuse/stage1.yaml", *common], run=False)
 
     # Stage 2 on stage 1: no projector read, every weight from stage 1's checkpoint.
@@ -97,8 +125,17 @@ def test_stage1_starts_the_projector_from_llava_and_stage2_from_stage1(release, 
             param.add_(0.5)
     ckpt = tmp_path / "stage1.ckpt"  # as Lightning writes it (the tiny Llama ties its embeddings)
     torch.save({"state_dict": stage1.state_dict()}, ckpt)
-    cli = main(["--config", "configs/fuse/stage1.yaml", "--config", "configs/fuse/stage2.yaml",
-                *common, f"--model.init_args.stage.init_checkpoint={ckpt}"], run=False)
+    cli = main(
+        [
+            "--config",
+            "configs/fuse/stage1.yaml",
+            "--config",
+            "configs/fuse/stage2.yaml",
+            *common,
+            f"--model.init_args.stage.init_checkpoint={ckpt}",
+        ],
+        run=False,
+    )
     assert cli.config["model"]["init_args"]["llava_projector"] is None
     stage2 = cli.model
     for name, value in stage1.state_dict().items():
@@ -106,9 +143,18 @@ def test_stage1_starts_the_projector_from_llava_and_stage2_from_stage1(release, 
 
     # The authors' stage 2 injects before fewer layers (3, 5, 7 after 1, 3, 5, 7): the block of the
     # layer left out is dropped, every kept block starts from stage 1's block at the same layer.
-    cli = main(["--config", "configs/fuse/stage1.yaml", "--config", "configs/fuse/stage2.yaml",
-                *common, f"--model.init_args.stage.init_checkpoint={ckpt}",
-                "--model.init_args.inject_layers=[2]"], run=False)
+    cli = main(
+        [
+            "--config",
+            "configs/fuse/stage1.yaml",
+            "--config",
+            "configs/fuse/stage2.yaml",
+            *common,
+            f"--model.init_args.stage.init_checkpoint={ckpt}",
+            "--model.init_args.inject_layers=[2]",
+        ],
+        run=False,
+    )
     fewer = cli.model
     assert sorted(fewer.injection) == ["2"] and fewer.inject_layers == [2]
     for name, value in stage1.state_dict().items():
@@ -125,8 +171,13 @@ def test_projector_sources_and_their_errors(release, tmp_path):
     hf = tmp_path / "llava-hf"
     hf.mkdir()
     names = {"0": "linear_1", "2": "linear_2"}
-    save_file({f"model.multi_modal_projector.{names[k.split('.')[2]]}.{k.split('.')[3]}": v
-               for k, v in weights.items()}, str(hf / "model.safetensors"))
+    save_file(
+        {
+            f"model.multi_modal_projector.{names[k.split('.')[2]]}.{k.split('.')[3]}": v
+            for k, v in weights.items()
+        },
+        str(hf / "model.safetensors"),
+    )
     (hf / "config.json").write_text(json.dumps({"vision_feature_layer": -1}))
     from_hf = load_llava_projector(hf)
     assert from_hf.feature_layer == -1

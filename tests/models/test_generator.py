@@ -23,13 +23,18 @@ def test_splice_matches_plain_loop():
     mask[1, :2] = 0  # left padding
     labels = torch.randint(0, 50, (b, t))
     embeds, visual = torch.randn(b, t, d), torch.randn(b, n, d)
-    out, new_mask, new_labels, positions = splice_visual_tokens(embeds, ids, mask, labels, image, visual)
+    out, new_mask, new_labels, positions = splice_visual_tokens(
+        embeds, ids, mask, labels, image, visual
+    )
     for i in range(b):
         p = int((ids[i] == image).nonzero())
         want = torch.cat([embeds[i, :p], visual[i], embeds[i, p + 1 :]])
         assert torch.equal(out[i], want)
         assert new_mask[i].tolist() == mask[i, :p].tolist() + [1] * n + mask[i, p + 1 :].tolist()
-        assert new_labels[i].tolist() == labels[i, :p].tolist() + [-100] * n + labels[i, p + 1 :].tolist()
+        assert (
+            new_labels[i].tolist()
+            == labels[i, :p].tolist() + [-100] * n + labels[i, p + 1 :].tolist()
+        )
         assert positions[i].tolist() == list(range(p, p + n))
 
 
@@ -134,8 +139,13 @@ def test_predict_writes_one_json_line_per_question(dm, tmp_path):
     from zoo.models import PredictionWriter
 
     out = tmp_path / "answers.jsonl"
-    trainer = Trainer(logger=False, callbacks=[PredictionWriter(str(out))], enable_progress_bar=False,
-                      accelerator="cpu", devices=1)
+    trainer = Trainer(
+        logger=False,
+        callbacks=[PredictionWriter(str(out))],
+        enable_progress_bar=False,
+        accelerator="cpu",
+        devices=1,
+    )
     model = aquila(dm)
     model.generation.max_new_tokens = 3
     trainer.predict(model, datamodule=dm, return_predictions=False)
@@ -171,8 +181,13 @@ def test_stage_checkpoint_with_lora_is_merged(dm, batch, tmp_path):
         if "lora_B" in name:
             torch.nn.init.normal_(p, std=0.05)
     path = tmp_path / "stage1.ckpt"
-    torch.save({"state_dict": stage1.state_dict(),
-                "hyper_parameters": {"stage": {"lora_rank": 4, "lora_alpha": 8}}}, path)
+    torch.save(
+        {
+            "state_dict": stage1.state_dict(),
+            "hyper_parameters": {"stage": {"lora_rank": 4, "lora_alpha": 8}},
+        },
+        path,
+    )
     stage2 = aquila(dm, stage=TrainingStage(init_checkpoint=str(path)))
     args = (batch["image"], batch["input_ids"], batch["attention_mask"])
     with torch.no_grad():

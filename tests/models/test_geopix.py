@@ -19,18 +19,24 @@ from zoo.models.geopix import GEOPIX_OPTIMIZER
 @pytest.fixture(scope="module")
 def dm(tmp_path_factory) -> EmbeddedReferringDataModule:  # the conftest's batch follows it
     root = str(tmp_path_factory.mktemp("refs"))
-    return prepared(EmbeddedReferringDataModule(root, splits=EmbeddedSplits(24, 8, 8), batch_size=4))
+    return prepared(
+        EmbeddedReferringDataModule(root, splits=EmbeddedSplits(24, 8, 8), batch_size=4)
+    )
 
 
 def geopix(dm, **kwargs) -> GeoPix:
     torch.manual_seed(0)
-    return GeoPix(tokenizer=dm.tokenizer, class_names=dm.class_names, memory_capacity=4, **kwargs).eval()
+    return GeoPix(
+        tokenizer=dm.tokenizer, class_names=dm.class_names, memory_capacity=4, **kwargs
+    ).eval()
 
 
 def _masks(model: GeoPix, batch: dict) -> torch.Tensor:
     targets, category = model._targets(batch)
     with torch.no_grad():
-        return model.forward_with_masks(batch, batch["input_ids"], batch["attention_mask"], None, category)[1]
+        return model.forward_with_masks(
+            batch, batch["input_ids"], batch["attention_mask"], None, category
+        )[1]
 
 
 def test_one_mask_per_target(dm, batch):
@@ -55,7 +61,9 @@ def test_memory_at_alpha_zero_equals_no_memory(dm, batch):
 def test_seg_rows_of_embeddings_and_lm_head_train_under_lora(dm, batch):
     """LoRA on q_proj / v_proj (the paper's W_q, W_v): the [SEG] rows of the input embeddings and
     of lm_head get gradient, no other row does, and an AdamW step moves only them."""
-    model = geopix(dm, stage=TrainingStage(lora_rank=4, lora_alpha=8, lora_target_modules=["q_proj", "v_proj"]))
+    model = geopix(
+        dm, stage=TrainingStage(lora_rank=4, lora_alpha=8, lora_target_modules=["q_proj", "v_proj"])
+    )
     model.train()
     embed = model.llm.get_input_embeddings().weight
     head = model.llm.get_output_embeddings().weight
@@ -111,7 +119,10 @@ def test_categories_read_from_the_answer(dm):
     text = f"sure , the large ship is {phrase} , the storage tank left of the ship is {phrase} ."
     ids = torch.tensor(dm.tokenizer(text, add_special_tokens=False)["input_ids"])
     names = dm.class_names
-    assert model.categories_from_text(ids, 2).tolist() == [names.index("ship"), names.index("storage tank")]
+    assert model.categories_from_text(ids, 2).tolist() == [
+        names.index("ship"),
+        names.index("storage tank"),
+    ]
 
 
 def test_missing_seg_tokens_are_explained(tmp_path):
@@ -134,11 +145,25 @@ def test_geopix_learns_masks(tmp_path_factory):
     dm = EmbeddedReferringDataModule(root, splits=EmbeddedSplits(400, 40, 8), batch_size=16)
     dm.prepare_data()
     seed_everything(0)
-    model = GeoPix(tokenizer=dm.tokenizer, class_names=dm.class_names, optimizer=replace(GEOPIX_OPTIMIZER, lr=2e-3, weight_decay=0.05),
-                   memory_capacity=8, bce_weight=0.5, dice_weight=2.0,
-                   stage=TrainingStage(train_vision=True, train_llm=True))
-    trainer = Trainer(max_epochs=12, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                      num_sanity_val_steps=0, accelerator="cpu", devices=1, check_val_every_n_epoch=12)
+    model = GeoPix(
+        tokenizer=dm.tokenizer,
+        class_names=dm.class_names,
+        optimizer=replace(GEOPIX_OPTIMIZER, lr=2e-3, weight_decay=0.05),
+        memory_capacity=8,
+        bce_weight=0.5,
+        dice_weight=2.0,
+        stage=TrainingStage(train_vision=True, train_llm=True),
+    )
+    trainer = Trainer(
+        max_epochs=12,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        num_sanity_val_steps=0,
+        accelerator="cpu",
+        devices=1,
+        check_val_every_n_epoch=12,
+    )
     trainer.fit(model, dm)
     miou = float(trainer.callback_metrics["val_mIoU"])
     whole = ReferringIoU()
@@ -151,12 +176,16 @@ def test_geopix_learns_masks(tmp_path_factory):
 
 
 def test_mixed_conversations_train_with_and_without_targets(tmp_path):
-    mixed = EmbeddedReferringDataModule(str(tmp_path), splits=EmbeddedSplits(20, 4, 4),
-                                        batch_size=8, mix_ratio=0.5)
+    mixed = EmbeddedReferringDataModule(
+        str(tmp_path), splits=EmbeddedSplits(20, 4, 4), batch_size=8, mix_ratio=0.5
+    )
     mixed.prepare_data()
     mixed.setup("fit")
     assert len(mixed.train_dataset) == 2 * len(mixed.train_dataset.datasets[0])
-    tail = [mixed.train_dataset[i] for i in range(len(mixed.train_dataset) - 3, len(mixed.train_dataset))]
+    tail = [
+        mixed.train_dataset[i]
+        for i in range(len(mixed.train_dataset) - 3, len(mixed.train_dataset))
+    ]
     batch = mixed.on_after_batch_transfer(mixed.collate_fn(tail), 0)
     assert not batch["mask_valid"].any()  # captions / VQA: text loss only
     assert (batch["input_ids"] != mixed.tokenizer.unk_token_id).all()
@@ -182,8 +211,11 @@ def test_predict_decodes_a_mask_per_generated_phrase_and_writes_them(dm, batch, 
 
     model = geopix(dm)
     phrase = " ".join(f"[SEG{s}_{i}]" for s in range(2) for i in range(3))
-    answer = dm.tokenizer(f"sure , the ship is {phrase} , the storage tank is {phrase} .",
-                          add_special_tokens=False, return_tensors="pt")["input_ids"][0]
+    answer = dm.tokenizer(
+        f"sure , the ship is {phrase} , the storage tank is {phrase} .",
+        add_special_tokens=False,
+        return_tensors="pt",
+    )["input_ids"][0]
     model.llm.generate = lambda **_: answer.repeat(len(batch["image"]), 1)
     geo = [{"lat": 45.0, "lon": 7.0, "gsd_m": 1.0}] + [None] * (len(batch["image"]) - 1)
     rows = model.predict_step({**batch, "geo": geo}, 0)

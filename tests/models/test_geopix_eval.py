@@ -33,20 +33,40 @@ def write_fake_sior_t(root: Path) -> Path:
     """A SIOR-T-like split in the COCO instances + refs layout: one 100x120 image, 5 instances."""
     root.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
-    Image.fromarray(rng.integers(0, 255, (HEIGHT, WIDTH, 3), dtype=np.uint8)).save(root / "img0.png")
+    Image.fromarray(rng.integers(0, 255, (HEIGHT, WIDTH, 3), dtype=np.uint8)).save(
+        root / "img0.png"
+    )
     anns, refs = [], []
     for i, (cat, x0, y0, x1, y1, sentence) in enumerate(INSTANCES):
         mask = np.zeros((HEIGHT, WIDTH), dtype=np.uint8, order="F")
         mask[y0:y1, x0:x1] = 1
         rle = mask_utils.encode(mask)
         rle["counts"] = rle["counts"].decode("ascii")
-        anns.append({"id": i + 1, "image_id": 1, "category_id": cat, "segmentation": rle,
-                     "area": int(mask.sum()), "bbox": [x0, y0, x1 - x0, y1 - y0], "iscrowd": 0})
-        refs.append({"ref_id": i, "ann_id": i + 1, "image_id": 1, "category_id": cat,
-                     "sentences": [{"sent": sentence}]})
-    coco = {"images": [{"id": 1, "file_name": "img0.png", "height": HEIGHT, "width": WIDTH}],
-            "annotations": anns,
-            "categories": [{"id": i + 1, "name": n} for i, n in enumerate(CLASSES)]}
+        anns.append(
+            {
+                "id": i + 1,
+                "image_id": 1,
+                "category_id": cat,
+                "segmentation": rle,
+                "area": int(mask.sum()),
+                "bbox": [x0, y0, x1 - x0, y1 - y0],
+                "iscrowd": 0,
+            }
+        )
+        refs.append(
+            {
+                "ref_id": i,
+                "ann_id": i + 1,
+                "image_id": 1,
+                "category_id": cat,
+                "sentences": [{"sent": sentence}],
+            }
+        )
+    coco = {
+        "images": [{"id": 1, "file_name": "img0.png", "height": HEIGHT, "width": WIDTH}],
+        "annotations": anns,
+        "categories": [{"id": i + 1, "name": n} for i, n in enumerate(CLASSES)],
+    }
     for split in ("train", "val", "test"):
         (root / f"instances_{split}.json").write_text(json.dumps(coco), encoding="utf-8")
         (root / f"refs_{split}.json").write_text(json.dumps(refs), encoding="utf-8")
@@ -54,8 +74,14 @@ def write_fake_sior_t(root: Path) -> Path:
 
 
 def _datamodule(root: Path, max_targets: int) -> CocoRefsDataModule:
-    dm = CocoRefsDataModule(str(root), image_size=64, batch_size=4, max_targets=max_targets,
-                            every_instance=True, original_resolution=True)
+    dm = CocoRefsDataModule(
+        str(root),
+        image_size=64,
+        batch_size=4,
+        max_targets=max_targets,
+        every_instance=True,
+        original_resolution=True,
+    )
     dm.setup("test")
     return dm
 
@@ -75,8 +101,13 @@ def test_every_instance_of_a_five_instance_image_is_scored(tmp_path, max_targets
     assert sum(counts) == 5
     assert len(dm.test_dataset) == -(-5 // max_targets)
     torch.manual_seed(0)
-    model = GeoPix(tokenizer=dm.tokenizer, class_names=dm.class_names, memory_capacity=4,
-                   decoder_dim=32, memory_dim=16).eval()
+    model = GeoPix(
+        tokenizer=dm.tokenizer,
+        class_names=dm.class_names,
+        memory_capacity=4,
+        decoder_dim=32,
+        memory_dim=16,
+    ).eval()
     _evaluate(model, dm)
     assert int(model.metrics["test"].count) == 5
     assert int(model.metrics["oracle_test"].count) == 5  # the ground-truth class, as an oracle
@@ -85,22 +116,30 @@ def test_every_instance_of_a_five_instance_image_is_scored(tmp_path, max_targets
 def test_iou_at_the_original_resolution_and_text_class(tmp_path):
     dm = _datamodule(write_fake_sior_t(tmp_path / "sior_t"), 11)
     torch.manual_seed(0)
-    model = GeoPix(tokenizer=dm.tokenizer, class_names=dm.class_names, memory_capacity=4,
-                   decoder_dim=32, memory_dim=16).eval()
+    model = GeoPix(
+        tokenizer=dm.tokenizer,
+        class_names=dm.class_names,
+        memory_capacity=4,
+        decoder_dim=32,
+        memory_dim=16,
+    ).eval()
     batch = dm.on_after_batch_transfer(next(iter(dm.test_dataloader())), 0)
     original = batch["mask_original"][0]
     assert original.shape == (5, HEIGHT, WIDTH) and original.dtype == torch.bool
     text = model.categories_from_sentences(batch)
-    by_sentence = {s: CLASSES.index(s.split()[1] if "tank" not in s else "storage tank")
-                   for *_, s in INSTANCES}
+    by_sentence = {
+        s: CLASSES.index(s.split()[1] if "tank" not in s else "storage tank") for *_, s in INSTANCES
+    }
     assert text.tolist() == [by_sentence[s] for s in batch["sentences"][0]]
     with torch.no_grad():
         model._evaluate("test", batch, 0)
         _, cond, features, target_image = model.conditions(
-            batch, batch["input_ids"], batch["attention_mask"], batch["labels"])
+            batch, batch["input_ids"], batch["attention_mask"], batch["labels"]
+        )
         logits = model.decode_masks(cond, features, target_image, text)
-    up = torch.nn.functional.interpolate(logits[:, None], size=(HEIGHT, WIDTH), mode="bilinear",
-                                         align_corners=False)[:, 0]
+    up = torch.nn.functional.interpolate(
+        logits[:, None], size=(HEIGHT, WIDTH), mode="bilinear", align_corners=False
+    )[:, 0]
     expected = ReferringIoU()
     expected.update(up > 0, original)
     for key in ("mIoU", "cIoU"):

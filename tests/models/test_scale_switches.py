@@ -29,8 +29,15 @@ def _perturbed(model):
 def _aquila(dm, **kwargs) -> Aquila:
     torch.manual_seed(0)
     stage = TrainingStage(train_vision=True, lora_rank=4, lora_dropout=0.0)
-    return _perturbed(Aquila(tokenizer=dm.tokenizer, class_names=dm.class_names, mda_layers=[0, 2],
-                             stage=stage, **kwargs)).train()
+    return _perturbed(
+        Aquila(
+            tokenizer=dm.tokenizer,
+            class_names=dm.class_names,
+            mda_layers=[0, 2],
+            stage=stage,
+            **kwargs,
+        )
+    ).train()
 
 
 def _grads(model, batch) -> tuple[dict[str, torch.Tensor], int]:
@@ -64,12 +71,23 @@ def test_activation_checkpointing_keeps_the_gradients(dm, batch):
 def test_compile_switch_keeps_outputs_and_gradients(dm, batch):
     def fuse(**kwargs) -> FUSE:
         torch.manual_seed(0)
-        return _perturbed(FUSE(tokenizer=dm.tokenizer, class_names=dm.class_names,
-                               stage=TrainingStage(train_llm=True), **kwargs)).train()
+        return _perturbed(
+            FUSE(
+                tokenizer=dm.tokenizer,
+                class_names=dm.class_names,
+                stage=TrainingStage(train_llm=True),
+                **kwargs,
+            )
+        ).train()
 
     eager, compiled = fuse(), fuse(compile=True)
     assert compiled.llm.model.layers[0]._compiled_call_impl is not None
-    args = (batch["image"][:2], batch["input_ids"][:2], batch["attention_mask"][:2], batch["labels"][:2])
+    args = (
+        batch["image"][:2],
+        batch["input_ids"][:2],
+        batch["attention_mask"][:2],
+        batch["labels"][:2],
+    )
     want, got = eager(*args), compiled(*args)
     torch.testing.assert_close(got.logits, want.logits, atol=1e-4, rtol=1e-4)
     want.loss.backward()
@@ -106,29 +124,47 @@ def refs(tmp_path_factory) -> EmbeddedReferringDataModule:
 def test_every_attention_is_sdpa(dm, batch, refs, family):
     torch.manual_seed(0)
     if family == "geopix":
-        model = GeoPix(tokenizer=refs.tokenizer, class_names=refs.class_names, memory_capacity=4).eval()
+        model = GeoPix(
+            tokenizer=refs.tokenizer, class_names=refs.class_names, memory_capacity=4
+        ).eval()
         data = refs.on_after_batch_transfer(next(iter(refs.val_dataloader())), 0)
         attentions = len(model.llm.model.layers) + 1  # + the mask decoder (at least)
-        run = lambda: model.forward_with_masks(data, data["input_ids"], data["attention_mask"], None, None)  # noqa: E731
+
+        def run():
+            return model.forward_with_masks(
+                data, data["input_ids"], data["attention_mask"], None, None
+            )  # noqa: E731
     else:
         if family.startswith("aquila"):
-            model = Aquila(tokenizer=dm.tokenizer, class_names=dm.class_names,
-                           mda_layers=[0, 2] if family == "aquila-mda" else []).eval()
+            model = Aquila(
+                tokenizer=dm.tokenizer,
+                class_names=dm.class_names,
+                mda_layers=[0, 2] if family == "aquila-mda" else [],
+            ).eval()
         else:
-            model = FUSE(tokenizer=dm.tokenizer, class_names=dm.class_names, injection="xattn").eval()
+            model = FUSE(
+                tokenizer=dm.tokenizer, class_names=dm.class_names, injection="xattn"
+            ).eval()
         attentions = len(model.llm.model.layers) + 1 + len(model.inject_layers)  # + SFI / ViT
         run = lambda: model(batch["image"], batch["input_ids"], batch["attention_mask"])  # noqa: E731
     assert model.llm.config._attn_implementation == "sdpa"
     with torch.no_grad(), _Calls() as calls:
         run()
     assert calls.sdpa >= attentions
-    assert not calls.score_softmax, f"attention computed by hand: softmax over {calls.score_softmax}"
+    assert not calls.score_softmax, (
+        f"attention computed by hand: softmax over {calls.score_softmax}"
+    )
 
 
 def test_llm_from_a_config_folder_uses_sdpa(tmp_path):
     from transformers import LlamaConfig
 
-    LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
-                vocab_size=64).save_pretrained(tmp_path)
+    LlamaConfig(
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        vocab_size=64,
+    ).save_pretrained(tmp_path)
     llm = build_llm(str(tmp_path), vocab_size=64, pretrained=False, dtype="bfloat16")
     assert llm.config._attn_implementation == "sdpa" and llm.dtype == torch.bfloat16

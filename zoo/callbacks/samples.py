@@ -34,9 +34,13 @@ class RetrievalSamples(Callback):
         loaders = trainer.val_dataloaders
         loader = loaders[0] if isinstance(loaders, list) else loaders
         batch = next(iter(loader))
-        batch = trainer.datamodule.on_after_batch_transfer(
-            pl_module.transfer_batch_to_device(batch, pl_module.device, 0), 0
-        ) if trainer.datamodule is not None else batch
+        batch = (
+            trainer.datamodule.on_after_batch_transfer(
+                pl_module.transfer_batch_to_device(batch, pl_module.device, 0), 0
+            )
+            if trainer.datamodule is not None
+            else batch
+        )
         n = min(self.num_images, len(batch["image"]))
         image_emb = pl_module.encode_image(batch["image"])[1]
         text_emb = pl_module.encode_text(batch["input_ids"], batch["attention_mask"])
@@ -49,8 +53,10 @@ class RetrievalSamples(Callback):
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger):
                 logger.log_image(
-                    "val_retrievals", [im.permute(1, 2, 0).numpy() for im in images],
-                    step=trainer.global_step, caption=captions,
+                    "val_retrievals",
+                    [im.permute(1, 2, 0).numpy() for im in images],
+                    step=trainer.global_step,
+                    caption=captions,
                 )
             elif isinstance(logger, TensorBoardLogger):
                 for i, (im, text) in enumerate(zip(images, captions, strict=True)):
@@ -91,11 +97,17 @@ class GenerationSamples(Callback):
         images = _to_uint8(batch["image"][:n])
         rows = [
             [_wandb_image(im), q, a, r]
-            for im, q, a, r in zip(images, batch["question"], answers, batch["reference"], strict=False)
+            for im, q, a, r in zip(
+                images, batch["question"], answers, batch["reference"], strict=False
+            )
         ]
         for logger in wandb:
-            logger.log_table("val_answers", ["image", "question", "answer", "reference"], rows,
-                             step=trainer.global_step)
+            logger.log_table(
+                "val_answers",
+                ["image", "question", "answer", "reference"],
+                rows,
+                step=trainer.global_step,
+            )
         if isinstance(pl_module, Masks) and "target_index" in batch:
             category = batch["category"].flatten()[batch["target_index"]]
             _, logits, owner = pl_module.forward_with_masks(

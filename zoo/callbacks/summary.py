@@ -48,7 +48,9 @@ class MetricsSummary(Callback):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         history = state_dict.get("history", {})
-        self.history = {k: [(int(e), int(s), float(v)) for e, s, v in vs] for k, vs in history.items()}
+        self.history = {
+            k: [(int(e), int(s), float(v)) for e, s, v in vs] for k, vs in history.items()
+        }
 
     def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if trainer.sanity_checking or trainer.state.fn != "fit":
@@ -58,7 +60,9 @@ class MetricsSummary(Callback):
                 continue
             value = float(value)
             if math.isfinite(value):
-                self.history.setdefault(name, []).append((trainer.current_epoch, trainer.global_step, value))
+                self.history.setdefault(name, []).append(
+                    (trainer.current_epoch, trainer.global_step, value)
+                )
 
     def _print(self, trainer: Trainer) -> None:
         if not trainer.is_global_zero or not self.history or self.printed:
@@ -69,5 +73,7 @@ class MetricsSummary(Callback):
     def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._print(trainer)
 
-    def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
+    def on_exception(
+        self, trainer: Trainer, pl_module: LightningModule, exception: BaseException
+    ) -> None:
         self._print(trainer)

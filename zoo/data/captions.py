@@ -74,7 +74,9 @@ class CaptionSpec:
 _RSICD_URL = "https://github.com/201528014227051/RSICD_optimal"
 CAPTION_DATASETS: dict[str, CaptionSpec] = {
     "rsicd": CaptionSpec(
-        "RSICD", ("dataset_rsicd.json", "annotations_rsicd/dataset_rsicd.json"), "RSICD_images",
+        "RSICD",
+        ("dataset_rsicd.json", "annotations_rsicd/dataset_rsicd.json"),
+        "RSICD_images",
         _RSICD_URL,
     ),
     "ucm": CaptionSpec("UCM-Captions", ("dataset.json", "dataset_ucm.json"), "imgs", _RSICD_URL),
@@ -82,7 +84,9 @@ CAPTION_DATASETS: dict[str, CaptionSpec] = {
         "Sydney-Captions", ("dataset.json", "dataset_sydney.json"), "imgs", _RSICD_URL
     ),
     "nwpu": CaptionSpec(
-        "NWPU-Captions", ("dataset_nwpu.json",), "NWPU_images",
+        "NWPU-Captions",
+        ("dataset_nwpu.json",),
+        "NWPU_images",
         "https://github.com/HaiyanHuang98/NWPU-Captions",
     ),
 }
@@ -96,7 +100,9 @@ def _spec(name: str) -> CaptionSpec:
 
 def _captions(values: Sequence[Any], where: str) -> list[str]:
     if not all(isinstance(v, str) for v in values):
-        raise ValueError(f"{where}: captions must be strings, got {[type(v).__name__ for v in values]}")
+        raise ValueError(
+            f"{where}: captions must be strings, got {[type(v).__name__ for v in values]}"
+        )
     captions = [v.strip() for v in values if v.strip()]
     if not captions:
         raise ValueError(f"{where}: the image has no caption")
@@ -120,12 +126,14 @@ def _karpathy(data: Any, path: Path) -> list[dict[str, Any]]:
             raise ValueError(f"{where}: needs 'filename', 'split' and a 'sentences' list")
         if not all(isinstance(s, dict) and "raw" in s for s in entry["sentences"]):
             raise ValueError(f"{where}: every sentence needs a 'raw' caption")
-        items.append({
-            "image": str(entry["filename"]),
-            "references": _captions([s["raw"] for s in entry["sentences"]], where),
-            "image_id": str(entry.get("imgid", entry["filename"])),
-            "split": str(entry["split"]),
-        })
+        items.append(
+            {
+                "image": str(entry["filename"]),
+                "references": _captions([s["raw"] for s in entry["sentences"]], where),
+                "image_id": str(entry.get("imgid", entry["filename"])),
+                "split": str(entry["split"]),
+            }
+        )
     return items
 
 
@@ -143,13 +151,19 @@ def _nwpu(data: Any, path: Path) -> list[dict[str, Any]]:
                 raise ValueError(f"{where}: an image entry must be an object")
             where += f" (filename {entry.get('filename')!r})"
             if any(k not in entry for k in ("filename", "split", "raw")):
-                raise ValueError(f"{where}: needs 'filename', 'split' and 'raw' (+ 'raw_1'..'raw_4')")
-            items.append({
-                "image": f"{label}/{entry['filename']}",
-                "references": _captions([entry[k] for k in NWPU_CAPTION_KEYS if k in entry], where),
-                "image_id": str(entry.get("imgid", f"{label}/{entry['filename']}")),
-                "split": str(entry["split"]),
-            })
+                raise ValueError(
+                    f"{where}: needs 'filename', 'split' and 'raw' (+ 'raw_1'..'raw_4')"
+                )
+            items.append(
+                {
+                    "image": f"{label}/{entry['filename']}",
+                    "references": _captions(
+                        [entry[k] for k in NWPU_CAPTION_KEYS if k in entry], where
+                    ),
+                    "image_id": str(entry.get("imgid", f"{label}/{entry['filename']}")),
+                    "split": str(entry["split"]),
+                }
+            )
     return items
 
 
@@ -249,10 +263,15 @@ class CaptionDataset(NonGeoDataset):
         image = load_image(path, f" (image {item['image_id']!r} of {self.annotation_path})")
         if image.shape[-1] != self.image_size or image.shape[-2] != self.image_size:
             image = F.interpolate(
-                image[None], size=(self.image_size, self.image_size), mode="bilinear", antialias=True
+                image[None],
+                size=(self.image_size, self.image_size),
+                mode="bilinear",
+                antialias=True,
             )[0]
         sample: dict[str, Any] = {
-            "image": image, "references": list(item["references"]), "image_id": item["image_id"],
+            "image": image,
+            "references": list(item["references"]),
+            "image_id": item["image_id"],
         }
         if self.transforms is not None:
             sample = self.transforms(sample)
@@ -279,7 +298,9 @@ class CaptionCollate(TextCollate):
 
     def __call__(self, samples: list[dict[str, Any]]) -> dict[str, Any]:
         references = [list(s["references"]) for s in samples]
-        batch = super().__call__([{k: v for k, v in s.items() if k != "references"} for s in samples])
+        batch = super().__call__(
+            [{k: v for k, v in s.items() if k != "references"} for s in samples]
+        )
         batch["references"] = references
         return batch
 
@@ -317,8 +338,13 @@ class _CaptionData(ZooDataModule):
 
     def _captions(self, split: str, transforms: Callable | None = None) -> CaptionDataset:
         return CaptionDataset(
-            self.dataset_root, self.name, split, self.image_size, self.images_dir,  # type: ignore[arg-type]
-            self.annotation_file, transforms,
+            self.dataset_root,
+            self.name,
+            split,
+            self.image_size,
+            self.images_dir,  # type: ignore[arg-type]
+            self.annotation_file,
+            transforms,
         )
 
     @cached_property
@@ -369,9 +395,7 @@ class CaptionDataModule(_CaptionData):
         return CaptionCollate(self.tokenizer, self.max_text_length)
 
 
-def caption_records(
-    dataset: CaptionDataset, question: str, train: bool
-) -> list[dict[str, Any]]:
+def caption_records(dataset: CaptionDataset, question: str, train: bool) -> list[dict[str, Any]]:
     """LLaVA records of a caption dataset, task ``caption``: for training one record per
     (image, caption); for evaluation one per image, answered by its first caption, with all
     captions as ``references``."""
@@ -436,8 +460,11 @@ class CaptionConversationDataModule(_CaptionData):
     def _dataset(self, split: str) -> ConversationDataset:
         captions = self._captions(split)
         return ConversationDataset.from_records(
-            captions.root, caption_records(captions, self.question, train=split == "train"),
-            self.image_size, source=str(captions.annotation_path), image_dir=captions.images_dir,
+            captions.root,
+            caption_records(captions, self.question, train=split == "train"),
+            self.image_size,
+            source=str(captions.annotation_path),
+            image_dir=captions.images_dir,
         )
 
     def _collate(self) -> ConversationCollate:

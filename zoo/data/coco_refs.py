@@ -201,7 +201,8 @@ class ReferringSegmentationDataset(CocoReferringDataset):
         **kwargs: Any,
     ) -> None:
         self.root = require_dir(
-            root, f"Point root at the folder holding instances_{split}.json, refs_{split}.json "
+            root,
+            f"Point root at the folder holding instances_{split}.json, refs_{split}.json "
             "and the images, or use EmbeddedReferringDataModule",
         )
         self.instances_path = self.root / f"instances_{split}.json"
@@ -269,9 +270,7 @@ class ReferringSegmentationDataModule(ZooDataModule):
         image_size: int = 336,
         **kwargs: Any,
     ) -> None:
-        super().__init__(
-            ReferringSegmentationDataset, root=root, image_size=image_size, **kwargs
-        )
+        super().__init__(ReferringSegmentationDataset, root=root, image_size=image_size, **kwargs)
         self.max_length = max_length
         self.max_targets = max_targets
         self.num_scales = num_scales
@@ -298,7 +297,10 @@ class ReferringSegmentationDataModule(ZooDataModule):
         """The chat tokenizer with ``<image>`` and the segmentation tokens."""
         vocabulary = None if self.tokenizer_name is not None else self.vocabulary()
         tokenizer = build_tokenizer(
-            self.tokenizer_name, vocabulary, chat=True, gguf_file=self.gguf_file,
+            self.tokenizer_name,
+            vocabulary,
+            chat=True,
+            gguf_file=self.gguf_file,
         )
         return add_seg_tokens(tokenizer, self.num_scales, self.per_scale)
 
@@ -330,8 +332,12 @@ class ReferringSegmentationDataModule(ZooDataModule):
     def _sample_args(self) -> dict[str, Any]:
         """What every referring dataset of this datamodule takes: size, targets, tokens, seed."""
         return dict(
-            image_size=self.image_size, max_targets=self.max_targets, num_scales=self.num_scales,
-            per_scale=self.per_scale, seed=self.seed, every_instance=self.every_instance,
+            image_size=self.image_size,
+            max_targets=self.max_targets,
+            num_scales=self.num_scales,
+            per_scale=self.per_scale,
+            seed=self.seed,
+            every_instance=self.every_instance,
             original_resolution=self.original_resolution,
         )
 
@@ -406,8 +412,13 @@ class EmbeddedReferringDataModule(ReferringSegmentationDataModule):
         **kwargs: Any,
     ) -> None:
         super().__init__(
-            root, max_length, seed=seed, mix_file="conversations_train.json",
-            mix_ratio=mix_ratio, image_size=image_size, **kwargs,
+            root,
+            max_length,
+            seed=seed,
+            mix_file="conversations_train.json",
+            mix_ratio=mix_ratio,
+            image_size=image_size,
+            **kwargs,
         )
         self.source = EmbeddedSource(root, image_size, seed, splits)
 

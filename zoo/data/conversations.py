@@ -79,13 +79,21 @@ __all__ = [
 IMAGE_TOKEN = "<image>"
 #: Appended to short-answer questions, as LLaVA-1.5 and the Aquila paper do.
 SHORT_ANSWER_PROMPT = "Answer the question using a single word or phrase."
-ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
-         "system": "system"}
+ROLES = {
+    "human": "user",
+    "user": "user",
+    "gpt": "assistant",
+    "assistant": "assistant",
+    "system": "system",
+}
 
 
 #: Leading task tags of GeoChat-Instruct and VRSBench questions -> the zoo's task names.
 TASK_TAGS = {
-    "caption": "caption", "vqa": "vqa", "refer": "referring", "grounding": "grounding",
+    "caption": "caption",
+    "vqa": "vqa",
+    "refer": "referring",
+    "grounding": "grounding",
     "identify": "identify",
 }
 #: ``type``/``category`` of one-question evaluation records that are not VQA -> task names.
@@ -153,7 +161,8 @@ def normalize_record(record: Any, where: str = "record") -> dict[str, Any]:
     if isinstance(turns, list):
         out["conversations"] = [
             {**t, "from": str(t["from"]).lower(), "value": _text(t.get("value"))}
-            if isinstance(t, dict) and "from" in t else t
+            if isinstance(t, dict) and "from" in t
+            else t
             for t in turns
         ]
         dialogue = [
@@ -186,7 +195,8 @@ def _validate(record: dict[str, Any], where: str) -> None:
         raise ValueError(f"{where}: expected exactly one {IMAGE_TOKEN} placeholder, found {count}")
     references = record.get("references")
     if references is not None and (
-        not isinstance(references, list) or not references
+        not isinstance(references, list)
+        or not references
         or not all(isinstance(r, str) and r.strip() for r in references)
     ):
         raise ValueError(f"{where}: 'references' must be a non-empty list of non-empty strings")
@@ -197,7 +207,9 @@ def prepare_records(records: Sequence[Any], source: str) -> list[dict[str, Any]]
     the record (index and id)."""
     out = []
     for n, record in enumerate(records):
-        ident = record.get("id", record.get("question_id", "?")) if isinstance(record, dict) else "?"
+        ident = (
+            record.get("id", record.get("question_id", "?")) if isinstance(record, dict) else "?"
+        )
         where = f"{source}, record {n} (id {ident!r})"
         record = normalize_record(record, where)
         _validate(record, where)
@@ -256,7 +268,9 @@ def generation_prompt(
 
 
 def tokenize_conversation(
-    tokenizer: PreTrainedTokenizerBase, turns: Sequence[dict[str, str]], short_answer: bool = False,
+    tokenizer: PreTrainedTokenizerBase,
+    turns: Sequence[dict[str, str]],
+    short_answer: bool = False,
     conversation: str | None = None,
 ) -> tuple[list[int], list[int]]:
     """Token ids of the whole conversation and labels that are -100 except on the answers and
@@ -348,16 +362,26 @@ class ConversationDataset(NonGeoDataset):
     ) -> ConversationDataset:
         """A dataset of records built in memory (no file), validated like a file's."""
         return cls(
-            root, None, image_size, tasks, single_turn, transforms,
-            records=records, image_dir=image_dir, source=source,
+            root,
+            None,
+            image_size,
+            tasks,
+            single_turn,
+            transforms,
+            records=records,
+            image_dir=image_dir,
+            source=source,
         )
 
     def __len__(self) -> int:
         return len(self.records)
 
     def lengths(
-        self, tokenizer: PreTrainedTokenizerBase, short_answer_tasks: Sequence[str] = ("vqa",),
-        max_length: int | None = None, conversation: str | None = None,
+        self,
+        tokenizer: PreTrainedTokenizerBase,
+        short_answer_tasks: Sequence[str] = ("vqa",),
+        max_length: int | None = None,
+        conversation: str | None = None,
     ) -> list[int]:
         """Each sample's token count as :class:`ConversationCollate` tokenizes it in the format
         ``conversation`` (capped at ``max_length``): what length-grouped batching sorts by.
@@ -366,7 +390,11 @@ class ConversationDataset(NonGeoDataset):
         out = []
         for record in self.records:
             turns = record["conversations"]
-            n = len(tokenize_conversation(tokenizer, turns, record.get("task") in short, conversation)[0])
+            n = len(
+                tokenize_conversation(tokenizer, turns, record.get("task") in short, conversation)[
+                    0
+                ]
+            )
             out.append(n if max_length is None else min(n, max_length))
         return out
 
@@ -388,7 +416,10 @@ class ConversationDataset(NonGeoDataset):
             image = pad_to_square(image, self.pad_color)
         if image.shape[-1] != self.image_size or image.shape[-2] != self.image_size:
             image = F.interpolate(
-                image[None], size=(self.image_size, self.image_size), mode="bilinear", antialias=True
+                image[None],
+                size=(self.image_size, self.image_size),
+                mode="bilinear",
+                antialias=True,
             )[0]
         types = record.get("question_types") or []
         sample = {
@@ -416,7 +447,10 @@ def _split_turns(record: dict[str, Any]) -> list[dict[str, Any]]:
         part = {
             **record,
             "id": f"{record.get('id', '')}_{k // 2}",
-            "conversations": [{"from": "human", "value": f"{IMAGE_TOKEN}\n{question}"}, turns[k + 1]],
+            "conversations": [
+                {"from": "human", "value": f"{IMAGE_TOKEN}\n{question}"},
+                turns[k + 1],
+            ],
             "question_types": [types[k // 2]] if k // 2 < len(types) else [],
         }
         if k:
@@ -443,8 +477,11 @@ class ConversationCollate:
     """
 
     def __init__(
-        self, tokenizer: PreTrainedTokenizerBase, max_length: int = 256,
-        short_answer_tasks: Sequence[str] = ("vqa",), conversation: str | None = None,
+        self,
+        tokenizer: PreTrainedTokenizerBase,
+        max_length: int = 256,
+        short_answer_tasks: Sequence[str] = ("vqa",),
+        conversation: str | None = None,
     ) -> None:
         self.tokenizer = tokenizer
         self.conversation = resolve_conversation(conversation, tokenizer)
@@ -468,10 +505,12 @@ class ConversationCollate:
             references.append(str(first[1]["value"]).strip())
             all_references.append(list(sample.get("references") or [references[-1]]))
             self._check_image_token(len(ids) - 1, sample, ids[-1], prompts[-1])
-        batch = default_collate([  # lists of strings would be transposed: kept aside
-            {k: v for k, v in s.items() if k not in ("conversations", "references")}
-            for s in samples
-        ])
+        batch = default_collate(
+            [  # lists of strings would be transposed: kept aside
+                {k: v for k, v in s.items() if k not in ("conversations", "references")}
+                for s in samples
+            ]
+        )
         batch["input_ids"] = _pad(ids, pad, left=False)
         batch["attention_mask"] = _pad([torch.ones_like(x) for x in ids], 0, left=False)
         batch["labels"] = _pad(labels, -100, left=False)

@@ -149,7 +149,11 @@ class ZooDataModule(NonGeoDataModule):
                 )
             if tokenizer is not None and tokenizer != llava_settings.tokenizer:
                 rank_zero_warn(f"data tokenizer {tokenizer!r} -> the LLaVA checkpoint {llava}'s")
-            image_size, mean, std = llava_settings.image_size, llava_settings.mean, llava_settings.std
+            image_size, mean, std = (
+                llava_settings.image_size,
+                llava_settings.mean,
+                llava_settings.std,
+            )
             tokenizer = llava_settings.tokenizer
         if processor is not None:
             settings = read_processor_settings(processor, "data.init_args.processor")
@@ -181,6 +185,7 @@ class ZooDataModule(NonGeoDataModule):
         """Write the embedded dataset on first use (when this datamodule has a source)."""
         if self.source is not None:
             self.source.prepare()
+
     def vocabulary(self) -> list[str]:
         """Words of the word-level tokenizer used when ``tokenizer`` is None."""
         raise NotImplementedError
@@ -190,7 +195,10 @@ class ZooDataModule(NonGeoDataModule):
         """The data's tokenizer (linked to the model, which sizes its embeddings from it)."""
         vocabulary = None if self.tokenizer_name is not None else self.vocabulary()
         return build_tokenizer(
-            self.tokenizer_name, vocabulary, chat=self.chat_tokenizer, gguf_file=self.gguf_file,
+            self.tokenizer_name,
+            vocabulary,
+            chat=self.chat_tokenizer,
+            gguf_file=self.gguf_file,
         )
 
     @property
@@ -207,7 +215,9 @@ class ZooDataModule(NonGeoDataModule):
         the evaluation runner sets the model's."""
         if self._conversation is None:
             choice = self.llm.conversation if self.llm is not None else None
-            self._conversation = resolve_conversation(choice, self.tokenizer, self.llava is not None)
+            self._conversation = resolve_conversation(
+                choice, self.tokenizer, self.llava is not None
+            )
         return self._conversation
 
     @conversation.setter
@@ -250,7 +260,9 @@ class ZooDataModule(NonGeoDataModule):
         """Normalize the images once they are on the device (also outside a Trainer)."""
         return self.aug(batch)
 
-    def transfer_batch_to_device(self, batch: dict[str, Any], device: torch.device, idx: int) -> Any:
+    def transfer_batch_to_device(
+        self, batch: dict[str, Any], device: torch.device, idx: int
+    ) -> Any:
         """Move tensors, leave the strings where they are."""
         return {k: v.to(device) if isinstance(v, Tensor) else v for k, v in batch.items()}
 
@@ -373,12 +385,18 @@ class EmbeddedSource:
         then seen at once."""
         params = {"image_size": self.image_size, "seed": self.seed, **self.sizes}
         if not embedded.is_complete(self.path, **params):
-            where = ("does not exist" if not self.root.exists()
-                     else "holds no embedded copy with these parameters")
+            where = (
+                "does not exist"
+                if not self.root.exists()
+                else "holds no embedded copy with these parameters"
+            )
             log.warning(
                 "data root %s %s: generating the embedded dataset (%d images) at %s. If you "
                 "meant an existing copy, check data.init_args.root.",
-                self.root, where, sum(self.sizes.values()), self.path,
+                self.root,
+                where,
+                sum(self.sizes.values()),
+                self.path,
             )
         embedded.generate(self.path, **params)
 
@@ -490,8 +508,11 @@ class ConversationDataModule(ZooDataModule):
     def _dataset(self, split: str) -> ConversationDataset:
         train = split == "train"
         return ConversationDataset(
-            self.dataset_root, self.files[split], self.image_size,
-            tasks=self.tasks if train else self.eval_tasks, single_turn=not train,
+            self.dataset_root,
+            self.files[split],
+            self.image_size,
+            tasks=self.tasks if train else self.eval_tasks,
+            single_turn=not train,
             image_dir=self.image_dir,
             pad_color=self.aug.mean.flatten().tolist() if self.pad_to_square else None,
         )
@@ -519,8 +540,14 @@ class ConversationDataModule(ZooDataModule):
             self.tokenizer, self.short_answer_tasks, self.max_length, self.conversation
         )
         return train_loader(
-            self.train_dataset, self.batch_size, self.num_workers, self.collate_fn,
-            seed=torch.initial_seed() % 2**63, num_replicas=replicas, rank=rank, lengths=lengths,
+            self.train_dataset,
+            self.batch_size,
+            self.num_workers,
+            self.collate_fn,
+            seed=torch.initial_seed() % 2**63,
+            num_replicas=replicas,
+            rank=rank,
+            lengths=lengths,
         )
 
 
@@ -551,9 +578,18 @@ class EmbeddedConversationDataModule(ConversationDataModule):
         **kwargs: Any,
     ) -> None:
         super().__init__(
-            root, "conversations_train.json", "conversations_val.json", "conversations_test.json",
-            tasks, eval_tasks, ["vqa"], max_length, list(embedded.SCENE_CLASSES), image_dir="",
-            image_size=image_size, **kwargs,
+            root,
+            "conversations_train.json",
+            "conversations_val.json",
+            "conversations_test.json",
+            tasks,
+            eval_tasks,
+            ["vqa"],
+            max_length,
+            list(embedded.SCENE_CLASSES),
+            image_dir="",
+            image_size=image_size,
+            **kwargs,
         )
         self.seed = seed
         self.source = EmbeddedSource(root, image_size, seed, splits)

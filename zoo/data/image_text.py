@@ -25,7 +25,11 @@ from zoo.encoders.location import validate_locations
 from zoo.io import require_dir
 
 __all__ = [
-    "ImageTextLocationDataset", "caption_words", "csv_lines", "load_image", "read_table",
+    "ImageTextLocationDataset",
+    "caption_words",
+    "csv_lines",
+    "load_image",
+    "read_table",
     "validate_location",
 ]
 
@@ -93,7 +97,9 @@ def read_table(path: Path, class_names: Sequence[str] | None = None) -> pd.DataF
     table = table.rename(columns={caption_column: "caption"})
     missing = table["caption"].isna() | (table["caption"].astype(str).str.strip() == "")
     if missing.any():
-        raise ValueError(f"{path}: caption missing on line(s) {csv_lines(missing)} (column '{caption_column}')")
+        raise ValueError(
+            f"{path}: caption missing on line(s) {csv_lines(missing)} (column '{caption_column}')"
+        )
     table = validate_location(table, path)
     if "label" in table.columns and class_names is not None:
         index = {name: i for i, name in enumerate(class_names)}
@@ -132,7 +138,8 @@ class ImageTextLocationDataset(NonGeoDataset):
         if split not in self.splits:
             raise ValueError(f"split must be one of {self.splits}, got {split!r}")
         self.root = require_dir(
-            root, f"Point root at a folder holding {split}.csv and its images (SkyScript's "
+            root,
+            f"Point root at a folder holding {split}.csv and its images (SkyScript's "
             "layout), or use zoo.data.EmbeddedDataModule, which writes the embedded dataset there",
         )
         self.split = split
@@ -152,7 +159,10 @@ class ImageTextLocationDataset(NonGeoDataset):
         image = load_image(path, f" (line {index + 2} of {self.table_path})")
         if self.image_size is not None and image.shape[-1] != self.image_size:
             image = F.interpolate(
-                image[None], size=(self.image_size, self.image_size), mode="bilinear", antialias=True
+                image[None],
+                size=(self.image_size, self.image_size),
+                mode="bilinear",
+                antialias=True,
             )[0]
         sample: dict[str, Any] = {"image": image, "caption": str(row["caption"]), "index": index}
         if self.has_location:

@@ -76,7 +76,9 @@ def find_images(root: Path) -> list[Path]:
             f"image folder {root} does not exist: set data.init_args.root to a folder of "
             f"{', '.join(RASTER_EXTENSIONS)} files"
         )
-    files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in RASTER_EXTENSIONS)
+    files = sorted(
+        p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in RASTER_EXTENSIONS
+    )
     if not files:
         raise FileNotFoundError(f"{root} holds no image files ({', '.join(RASTER_EXTENSIONS)})")
     return files
@@ -85,7 +87,9 @@ def find_images(root: Path) -> list[Path]:
 def read_prompts(path: Path, root: Path, files: Sequence[Path]) -> dict[str, str]:
     """Per-image prompts from a CSV with columns ``path`` (relative to ``root``) and ``prompt``."""
     if not path.is_file():
-        raise FileNotFoundError(f"prompts file {path} does not exist (prompts_file is relative to root)")
+        raise FileNotFoundError(
+            f"prompts file {path} does not exist (prompts_file is relative to root)"
+        )
     table = pd.read_csv(path, dtype=str, keep_default_na=False)
     missing = {"path", "prompt"} - set(table.columns)
     if missing:
@@ -135,7 +139,9 @@ class ImageFolderDataset(Dataset):
         self.percentiles = percentiles
         self.files = find_images(self.root)
         default = prompt if prompt is not None else DEFAULT_PROMPTS[task]
-        per_image = read_prompts(self.root / prompts_file, self.root, self.files) if prompts_file else {}
+        per_image = (
+            read_prompts(self.root / prompts_file, self.root, self.files) if prompts_file else {}
+        )
         self.prompts = [per_image.get(self.relative(f), default) for f in self.files]
         size = chip_size or image_size
         self.chips: list[tuple[int, Window, int, int]] = []  # file, window, index, count
@@ -177,8 +183,12 @@ class ImageFolderDataset(Dataset):
             "id": stem if count == 1 else f"{stem}_r{w.row}_c{w.col}",
             "path": path,
             "chip": {
-                "index": k, "count": count, "window": w.as_list(), "height": height,
-                "width": width, "valid_fraction": float(raster.valid[rows, cols].mean()),
+                "index": k,
+                "count": count,
+                "window": w.as_list(),
+                "height": height,
+                "width": width,
+                "valid_fraction": float(raster.valid[rows, cols].mean()),
             },
             "geo": None,
         }
@@ -186,7 +196,10 @@ class ImageFolderDataset(Dataset):
             grid = window_transform(raster.transform, w, *size)
             lat, lon = centre_lat_lon(raster.crs, grid, *size)
             sample["geo"] = {
-                "crs": raster.crs, "transform": list(grid)[:6], "lat": lat, "lon": lon,
+                "crs": raster.crs,
+                "transform": list(grid)[:6],
+                "lat": lat,
+                "lon": lon,
                 "footprint": footprint(raster.crs, grid, *size),
             }
             sample["location"] = torch.tensor([lat, lon], dtype=torch.float32)
@@ -275,8 +288,13 @@ class ImageFolderDataModule(ZooDataModule):
         super().__init__(ImageFolderDataset, root=root, image_size=image_size, **kwargs)
         self.task = task
         self.dataset_args = dict(
-            task=task, prompt=prompt, prompts_file=prompts_file, bands=bands,
-            percentiles=tuple(percentiles), chip_size=chip_size, overlap=overlap,
+            task=task,
+            prompt=prompt,
+            prompts_file=prompts_file,
+            bands=bands,
+            percentiles=tuple(percentiles),
+            chip_size=chip_size,
+            overlap=overlap,
         )
         self._class_names = class_names
         self.max_length = max_length
@@ -293,14 +311,19 @@ class ImageFolderDataModule(ZooDataModule):
         return list(classes)
 
     def vocabulary(self) -> list[str]:
-        return embedded_referring_vocabulary() if self.task == "referring" else embedded_vocabulary()
+        return (
+            embedded_referring_vocabulary() if self.task == "referring" else embedded_vocabulary()
+        )
 
     @cached_property
     def tokenizer(self) -> PreTrainedTokenizerBase:
         """The tokenizer the model was trained with (see the class docstring)."""
         vocabulary = None if self.tokenizer_name is not None else self.vocabulary()
         tokenizer = build_tokenizer(
-            self.tokenizer_name, vocabulary, chat=self.task != "image_text", gguf_file=self.gguf_file
+            self.tokenizer_name,
+            vocabulary,
+            chat=self.task != "image_text",
+            gguf_file=self.gguf_file,
         )
         if self.task == "referring":
             add_seg_tokens(tokenizer, self.num_scales, self.per_scale)
@@ -330,6 +353,8 @@ class ImageFolderDataModule(ZooDataModule):
             )
         super().setup(stage)
         log.info(
-            "%d chips from %d images under %s", len(self.predict_dataset),
-            len(self.predict_dataset.files), self.root,
+            "%d chips from %d images under %s",
+            len(self.predict_dataset),
+            len(self.predict_dataset.files),
+            self.root,
         )

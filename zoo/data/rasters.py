@@ -183,7 +183,9 @@ def window_transform(transform: Affine, window: Window, out_height: int, out_wid
     )
 
 
-def footprint(crs: str, transform: Affine, height: int, width: int, points: int = 8) -> dict[str, Any]:
+def footprint(
+    crs: str, transform: Affine, height: int, width: int, points: int = 8
+) -> dict[str, Any]:
     """The outline of a ``height×width`` pixel grid as a GeoJSON Polygon in EPSG:4326.
 
     Each edge is densified to ``points`` segments before reprojection, so a projected grid's
@@ -210,7 +212,9 @@ def centre_lat_lon(crs: str, transform: Affine, height: int, width: int) -> tupl
     return float(lat), float(lon)
 
 
-def stitch(chips: Sequence[np.ndarray], windows: Sequence[Window], height: int, width: int) -> np.ndarray:
+def stitch(
+    chips: Sequence[np.ndarray], windows: Sequence[Window], height: int, width: int
+) -> np.ndarray:
     """Average per-chip ``K×h×w`` results into one ``K×height×width`` raster.
 
     Each chip is resized (nearest neighbour) to its window, then every pixel is the mean over

@@ -358,7 +358,10 @@ class ReferringCollate:
     num_classes: int | None = None
 
     def __init__(
-        self, tokenizer: PreTrainedTokenizerBase, max_length: int = 256, max_targets: int = 3,
+        self,
+        tokenizer: PreTrainedTokenizerBase,
+        max_length: int = 256,
+        max_targets: int = 3,
         conversation: str | None = None,
     ) -> None:
         self.text = ConversationCollate(

@@ -63,23 +63,25 @@ _REFSEGRS_HOW = (
 
 #: Globals a refs pickle may name: builtin containers and scalars, numpy scalars (and the
 #: ``_codecs.encode`` that protocol-2 pickles use for their bytes). Nothing that runs code.
-_PICKLE_GLOBALS = frozenset({
-    ("builtins", "set"),
-    ("builtins", "frozenset"),
-    ("builtins", "list"),
-    ("builtins", "dict"),
-    ("builtins", "tuple"),
-    ("builtins", "int"),
-    ("builtins", "float"),
-    ("builtins", "str"),
-    ("builtins", "bytes"),
-    ("builtins", "bool"),
-    ("collections", "OrderedDict"),
-    ("_codecs", "encode"),
-    ("numpy", "dtype"),
-    ("numpy._core.multiarray", "scalar"),
-    ("numpy.core.multiarray", "scalar"),
-})
+_PICKLE_GLOBALS = frozenset(
+    {
+        ("builtins", "set"),
+        ("builtins", "frozenset"),
+        ("builtins", "list"),
+        ("builtins", "dict"),
+        ("builtins", "tuple"),
+        ("builtins", "int"),
+        ("builtins", "float"),
+        ("builtins", "str"),
+        ("builtins", "bytes"),
+        ("builtins", "bool"),
+        ("collections", "OrderedDict"),
+        ("_codecs", "encode"),
+        ("numpy", "dtype"),
+        ("numpy._core.multiarray", "scalar"),
+        ("numpy.core.multiarray", "scalar"),
+    }
+)
 _REF_KEYS = ("ref_id", "ann_id", "split", "sentences")
 
 
@@ -459,14 +461,19 @@ class RRSISDDataModule(ReferringBenchmarkDataModule):
         _check_root(self.dataset_root, "RRSIS-D", _RRSISD_HOW)
         refs = load_refs_pickle(self.dataset_root / "rrsisd" / f"refs({self.split_by}).p")
         sentences = [
-            s["sent"] for r in refs if r["split"] == "train"
+            s["sent"]
+            for r in refs
+            if r["split"] == "train"
             for s in _rrsisd_sentences(r)["sentences"]
         ]
         return caption_words([*sentences, *template_words()])
 
     def _referring_dataset(self, split: str) -> RRSISDDataset:
         return RRSISDDataset(
-            self.dataset_root, split, per_ref=not self.per_image, split_by=self.split_by,
+            self.dataset_root,
+            split,
+            per_ref=not self.per_image,
+            split_by=self.split_by,
             **self._sample_args(),
         )
 

@@ -97,10 +97,15 @@ def read_rsvqa(root: Path, variant: Variant, split: str) -> list[dict[str, Any]]
             )
         if q["img_id"] not in image_ids:
             raise ValueError(f"{where}: its image {q['img_id']!r} is not in {paths['images']}")
-        out.append({
-            "id": str(q["id"]), "img_id": str(q["img_id"]), "type": str(q["type"]),
-            "question": str(q["question"]), "answer": str(answer["answer"]),
-        })
+        out.append(
+            {
+                "id": str(q["id"]),
+                "img_id": str(q["img_id"]),
+                "type": str(q["type"]),
+                "question": str(q["question"]),
+                "answer": str(answer["answer"]),
+            }
+        )
     if not out:
         raise ValueError(f"{paths['questions']} has no active question")
     return out
@@ -167,7 +172,10 @@ class RSVQADataset(NonGeoDataset):
         from torchgeo.datasets.utils import download_url, extract_archive
 
         base, archive = ZENODO[self.variant]
-        names = [f"{PREFIX[self.variant]}_{self.split}_{k}.json" for k in ("questions", "answers", "images")]
+        names = [
+            f"{PREFIX[self.variant]}_{self.split}_{k}.json"
+            for k in ("questions", "answers", "images")
+        ]
         for name in names:
             if not (self.root / name).is_file():
                 download_url(f"{base}/{name}?download=1", self.root, name)
@@ -199,14 +207,23 @@ class RSVQADataset(NonGeoDataset):
     def __getitem__(self, index: int) -> dict[str, Any]:
         q = self.questions[index]
         path = self.root / self.images_dir / f"{q['img_id']}.tif"
-        image = load_image(path, f" (question {q['id']} of RSVQA-{self.variant.upper()} {self.split})")
+        image = load_image(
+            path, f" (question {q['id']} of RSVQA-{self.variant.upper()} {self.split})"
+        )
         if image.shape[-1] != self.image_size or image.shape[-2] != self.image_size:
             image = F.interpolate(
-                image[None], size=(self.image_size, self.image_size), mode="bilinear", antialias=True
+                image[None],
+                size=(self.image_size, self.image_size),
+                mode="bilinear",
+                antialias=True,
             )[0]
         sample: dict[str, Any] = {
-            "image": image, "id": q["id"], "question": q["question"], "answer": q["answer"],
-            "question_type": q["type"], "image_id": q["img_id"],
+            "image": image,
+            "id": q["id"],
+            "question": q["question"],
+            "answer": q["answer"],
+            "question_type": q["type"],
+            "image_id": q["img_id"],
         }
         if self.transforms is not None:
             sample = self.transforms(sample)
@@ -289,12 +306,16 @@ class RSVQADataModule(ZooDataModule):
     def _dataset(self, split: str) -> ConversationDataset:
         rsvqa = self._rsvqa(self.test_split if split == "test" else split)
         return ConversationDataset.from_records(
-            rsvqa.root, rsvqa.records, self.image_size,
+            rsvqa.root,
+            rsvqa.records,
+            self.image_size,
             source=f"RSVQA-{self.variant.upper()} {rsvqa.split} ({rsvqa.root})",
         )
 
     def _collate(self) -> ConversationCollate:
         return ConversationCollate(
-            self.tokenizer, self.max_length, short_answer_tasks=("vqa",) if self.short_answer else (),
+            self.tokenizer,
+            self.max_length,
+            short_answer_tasks=("vqa",) if self.short_answer else (),
             conversation=self.conversation,
         )

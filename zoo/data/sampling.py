@@ -28,7 +28,13 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, DistributedSampler, Sampler
 
-__all__ = ["LengthGroupedSampler", "ResumableLoader", "ResumableSampler", "padding_fraction", "train_loader"]
+__all__ = [
+    "LengthGroupedSampler",
+    "ResumableLoader",
+    "ResumableSampler",
+    "padding_fraction",
+    "train_loader",
+]
 
 
 class ResumableSampler(DistributedSampler):
@@ -44,7 +50,12 @@ class ResumableSampler(DistributedSampler):
     """
 
     def __init__(
-        self, dataset: Sized, shuffle: bool = True, seed: int = 0, num_replicas: int = 1, rank: int = 0
+        self,
+        dataset: Sized,
+        shuffle: bool = True,
+        seed: int = 0,
+        num_replicas: int = 1,
+        rank: int = 0,
     ) -> None:
         super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed)
         self.skip = 0
@@ -68,11 +79,18 @@ class LengthGroupedSampler(Sampler[int]):
     """
 
     def __init__(
-        self, lengths: Sequence[int], batch_size: int, seed: int = 0, group_batches: int = 50,
-        num_replicas: int = 1, rank: int = 0,
+        self,
+        lengths: Sequence[int],
+        batch_size: int,
+        seed: int = 0,
+        group_batches: int = 50,
+        num_replicas: int = 1,
+        rank: int = 0,
     ) -> None:
         if batch_size < 1 or group_batches < 1:
-            raise ValueError(f"batch_size and group_batches must be >= 1, got {batch_size}, {group_batches}")
+            raise ValueError(
+                f"batch_size and group_batches must be >= 1, got {batch_size}, {group_batches}"
+            )
         if not 0 <= rank < num_replicas:
             raise ValueError(f"rank {rank} is outside the {num_replicas} replicas")
         if len(lengths) == 0:
@@ -97,7 +115,9 @@ class LengthGroupedSampler(Sampler[int]):
         groups = []
         for chunk in permutation.split(self.batch_size * self.group_batches):
             # Stable sort, longest first, within the randomly drawn group.
-            groups.append(chunk[torch.sort(self.lengths[chunk], descending=True, stable=True).indices])
+            groups.append(
+                chunk[torch.sort(self.lengths[chunk], descending=True, stable=True).indices]
+            )
         return torch.cat(groups).tolist()
 
     def __iter__(self) -> Iterator[int]:
@@ -115,7 +135,11 @@ class LengthGroupedSampler(Sampler[int]):
             return order
         b = self.batch_size
         order = order + order[: len(self) * self.num_replicas - len(order)]
-        return [i for start in range(self.rank * b, len(order), self.num_replicas * b) for i in order[start : start + b]]
+        return [
+            i
+            for start in range(self.rank * b, len(order), self.num_replicas * b)
+            for i in order[start : start + b]
+        ]
 
     @property
     def num_samples(self) -> int:
@@ -145,7 +169,9 @@ class ResumableLoader(DataLoader):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         if not isinstance(self.sampler, ResumableSampler | LengthGroupedSampler):
-            raise TypeError(f"ResumableLoader needs a ResumableSampler or LengthGroupedSampler, got {type(self.sampler).__name__}")
+            raise TypeError(
+                f"ResumableLoader needs a ResumableSampler or LengthGroupedSampler, got {type(self.sampler).__name__}"
+            )
         self.batches = 0
 
     def __iter__(self) -> Iterator[Any]:  # type: ignore[override]
@@ -181,13 +207,22 @@ def train_loader(
     with ``lengths``, batches of similar length (:class:`LengthGroupedSampler`)."""
     sampler: ResumableSampler | LengthGroupedSampler
     if lengths is None:
-        sampler = ResumableSampler(dataset, shuffle=True, seed=seed, num_replicas=num_replicas, rank=rank)
+        sampler = ResumableSampler(
+            dataset, shuffle=True, seed=seed, num_replicas=num_replicas, rank=rank
+        )
     else:
-        sampler = LengthGroupedSampler(lengths, batch_size, seed=seed, num_replicas=num_replicas, rank=rank)
+        sampler = LengthGroupedSampler(
+            lengths, batch_size, seed=seed, num_replicas=num_replicas, rank=rank
+        )
     generator = torch.Generator().manual_seed(seed)  # the workers' seeds; not the global RNG
     return ResumableLoader(
-        dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
-        collate_fn=collate_fn, persistent_workers=num_workers > 0, generator=generator,
+        dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        num_workers=num_workers,
+        collate_fn=collate_fn,
+        persistent_workers=num_workers > 0,
+        generator=generator,
     )
 
 

@@ -72,7 +72,10 @@ class SceneTransform:
             image = (image / self.reflectance_max).clamp(0, 1) * 255.0
         if image.shape[-2:] != (self.size, self.size):
             image = F.interpolate(
-                image[None], size=(self.size, self.size), mode="bilinear", antialias=True,
+                image[None],
+                size=(self.size, self.size),
+                mode="bilinear",
+                antialias=True,
                 align_corners=False,
             )[0]
         sample["image"] = image
@@ -155,8 +158,12 @@ class _SceneClassification:
         **dataset_args: Any,
     ) -> None:
         super().__init__(  # type: ignore[call-arg]  (torchgeo's datamodule, next in the MRO)
-            batch_size=batch_size, num_workers=num_workers, root=root, download=download,
-            transforms=SceneTransform(image_size, self.reflectance_max), **dataset_args,
+            batch_size=batch_size,
+            num_workers=num_workers,
+            root=root,
+            download=download,
+            transforms=SceneTransform(image_size, self.reflectance_max),
+            **dataset_args,
         )
         self.root = root
         self.image_size = image_size
@@ -257,12 +264,28 @@ class EuroSATScenesDataModule(_SceneClassification, EuroSATDataModule):
     """
 
     folders = (
-        "AnnualCrop", "Forest", "HerbaceousVegetation", "Highway", "Industrial", "Pasture",
-        "PermanentCrop", "Residential", "River", "SeaLake",
+        "AnnualCrop",
+        "Forest",
+        "HerbaceousVegetation",
+        "Highway",
+        "Industrial",
+        "Pasture",
+        "PermanentCrop",
+        "Residential",
+        "River",
+        "SeaLake",
     )
     readable = (
-        "annual crop", "forest", "herbaceous vegetation", "highway", "industrial", "pasture",
-        "permanent crop", "residential", "river", "sea or lake",
+        "annual crop",
+        "forest",
+        "herbaceous vegetation",
+        "highway",
+        "industrial",
+        "pasture",
+        "permanent crop",
+        "residential",
+        "river",
+        "sea or lake",
     )
     title = "EuroSAT"
     source = (
@@ -302,14 +325,51 @@ class RESISC45ScenesDataModule(_SceneClassification, RESISC45DataModule):
     """
 
     folders = (
-        "airplane", "airport", "baseball_diamond", "basketball_court", "beach", "bridge",
-        "chaparral", "church", "circular_farmland", "cloud", "commercial_area",
-        "dense_residential", "desert", "forest", "freeway", "golf_course", "ground_track_field",
-        "harbor", "industrial_area", "intersection", "island", "lake", "meadow",
-        "medium_residential", "mobile_home_park", "mountain", "overpass", "palace", "parking_lot",
-        "railway", "railway_station", "rectangular_farmland", "river", "roundabout", "runway",
-        "sea_ice", "ship", "snowberg", "sparse_residential", "stadium", "storage_tank",
-        "tennis_court", "terrace", "thermal_power_station", "wetland",
+        "airplane",
+        "airport",
+        "baseball_diamond",
+        "basketball_court",
+        "beach",
+        "bridge",
+        "chaparral",
+        "church",
+        "circular_farmland",
+        "cloud",
+        "commercial_area",
+        "dense_residential",
+        "desert",
+        "forest",
+        "freeway",
+        "golf_course",
+        "ground_track_field",
+        "harbor",
+        "industrial_area",
+        "intersection",
+        "island",
+        "lake",
+        "meadow",
+        "medium_residential",
+        "mobile_home_park",
+        "mountain",
+        "overpass",
+        "palace",
+        "parking_lot",
+        "railway",
+        "railway_station",
+        "rectangular_farmland",
+        "river",
+        "roundabout",
+        "runway",
+        "sea_ice",
+        "ship",
+        "snowberg",
+        "sparse_residential",
+        "stadium",
+        "storage_tank",
+        "tennis_court",
+        "terrace",
+        "thermal_power_station",
+        "wetland",
     )
     title = "RESISC45"
     split_files = "resisc45-{split}.txt"
@@ -321,7 +381,6 @@ class RESISC45ScenesDataModule(_SceneClassification, RESISC45DataModule):
 
     def __init__(self, root: str = "data/resisc45", **kwargs: Any) -> None:
         super().__init__(root, **kwargs)
-
 
 
 class UCMercedScenesDataModule(_SceneClassification, UCMercedDataModule):
@@ -344,16 +403,50 @@ class UCMercedScenesDataModule(_SceneClassification, UCMercedDataModule):
     """
 
     folders = (
-        "agricultural", "airplane", "baseballdiamond", "beach", "buildings", "chaparral",
-        "denseresidential", "forest", "freeway", "golfcourse", "harbor", "intersection",
-        "mediumresidential", "mobilehomepark", "overpass", "parkinglot", "river", "runway",
-        "sparseresidential", "storagetanks", "tenniscourt",
+        "agricultural",
+        "airplane",
+        "baseballdiamond",
+        "beach",
+        "buildings",
+        "chaparral",
+        "denseresidential",
+        "forest",
+        "freeway",
+        "golfcourse",
+        "harbor",
+        "intersection",
+        "mediumresidential",
+        "mobilehomepark",
+        "overpass",
+        "parkinglot",
+        "river",
+        "runway",
+        "sparseresidential",
+        "storagetanks",
+        "tenniscourt",
     )
     readable = (
-        "agricultural", "airplane", "baseball diamond", "beach", "buildings", "chaparral",
-        "dense residential", "forest", "freeway", "golf course", "harbor", "intersection",
-        "medium residential", "mobile home park", "overpass", "parking lot", "river", "runway",
-        "sparse residential", "storage tanks", "tennis court",
+        "agricultural",
+        "airplane",
+        "baseball diamond",
+        "beach",
+        "buildings",
+        "chaparral",
+        "dense residential",
+        "forest",
+        "freeway",
+        "golf course",
+        "harbor",
+        "intersection",
+        "medium residential",
+        "mobile home park",
+        "overpass",
+        "parking lot",
+        "river",
+        "runway",
+        "sparse residential",
+        "storage tanks",
+        "tennis court",
     )
     title = "UC Merced"
     split_files = "uc_merced-{split}.txt"
@@ -365,7 +458,6 @@ class UCMercedScenesDataModule(_SceneClassification, UCMercedDataModule):
 
     def __init__(self, root: str = "data/ucmerced", **kwargs: Any) -> None:
         super().__init__(root, **kwargs)
-
 
 
 class PatternNetScenesDataModule(_SceneClassification, PatternNetDataModule):
@@ -389,13 +481,43 @@ class PatternNetScenesDataModule(_SceneClassification, PatternNetDataModule):
     """
 
     folders = (
-        "airplane", "baseball_field", "basketball_court", "beach", "bridge", "cemetery",
-        "chaparral", "christmas_tree_farm", "closed_road", "coastal_mansion", "crosswalk",
-        "dense_residential", "ferry_terminal", "football_field", "forest", "freeway",
-        "golf_course", "harbor", "intersection", "mobile_home_park", "nursing_home",
-        "oil_gas_field", "oil_well", "overpass", "parking_lot", "parking_space", "railway",
-        "river", "runway", "runway_marking", "shipping_yard", "solar_panel", "sparse_residential",
-        "storage_tank", "swimming_pool", "tennis_court", "transformer_station",
+        "airplane",
+        "baseball_field",
+        "basketball_court",
+        "beach",
+        "bridge",
+        "cemetery",
+        "chaparral",
+        "christmas_tree_farm",
+        "closed_road",
+        "coastal_mansion",
+        "crosswalk",
+        "dense_residential",
+        "ferry_terminal",
+        "football_field",
+        "forest",
+        "freeway",
+        "golf_course",
+        "harbor",
+        "intersection",
+        "mobile_home_park",
+        "nursing_home",
+        "oil_gas_field",
+        "oil_well",
+        "overpass",
+        "parking_lot",
+        "parking_space",
+        "railway",
+        "river",
+        "runway",
+        "runway_marking",
+        "shipping_yard",
+        "solar_panel",
+        "sparse_residential",
+        "storage_tank",
+        "swimming_pool",
+        "tennis_court",
+        "transformer_station",
         "wastewater_treatment_plant",
     )
     title = "PatternNet"
@@ -412,6 +534,4 @@ class PatternNetScenesDataModule(_SceneClassification, PatternNetDataModule):
         test_split_pct: float = 0.2,
         **kwargs: Any,
     ) -> None:
-        super().__init__(
-            root, val_split_pct=val_split_pct, test_split_pct=test_split_pct, **kwargs
-        )
+        super().__init__(root, val_split_pct=val_split_pct, test_split_pct=test_split_pct, **kwargs)

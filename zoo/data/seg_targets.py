@@ -82,7 +82,9 @@ def phrase_layout(
         index.extend(b * max_targets + k for k in range(count))
     return {
         "target_index": torch.tensor(index, dtype=torch.long),
-        "target_positions": torch.cat(positions) if positions else torch.zeros(0, n, dtype=torch.long),
+        "target_positions": torch.cat(positions)
+        if positions
+        else torch.zeros(0, n, dtype=torch.long),
     }
 
 

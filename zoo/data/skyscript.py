@@ -210,7 +210,11 @@ class SkyScriptDataModule(ZooDataModule):
 
     def _dataset(self, split: str) -> SkyScriptDataset:
         return SkyScriptDataset(
-            self.dataset_root, split, self.coordinates_file, self.coordinates, self.image_size,
+            self.dataset_root,
+            split,
+            self.coordinates_file,
+            self.coordinates,
+            self.image_size,
             download=self.download,
         )
 

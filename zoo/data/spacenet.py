@@ -71,7 +71,11 @@ class SpaceNet1Buildings(SpaceNet1):
             raise DatasetMissingError(f"SpaceNet 1 root {root} does not exist. {HOW_TO_GET}")
         try:
             super().__init__(
-                root, split, image=image, transforms=transforms, download=download,
+                root,
+                split,
+                image=image,
+                transforms=transforms,
+                download=download,
                 checksum=checksum,
             )
         except DatasetNotFoundError as error:
@@ -212,9 +216,14 @@ class SpaceNet1SegmentationDataModule(SpaceNet1DataModule):
         std: Sequence[float] = IMAGENET_STD,
     ) -> None:
         super().__init__(
-            batch_size=batch_size, num_workers=num_workers, val_split_pct=val_split_pct,
-            test_split_pct=test_split_pct, root=root, image="3band",
-            transforms=SegmentationTransform(image_size), download=download,
+            batch_size=batch_size,
+            num_workers=num_workers,
+            val_split_pct=val_split_pct,
+            test_split_pct=test_split_pct,
+            root=root,
+            image="3band",
+            transforms=SegmentationTransform(image_size),
+            download=download,
         )
         self.dataset_class = self.spacenet_ds_class = SpaceNet1Buildings
         self.root = root

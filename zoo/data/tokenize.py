@@ -58,7 +58,9 @@ def word_level_tokenizer(vocabulary: Sequence[str]) -> PreTrainedTokenizerFast:
 
 
 def build_tokenizer(
-    name: str | None, vocabulary: Sequence[str] | None = None, chat: bool = False,
+    name: str | None,
+    vocabulary: Sequence[str] | None = None,
+    chat: bool = False,
     gguf_file: str | None = None,
 ) -> PreTrainedTokenizerBase:
     """``name`` None -> word level over ``vocabulary``; else a packaged model's (``minilm``,

@@ -132,13 +132,17 @@ class FlavaEncoders(nn.Module):
         """The ``B×1×1×K`` mask ``module`` would build from a ``B×K`` one, built here: from a
         2-D mask transformers first asks ``padding_mask.all()`` on the host, every step."""
         dtype = next(module.parameters()).dtype
-        return dense_attention_mask(padding_mask, module.config._attn_implementation, causal=False, dtype=dtype)
+        return dense_attention_mask(
+            padding_mask, module.config._attn_implementation, causal=False, dtype=dtype
+        )
 
     def text(self, input_ids: Tensor, attention_mask: Tensor) -> TextStates:
         text_model = self.model.text_model
         out = text_model(
-            input_ids=input_ids, attention_mask=self._dense_mask(text_model, attention_mask),
-            output_hidden_states=True, return_dict=True,
+            input_ids=input_ids,
+            attention_mask=self._dense_mask(text_model, attention_mask),
+            output_hidden_states=True,
+            return_dict=True,
         )
         return TextStates(out.last_hidden_state, out.hidden_states[-1])
 
@@ -154,7 +158,9 @@ class FlavaEncoders(nn.Module):
         b, s = image.shape[:2]
         fusion = self.model.multimodal_model
         mask = self._dense_mask(fusion, torch.cat([text_mask.new_ones(b, 1 + s), text_mask], dim=1))
-        return fusion(torch.cat([image, text], 1), attention_mask=mask, return_dict=True).last_hidden_state
+        return fusion(
+            torch.cat([image, text], 1), attention_mask=mask, return_dict=True
+        ).last_hidden_state
 
     def split_fused(self, fused: Tensor, num_text: int) -> tuple[Tensor, Tensor]:
         """(patch states ``B×N×W``, text states ``B×T×W``) of :meth:`fuse`'s output."""
@@ -185,7 +191,11 @@ class FlavaImageIntermediates(nn.Module):
         config = image_model.config
         self.patch_size: int = config.patch_size
         self.feature_info = [
-            {"num_chs": config.hidden_size, "reduction": config.patch_size, "module": f"encoder.layer.{i}"}
+            {
+                "num_chs": config.hidden_size,
+                "reduction": config.patch_size,
+                "module": f"encoder.layer.{i}",
+            }
             for i in range(len(image_model.encoder.layer))
         ]
 
@@ -205,16 +215,30 @@ class FlavaImageIntermediates(nn.Module):
         return taken
 
     def forward_intermediates(
-        self, image: Tensor, indices: Sequence[int], output_fmt: str = "NCHW", intermediates_only: bool = True
+        self,
+        image: Tensor,
+        indices: Sequence[int],
+        output_fmt: str = "NCHW",
+        intermediates_only: bool = True,
     ) -> list[Tensor]:
         """The outputs of layers ``indices`` for ``B×C×H×W`` normalized images, each ``B×D×h×w``."""
         if output_fmt != "NCHW" or not intermediates_only:
             raise ValueError("FlavaImageIntermediates gives NCHW intermediates only")
-        out = self.model(pixel_values=image, output_hidden_states=True, return_dict=True,
-                         interpolate_pos_encoding=True)
-        b, h, w = image.shape[0], image.shape[-2] // self.patch_size, image.shape[-1] // self.patch_size
+        out = self.model(
+            pixel_values=image,
+            output_hidden_states=True,
+            return_dict=True,
+            interpolate_pos_encoding=True,
+        )
+        b, h, w = (
+            image.shape[0],
+            image.shape[-2] // self.patch_size,
+            image.shape[-1] // self.patch_size,
+        )
         # hidden_states[0] is the embedding output, [i + 1] the output of layer i
-        return [out.hidden_states[i + 1][:, 1:].transpose(1, 2).reshape(b, -1, h, w) for i in indices]
+        return [
+            out.hidden_states[i + 1][:, 1:].transpose(1, 2).reshape(b, -1, h, w) for i in indices
+        ]
 
 
 class ImageCodebook(nn.Module):
@@ -256,6 +280,8 @@ class ImageCodebook(nn.Module):
         """Codes ``B×N`` (long, row-major) of ``B×C×H×W`` normalized images."""
         pixels = (image.float() * self.std + self.mean).clamp(0.0, 1.0)
         size = (grid_size[0] * self.stride, grid_size[1] * self.stride)
-        pixels = nn.functional.interpolate(pixels, size=size, mode="bilinear", antialias=True, align_corners=False)
+        pixels = nn.functional.interpolate(
+            pixels, size=size, mode="bilinear", antialias=True, align_corners=False
+        )
         pixels = 0.8 * pixels + 0.1
         return self.model.get_codebook_indices(pixels).flatten(1)

@@ -124,7 +124,9 @@ def llava_processor(folder: str | Path) -> LlavaProcessor:
     else:
         tower = Path(_tower_folder(config, path))
         candidates = [path, tower]
-        vision = read_json(tower / "config.json", "mm_vision_tower config") if tower.is_dir() else {}
+        vision = (
+            read_json(tower / "config.json", "mm_vision_tower config") if tower.is_dir() else {}
+        )
         vision = vision.get("vision_config", vision)
     processor: dict = {}
     for candidate in candidates:
@@ -139,7 +141,8 @@ def llava_processor(folder: str | Path) -> LlavaProcessor:
             "put the CLIP tower's folder (with its preprocessor_config.json) at mm_vision_tower"
         )
     return LlavaProcessor(
-        tokenizer=str(path), image_size=int(size),
+        tokenizer=str(path),
+        image_size=int(size),
         mean=tuple(processor.get("image_mean", OPENAI_CLIP_MEAN)),
         std=tuple(processor.get("image_std", OPENAI_CLIP_STD)),
     )
@@ -174,7 +177,9 @@ def _check_select(strategy: str, layer: object, folder: Path) -> int:
             "patch grids without the CLS token ('default' / 'patch', LLaVA-1.5's)"
         )
     if not isinstance(layer, int):
-        raise ValueError(f"{folder}/config.json: one vision feature layer is supported, got {layer!r}")
+        raise ValueError(
+            f"{folder}/config.json: one vision feature layer is supported, got {layer!r}"
+        )
     return layer
 
 
@@ -183,7 +188,8 @@ def _load_hf(path: Path, config: dict, dtype: torch.dtype | None) -> LlavaParts:
 
     layer = _check_select(
         config.get("vision_feature_select_strategy", "default"),
-        config.get("vision_feature_layer", -2), path,
+        config.get("vision_feature_layer", -2),
+        path,
     )
     if config.get("projector_hidden_act", "gelu") != "gelu":
         raise ValueError(f"{path}/config.json: the zoo's projector is Linear-GELU-Linear")
@@ -195,13 +201,20 @@ def _load_hf(path: Path, config: dict, dtype: torch.dtype | None) -> LlavaParts:
     tower = CLIPVisionTower(body.vision_tower.float())
     projector = body.multi_modal_projector
     state = {
-        "0.weight": projector.linear_1.weight, "0.bias": projector.linear_1.bias,
-        "2.weight": projector.linear_2.weight, "2.bias": projector.linear_2.bias,
+        "0.weight": projector.linear_1.weight,
+        "0.bias": projector.linear_1.bias,
+        "2.weight": projector.linear_2.weight,
+        "2.bias": projector.linear_2.bias,
     }
     llm = _causal_lm(llava.config.text_config, body.language_model, llava.lm_head)
     llm.generation_config = llava.generation_config
-    return LlavaParts(tower, {k: v.detach().float() for k, v in state.items()},
-                      llm.to(dtype or torch.float32), layer, "hf")
+    return LlavaParts(
+        tower,
+        {k: v.detach().float() for k, v in state.items()},
+        llm.to(dtype or torch.float32),
+        layer,
+        "hf",
+    )
 
 
 def _causal_lm(text_config, body: nn.Module, head: nn.Module) -> nn.Module:
@@ -219,15 +232,21 @@ def _load_original(path: Path, config: dict, dtype: torch.dtype | None) -> Llava
     from transformers import CLIPVisionModel, LlamaConfig, LlamaForCausalLM
 
     layer = _check_select(
-        config.get("mm_vision_select_feature", "patch"), config.get("mm_vision_select_layer", -2), path
+        config.get("mm_vision_select_feature", "patch"),
+        config.get("mm_vision_select_layer", -2),
+        path,
     )
     if config.get("mm_projector_type", "linear") != "mlp2x_gelu":
         raise ValueError(
             f"{path}/config.json: mm_projector_type {config.get('mm_projector_type')!r}; the zoo's "
             "families use LLaVA-1.5's 'mlp2x_gelu'"
         )
-    fields = {k: v for k, v in config.items() if not k.startswith("mm_") and k not in (
-        "model_type", "architectures", "_name_or_path", "auto_map")}
+    fields = {
+        k: v
+        for k, v in config.items()
+        if not k.startswith("mm_")
+        and k not in ("model_type", "architectures", "_name_or_path", "auto_map")
+    }
     llm = LlamaForCausalLM.from_pretrained(
         path, config=LlamaConfig(**fields), dtype=dtype or torch.float32, attn_implementation="sdpa"
     )
@@ -246,12 +265,12 @@ def _load_original(path: Path, config: dict, dtype: torch.dtype | None) -> Llava
         ) from error
     tower_state = {
         k.removeprefix("model.vision_tower.vision_tower.").removeprefix("vision_model."): v
-        for k, v in extra.items() if k.startswith("model.vision_tower.vision_tower.")
+        for k, v in extra.items()
+        if k.startswith("model.vision_tower.vision_tower.")
     }
     if tower_state:  # the checkpoint trained its tower: its weights replace the folder's
         clip.load_state_dict(tower_state, strict=True)
     return LlavaParts(CLIPVisionTower(clip.float()), projector, llm, layer, "original")
-
 
 
 @dataclass(frozen=True)
@@ -279,8 +298,10 @@ class LlavaProjector:
 #: The projector's keys in each layout: the original repository's ``mm_projector.{0,2}``,
 #: transformers' ``multi_modal_projector.linear_{1,2}`` (either under ``model.`` or not).
 _PROJECTOR_PREFIXES = {
-    "mm_projector.0.": "0.", "mm_projector.2.": "2.",
-    "multi_modal_projector.linear_1.": "0.", "multi_modal_projector.linear_2.": "2.",
+    "mm_projector.0.": "0.",
+    "mm_projector.2.": "2.",
+    "multi_modal_projector.linear_1.": "0.",
+    "multi_modal_projector.linear_2.": "2.",
 }
 
 
@@ -317,14 +338,21 @@ def load_llava_projector(path: str | Path) -> LlavaProjector:
     if weights.is_file():
         state = _projector_state(read_state_dict(weights, "llava_projector"), weights)
     else:
-        prefixes = tuple(p + k for p in ("", "model.") for k in ("mm_projector.", "multi_modal_projector."))
+        prefixes = tuple(
+            p + k for p in ("", "model.") for k in ("mm_projector.", "multi_modal_projector.")
+        )
         state = _projector_state(read_tensors(folder, prefixes), folder)
-    config = read_json(folder / "config.json", "llava config") if (folder / "config.json").is_file() else {}
+    config = (
+        read_json(folder / "config.json", "llava config")
+        if (folder / "config.json").is_file()
+        else {}
+    )
     if config.get("mm_projector_type", "mlp2x_gelu") != "mlp2x_gelu":
         raise ValueError(
             f"{folder}/config.json: mm_projector_type {config['mm_projector_type']!r}; the zoo's "
             "projector is LLaVA-1.5's 'mlp2x_gelu'"
         )
     layer = config.get("mm_vision_select_layer", config.get("vision_feature_layer", -2))
-    return LlavaProjector(state, _check_select(config.get("mm_vision_select_feature", "patch"), layer, folder))
-
+    return LlavaProjector(
+        state, _check_select(config.get("mm_vision_select_feature", "patch"), layer, folder)
+    )

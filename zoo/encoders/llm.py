@@ -20,15 +20,30 @@ from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM, Pr
 from zoo.encoders.packaged import packaged_weights
 
 __all__ = [
-    "TINY_LLMS", "LLMSpec", "build_llm", "check_vocabulary", "decoder_layers", "fit_vocabulary",
+    "TINY_LLMS",
+    "LLMSpec",
+    "build_llm",
+    "check_vocabulary",
+    "decoder_layers",
+    "fit_vocabulary",
 ]
 
 #: Small random Llama-style configurations usable offline by name.
 TINY_LLMS: dict[str, dict[str, int]] = {
-    "tiny": {"hidden_size": 128, "intermediate_size": 256, "num_hidden_layers": 4,
-             "num_attention_heads": 4, "num_key_value_heads": 2},
-    "small": {"hidden_size": 256, "intermediate_size": 704, "num_hidden_layers": 8,
-              "num_attention_heads": 8, "num_key_value_heads": 4},
+    "tiny": {
+        "hidden_size": 128,
+        "intermediate_size": 256,
+        "num_hidden_layers": 4,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+    },
+    "small": {
+        "hidden_size": 256,
+        "intermediate_size": 704,
+        "num_hidden_layers": 8,
+        "num_attention_heads": 8,
+        "num_key_value_heads": 4,
+    },
 }
 
 
@@ -91,7 +106,9 @@ class LLMSpec:
         items = {k: v for k, v in items.items() if not k.startswith("__")}
         unknown = sorted(set(items) - set(cls.__dataclass_fields__))
         if unknown:
-            raise ValueError(f"llm: unknown keys {unknown}; the keys are {list(cls.__dataclass_fields__)}")
+            raise ValueError(
+                f"llm: unknown keys {unknown}; the keys are {list(cls.__dataclass_fields__)}"
+            )
         return cls(**items)
 
     @staticmethod
@@ -102,7 +119,9 @@ class LLMSpec:
         if not any(k in hparams for k in old) and not isinstance(hparams.get("llm"), str):
             return dict(hparams)
         out = {k: v for k, v in hparams.items() if k not in old}
-        spec = {"name": out["llm"]} if isinstance(out.get("llm"), str) else dict(out.get("llm") or {})
+        spec = (
+            {"name": out["llm"]} if isinstance(out.get("llm"), str) else dict(out.get("llm") or {})
+        )
         out["llm"] = spec | {new: hparams[key] for key, new in old.items() if key in hparams}
         return out
 
@@ -129,13 +148,19 @@ def check_vocabulary(
     name = getattr(tokenizer, "name_or_path", "") or type(tokenizer).__name__
     for role in ("eos", "pad", "bos"):
         token_id = getattr(tokenizer, f"{role}_token_id", None)
-        if token_id is not None and token_id >= table and getattr(tokenizer, f"{role}_token") not in zoo_tokens:
+        if (
+            token_id is not None
+            and token_id >= table
+            and getattr(tokenizer, f"{role}_token") not in zoo_tokens
+        ):
             raise ValueError(
                 f"tokenizer {name!r}: its {role} id {token_id} is outside the {table}-row embedding "
                 f"table of LLM {llm!r}; they do not belong together (set llm.tokenizer to the "
                 "LLM's own tokenizer, or leave it unset)"
             )
-    beyond = sorted(t for t, i in tokenizer.get_vocab().items() if i >= table and t not in zoo_tokens)
+    beyond = sorted(
+        t for t, i in tokenizer.get_vocab().items() if i >= table and t not in zoo_tokens
+    )
     if beyond:
         raise ValueError(
             f"tokenizer {name!r} has {len(tokenizer)} tokens but LLM {llm!r} embeds {table} and the "
@@ -173,8 +198,11 @@ def build_llm(
         if vocab_size is None:
             raise ValueError(f"LLM {name!r} needs vocab_size (the tokenizer's length)")
         config = LlamaConfig(
-            vocab_size=vocab_size, max_position_embeddings=2048, tie_word_embeddings=True,
-            attn_implementation="sdpa", **TINY_LLMS[name],
+            vocab_size=vocab_size,
+            max_position_embeddings=2048,
+            tie_word_embeddings=True,
+            attn_implementation="sdpa",
+            **TINY_LLMS[name],
         )
         model = LlamaForCausalLM(config)
         return model.to(torch_dtype) if torch_dtype else model
@@ -187,13 +215,16 @@ def build_llm(
         else:
             from transformers import AutoConfig
 
-            config = AutoConfig.from_pretrained(name, **({"gguf_file": gguf_file} if gguf_file else {}))
+            config = AutoConfig.from_pretrained(
+                name, **({"gguf_file": gguf_file} if gguf_file else {})
+            )
             model = AutoModelForCausalLM.from_config(
                 config, attn_implementation="sdpa", dtype=torch_dtype
             )
     except OSError as error:
         hint = (
-            f"{name} holds no Hugging Face causal LM" if Path(name).exists()
+            f"{name} holds no Hugging Face causal LM"
+            if Path(name).exists()
             else "this machine may be offline: give a local folder, or use llm: tiny"
         )
         raise RuntimeError(f"could not load LLM {name!r}: {hint}") from error

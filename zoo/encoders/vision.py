@@ -41,7 +41,11 @@ __all__ = [
 default_cfgs = generate_default_cfgs(
     {
         "zoo_vit_tiny.untrained": {"input_size": (3, 64, 64), "num_classes": 0, "license": "mit"},
-        "zoo_convnext_tiny.untrained": {"input_size": (3, 64, 64), "num_classes": 0, "license": "mit"},
+        "zoo_convnext_tiny.untrained": {
+            "input_size": (3, 64, 64),
+            "num_classes": 0,
+            "license": "mit",
+        },
     }
 )
 
@@ -59,8 +63,11 @@ def zoo_convnext_tiny(pretrained: bool = False, **kwargs) -> ConvNeXt:
     4 and 2 cells wide; the zoo's CPU-friendly multi-scale default."""
     args = dict(depths=(1, 1, 1, 1), dims=(32, 64, 96, 128))
     return build_model_with_cfg(
-        ConvNeXt, "zoo_convnext_tiny", pretrained,
-        feature_cfg=dict(out_indices=(0, 1, 2, 3), flatten_sequential=True), **(args | kwargs),
+        ConvNeXt,
+        "zoo_convnext_tiny",
+        pretrained,
+        feature_cfg=dict(out_indices=(0, 1, 2, 3), flatten_sequential=True),
+        **(args | kwargs),
     )
 
 
@@ -93,7 +100,9 @@ def create_timm_model(
     overlay = {}
     if checkpoint_path is not None:
         if not Path(checkpoint_path).is_file():
-            raise FileNotFoundError(f"vision encoder checkpoint_path {checkpoint_path} does not exist")
+            raise FileNotFoundError(
+                f"vision encoder checkpoint_path {checkpoint_path} does not exist"
+            )
         overlay = {"pretrained_cfg_overlay": {"file": str(checkpoint_path)}}
         pretrained = True
     try:
@@ -117,7 +126,8 @@ def is_clip_folder(name: str) -> bool:
     if not config.is_file():
         return False
     return json.loads(config.read_text(encoding="utf-8")).get("model_type") in (
-        "clip_vision_model", "clip",
+        "clip_vision_model",
+        "clip",
     )
 
 
@@ -137,7 +147,9 @@ def create_vision_model(
             "that features_only asks for; use a timm ConvNeXt for this family"
         )
     if checkpoint_path is not None:
-        raise ValueError(f"vision encoder {name!r}: a CLIP folder holds its weights; drop checkpoint_path")
+        raise ValueError(
+            f"vision encoder {name!r}: a CLIP folder holds its weights; drop checkpoint_path"
+        )
     from transformers import CLIPVisionConfig, CLIPVisionModel
 
     if pretrained:
@@ -191,7 +203,10 @@ class CLIPVisionTower(nn.Module):
         return out
 
     def forward_intermediates(
-        self, image: Tensor, indices: list[int], output_fmt: str = "NCHW",
+        self,
+        image: Tensor,
+        indices: list[int],
+        output_fmt: str = "NCHW",
         intermediates_only: bool = True,
     ) -> list[Tensor]:
         """Patch-token maps ``B×D×h×w`` (``NCHW``) or ``B×N×D`` (``NLC``) of the given blocks."""
@@ -204,8 +219,11 @@ class CLIPVisionTower(nn.Module):
         maps = []
         for i in indices:
             tokens = outputs[i][:, 1:]
-            maps.append(tokens.transpose(1, 2).reshape(len(image), -1, h, w)
-                        if output_fmt == "NCHW" else tokens)
+            maps.append(
+                tokens.transpose(1, 2).reshape(len(image), -1, h, w)
+                if output_fmt == "NCHW"
+                else tokens
+            )
         return maps
 
     def forward_features(self, image: Tensor) -> Tensor:
@@ -250,7 +268,9 @@ class VisionEncoder(nn.Module):
         super().__init__()
         kwargs: dict = {"num_classes": 0, "in_chans": in_chans}
         try:  # transformers take the input size; convolutional backbones refuse the argument
-            self.model = create_timm_model(name, pretrained, checkpoint_path, img_size=image_size, **kwargs)
+            self.model = create_timm_model(
+                name, pretrained, checkpoint_path, img_size=image_size, **kwargs
+            )
         except TypeError:
             self.model = create_timm_model(name, pretrained, checkpoint_path, **kwargs)
         self.is_transformer = isinstance(self.model, VisionTransformer)
@@ -305,4 +325,3 @@ class VisionEncoder(nn.Module):
         tokens = x[:, prefix:]
         pooled = x[:, 0] if prefix > 0 else tokens.mean(dim=1)
         return VisionOutput(tokens=tokens, pooled=pooled)
-

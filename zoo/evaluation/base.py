@@ -92,7 +92,10 @@ class Context:
         # incomplete batch.
         dataset = dm.train_dataset if split == "train" else dm.test_dataset
         loader = DataLoader(
-            dataset, batch_size=dm.batch_size, shuffle=False, num_workers=dm.num_workers,
+            dataset,
+            batch_size=dm.batch_size,
+            shuffle=False,
+            num_workers=dm.num_workers,
             collate_fn=getattr(dm, "collate_fn", None),
         )
         total = len(loader) if self.limit_batches is None else min(len(loader), self.limit_batches)
@@ -105,9 +108,13 @@ class Context:
     def trainer(self, **kwargs: Any) -> Trainer:
         """A one-device Trainer without logger or checkpoints, writing under ``output``."""
         return Trainer(
-            accelerator="gpu" if self.device.type == "cuda" else "cpu", devices=1, logger=False,
-            enable_checkpointing=False, enable_model_summary=False,
-            default_root_dir=str(self.output), **kwargs,
+            accelerator="gpu" if self.device.type == "cuda" else "cpu",
+            devices=1,
+            logger=False,
+            enable_checkpointing=False,
+            enable_model_summary=False,
+            default_root_dir=str(self.output),
+            **kwargs,
         )
 
 

@@ -32,12 +32,20 @@ def _protocols_help() -> str:
     """Each protocol class and the first paragraph of its docstring."""
     lines = ["protocols (the class_path of an evaluation config: zoo.evaluation.<name> or <name>):"]
     for name, cls in vars(protocols).items():  # in the order they are defined
-        if inspect.isclass(cls) and issubclass(cls, Evaluation) and cls.__module__ == protocols.__name__:
+        if (
+            inspect.isclass(cls)
+            and issubclass(cls, Evaluation)
+            and cls.__module__ == protocols.__name__
+        ):
             summary = (cls.__doc__ or "").split("\n\n")[0].replace("``", "")
-            lines.append(textwrap.fill(
-                " ".join(summary.split()), width=100, initial_indent=f"  {name:<20}",
-                subsequent_indent=" " * 22,
-            ))
+            lines.append(
+                textwrap.fill(
+                    " ".join(summary.split()),
+                    width=100,
+                    initial_indent=f"  {name:<20}",
+                    subsequent_indent=" " * 22,
+                )
+            )
     lines.append("Their options: docs/evaluation.md, or help(zoo.evaluation.<name>).")
     return "\n".join(lines)
 
@@ -45,19 +53,28 @@ def _protocols_help() -> str:
 def build_parser() -> argparse.ArgumentParser:
     """The command line of ``zoo evaluate``."""
     parser = run_parser(
-        "zoo evaluate", __doc__, "a checkpoint of that run (omit: initial weights)",
-        epilog=_protocols_help(), formatter_class=argparse.RawDescriptionHelpFormatter,
+        "zoo evaluate",
+        __doc__,
+        "a checkpoint of that run (omit: initial weights)",
+        epilog=_protocols_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--evals", nargs="+", required=True, help="evaluation configs or suites")
     parser.add_argument("--output", default="results", help="folder for results.json/results.md")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
-    parser.add_argument("--limit_batches", type=int, help="at most this many batches per split (smoke runs)")
+    parser.add_argument(
+        "--limit_batches", type=int, help="at most this many batches per split (smoke runs)"
+    )
     parser.add_argument(
         "--paper_row", help="the paper's row to compare with (default: the model's class name)"
     )
-    parser.add_argument("--keep_going", action="store_true", help="record a failing evaluation and go on")
+    parser.add_argument(
+        "--keep_going", action="store_true", help="record a failing evaluation and go on"
+    )
     parser.add_argument("--wandb_project", help="also log the table to this W&B project (offline)")
-    parser.add_argument("--wandb_online", action="store_true", help="log to W&B online, not offline")
+    parser.add_argument(
+        "--wandb_online", action="store_true", help="log to W&B online, not offline"
+    )
     return parser
 
 
@@ -74,13 +91,21 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     model = cli.model
     ckpt_path = str(cli.ckpt_path) if cli.ckpt_path is not None else None  # ``last`` resolved
     header = {
-        "model": args.paper_row or type(model).__name__, "config": ", ".join(args.config),
+        "model": args.paper_row or type(model).__name__,
+        "config": ", ".join(args.config),
         "checkpoint": ckpt_path or "(initial weights)",
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
     }
     rows = evaluate(
-        model, evaluations, args.output, ckpt_path, args.device, args.limit_batches,
-        args.keep_going, header, args.paper_row,
+        model,
+        evaluations,
+        args.output,
+        ckpt_path,
+        args.device,
+        args.limit_batches,
+        args.keep_going,
+        header,
+        args.paper_row,
     )
     if args.wandb_project:
         log_to_wandb(rows, header, args.wandb_project, args.output, args.wandb_online)

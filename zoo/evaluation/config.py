@@ -135,8 +135,10 @@ class EvaluationConfig:
     def __init__(self, spec: Mapping[str, Any], path: str | Path = "<inline>") -> None:
         self.path = str(path)
         if not isinstance(spec, Mapping):
-            raise ValueError(f"{path}: an evaluation config is a mapping (class_path, init_args), "
-                             f"got {type(spec).__name__}")
+            raise ValueError(
+                f"{path}: an evaluation config is a mapping (class_path, init_args), "
+                f"got {type(spec).__name__}"
+            )
         self.spec = copy.deepcopy(dict(spec))
         config = _parse(_evaluation_parser(), {_KEY: self.spec}, self.path)[_KEY]
         module, _, name = config.class_path.rpartition(".")
@@ -164,7 +166,7 @@ class EvaluationConfig:
     def with_args(self, **init_args: Any) -> EvaluationConfig:
         """A copy with ``init_args`` merged in (mappings key by key), checked again::
 
-            config.with_args(data={"init_args": {"root": "tests/data/eurosat"}}, k=5)
+        config.with_args(data={"init_args": {"root": "tests/data/eurosat"}}, k=5)
         """
         spec = copy.deepcopy(self.spec)
         _merge(spec.setdefault("init_args", {}), init_args)

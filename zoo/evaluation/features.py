@@ -9,7 +9,13 @@ from torch import Tensor
 from zoo.evaluation.base import Context
 from zoo.models.capabilities import ImageFeatures, TextEmbeddings
 
-__all__ = ["encode_texts", "image_embeddings", "num_classes", "split_features", "train_test_features"]
+__all__ = [
+    "encode_texts",
+    "image_embeddings",
+    "num_classes",
+    "split_features",
+    "train_test_features",
+]
 
 
 @torch.no_grad()
@@ -51,6 +57,8 @@ def num_classes(dm: LightningDataModule) -> int:
     return len(names)
 
 
-def train_test_features(ctx: Context, dm: LightningDataModule) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+def train_test_features(
+    ctx: Context, dm: LightningDataModule
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """:func:`split_features` of the train and the test split: ``(train_x, train_y, test_x, test_y)``."""
     return (*split_features(ctx, dm, "train"), *split_features(ctx, dm, "test"))

@@ -25,8 +25,7 @@ __all__ = ["DEFAULT_SCENE_QUESTION", "SceneClassificationByGeneration", "class_a
 
 #: ``{classes}`` is replaced by the class names, comma separated.
 DEFAULT_SCENE_QUESTION = (
-    "Classify the image within one of the given classes: {classes}. "
-    "Answer with one word or phrase."
+    "Classify the image within one of the given classes: {classes}. Answer with one word or phrase."
 )
 
 

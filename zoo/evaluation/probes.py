@@ -54,7 +54,10 @@ def _check_labels(name: str, labels: Tensor, n: int, num_classes: int | None = N
 
 
 def _check_splits(
-    train_features: Tensor, train_labels: Tensor, test_features: Tensor, test_labels: Tensor,
+    train_features: Tensor,
+    train_labels: Tensor,
+    test_features: Tensor,
+    test_labels: Tensor,
     num_classes: int,
 ) -> None:
     """Both splits' features ``N×D`` (of one width) and labels ``N`` in ``[0, num_classes)``."""
@@ -100,8 +103,12 @@ def knn_accuracy(
     if temperature <= 0:
         raise ValueError(f"temperature must be positive, got {temperature}")
     preds = knn_predict(
-        test_features, train_features, train_labels.to(train_features.device), num_classes,
-        k=k, temperature=temperature,
+        test_features,
+        train_features,
+        train_labels.to(train_features.device),
+        num_classes,
+        k=k,
+        temperature=temperature,
     )
     return (preds.cpu() == test_labels.cpu().long()).double().mean().item()
 
@@ -212,8 +219,14 @@ def fit_logistic_regression(
     weight.requires_grad_(True)
     bias.requires_grad_(True)
     optimizer = torch.optim.LBFGS(
-        [weight, bias], lr=1.0, max_iter=max_iter, max_eval=2 * max_iter, history_size=20,
-        tolerance_grad=1e-9, tolerance_change=1e-12, line_search_fn="strong_wolfe",
+        [weight, bias],
+        lr=1.0,
+        max_iter=max_iter,
+        max_eval=2 * max_iter,
+        history_size=20,
+        tolerance_grad=1e-9,
+        tolerance_change=1e-12,
+        line_search_fn="strong_wolfe",
     )
 
     def closure() -> Tensor:
@@ -281,8 +294,10 @@ def linear_probe(
     _check_splits(train_features, train_labels, test_features, test_labels, num_classes)
     grid = sorted((float(wd) for wd in weight_decays), reverse=True)
     if not grid or any(not math.isfinite(wd) or wd <= 0 for wd in grid):
-        raise ValueError(f"weight_decays must be a non-empty sequence of positive numbers, got "
-                         f"{tuple(weight_decays)}")
+        raise ValueError(
+            f"weight_decays must be a non-empty sequence of positive numbers, got "
+            f"{tuple(weight_decays)}"
+        )
     if max_iter < 1:
         raise ValueError(f"max_iter must be positive, got {max_iter}")
     x = train_features.detach().cpu().double()

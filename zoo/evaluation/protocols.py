@@ -71,7 +71,9 @@ class KNN(Evaluation):
     protocol = "knn"
     requires = (ImageFeatures,)
 
-    def __init__(self, data: LightningDataModule, k: int = 20, temperature: float = 0.07, **kwargs: Any) -> None:
+    def __init__(
+        self, data: LightningDataModule, k: int = 20, temperature: float = 0.07, **kwargs: Any
+    ) -> None:
         super().__init__(data, **kwargs)
         self.k = k
         self.temperature = temperature
@@ -79,7 +81,12 @@ class KNN(Evaluation):
     def run(self, ctx: Context) -> dict[str, float]:
         train_x, train_y, test_x, test_y = train_test_features(ctx, self.data)
         acc = knn_accuracy(
-            train_x, train_y, test_x, test_y, num_classes(self.data), k=min(self.k, len(train_x)),
+            train_x,
+            train_y,
+            test_x,
+            test_y,
+            num_classes(self.data),
+            k=min(self.k, len(train_x)),
             temperature=self.temperature,
         )
         return {"knn_acc": float(acc)}
@@ -117,8 +124,11 @@ class LinearProbe(Evaluation):
 
     def run(self, ctx: Context) -> dict[str, float]:
         result = linear_probe(
-            *train_test_features(ctx, self.data), num_classes(self.data),
-            weight_decays=self.weight_decays, val_fraction=self.val_fraction, seed=self.seed,
+            *train_test_features(ctx, self.data),
+            num_classes(self.data),
+            weight_decays=self.weight_decays,
+            val_fraction=self.val_fraction,
+            seed=self.seed,
             max_iter=self.max_iter,
         )
         return {"linear_probe_acc": float(result["accuracy"])}
@@ -138,7 +148,10 @@ class ZeroShot(Evaluation):
     hint = _TEXT_HINT
 
     def __init__(
-        self, data: LightningDataModule, templates: tuple[str, ...] = DEFAULT_TEMPLATES, **kwargs: Any
+        self,
+        data: LightningDataModule,
+        templates: tuple[str, ...] = DEFAULT_TEMPLATES,
+        **kwargs: Any,
     ) -> None:
         super().__init__(data, **kwargs)
         self.templates = list(templates)
@@ -217,9 +230,12 @@ class Segmentation(Evaluation):
         self.max_epochs = max_epochs
         #: :class:`UPerNetSegmentation`'s arguments besides those the model and data give.
         self.upernet_args = {
-            "freeze_encoder": freeze_encoder, "in_chans": in_chans,
-            "checkpoint_prefix": checkpoint_prefix, "ignore_index": ignore_index,
-            "decoder_channels": decoder_channels, "optimizer": optimizer,
+            "freeze_encoder": freeze_encoder,
+            "in_chans": in_chans,
+            "checkpoint_prefix": checkpoint_prefix,
+            "ignore_index": ignore_index,
+            "decoder_channels": decoder_channels,
+            "optimizer": optimizer,
         }
 
     def run(self, ctx: Context) -> dict[str, float]:
@@ -229,18 +245,25 @@ class Segmentation(Evaluation):
         else:
             encoder = hparams.get("vision_encoder")
             if encoder is None:
-                raise ValueError(f"{type(ctx.model).__name__} names no vision_encoder in its hyper-parameters")
+                raise ValueError(
+                    f"{type(ctx.model).__name__} names no vision_encoder in its hyper-parameters"
+                )
             source = {"vision_encoder": encoder, "vision_checkpoint": ctx.ckpt_path}
         seg = UPerNetSegmentation(
             image_size=int(hparams.get("image_size", 224)),
             feature_indices=hparams.get("feature_stages"),  # Aquila keeps only these stages
-            num_classes=len(dm.class_names), class_names=list(dm.class_names),
-            **source, **self.upernet_args,
+            num_classes=len(dm.class_names),
+            class_names=list(dm.class_names),
+            **source,
+            **self.upernet_args,
         )
         limit = ctx.limit_batches
         trainer = ctx.trainer(
-            max_epochs=self.max_epochs, num_sanity_val_steps=0,
-            limit_train_batches=limit, limit_val_batches=limit, limit_test_batches=limit,
+            max_epochs=self.max_epochs,
+            num_sanity_val_steps=0,
+            limit_train_batches=limit,
+            limit_val_batches=limit,
+            limit_test_batches=limit,
         )
         trainer.fit(seg, datamodule=dm)
         (result,) = trainer.test(seg, datamodule=dm, verbose=False)
@@ -277,8 +300,12 @@ class GenerationTestLoop(ModelTestLoop):
     hint = "use ModelTestLoop, or KNN / LinearProbe for its vision tower"
 
     def __init__(
-        self, data: LightningDataModule, average_over: list[str] | None = None,
-        grounding_tasks: list[str] | None = None, judge: Judge | None = None, **kwargs: Any,
+        self,
+        data: LightningDataModule,
+        average_over: list[str] | None = None,
+        grounding_tasks: list[str] | None = None,
+        judge: Judge | None = None,
+        **kwargs: Any,
     ) -> None:
         super().__init__(data, **kwargs)
         self.average_over = list(average_over or [])
@@ -289,15 +316,19 @@ class GenerationTestLoop(ModelTestLoop):
         model, types = ctx.model, getattr(self.data, "question_types", None)
         # GeoPix keeps its text metrics beside its mask metrics (text_metrics).
         holder = getattr(model, "text_metrics", None) or model.metrics
-        if (types or self.grounding_tasks or self.judge) and isinstance(holder, nn.ModuleDict) and isinstance(
-            holder["test"], GenerationMetrics
+        if (
+            (types or self.grounding_tasks or self.judge)
+            and isinstance(holder, nn.ModuleDict)
+            and isinstance(holder["test"], GenerationMetrics)
         ):
             # The data's question types (RSVQA's), so accuracy is reported per type.
             holder["test"] = GenerationMetrics(
                 list(types or []), grounding_tasks=self.grounding_tasks, judge=self.judge
             ).to(ctx.device)
         result = super().run(ctx)
-        types_seen = [k.removeprefix("vqa_accuracy_") for k in result if k.startswith("vqa_accuracy_")]
+        types_seen = [
+            k.removeprefix("vqa_accuracy_") for k in result if k.startswith("vqa_accuracy_")
+        ]
         average_over = self.average_over or types_seen
         missing = [t for t in average_over if t not in types_seen]
         if missing:

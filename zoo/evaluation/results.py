@@ -10,7 +10,12 @@ from typing import Any
 from zoo.io import atomic_write_text
 
 __all__ = [
-    "COLUMNS", "log_to_wandb", "markdown_table", "result_rows", "side_by_side", "side_by_side_table",
+    "COLUMNS",
+    "log_to_wandb",
+    "markdown_table",
+    "result_rows",
+    "side_by_side",
+    "side_by_side_table",
     "write_results",
 ]
 
@@ -21,7 +26,10 @@ _RAW = {"loss"}
 
 
 def result_rows(
-    evaluation: Any, metrics: dict[str, float], error: str | None, published: dict[str, float],
+    evaluation: Any,
+    metrics: dict[str, float],
+    error: str | None,
+    published: dict[str, float],
     baselines: dict[str, dict[str, float]] | None = None,
 ) -> list[dict[str, Any]]:
     """One row per metric (the paper's first), or one ``error`` row.
@@ -34,8 +42,10 @@ def result_rows(
         baselines: other models' published numbers (percent), shown beside them.
     """
     base = {
-        "evaluation": evaluation.name, "protocol": evaluation.protocol,
-        "config": getattr(evaluation, "path", ""), "source": evaluation.source,
+        "evaluation": evaluation.name,
+        "protocol": evaluation.protocol,
+        "config": getattr(evaluation, "path", ""),
+        "source": evaluation.source,
     }
     if error is not None:
         return [{**base, "metric": "error", "ours": None, "paper": None, "error": error}]
@@ -46,14 +56,25 @@ def result_rows(
             value = 100.0 * value
         paper = published.get(key)
         delta = None if value is None or paper is None or math.isnan(value) else value - paper
-        others = {name: numbers[key] for name, numbers in (baselines or {}).items() if key in numbers}
-        rows.append({
-            **base, "metric": key, "ours": value, "paper": paper, "delta": delta, "baselines": others,
-        })
+        others = {
+            name: numbers[key] for name, numbers in (baselines or {}).items() if key in numbers
+        }
+        rows.append(
+            {
+                **base,
+                "metric": key,
+                "ours": value,
+                "paper": paper,
+                "delta": delta,
+                "baselines": others,
+            }
+        )
     return rows
 
 
-def write_results(rows: list[dict[str, Any]], output: str | Path, header: dict[str, Any] | None = None) -> None:
+def write_results(
+    rows: list[dict[str, Any]], output: str | Path, header: dict[str, Any] | None = None
+) -> None:
     """``results.json`` and ``results.md`` in ``output`` (each replaced atomically)."""
     output = Path(output)
     payload = {**(header or {}), "results": rows}
@@ -71,8 +92,10 @@ def markdown_table(rows: list[dict[str, Any]], header: dict[str, Any] | None = N
     for key, value in (header or {}).items():
         lines.append(f"- {key}: `{value}`")
     lines += [
-        "", "Values in percent (x100). Paper numbers come from the cited tables; the difference "
-        "is ours minus the paper's.", "",
+        "",
+        "Values in percent (x100). Paper numbers come from the cited tables; the difference "
+        "is ours minus the paper's.",
+        "",
         "| evaluation | protocol | metric | ours | paper | difference | baselines | source |",
         "| --- | --- | --- | ---: | ---: | ---: | --- | --- |",
     ]
@@ -95,10 +118,18 @@ def side_by_side(runs: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
     for name, rows in runs.items():
         for r in rows:
             key = (r["evaluation"], r["protocol"], r["metric"])
-            row = merged.setdefault(key, {
-                "evaluation": key[0], "protocol": key[1], "metric": key[2], "values": {},
-                "paper": {}, "errors": {}, "source": r.get("source", ""),
-            })
+            row = merged.setdefault(
+                key,
+                {
+                    "evaluation": key[0],
+                    "protocol": key[1],
+                    "metric": key[2],
+                    "values": {},
+                    "paper": {},
+                    "errors": {},
+                    "source": r.get("source", ""),
+                },
+            )
             if r["metric"] == "error":
                 row["errors"][name] = r.get("error")
                 continue
@@ -108,7 +139,9 @@ def side_by_side(runs: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
     return list(merged.values())
 
 
-def side_by_side_table(runs: dict[str, list[dict[str, Any]]], header: dict[str, Any] | None = None) -> str:
+def side_by_side_table(
+    runs: dict[str, list[dict[str, Any]]], header: dict[str, Any] | None = None
+) -> str:
     """Several runs' results as one markdown table, a column per run (an ablation's rows).
 
     With two runs a ``difference`` column gives the first minus the second; a ``paper`` column
@@ -117,13 +150,19 @@ def side_by_side_table(runs: dict[str, list[dict[str, Any]]], header: dict[str, 
     names = list(runs)
     rows = side_by_side(runs)
     with_paper = [n for n in names if any(n in r["paper"] for r in rows)]
-    columns = [*names, *(["difference"] if len(names) == 2 else []), *(f"paper {n}" for n in with_paper)]
+    columns = [
+        *names,
+        *(["difference"] if len(names) == 2 else []),
+        *(f"paper {n}" for n in with_paper),
+    ]
     lines = ["# Evaluation results side by side", ""]
     for key, value in (header or {}).items():
         lines.append(f"- {key}: `{value}`")
     lines += [
-        "", "Values in percent (x100); one column per run" + (
-            ", the difference is the first minus the second." if len(names) == 2 else "."), "",
+        "",
+        "Values in percent (x100); one column per run"
+        + (", the difference is the first minus the second." if len(names) == 2 else "."),
+        "",
         "| evaluation | protocol | metric | " + " | ".join(columns) + " | source |",
         "| --- | --- | --- | " + " | ".join("---:" for _ in columns) + " | --- |",
     ]
@@ -137,27 +176,35 @@ def side_by_side_table(runs: dict[str, list[dict[str, Any]]], header: dict[str, 
             cells.append("" if a is None or b is None or math.isnan(a - b) else f"{a - b:+.2f}")
         cells += [_fmt(r["paper"].get(n)) for n in with_paper]
         lines.append(
-            f"| {r['evaluation']} | {r['protocol']} | {r['metric']} | " + " | ".join(cells)
+            f"| {r['evaluation']} | {r['protocol']} | {r['metric']} | "
+            + " | ".join(cells)
             + f" | {r['source']} |"
         )
     return "\n".join(lines) + "\n"
 
 
 def log_to_wandb(
-    rows: list[dict[str, Any]], header: dict[str, Any], project: str, output: str | Path,
+    rows: list[dict[str, Any]],
+    header: dict[str, Any],
+    project: str,
+    output: str | Path,
     online: bool = False,
 ) -> Path:
     """Log the table (and each value as a summary metric) as one W&B run, offline by default."""
     import wandb
 
     run = wandb.init(
-        project=project, dir=str(output), job_type="evaluation", config=header,
-        mode="online" if online else "offline", name=f"eval-{header.get('model', 'model')}",
+        project=project,
+        dir=str(output),
+        job_type="evaluation",
+        config=header,
+        mode="online" if online else "offline",
+        name=f"eval-{header.get('model', 'model')}",
     )
     data = [[str(r.get(c) or "") if c == "baselines" else r.get(c) for c in COLUMNS] for r in rows]
     run.log({"results": wandb.Table(columns=COLUMNS, data=data)})
-    run.summary.update({
-        f"{r['evaluation']}/{r['metric']}": r["ours"] for r in rows if r.get("ours") is not None
-    })
+    run.summary.update(
+        {f"{r['evaluation']}/{r['metric']}": r["ours"] for r in rows if r.get("ours") is not None}
+    )
     run.finish()
     return Path(run.dir)

@@ -50,7 +50,9 @@ def evaluate(
     """
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    ctx = Context(model.to(device).eval(), torch.device(device), ckpt_path, limit_batches, Path(output))
+    ctx = Context(
+        model.to(device).eval(), torch.device(device), ckpt_path, limit_batches, Path(output)
+    )
     if not keep_going:
         for item in evaluations:
             item.check_model(model)
@@ -63,7 +65,9 @@ def evaluate(
             item.check_model(model)
             evaluation = item.build(image_size) if isinstance(item, EvaluationConfig) else item
             dm = evaluation.data
-            if tokenizer is not None and (hasattr(type(dm), "tokenizer") or "tokenizer" in vars(dm)):
+            if tokenizer is not None and (
+                hasattr(type(dm), "tokenizer") or "tokenizer" in vars(dm)
+            ):
                 dm.tokenizer = tokenizer  # the model's vocabulary, not one built from this data
                 if hasattr(model, "conversation") and hasattr(type(dm), "conversation"):
                     dm.conversation = model.conversation  # and its conversation format

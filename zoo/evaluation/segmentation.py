@@ -42,7 +42,10 @@ __all__ = [
 #: ``image_encoder`` in older checkpoints), then Aquila / FUSE / GeoPix (``vision``); a bare timm
 #: state dict has no prefix.
 CHECKPOINT_PREFIXES: tuple[str, ...] = (
-    "vision_encoder.model.", "image_encoder.model.", "vision.", ""
+    "vision_encoder.model.",
+    "image_encoder.model.",
+    "vision.",
+    "",
 )
 
 #: UPerNet's AdamW and schedule unless given (AdamW's usual betas, not CLIP's).
@@ -67,8 +70,12 @@ def _resolve(state: Mapping[str, Tensor], prefix: str, key: str) -> str | None:
 
 
 def _prefixes_found(state: Mapping[str, Tensor], limit: int = 40) -> list[str]:
-    found = sorted({".".join(k.split(".")[:2]) + "." if k.count(".") >= 2 else
-                    k.split(".")[0] + "." for k in state})
+    found = sorted(
+        {
+            ".".join(k.split(".")[:2]) + "." if k.count(".") >= 2 else k.split(".")[0] + "."
+            for k in state
+        }
+    )
     return found[:limit]
 
 
@@ -143,7 +150,9 @@ class SimpleFeaturePyramid(nn.Module):
     def __init__(self, dim: int) -> None:
         super().__init__()
         self.up4 = nn.Sequential(
-            nn.ConvTranspose2d(dim, dim, 2, stride=2), nn.BatchNorm2d(dim), nn.GELU(),
+            nn.ConvTranspose2d(dim, dim, 2, stride=2),
+            nn.BatchNorm2d(dim),
+            nn.GELU(),
             nn.ConvTranspose2d(dim, dim, 2, stride=2),
         )
         self.up2 = nn.ConvTranspose2d(dim, dim, 2, stride=2)
@@ -214,8 +223,10 @@ class UPerNetSegmentation(ZooTask):
         self.save_hyperparameters(ignore=["encoder"])
         if num_classes < 2:
             raise ValueError(f"num_classes must be >= 2 (background included), got {num_classes}")
-        names = list(class_names) if class_names is not None else (
-            ["background"] + [f"class_{i}" for i in range(1, num_classes)]
+        names = (
+            list(class_names)
+            if class_names is not None
+            else (["background"] + [f"class_{i}" for i in range(1, num_classes)])
         )
         if len(names) != num_classes:
             raise ValueError(f"class_names has {len(names)} names for num_classes={num_classes}")
@@ -238,8 +249,10 @@ class UPerNetSegmentation(ZooTask):
         with torch.no_grad():
             training = self.encoder.training
             probe = self.encoder.eval().forward_intermediates(
-                torch.zeros(1, in_chans, image_size, image_size), indices=self.feature_indices,
-                output_fmt="NCHW", intermediates_only=True,
+                torch.zeros(1, in_chans, image_size, image_size),
+                indices=self.feature_indices,
+                output_fmt="NCHW",
+                intermediates_only=True,
             )
             self.encoder.train(training)
         sizes = {tuple(f.shape[-2:]) for f in probe}
@@ -255,7 +268,8 @@ class UPerNetSegmentation(ZooTask):
         channels = [f.shape[1] for f in probe]
         # smp's decoder skips the two highest-resolution (1/1, 1/2) entries of an smp encoder.
         self.decoder = UPerNetDecoder(
-            encoder_channels=[in_chans, 0, *channels], encoder_depth=len(channels) + 1,
+            encoder_channels=[in_chans, 0, *channels],
+            encoder_depth=len(channels) + 1,
             decoder_channels=decoder_channels,
         )
         self.head = SegmentationHead(decoder_channels, num_classes, kernel_size=1)
@@ -263,10 +277,16 @@ class UPerNetSegmentation(ZooTask):
             self.encoder.requires_grad_(False)
             self.encoder.eval()
 
-        metrics = MetricCollection({
-            "miou": MulticlassJaccardIndex(num_classes, average="macro", ignore_index=ignore_index),
-            "iou": MulticlassJaccardIndex(num_classes, average="none", ignore_index=ignore_index),
-        })
+        metrics = MetricCollection(
+            {
+                "miou": MulticlassJaccardIndex(
+                    num_classes, average="macro", ignore_index=ignore_index
+                ),
+                "iou": MulticlassJaccardIndex(
+                    num_classes, average="none", ignore_index=ignore_index
+                ),
+            }
+        )
         self.val_metrics = metrics.clone(prefix="val_")
         self.test_metrics = metrics.clone(prefix="test_")
 
@@ -357,8 +377,9 @@ class UPerNetSegmentation(ZooTask):
     def _eval_step(self, batch: dict[str, Any], split: str) -> None:
         target = self._target(batch)
         logits = self(batch["image"])
-        self.log(f"{split}_loss", self._loss(logits, target), batch_size=len(target),
-                 sync_dist=True)
+        self.log(
+            f"{split}_loss", self._loss(logits, target), batch_size=len(target), sync_dist=True
+        )
         getattr(self, f"{split}_metrics").update(logits.argmax(dim=1), target)
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:

@@ -41,7 +41,9 @@ class FusionEncoder(nn.Module):
     as an ``nn.TransformerEncoder`` of pre-norm GELU layers (``encoder.layers.<i>``), whose
     outputs its :class:`FusionLayer` s reproduce."""
 
-    def __init__(self, image_width: int, text_width: int, width: int, layers: int, heads: int) -> None:
+    def __init__(
+        self, image_width: int, text_width: int, width: int, layers: int, heads: int
+    ) -> None:
         super().__init__()
         self.image_in = nn.Linear(image_width, width)
         self.text_in = nn.Linear(text_width, width)
@@ -49,7 +51,9 @@ class FusionEncoder(nn.Module):
         self.modality_token = nn.Parameter(torch.zeros(2, width))
         nn.init.trunc_normal_(self.cls_token, std=0.02)
         nn.init.trunc_normal_(self.modality_token, std=0.02)
-        self.encoder = nn.ModuleDict({"layers": nn.ModuleList(FusionLayer(width, heads) for _ in range(layers))})
+        self.encoder = nn.ModuleDict(
+            {"layers": nn.ModuleList(FusionLayer(width, heads) for _ in range(layers))}
+        )
         self.norm = nn.LayerNorm(width)
 
     def project(self, image_tokens: Tensor, text_tokens: Tensor) -> tuple[Tensor, Tensor]:
@@ -90,4 +94,6 @@ class MatchingHead(nn.Module):
 
 def prediction_head(width: int, outputs: int) -> nn.Sequential:
     """BERT's / FLAVA's masked-prediction head: dense, GELU, layer norm, decoder."""
-    return nn.Sequential(nn.Linear(width, width), nn.GELU(), nn.LayerNorm(width), nn.Linear(width, outputs))
+    return nn.Sequential(
+        nn.Linear(width, width), nn.GELU(), nn.LayerNorm(width), nn.Linear(width, outputs)
+    )

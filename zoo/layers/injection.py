@@ -207,7 +207,12 @@ class TokenRoutedInjection(nn.Module):
 
     def _check(self, hidden: Tensor, details: Tensor) -> None:
         _check_inputs(
-            "TokenRoutedInjection", hidden, details, self.hidden_dim, self.detail_dim, self.num_stacks
+            "TokenRoutedInjection",
+            hidden,
+            details,
+            self.hidden_dim,
+            self.detail_dim,
+            self.num_stacks,
         )
 
     def extra_repr(self) -> str:

@@ -59,7 +59,13 @@ from torch import Tensor, nn
 
 from zoo.layers.attention import Attention, sincos_pos_embed_2d
 
-__all__ = ["MaskOutput", "MultiScaleMaskDecoder", "TokenMemory", "TwoWayBlock", "sincos_pos_embed_2d"]
+__all__ = [
+    "MaskOutput",
+    "MultiScaleMaskDecoder",
+    "TokenMemory",
+    "TwoWayBlock",
+    "sincos_pos_embed_2d",
+]
 
 TokenPooling = Literal["learned", "mean"]
 
@@ -235,7 +241,9 @@ class MultiScaleMaskDecoder(nn.Module):
             raise ValueError(f"token_pooling must be 'learned' or 'mean', got {token_pooling!r}")
         self.upscale = 2**upscale_stages
         if memory is not None and (
-            memory.num_scales != num_scales or memory.dim != dim or memory.mask_stride != self.upscale
+            memory.num_scales != num_scales
+            or memory.dim != dim
+            or memory.mask_stride != self.upscale
         ):
             raise ValueError(
                 f"memory has {memory.num_scales} scales of width {memory.dim} and mask_stride "
@@ -285,9 +293,7 @@ class MultiScaleMaskDecoder(nn.Module):
         batch = None
         for s, f in enumerate(features):
             if f.ndim != 4 or f.shape[1] != self.dim:
-                raise ValueError(
-                    f"features[{s}] must be B×{self.dim}×H×W, got {tuple(f.shape)}"
-                )
+                raise ValueError(f"features[{s}] must be B×{self.dim}×H×W, got {tuple(f.shape)}")
             if batch is not None and f.shape[0] != batch:
                 raise ValueError(f"features[{s}] has batch {f.shape[0]}, features[0] has {batch}")
             batch = f.shape[0]
@@ -362,7 +368,9 @@ class MultiScaleMaskDecoder(nn.Module):
             h, w = sizes[s]
             x = self.self_attend(s, features[s])[target_image]  # T×HW×D
             if self.coarse_to_fine and coarser is not None:
-                gate = F.interpolate(coarser[:, None], size=(h, w), mode="bilinear", align_corners=False)
+                gate = F.interpolate(
+                    coarser[:, None], size=(h, w), mode="bilinear", align_corners=False
+                )
                 x = x + x * gate.flatten(1).sigmoid()[..., None]
             initial[s] = self.predict(s, x, cond[:, s], (h, w))
             final[s] = initial[s]

@@ -146,9 +146,13 @@ class ClassWiseMemory(nn.Module):
         if num_classes < 1 or capacity < 1 or min(sizes) < 1:
             raise ValueError("num_classes, capacity and sizes must be positive")
         if fusion not in FUSIONS:
-            raise ValueError(f"fusion must be one of {', '.join(map(repr, FUSIONS))}, got {fusion!r}")
+            raise ValueError(
+                f"fusion must be one of {', '.join(map(repr, FUSIONS))}, got {fusion!r}"
+            )
         if memory_dim % 4 or memory_dim % num_heads:
-            raise ValueError(f"memory_dim={memory_dim} must be a multiple of 4 and of num_heads={num_heads}")
+            raise ValueError(
+                f"memory_dim={memory_dim} must be a multiple of 4 and of num_heads={num_heads}"
+            )
         if mask_stride < 1 or mask_stride & (mask_stride - 1):
             raise ValueError(f"mask_stride must be a power of 2, got {mask_stride}")
         self.num_classes = num_classes
@@ -165,9 +169,13 @@ class ClassWiseMemory(nn.Module):
         )
         self.fusers: nn.ModuleList | None = None
         if fusion == "conv3d":
-            self.fusers = nn.ModuleList(_pointwise(capacity, nn.Conv3d, nn.BatchNorm3d) for _ in sizes)
+            self.fusers = nn.ModuleList(
+                _pointwise(capacity, nn.Conv3d, nn.BatchNorm3d) for _ in sizes
+            )
         elif fusion == "conv2d":
-            self.fusers = nn.ModuleList(_pointwise(capacity, nn.Conv2d, nn.BatchNorm2d) for _ in sizes)
+            self.fusers = nn.ModuleList(
+                _pointwise(capacity, nn.Conv2d, nn.BatchNorm2d) for _ in sizes
+            )
         elif fusion in ("attention", "dual_attention"):
             self.fusers = nn.ModuleList(
                 _AttentionFusion(memory_dim, capacity, num_heads, fusion == "dual_attention")
@@ -292,7 +300,9 @@ def _pos_embed(side: int, dim: int, like: Tensor) -> Tensor:
     return sincos_pos_embed_2d(side, side, dim, like.device, like.dtype)
 
 
-def fusion_parameters(fusion: Fusion, capacity: int = 64, memory_dim: int = 64, num_heads: int = 8) -> int:
+def fusion_parameters(
+    fusion: Fusion, capacity: int = 64, memory_dim: int = 64, num_heads: int = 8
+) -> int:
     """Learnable parameters of one scale's fusion ``F`` (the count Table IX reports)."""
     memory = ClassWiseMemory(1, 1, num_heads * 4, 1, capacity, fusion, num_heads, memory_dim)
     return 0 if memory.fusers is None else sum(p.numel() for p in memory.fusers.parameters())

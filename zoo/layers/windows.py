@@ -203,9 +203,7 @@ def stitch_windows(
             canvas cell, or weights of the wrong shape or not strictly positive.
     """
     if tokens.ndim != 4:
-        raise ValueError(
-            f"expected (B*n_h*n_w)×D×h×w tokens, got shape {tuple(tokens.shape)}"
-        )
+        raise ValueError(f"expected (B*n_h*n_w)×D×h×w tokens, got shape {tuple(tokens.shape)}")
     n_windows = batch * len(offsets_h) * len(offsets_w)
     if batch <= 0 or tokens.shape[0] != n_windows:
         raise ValueError(
@@ -410,13 +408,9 @@ class SlidingWindowFeatures(nn.Module):
         needed when a scale's one window is the whole canvas (:attr:`whole_canvas_scales`).
         """
         whole_scales = self.whole_canvas_scales
-        counts = [
-            batch * n for s, n in enumerate(self.windows_per_image) if s not in whole_scales
-        ]
+        counts = [batch * n for s, n in enumerate(self.windows_per_image) if s not in whole_scales]
         if isinstance(features, Tensor) or not features:
-            raise ValueError(
-                "encode must return a non-empty list of N×D×h×w maps, one per depth"
-            )
+            raise ValueError("encode must return a non-empty list of N×D×h×w maps, one per depth")
         for d, f in enumerate(features):
             if f.ndim != 4 or f.shape[0] != sum(counts) or f.shape[1] != features[0].shape[1]:
                 raise ValueError(
@@ -424,9 +418,12 @@ class SlidingWindowFeatures(nn.Module):
                     f"×h×w ({counts} windows per scale) with one D for all depths"
                 )
         if whole_scales and (
-            whole is None or len(whole) != len(features)
-            or any(w.shape[0] != batch or w.shape[1:] != f.shape[1:]
-                   for w, f in zip(whole, features, strict=True))
+            whole is None
+            or len(whole) != len(features)
+            or any(
+                w.shape[0] != batch or w.shape[1:] != f.shape[1:]
+                for w, f in zip(whole, features, strict=True)
+            )
         ):
             raise ValueError(
                 f"scales {whole_scales} are the whole canvas: stitch needs whole=, the encoder's "

@@ -47,9 +47,7 @@ def gather_with_grad(features: Tensor) -> Tensor:
     return torch.cat(dist_fn.all_gather(features.contiguous()), dim=0)
 
 
-def contrastive_loss(
-    a: Tensor, b: Tensor, logit_scale: Tensor, gather: bool = True
-) -> Tensor:
+def contrastive_loss(a: Tensor, b: Tensor, logit_scale: Tensor, gather: bool = True) -> Tensor:
     """Mean of the a->b and b->a cross-entropies over cosine similarities of paired rows.
 
     With ``gather`` under DDP the loss is this rank's share of the global-batch loss: its

@@ -22,9 +22,14 @@ __all__ = [
 
 
 def block_patch_mask(
-    batch: int, grid_size: tuple[int, int], ratio: float = 0.4, min_block: int = 16,
-    min_aspect: float = 0.3, device: torch.device | str = "cpu",
-    generator: torch.Generator | None = None, attempts: int | None = None,
+    batch: int,
+    grid_size: tuple[int, int],
+    ratio: float = 0.4,
+    min_block: int = 16,
+    min_aspect: float = 0.3,
+    device: torch.device | str = "cpu",
+    generator: torch.Generator | None = None,
+    attempts: int | None = None,
 ) -> Tensor:
     """BEiT's block-wise masking (FLAVA's ``FlavaMaskingGenerator``): ``batch×(h·w)`` bool.
 
@@ -64,8 +69,10 @@ def block_patch_mask(
         top = (uniform() * (h - bh + 1)).floor().clamp(min=0)
         left = (uniform() * (w - bw + 1)).floor().clamp(min=0)
         rect = (
-            (rows >= top.view(-1, 1, 1)) & (rows < (top + bh).view(-1, 1, 1))
-            & (cols >= left.view(-1, 1, 1)) & (cols < (left + bw).view(-1, 1, 1))
+            (rows >= top.view(-1, 1, 1))
+            & (rows < (top + bh).view(-1, 1, 1))
+            & (cols >= left.view(-1, 1, 1))
+            & (cols < (left + bw).view(-1, 1, 1))
         )
         new = (rect & ~mask).sum(dim=(1, 2)).float()
         keep = fits & (new > 0) & (new <= remaining)
@@ -101,7 +108,10 @@ def masked_token_loss(logits: Tensor, codes: Tensor, mask: Tensor) -> Tensor:
 
 
 def random_patch_mask(
-    batch: int, num_patches: int, ratio: float, device: torch.device | str = "cpu",
+    batch: int,
+    num_patches: int,
+    ratio: float,
+    device: torch.device | str = "cpu",
     generator: torch.Generator | None = None,
 ) -> Tensor:
     """``batch×num_patches`` bool mask with exactly ``round(ratio·num_patches)`` True per row."""
@@ -145,8 +155,12 @@ def masked_pixel_loss(prediction: Tensor, target: Tensor, mask: Tensor) -> Tenso
 
 
 def mask_text_tokens(
-    input_ids: Tensor, special: Tensor, mask_token_id: int, vocab_size: int,
-    probability: float = 0.15, generator: torch.Generator | None = None,
+    input_ids: Tensor,
+    special: Tensor,
+    mask_token_id: int,
+    vocab_size: int,
+    probability: float = 0.15,
+    generator: torch.Generator | None = None,
 ) -> tuple[Tensor, Tensor]:
     """BERT's masking: pick ``probability`` of the non-special tokens; of those 80 % become
     [MASK], 10 % a random token, 10 % stay. Returns (masked ids, labels with -100 elsewhere).
@@ -165,6 +179,8 @@ def mask_text_tokens(
     random_ids = torch.randint(
         vocab_size, input_ids.shape, device=input_ids.device, generator=generator
     )
-    masked = torch.where(picked & (action < 0.8), torch.full_like(input_ids, mask_token_id), input_ids)
+    masked = torch.where(
+        picked & (action < 0.8), torch.full_like(input_ids, mask_token_id), input_ids
+    )
     masked = torch.where(picked & (action >= 0.8) & (action < 0.9), random_ids, masked)
     return masked, labels

@@ -6,7 +6,12 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["mix_negative_pairs", "sample_hard_negatives", "sample_negatives", "sample_random_negatives"]
+__all__ = [
+    "mix_negative_pairs",
+    "sample_hard_negatives",
+    "sample_negatives",
+    "sample_random_negatives",
+]
 
 
 def _draw(weights: Tensor, generator: torch.Generator | None) -> Tensor:
@@ -29,7 +34,9 @@ def _valid_columns(same: Tensor) -> Tensor:
 
 
 def sample_hard_negatives(
-    similarity: Tensor, same: Tensor, scale: Tensor | float = 1.0,
+    similarity: Tensor,
+    same: Tensor,
+    scale: Tensor | float = 1.0,
     generator: torch.Generator | None = None,
 ) -> Tensor:
     """For each row, draw one column with probability ∝ ``softmax(scale · similarity)`` over the
@@ -61,7 +68,9 @@ def sample_random_negatives(same: Tensor, generator: torch.Generator | None = No
 
 
 def sample_negatives(
-    same: Tensor, similarity: Tensor | None = None, scale: Tensor | float = 1.0,
+    same: Tensor,
+    similarity: Tensor | None = None,
+    scale: Tensor | float = 1.0,
     generator: torch.Generator | None = None,
 ) -> tuple[Tensor, Tensor]:
     """(a negative column per row, a negative row per column), long ``B`` each, never ``same``:

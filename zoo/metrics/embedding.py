@@ -124,8 +124,10 @@ def retrieval_ranks(
                 f"and {tuple(candidates.shape)}."
             )
         query_groups = candidate_groups = torch.arange(len(q), device=q.device)
-    for name, groups, n in (("query_groups", query_groups, len(q)),
-                            ("candidate_groups", candidate_groups, len(c))):
+    for name, groups, n in (
+        ("query_groups", query_groups, len(q)),
+        ("candidate_groups", candidate_groups, len(c)),
+    ):
         if groups.shape != (n,) or groups.is_floating_point() or groups.is_complex():
             raise ValueError(
                 f"{name} must be an integer tensor of shape [{n}], got {groups.dtype} "
@@ -544,7 +546,9 @@ class LocationRetrievalError(_SplitMetric):
 
     higher_is_better = None
 
-    def __init__(self, thresholds_km: Sequence[float] = (25.0, 200.0, 750.0, 2500.0), **kwargs: Any) -> None:
+    def __init__(
+        self, thresholds_km: Sequence[float] = (25.0, 200.0, 750.0, 2500.0), **kwargs: Any
+    ) -> None:
         super().__init__(**kwargs)
         self.thresholds_km = tuple(thresholds_km)
         for name in ("image_emb", "location_emb", "locations"):

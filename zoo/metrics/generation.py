@@ -65,7 +65,9 @@ class GenerationMetrics(nn.Module):
             )
         grounding = [i for i, t in enumerate(tasks) if t in self.grounding_tasks]
         if grounding:
-            self.grounding.update([answers[i] for i in grounding], [batch["reference"][i] for i in grounding])
+            self.grounding.update(
+                [answers[i] for i in grounding], [batch["reference"][i] for i in grounding]
+            )
         vqa = [i for i, t in enumerate(tasks) if t not in self.caption_tasks | self.grounding_tasks]
         if vqa:
             known = set(self.question_types)

@@ -40,7 +40,9 @@ def box_iou_xyxy(a: Tensor, b: Tensor) -> Tensor:
     lt = torch.maximum(a[:, :2], b[:, :2])
     rb = torch.minimum(a[:, 2:], b[:, 2:])
     inter = (rb - lt).clamp_min(0).prod(dim=1)
-    area = (a[:, 2:] - a[:, :2]).clamp_min(0).prod(dim=1) + (b[:, 2:] - b[:, :2]).clamp_min(0).prod(dim=1)
+    area = (a[:, 2:] - a[:, :2]).clamp_min(0).prod(dim=1) + (b[:, 2:] - b[:, :2]).clamp_min(0).prod(
+        dim=1
+    )
     return inter / (area - inter).clamp_min(1e-9)
 
 
@@ -61,7 +63,9 @@ class GroundingAccuracy(Metric):
     def __init__(self, thresholds: Sequence[float] = (0.5, 0.7), **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.thresholds = [float(t) for t in thresholds]
-        self.add_state("hits", torch.zeros(len(self.thresholds), dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state(
+            "hits", torch.zeros(len(self.thresholds), dtype=torch.float64), dist_reduce_fx="sum"
+        )
         self.add_state("count", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
 
     def update(self, answers: Sequence[str], references: Sequence[str]) -> None:

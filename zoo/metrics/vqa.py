@@ -166,7 +166,10 @@ class VQAAccuracy(Metric):
 
         if self.judge is not None:
             assert questions is not None
-            hits = [bool(self.judge(q, p, a)) for q, p, a in zip(questions, predictions, answers, strict=True)]
+            hits = [
+                bool(self.judge(q, p, a))
+                for q, p, a in zip(questions, predictions, answers, strict=True)
+            ]
         else:
             hits = [exact_match("", p, a) for p, a in zip(predictions, answers, strict=True)]
         device = self.correct.device

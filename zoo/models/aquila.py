@@ -120,7 +120,8 @@ class Aquila(VisionLanguageGenerator):
         super().__init__(optimizer=optimizer, **kwargs)
         self.save_hyperparameters(ignore=["tokenizer"])
         self.vision = self.create_vision(
-            vision_encoder, features_only=True,
+            vision_encoder,
+            features_only=True,
             out_indices=tuple(feature_stages),
         )
         channels = self.vision.feature_info.channels()
@@ -134,8 +135,13 @@ class Aquila(VisionLanguageGenerator):
 
         def sfi(learnable_queries: bool) -> SpatialFeatureIntegration:
             return SpatialFeatureIntegration(
-                dim, grid_size, dims, num_heads, learnable_queries=learnable_queries,
-                window_sizes=positions, block=block,
+                dim,
+                grid_size,
+                dims,
+                num_heads,
+                learnable_queries=learnable_queries,
+                window_sizes=positions,
+                block=block,
             )
 
         if connector == "sfi":
@@ -145,9 +151,9 @@ class Aquila(VisionLanguageGenerator):
                 dim, grid_size, dims, downsample="conv", window_sizes=windows
             )
         self.connector_proj = nn.Linear(dim, width) if dim != width else nn.Identity()
-        self.mda = nn.ModuleDict({
-            str(layer): MultiLayerAlignment(width, sfi(False)) for layer in mda_layers
-        })
+        self.mda = nn.ModuleDict(
+            {str(layer): MultiLayerAlignment(width, sfi(False)) for layer in mda_layers}
+        )
         self.inject_layers = sorted(mda_layers)
         self.metrics = self.generation_metrics(question_types)
         self.setup_stage()

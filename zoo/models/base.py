@@ -94,7 +94,10 @@ class ZooTask(LightningModule):
         scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda step: warmup_cosine(step, total, warmup)
         )
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
+        }
 
     def stage_state(self, state: dict[str, Tensor]) -> dict[str, Tensor]:
         """A previous training stage's weights as this stage reads them (``stage.init_checkpoint``):

@@ -70,7 +70,9 @@ class Generation(Protocol):
     #: The metrics of the test loop per split (``"val"``, ``"test"``), or None.
     metrics: nn.ModuleDict | None
 
-    def generate(self, image: Tensor, prompt_ids: Tensor, prompt_attention_mask: Tensor) -> list[str]:
+    def generate(
+        self, image: Tensor, prompt_ids: Tensor, prompt_attention_mask: Tensor
+    ) -> list[str]:
         """One decoded answer per image of the batch."""
         ...
 
@@ -84,8 +86,12 @@ class Masks(Protocol):
     """Segmentation masks decoded from the answer's segmentation tokens."""
 
     def forward_with_masks(
-        self, batch: dict[str, Any], input_ids: Tensor, attention_mask: Tensor,
-        labels: Tensor | None, category: Tensor | None,
+        self,
+        batch: dict[str, Any],
+        input_ids: Tensor,
+        attention_mask: Tensor,
+        labels: Tensor | None,
+        category: Tensor | None,
     ) -> tuple[Any, Tensor, Tensor]:
         """(LLM output, mask logits ``T×H×W``, image index of each target ``T``)."""
         ...

@@ -65,10 +65,13 @@ class GenerationConfig:
         """The arguments of Hugging Face's ``generate`` for these settings."""
         sample, beams = self.do_sample, self.num_beams > 1
         return {
-            "max_new_tokens": self.max_new_tokens, "do_sample": sample,
+            "max_new_tokens": self.max_new_tokens,
+            "do_sample": sample,
             "temperature": self.temperature if sample else None,
-            "top_k": self.top_k if sample else None, "top_p": self.top_p if sample else None,
-            "num_beams": self.num_beams, "num_return_sequences": self.num_return_sequences,
+            "top_k": self.top_k if sample else None,
+            "top_p": self.top_p if sample else None,
+            "num_beams": self.num_beams,
+            "num_return_sequences": self.num_return_sequences,
             "length_penalty": self.length_penalty if beams else None,
         }
 

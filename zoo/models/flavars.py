@@ -230,7 +230,9 @@ class FLAVARS(ZooTask):
         if itm_layout not in ("flava", "albef"):
             raise ValueError(f"itm_layout must be 'flava' or 'albef', got {itm_layout!r}")
         if not 0.0 <= itm_negative_probability <= 1.0:
-            raise ValueError(f"itm_negative_probability must be in [0, 1], got {itm_negative_probability}")
+            raise ValueError(
+                f"itm_negative_probability must be in [0, 1], got {itm_negative_probability}"
+            )
         self.tokenizer = tokenizer
         self.class_names = list(class_names or [])
         self.prompt_templates = list(prompt_templates or ["a satellite image of a {}."])
@@ -248,10 +250,17 @@ class FLAVARS(ZooTask):
             vw, tw = self.flava.image_width, self.flava.text_width
             self.patch_size, self.grid_size = self.flava.patch_size, self.flava.grid_size
         else:
-            self.vision_encoder = VisionEncoder(vision_encoder, image_size, vision_pretrained, vision_checkpoint)
-            self.text_encoder = TextEncoder(text_encoder, len(tokenizer), pretrained=text_pretrained)
+            self.vision_encoder = VisionEncoder(
+                vision_encoder, image_size, vision_pretrained, vision_checkpoint
+            )
+            self.text_encoder = TextEncoder(
+                text_encoder, len(tokenizer), pretrained=text_pretrained
+            )
             vw, tw = self.vision_encoder.width, self.text_encoder.width
-            self.patch_size, self.grid_size = self.vision_encoder.patch_size, self.vision_encoder.grid_size
+            self.patch_size, self.grid_size = (
+                self.vision_encoder.patch_size,
+                self.vision_encoder.grid_size,
+            )
             self.image_projection = nn.Linear(vw, embed_dim)
             self.text_projection = nn.Linear(tw, embed_dim)
             self.logit_scale = init_logit_scale(temperature)
@@ -260,11 +269,16 @@ class FLAVARS(ZooTask):
             self.mlm_head = prediction_head(tw, len(tokenizer))
             self.mmm_text_head = prediction_head(fusion_width, len(tokenizer))
         if location_checkpoint is not None:
-            self.location_encoder = LocationEncoder.from_satclip_checkpoint(location_checkpoint, max_latitude=89.95)
+            self.location_encoder = LocationEncoder.from_satclip_checkpoint(
+                location_checkpoint, max_latitude=89.95
+            )
         else:
             self.location_encoder = LocationEncoder(
-                legendre_polys=legendre_polys, dim_hidden=location_hidden,
-                num_layers=location_layers, dim_out=embed_dim, max_latitude=89.95,
+                legendre_polys=legendre_polys,
+                dim_hidden=location_hidden,
+                num_layers=location_layers,
+                dim_out=embed_dim,
+                max_latitude=89.95,
             )
         self.location_projection = nn.Linear(self.location_encoder.dim_out, embed_dim)
         self.location_logit_scale = init_logit_scale(temperature)
@@ -330,7 +344,9 @@ class FLAVARS(ZooTask):
         the ``B×T`` one, Hugging Face checks ``mask.all()`` on the host at every step."""
         config = self.text_encoder.model.config
         mask = dense_attention_mask(
-            attention_mask, config._attn_implementation, causal=False,
+            attention_mask,
+            config._attn_implementation,
+            causal=False,
             dtype=self.text_encoder.model.dtype,
         )
         return self.text_encoder(input_ids, mask)
@@ -339,7 +355,9 @@ class FLAVARS(ZooTask):
         """Each encoder's fusion input ``B×S×D`` projected into the fusion width (per row)."""
         return (self.flava if self.flava is not None else self.fusion).project(image, text)
 
-    def _fuse(self, image: Tensor, text: Tensor, text_mask: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    def _fuse(
+        self, image: Tensor, text: Tensor, text_mask: Tensor
+    ) -> tuple[Tensor, Tensor, Tensor]:
         """Fusion of projected inputs (:meth:`_fusion_inputs`): (all fused states ``B×S×W``,
         their patch part ``B×N×W``, their text part ``B×T×W``)."""
         if self.flava is not None:
@@ -364,7 +382,9 @@ class FLAVARS(ZooTask):
             return self.flava.mim_head, self.flava.mmm_image_head
         return self.mim_head, self.mmm_image_head
 
-    def _project(self, image: Tensor | None, text: Tensor | None) -> tuple[Tensor | None, Tensor | None]:
+    def _project(
+        self, image: Tensor | None, text: Tensor | None
+    ) -> tuple[Tensor | None, Tensor | None]:
         """Image / text features into the shared space (not normalized)."""
         owner = self.flava if self.flava is not None else self
         return (
@@ -400,7 +420,9 @@ class FLAVARS(ZooTask):
     def matching_logits(self, image: Tensor, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
         """ITM logits ``B×2`` (index 1: "matches") of each image with its caption."""
         img, txt = self._image(image), self._text(input_ids, attention_mask)
-        fused = self._fuse(*self._fusion_inputs(img.fusion_input, txt.fusion_input), attention_mask)[0]
+        fused = self._fuse(
+            *self._fusion_inputs(img.fusion_input, txt.fusion_input), attention_mask
+        )[0]
         return self._itm_logits(fused)
 
     def encode_location(self, location: Tensor) -> Tensor:
@@ -410,7 +432,9 @@ class FLAVARS(ZooTask):
 
     def tokenize(self, texts: list[str]) -> dict[str, Tensor]:
         tokens = self.tokenizer(texts, padding=True, truncation=True, return_tensors="pt")
-        return {k: v.to(self.device) for k, v in tokens.items() if k in ("input_ids", "attention_mask")}
+        return {
+            k: v.to(self.device) for k, v in tokens.items() if k in ("input_ids", "attention_mask")
+        }
 
     # ----------------------------------------------------------------------------- training
     def draw_masks(self, batch: ImageTextBatch, image_emb: Tensor, text_emb: Tensor) -> MaskingDraw:
@@ -426,7 +450,11 @@ class FLAVARS(ZooTask):
         for token in self.tokenizer.all_special_ids:  # a few ids: no table copied to the device
             special = special | (ids == token)
         masked_ids, labels = mask_text_tokens(
-            ids, special, self.tokenizer.mask_token_id, len(self.tokenizer), self.hparams.mlm_probability
+            ids,
+            special,
+            self.tokenizer.mask_token_id,
+            len(self.tokenizer),
+            self.hparams.mlm_probability,
         )
         with torch.no_grad():
             duplicate = (ids[:, None, :] == ids[None, :, :]).all(-1)
@@ -435,14 +463,21 @@ class FLAVARS(ZooTask):
             scale = self._logit_scale().detach().clamp(max=MAX_LOGIT_SCALE).exp()
             negative_text, negative_image = sample_negatives(duplicate, sim, scale)
         if self.hparams.itm_layout == "flava":
-            text_index, target = mix_negative_pairs(negative_text, self.hparams.itm_negative_probability)
+            text_index, target = mix_negative_pairs(
+                negative_text, self.hparams.itm_negative_probability
+            )
             return MaskingDraw(patches, masked_ids, labels, None, text_index, target)
         rows = torch.arange(b, device=device)  # ALBEF's: positives, negative texts, negative images
-        image_index, text_index = torch.cat([rows, rows, negative_image]), torch.cat([rows, negative_text, rows])
+        image_index, text_index = (
+            torch.cat([rows, rows, negative_image]),
+            torch.cat([rows, negative_text, rows]),
+        )
         target = (torch.arange(3 * b, device=device) < b).long()
         return MaskingDraw(patches, masked_ids, labels, image_index, text_index, target)
 
-    def compute_losses(self, batch: ImageTextBatch, draw: MaskingDraw | None = None) -> dict[str, Tensor]:
+    def compute_losses(
+        self, batch: ImageTextBatch, draw: MaskingDraw | None = None
+    ) -> dict[str, Tensor]:
         """All enabled losses of one batch (unweighted) and their weighted sum under 'loss';
         ``draw`` fixes the masked pass's random choices (else drawn here)."""
         image, ids, mask = batch["image"], batch["input_ids"], batch["attention_mask"]
@@ -456,7 +491,9 @@ class FLAVARS(ZooTask):
         if w["location"] and self._has_location(batch):
             location = self.location_encoder(batch["location"]).to(image_emb.dtype)
             location_emb = self.location_projection(location)
-            losses["location"] = contrastive_loss(image_emb, location_emb, self.location_logit_scale)
+            losses["location"] = contrastive_loss(
+                image_emb, location_emb, self.location_logit_scale
+            )
         if any(w[name] for name in MASKED_LOSSES):
             draw = draw if draw is not None else self.draw_masks(batch, image_emb, text_emb)
             losses.update(self._masked_losses(image, mask, draw))
@@ -471,7 +508,8 @@ class FLAVARS(ZooTask):
         txt = self._text(draw.input_ids, mask)
         # B×N codebook codes, or B×N×P pixel targets: made once, for MIM and MMM alike.
         targets = (
-            self.codebook(image, self.grid_size) if self.codebook is not None
+            self.codebook(image, self.grid_size)
+            if self.codebook is not None
             else pixel_targets(image, self.patch_size)
         )
         mim_head, mmm_image_head = self._codebook_heads()
@@ -525,7 +563,9 @@ class FLAVARS(ZooTask):
     def training_step(self, batch: ImageTextBatch, batch_idx: int) -> Tensor:
         losses = self.compute_losses(batch)
         b = len(batch["image"])
-        self.log_dict({f"train_{k}_loss": v for k, v in losses.items() if k != "loss"}, batch_size=b)
+        self.log_dict(
+            {f"train_{k}_loss": v for k, v in losses.items() if k != "loss"}, batch_size=b
+        )
         self.log("train_loss", losses["loss"], batch_size=b, prog_bar=True)
         self.log("logit_scale", self._logit_scale().exp(), batch_size=b)
         return losses["loss"]
@@ -597,4 +637,3 @@ class FLAVARS(ZooTask):
         if "location" in batch:
             out["location"] = self.encode_location(batch["location"])
         return out
-

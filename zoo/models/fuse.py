@@ -112,9 +112,7 @@ class FUSE(VisionLanguageGenerator):
             )
         self.image_first = image_placement == "first"
         image_size = self.image_size
-        self.vision = self.create_vision(
-            vision_encoder, num_classes=0, img_size=image_size
-        )
+        self.vision = self.create_vision(vision_encoder, num_classes=0, img_size=image_size)
         if not hasattr(self.vision, "forward_intermediates"):
             raise ValueError(f"vision encoder {vision_encoder!r} gives no intermediate layers")
         depth = len(self.vision.blocks)
@@ -134,10 +132,18 @@ class FUSE(VisionLanguageGenerator):
         #: The multimodal projector, shared by the global view and the detail stacks.
         self.projector = mlp_projector(self.vision.embed_dim, width)
         self.multi_scale = multi_scale
-        self.windows = SlidingWindowFeatures(
-            window_sizes, canvas_size, image_size, grid, stride_fraction,
-            detail_tokens=detail_tokens,
-        ) if multi_scale else None
+        self.windows = (
+            SlidingWindowFeatures(
+                window_sizes,
+                canvas_size,
+                image_size,
+                grid,
+                stride_fraction,
+                detail_tokens=detail_tokens,
+            )
+            if multi_scale
+            else None
+        )
         depths = len(self.detail_layers)
         stacks = self.windows.num_stacks(depths, grid) if self.windows is not None else depths
 
@@ -186,7 +192,8 @@ class FUSE(VisionLanguageGenerator):
             return tokens, None
         if self.windows is not None:  # a whole-canvas window is the global view: its maps serve
             details = self.windows.stitch(
-                [maps[i][1] for i in self.detail_layers], batch,
+                [maps[i][1] for i in self.detail_layers],
+                batch,
                 whole=[maps[i][0] for i in self.detail_layers],
             )
         else:

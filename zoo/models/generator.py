@@ -86,8 +86,13 @@ def zoo_added_tokens(tokenizer: PreTrainedTokenizerBase) -> set[str]:
 
 
 def splice_visual_tokens(
-    embeds: Tensor, input_ids: Tensor, attention_mask: Tensor, labels: Tensor | None,
-    image_token_id: int, visual: Tensor, image_first: bool = False,
+    embeds: Tensor,
+    input_ids: Tensor,
+    attention_mask: Tensor,
+    labels: Tensor | None,
+    image_token_id: int,
+    visual: Tensor,
+    image_first: bool = False,
 ) -> tuple[Tensor, Tensor, Tensor | None, Tensor]:
     """Replace each sample's single ``<image>`` token by its ``N`` visual tokens.
 
@@ -205,7 +210,8 @@ class VisionLanguageGenerator(ZooTask):
         # Checkpoints store the dataclasses as dicts (see on_save_checkpoint).
         self.stage = TrainingStage(**stage) if isinstance(stage, dict) else stage or TrainingStage()
         self.generation = (
-            GenerationConfig(**generation) if isinstance(generation, dict)
+            GenerationConfig(**generation)
+            if isinstance(generation, dict)
             else generation or GenerationConfig()
         )
         self.val_generate_batches = val_generate_batches
@@ -222,7 +228,9 @@ class VisionLanguageGenerator(ZooTask):
         if llava is not None:
             self._llava = load_llava(llava, getattr(torch, spec.dtype) if spec.dtype else None)
             self._llava_projector = LlavaProjector(self._llava.projector, self._llava.feature_layer)
-            rank_zero_info(f"llava {llava} ({self._llava.layout} layout) replaces llm {spec.name!r}")
+            rank_zero_info(
+                f"llava {llava} ({self._llava.layout} layout) replaces llm {spec.name!r}"
+            )
             check_vocabulary(self._llava.llm, tokenizer, llava, zoo_added_tokens(tokenizer))
             self.llm = fit_vocabulary(self._llava.llm, len(tokenizer))
             if image_size != self._llava.vision.image_size:
@@ -232,8 +240,14 @@ class VisionLanguageGenerator(ZooTask):
                 self.image_size = self._llava.vision.image_size
         else:
             self.llm = build_llm(
-                spec.name, len(tokenizer), spec.pretrained, spec.gguf_file, spec.dtype,
-                check=lambda model: check_vocabulary(model, tokenizer, spec.name, zoo_added_tokens(tokenizer)),
+                spec.name,
+                len(tokenizer),
+                spec.pretrained,
+                spec.gguf_file,
+                spec.dtype,
+                check=lambda model: check_vocabulary(
+                    model, tokenizer, spec.name, zoo_added_tokens(tokenizer)
+                ),
             )
         self.llm.config.pad_token_id = tokenizer.pad_token_id
         self.inject_layers: list[int] = []
@@ -245,7 +259,9 @@ class VisionLanguageGenerator(ZooTask):
         """The family's vision encoder ``name`` (a timm model or a transformers CLIP folder)
         with this model's weights; with ``llava``, the checkpoint's CLIP tower."""
         if self._llava is None:
-            return create_vision_model(name, self.vision_pretrained, self.vision_checkpoint, **timm_kwargs)
+            return create_vision_model(
+                name, self.vision_pretrained, self.vision_checkpoint, **timm_kwargs
+            )
         if timm_kwargs.get("features_only"):
             raise ValueError(
                 f"llava: {type(self).__name__} needs stage maps (features_only) but a LLaVA "
@@ -316,8 +332,12 @@ class VisionLanguageGenerator(ZooTask):
             from peft import LoraConfig, get_peft_model
 
             config = LoraConfig(
-                r=stage.lora_rank, lora_alpha=stage.lora_alpha, lora_dropout=stage.lora_dropout,
-                target_modules=list(stage.lora_target_modules), bias="none", task_type="CAUSAL_LM",
+                r=stage.lora_rank,
+                lora_alpha=stage.lora_alpha,
+                lora_dropout=stage.lora_dropout,
+                target_modules=list(stage.lora_target_modules),
+                bias="none",
+                task_type="CAUSAL_LM",
             )
             self.llm = get_peft_model(self.llm, config)
             if stage.train_llm:
@@ -329,14 +349,18 @@ class VisionLanguageGenerator(ZooTask):
     def _vision_blocks(self) -> list[nn.Module]:
         """The vision tower's blocks (a ViT's, each ConvNeXt stage's)."""
         return [
-            block for name, module in self.vision.named_modules()
-            if name.rsplit(".", 1)[-1] == "blocks" for block in module
+            block
+            for name, module in self.vision.named_modules()
+            if name.rsplit(".", 1)[-1] == "blocks"
+            for block in module
         ]
 
     def _setup_speed(self) -> None:
         """Activation checkpointing and ``torch.compile`` as configured."""
         if self.activation_checkpointing:
-            self.llm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            self.llm.gradient_checkpointing_enable(
+                gradient_checkpointing_kwargs={"use_reentrant": False}
+            )
             if not hasattr(self.vision, "set_grad_checkpointing"):
                 raise ValueError(
                     f"activation_checkpointing: the vision tower {type(self.vision).__name__} has "
@@ -382,7 +406,9 @@ class VisionLanguageGenerator(ZooTask):
         self._hooks = []
         for index in self.inject_layers:
             if not 0 <= index < len(layers):
-                raise ValueError(f"injection layer {index} is outside the LLM's {len(layers)} layers")
+                raise ValueError(
+                    f"injection layer {index} is outside the LLM's {len(layers)} layers"
+                )
             self._hooks.append(
                 layers[index].register_forward_pre_hook(self._make_hook(index), with_kwargs=True)
             )
@@ -419,7 +445,8 @@ class VisionLanguageGenerator(ZooTask):
             )
         repeats = rows // samples
         context = {
-            **context, "positions": context["positions"].repeat_interleave(repeats, dim=0),
+            **context,
+            "positions": context["positions"].repeat_interleave(repeats, dim=0),
             "context": repeat_rows(context["context"], repeats),
         }
         self._inject_context = context
@@ -431,7 +458,9 @@ class VisionLanguageGenerator(ZooTask):
         vision block (:func:`~zoo.strategies.fully_shard_generator`); else nothing."""
         from zoo.strategies import GeneratorFSDPStrategy, fully_shard_generator
 
-        if self.device_mesh is None or any(type(p).__name__ == "DTensor" for p in self.parameters()):
+        if self.device_mesh is None or any(
+            type(p).__name__ == "DTensor" for p in self.parameters()
+        ):
             return
         strategy = self.trainer.strategy
         if isinstance(strategy, GeneratorFSDPStrategy):
@@ -452,12 +481,23 @@ class VisionLanguageGenerator(ZooTask):
         visual, context = self.visual_tokens(image)
         embeds = self.llm.get_input_embeddings()(input_ids)
         embeds, mask, labels, positions = splice_visual_tokens(
-            embeds, input_ids, attention_mask, labels, self.image_token_id, visual,
+            embeds,
+            input_ids,
+            attention_mask,
+            labels,
+            self.image_token_id,
+            visual,
             self.image_first,
         )
-        self._inject_context = {
-            "positions": positions, "context": context, "length": embeds.shape[1],
-        } if self.inject_layers else None
+        self._inject_context = (
+            {
+                "positions": positions,
+                "context": context,
+                "length": embeds.shape[1],
+            }
+            if self.inject_layers
+            else None
+        )
         return embeds, mask, labels
 
     def teacher_forced(
@@ -483,7 +523,9 @@ class VisionLanguageGenerator(ZooTask):
             self._inject_context = None
 
     @torch.no_grad()
-    def generate_ids(self, image: Tensor, prompt_ids: Tensor, prompt_attention_mask: Tensor) -> Tensor:
+    def generate_ids(
+        self, image: Tensor, prompt_ids: Tensor, prompt_attention_mask: Tensor
+    ) -> Tensor:
         """Token ids ``(B·R)×T`` of the answers to left-padded prompts (``R`` =
         ``num_return_sequences``, each prompt's answers adjacent, best first), decoded with the
         KV cache by Hugging Face's ``generate`` per :attr:`generation`: the one decoding path of
@@ -491,8 +533,11 @@ class VisionLanguageGenerator(ZooTask):
         embeds, mask, _ = self._inputs(image, prompt_ids, prompt_attention_mask, None)
         try:
             return self.llm.generate(
-                inputs_embeds=embeds, attention_mask=mask, **self.generation.generate_kwargs(),
-                eos_token_id=self.stop_token_ids, pad_token_id=self.tokenizer.pad_token_id,
+                inputs_embeds=embeds,
+                attention_mask=mask,
+                **self.generation.generate_kwargs(),
+                eos_token_id=self.stop_token_ids,
+                pad_token_id=self.tokenizer.pad_token_id,
             )
         finally:
             self._inject_context = None
@@ -503,18 +548,29 @@ class VisionLanguageGenerator(ZooTask):
         r = self.generation.num_return_sequences
         return [texts[i : i + r] for i in range(0, len(texts), r)]
 
-    def generate(self, image: Tensor, prompt_ids: Tensor, prompt_attention_mask: Tensor) -> list[str]:
+    def generate(
+        self, image: Tensor, prompt_ids: Tensor, prompt_attention_mask: Tensor
+    ) -> list[str]:
         """The best answer to each left-padded prompt (see :meth:`generate_ids`)."""
-        return [a[0] for a in self.decode_answers(self.generate_ids(image, prompt_ids, prompt_attention_mask))]
+        return [
+            a[0]
+            for a in self.decode_answers(
+                self.generate_ids(image, prompt_ids, prompt_attention_mask)
+            )
+        ]
 
     # ----------------------------------------------------------------------- training
     def training_step(self, batch: ConversationBatch, batch_idx: int) -> Tensor:
-        loss = self(batch["image"], batch["input_ids"], batch["attention_mask"], batch["labels"]).loss
+        loss = self(
+            batch["image"], batch["input_ids"], batch["attention_mask"], batch["labels"]
+        ).loss
         self.log("train_loss", loss, batch_size=len(batch["image"]), prog_bar=True)
         return loss
 
     def _evaluate(self, split: str, batch: ConversationBatch, batch_idx: int) -> None:
-        loss = self(batch["image"], batch["input_ids"], batch["attention_mask"], batch["labels"]).loss
+        loss = self(
+            batch["image"], batch["input_ids"], batch["attention_mask"], batch["labels"]
+        ).loss
         self.log(f"{split}_loss", loss, batch_size=len(batch["image"]), sync_dist=True)
         if split == "val" and batch_idx >= self.val_generate_batches:
             return
@@ -526,7 +582,9 @@ class VisionLanguageGenerator(ZooTask):
         """Captioning and VQA metrics per evaluation split (families assign ``self.metrics``)."""
         return nn.ModuleDict({s: GenerationMetrics(question_types) for s in ("val", "test")})
 
-    def update_generation_metrics(self, split: str, batch: ConversationBatch, answers: list[str]) -> None:
+    def update_generation_metrics(
+        self, split: str, batch: ConversationBatch, answers: list[str]
+    ) -> None:
         if self.metrics is not None:
             self.metrics[split].update(batch, answers)
 
@@ -556,14 +614,26 @@ class VisionLanguageGenerator(ZooTask):
         and its ``footprint`` (GeoJSON, EPSG:4326, or None)."""
         ids = self.generate_ids(batch["image"], batch["prompt_ids"], batch["prompt_attention_mask"])
         rows = []
-        for i, q, a, r in zip(batch["id"], batch["question"], self.decode_answers(ids), batch["reference"], strict=True):
+        for i, q, a, r in zip(
+            batch["id"],
+            batch["question"],
+            self.decode_answers(ids),
+            batch["reference"],
+            strict=True,
+        ):
             row = {"id": i, "question": q, "answer": a[0], "reference": r}
             if len(a) > 1:
                 row["answers"] = a
             rows.append(row)
         if "path" in batch:
-            for row, path, chip, geo in zip(rows, batch["path"], batch["chip"], batch["geo"], strict=True):
-                row |= {"path": path, "window": chip["window"], "footprint": geo and geo["footprint"]}
+            for row, path, chip, geo in zip(
+                rows, batch["path"], batch["chip"], batch["geo"], strict=True
+            ):
+                row |= {
+                    "path": path,
+                    "window": chip["window"],
+                    "footprint": geo and geo["footprint"],
+                }
         return rows
 
 

@@ -117,29 +117,46 @@ class GeoPix(VisionLanguageGenerator):
             raise ValueError("GeoPix needs class_names: the object categories of the memory")
         scales = len(feature_layers)
         self.seg_token_ids = self._seg_token_ids(self.tokenizer, scales, seg_tokens_per_scale)
-        self.vision = self.create_vision(
-            vision_encoder, num_classes=0, img_size=image_size
-        )
+        self.vision = self.create_vision(vision_encoder, num_classes=0, img_size=image_size)
         depth = len(self.vision.blocks)
         self.feature_layers = [layer % depth for layer in feature_layers]
         vision_width = self.vision.embed_dim
         self.grid_size = image_size // self.vision.patch_embed.patch_size[0]
         self.scale_projectors = nn.ModuleList(
-            [MapProjector(vision_width, decoder_dim)] * scales if shared_projector
+            [MapProjector(vision_width, decoder_dim)] * scales
+            if shared_projector
             else [MapProjector(vision_width, decoder_dim) for _ in range(scales)]
         )
         self.projector = mlp_projector(vision_width, self.llm_width)
         self.seg_projector = mlp_projector(self.llm_width, decoder_dim)
         if seg_hidden not in ("predicting", "token"):
             raise ValueError(f"seg_hidden must be 'predicting' or 'token', got {seg_hidden!r}")
-        memory = ClassWiseMemory(
-            len(self.class_names), scales, decoder_dim, self.grid_size, memory_capacity,
-            memory_fusion, decoder_heads, memory_dim=memory_dim, mask_stride=2**upscale_stages,
-        ) if use_memory else None
+        memory = (
+            ClassWiseMemory(
+                len(self.class_names),
+                scales,
+                decoder_dim,
+                self.grid_size,
+                memory_capacity,
+                memory_fusion,
+                decoder_heads,
+                memory_dim=memory_dim,
+                mask_stride=2**upscale_stages,
+            )
+            if use_memory
+            else None
+        )
         self.decoder = MultiScaleMaskDecoder(
-            decoder_dim, scales, decoder_depth, decoder_heads, mask_size=image_size, memory=memory,
-            upscale_stages=upscale_stages, tokens_per_scale=seg_tokens_per_scale,
-            token_pooling=token_pooling, coarse_to_fine=coarse_to_fine,
+            decoder_dim,
+            scales,
+            decoder_depth,
+            decoder_heads,
+            mask_size=image_size,
+            memory=memory,
+            upscale_stages=upscale_stages,
+            tokens_per_scale=seg_tokens_per_scale,
+            token_pooling=token_pooling,
+            coarse_to_fine=coarse_to_fine,
         )
         self.register_load_state_dict_pre_hook(_memory_under_decoder)
         self.tokens_per_target = scales * seg_tokens_per_scale
@@ -205,8 +222,12 @@ class GeoPix(VisionLanguageGenerator):
         return torch.where(match.any(-1), match.float().argmax(-1), -100)
 
     def forward_with_masks(
-        self, batch: ReferringBatch, input_ids: Tensor, attention_mask: Tensor,
-        labels: Tensor | None, category: Tensor | None,
+        self,
+        batch: ReferringBatch,
+        input_ids: Tensor,
+        attention_mask: Tensor,
+        labels: Tensor | None,
+        category: Tensor | None,
     ) -> tuple[Any, Tensor, Tensor]:
         """Teacher-forced pass: (LLM output, mask logits ``T×H×W``, target image index ``T``).
 
@@ -215,11 +236,17 @@ class GeoPix(VisionLanguageGenerator):
         host. Other ids (the generated answers of :meth:`predict_step`) have their phrases found
         here, which synchronizes.
         """
-        out, cond, features, target_image = self.conditions(batch, input_ids, attention_mask, labels)
+        out, cond, features, target_image = self.conditions(
+            batch, input_ids, attention_mask, labels
+        )
         return out, self.decode_masks(cond, features, target_image, category), target_image
 
     def conditions(
-        self, batch: ReferringBatch, input_ids: Tensor, attention_mask: Tensor, labels: Tensor | None,
+        self,
+        batch: ReferringBatch,
+        input_ids: Tensor,
+        attention_mask: Tensor,
+        labels: Tensor | None,
     ) -> tuple[Any, Tensor, list[Tensor], Tensor]:
         """The LLM pass: (its output, conditioning ``T×S×N×D``, projected scales, target image)."""
         image = batch["image"]
@@ -300,7 +327,10 @@ class GeoPix(VisionLanguageGenerator):
         losses = mask_losses(masks, targets, self.hparams.bce_weight, self.hparams.dice_weight)
         loss = out.loss + losses["loss"]
         b = len(batch["image"])
-        self.log_dict({"train_text_loss": out.loss, "train_bce": losses["bce"], "train_dice": losses["dice"]}, batch_size=b)
+        self.log_dict(
+            {"train_text_loss": out.loss, "train_bce": losses["bce"], "train_dice": losses["dice"]},
+            batch_size=b,
+        )
         self.log("train_loss", loss, batch_size=b, prog_bar=True)
         return loss
 
@@ -331,7 +361,9 @@ class GeoPix(VisionLanguageGenerator):
             self._update_iou(self.metrics[f"oracle_{split}"], batch, oracle, targets)
 
     @staticmethod
-    def _update_iou(metric: ReferringIoU, batch: ReferringBatch, masks: Tensor, targets: Tensor) -> None:
+    def _update_iou(
+        metric: ReferringIoU, batch: ReferringBatch, masks: Tensor, targets: Tensor
+    ) -> None:
         """IoU at the model's resolution, or at each image's original one (``mask_original``:
         a ``K_i×H_i×W_i`` tensor per image, its targets in phrase order)."""
         originals = batch.get("mask_original")
@@ -343,8 +375,10 @@ class GeoPix(VisionLanguageGenerator):
             k = len(original)
             if k:
                 logits = nn.functional.interpolate(
-                    masks[start : start + k, None].float(), size=original.shape[-2:],
-                    mode="bilinear", align_corners=False,
+                    masks[start : start + k, None].float(),
+                    size=original.shape[-2:],
+                    mode="bilinear",
+                    align_corners=False,
                 )[:, 0]
                 metric.update(logits > 0, original > 0)
             start += k
@@ -417,17 +451,27 @@ class GeoPix(VisionLanguageGenerator):
                 texts = self.target_texts(ids[0, int(prompt_mask[i].sum()) :], complete)
                 phrases = [_phrase(t) for t in texts]
                 named = [self._class_in(t) for t in texts]
-                category = torch.tensor([c or 0 for c in named], dtype=torch.long, device=ids.device)
+                category = torch.tensor(
+                    [c or 0 for c in named], dtype=torch.long, device=ids.device
+                )
                 sample = {"image": batch["image"][i : i + 1]}
-                _, logits, _ = self.forward_with_masks(sample, ids, torch.ones_like(ids), None, category)
+                _, logits, _ = self.forward_with_masks(
+                    sample, ids, torch.ones_like(ids), None, category
+                )
                 masks = (logits > 0).cpu()
-            rows.append({
-                "id": batch["id"][i], "question": batch["question"][i],
-                "answer": self.tokenizer.decode(answer_ids, skip_special_tokens=True).strip(),
-                "reference": batch["reference"][i], "masks": masks, "phrases": phrases,
-                "category": [None if c is None else self.class_names[c] for c in named],
-                "geo": batch.get("geo", [None] * len(prompt))[i],
-            } | ({"path": batch["path"][i], "chip": batch["chip"][i]} if "path" in batch else {}))
+            rows.append(
+                {
+                    "id": batch["id"][i],
+                    "question": batch["question"][i],
+                    "answer": self.tokenizer.decode(answer_ids, skip_special_tokens=True).strip(),
+                    "reference": batch["reference"][i],
+                    "masks": masks,
+                    "phrases": phrases,
+                    "category": [None if c is None else self.class_names[c] for c in named],
+                    "geo": batch.get("geo", [None] * len(prompt))[i],
+                }
+                | ({"path": batch["path"][i], "chip": batch["chip"][i]} if "path" in batch else {})
+            )
         return rows
 
     def _complete_phrases(self, seg: Tensor, complete: int) -> int:
@@ -464,7 +508,9 @@ def _phrase(text: str) -> str:
     return text.strip(" ,")
 
 
-def _memory_under_decoder(module: nn.Module, state_dict: dict[str, Tensor], prefix: str, *_: Any) -> None:
+def _memory_under_decoder(
+    module: nn.Module, state_dict: dict[str, Tensor], prefix: str, *_: Any
+) -> None:
     """Checkpoints from before the decoder owned the memory name its weights ``memory.*``."""
     for key in [k for k in state_dict if k.startswith(f"{prefix}memory.")]:
-        state_dict[f"{prefix}decoder.{key[len(prefix):]}"] = state_dict.pop(key)
+        state_dict[f"{prefix}decoder.{key[len(prefix) :]}"] = state_dict.pop(key)

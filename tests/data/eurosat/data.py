@@ -20,8 +20,16 @@ from rasterio.transform import from_origin
 ROOT = Path(__file__).parent
 SIZE = 8
 CLASSES = (
-    "AnnualCrop", "Forest", "HerbaceousVegetation", "Highway", "Industrial",
-    "Pasture", "PermanentCrop", "Residential", "River", "SeaLake",
+    "AnnualCrop",
+    "Forest",
+    "HerbaceousVegetation",
+    "Highway",
+    "Industrial",
+    "Pasture",
+    "PermanentCrop",
+    "Residential",
+    "River",
+    "SeaLake",
 )
 BANDS = ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B09", "B10", "B11", "B12", "B8A")
 SPLITS = {"train": 1, "val": 2, "test": 3}  # file number of each class in each split
@@ -38,8 +46,13 @@ for c, name in enumerate(CLASSES):
         pixels[BANDS.index("B03")] = 1500
         pixels[BANDS.index("B02")] = 0
         profile = {
-            "driver": "GTiff", "dtype": "uint16", "count": len(BANDS), "width": SIZE,
-            "height": SIZE, "crs": CRS.from_epsg(32631), "compress": "deflate",
+            "driver": "GTiff",
+            "dtype": "uint16",
+            "count": len(BANDS),
+            "width": SIZE,
+            "height": SIZE,
+            "crs": CRS.from_epsg(32631),
+            "compress": "deflate",
             "transform": from_origin(500000 + 1000 * c, 5000000 - 1000 * n, 10, 10),
         }
         with rasterio.open(base / name / f"{name}_{n}.tif", "w", **profile) as f:

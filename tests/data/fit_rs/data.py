@@ -29,31 +29,51 @@ write_random_images(ROOT / "FIT-RS_Images", TRAIN + TEST, SIZE)
 
 train = []
 for i, name in enumerate(TRAIN):
-    train.append({"id": f"{name[:-4]}_task{i}", "image": name, "conversations": [
-        {"from": "human", "value": "How many small vehicles are in the image?\n<image>"},
-        {"from": "gpt", "value": str(i + 2)},
-        {"from": "human", "value": "What is the relationship between the ship and the dock?"},
-        {"from": "gpt", "value": "The ship is docked alongside the dock."},
-    ]})
+    train.append(
+        {
+            "id": f"{name[:-4]}_task{i}",
+            "image": name,
+            "conversations": [
+                {"from": "human", "value": "How many small vehicles are in the image?\n<image>"},
+                {"from": "gpt", "value": str(i + 2)},
+                {
+                    "from": "human",
+                    "value": "What is the relationship between the ship and the dock?",
+                },
+                {"from": "gpt", "value": "The ship is docked alongside the dock."},
+            ],
+        }
+    )
 (ROOT / "FIT-RS_Instruction").mkdir(exist_ok=True)
 (ROOT / "FIT-RS_Instruction" / "FIT-RS-train-1415k.json").write_text(json.dumps(train))
 
 bench = ROOT / "FIT-RSFG" / "FIT-RSFG-Bench"
 bench.mkdir(parents=True, exist_ok=True)
 vqa = [
-    {"question_id": 100 + i, "image": name, "category": category, "text": text,
-     "ground_truth": answer}
-    for i, (name, category, text, answer) in enumerate([
-        (TEST[0], "presence", "Is there a harbor in the image?", "yes"),
-        (TEST[1], "count", "How many airplanes are there?", "3"),
-        (TEST[2], "presence", "Is there a bridge in the image?", "no"),
-    ])
+    {
+        "question_id": 100 + i,
+        "image": name,
+        "category": category,
+        "text": text,
+        "ground_truth": answer,
+    }
+    for i, (name, category, text, answer) in enumerate(
+        [
+            (TEST[0], "presence", "Is there a harbor in the image?", "yes"),
+            (TEST[1], "count", "How many airplanes are there?", "3"),
+            (TEST[2], "presence", "Is there a bridge in the image?", "no"),
+        ]
+    )
 ]
 (bench / "test_FITRS_vqa_eval.jsonl").write_text("".join(json.dumps(r) + "\n" for r in vqa))
 complex_ = [
-    {"question_id": 200, "image": TEST[0], "category": "task4",
-     "question": "What is the relation between the ship and the harbor?",
-     "ground_truth": "The ship is docked at the harbor."},
+    {
+        "question_id": 200,
+        "image": TEST[0],
+        "category": "task4",
+        "question": "What is the relation between the ship and the harbor?",
+        "ground_truth": "The ship is docked at the harbor.",
+    },
 ]
 (bench / "test_FITRS_complex_comprehension_eval.jsonl").write_text(
     "".join(json.dumps(r) + "\n" for r in complex_)

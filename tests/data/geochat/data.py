@@ -23,28 +23,54 @@ SIZE = 16
 FILES = ("P0001_0001.png", "P0002_0003.jpg", "00451.png", "0007.png", "floodnet/7292.jpg")
 
 RECORDS = [
-    {"id": "P0001_0001", "image": "P0001_0001.png", "conversations": [
-        {"from": "human", "value": "[refer] give me the location of <p>the large white ship</p>\n<image>"},
-        {"from": "gpt", "value": "<p>the large white ship</p>{<10><22><31><40>|<0>}"},
-    ]},
-    {"id": "P0002_0003", "image": "P0002_0003", "conversations": [  # no extension: a .jpg
-        {"from": "human", "value": "What is the main land use in this image?\n<image>"},
-        {"from": "gpt", "value": "The image mainly shows residential buildings."},
-        {"from": "human", "value": "How many ships are in the image?"},
-        {"from": "gpt", "value": "2"},
-    ]},
-    {"id": "00451", "image": "00451.png", "conversations": [
-        {"from": "human", "value": "<image>\n[grounding] Describe the image in detail."},
-        {"from": "gpt", "value": "A harbor with two <p>ships</p> {<1><2><3><4>|<0>} docked."},
-    ]},
-    {"id": 7, "image": "0007.png", "conversations": [
-        {"from": "Human", "value": "[identify] What is the object at {<5><5><20><20>|<0>}? <image>"},
-        {"from": "GPT", "value": "A storage tank."},
-    ]},
-    {"id": "flood_7292", "image": "floodnet/7292.jpg", "conversations": [
-        {"from": "human", "value": "<image>\nIs the road flooded?"},
-        {"from": "gpt", "value": "Yes"},
-    ]},
+    {
+        "id": "P0001_0001",
+        "image": "P0001_0001.png",
+        "conversations": [
+            {
+                "from": "human",
+                "value": "[refer] give me the location of <p>the large white ship</p>\n<image>",
+            },
+            {"from": "gpt", "value": "<p>the large white ship</p>{<10><22><31><40>|<0>}"},
+        ],
+    },
+    {
+        "id": "P0002_0003",
+        "image": "P0002_0003",
+        "conversations": [  # no extension: a .jpg
+            {"from": "human", "value": "What is the main land use in this image?\n<image>"},
+            {"from": "gpt", "value": "The image mainly shows residential buildings."},
+            {"from": "human", "value": "How many ships are in the image?"},
+            {"from": "gpt", "value": "2"},
+        ],
+    },
+    {
+        "id": "00451",
+        "image": "00451.png",
+        "conversations": [
+            {"from": "human", "value": "<image>\n[grounding] Describe the image in detail."},
+            {"from": "gpt", "value": "A harbor with two <p>ships</p> {<1><2><3><4>|<0>} docked."},
+        ],
+    },
+    {
+        "id": 7,
+        "image": "0007.png",
+        "conversations": [
+            {
+                "from": "Human",
+                "value": "[identify] What is the object at {<5><5><20><20>|<0>}? <image>",
+            },
+            {"from": "GPT", "value": "A storage tank."},
+        ],
+    },
+    {
+        "id": "flood_7292",
+        "image": "floodnet/7292.jpg",
+        "conversations": [
+            {"from": "human", "value": "<image>\nIs the road flooded?"},
+            {"from": "gpt", "value": "Yes"},
+        ],
+    },
 ]
 
 shutil.rmtree(ROOT / "final_images_llava", ignore_errors=True)

@@ -33,8 +33,12 @@ for label in CLASSES:
         filename = f"{label}_{n:03d}.jpg"
         pixels = rng.integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8)
         Image.fromarray(pixels).save(ROOT / "NWPU_images" / label / filename, quality=75)
-        entry = {"filename": filename, "split": split, "imgid": imgid,
-                 "sentids": list(range(5 * imgid, 5 * imgid + 5))}
+        entry = {
+            "filename": filename,
+            "split": split,
+            "imgid": imgid,
+            "sentids": list(range(5 * imgid, 5 * imgid + 5)),
+        }
         entry |= {key: f"{label} picture {n} , sentence {k} ." for k, key in enumerate(KEYS)}
         if label == "harbor" and split == "test":
             entry["raw_4"] = ""

@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """Write a tiny fake RefSegRS (run from this folder; deterministic).
 
-    images/<id>.tif                        32×32 RGB images (the real ones are 512×512)
-    masks/<id>.tif                         32×32 binary masks, 0 / 255
-    output_phrase_{train,val,test}.txt     one "<id> <expression>" per line
+images/<id>.tif                        32×32 RGB images (the real ones are 512×512)
+masks/<id>.tif                         32×32 binary masks, 0 / 255
+output_phrase_{train,val,test}.txt     one "<id> <expression>" per line
 """
 
 from __future__ import annotations

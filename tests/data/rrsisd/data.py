@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """Write a tiny fake RRSIS-D in the refer-API layout (run from this folder; deterministic).
 
-    rrsisd/refs(unc).p              pickled refs (protocol 2, as the refer API's files)
-    rrsisd/instances.json           COCO instances for all splits, RLE and polygon masks
-    images/rrsisd/JPEGImages/*.jpg  32×32 images (the real ones are 800×800)
+rrsisd/refs(unc).p              pickled refs (protocol 2, as the refer API's files)
+rrsisd/instances.json           COCO instances for all splits, RLE and polygon masks
+images/rrsisd/JPEGImages/*.jpg  32×32 images (the real ones are 800×800)
 """
 
 from __future__ import annotations
@@ -18,10 +18,26 @@ from pycocotools import mask as mask_utils
 
 SIZE = 32
 CATEGORIES = [
-    "airplane", "airport", "baseball field", "basketball court", "bridge", "chimney", "dam",
-    "expressway service area", "expressway toll station", "golf field", "ground track field",
-    "harbor", "overpass", "ship", "stadium", "storage tank", "tennis court", "train station",
-    "vehicle", "windmill",
+    "airplane",
+    "airport",
+    "baseball field",
+    "basketball court",
+    "bridge",
+    "chimney",
+    "dam",
+    "expressway service area",
+    "expressway toll station",
+    "golf field",
+    "ground track field",
+    "harbor",
+    "overpass",
+    "ship",
+    "stadium",
+    "storage tank",
+    "tennis court",
+    "train station",
+    "vehicle",
+    "windmill",
 ]
 # (image id, split, category, kind, (row0, row1, col0, col1), [raw sentences])
 OBJECTS = [
@@ -44,9 +60,7 @@ def main() -> None:
     image_dir.mkdir(parents=True, exist_ok=True)
     (root / "rrsisd").mkdir(exist_ok=True)
     ids = sorted({o[0] for o in OBJECTS})
-    images = [
-        {"id": i, "file_name": f"{i:05d}.jpg", "height": SIZE, "width": SIZE} for i in ids
-    ]
+    images = [{"id": i, "file_name": f"{i:05d}.jpg", "height": SIZE, "width": SIZE} for i in ids]
     pixels = {i: rng.integers(40, 90, (SIZE, SIZE, 3)).astype(np.uint8) for i in ids}
     annotations, refs, sent_id = [], [], 0
     for n, (image_id, split, category, kind, (r0, r1, c0, c1), raws) in enumerate(OBJECTS):
@@ -59,22 +73,36 @@ def main() -> None:
         else:  # polygon corners in (x, y)
             segmentation = [[c0, r0, c1, r0, c1, r1, c0, r1]]
         category_id = CATEGORIES.index(category) + 1
-        annotations.append({
-            "id": 100 + n, "image_id": image_id, "category_id": category_id, "iscrowd": 0,
-            "segmentation": segmentation, "area": int(mask.sum()),
-            "bbox": [c0, r0, c1 - c0, r1 - r0],
-        })
+        annotations.append(
+            {
+                "id": 100 + n,
+                "image_id": image_id,
+                "category_id": category_id,
+                "iscrowd": 0,
+                "segmentation": segmentation,
+                "area": int(mask.sum()),
+                "bbox": [c0, r0, c1 - c0, r1 - r0],
+            }
+        )
         sentences = []
         for raw in raws:
             tokens = raw.lower().split()
-            sentences.append({"raw": raw, "sent": " ".join(tokens), "sent_id": sent_id,
-                              "tokens": tokens})
+            sentences.append(
+                {"raw": raw, "sent": " ".join(tokens), "sent_id": sent_id, "tokens": tokens}
+            )
             sent_id += 1
-        refs.append({
-            "ref_id": n, "ann_id": 100 + n, "image_id": image_id, "split": split,
-            "category_id": category_id, "file_name": f"{image_id:05d}_{n}.jpg",
-            "sentences": sentences, "sent_ids": [s["sent_id"] for s in sentences],
-        })
+        refs.append(
+            {
+                "ref_id": n,
+                "ann_id": 100 + n,
+                "image_id": image_id,
+                "split": split,
+                "category_id": category_id,
+                "file_name": f"{image_id:05d}_{n}.jpg",
+                "sentences": sentences,
+                "sent_ids": [s["sent_id"] for s in sentences],
+            }
+        )
     for i in ids:
         Image.fromarray(pixels[i]).save(image_dir / f"{i:05d}.jpg", quality=90)
     categories = [{"id": k + 1, "name": c, "supercategory": c} for k, c in enumerate(CATEGORIES)]

@@ -20,8 +20,12 @@ SCENES = ("playground", "port", "farmland", "airport", "forest", "church", "brid
 THINGS = ("trees", "ships", "fields", "planes", "trees", "buildings", "cars", "dunes")
 
 write_karpathy_captions(
-    Path(__file__).parent, json_name="dataset_rsicd.json", dataset="rsicd",
-    image_dir="RSICD_images", size=20, quality=75,
+    Path(__file__).parent,
+    json_name="dataset_rsicd.json",
+    dataset="rsicd",
+    image_dir="RSICD_images",
+    size=20,
+    quality=75,
     filenames=[f"{scene}_{i + 1}.jpg" for i, scene in enumerate(SCENES)],
     splits=("train", "train", "train", "train", "val", "val", "test", "test"),
     caption=lambda i, k: f"{k + 1} : a {SCENES[i]} with many {THINGS[i]} .",

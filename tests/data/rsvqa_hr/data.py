@@ -20,11 +20,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
 
 from tests.data.fakes import write_rsvqa  # noqa: E402
 
-AREAS = ("0m2", "between 0m2 and 10m2", "between 10m2 and 100m2", "between 100m2 and 1000m2",
-         "more than 1000m2")
+AREAS = (
+    "0m2",
+    "between 0m2 and 10m2",
+    "between 10m2 and 100m2",
+    "between 100m2 and 1000m2",
+    "more than 1000m2",
+)
 
 write_rsvqa(
-    Path(__file__).parent, prefix="USGS", image_dir="Data", size=24,
+    Path(__file__).parent,
+    prefix="USGS",
+    image_dir="Data",
+    size=24,
     image_splits=("train", "train", "val", "test", "test_phili"),
     questions=(  # (type, question, answer) per image, formatted with values(i)
         ("count", "How many residential buildings are there in tile {i}?", "{count}"),
@@ -32,7 +40,11 @@ write_rsvqa(
         ("comp", "Is the number of roads equal to the number of buildings in tile {i}?", "yes"),
         ("area", "What is the area covered by grass in tile {i}?", "{area}"),
     ),
-    values=lambda i: {"i": i, "count": str(2 * i), "yes": "yes" if i % 2 else "no",
-                      "area": AREAS[i]},
+    values=lambda i: {
+        "i": i,
+        "count": str(2 * i),
+        "yes": "yes" if i % 2 else "no",
+        "area": AREAS[i],
+    },
     image_fields=lambda i: {"original_name": f"usgs_{i}", "sensor": "USGS"},
 )

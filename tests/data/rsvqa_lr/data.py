@@ -22,7 +22,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
 from tests.data.fakes import write_rsvqa  # noqa: E402
 
 write_rsvqa(
-    Path(__file__).parent, prefix="LR", image_dir="Images_LR", size=16,
+    Path(__file__).parent,
+    prefix="LR",
+    image_dir="Images_LR",
+    size=16,
     image_splits=("train", "train", "val", "test"),
     questions=(  # (type, question, answer) per image, formatted with values(i)
         ("count", "How many buildings are there in image {i}?", "{count}"),
@@ -30,8 +33,12 @@ write_rsvqa(
         ("comp", "Are there more water areas than buildings in image {i}?", "no"),
         ("rural_urban", "Is image {i} a rural or an urban area?", "{area}"),
     ),
-    values=lambda i: {"i": i, "count": str(3 * i + 1), "yes": "yes" if i % 2 else "no",
-                      "area": "urban" if i % 2 else "rural"},
+    values=lambda i: {
+        "i": i,
+        "count": str(3 * i + 1),
+        "yes": "yes" if i % 2 else "no",
+        "area": "urban" if i % 2 else "rural",
+    },
     image_fields=lambda i: {"original_name": f"tile_{i}", "sensor": "Sentinel-2"},
     # an inactive question on image 0: never loaded
     inactive=lambda i: [("presence", "Is this question inactive?", "yes")] if i == 0 else [],

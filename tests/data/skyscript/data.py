@@ -47,12 +47,14 @@ for csv, count in SPLITS.items():
         pixels = np.empty((height, width, 3), dtype=np.uint8)
         pixels[...] = colour
         Image.fromarray(pixels).save(ROOT / filepath, quality=90)
-        rows.append({
-            "filepath": filepath,
-            "title": f"a satellite image of {subject}",
-            "title_multi_objects": f"a satellite image of {subject}, {surroundings}",
-            "similarity_CLIP_openai": round(0.2 + 0.01 * n, 2),
-        })
+        rows.append(
+            {
+                "filepath": filepath,
+                "title": f"a satellite image of {subject}",
+                "title_multi_objects": f"a satellite image of {subject}, {surroundings}",
+                "similarity_CLIP_openai": round(0.2 + 0.01 * n, 2),
+            }
+        )
         lat, lon = round(-22.9 + 3.5 * n, 4), round(-43.2 + 10.0 * n, 4)
         coordinates.append({"filepath": filepath, "lat": lat, "lon": lon})
         n += 1

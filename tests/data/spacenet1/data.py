@@ -38,8 +38,14 @@ def write_chip(path: Path, i: int, building: bool) -> None:
     if building:
         pixels[0, ROWS, COLS] = 200
     profile = {
-        "driver": "GTiff", "dtype": "uint8", "count": 3, "width": 32, "height": height,
-        "crs": CRS.from_epsg(4326), "transform": transform(i), "compress": "deflate",
+        "driver": "GTiff",
+        "dtype": "uint8",
+        "count": 3,
+        "width": 32,
+        "height": height,
+        "crs": CRS.from_epsg(4326),
+        "transform": transform(i),
+        "compress": "deflate",
     }
     with rasterio.open(path, "w", **profile) as f:
         f.write(pixels)
@@ -47,11 +53,19 @@ def write_chip(path: Path, i: int, building: bool) -> None:
 
 def footprint(i: int) -> dict:
     """The building polygon (pixel rows 8-15, columns 4-19) in lon/lat, with z as in SpaceNet."""
-    corners = [(COLS.start, ROWS.start), (COLS.stop, ROWS.start), (COLS.stop, ROWS.stop),
-               (COLS.start, ROWS.stop), (COLS.start, ROWS.start)]
+    corners = [
+        (COLS.start, ROWS.start),
+        (COLS.stop, ROWS.start),
+        (COLS.stop, ROWS.stop),
+        (COLS.start, ROWS.stop),
+        (COLS.start, ROWS.start),
+    ]
     ring = [[*(transform(i) * corner), 0.0] for corner in corners]
-    return {"type": "Feature", "properties": {"OBJECTID": i},
-            "geometry": {"type": "Polygon", "coordinates": [ring]}}
+    return {
+        "type": "Feature",
+        "properties": {"OBJECTID": i},
+        "geometry": {"type": "Polygon", "coordinates": [ring]},
+    }
 
 
 shutil.rmtree(ROOT / "SN1_buildings", ignore_errors=True)

@@ -18,7 +18,11 @@ from tests.data.fakes import write_karpathy_captions  # noqa: E402
 SCENES = ("residential", "industrial", "ocean", "meadow", "airport")
 
 write_karpathy_captions(
-    Path(__file__).parent, json_name="dataset.json", dataset="sydney", image_dir="imgs", size=24,
+    Path(__file__).parent,
+    json_name="dataset.json",
+    dataset="sydney",
+    image_dir="imgs",
+    size=24,
     filenames=[f"{i + 1}.tif" for i in range(len(SCENES))],
     splits=("train", "train", "train", "val", "test"),
     caption=lambda i, k: f"a {SCENES[i]} area seen from above , view {k + 1} .",

@@ -18,7 +18,11 @@ from tests.data.fakes import write_karpathy_captions  # noqa: E402
 SCENES = ("farmland", "beach", "forest", "harbor", "river", "runway")
 
 write_karpathy_captions(
-    Path(__file__).parent, json_name="dataset.json", dataset="ucm", image_dir="imgs", size=16,
+    Path(__file__).parent,
+    json_name="dataset.json",
+    dataset="ucm",
+    image_dir="imgs",
+    size=16,
     filenames=[f"{i + 1}.tif" for i in range(len(SCENES))],
     splits=("train", "train", "train", "val", "test", "test"),
     caption=lambda i, k: f"there is a {SCENES[i]} number {k + 1} .",

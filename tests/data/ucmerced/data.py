@@ -16,10 +16,27 @@ from PIL import Image
 
 ROOT = Path(__file__).parent
 CLASSES = (
-    "agricultural", "airplane", "baseballdiamond", "beach", "buildings", "chaparral",
-    "denseresidential", "forest", "freeway", "golfcourse", "harbor", "intersection",
-    "mediumresidential", "mobilehomepark", "overpass", "parkinglot", "river", "runway",
-    "sparseresidential", "storagetanks", "tenniscourt",
+    "agricultural",
+    "airplane",
+    "baseballdiamond",
+    "beach",
+    "buildings",
+    "chaparral",
+    "denseresidential",
+    "forest",
+    "freeway",
+    "golfcourse",
+    "harbor",
+    "intersection",
+    "mediumresidential",
+    "mobilehomepark",
+    "overpass",
+    "parkinglot",
+    "river",
+    "runway",
+    "sparseresidential",
+    "storagetanks",
+    "tenniscourt",
 )
 SPLITS = {"train": 0, "val": 1, "test": 2}
 

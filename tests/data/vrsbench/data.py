@@ -30,34 +30,79 @@ VAL = ("P0100_0001.png", "P0101_0002.png")
 write_random_images(ROOT / "images", TRAIN + VAL, SIZE)
 
 train = [
-    {"id": 0, "image": TRAIN[0], "conversations": [
-        {"from": "human", "value": "<image>\n[caption] Could you describe the contents of this image for me?"},
-        {"from": "gpt", "value": "The image shows a port with three white ships moored at a pier."},
-    ]},
-    {"id": 1, "image": TRAIN[1], "type": "object color", "conversations": [
-        {"from": "human", "value": "<image>\n[vqa] What color is the largest ship? A short answer to the question is"},
-        {"from": "gpt", "value": "White"},
-    ]},
-    {"id": 2, "image": TRAIN[2], "conversations": [
-        {"from": "human", "value": "<image>\n[refer] The small vehicle at the top left."},
-        {"from": "gpt", "value": "{<2><3><10><12>}"},
-    ]},
+    {
+        "id": 0,
+        "image": TRAIN[0],
+        "conversations": [
+            {
+                "from": "human",
+                "value": "<image>\n[caption] Could you describe the contents of this image for me?",
+            },
+            {
+                "from": "gpt",
+                "value": "The image shows a port with three white ships moored at a pier.",
+            },
+        ],
+    },
+    {
+        "id": 1,
+        "image": TRAIN[1],
+        "type": "object color",
+        "conversations": [
+            {
+                "from": "human",
+                "value": "<image>\n[vqa] What color is the largest ship? A short answer to the question is",
+            },
+            {"from": "gpt", "value": "White"},
+        ],
+    },
+    {
+        "id": 2,
+        "image": TRAIN[2],
+        "conversations": [
+            {"from": "human", "value": "<image>\n[refer] The small vehicle at the top left."},
+            {"from": "gpt", "value": "{<2><3><10><12>}"},
+        ],
+    },
 ]
 (ROOT / "VRSBench_train.json").write_text(json.dumps(train, indent=1))
 
 vqa = [
-    {"image_id": VAL[0], "question": "Is there a ship in the image?", "ground_truth": "Yes",
-     "dataset": "RSBench", "question_id": 0, "type": "object existence"},
-    {"image_id": VAL[0], "question": "How many ships are there?", "ground_truth": "2",
-     "dataset": "RSBench", "question_id": 1, "type": "object quantity"},
-    {"image_id": VAL[1], "question": "What is the scene type?", "ground_truth": "Harbor",
-     "dataset": "RSBench", "question_id": 2, "type": "scene type"},
+    {
+        "image_id": VAL[0],
+        "question": "Is there a ship in the image?",
+        "ground_truth": "Yes",
+        "dataset": "RSBench",
+        "question_id": 0,
+        "type": "object existence",
+    },
+    {
+        "image_id": VAL[0],
+        "question": "How many ships are there?",
+        "ground_truth": "2",
+        "dataset": "RSBench",
+        "question_id": 1,
+        "type": "object quantity",
+    },
+    {
+        "image_id": VAL[1],
+        "question": "What is the scene type?",
+        "ground_truth": "Harbor",
+        "dataset": "RSBench",
+        "question_id": 2,
+        "type": "scene type",
+    },
 ]
 (ROOT / "VRSBench_EVAL_vqa.json").write_text(json.dumps(vqa, indent=4))
 captions = [
-    {"image_id": name, "ground_truth": f"A detailed caption of image {i}.",
-     "question": "Describe the image in detail", "dataset": "RSBench", "question_id": i,
-     "type": "caption"}
+    {
+        "image_id": name,
+        "ground_truth": f"A detailed caption of image {i}.",
+        "question": "Describe the image in detail",
+        "dataset": "RSBench",
+        "question_id": i,
+        "type": "caption",
+    }
     for i, name in enumerate(VAL)
 ]
 (ROOT / "VRSBench_EVAL_Cap.json").write_text(json.dumps(captions, indent=4))
