@@ -26,6 +26,7 @@ __all__ = [
     "merge_hyperparameters",
     "read_lightning_checkpoint",
     "resolve_ckpt_path",
+    "upgrade_hyperparameters",
 ]
 
 log = logging.getLogger(__name__)
@@ -134,6 +135,30 @@ def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix[:-1]: list(value) if isinstance(value, tuple) else value}
 
 
+def upgrade_hyperparameters(hparams: Mapping[str, Any]) -> dict[str, Any]:
+    """A checkpoint's hyper-parameters in the keys of this version's model.
+
+    The model class the checkpoint names (``_class_path``) upgrades the keys an earlier
+    version saved, through its ``upgrade_hyperparameters`` class method when it has one (a
+    family that regrouped its arguments maps the old flat keys there). Keys starting with
+    ``_`` (Lightning's and jsonargparse's bookkeeping) are dropped.
+
+    Args:
+        hparams: the ``hyper_parameters`` entry of a Lightning checkpoint.
+
+    Returns:
+        The hyper-parameters the model's constructor takes now.
+    """
+    model_class = _import(str(hparams.get("_class_path") or ""))
+    hparams = {k: v for k, v in hparams.items() if not k.startswith("_")}
+    if "llm" in hparams:  # a generator saved before the LLM spec: its keys in the spec's
+        from zoo.encoders.llm import LLMSpec
+
+        hparams = LLMSpec.upgrade(hparams)
+    upgrade = getattr(model_class, "upgrade_hyperparameters", None)
+    return dict(upgrade(hparams)) if callable(upgrade) else hparams
+
+
 def merge_hyperparameters(
     hparams: Mapping[str, Any], config: Mapping[str, Any], explicit: set[str]
 ) -> tuple[dict[str, Any], list[str]]:
@@ -143,11 +168,7 @@ def merge_hyperparameters(
     A key under an ``explicit`` (command-line) key keeps the config's value; every other
     differing value takes the checkpoint's, which the weights were trained with.
     """
-    hparams = {k: v for k, v in hparams.items() if not k.startswith("_")}
-    if "llm" in hparams:  # a generator saved before the LLM spec: its keys in the spec's
-        from zoo.encoders.llm import LLMSpec
-
-        hparams = LLMSpec.upgrade(hparams)
+    hparams = upgrade_hyperparameters(hparams)
     ours, theirs = _flatten(dict(config)), _flatten(hparams)
 
     def given(key: str) -> bool:
