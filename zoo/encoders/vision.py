@@ -19,6 +19,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import timm
 import torch
@@ -31,6 +32,7 @@ __all__ = [
     "CLIPVisionTower",
     "VisionEncoder",
     "VisionOutput",
+    "VisionSpec",
     "create_timm_model",
     "create_vision_model",
     "is_clip_folder",
@@ -157,6 +159,72 @@ def create_vision_model(
     config = CLIPVisionConfig.from_pretrained(name)
     config._attn_implementation = "sdpa"
     return CLIPVisionTower(CLIPVisionModel(config))
+
+
+@dataclass
+class VisionSpec:
+    """Which image encoder a family builds, and where its weights come from.
+
+    Every family takes one (``vision:`` in a config), so an encoder is swapped the same way in
+    all of them: ``--model.init_args.vision.name=vit_small_patch16_224``.
+
+    Args:
+        name: a timm model name (``zoo_vit_tiny``, ``zoo_convnext_tiny``: the zoo's offline
+            ones), or a local transformers CLIP folder.
+        pretrained: load the named model's published weights (timm's hub; a CLIP folder's own).
+        checkpoint: a weights file (timm ``checkpoint_path``) loaded into the encoder.
+    """
+
+    name: str = "zoo_vit_tiny"
+    pretrained: bool = False
+    checkpoint: str | None = None
+
+    @classmethod
+    def of(cls, value: VisionSpec | str | dict[str, Any] | None) -> VisionSpec:
+        """A spec from a spec, a model name, or a dict (a checkpoint's hyper-parameters).
+
+        Args:
+            value: the spec, its ``name`` alone, its fields as a dict, or None (the defaults).
+
+        Returns:
+            The spec.
+
+        Raises:
+            ValueError: a dict with a key that is not a field.
+        """
+        if isinstance(value, VisionSpec):
+            return value
+        if value is None:
+            return cls()
+        if isinstance(value, str):
+            return cls(name=value)
+        items = dict(value)
+        unknown = sorted(set(items) - set(cls.__dataclass_fields__))
+        if unknown:
+            raise ValueError(
+                f"vision: unknown keys {unknown}; the keys are {list(cls.__dataclass_fields__)}"
+            )
+        return cls(**items)
+
+    @staticmethod
+    def upgrade(hparams: dict[str, Any]) -> dict[str, Any]:
+        """Hyper-parameters saved with flat ``vision_encoder``, ``vision_pretrained`` and
+        ``vision_checkpoint`` keys (zoo 0.1) with those keys in one ``vision`` group.
+
+        Args:
+            hparams: a checkpoint's hyper-parameters.
+
+        Returns:
+            A copy with the flat keys moved into ``vision`` (unchanged when there are none).
+        """
+        old = {"vision_encoder": "name", "vision_pretrained": "pretrained",
+               "vision_checkpoint": "checkpoint"}  # fmt: skip
+        if not any(key in hparams for key in old):
+            return dict(hparams)
+        out = {k: v for k, v in hparams.items() if k not in old}
+        group = dict(out.get("vision") or {})
+        out["vision"] = group | {new: hparams[key] for key, new in old.items() if key in hparams}
+        return out
 
 
 @dataclass(frozen=True)
