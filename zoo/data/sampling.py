@@ -166,9 +166,10 @@ class LengthGroupedSampler(Sampler[int]):
 
 
 class ResumableLoader(DataLoader):
-    """A :class:`~torch.utils.data.DataLoader` with the ``state_dict`` / ``load_state_dict`` interface Lightning saves and restores.
+    """A :class:`~torch.utils.data.DataLoader` that Lightning saves and restores mid-epoch.
 
-    Its sampler is a :class:`ResumableSampler` or a :class:`LengthGroupedSampler`. The state is
+    It has the ``state_dict`` / ``load_state_dict`` interface Lightning calls; its sampler is a
+    :class:`ResumableSampler` or a :class:`LengthGroupedSampler`. The state is
     ``{"epoch", "seed", "batches"}``: the epoch and seed of the order and the batches handed out
     of it. A state whose batches cover the whole epoch restores nothing (the next epoch starts
     from its beginning).
