@@ -47,6 +47,17 @@ __all__ = list(_LAZY)
 
 
 def __getattr__(name: str) -> Any:
+    """Import a datamodule or dataset on first use (PEP 562), so torchgeo loads only when needed.
+
+    Args:
+        name: the attribute asked for.
+
+    Returns:
+        The class named in ``_LAZY``.
+
+    Raises:
+        AttributeError: ``name`` is not one of the package's exports.
+    """
     if name in _LAZY:
         return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'zoo.data' has no attribute {name!r}")

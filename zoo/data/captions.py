@@ -63,7 +63,14 @@ SPLITS = ("train", "val", "test")
 
 @dataclass(frozen=True)
 class CaptionSpec:
-    """Where a caption benchmark keeps its files (relative to its root) and where to get it."""
+    """Where a caption benchmark keeps its files (relative to its root) and where to get it.
+
+    Attributes:
+        title: the benchmark's name in messages (e.g. ``RSICD``).
+        annotation_files: candidate annotation files; the first that exists is read.
+        images_dir: the image folder.
+        url: where to download the benchmark.
+    """
 
     title: str
     annotation_files: tuple[str, ...]  # candidates, the first that exists is read
@@ -168,8 +175,20 @@ def _nwpu(data: Any, path: Path) -> list[dict[str, Any]]:
 
 
 def read_caption_annotations(path: Path, name: CaptionName) -> list[dict[str, Any]]:
-    """Every image of a caption file: ``{"image"`` (path relative to the image folder),
-    ``"references"``, ``"image_id"``, ``"split"}``; errors name the file and the entry."""
+    """Read every image of a caption file, whichever of the two formats it has.
+
+    Args:
+        path: the annotation file (Karpathy-style JSON, or NWPU-Captions' ``dataset_nwpu.json``).
+        name: ``rsicd``, ``ucm``, ``sydney`` or ``nwpu`` (``nwpu`` selects the NWPU format).
+
+    Returns:
+        One dict per image: ``{"image"`` (path relative to the image folder), ``"references"``,
+        ``"image_id"``, ``"split"}``.
+
+    Raises:
+        ValueError: the file does not have the expected structure, or an image has no caption;
+            errors name the file and the entry.
+    """
     data = read_json(path, "caption file")
     return _nwpu(data, path) if name == "nwpu" else _karpathy(data, path)
 
@@ -255,6 +274,7 @@ class CaptionDataset(NonGeoDataset):
         self.transforms = transforms
 
     def __len__(self) -> int:
+        """Number of images in the split."""
         return len(self.items)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
@@ -279,13 +299,27 @@ class CaptionDataset(NonGeoDataset):
 
 
 class ChooseCaption:
-    """Set ``caption`` to one of the sample's ``references``: drawn at random (torch's RNG, so
-    seeded per worker and per epoch) when ``random``, else the first one."""
+    """Set ``caption`` to one of the sample's ``references``.
+
+    Drawn at random (torch's RNG, so seeded per worker and per epoch) when ``random``, else the
+    first one.
+
+    Args:
+        random: draw a random reference (training) instead of taking the first one.
+    """
 
     def __init__(self, random: bool) -> None:
         self.random = random
 
     def __call__(self, sample: dict[str, Any]) -> dict[str, Any]:
+        """Choose the caption of one sample.
+
+        Args:
+            sample: a :class:`CaptionDataset` sample with ``references``.
+
+        Returns:
+            The same sample with ``caption`` set.
+        """
         references = sample["references"]
         k = int(torch.randint(len(references), ())) if self.random else 0
         sample["caption"] = references[k]
@@ -293,10 +327,21 @@ class ChooseCaption:
 
 
 class CaptionCollate(TextCollate):
-    """:class:`TextCollate` plus ``references`` as ``list[list[str]]`` (default_collate would
-    transpose the lists, and fail on images with fewer captions)."""
+    """:class:`TextCollate` plus ``references`` as ``list[list[str]]``.
+
+    default_collate would transpose the lists, and fail on images with fewer captions. Takes the
+    constructor arguments of :class:`~zoo.data.datamodules.TextCollate`.
+    """
 
     def __call__(self, samples: list[dict[str, Any]]) -> dict[str, Any]:
+        """Collate samples into a tokenized batch that keeps every image's references.
+
+        Args:
+            samples: samples with ``image``, ``caption`` and ``references``.
+
+        Returns:
+            :class:`TextCollate`'s batch plus ``references`` (``list[list[str]]``).
+        """
         references = [list(s["references"]) for s in samples]
         batch = super().__call__(
             [{k: v for k, v in s.items() if k != "references"} for s in samples]
@@ -386,6 +431,11 @@ class CaptionDataModule(_CaptionData):
         self.max_text_length = max_text_length
 
     def vocabulary(self) -> list[str]:
+        """Words of the training captions, for the word-level tokenizer.
+
+        Returns:
+            The sorted vocabulary.
+        """
         return caption_words(self.training_captions)
 
     def _dataset(self, split: str) -> CaptionDataset:
@@ -396,9 +446,20 @@ class CaptionDataModule(_CaptionData):
 
 
 def caption_records(dataset: CaptionDataset, question: str, train: bool) -> list[dict[str, Any]]:
-    """LLaVA records of a caption dataset, task ``caption``: for training one record per
-    (image, caption); for evaluation one per image, answered by its first caption, with all
-    captions as ``references``."""
+    """LLaVA records of a caption dataset, task ``caption``.
+
+    For training one record per (image, caption); for evaluation one per image, answered by its
+    first caption, with all captions as ``references``.
+
+    Args:
+        dataset: the caption dataset whose items are converted.
+        question: the instruction asked for every image.
+        train: one record per caption (training) rather than one per image (evaluation).
+
+    Returns:
+        The LLaVA-format records (``id``, ``image``, ``conversations``, ``task`` and, for
+        evaluation, ``references``).
+    """
     records = []
     for item in dataset.items:
         human = {"from": "human", "value": f"{IMAGE_TOKEN}\n{question}"}
@@ -455,6 +516,11 @@ class CaptionConversationDataModule(_CaptionData):
         self.max_length = max_length
 
     def vocabulary(self) -> list[str]:
+        """Words of the training captions, the question and the short-answer prompt.
+
+        Returns:
+            The sorted vocabulary.
+        """
         return caption_words([*self.training_captions, self.question, SHORT_ANSWER_PROMPT])
 
     def _dataset(self, split: str) -> ConversationDataset:

@@ -54,7 +54,18 @@ __all__ = [
 
 
 def load_coco(path: Path) -> COCO:
-    """Read a COCO instances file quietly; a clear error names a missing or broken file."""
+    """Read a COCO instances file quietly.
+
+    Args:
+        path: the COCO instances JSON file.
+
+    Returns:
+        The indexed pycocotools ``COCO`` object.
+
+    Raises:
+        ValueError: the file lacks ``images``, ``annotations`` or ``categories`` (a missing or
+            unreadable file raises :func:`~zoo.io.read_json`'s clear error naming it).
+    """
     dataset = read_json(path, "COCO instances file")
     keys = ("images", "annotations", "categories")
     if not isinstance(dataset, dict) or not all(k in dataset for k in keys):
@@ -164,7 +175,18 @@ class CocoReferringDataset(ReferringDataset):
 
 
 def read_refs_json(path: Path) -> list[dict[str, Any]]:
-    """Read a ``refs_{split}.json`` list; a clear error names a missing or broken file."""
+    """Read a ``refs_{split}.json`` list.
+
+    Args:
+        path: the referring segmentation file.
+
+    Returns:
+        The ref objects.
+
+    Raises:
+        ValueError: the file is not a JSON list of objects (a missing or unreadable file raises
+            :func:`~zoo.io.read_json`'s clear error naming it).
+    """
     refs = read_json(path, "referring segmentation file")
     if not isinstance(refs, list) or not all(isinstance(r, dict) for r in refs):
         raise ValueError(f"{path}: expected a JSON list of ref objects")
@@ -321,6 +343,11 @@ class ReferringSegmentationDataModule(ZooDataModule):
         return seg_tokens(self.num_scales, self.per_scale)
 
     def vocabulary(self) -> list[str]:
+        """Words of the training sentences and the answer templates, for the word-level tokenizer.
+
+        Returns:
+            The sorted vocabulary.
+        """
         refs = read_refs_json(self.dataset_root / "refs_train.json")
         sentences = [str(s.get("sent", "")) for r in refs for s in r.get("sentences", [])]
         return caption_words([*sentences, *template_words()])
@@ -424,14 +451,25 @@ class EmbeddedReferringDataModule(ReferringSegmentationDataModule):
 
     @cached_property
     def class_names(self) -> list[str]:
+        """The embedded dataset's object categories."""
         return list(embedded.OBJECT_CATEGORIES)
 
     def vocabulary(self) -> list[str]:
+        """Words of the embedded referring conversations.
+
+        Returns:
+            The sorted vocabulary (:func:`embedded_referring_vocabulary`).
+        """
         return embedded_referring_vocabulary()
 
 
 def embedded_referring_vocabulary() -> list[str]:
-    """The words of the embedded referring conversations (its word-level tokenizer's)."""
+    """The words of the embedded referring conversations (its word-level tokenizer's).
+
+    Returns:
+        The sorted words of the scene descriptions, the answer templates and the short-answer
+        prompt.
+    """
     return sorted(
         {*embedded.vocabulary(), *template_words(), *caption_words([SHORT_ANSWER_PROMPT])}
     )

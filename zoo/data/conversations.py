@@ -107,9 +107,17 @@ _TYPE_KEYS = ("type", "category")
 
 
 def pad_to_square(image: Tensor, color: Sequence[float]) -> Tensor:
-    """``C×H×W`` centred on a square of side ``max(H, W)`` filled with ``color`` (one value per
-    band, in the image's units): LLaVA's ``expand2square``, which FUSE's authors use with the
-    vision tower's mean colour."""
+    """Centre a ``C×H×W`` image on a square of side ``max(H, W)`` filled with ``color``.
+
+    LLaVA's ``expand2square``, which FUSE's authors use with the vision tower's mean colour.
+
+    Args:
+        image: the ``C×H×W`` image.
+        color: the fill, one value per band, in the image's units.
+
+    Returns:
+        The ``C×S×S`` padded image (``image`` itself when it is already square).
+    """
     c, h, w = image.shape
     if h == w:
         return image
@@ -130,8 +138,21 @@ def _text(value: Any) -> Any:
 
 
 def normalize_record(record: Any, where: str = "record") -> dict[str, Any]:
-    """Return the LLaVA record of one record in any supported variant (see the module doc);
-    the input is not modified. ``where`` names the record in errors."""
+    """Return the LLaVA record of one record in any supported variant (see the module doc).
+
+    The input is not modified.
+
+    Args:
+        record: a record in any supported variant.
+        where: names the record in errors.
+
+    Returns:
+        The record with ``image``, ``id`` and a ``conversations`` list.
+
+    Raises:
+        ValueError: the record is not an object, or has neither ``conversations`` nor a question
+            and an answer.
+    """
     if not isinstance(record, dict):
         raise ValueError(f"{where}: a record must be a JSON object, got {type(record).__name__}")
     out = dict(record)
@@ -203,8 +224,18 @@ def _validate(record: dict[str, Any], where: str) -> None:
 
 
 def prepare_records(records: Sequence[Any], source: str) -> list[dict[str, Any]]:
-    """Normalize (:func:`normalize_record`) and validate records; errors name ``source`` and
-    the record (index and id)."""
+    """Normalize (:func:`normalize_record`) and validate records.
+
+    Args:
+        records: the records, in any supported variant.
+        source: names the records' origin in errors (with the record's index and id).
+
+    Returns:
+        The normalized records.
+
+    Raises:
+        ValueError: a record cannot be normalized or is invalid.
+    """
     out = []
     for n, record in enumerate(records):
         ident = (
@@ -218,8 +249,21 @@ def prepare_records(records: Sequence[Any], source: str) -> list[dict[str, Any]]
 
 
 def read_conversations(path: Path) -> list[dict[str, Any]]:
-    """Read, normalize and validate a LLaVA-format JSON list or JSON-lines file (or one of its
-    variants, see the module doc); errors name the file and the record or line."""
+    """Read, normalize and validate a LLaVA-format JSON list or JSON-lines file.
+
+    Also reads the variants listed in the module doc; errors name the file and the record or
+    line.
+
+    Args:
+        path: the conversation file.
+
+    Returns:
+        The normalized records.
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        ValueError: the file is not valid JSON (lines), or a record is invalid.
+    """
     if not path.is_file():
         raise FileNotFoundError(f"conversation file {path} does not exist")
     text = path.read_text(encoding="utf-8")
@@ -260,9 +304,17 @@ def _messages(turns: Sequence[dict[str, str]], short_answer: bool) -> list[dict[
 def generation_prompt(
     tokenizer: PreTrainedTokenizerBase, question: str, conversation: str | None = None
 ) -> list[int]:
-    """Token ids of one user turn ``question`` (with its ``<image>``) and the generation prompt
-    in the conversation format ``conversation`` (None: the tokenizer's default,
-    :func:`~zoo.conversation_formats.default_conversation`), as the conversations' prompts."""
+    """Token ids of one user turn and the generation prompt, as the conversations' prompts.
+
+    Args:
+        tokenizer: the language model's tokenizer.
+        question: the user turn (with its ``<image>``).
+        conversation: the conversation format (None: the tokenizer's default,
+            :func:`~zoo.conversation_formats.default_conversation`).
+
+    Returns:
+        The prompt's token ids.
+    """
     fmt = conversation or default_conversation(tokenizer)
     return prompt_ids(fmt, tokenizer, _messages([{"from": "human", "value": question}], False))
 
@@ -273,10 +325,20 @@ def tokenize_conversation(
     short_answer: bool = False,
     conversation: str | None = None,
 ) -> tuple[list[int], list[int]]:
-    """Token ids of the whole conversation and labels that are -100 except on the answers and
-    the token that ends each (the tokenizer's EOS; ``<|eot_id|>`` for ``llama_3``), in the
-    format ``conversation`` (None: the tokenizer's default); see
-    :func:`~zoo.conversation_formats.tokenize_messages`."""
+    """Token ids of the whole conversation and its training labels.
+
+    The labels are -100 except on the answers and the token that ends each (the tokenizer's EOS;
+    ``<|eot_id|>`` for ``llama_3``); see :func:`~zoo.conversation_formats.tokenize_messages`.
+
+    Args:
+        tokenizer: the language model's tokenizer.
+        turns: the LLaVA turns (``from``/``value``).
+        short_answer: append :data:`SHORT_ANSWER_PROMPT` to every user turn.
+        conversation: the conversation format (None: the tokenizer's default).
+
+    Returns:
+        ``(input_ids, labels)``.
+    """
     fmt = conversation or default_conversation(tokenizer)
     return tokenize_messages(fmt, tokenizer, _messages(turns, short_answer))
 
@@ -360,7 +422,21 @@ class ConversationDataset(NonGeoDataset):
         single_turn: bool = False,
         transforms: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
     ) -> ConversationDataset:
-        """A dataset of records built in memory (no file), validated like a file's."""
+        """A dataset of records built in memory (no file), validated like a file's.
+
+        Args:
+            root: folder of the images.
+            records: the records (any variant :func:`normalize_record` reads).
+            image_size: images are resized to this square size.
+            source: names the records in errors (e.g. the file they were built from).
+            image_dir: sub-folder of ``root`` that the records' image paths are relative to.
+            tasks: keep only records whose ``task`` is listed (None keeps all).
+            single_turn: split multi-turn records into one record per question.
+            transforms: a function applied to each sample.
+
+        Returns:
+            The dataset.
+        """
         return cls(
             root,
             None,
@@ -383,9 +459,19 @@ class ConversationDataset(NonGeoDataset):
         max_length: int | None = None,
         conversation: str | None = None,
     ) -> list[int]:
-        """Each sample's token count as :class:`ConversationCollate` tokenizes it in the format
-        ``conversation`` (capped at ``max_length``): what length-grouped batching sorts by.
-        Reads no image."""
+        """Each sample's token count as :class:`ConversationCollate` tokenizes it.
+
+        What length-grouped batching sorts by. Reads no image.
+
+        Args:
+            tokenizer: the language model's tokenizer.
+            short_answer_tasks: tasks whose questions get the short-answer prompt.
+            max_length: cap on each count (None: no cap).
+            conversation: the conversation format (None: the tokenizer's default).
+
+        Returns:
+            One token count per sample.
+        """
         short = set(short_answer_tasks)
         out = []
         for record in self.records:
@@ -399,8 +485,15 @@ class ConversationDataset(NonGeoDataset):
         return out
 
     def image_path(self, record: dict[str, Any]) -> Path:
-        """The record's image file; an ``image`` without extension tries
-        :data:`IMAGE_EXTENSIONS`."""
+        """The record's image file.
+
+        Args:
+            record: a normalized record; an ``image`` without extension tries
+                :data:`IMAGE_EXTENSIONS`.
+
+        Returns:
+            The first existing candidate, else the path as written.
+        """
         path = self.images / str(record["image"])
         if path.suffix or path.is_file():
             return path

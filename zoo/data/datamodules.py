@@ -43,26 +43,52 @@ log = logging.getLogger(__name__)
 
 
 class Normalize:
-    """Scale ``batch['image']`` from [0, 255] to zero mean and unit variance per band."""
+    """Scale ``batch['image']`` from [0, 255] to zero mean and unit variance per band.
+
+    Args:
+        mean: per-band mean, in [0, 1] units.
+        std: per-band standard deviation, in [0, 1] units.
+    """
 
     def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
         self.mean = torch.tensor(mean).view(1, -1, 1, 1) * 255.0
         self.std = torch.tensor(std).view(1, -1, 1, 1) * 255.0
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
+        """Normalize the batch's images in place.
+
+        Args:
+            batch: a batch with ``image`` (``B×C×H×W`` in [0, 255]).
+
+        Returns:
+            The same batch, its ``image`` normalized.
+        """
         image = batch["image"]
         batch["image"] = (image - self.mean.to(image)) / self.std.to(image)
         return batch
 
 
 class TextCollate:
-    """Stack tensors, keep strings as lists, and tokenize ``caption`` into ``input_ids``."""
+    """Stack tensors, keep strings as lists, and tokenize ``caption`` into ``input_ids``.
+
+    Args:
+        tokenizer: the text encoder's tokenizer.
+        max_length: captions are truncated to this many tokens.
+    """
 
     def __init__(self, tokenizer: PreTrainedTokenizerBase, max_length: int) -> None:
         self.tokenizer = tokenizer
         self.max_length = max_length
 
     def __call__(self, samples: list[dict[str, Any]]) -> ImageTextBatch:
+        """Collate samples and tokenize their captions.
+
+        Args:
+            samples: samples with ``image`` and ``caption``.
+
+        Returns:
+            The batch with ``input_ids`` and ``attention_mask`` added.
+        """
         batch = default_collate(samples)
         tokens = self.tokenizer(
             batch["caption"],
@@ -187,7 +213,14 @@ class ZooDataModule(NonGeoDataModule):
             self.source.prepare()
 
     def vocabulary(self) -> list[str]:
-        """Words of the word-level tokenizer used when ``tokenizer`` is None."""
+        """Words of the word-level tokenizer used when ``tokenizer`` is None.
+
+        Returns:
+            The vocabulary (subclasses implement it).
+
+        Raises:
+            NotImplementedError: in the base class.
+        """
         raise NotImplementedError
 
     @cached_property
@@ -231,7 +264,11 @@ class ZooDataModule(NonGeoDataModule):
         raise NotImplementedError
 
     def setup(self, stage: str) -> None:
-        """Build the split datasets for ``stage`` and the tokenizing collate function."""
+        """Build the split datasets for ``stage`` and the tokenizing collate function.
+
+        Args:
+            stage: ``fit``, ``validate``, ``test`` or ``predict``.
+        """
         self.collate_fn = self._collate()
         if stage == "fit":
             self.train_dataset = self._dataset("train")
@@ -243,8 +280,14 @@ class ZooDataModule(NonGeoDataModule):
             self.predict_dataset = self.test_dataset
 
     def train_dataloader(self) -> ResumableLoader:
-        """Shuffled by ``(seed, epoch)`` and resumable mid-epoch (:mod:`zoo.data.sampling`); the
-        seed is ``seed_everything``'s (torch's initial seed), the ranks are the trainer's."""
+        """The training loader, shuffled by ``(seed, epoch)`` and resumable mid-epoch.
+
+        See :mod:`zoo.data.sampling`; the seed is ``seed_everything``'s (torch's initial seed), the
+        ranks are the trainer's.
+
+        Returns:
+            The resumable training loader.
+        """
         trainer = self.trainer
         return train_loader(
             self._valid_attribute("train_dataset", "dataset"),
@@ -257,13 +300,30 @@ class ZooDataModule(NonGeoDataModule):
         )
 
     def on_after_batch_transfer(self, batch: dict[str, Any], dataloader_idx: int) -> dict[str, Any]:
-        """Normalize the images once they are on the device (also outside a Trainer)."""
+        """Normalize the images once they are on the device (also outside a Trainer).
+
+        Args:
+            batch: the batch on the device.
+            dataloader_idx: index of the loader (unused).
+
+        Returns:
+            The normalized batch.
+        """
         return self.aug(batch)
 
     def transfer_batch_to_device(
         self, batch: dict[str, Any], device: torch.device, idx: int
     ) -> Any:
-        """Move tensors, leave the strings where they are."""
+        """Move tensors, leave the strings where they are.
+
+        Args:
+            batch: the collated batch.
+            device: the target device.
+            idx: index of the loader (unused).
+
+        Returns:
+            The batch with its tensors on ``device``.
+        """
         return {k: v.to(device) if isinstance(v, Tensor) else v for k, v in batch.items()}
 
 
@@ -302,6 +362,11 @@ class ImageTextLocationDataModule(ZooDataModule):
         return sorted(table["label"].astype(str).unique())
 
     def vocabulary(self) -> list[str]:
+        """Words of the training captions (``train.csv``), for the word-level tokenizer.
+
+        Returns:
+            The sorted vocabulary.
+        """
         return caption_words(read_table(self.dataset_root / "train.csv")["caption"].tolist())
 
     def _dataset(self, split: str) -> ImageTextLocationDataset:
@@ -313,6 +378,11 @@ class ImageTextLocationDataModule(ZooDataModule):
         return TextCollate(self.tokenizer, self.max_text_length)
 
     def setup(self, stage: str) -> None:
+        """Build the split datasets; warn when the training table has no locations.
+
+        Args:
+            stage: ``fit``, ``validate``, ``test`` or ``predict``.
+        """
         super().setup(stage)
         if stage == "fit" and not self.train_dataset.has_location:
             rank_zero_warn(
@@ -402,7 +472,11 @@ class EmbeddedSource:
 
 
 def embedded_vocabulary() -> list[str]:
-    """The embedded dataset's words and the short-answer instruction's."""
+    """The embedded dataset's words and the short-answer instruction's.
+
+    Returns:
+        The words of the word-level tokenizer.
+    """
     return [*embedded.vocabulary(), *caption_words([SHORT_ANSWER_PROMPT])]
 
 
@@ -435,6 +509,11 @@ class EmbeddedDataModule(ImageTextLocationDataModule):
         self.source = EmbeddedSource(root, image_size, seed, splits)
 
     def vocabulary(self) -> list[str]:
+        """The embedded dataset's words (:func:`embedded_vocabulary`).
+
+        Returns:
+            The words of the word-level tokenizer.
+        """
         return embedded_vocabulary()
 
 
@@ -499,6 +578,11 @@ class ConversationDataModule(ZooDataModule):
         self.class_names = list(class_names or [])
 
     def vocabulary(self) -> list[str]:
+        """Words of the training conversations and the short-answer prompt.
+
+        Returns:
+            The sorted vocabulary.
+        """
         from zoo.data.conversations import read_conversations
 
         records = read_conversations(self.dataset_root / self.files["train"])
@@ -523,7 +607,14 @@ class ConversationDataModule(ZooDataModule):
         )
 
     def train_dataloader(self) -> ResumableLoader:
-        """Shuffled batches, resumable; with ``group_by_length``, batches of similar length."""
+        """Shuffled batches, resumable; with ``group_by_length``, batches of similar length.
+
+        Returns:
+            The resumable training loader.
+
+        Raises:
+            ValueError: ``group_by_length`` on several devices with Lightning's distributed sampler.
+        """
         if not self.group_by_length:
             return super().train_dataloader()
         replicas, rank = 1, 0
@@ -595,4 +686,9 @@ class EmbeddedConversationDataModule(ConversationDataModule):
         self.source = EmbeddedSource(root, image_size, seed, splits)
 
     def vocabulary(self) -> list[str]:
+        """The embedded dataset's words (:func:`embedded_vocabulary`).
+
+        Returns:
+            The words of the word-level tokenizer.
+        """
         return embedded_vocabulary()

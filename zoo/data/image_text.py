@@ -37,7 +37,19 @@ CAPTION_COLUMNS = ("title", "caption")
 
 
 def load_image(path: Path, context: str = "") -> Tensor:
-    """Read an image file as float ``C×H×W`` in [0, 255]; a clear error names the file."""
+    """Read an image file as float ``C×H×W`` in [0, 255].
+
+    Args:
+        path: the image file.
+        context: appended to error messages (e.g. which table row names the file).
+
+    Returns:
+        The RGB image.
+
+    Raises:
+        FileNotFoundError: the file is missing (the message names it).
+        RuntimeError: the file is corrupt or not an image.
+    """
     try:
         with Image.open(path) as img:
             array = np.array(img.convert("RGB"), dtype=np.uint8)
@@ -52,15 +64,32 @@ def load_image(path: Path, context: str = "") -> Tensor:
 
 
 def csv_lines(bad: Any) -> str:
-    """The CSV line numbers (header = line 1) of the first five rows flagged in ``bad``."""
+    """The CSV line numbers (header = line 1) of the first five rows flagged in ``bad``.
+
+    Args:
+        bad: a boolean mask over the table's rows.
+
+    Returns:
+        The line numbers, comma-separated.
+    """
     return ", ".join(str(i + 2) for i in np.flatnonzero(bad)[:5])
 
 
 def validate_location(table: pd.DataFrame, path: Path) -> pd.DataFrame:
-    """Check the optional ``lat``/``lon`` columns of a table read from ``path`` (both or
-    neither; numbers within [-90, 90] and [-180, 180] degrees) and make them float64.
+    """Check the optional ``lat``/``lon`` columns of a table and make them float64.
 
-    Errors name the file, the line(s) and the column.
+    Both or neither; numbers within [-90, 90] and [-180, 180] degrees. Errors name the file, the
+    line(s) and the column.
+
+    Args:
+        table: the table read from ``path``.
+        path: the table's file, for the messages.
+
+    Returns:
+        The table, with float64 ``lat``/``lon`` when present.
+
+    Raises:
+        ValueError: only one of the columns exists, or a value is not a number in range.
     """
     if ("lat" in table.columns) != ("lon" in table.columns):
         raise ValueError(f"{path}: give both 'lat' and 'lon' columns, or neither")
@@ -82,8 +111,18 @@ def validate_location(table: pd.DataFrame, path: Path) -> pd.DataFrame:
 def read_table(path: Path, class_names: Sequence[str] | None = None) -> pd.DataFrame:
     """Read and validate an image-text(-location) CSV; errors name the file, row and column.
 
-    Returns a frame with columns ``filepath``, ``caption`` and, where present, ``lat``,
-    ``lon`` and ``label`` (the class index when ``class_names`` is given).
+    Args:
+        path: the CSV file.
+        class_names: scene classes; when given, ``label`` becomes the class index.
+
+    Returns:
+        A frame with columns ``filepath``, ``caption`` and, where present, ``lat``, ``lon`` and
+        ``label`` (the class index when ``class_names`` is given).
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        ValueError: a column is missing, a caption is empty, a location is invalid, or a label
+            is not one of ``class_names``.
     """
     if not path.is_file():
         raise FileNotFoundError(f"caption table {path} does not exist")
@@ -184,5 +223,12 @@ _WORD = re.compile(r"\w+|[^\w\s]")
 
 
 def caption_words(captions: Sequence[str]) -> list[str]:
-    """Sorted lower-case words and punctuation of ``captions`` (a word-level vocabulary)."""
+    """Sorted lower-case words and punctuation of ``captions`` (a word-level vocabulary).
+
+    Args:
+        captions: the texts.
+
+    Returns:
+        The sorted distinct tokens.
+    """
     return sorted({w for c in captions for w in _WORD.findall(str(c).lower())})

@@ -70,7 +70,17 @@ _LIST_KEYS = ("path", "chip", "geo")
 
 
 def find_images(root: Path) -> list[Path]:
-    """The image files under ``root`` (recursively, sorted), by :data:`RASTER_EXTENSIONS`."""
+    """The image files under ``root`` (recursively, sorted), by :data:`RASTER_EXTENSIONS`.
+
+    Args:
+        root: the image folder.
+
+    Returns:
+        The image files.
+
+    Raises:
+        FileNotFoundError: the folder does not exist or holds no image file.
+    """
     if not root.is_dir():
         raise FileNotFoundError(
             f"image folder {root} does not exist: set data.init_args.root to a folder of "
@@ -85,7 +95,20 @@ def find_images(root: Path) -> list[Path]:
 
 
 def read_prompts(path: Path, root: Path, files: Sequence[Path]) -> dict[str, str]:
-    """Per-image prompts from a CSV with columns ``path`` (relative to ``root``) and ``prompt``."""
+    """Per-image prompts from a CSV with columns ``path`` (relative to ``root``) and ``prompt``.
+
+    Args:
+        path: the prompts CSV.
+        root: the image folder the paths are relative to.
+        files: the folder's image files (every row must name one).
+
+    Returns:
+        The prompt of each listed image, by its path relative to ``root`` (with ``/``).
+
+    Raises:
+        FileNotFoundError: the CSV does not exist.
+        ValueError: a column is missing, or a row names an image that is not under ``root``.
+    """
     if not path.is_file():
         raise FileNotFoundError(
             f"prompts file {path} does not exist (prompts_file is relative to root)"
@@ -154,13 +177,28 @@ class ImageFolderDataset(Dataset):
         self._cache: OrderedDict[int, Raster] = OrderedDict()
 
     def relative(self, path: Path) -> str:
+        """A file's path relative to the folder, with ``/``.
+
+        Args:
+            path: a file under the folder.
+
+        Returns:
+            The POSIX relative path.
+        """
         return path.relative_to(self.root).as_posix()
 
     def __len__(self) -> int:
         return len(self.chips)
 
     def raster(self, file: int) -> Raster:
-        """The file's raster (the last two are kept: chips of one file come in a row)."""
+        """The file's raster (the last two are kept: chips of one file come in a row).
+
+        Args:
+            file: the file's index in :attr:`files`.
+
+        Returns:
+            The raster read for the model.
+        """
         if file not in self._cache:
             self._cache[file] = read_raster(self.files[file], self.bands, self.percentiles)
             while len(self._cache) > 2:
@@ -217,8 +255,14 @@ class ImageFolderDataset(Dataset):
 
 
 class ImageFolderCollate:
-    """Batch the folder's samples with a task's collate, keeping ``path``, ``chip`` and ``geo``
-    as lists and stacking ``location`` (``B×2``) only when every sample has one."""
+    """Batch the folder's samples with a task's collate.
+
+    Keeps ``path``, ``chip`` and ``geo`` as lists and stacks ``location`` (``B×2``) only when
+    every sample has one.
+
+    Args:
+        inner: the task's collate function (e.g. :class:`~zoo.data.referring.ReferringCollate`).
+    """
 
     def __init__(self, inner: Any) -> None:
         self.inner = inner
@@ -311,6 +355,11 @@ class ImageFolderDataModule(ZooDataModule):
         return list(classes)
 
     def vocabulary(self) -> list[str]:
+        """The embedded dataset's words for the task (the tiny models' word-level tokenizer).
+
+        Returns:
+            The vocabulary.
+        """
         return (
             embedded_referring_vocabulary() if self.task == "referring" else embedded_vocabulary()
         )
@@ -346,6 +395,14 @@ class ImageFolderDataModule(ZooDataModule):
         return ImageFolderCollate(collate)
 
     def setup(self, stage: str) -> None:
+        """Build the predict dataset (the folder has images only, no labels).
+
+        Args:
+            stage: must be ``predict``.
+
+        Raises:
+            ValueError: ``stage`` is not ``predict``.
+        """
         if stage != "predict":
             raise ValueError(
                 f"ImageFolderDataModule has images only, no labels: it serves `zoo predict` and "

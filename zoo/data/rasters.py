@@ -63,12 +63,20 @@ class Raster:
 
     @property
     def georeferenced(self) -> bool:
+        """Whether the raster has both a CRS and a transform."""
         return self.crs is not None and self.transform is not None
 
 
 @dataclass(frozen=True)
 class Window:
-    """A chip's place in its raster, in source pixels (row and column offsets, size)."""
+    """A chip's place in its raster, in source pixels (row and column offsets, size).
+
+    Attributes:
+        row: the first row.
+        col: the first column.
+        height: rows covered.
+        width: columns covered.
+    """
 
     row: int
     col: int
@@ -76,6 +84,11 @@ class Window:
     width: int
 
     def as_list(self) -> list[int]:
+        """The window as a list, e.g. for a JSON file.
+
+        Returns:
+            ``[row, col, height, width]``.
+        """
         return [self.row, self.col, self.height, self.width]
 
 
@@ -84,7 +97,18 @@ def stretch(
 ) -> np.ndarray:
     """Per band, map the ``percentiles`` of the valid pixels to 0 and 255 (clipped).
 
-    ``values`` is ``C×H×W``; a constant band maps to 0. Returns float32 ``C×H×W``.
+    A constant band maps to 0.
+
+    Args:
+        values: ``C×H×W`` pixel values.
+        valid: bool ``H×W``, the pixels the percentiles are taken over.
+        percentiles: ``(low, high)``, with ``0 <= low < high <= 100``.
+
+    Returns:
+        Float32 ``C×H×W`` in [0, 255] (zeros without a valid pixel).
+
+    Raises:
+        ValueError: the percentiles are out of order or out of range.
     """
     low_q, high_q = percentiles
     if not 0.0 <= low_q < high_q <= 100.0:
@@ -106,10 +130,23 @@ def read_raster(
 ) -> Raster:
     """Read ``bands`` (1-based, rasterio's numbering) of an image file.
 
-    ``bands`` None takes bands 1, 2, 3 of a file with three or more (RGB, an RGBA PNG's alpha
-    dropped); a one- or two-band file needs ``bands`` (e.g. ``[1, 1, 1]`` for a grey image).
-    uint8 pixels are used as they are; other types are stretched by ``percentiles`` (None: a
-    uint8 file is kept, others are clipped to [0, 255]).
+    uint8 pixels are used as they are; other types are stretched by ``percentiles``.
+
+    Args:
+        path: the image file (any format rasterio reads).
+        bands: the bands to read; None takes bands 1, 2, 3 of a file with three or more (RGB, an
+            RGBA PNG's alpha dropped); a one- or two-band file needs ``bands`` (e.g.
+            ``[1, 1, 1]`` for a grey image).
+        percentiles: the stretch of non-uint8 files (None: a uint8 file is kept, others are
+            clipped to [0, 255]).
+
+    Returns:
+        The pixels, the validity mask and, where the file has them, its CRS and transform.
+
+    Raises:
+        ValueError: ``bands`` is missing for a file with fewer than three bands, or names a band
+            that does not exist.
+        RuntimeError: the file is corrupt or not a raster.
     """
     path = Path(path)
     try:
@@ -151,9 +188,21 @@ def read_raster(
 def chip_windows(height: int, width: int, size: int, overlap: int = 0) -> list[Window]:
     """Square ``size`` windows covering the raster, ``overlap`` pixels shared by neighbours.
 
-    A raster no larger than ``size`` is one window (itself). Along a side longer than
-    ``size`` the windows advance by ``size - overlap`` and the last one ends at the edge;
-    along a shorter side a window spans the whole side. Row-major order.
+    A raster no larger than ``size`` is one window (itself). Along a side longer than ``size``
+    the windows advance by ``size - overlap`` and the last one ends at the edge; along a shorter
+    side a window spans the whole side.
+
+    Args:
+        height: the raster's rows.
+        width: the raster's columns.
+        size: the chip side, in pixels.
+        overlap: pixels shared by neighbouring chips, in ``[0, size)``.
+
+    Returns:
+        The windows in row-major order.
+
+    Raises:
+        ValueError: ``size`` is below 1 or ``overlap`` outside ``[0, size)``.
     """
     if size < 1:
         raise ValueError(f"chip size must be >= 1 pixel, got {size}")
@@ -175,7 +224,17 @@ def chip_windows(height: int, width: int, size: int, overlap: int = 0) -> list[W
 
 
 def window_transform(transform: Affine, window: Window, out_height: int, out_width: int) -> Affine:
-    """The transform of a chip resized to ``out_height×out_width`` pixels."""
+    """The transform of a chip resized to ``out_height×out_width`` pixels.
+
+    Args:
+        transform: the source raster's transform.
+        window: the chip's place in the source raster.
+        out_height: the resized chip's rows.
+        out_width: the resized chip's columns.
+
+    Returns:
+        The chip's pixel -> CRS transform.
+    """
     return (
         transform
         @ Affine.translation(window.col, window.row)
@@ -190,6 +249,16 @@ def footprint(
 
     Each edge is densified to ``points`` segments before reprojection, so a projected grid's
     curved outline in lon/lat is followed.
+
+    Args:
+        crs: the grid's CRS (WKT or any string rasterio reads).
+        transform: the grid's pixel -> CRS transform.
+        height: the grid's rows.
+        width: the grid's columns.
+        points: segments per edge.
+
+    Returns:
+        The GeoJSON Polygon in (lon, lat).
     """
     t = np.linspace(0.0, 1.0, points, endpoint=False)
     cols = np.concatenate([t * width, np.full(points, width), (1 - t) * width, np.zeros(points)])
@@ -201,12 +270,30 @@ def footprint(
 
 
 def to_wgs84(geometry: dict[str, Any], crs: str) -> dict[str, Any]:
-    """A GeoJSON geometry from ``crs`` to EPSG:4326 (lon, lat)."""
+    """Reproject a GeoJSON geometry from ``crs`` to EPSG:4326 (lon, lat).
+
+    Args:
+        geometry: the GeoJSON geometry.
+        crs: its CRS.
+
+    Returns:
+        The reprojected geometry.
+    """
     return dict(transform_geom(crs, WGS84, geometry))
 
 
 def centre_lat_lon(crs: str, transform: Affine, height: int, width: int) -> tuple[float, float]:
-    """(lat, lon) in degrees of the centre of a ``height×width`` pixel grid."""
+    """(lat, lon) in degrees of the centre of a ``height×width`` pixel grid.
+
+    Args:
+        crs: the grid's CRS.
+        transform: the grid's pixel -> CRS transform.
+        height: the grid's rows.
+        width: the grid's columns.
+
+    Returns:
+        ``(lat, lon)``.
+    """
     x, y = transform @ (width / 2.0, height / 2.0)
     (lon,), (lat,) = transform_points(crs, WGS84, [x], [y])
     return float(lat), float(lon)
@@ -217,8 +304,20 @@ def stitch(
 ) -> np.ndarray:
     """Average per-chip ``K×h×w`` results into one ``K×height×width`` raster.
 
-    Each chip is resized (nearest neighbour) to its window, then every pixel is the mean over
-    the chips that cover it, so overlapping chips vote. Pixels no chip covers are 0.
+    Each chip is resized (nearest neighbour) to its window, then every pixel is the mean over the
+    chips that cover it, so overlapping chips vote. Pixels no chip covers are 0.
+
+    Args:
+        chips: the per-chip ``K×h×w`` results.
+        windows: each chip's window (:func:`chip_windows`).
+        height: the raster's rows.
+        width: the raster's columns.
+
+    Returns:
+        Float32 ``K×height×width``.
+
+    Raises:
+        ValueError: no chip, or not one window per chip.
     """
     if len(chips) != len(windows) or not chips:
         raise ValueError(f"stitch needs one window per chip, got {len(chips)} and {len(windows)}")

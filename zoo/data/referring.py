@@ -61,7 +61,18 @@ _SPLITS = ("train", "val", "test")
 
 
 def seg_tokens(num_scales: int = 2, per_scale: int = 3) -> list[str]:
-    """The segmentation tokens of one target, scale-major: ``[SEG0_0] .. [SEG{s-1}_{n-1}]``."""
+    """The segmentation tokens of one target, scale-major: ``[SEG0_0] .. [SEG{s-1}_{n-1}]``.
+
+    Args:
+        num_scales: the mask decoder's scales.
+        per_scale: tokens per scale.
+
+    Returns:
+        The tokens in order.
+
+    Raises:
+        ValueError: a count is below 1.
+    """
     if num_scales < 1 or per_scale < 1:
         raise ValueError(f"num_scales and per_scale must be >= 1, got {num_scales}, {per_scale}")
     return [
@@ -72,12 +83,24 @@ def seg_tokens(num_scales: int = 2, per_scale: int = 3) -> list[str]:
 
 
 def seg_phrase(num_scales: int = 2, per_scale: int = 3) -> str:
-    """The segmentation phrase of one target: its tokens joined by spaces."""
+    """The segmentation phrase of one target: its tokens joined by spaces.
+
+    Args:
+        num_scales: the mask decoder's scales.
+        per_scale: tokens per scale.
+
+    Returns:
+        The phrase.
+    """
     return " ".join(seg_tokens(num_scales, per_scale))
 
 
 def template_words() -> list[str]:
-    """Words the question and answer templates add to the referring sentences."""
+    """Words the question and answer templates add to the referring sentences.
+
+    Returns:
+        The sorted words.
+    """
     return caption_words([_FIELD.sub(" ", t) for t in _TEMPLATES])
 
 
@@ -93,8 +116,18 @@ def _special_tokens(tokenizer: PreTrainedTokenizerBase) -> list[str]:
 def add_seg_tokens(
     tokenizer: PreTrainedTokenizerBase, num_scales: int = 2, per_scale: int = 3
 ) -> PreTrainedTokenizerBase:
-    """Add the segmentation tokens as special tokens (never split), keeping ``<image>`` and the
-    other special tokens; returns the same tokenizer. Resize the LLM's embeddings afterwards."""
+    """Add the segmentation tokens as special tokens (never split).
+
+    Keeps ``<image>`` and the other special tokens. Resize the LLM's embeddings afterwards.
+
+    Args:
+        tokenizer: the chat tokenizer.
+        num_scales: the mask decoder's scales.
+        per_scale: tokens per scale.
+
+    Returns:
+        The same tokenizer.
+    """
     existing = _special_tokens(tokenizer)
     new = [t for t in seg_tokens(num_scales, per_scale) if t not in existing]
     if new:
@@ -177,7 +210,14 @@ class ReferringDataset(NonGeoDataset):
 
     @staticmethod
     def sentences(ref: dict[str, Any]) -> list[str]:
-        """The non-empty referring expressions of a ref, as clauses."""
+        """The non-empty referring expressions of a ref, as clauses.
+
+        Args:
+            ref: a ref with ``sentences`` (``{"sent", ...}`` dicts).
+
+        Returns:
+            The expressions.
+        """
         found = [_sentence(s.get("sent", "")) for s in ref.get("sentences", [])]
         return [s for s in found if s]
 
@@ -352,6 +392,7 @@ class ReferringCollate:
         tokenizer: a chat tokenizer with ``<image>`` and the segmentation tokens.
         max_length: sequences are truncated to this many tokens.
         max_targets: the padded number of targets; a sample with more is an error.
+        conversation: the conversation format (None: the tokenizer's default).
     """
 
     _OWN = ("mask", "category", "sentences", "geo", "mask_original")

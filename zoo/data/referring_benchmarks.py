@@ -115,6 +115,17 @@ def load_refs_pickle(path: Path) -> list[dict[str, Any]]:
     Only builtin containers, strings, numbers and numpy scalars may be in the file: loading a
     pickle otherwise runs whatever code it names, so anything else is refused with an error.
     Python 2 pickles decode their strings as UTF-8.
+
+    Args:
+        path: the refs pickle.
+
+    Returns:
+        The refs, as plain Python objects.
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        ValueError: the file holds anything else than plain data, is not a readable pickle, or a
+            ref lacks a field.
     """
     if not path.is_file():
         raise FileNotFoundError(f"refs file {path} does not exist. {_RRSISD_HOW}")
@@ -254,6 +265,16 @@ def read_phrases(path: Path) -> list[tuple[str, str]]:
 
     Each line is ``<id> <expression>``, split at the first whitespace; blank lines are allowed,
     a line without an expression is an error naming the file and line.
+
+    Args:
+        path: the phrase file.
+
+    Returns:
+        The ``(id, expression)`` pairs in file order.
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        ValueError: a line has no expression, or the file has no line.
     """
     if not path.is_file():
         raise FileNotFoundError(f"RefSegRS: {path} does not exist. {_REFSEGRS_HOW}")
@@ -458,6 +479,11 @@ class RRSISDDataModule(ReferringBenchmarkDataModule):
         return [coco.cats[c]["name"] for c in sorted(coco.cats)]
 
     def vocabulary(self) -> list[str]:
+        """Words of the training expressions and the answer templates.
+
+        Returns:
+            The sorted vocabulary.
+        """
         _check_root(self.dataset_root, "RRSIS-D", _RRSISD_HOW)
         refs = load_refs_pickle(self.dataset_root / "rrsisd" / f"refs({self.split_by}).p")
         sentences = [
@@ -507,6 +533,11 @@ class RefSegRSDataModule(ReferringBenchmarkDataModule):
             RefSegRSDataset(self.dataset_root, "train", download=True)
 
     def vocabulary(self) -> list[str]:
+        """Words of the training expressions and the answer templates.
+
+        Returns:
+            The sorted vocabulary.
+        """
         _check_root(self.dataset_root, "RefSegRS", _REFSEGRS_HOW)
         pairs = read_phrases(self.dataset_root / "output_phrase_train.txt")
         return caption_words([*(text for _, text in pairs), *template_words()])

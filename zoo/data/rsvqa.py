@@ -66,8 +66,20 @@ def _load(path: Path, key: str) -> list[dict[str, Any]]:
 
 
 def read_rsvqa(root: Path, variant: Variant, split: str) -> list[dict[str, Any]]:
-    """The active questions of a split with their answers: ``{"id", "img_id", "type",
-    "question", "answer"}`` in file order; errors name the file and the question."""
+    """The active questions of a split with their answers, in file order.
+
+    Args:
+        root: the RSVQA folder.
+        variant: ``lr`` (low resolution) or ``hr`` (high resolution): the file prefix.
+        split: the split in the file names (e.g. ``train``).
+
+    Returns:
+        One ``{"id", "img_id", "type", "question", "answer"}`` dict per active question.
+
+    Raises:
+        ValueError: a file is malformed, a question lacks a field, its answer or image is
+            missing, or no question is active; errors name the file and the question.
+    """
     prefix = root / PREFIX[variant]
     paths = {k: Path(f"{prefix}_{split}_{k}.json") for k in ("questions", "answers", "images")}
     questions = _load(paths["questions"], "questions")
@@ -299,6 +311,11 @@ class RSVQADataModule(ZooDataModule):
                 self._rsvqa(split, download=True)
 
     def vocabulary(self) -> list[str]:
+        """Words of the training questions and answers and the short-answer prompt.
+
+        Returns:
+            The sorted vocabulary.
+        """
         questions = self._rsvqa("train").questions
         texts = [q["question"] for q in questions] + [q["answer"] for q in questions]
         return caption_words([*texts, SHORT_ANSWER_PROMPT])

@@ -105,11 +105,22 @@ class LengthGroupedSampler(Sampler[int]):
         self.skip = 0  # indices to leave out of the next epoch (a resumed loader's)
 
     def set_epoch(self, epoch: int) -> None:
-        """The epoch whose order the next iteration gives (Lightning calls this)."""
+        """Set the epoch whose order the next iteration gives (Lightning calls this).
+
+        Args:
+            epoch: the epoch.
+        """
         self.epoch = epoch
 
     def order(self, epoch: int) -> list[int]:
-        """Every index once, in epoch ``epoch``'s grouped order."""
+        """Every index once, in epoch ``epoch``'s grouped order.
+
+        Args:
+            epoch: the epoch (with the seed, it fixes the order).
+
+        Returns:
+            The indices of the whole dataset (all ranks).
+        """
         generator = torch.Generator().manual_seed(self.seed + epoch)
         permutation = torch.randperm(len(self.lengths), generator=generator)
         groups = []
@@ -155,13 +166,21 @@ class LengthGroupedSampler(Sampler[int]):
 
 
 class ResumableLoader(DataLoader):
-    """A :class:`~torch.utils.data.DataLoader` over a :class:`ResumableSampler` or a
-    :class:`LengthGroupedSampler` with the
-    ``state_dict`` / ``load_state_dict`` interface Lightning saves and restores.
+    """A :class:`~torch.utils.data.DataLoader` that Lightning saves and restores mid-epoch.
 
-    The state is ``{"epoch", "seed", "batches"}``: the epoch and seed of the order and the
-    batches handed out of it. A state whose batches cover the whole epoch restores nothing (the
-    next epoch starts from its beginning).
+    It has the ``state_dict`` / ``load_state_dict`` interface Lightning calls; its sampler is a
+    :class:`ResumableSampler` or a :class:`LengthGroupedSampler`. The state is
+    ``{"epoch", "seed", "batches"}``: the epoch and seed of the order and the batches handed out
+    of it. A state whose batches cover the whole epoch restores nothing (the next epoch starts
+    from its beginning).
+
+    Args:
+        *args: :class:`~torch.utils.data.DataLoader`'s positional arguments.
+        **kwargs: :class:`~torch.utils.data.DataLoader`'s keyword arguments; ``sampler`` must be
+            a :class:`ResumableSampler` or a :class:`LengthGroupedSampler`.
+
+    Raises:
+        TypeError: the sampler is of another type.
     """
 
     sampler: ResumableSampler | LengthGroupedSampler
@@ -183,9 +202,19 @@ class ResumableLoader(DataLoader):
             yield batch
 
     def state_dict(self) -> dict[str, int]:
+        """The loader's position, saved in Lightning's checkpoints.
+
+        Returns:
+            ``{"epoch", "seed", "batches"}``.
+        """
         return {"epoch": self.sampler.epoch, "seed": self.sampler.seed, "batches": self.batches}
 
     def load_state_dict(self, state: dict[str, int]) -> None:
+        """Resume from a saved position: the next iteration skips the batches already handed out.
+
+        Args:
+            state: a :meth:`state_dict`.
+        """
         self.sampler.seed = int(state["seed"])
         self.sampler.set_epoch(int(state["epoch"]))
         skip = int(state["batches"]) * int(self.batch_size or 1)
@@ -203,8 +232,23 @@ def train_loader(
     rank: int = 0,
     lengths: Sequence[int] | None = None,
 ) -> ResumableLoader:
-    """The training loader of every zoo datamodule: shuffled by ``(seed, epoch)``, resumable;
-    with ``lengths``, batches of similar length (:class:`LengthGroupedSampler`)."""
+    """The training loader of every zoo datamodule: shuffled by ``(seed, epoch)``, resumable.
+
+    With ``lengths``, batches of similar length (:class:`LengthGroupedSampler`).
+
+    Args:
+        dataset: the training dataset.
+        batch_size: samples per batch.
+        num_workers: loader worker processes.
+        collate_fn: the collate function.
+        seed: the order's seed (also seeds the workers).
+        num_replicas: the number of ranks the dataset is sharded over.
+        rank: this process's rank.
+        lengths: each sample's length, for length-grouped batches (None: plain shuffling).
+
+    Returns:
+        The resumable loader.
+    """
     sampler: ResumableSampler | LengthGroupedSampler
     if lengths is None:
         sampler = ResumableSampler(
@@ -227,7 +271,15 @@ def train_loader(
 
 
 def padding_fraction(lengths: Sequence[int], batches: Sequence[Sequence[int]]) -> float:
-    """The fraction of padded positions when each batch is padded to its longest sample."""
+    """The fraction of padded positions when each batch is padded to its longest sample.
+
+    Args:
+        lengths: each sample's length.
+        batches: the batches, as sample indices.
+
+    Returns:
+        Padded positions over all positions.
+    """
     lengths = list(lengths)
     padded = sum(max(lengths[i] for i in b) * len(b) for b in batches)
     return 1.0 - sum(lengths[i] for b in batches for i in b) / padded

@@ -50,8 +50,15 @@ __all__ = [
 
 
 class SceneTableDataset(Dataset):
-    """Rows of a benchmark table: ``{"image": 3×S×S float, "label": long}``; ``paths`` are
-    relative to ``root``."""
+    """Rows of a benchmark table: ``{"image": 3×S×S float, "label": long}``.
+
+    Args:
+        root: the folder the image paths are relative to.
+        paths: the images, relative to ``root``.
+        labels: each image's class index.
+        image_size: images are resized to this square size.
+        title: the benchmark's name, for the messages.
+    """
 
     def __init__(
         self, root: Path, paths: Sequence[str], labels: Sequence[int], image_size: int, title: str
@@ -143,6 +150,7 @@ class SkyScriptBenchmarkDataModule(LightningDataModule):
 
     @property
     def num_classes(self) -> int:
+        """Number of scene classes."""
         return len(self.class_names)
 
     def _labels(self, path: Path, labels: pd.Series) -> np.ndarray:
@@ -177,7 +185,15 @@ class SkyScriptBenchmarkDataModule(LightningDataModule):
         )
 
     def setup(self, stage: str) -> None:
-        """Read and check the table and split it (stratified, seeded)."""
+        """Read and check the table and split it (stratified, seeded); done once.
+
+        Args:
+            stage: any stage (the splits do not depend on it).
+
+        Raises:
+            FileNotFoundError: the table or its images are missing.
+            ValueError: the table lacks a column, has no labelled row, or a label is not a class.
+        """
         if self.datasets:
             return
         path = self.root / self.table
@@ -211,6 +227,7 @@ class SkyScriptBenchmarkDataModule(LightningDataModule):
 
     @property
     def val_dataset(self) -> SceneTableDataset:
+        """The validation set: the test set (after :meth:`setup`)."""
         return self.datasets["val"]
 
     @property
@@ -225,16 +242,39 @@ class SkyScriptBenchmarkDataModule(LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
+        """The k-NN bank's loader (in order).
+
+        Returns:
+            The loader.
+        """
         return self._loader("train")
 
     def val_dataloader(self) -> DataLoader:
+        """The validation loader (the test set).
+
+        Returns:
+            The loader.
+        """
         return self._loader("val")
 
     def test_dataloader(self) -> DataLoader:
+        """The test loader (the queries).
+
+        Returns:
+            The loader.
+        """
         return self._loader("test")
 
     def on_after_batch_transfer(self, batch: dict[str, Any], dataloader_idx: int) -> dict[str, Any]:
-        """Normalize the images once they are on the device (also outside a Trainer)."""
+        """Normalize the images once they are on the device (also outside a Trainer).
+
+        Args:
+            batch: the batch on the device.
+            dataloader_idx: index of the loader (unused).
+
+        Returns:
+            The normalized batch.
+        """
         return self.aug(batch)
 
 

@@ -42,14 +42,27 @@ __all__ = [
 
 
 class DatasetMissingError(DatasetNotFoundError):
-    """torchgeo's ``DatasetNotFoundError`` with the zoo's hint on where to get the data."""
+    """torchgeo's ``DatasetNotFoundError`` with the zoo's hint on where to get the data.
+
+    Args:
+        message: the whole message (what is missing and where to get it).
+    """
 
     def __init__(self, message: str) -> None:
         FileNotFoundError.__init__(self, message)
 
 
 def readable_class_name(folder: str) -> str:
-    """``AnnualCrop`` -> ``annual crop``, ``baseball_diamond`` -> ``baseball diamond``."""
+    """A scene folder's name as words: ``AnnualCrop`` -> ``annual crop``.
+
+    ``baseball_diamond`` -> ``baseball diamond``.
+
+    Args:
+        folder: the class folder's name (CamelCase or snake_case).
+
+    Returns:
+        The lower-case words separated by single spaces.
+    """
     words = re.sub(r"(?<=[a-z])(?=[A-Z])", " ", folder).replace("_", " ")
     return " ".join(words.lower().split())
 

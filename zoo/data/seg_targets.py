@@ -33,8 +33,17 @@ _SEG_TOKEN = re.compile(r"\[SEG(\d+)_(\d+)\]")
 
 
 def phrase_token_ids(tokenizer: PreTrainedTokenizerBase, tokens: Iterable[str]) -> list[int]:
-    """The ids of the segmentation tokens among ``tokens`` (e.g. the tokenizer's special
-    tokens) in the order of a phrase: scale-major, ``[SEG0_0] [SEG0_1] .. [SEG1_0] ..``."""
+    """The ids of the segmentation tokens among ``tokens`` in the order of a phrase.
+
+    Scale-major: ``[SEG0_0] [SEG0_1] .. [SEG1_0] ..``.
+
+    Args:
+        tokenizer: the tokenizer that holds the segmentation tokens.
+        tokens: candidate tokens (e.g. the tokenizer's special tokens).
+
+    Returns:
+        The ids of the ``[SEGs_k]`` tokens, ordered by scale then index.
+    """
     found = [(m, t) for t in tokens if (m := _SEG_TOKEN.fullmatch(t))]
     ordered = sorted(found, key=lambda f: (int(f[0][1]), int(f[0][2])))
     return tokenizer.convert_tokens_to_ids([t for _, t in ordered])
@@ -55,6 +64,9 @@ def phrase_layout(
         counts: the number of masks of each sample.
         max_targets: ``K``, the padded number of targets per sample.
         names: the samples' ids, for the messages.
+
+    Returns:
+        ``{"target_index", "target_positions"}``.
 
     Raises:
         ValueError: a sample holds an incomplete phrase (e.g. cut by the truncation), or not one
@@ -94,6 +106,10 @@ def check_referring_batch(batch: Mapping[str, Any], num_classes: int | None = No
     ``target_index`` must point at real targets (``mask_valid``) of images of the batch,
     ``target_positions`` inside ``input_ids``, and every real target's category must lie in
     ``[0, num_classes)`` (only ``>= 0`` without ``num_classes``).
+
+    Args:
+        batch: the collated referring batch.
+        num_classes: the number of categories (None checks only ``>= 0``).
 
     Raises:
         ValueError: naming the first bad value.

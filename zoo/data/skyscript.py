@@ -37,8 +37,21 @@ HOW_TO_GET = (
 
 
 def read_coordinates(path: str | Path) -> pd.DataFrame:
-    """Read a ``filepath,lat,lon`` CSV; lat/lon are checked as in a caption table, and each
-    filepath must appear once. Errors name the file, the line(s) and the column."""
+    """Read a ``filepath,lat,lon`` CSV.
+
+    lat/lon are checked as in a caption table, and each filepath must appear once. Errors name
+    the file, the line(s) and the column.
+
+    Args:
+        path: the coordinates CSV.
+
+    Returns:
+        The ``filepath``, ``lat``, ``lon`` columns (float64 coordinates).
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        ValueError: a column is missing, a coordinate is invalid, or a filepath repeats.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(
@@ -65,8 +78,23 @@ def read_coordinates(path: str | Path) -> pd.DataFrame:
 def join_coordinates(
     table: pd.DataFrame, table_path: Path, coordinates: pd.DataFrame, coordinates_path: Path
 ) -> pd.DataFrame:
-    """Add ``lat``/``lon`` to a caption table by ``filepath``; a row without coordinates is an
-    error naming both files, the line and the filepath (rows are never dropped)."""
+    """Add ``lat``/``lon`` to a caption table by ``filepath``.
+
+    A row without coordinates is an error naming both files, the line and the filepath (rows are
+    never dropped).
+
+    Args:
+        table: the caption table.
+        table_path: its file, for the messages.
+        coordinates: the coordinates (:func:`read_coordinates`).
+        coordinates_path: their file, for the messages.
+
+    Returns:
+        The table with ``lat`` and ``lon``.
+
+    Raises:
+        ValueError: the table already has coordinates, or a row has none in ``coordinates``.
+    """
     if "lat" in table.columns or "lon" in table.columns:
         raise ValueError(
             f"{table_path} already has 'lat'/'lon' columns: drop them, or the coordinates file "
@@ -194,6 +222,14 @@ class SkyScriptDataModule(ZooDataModule):
         return read_coordinates(self.coordinates_file)
 
     def vocabulary(self) -> list[str]:
+        """Words of the training captions, for the word-level tokenizer.
+
+        Returns:
+            The sorted vocabulary.
+
+        Raises:
+            DatasetMissingError: the training caption table is missing.
+        """
         path = self.dataset_root / SkyScript.caption_files["train"]
         if not path.is_file():
             raise DatasetMissingError(
@@ -222,6 +258,11 @@ class SkyScriptDataModule(ZooDataModule):
         return TextCollate(self.tokenizer, self.max_text_length)
 
     def setup(self, stage: str) -> None:
+        """Build the split datasets; warn when the training batches will carry no location.
+
+        Args:
+            stage: ``fit``, ``validate``, ``test`` or ``predict``.
+        """
         super().setup(stage)
         if stage == "fit" and self.coordinates is None:
             rank_zero_warn(

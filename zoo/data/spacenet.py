@@ -133,13 +133,27 @@ class SpaceNet1Buildings(SpaceNet1):
 
 
 class SegmentationTransform:
-    """Per sample: resize the image (antialiased bilinear) and ``mask`` (nearest) to
-    ``size``×``size`` and rename ``mask`` to ``semantic_mask`` (long)."""
+    """Per sample: resize the image and ``mask`` and rename ``mask`` to ``semantic_mask``.
+
+    The image is resized with antialiased bilinear interpolation, the mask (long) with nearest
+    neighbour, both to ``size``×``size``.
+
+    Args:
+        size: the output side, in pixels.
+    """
 
     def __init__(self, size: int) -> None:
         self.size = size
 
     def __call__(self, sample: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Resize one sample.
+
+        Args:
+            sample: ``image`` and, optionally, ``mask``.
+
+        Returns:
+            ``image`` (float) and, with a mask, ``semantic_mask`` (long).
+        """
         size = (self.size, self.size)
         image = sample["image"].float()
         if image.shape[-2:] != size:
@@ -155,8 +169,16 @@ class SegmentationTransform:
 
 
 def random_dihedral(batch: dict[str, Any]) -> dict[str, Any]:
-    """Random flips and 90° rotations (the 8 symmetries of the square), one per sample,
-    applied alike to ``image`` and ``semantic_mask``."""
+    """Random flips and 90° rotations (the 8 symmetries of the square), one per sample.
+
+    Applied alike to ``image`` and ``semantic_mask``.
+
+    Args:
+        batch: a batch with square ``image`` and optionally ``semantic_mask``.
+
+    Returns:
+        The same batch, transformed.
+    """
     image = batch["image"]
     draws = torch.rand(image.shape[0], 3, device=image.device) < 0.5
     moves = (lambda x: x.flip(-1), lambda x: x.flip(-2), lambda x: x.transpose(-1, -2))
@@ -239,10 +261,19 @@ class SpaceNet1SegmentationDataModule(SpaceNet1DataModule):
 
     @property
     def num_classes(self) -> int:
+        """Number of classes: background and building."""
         return 2
 
     def on_after_batch_transfer(self, batch: dict[str, Any], dataloader_idx: int) -> dict[str, Any]:
-        """Augment training batches (inside a Trainer), then normalize the images."""
+        """Augment training batches (inside a Trainer), then normalize the images.
+
+        Args:
+            batch: the batch on the device.
+            dataloader_idx: index of the loader (unused).
+
+        Returns:
+            The augmented, normalized batch.
+        """
         if self.augment and self.trainer is not None and self.trainer.training:
             batch = random_dihedral(batch)
         return self.aug(batch)

@@ -31,8 +31,16 @@ CHAT_TEMPLATE = (
 
 
 def word_level_tokenizer(vocabulary: Sequence[str]) -> PreTrainedTokenizerFast:
-    """A BERT-style ``[CLS] words [SEP]`` tokenizer over a fixed word list, with a chat
-    template, an ``[EOS]`` token and the ``<image>`` placeholder for the generators."""
+    """A BERT-style ``[CLS] words [SEP]`` tokenizer over a fixed word list.
+
+    With a chat template, an ``[EOS]`` token and the ``<image>`` placeholder for the generators.
+
+    Args:
+        vocabulary: the words (the chat template's words and the special tokens are added).
+
+    Returns:
+        The tokenizer.
+    """
     words = [w for w in dict.fromkeys([*vocabulary, *CHAT_WORDS]) if w not in SPECIAL_TOKENS]
     vocab = {token: i for i, token in enumerate([*SPECIAL_TOKENS, *words])}
     core = Tokenizer(WordLevel(vocab, unk_token="[UNK]"))
@@ -63,13 +71,27 @@ def build_tokenizer(
     chat: bool = False,
     gguf_file: str | None = None,
 ) -> PreTrainedTokenizerBase:
-    """``name`` None -> word level over ``vocabulary``; else a packaged model's (``minilm``,
+    """Build the data's tokenizer: word level, packaged, Hugging Face or local.
+
+    ``name`` None -> word level over ``vocabulary``; else a packaged model's (``minilm``,
     ``smollm2``), a Hugging Face id's or a local folder's tokenizer.
 
-    ``chat`` asks for a generator's tokenizer: a pad token (the EOS token when missing) and
-    the ``<image>`` placeholder token are added. Its chat template is left as it is (none is
-    invented: the conversation format, :mod:`zoo.conversation_formats`, says how a
-    conversation is written).
+    Args:
+        name: the tokenizer (None: word level).
+        vocabulary: the words of the word-level tokenizer.
+        chat: a generator's tokenizer: a pad token (the EOS token when missing) and the
+            ``<image>`` placeholder token are added. Its chat template is left as it is (none is
+            invented: the conversation format, :mod:`zoo.conversation_formats`, says how a
+            conversation is written).
+        gguf_file: a GGUF file in the repository to read the tokenizer from.
+
+    Returns:
+        The tokenizer.
+
+    Raises:
+        ValueError: word level without a vocabulary, or a non-chat tokenizer without a mask or
+            pad token (masked language modelling needs both).
+        RuntimeError: the tokenizer cannot be loaded (e.g. offline).
     """
     if name is None:
         if not vocabulary:

@@ -49,13 +49,29 @@ Point = tuple[float, float]
 
 @lru_cache(maxsize=8)
 def grid(size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Pixel-centre coordinates ``(y, x)``, each ``size × size`` float32."""
+    """Pixel-centre coordinates ``(y, x)``, each ``size × size`` float32.
+
+    Args:
+        size: the image's side, in pixels.
+
+    Returns:
+        ``(y, x)`` coordinate grids.
+    """
     coords = np.arange(size, dtype=np.float32) + 0.5
     return np.meshgrid(coords, coords, indexing="ij")
 
 
 def smooth(rng: np.random.Generator, size: int, cells: int) -> np.ndarray:
-    """Low-frequency noise (about unit variance): a random grid upsampled with smoothstep."""
+    """Low-frequency noise (about unit variance): a random grid upsampled with smoothstep.
+
+    Args:
+        rng: the generator's random state.
+        size: the output's side, in pixels.
+        cells: the number of grid cells along a side (at least 1): the noise's frequency.
+
+    Returns:
+        A ``size × size`` float32 noise field.
+    """
     cells = max(1, int(cells))
     knots = rng.standard_normal((cells + 1, cells + 1)).astype(np.float32)
     t = np.linspace(0.0, cells, size, endpoint=False, dtype=np.float32) + cells / (2 * size)
@@ -99,7 +115,18 @@ def _plane_outline(length: float, span: float) -> list[Point]:
 
 @dataclass
 class Shape:
-    """One object to draw: a polygon or ellipse, plus decorations inside it."""
+    """One object to draw: a polygon or ellipse, plus decorations inside it.
+
+    Attributes:
+        category: the object category.
+        colour: the colour's name (in the texts).
+        rgb: the fill colour.
+        kind: ``"poly"`` or ``"ellipse"``.
+        geom: the polygon's vertices, or the ellipse's bounding box corners.
+        decor: decorations drawn inside the shape: ``(kind, geometry, brightness factor)``.
+        stripes: optional stripe pattern ``(x, y, angle, period, amp)``.
+        shadow: whether the object casts a shadow.
+    """
 
     category: str
     colour: str
@@ -120,7 +147,13 @@ def _draw(draw: ImageDraw.ImageDraw, kind: str, geom: list[Point], value: int) -
 
 
 class Canvas:
-    """Background, placement book-keeping and the list of shapes of one scene."""
+    """Background, placement book-keeping and the list of shapes of one scene.
+
+    Args:
+        rng: the scene's random state (every draw of the scene comes from it).
+        size: the image's side, in pixels.
+        climate: the location's palettes.
+    """
 
     def __init__(self, rng: np.random.Generator, size: int, climate: Climate) -> None:
         self.rng = rng
@@ -136,28 +169,61 @@ class Canvas:
 
     # -- colours ---------------------------------------------------------------------------
     def rgb(self, colour: str, jitter: float = 10.0) -> np.ndarray:
+        """A jittered colour of the named palette colour.
+
+        Args:
+            colour: a name in :data:`COLOUR_RGB`.
+            jitter: standard deviation of the per-channel noise.
+
+        Returns:
+            The RGB colour (float).
+        """
         base = np.array(COLOUR_RGB[colour], dtype=np.float64)
         return base * self.rng.uniform(0.9, 1.1) + self.rng.normal(0.0, jitter, 3)
 
     def vegetation_rgb(self, darkness: float) -> np.ndarray:
-        """A green tinted by the local vegetation palette (for trees and green fields)."""
+        """A green tinted by the local vegetation palette (for trees and green fields).
+
+        Args:
+            darkness: brightness factor.
+
+        Returns:
+            The RGB colour (float).
+        """
         base = 0.5 * self.climate.veg + 0.5 * np.array(COLOUR_RGB["green"])
         return base * darkness * self.rng.uniform(0.88, 1.12) + self.rng.normal(0.0, 6.0, 3)
 
     # -- backgrounds -----------------------------------------------------------------------
     def mix(self, a: np.ndarray, b: np.ndarray, cells: int, bias: float, sharp: float) -> None:
-        """Background blending palettes ``a`` and ``b`` with low-frequency noise."""
+        """Background blending palettes ``a`` and ``b`` with low-frequency noise.
+
+        Args:
+            a: the first RGB colour.
+            b: the second RGB colour.
+            cells: the noise's grid cells per side.
+            bias: shifts the blend towards ``b`` (positive) or ``a`` (negative).
+            sharp: steepness of the sigmoid between the two.
+        """
         t = 1.0 / (1.0 + np.exp(-sharp * (smooth(self.rng, self.size, cells) + bias)))
         self.background = a[None, None] * (1.0 - t[..., None]) + b[None, None] * t[..., None]
         self.background = self.background.astype(np.float32)
 
     def modulate(self, cells: int, amplitude: float) -> None:
-        """Multiply the background by ``1 + amplitude * smooth noise`` (texture)."""
+        """Multiply the background by ``1 + amplitude * smooth noise`` (texture).
+
+        Args:
+            cells: the noise's grid cells per side.
+            amplitude: the texture's strength.
+        """
         noise = smooth(self.rng, self.size, cells)
         self.background *= (1.0 + amplitude * noise)[..., None]
 
     def paint_water(self, water: np.ndarray) -> None:
-        """Paint a water region (not an object) and remember it for placement."""
+        """Paint a water region (not an object) and remember it for placement.
+
+        Args:
+            water: bool ``size × size`` mask of the region.
+        """
         ripple = 1.0 + 0.06 * smooth(self.rng, self.size, 6)
         colour = self.climate.water * self.rng.uniform(0.85, 1.15)
         self.background[water] = (colour[None] * ripple[water][:, None]).astype(np.float32)
@@ -165,7 +231,16 @@ class Canvas:
 
     # -- placement -------------------------------------------------------------------------
     def free(self, x: float, y: float, radius: float) -> bool:
-        """True when a disc at (x, y) avoids placed solid objects and roads."""
+        """Whether a disc avoids placed solid objects and roads.
+
+        Args:
+            x: the disc centre's column.
+            y: the disc centre's row.
+            radius: the disc's radius, in pixels.
+
+        Returns:
+            True when the disc at (x, y) is free.
+        """
         for px, py, pr in self.discs:
             if (x - px) ** 2 + (y - py) ** 2 < (0.9 * (radius + pr)) ** 2:
                 return False
@@ -177,7 +252,17 @@ class Canvas:
         return True
 
     def on(self, x: float, y: float, radius: float, where: str) -> bool:
-        """True when the disc centre and four rim points lie on land/water as asked."""
+        """Whether the disc centre and four rim points lie on land/water as asked.
+
+        Args:
+            x: the disc centre's column.
+            y: the disc centre's row.
+            radius: the disc's radius, in pixels.
+            where: ``land``, ``water`` or ``any``.
+
+        Returns:
+            True when all five points are on the requested ground.
+        """
         if where == "any":
             return True
         want_water = where == "water"
@@ -192,7 +277,17 @@ class Canvas:
     def spot(
         self, radius: float, where: str = "land", solid: bool = True, tries: int = 25
     ) -> tuple[float, float] | None:
-        """A random free position for an object of this radius, or None."""
+        """A random free position for an object of this radius.
+
+        Args:
+            radius: the object's radius, in pixels.
+            where: ``land``, ``water`` or ``any``.
+            solid: the object must avoid other solid objects and roads, and is recorded as one.
+            tries: random positions tried.
+
+        Returns:
+            ``(x, y)``, or None when no try fits.
+        """
         for _ in range(tries):
             x, y = (float(v) for v in self.rng.uniform(0.0, self.size, 2))
             if not self.on(x, y, radius, where) or (solid and not self.free(x, y, radius)):
@@ -203,7 +298,11 @@ class Canvas:
         return None
 
     def on_road(self) -> tuple[float, float, float] | None:
-        """A lane position (x, y, heading) on a random road inside the image, or None."""
+        """A lane position on a random road inside the image.
+
+        Returns:
+            ``(x, y, heading)``, or None without a road or a position inside the image.
+        """
         if not self.roads:
             return None
         x0, y0, x1, y1, hw = pick(self.rng, self.roads)
@@ -219,6 +318,11 @@ class Canvas:
 
     # -- objects ---------------------------------------------------------------------------
     def add(self, shape: Shape) -> None:
+        """Add a shape, unless the scene already holds :data:`MAX_OBJECTS`.
+
+        Args:
+            shape: the object to draw.
+        """
         if len(self.shapes) < MAX_OBJECTS:
             self.shapes.append(shape)
 
@@ -226,7 +330,17 @@ class Canvas:
         self, x: float, y: float, angle: float, width: float, colour: str, *,
         length: float | None = None, runway: bool = False,
     ) -> None:  # fmt: skip
-        """A straight road through (x, y); ``length`` None crosses the whole image."""
+        """A straight road through (x, y).
+
+        Args:
+            x: a point of the centre line (column).
+            y: a point of the centre line (row).
+            angle: direction, in radians.
+            width: width, in pixels.
+            colour: a palette colour (``brown``: a dirt road in the soil colour).
+            length: length, in pixels; None crosses the whole image.
+            runway: draw white dashes along the centre line.
+        """
         length = 3.0 * self.size if length is None else length
         c, s = math.cos(angle), math.sin(angle)
         x0, y0 = x - c * length / 2, y - s * length / 2
@@ -246,6 +360,17 @@ class Canvas:
         self, x: float, y: float, length: float, width: float, angle: float, colour: str,
         gabled: bool,
     ) -> None:  # fmt: skip
+        """A rectangular building with a gabled or flat roof.
+
+        Args:
+            x: centre column.
+            y: centre row.
+            length: length, in pixels.
+            width: width, in pixels.
+            angle: orientation, in radians.
+            colour: a palette colour.
+            gabled: one half of the roof in shade (else a flat roof with a lighter inner panel).
+        """
         if gabled:  # one half of the roof in shade, split along the long axis
             c, s = math.cos(angle), math.sin(angle)
             shade = _rect(x - s * width / 4, y + c * width / 4, length, width / 2, angle)
@@ -256,6 +381,14 @@ class Canvas:
         self.add(Shape("building", colour, self.rgb(colour), "poly", outline, decor, shadow=True))
 
     def tree(self, x: float, y: float, radius: float, darkness: float) -> None:
+        """A tree crown (an ellipse with a highlight) in the local vegetation green.
+
+        Args:
+            x: centre column.
+            y: centre row.
+            radius: crown radius, in pixels.
+            darkness: brightness factor of the green.
+        """
         rx = radius * float(self.rng.uniform(0.85, 1.15))
         highlight = _ellipse(x - 0.25 * radius, y - 0.25 * radius, 0.45 * radius, 0.45 * radius)
         rgb, outline = self.vegetation_rgb(darkness), _ellipse(x, y, rx, radius)
@@ -263,6 +396,15 @@ class Canvas:
         self.add(Shape("tree", "green", rgb, "ellipse", outline, decor, shadow=True))
 
     def vehicle(self, x: float, y: float, angle: float, colour: str, large: bool = False) -> None:
+        """A vehicle (a small rectangle).
+
+        Args:
+            x: centre column.
+            y: centre row.
+            angle: heading, in radians.
+            colour: a palette colour.
+            large: a truck or bus rather than a car.
+        """
         length = float(self.rng.uniform(4.5, 6.5) if large else self.rng.uniform(3.0, 4.5)) * self.u
         width = float(self.rng.uniform(2.0, 2.6) if large else self.rng.uniform(1.8, 2.4)) * self.u
         self.add(
@@ -272,6 +414,16 @@ class Canvas:
     def ship(
         self, x: float, y: float, length: float, beam: float, angle: float, colour: str
     ) -> None:
+        """A ship: a pointed hull with a cabin.
+
+        Args:
+            x: centre column.
+            y: centre row.
+            length: length, in pixels.
+            beam: width, in pixels.
+            angle: heading, in radians.
+            colour: a palette colour.
+        """
         factor = 1.5 if colour in ("black", "blue", "red") else 0.75
         cabin = _transform(_rect(-0.22 * length, 0.0, 0.25 * length, 0.6 * beam, 0.0), x, y, angle)
         hull = _transform(_ship_outline(length, beam), x, y, angle)
@@ -279,6 +431,14 @@ class Canvas:
         self.add(Shape("ship", colour, self.rgb(colour), "poly", hull, decor, shadow=True))
 
     def tank(self, x: float, y: float, radius: float, colour: str) -> None:
+        """A storage tank: a disc with a roof ring and a hub.
+
+        Args:
+            x: centre column.
+            y: centre row.
+            radius: radius, in pixels.
+            colour: a palette colour.
+        """
         roof = _ellipse(x, y, 0.72 * radius, 0.72 * radius)
         hub = _ellipse(x, y, 0.2 * radius, 0.2 * radius)
         decor = [("ellipse", roof, 0.86), ("ellipse", hub, 0.7)]
@@ -288,6 +448,15 @@ class Canvas:
         )
 
     def plane(self, x: float, y: float, length: float, angle: float, colour: str) -> None:
+        """A plane (fuselage, wings and tail).
+
+        Args:
+            x: centre column.
+            y: centre row.
+            length: length, in pixels.
+            angle: heading, in radians.
+            colour: a palette colour.
+        """
         span = length * float(self.rng.uniform(0.85, 1.1))
         outline = _transform(_plane_outline(length, span), x, y, angle)
         self.add(Shape("plane", colour, self.rgb(colour, 6.0), "poly", outline, shadow=True))
@@ -295,6 +464,16 @@ class Canvas:
     def field(
         self, x: float, y: float, length: float, width: float, angle: float, colour: str
     ) -> None:
+        """A striped rectangular field.
+
+        Args:
+            x: centre column.
+            y: centre row.
+            length: length, in pixels.
+            width: width, in pixels.
+            angle: orientation, in radians.
+            colour: a palette colour (``green`` and ``brown`` follow the local climate).
+        """
         if colour == "green":
             rgb = self.vegetation_rgb(1.1)
         elif colour == "brown":
@@ -309,7 +488,11 @@ class Canvas:
 
     # -- rendering -------------------------------------------------------------------------
     def render(self) -> tuple[np.ndarray, list[SceneObject]]:
-        """Rasterize: pixels (uint8 H×W×3) and the visible objects (occlusion applied)."""
+        """Rasterize the scene, shadows and occlusion applied.
+
+        Returns:
+            The pixels (uint8 ``H×W×3``) and the visible objects.
+        """
         s, rng = self.size, self.rng
         img = self.background.copy()
         shadowed = [sh for sh in self.shapes if sh.shadow]

@@ -43,7 +43,13 @@ _TAG_IMAGE, _TAG_LABEL = 1, 2  # first entropy word: separates the seed streams
 
 @dataclass
 class Sample:
-    """One image (``S×S×3`` uint8), its scene graph and its texts."""
+    """One image, its scene graph and its texts.
+
+    Attributes:
+        pixels: the image, ``S×S×3`` uint8.
+        graph: the scene's class, location and visible objects.
+        texts: the scene's caption, description, questions and referring expressions.
+    """
 
     pixels: np.ndarray
     graph: SceneGraph
@@ -58,7 +64,19 @@ def _block_labels(seed: int, split_id: int, block: int) -> tuple[int, ...]:
 
 
 def make_sample(seed: int, split: str, index: int, image_size: int) -> Sample:
-    """Paint one image and write its texts; depends only on (seed, split, index, image_size)."""
+    """Paint one image and write its texts.
+
+    Depends only on (seed, split, index, image_size).
+
+    Args:
+        seed: the dataset's seed.
+        split: ``train``, ``val`` or ``test``.
+        index: the image's index in its split.
+        image_size: the image's side, in pixels.
+
+    Returns:
+        The sample.
+    """
     split_id = _SPLIT_IDS[split]
     n = len(SCENE_CLASSES)
     scene = SCENE_CLASSES[_block_labels(seed, split_id, index // n)[index % n]]
@@ -127,7 +145,19 @@ def is_complete(
     image_size: int = 64,
     seed: int = 0,
 ) -> bool:
-    """True when ``root/metadata.json`` exists and matches these parameters and the version."""
+    """Whether ``root`` holds a complete dataset with these parameters.
+
+    Args:
+        root: the dataset folder.
+        num_train: training images.
+        num_val: validation images.
+        num_test: test images.
+        image_size: the images' side, in pixels.
+        seed: the generator seed.
+
+    Returns:
+        True when ``root/metadata.json`` exists and matches these parameters and the version.
+    """
     path = Path(root) / "metadata.json"
     try:
         found = json.loads(path.read_text(encoding="utf-8"))
@@ -153,8 +183,21 @@ def write_embedded_dataset(
     dataset with the same parameters at ``root`` is kept as is; anything else there is an
     error.
 
+    Args:
+        root: the dataset folder.
+        num_train: training images (at least 1).
+        num_val: validation images.
+        num_test: test images.
+        image_size: the images' side, in pixels (at least 32).
+        seed: the generator seed (at least 0).
+        progress: show a progress bar.
+
     Returns:
         ``root`` as a :class:`~pathlib.Path`.
+
+    Raises:
+        ValueError: a size or the seed is not an integer in its range.
+        FileExistsError: ``root`` exists and holds something else than this dataset.
     """
     _validate(num_train, num_val, num_test, image_size, seed)
     root = Path(root)

@@ -79,7 +79,18 @@ _WATER_PALETTE = np.array(
 
 @dataclass(frozen=True)
 class Climate:
-    """Location-dependent palettes (RGB float arrays) and words."""
+    """Location-dependent palettes (RGB float arrays) and words.
+
+    Attributes:
+        veg: vegetation colour.
+        soil: bare soil colour.
+        water: water colour.
+        sand: sand colour.
+        rock_fraction: share of rock showing through the snow scenes' background.
+        vegetation_word: the vegetation's word in the descriptions.
+        band: the latitude band's word.
+        hemisphere: the hemisphere's word.
+    """
 
     veg: np.ndarray
     soil: np.ndarray
@@ -92,7 +103,15 @@ class Climate:
 
 
 def climate(lat: float, lon: float) -> Climate:
-    """Palettes by latitude band, with a hemisphere tint and a small longitude modulation."""
+    """Palettes by latitude band, with a hemisphere tint and a small longitude modulation.
+
+    Args:
+        lat: latitude in degrees.
+        lon: longitude in degrees.
+
+    Returns:
+        The location's colours and climate words.
+    """
     a = abs(lat)
     h = math.tanh(lat / 8.0)  # +1 north, -1 south
     tint = np.array((1.0 - 0.05 * h, 1.0, 1.0 + 0.06 * h))  # the south is warmer in tone
@@ -113,7 +132,15 @@ def climate(lat: float, lon: float) -> Climate:
 
 
 def sample_location(rng: np.random.Generator, scene: str) -> tuple[float, float]:
-    """A (lat, lon) from the class's regional mixture, rounded to 6 decimals."""
+    """A (lat, lon) from the class's regional mixture, rounded to 6 decimals.
+
+    Args:
+        rng: the generator's random state.
+        scene: the scene class, which picks the regional mixture.
+
+    Returns:
+        ``(lat, lon)`` in degrees.
+    """
     regions = _REGIONS[scene]
     lat0, lon0, spread = regions[int(rng.integers(len(regions)))]
     lat = float(np.clip(lat0 + rng.normal(0.0, spread), -90.0, 90.0))

@@ -53,7 +53,15 @@ _NO_POSITION = frozenset({"road"})  # elongated objects: a centroid position wou
 
 @dataclass
 class SceneTexts:
-    """The texts of one scene."""
+    """The texts of one scene.
+
+    Attributes:
+        caption: the short caption.
+        description: the longer description.
+        qa: the questions, as ``(question type, question, answer)``.
+        refs: the referring expressions, as ``(object index, 1 or 2 expressions that single it
+            out)``.
+    """
 
     caption: str
     description: str
@@ -62,8 +70,17 @@ class SceneTexts:
 
 
 def describe_scene(rng: np.random.Generator, graph: SceneGraph) -> SceneTexts:
-    """The referring expressions, caption, description and questions of a scene, drawn in
-    this order from ``rng``."""
+    """The referring expressions, caption, description and questions of a scene.
+
+    Drawn in this order from ``rng``.
+
+    Args:
+        rng: the generator's random state.
+        graph: the scene's objects, counts and climate.
+
+    Returns:
+        The scene's texts.
+    """
     objects, counts = graph.objects, graph.counts
     by_category = _groups(objects)
     refs = [(i, s) for i in range(len(objects)) if (s := _referring(rng, objects, i, by_category))]

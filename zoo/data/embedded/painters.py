@@ -25,7 +25,17 @@ PAINTERS: dict[str, Painter] = {}
 
 
 def painter(scene: str) -> Callable[[Painter], Painter]:
-    """Register the decorated function as the painter of ``scene``."""
+    """Register the decorated function as the painter of ``scene``.
+
+    Args:
+        scene: the scene class.
+
+    Returns:
+        The decorator, which returns the function unchanged.
+
+    Raises:
+        ValueError: (when decorating) the scene class already has a painter.
+    """
 
     def register(function: Painter) -> Painter:
         if scene in PAINTERS:
@@ -37,7 +47,16 @@ def painter(scene: str) -> Callable[[Painter], Painter]:
 
 
 def paint(rng: np.random.Generator, scene: str, image_size: int) -> tuple[np.ndarray, SceneGraph]:
-    """Draw a location for ``scene`` and paint it: pixels (``S×S×3`` uint8) and scene graph."""
+    """Draw a location for ``scene`` and paint it.
+
+    Args:
+        rng: the scene's random state.
+        scene: the scene class.
+        image_size: the image's side, in pixels.
+
+    Returns:
+        The pixels (``S×S×3`` uint8) and the scene graph.
+    """
     lat, lon = sample_location(rng, scene)
     local = climate(lat, lon)
     canvas = Canvas(rng, image_size, local)

@@ -79,7 +79,16 @@ SIZE_WORDS = ("small", "large")
 
 
 def cell_of(cx: float, cy: float, size: int) -> str:
-    """The 3×3 grid cell name of a point of a ``size × size`` image."""
+    """The 3×3 grid cell name of a point of a ``size × size`` image.
+
+    Args:
+        cx: the point's column, in pixels.
+        cy: the point's row, in pixels.
+        size: the image's side, in pixels.
+
+    Returns:
+        One of :data:`CELLS`.
+    """
     col = min(int(3.0 * cx / size), 2)
     row = min(int(3.0 * cy / size), 2)
     return CELLS[3 * row + col]
@@ -87,7 +96,19 @@ def cell_of(cx: float, cy: float, size: int) -> str:
 
 @dataclass
 class SceneObject:
-    """A visible, annotated object (after occlusion)."""
+    """A visible, annotated object (after occlusion).
+
+    Attributes:
+        category: the object category.
+        colour: the colour's name.
+        mask: ``H×W`` bool, the visible pixels.
+        area: number of visible pixels.
+        bbox: the visible pixels' box ``(x, y, w, h)``.
+        cx: the visible pixels' centre column.
+        cy: the visible pixels' centre row.
+        cell: the 3×3 grid cell of the centre (:func:`cell_of`).
+        size: one of :data:`SIZE_WORDS`, or None when unremarkable.
+    """
 
     category: str
     colour: str
@@ -102,7 +123,17 @@ class SceneObject:
 
 @dataclass
 class SceneGraph:
-    """One scene: class, location, climate and visible objects (later ones drawn on top)."""
+    """One scene: class, location, climate and visible objects (later ones drawn on top).
+
+    Attributes:
+        scene: the scene class.
+        lat: latitude in degrees.
+        lon: longitude in degrees.
+        climate: the location's palettes and words.
+        objects: the visible objects, in drawing order.
+        size: the image is ``size × size`` pixels.
+        gsd_m: ground sample distance, metres per pixel.
+    """
 
     scene: str
     lat: float

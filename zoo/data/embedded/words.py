@@ -143,7 +143,14 @@ _FIELD = re.compile(r"\{\w*\}")
 
 
 def tokenize(text: str) -> list[str]:
-    """Lower-case words and single punctuation characters (BERT basic pre-tokenization)."""
+    """Lower-case words and single punctuation characters (BERT basic pre-tokenization).
+
+    Args:
+        text: the text to split.
+
+    Returns:
+        The tokens in order.
+    """
     return _TOKEN.findall(text.lower())
 
 
@@ -154,6 +161,9 @@ def vocabulary() -> list[str]:
     does; digit strings (counts ``0..MAX_OBJECTS``) are words. The list is built from the
     template word lists, not by scanning generated files; it also covers the LLaVA prompts
     (``<image>`` tokenizes to ``<``, ``image``, ``>``).
+
+    Returns:
+        The sorted tokens.
     """
     texts: list[str] = [
         *SCENE_CLASSES,
@@ -203,5 +213,12 @@ def vocabulary() -> list[str]:
 
 
 def plural(category: str) -> str:
-    """The plural of an object category."""
+    """The plural of an object category.
+
+    Args:
+        category: an object category.
+
+    Returns:
+        The category with an ``s``.
+    """
     return category + "s"

@@ -42,12 +42,22 @@ SUPERCATEGORIES = {
 
 
 def write_json(path: Path, obj: Any) -> None:
-    """Compact JSON and a final newline."""
+    """Write compact JSON and a final newline.
+
+    Args:
+        path: the file to write.
+        obj: the JSON-serializable object.
+    """
     path.write_text(json.dumps(obj, separators=(",", ":")) + "\n", encoding="utf-8")
 
 
 def write_image(path: Path, pixels: np.ndarray) -> None:
-    """An ``H×W×3`` uint8 array as an RGB PNG."""
+    """Write an ``H×W×3`` uint8 array as an RGB PNG.
+
+    Args:
+        path: the file to write.
+        pixels: the image.
+    """
     Image.fromarray(pixels).save(path, format="PNG")
 
 
@@ -60,9 +70,21 @@ class CaptionTable:
         self.rows: list[tuple[str, str, float, float, str]] = []
 
     def add(self, filepath: str, graph: SceneGraph, caption: str) -> None:
+        """Add the row of one image.
+
+        Args:
+            filepath: the image's path relative to the dataset folder.
+            graph: the image's scene graph (location and class).
+            caption: the image's caption.
+        """
         self.rows.append((filepath, caption, graph.lat, graph.lon, graph.scene))
 
     def write(self, path: Path) -> None:
+        """Write the table as CSV.
+
+        Args:
+            path: the CSV file.
+        """
         table = pd.DataFrame(self.rows, columns=list(self.columns))
         table.to_csv(path, index=False, float_format="%.6f", lineterminator="\n")
 
@@ -81,7 +103,13 @@ class Conversations:
         self.records: list[dict[str, Any]] = []
 
     def add(self, name: str, image: str, texts: SceneTexts) -> None:
-        """The ``{name}_caption``, ``{name}_description`` and ``{name}_vqa`` records."""
+        """Add the ``{name}_caption``, ``{name}_description`` and ``{name}_vqa`` records.
+
+        Args:
+            name: the image's name, the records' id prefix.
+            image: the image's path relative to the dataset folder.
+            texts: the scene's texts.
+        """
         prompt = f"{IMAGE_TOKEN}\n"
         for task, question, answer in (
             ("caption", PROMPT_CAPTION, texts.caption),
@@ -100,12 +128,22 @@ class Conversations:
         self.records.append(_record(f"{name}_vqa", image, turns, "vqa", types))
 
     def write(self, path: Path) -> None:
+        """Write the records as a JSON list.
+
+        Args:
+            path: the JSON file.
+        """
         write_json(path, self.records)
 
 
 class CocoRefs:
-    """The COCO instances and refs of one split (image ids, annotation ids and ref ids count
-    from 1 in the order of :meth:`add`)."""
+    """The COCO instances and refs of one split.
+
+    Image ids, annotation ids and ref ids count from 1 in the order of :meth:`add`.
+
+    Args:
+        split: the split the refs belong to.
+    """
 
     def __init__(self, split: str) -> None:
         self.split = split
@@ -114,7 +152,13 @@ class CocoRefs:
         self.refs: list[dict[str, Any]] = []
 
     def add(self, file_name: str, graph: SceneGraph, refs: list[tuple[int, list[str]]]) -> None:
-        """One image, its objects (RLE masks) and the refs ``(object index, sentences)``."""
+        """Add one image, its objects (RLE masks) and its refs.
+
+        Args:
+            file_name: the image's path relative to the dataset folder.
+            graph: the image's scene graph.
+            refs: the refs ``(object index, sentences)``.
+        """
         image_id = len(self.images) + 1
         self.images.append({
             "id": image_id, "file_name": file_name, "width": graph.size, "height": graph.size,
@@ -146,6 +190,12 @@ class CocoRefs:
             })  # fmt: skip
 
     def write(self, instances: Path, refs: Path) -> None:
+        """Write the COCO instances and the refs as JSON.
+
+        Args:
+            instances: the COCO instances file.
+            refs: the refs file.
+        """
         categories = [
             {"id": i + 1, "name": c, "supercategory": SUPERCATEGORIES[c]}
             for i, c in enumerate(OBJECT_CATEGORIES)
