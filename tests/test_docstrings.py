@@ -8,6 +8,7 @@ with, so the test sees what the site shows (and imports nothing of the packages)
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -242,6 +243,19 @@ def _package_param(name: str):
 def test_public_api_has_google_docstrings(name: str):
     problems = docstring_problems(_load(name))
     assert not problems, f"{len(problems)} docstring problems:\n" + "\n".join(problems)
+
+
+@pytest.mark.parametrize("name", PACKAGES)
+def test_reference_page_renders_every_module(name: str):
+    """docs/reference/<package>.md has a ``::: module`` block for each public module, and no
+    block for a module that is gone (a new module must be added to its page)."""
+    modules = {m.path for m in _modules(_load(name)) if not m.name.startswith("_")}
+    page = ROOT / "docs" / "reference" / f"{name.split('.')[-1]}.md"
+    blocks = set(re.findall(r"^::: (\S+)", page.read_text(encoding="utf-8"), flags=re.M))
+    assert not modules - blocks, f"{page.name} lacks ::: blocks for {sorted(modules - blocks)}"
+    assert not blocks - modules, (
+        f"{page.name} names modules that are gone: {sorted(blocks - modules)}"
+    )
 
 
 PLANTED = '''
