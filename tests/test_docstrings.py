@@ -89,6 +89,21 @@ def _returns_something(function: griffe.Function) -> bool:
     return annotation is not None and str(annotation) not in ("None", "NoReturn", "Never")
 
 
+def _documented_but_absent(obj: griffe.Object, parameters: list[str], where: str) -> list[str]:
+    """The problem of an ``Args:`` section that names parameters the signature lacks.
+
+    Args:
+        obj: A griffe function or class.
+        parameters: Its parameter names (:func:`_parameters`).
+        where: Its dotted path, for the message.
+
+    Returns:
+        One message naming the absent parameters, or none.
+    """
+    extra = sorted(set(_documented_parameters(obj)) - {name.lstrip("*") for name in parameters})
+    return [f"{where}: Args: documents {extra}, which are not parameters"] if extra else []
+
+
 def check_function(function: griffe.Function, where: str) -> list[str]:
     """The docstring problems of one public function or method.
 
@@ -107,10 +122,7 @@ def check_function(function: griffe.Function, where: str) -> list[str]:
     parameters = _parameters(function)
     if parameters and not is_property and SECTIONS.parameters not in sections:
         problems.append(f"{where}: parameters {parameters} but no Args: section")
-    documented = _documented_parameters(function)
-    extra = sorted(set(documented) - {name.lstrip("*") for name in parameters})
-    if extra:
-        problems.append(f"{where}: Args: documents {extra}, which are not parameters")
+    problems += _documented_but_absent(function, parameters, where)
     if (
         _returns_something(function)
         and not is_property
@@ -142,9 +154,7 @@ def check_class(cls: griffe.Class, where: str) -> list[str]:
     constructor = _sections(cls) | init_sections
     if parameters and not constructor & {SECTIONS.parameters, SECTIONS.attributes}:
         problems.append(f"{where}: constructor parameters {parameters} but no Args: section")
-    extra = sorted(set(_documented_parameters(cls)) - {name.lstrip("*") for name in parameters})
-    if extra:
-        problems.append(f"{where}: Args: documents {extra}, which are not parameters")
+    problems += _documented_but_absent(cls, parameters, where)
     for name, member in cls.members.items():
         if name.startswith("_") or member.is_alias or not member.is_function:
             continue
