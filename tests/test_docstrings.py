@@ -348,8 +348,7 @@ def test_checker_catches_planted_problems(tmp_path: Path):
     assert len(problems) == 7
 
 
-# Slow: 15-25 s on two cores, and .ci/run builds the same site before the tests.
-@pytest.mark.slow
+# About 15 s on two cores (under the ~30 s of a slow test); .ci/run also builds the site itself.
 def test_mkdocs_build_strict(tmp_path: Path):
     mkdocs = shutil.which("mkdocs", path=str(Path(sys.executable).parent))
     if mkdocs is None:
