@@ -27,6 +27,15 @@ class Attention(nn.Module):
     the cross-attentions). Queries are ``B×N_q×dim``; keys and values ``B×N_k×kv_dim`` (``kv_dim``
     defaults to ``dim``; the class-wise memory's cross-attentions read a memory of another width),
     and share their length. The output has the queries' width.
+
+    Args:
+        dim: The width of the queries and of the output.
+        num_heads: The number of attention heads; must divide ``dim // downsample_rate``.
+        downsample_rate: The factor that shrinks the internal width to ``dim // downsample_rate``.
+        kv_dim: The width of the keys and values (default ``dim``).
+
+    Raises:
+        ValueError: If ``dim // downsample_rate`` is not a positive multiple of ``num_heads``.
     """
 
     def __init__(
@@ -50,7 +59,16 @@ class Attention(nn.Module):
         return x.reshape(b, n, self.num_heads, c // self.num_heads).transpose(1, 2)
 
     def forward(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
-        """Attend from ``q`` (``B×N_q×dim``) to ``k``/``v`` (``B×N_k×kv_dim``)."""
+        """Attend from the queries to the keys and values.
+
+        Args:
+            q: The queries, ``B×N_q×dim``.
+            k: The keys, ``B×N_k×kv_dim``.
+            v: The values, ``B×N_k×kv_dim``.
+
+        Returns:
+            The attended queries, ``B×N_q×dim``.
+        """
         out = F.scaled_dot_product_attention(
             self._heads(self.q_proj(q)), self._heads(self.k_proj(k)), self._heads(self.v_proj(v))
         )
@@ -96,6 +114,19 @@ def sincos_pos_embed_2d(
 
     A quarter of the channels each holds ``sin``/``cos`` of the row and of the column index at
     ``dim / 4`` geometric frequencies; ``dim`` must be a multiple of 4.
+
+    Args:
+        height: The number of rows of the token grid.
+        width: The number of columns of the token grid.
+        dim: The embedding width, a multiple of 4.
+        device: The device of the embedding (default: the CPU).
+        dtype: The dtype of the embedding (default ``float32``).
+
+    Returns:
+        The embedding, ``(height * width)×dim``, row-major.
+
+    Raises:
+        ValueError: If ``dim`` is not a multiple of 4.
     """
     if dim % 4 != 0:
         raise ValueError(f"the sine-cosine position embedding needs dim % 4 == 0, got dim={dim}")

@@ -84,6 +84,9 @@ class RecurrentInjection(nn.Module):
         dim: LLM width ``D`` (of ``hidden`` and ``details``).
         num_stacks: number of detail stacks ``S`` (checked in ``forward``).
         residual_init: initial ``alpha``.
+
+    Raises:
+        ValueError: If ``dim`` or ``num_stacks`` is not positive.
     """
 
     def __init__(self, dim: int, num_stacks: int, residual_init: float = 0.0) -> None:
@@ -102,7 +105,18 @@ class RecurrentInjection(nn.Module):
         self.alpha = nn.Parameter(torch.full((), float(residual_init)))
 
     def routing(self, hidden: Tensor, details: Tensor) -> Tensor:
-        """The routing weights ``B×S`` over the stacks (one softmax per sample)."""
+        """The routing weights over the stacks (one softmax per sample).
+
+        Args:
+            hidden: The LLM's hidden states at the visual positions, ``B×N×D``.
+            details: The detail stacks, ``B×S×N×D``.
+
+        Returns:
+            The routing weights, ``B×S``, each row summing to 1.
+
+        Raises:
+            ValueError: If a shape does not match the module.
+        """
         self._check(hidden, details)
         dtype = self.alpha.dtype
         return self._route(hidden.to(dtype), details.to(dtype))
@@ -113,7 +127,18 @@ class RecurrentInjection(nn.Module):
         return (torch.einsum("bd,bsd->bs", q, k) / math.sqrt(self.dim)).softmax(dim=1)
 
     def forward(self, hidden: Tensor, details: Tensor) -> Tensor:
-        """``hidden`` ``B×N×D``, ``details`` ``B×S×N×D`` -> ``B×N×D``."""
+        """Inject the routed mix of the detail stacks into the hidden states.
+
+        Args:
+            hidden: The LLM's hidden states at the visual positions, ``B×N×D``.
+            details: The detail stacks in the LLM width, ``B×S×N×D``.
+
+        Returns:
+            The updated hidden states, ``B×N×D``, in ``hidden``'s dtype.
+
+        Raises:
+            ValueError: If a shape does not match the module.
+        """
         self._check(hidden, details)
         dtype = self.alpha.dtype
         h, d = hidden.to(dtype), details.to(dtype)
@@ -125,6 +150,11 @@ class RecurrentInjection(nn.Module):
         _check_inputs("RecurrentInjection", hidden, details, self.dim, self.dim, self.num_stacks)
 
     def extra_repr(self) -> str:
+        """The sizes, shown in the module's ``repr``.
+
+        Returns:
+            The module's widths and number of stacks (or heads).
+        """
         return f"dim={self.dim}, num_stacks={self.num_stacks}"
 
 
@@ -149,6 +179,9 @@ class TokenRoutedInjection(nn.Module):
         num_stacks: number of detail stacks ``S`` (checked in ``forward``).
         gate_bias_init: initial gate bias (``sigmoid(0) = 0.5``).
         router_dim: width of the router's queries and keys (default ``hidden_dim``).
+
+    Raises:
+        ValueError: If a width or ``num_stacks`` is not positive.
     """
 
     def __init__(
@@ -189,13 +222,35 @@ class TokenRoutedInjection(nn.Module):
         return (logits / math.sqrt(self.router_dim)).softmax(dim=1)
 
     def routing(self, hidden: Tensor, details: Tensor) -> Tensor:
-        """The router's weights ``B×S×N`` for these inputs (for inspection and logging)."""
+        """The router's weights for these inputs (for inspection and logging).
+
+        Args:
+            hidden: The LLM's hidden states at the visual positions, ``B×N×D_llm``.
+            details: The detail stacks, ``B×S×N×D_detail``.
+
+        Returns:
+            The weights ``B×S×N``, a softmax over the stacks at every position.
+
+        Raises:
+            ValueError: If a shape does not match the module.
+        """
         self._check(hidden, details)
         dtype = self.alpha.dtype
         return self._route(self.hidden_norm(hidden.to(dtype)), self.detail_norm(details.to(dtype)))
 
     def forward(self, hidden: Tensor, details: Tensor) -> Tensor:
-        """``hidden`` ``B×N×D_llm``, ``details`` ``B×S×N×D_detail`` -> ``B×N×D``."""
+        """Inject the detail stacks into the hidden states at the visual positions.
+
+        Args:
+            hidden: The LLM's hidden states at the visual positions, ``B×N×D_llm``.
+            details: The detail stacks, ``B×S×N×D_detail``.
+
+        Returns:
+            The updated hidden states, ``B×N×D_llm``, in ``hidden``'s dtype.
+
+        Raises:
+            ValueError: If a shape does not match the module (widths, stacks, positions).
+        """
         self._check(hidden, details)
         dtype = self.alpha.dtype
         x = self.hidden_norm(hidden.to(dtype))  # B, N, D
@@ -216,6 +271,11 @@ class TokenRoutedInjection(nn.Module):
         )
 
     def extra_repr(self) -> str:
+        """The sizes, shown in the module's ``repr``.
+
+        Returns:
+            The module's widths and number of stacks (or heads).
+        """
         return (
             f"hidden_dim={self.hidden_dim}, detail_dim={self.detail_dim}, "
             f"num_stacks={self.num_stacks}, router_dim={self.router_dim}"
@@ -234,6 +294,15 @@ class GatedCrossAttentionInjection(nn.Module):
     may be ``B×S×N_d×D_detail`` or already flat, ``B×M×D_detail``; ``N_d`` need not equal
     the number of visual positions. The FFN is ``Linear -> GELU -> Linear`` with
     ``ff_mult * hidden_dim`` hidden units.
+
+    Args:
+        hidden_dim: LLM width ``D_llm``.
+        detail_dim: Detail feature width ``D_detail``.
+        num_heads: The number of attention heads; must divide ``hidden_dim``.
+        ff_mult: The feed-forward block's hidden units per ``hidden_dim``.
+
+    Raises:
+        ValueError: If a size is not positive or ``num_heads`` does not divide ``hidden_dim``.
     """
 
     def __init__(
@@ -279,7 +348,18 @@ class GatedCrossAttentionInjection(nn.Module):
         return x.view(b, length, self.num_heads, -1).transpose(1, 2)
 
     def forward(self, hidden: Tensor, details: Tensor) -> Tensor:
-        """``hidden`` ``B×N×D_llm``, ``details`` ``B×S×N_d×D_detail`` -> ``B×N×D``."""
+        """Cross-attend from the hidden states to all detail tokens, then the feed-forward step.
+
+        Args:
+            hidden: The LLM's hidden states at the visual positions, ``B×N×D_llm``.
+            details: The detail tokens, ``B×S×N_d×D_detail`` or already flat ``B×M×D_detail``.
+
+        Returns:
+            The updated hidden states, ``B×N×D_llm``, in ``hidden``'s dtype.
+
+        Raises:
+            ValueError: If a shape does not match the module (widths or batch).
+        """
         if details.ndim == 3:
             details = details.unsqueeze(1)
         _check_inputs(
@@ -301,6 +381,11 @@ class GatedCrossAttentionInjection(nn.Module):
         return h.to(hidden.dtype)
 
     def extra_repr(self) -> str:
+        """The sizes, shown in the module's ``repr``.
+
+        Returns:
+            The module's widths and number of stacks (or heads).
+        """
         return (
             f"hidden_dim={self.hidden_dim}, detail_dim={self.detail_dim}, "
             f"num_heads={self.num_heads}"

@@ -144,6 +144,14 @@ class TwoWayBlock(nn.Module):
 
     Every sublayer is followed by a LayerNorm. The cross-attentions use SAM's internal
     down-projection ``attention_downsample_rate``.
+
+    Args:
+        dim: The width of the tokens and image tokens.
+        num_heads: The number of attention heads.
+        mlp_dim: The hidden width of the token MLP (default ``4 * dim``).
+        attention_downsample_rate: The cross-attentions' internal down-projection.
+        skip_first_layer_pe: Skip the position embedding in the self-attention and replace the
+            tokens by its output (SAM's first block).
     """
 
     def __init__(
@@ -169,9 +177,16 @@ class TwoWayBlock(nn.Module):
     def forward(
         self, queries: Tensor, keys: Tensor, query_pe: Tensor, key_pe: Tensor
     ) -> tuple[Tensor, Tensor]:
-        """Update ``queries`` (``b×n×dim``) and image ``keys`` (``b×hw×dim``).
+        """Update the tokens and the image tokens.
 
-        ``query_pe`` has the shape of ``queries``; ``key_pe`` broadcasts to ``keys``.
+        Args:
+            queries: The tokens, ``b×n×dim``.
+            keys: The image tokens, ``b×hw×dim``.
+            query_pe: The tokens' position embedding, the shape of ``queries``.
+            key_pe: The image tokens' position embedding, broadcast to ``keys``.
+
+        Returns:
+            The updated tokens and image tokens, the shapes of ``queries`` and ``keys``.
         """
         if self.skip_first_layer_pe:
             queries = self.self_attn(queries, queries, queries)
@@ -210,6 +225,11 @@ class MultiScaleMaskDecoder(nn.Module):
             pooling weights).
         token_pooling: ``"learned"`` (PixelLM) or ``"mean"`` over a scale's ``N_tok`` queries.
         coarse_to_fine: modulate each scale's features by the next coarser scale's mask.
+
+    Raises:
+        ValueError: If ``dim`` does not suit ``num_heads`` or ``upscale_stages``, a count or
+            ``mask_size`` is not positive, ``token_pooling`` is unknown, or the memory's scales,
+            width or ``mask_stride`` differ from the decoder's.
     """
 
     def __init__(
@@ -316,7 +336,15 @@ class MultiScaleMaskDecoder(nn.Module):
             raise ValueError("a memory needs the targets' category")
 
     def self_attend(self, scale: int, feature: Tensor) -> Tensor:
-        """``SA(P(F))``: the image tokens ``B×HW×D`` of a projected map ``B×D×H×W``."""
+        """``SA(P(F))``: self-attention over the image tokens of a projected map.
+
+        Args:
+            scale: The scale whose weights are used.
+            feature: The projected map, ``B×D×H×W``.
+
+        Returns:
+            The image tokens, ``B×HW×D``.
+        """
         h, w = feature.shape[-2:]
         tokens = feature.flatten(2).transpose(1, 2)
         pe = sincos_pos_embed_2d(h, w, self.dim, feature.device, feature.dtype)
@@ -324,7 +352,17 @@ class MultiScaleMaskDecoder(nn.Module):
         return self.image_norm[scale](tokens + self.image_attn[scale](q, q, tokens))
 
     def predict(self, scale: int, keys: Tensor, cond: Tensor, size: tuple[int, int]) -> Tensor:
-        """Mask logits ``T×(k H)×(k W)`` from image tokens ``T×HW×D`` and ``cond`` ``T×N_tok×D``."""
+        """Mask logits of one scale from its image tokens and conditioning tokens.
+
+        Args:
+            scale: The scale whose weights are used.
+            keys: The image tokens of each target, ``T×HW×D``.
+            cond: The conditioning tokens of the scale, ``T×N_tok×D``.
+            size: ``(H, W)``, the token grid of the scale.
+
+        Returns:
+            The mask logits ``T×(k H)×(k W)``, ``k = 2 ** upscale_stages``.
+        """
         h, w = size
         key_pe = sincos_pos_embed_2d(h, w, self.dim, keys.device, keys.dtype)
         queries = cond
@@ -356,6 +394,13 @@ class MultiScaleMaskDecoder(nn.Module):
             cond: ``T×S×N_tok×D`` conditioning tokens.
             target_image: ``(T,)`` long, image index of every target (each in ``[0, B)``).
             category: ``(T,)`` long class of every target (needed with a memory).
+
+        Returns:
+            The final, per-scale and initial mask logits.
+
+        Raises:
+            ValueError: If a shape or dtype does not match the decoder, or a memory gets no
+                ``category``.
         """
         self._validate(features, cond, target_image, category)
         sizes = [tuple(f.shape[-2:]) for f in features]

@@ -123,6 +123,11 @@ class ClassWiseMemory(nn.Module):
         mask_stride: the initial masks' resolution over the token grid (a power of 2).
         alpha_init: initial value of the residual weight ``alpha``.
         init_std: standard deviation of the bank's normal initialization.
+
+    Raises:
+        ValueError: If ``size`` does not give one side per scale, a count or side is not
+            positive, ``fusion`` is unknown, ``memory_dim`` does not suit ``num_heads``, or
+            ``mask_stride`` is not a power of 2.
     """
 
     def __init__(
@@ -208,14 +213,30 @@ class ClassWiseMemory(nn.Module):
         return bank.index_select(0, category), torch.arange(len(category), device=category.device)
 
     def encode_mask(self, scale: int, initial_mask: Tensor) -> Tensor:
-        """``I(m_init)``: ``T×(s H)×(s W)`` mask logits -> ``T×D_m×H×W``."""
+        """``I(m_init)``: the memory encoder's embedding of the initial masks.
+
+        Args:
+            scale: The scale index ``ℓ``.
+            initial_mask: The initial mask logits, ``T×(s H)×(s W)`` (``s = mask_stride``).
+
+        Returns:
+            The encoded masks, ``T×D_m×H×W``.
+        """
         return self.mask_encoders[scale](initial_mask.sigmoid()[:, None])
 
     def fuse(self, scale: int, category: Tensor, encoded: Tensor | None = None) -> Tensor:
         """``F(h)``: the fused memory ``T×D_m×H×W`` of every target's class at ``scale``.
 
-        ``encoded`` (``I(m_init)``, ``T×D_m×H×W``) is needed by the argmax and attention
-        fusions.
+        Args:
+            scale: The scale index ``ℓ``.
+            category: ``(T,)`` long class of every target.
+            encoded: ``I(m_init)``, ``T×D_m×H×W``; needed by the argmax and attention fusions.
+
+        Returns:
+            The fused memory, ``T×D_m×H×W``.
+
+        Raises:
+            ValueError: If the argmax or an attention fusion gets no ``encoded``.
         """
         side, dm = self.sizes[scale], self.memory_dim
         if self.fusion in ("conv3d", "conv2d"):
@@ -241,8 +262,16 @@ class ClassWiseMemory(nn.Module):
         return fused.transpose(1, 2).reshape(len(category), dm, side, side)
 
     def argmax_entry(self, scale: int, encoded: Tensor, category: Tensor) -> Tensor:
-        """Index ``(T,)`` of the entry of each target's class most similar (cosine) to its
-        encoded mask ``T×D_m×H×W``."""
+        """The entry of each target's class most similar (cosine) to its encoded mask.
+
+        Args:
+            scale: The scale index ``ℓ``.
+            encoded: The encoded masks ``I(m_init)``, ``T×D_m×H×W``.
+            category: ``(T,)`` long class of every target.
+
+        Returns:
+            The index of the chosen entry of every target, ``(T,)``.
+        """
         chosen, row = self._class_slices(scale, category)
         entries = chosen.flatten(2)  # K×N×(D_m H W)
         x = encoded.flatten(1)  # T×(D_m H W), same order as the bank
@@ -269,6 +298,9 @@ class ClassWiseMemory(nn.Module):
 
         Returns:
             ``T×HW×D``: ``x + alpha · CA(x, F(h) + I(m_init))``.
+
+        Raises:
+            ValueError: If ``scale`` is out of range, or a shape or dtype does not match.
         """
         if not 0 <= scale < self.num_scales:
             raise ValueError(f"scale {scale} is out of range for {self.num_scales} scales")
@@ -303,6 +335,16 @@ def _pos_embed(side: int, dim: int, like: Tensor) -> Tensor:
 def fusion_parameters(
     fusion: Fusion, capacity: int = 64, memory_dim: int = 64, num_heads: int = 8
 ) -> int:
-    """Learnable parameters of one scale's fusion ``F`` (the count Table IX reports)."""
+    """Learnable parameters of one scale's fusion ``F`` (the count Table IX reports).
+
+    Args:
+        fusion: The fusion (:data:`FUSIONS`).
+        capacity: The entries ``N`` per class.
+        memory_dim: The bank's width ``D_m``.
+        num_heads: The attention heads of the attention fusions.
+
+    Returns:
+        The number of learnable parameters.
+    """
     memory = ClassWiseMemory(1, 1, num_heads * 4, 1, capacity, fusion, num_heads, memory_dim)
     return 0 if memory.fusers is None else sum(p.numel() for p in memory.fusers.parameters())

@@ -178,6 +178,11 @@ class SpatialFeatureIntegration(nn.Module):
         ``features[s]``: ``B×C_s x (k_s L) x (k_s L)``; ``queries``: ``B×L^2 x dim`` in
         row-major grid order (token ``i * L + j`` is grid cell ``(i, j)``); output: ``B×L^2 x
         dim`` in the same order.
+
+    Raises:
+        ValueError: If a size is not positive, ``num_heads`` does not divide ``dim`` (or is not
+            1 for ``block="paper"``), ``block`` is unknown, or ``window_sizes`` does not give one
+            integer ``>= 1`` per scale.
     """
 
     def __init__(
@@ -286,6 +291,11 @@ class SpatialFeatureIntegration(nn.Module):
                 nn.init.trunc_normal_(p, std=0.02)
 
     def extra_repr(self) -> str:
+        """The configuration, shown in the module's ``repr``.
+
+        Returns:
+            The widths, grid, heads, query mode, window sizes and block.
+        """
         return (
             f"dim={self.dim}, grid_size={self.grid_size}, feature_dims={self.feature_dims}, "
             f"num_heads={self.num_heads}, learnable_queries={self.query is not None}, "
@@ -294,6 +304,13 @@ class SpatialFeatureIntegration(nn.Module):
 
     def initial_queries(self, batch_size: int, queries: Tensor | None = None) -> Tensor:
         """Validated ``B×L^2 x dim`` queries: ``queries`` or the learnable grid + positions.
+
+        Args:
+            batch_size: ``B``.
+            queries: External queries ``B×L^2×dim`` (MDA), or ``None`` for the learnable grid.
+
+        Returns:
+            The queries, ``B×L^2×dim`` in row-major grid order.
 
         Raises:
             ValueError: ``queries`` is ``None`` on a module without learnable queries, or it is
@@ -322,6 +339,9 @@ class SpatialFeatureIntegration(nn.Module):
             features: ``features[s]`` is ``B×C_s x (k_s L) x (k_s L)`` with integer ``k_s >= 1``.
             queries: ``None`` for the learnable grid (+ position embeddings) expanded over the
                 batch, or external ``B×L^2 x dim`` queries (MDA), row-major grid order.
+
+        Returns:
+            The integrated tokens, ``B×L^2×dim`` in row-major grid order.
 
         Raises:
             ValueError: see :func:`_validate_features` and :meth:`initial_queries`.
@@ -386,6 +406,18 @@ def sfi_reference_loop(
     attention by hand, then the same residual and MLP block (or, for ``block="paper"``, the
     residual on the projected query). It equals ``module(features,
     queries)`` when dropout is inactive (``module.eval()`` or ``dropout=0``).
+
+    Args:
+        module: The SFI module whose weights it uses.
+        features: ``features[s]`` is ``B×C_s x (k_s L) x (k_s L)``, as for
+            :meth:`SpatialFeatureIntegration.forward`.
+        queries: External ``B×L^2×dim`` queries, or ``None`` for the module's learnable grid.
+
+    Returns:
+        The integrated tokens, ``B×L^2×dim``, as ``module(features, queries)``.
+
+    Raises:
+        ValueError: As :meth:`SpatialFeatureIntegration.forward`.
     """
     ks = _validate_features(features, module.feature_dims, module.grid_size, module.window_sizes)
     batch = features[0].shape[0]
@@ -437,8 +469,11 @@ class ConvConcatBaseline(nn.Module):
     (or a learned per-channel filter) instead of a query-dependent one.
 
     Args:
-        dim, grid_size, feature_dims, mlp_ratio, dropout: as for
-            :class:`SpatialFeatureIntegration`.
+        dim: Width of the output tokens, as for :class:`SpatialFeatureIntegration`.
+        grid_size: ``L``; the module returns ``L^2`` tokens.
+        feature_dims: Channels ``C_s`` of each scale's map, in the order ``forward`` gets them.
+        mlp_ratio: Hidden width of the MLP block as a multiple of ``dim``.
+        dropout: Dropout in the MLP block (training only).
         downsample: ``"pool"`` (any map size; adaptive pooling) or ``"conv"`` (needs
             ``window_sizes``; maps must be exactly ``k_s L`` wide).
         window_sizes: ``k_s`` per scale, required for ``downsample="conv"``.
@@ -446,6 +481,10 @@ class ConvConcatBaseline(nn.Module):
     ``forward(features, queries=None)`` takes the same arguments as SFI and returns
     ``B×L^2 x dim``; given ``queries`` (``B×L^2 x dim``), it returns ``queries + tokens`` so
     that it can stand in for SFI in MDA layers too.
+
+    Raises:
+        ValueError: If a size is not positive, ``downsample`` is unknown, or
+            ``downsample="conv"`` comes without one window size per scale.
     """
 
     def __init__(
@@ -501,7 +540,18 @@ class ConvConcatBaseline(nn.Module):
         return self.grid_size * self.grid_size
 
     def forward(self, features: Sequence[Tensor], queries: Tensor | None = None) -> Tensor:
-        """Pool/convolve, concatenate and project ``features`` to ``B×L^2 x dim`` tokens."""
+        """Pool/convolve, concatenate and project ``features`` to ``B×L^2 x dim`` tokens.
+
+        Args:
+            features: One ``B×C_s×H_s×W_s`` map per scale (``k_s L`` a side for ``"conv"``).
+            queries: Optional ``B×L^2×dim`` queries the tokens are added to (MDA).
+
+        Returns:
+            The tokens ``B×L^2×dim``, plus ``queries`` when given.
+
+        Raises:
+            ValueError: If the maps do not match the module, or ``queries`` has another shape.
+        """
         _validate_features(
             features,
             self.feature_dims,

@@ -49,6 +49,14 @@ def window_offsets(size: int, window: int, stride: int) -> list[int]:
     ``size``, a final window flush with the end (offset ``size - window``) is added, so the final
     step may be shorter than ``stride``.
 
+    Args:
+        size: The length to cover.
+        window: The length of a window.
+        stride: The step between two windows' starts.
+
+    Returns:
+        The start offsets, increasing, the last one ``size - window``.
+
     Raises:
         ValueError: ``window <= 0``, ``window > size``, ``stride <= 0`` or ``stride > window``
             (windows would leave gaps).
@@ -82,6 +90,19 @@ def extract_windows(image: Tensor, window: int, stride: int) -> Tensor:
 
     Offsets along each axis come from :func:`window_offsets` (so the last window is flush with the
     border); windows are row-major per image. One advanced-indexing gather, no loop over windows.
+
+    Args:
+        image: The images, ``B×C×H×W``.
+        window: The side of a square window, in pixels.
+        stride: The step between two windows, in pixels.
+
+    Returns:
+        The windows, ``(B n_h n_w)×C×window×window``, window ``(i, j)`` of image ``b`` at row
+        ``(b n_h + i) n_w + j``.
+
+    Raises:
+        ValueError: If ``image`` is not 4-D, or the window or stride does not fit the image
+            (:func:`window_offsets`).
     """
     if image.ndim != 4:
         raise ValueError(f"expected a B×C×H×W image, got shape {tuple(image.shape)}")
@@ -125,6 +146,18 @@ def window_weights(
     centres, so the borders are small but positive), ``"triangular"`` a tent ``1 - 2 d_i``,
     ``"uniform"`` ones. Each 1-D profile is exactly symmetric and divided by its maximum (even
     sizes have two centre cells), then the two axes are multiplied.
+
+    Args:
+        size: The side of the square window, in cells.
+        kind: The profile: ``"hann"``, ``"triangular"`` or ``"uniform"``.
+        device: The device of the weights.
+        dtype: The dtype of the weights (default ``float32``).
+
+    Returns:
+        The weights, ``size×size``.
+
+    Raises:
+        ValueError: If ``size`` is not positive or ``kind`` is unknown.
     """
     profile = _profile(size, kind, device, dtype)
     return torch.outer(profile, profile)
@@ -189,8 +222,9 @@ def stitch_windows(
         tokens: ``(B n_h n_w)×D×h×w`` token maps, windows row-major per image.
         batch: ``B``.
         canvas: ``(canvas_h, canvas_w)`` in token cells.
-        offsets_h, offsets_w: window start offsets in token cells (any order of steps, e.g. a
-            flush final window); every canvas cell must be covered by at least one window.
+        offsets_h: Window start offsets along the rows, in token cells (any order of steps,
+            e.g. a flush final window); every canvas row must be covered by a window.
+        offsets_w: Window start offsets along the columns, likewise.
         weights: ``h x w`` positive per-cell weights (default: uniform).
 
     Returns:
@@ -274,6 +308,19 @@ class SlidingWindowFeatures(nn.Module):
     Overlaps are blended with :func:`window_weights` (``weighting``; strictly positive, where the
     authors' symmetric Hann window is zero on the border cells). Returns ``B×S×grid_size^2×D``
     ordered scale-major, then depth, then sub-grid ``(i, j)`` row-major, tokens row-major.
+
+    Args:
+        window_sizes: The window side of each scale, in canvas pixels.
+        canvas_size: The side of the square canvas the image is resized to.
+        input_size: The side the encoder takes; every window is resized to it.
+        grid_size: The side of the LLM's visual token grid each stack has.
+        stride_fraction: The stride as a fraction of the window, in ``(0, 1]``.
+        weighting: The blending profile of overlaps (:data:`WEIGHTINGS`).
+        detail_tokens: ``"interleave"`` (the authors' code) or ``"pool"``, as above.
+
+    Raises:
+        ValueError: If no window size is given, a size is not positive, ``stride_fraction`` is
+            outside ``(0, 1]``, or ``weighting`` or ``detail_tokens`` is unknown.
     """
 
     def __init__(
@@ -334,17 +381,43 @@ class SlidingWindowFeatures(nn.Module):
 
     def global_view(self, image: Tensor) -> Tensor:
         """The image at the encoder's ``input_size``: the view whose maps :meth:`stitch` needs
-        as ``whole`` for the whole-canvas scales."""
+        as ``whole`` for the whole-canvas scales.
+
+        Args:
+            image: The images, ``B×C×H×W``.
+
+        Returns:
+            The images resized to ``B×C×input_size×input_size``.
+        """
         return _resize(image, self.input_size)
 
     def num_stacks(self, depths: int, tokens: int) -> int:
-        """``S`` for ``depths`` encoder depths and ``tokens`` cells a window side."""
+        """The number of detail stacks ``S`` :meth:`stitch` returns.
+
+        Args:
+            depths: The number of encoder depths (maps per window).
+            tokens: The token cells a side of one encoded window.
+
+        Returns:
+            ``S``: scales × depths, times ``f^2`` sub-grids when interleaving.
+        """
         if self.detail_tokens == "pool":
             return len(self.window_sizes) * depths
         return len(self.window_sizes) * depths * self.split_factor(tokens) ** 2
 
     def split_factor(self, tokens: int) -> int:
-        """``f``: the shared token canvas is ``f x grid_size`` cells a side (interleave)."""
+        """``f``: the shared token canvas is ``f x grid_size`` cells a side (interleave).
+
+        Args:
+            tokens: The token cells a side of one encoded window.
+
+        Returns:
+            The split factor ``f``.
+
+        Raises:
+            ValueError: If the canvas is not a whole multiple of ``grid_size`` token cells, or
+                a window or offset is not a whole number of cells.
+        """
         side = self._shared_geometry(0, tokens)[0]
         if side % self.grid_size:
             raise ValueError(
@@ -383,9 +456,20 @@ class SlidingWindowFeatures(nn.Module):
         return side, offsets
 
     def cut(self, image: Tensor) -> Tensor:
-        """``B×C×H×W`` -> every window of every scale at ``input_size``, one batch (the
-        whole-canvas scales left out: they are the global view). Empty (``0×C×input×input``)
-        when every scale is a whole-canvas one."""
+        """Every window of every scale at ``input_size``, one batch (the whole-canvas scales
+        left out: they are the global view).
+
+        Args:
+            image: The images, ``B×C×H×W``.
+
+        Returns:
+            The windows, scale-major, then image, then row-major window, each
+            ``C×input_size×input_size``; empty (``0×C×input×input``) when every scale is a
+            whole-canvas one.
+
+        Raises:
+            ValueError: If ``image`` is not 4-D.
+        """
         if image.ndim != 4:
             raise ValueError(f"expected a B×C×H×W image, got shape {tuple(image.shape)}")
         canvas = _resize(image, self.canvas_size)
@@ -402,10 +486,21 @@ class SlidingWindowFeatures(nn.Module):
     def stitch(
         self, features: Sequence[Tensor], batch: int, whole: Sequence[Tensor] | None = None
     ) -> Tensor:
-        """The encoder's maps of :meth:`cut`'s windows (one per depth) -> ``B×S×grid^2×D``.
+        """Stitch the encoder's maps of :meth:`cut`'s windows into detail stacks.
 
-        ``whole``: the encoder's ``B×D×h×w`` maps of :meth:`global_view` at the same depths,
-        needed when a scale's one window is the whole canvas (:attr:`whole_canvas_scales`).
+        Args:
+            features: The encoder's ``N×D×h×w`` maps of the windows, one per depth.
+            batch: The number of images ``B``.
+            whole: The encoder's ``B×D×h×w`` maps of :meth:`global_view` at the same depths,
+                needed when a scale's one window is the whole canvas
+                (:attr:`whole_canvas_scales`).
+
+        Returns:
+            The detail stacks, ``B×S×grid_size^2×D``.
+
+        Raises:
+            ValueError: If the maps do not match the windows of :meth:`cut` (count, rank or
+                width), or ``whole`` is missing or mis-shaped where a scale needs it.
         """
         whole_scales = self.whole_canvas_scales
         counts = [batch * n for s, n in enumerate(self.windows_per_image) if s not in whole_scales]
@@ -464,8 +559,17 @@ class SlidingWindowFeatures(nn.Module):
         return [stitched[:, :, i::f, j::f] for i in range(f) for j in range(f)]
 
     def forward(self, image: Tensor, encode: Callable[[Tensor], list[Tensor]]) -> Tensor:
-        """``B×C×H×W`` image -> ``B×S×grid^2×D`` detail stacks (one ``encode`` call; with a
-        whole-canvas scale, the global view rides in it as the first ``B`` rows)."""
+        """The detail stacks of images, with one ``encode`` call (with a whole-canvas scale,
+        the global view rides in it as the first ``B`` rows).
+
+        Args:
+            image: The images, ``B×C×H×W``.
+            encode: The encoder: ``N×C×input_size×input_size`` windows to a list of
+                ``N×D×h×w`` maps, one per depth.
+
+        Returns:
+            The detail stacks, ``B×S×grid_size^2×D``.
+        """
         batch = image.shape[0]
         windows = self.cut(image)
         if not self.whole_canvas_scales:
@@ -474,6 +578,11 @@ class SlidingWindowFeatures(nn.Module):
         return self.stitch([m[batch:] for m in maps], batch, whole=[m[:batch] for m in maps])
 
     def extra_repr(self) -> str:
+        """The geometry, shown in the module's ``repr``.
+
+        Returns:
+            The window sizes, strides, canvas, input and grid sizes, weighting and token mode.
+        """
         return (
             f"window_sizes={self.window_sizes}, strides={self.strides}, "
             f"canvas_size={self.canvas_size}, input_size={self.input_size}, "

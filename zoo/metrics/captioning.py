@@ -59,7 +59,11 @@ _NO_JAVA_MESSAGE = (
 
 
 def java_available() -> bool:
-    """Whether a ``java`` executable is on ``PATH`` (needed by PTBTokenizer and METEOR)."""
+    """Whether a ``java`` executable is on ``PATH`` (needed by PTBTokenizer and METEOR).
+
+    Returns:
+        True when ``java`` is found.
+    """
     return shutil.which("java") is not None
 
 
@@ -88,6 +92,12 @@ def simple_tokenize(text: str) -> str:
     words while keeping hyphenated words and numbers such as ``"3.5"`` whole, drops punctuation
     tokens (pycocoevalcap's list, plus quotes and brackets) and joins the tokens with single
     spaces. Unlike the Java tokenizer it does not rewrite words such as ``"cannot"``.
+
+    Args:
+        text: A caption.
+
+    Returns:
+        The caption's tokens joined by single spaces.
     """
     text = _CLITIC_SPLIT.sub(" ", text.lower())
     tokens = (m.group(0) for m in _TOKEN.finditer(text))
@@ -248,6 +258,10 @@ class CaptionMetrics(Metric):
         Args:
             predictions: ``B`` generated captions.
             references: ``B`` lists of reference captions (each non-empty).
+
+        Raises:
+            ValueError: If the counts differ or a sample has no reference.
+            TypeError: If a caption is not a string.
         """
         if isinstance(predictions, str) or len(predictions) != len(references):
             raise ValueError(
@@ -275,7 +289,14 @@ class CaptionMetrics(Metric):
         self.num_refs.append(torch.tensor(counts, dtype=torch.long, device=self.device))
 
     def samples(self) -> tuple[list[str], list[list[str]]]:
-        """Decode the (gathered) state into predictions and reference lists, in update order."""
+        """Decode the (gathered) state into predictions and reference lists, in update order.
+
+        Returns:
+            The predicted captions and, for each, its reference captions.
+
+        Raises:
+            ValueError: If no sample was seen.
+        """
         if not _has_samples(self.num_refs):
             raise ValueError("CaptionMetrics has no samples: call update() before compute().")
         texts = _decode(dim_zero_cat(self.text_bytes), dim_zero_cat(self.text_lengths))

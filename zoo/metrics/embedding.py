@@ -44,6 +44,7 @@ __all__ = [
     "CrossModalRetrieval",
     "GeodesicError",
     "KNNAccuracy",
+    "LocationRetrievalError",
     "haversine_km",
     "knn_predict",
     "retrieval_ranks",
@@ -272,6 +273,14 @@ def haversine_km(
     """Great-circle distance in km between ``[..., 2]`` ``(lat, lon)`` coordinates in degrees.
 
     Computed with the haversine formula in float64 (float32 on MPS, which lacks float64).
+
+    Args:
+        pred_deg: Coordinates ``[..., 2]``, ``(lat, lon)`` in degrees.
+        target_deg: Coordinates of the same shape.
+        radius_km: The sphere's radius (default: the mean Earth radius).
+
+    Returns:
+        The distances in km, shape ``[...]``, float64 (float32 on MPS).
     """
     dtype = torch.float32 if pred_deg.device.type == "mps" else torch.float64
     p, t = torch.deg2rad(pred_deg.to(dtype)), torch.deg2rad(target_deg.to(dtype))
@@ -308,6 +317,10 @@ class CrossModalRetrieval(_SplitMetric):
         prefix_b: name of the second modality (e.g. ``"text"`` or ``"location"``).
         chunk_size: query rows per similarity chunk at ``compute``.
         kwargs: forwarded to :class:`~torchmetrics.Metric`.
+
+    Raises:
+        ValueError: If ``top_k`` is empty or not positive, the prefixes are empty or equal, or
+            ``chunk_size`` is not positive.
     """
 
     emb_a: list[Tensor]
@@ -338,7 +351,15 @@ class CrossModalRetrieval(_SplitMetric):
         self.add_state("emb_b", default=[], dist_reduce_fx="cat")
 
     def update(self, emb_a: Tensor, emb_b: Tensor) -> None:
-        """Accumulate a batch of row-aligned ``B×D`` embedding pairs."""
+        """Accumulate a batch of row-aligned embedding pairs.
+
+        Args:
+            emb_a: ``B×D`` embeddings of the first modality.
+            emb_b: ``B×D`` embeddings of the second modality, row ``i`` paired with ``emb_a``'s.
+
+        Raises:
+            ValueError: If an embedding is not a matrix or the shapes differ.
+        """
         _check_matrix("emb_a", emb_a)
         _check_matrix("emb_b", emb_b)
         if emb_a.shape != emb_b.shape:
@@ -350,7 +371,15 @@ class CrossModalRetrieval(_SplitMetric):
         self.emb_b.append(emb_b.detach())
 
     def compute(self) -> dict[str, Tensor]:
-        """Recall@k in both directions over all gathered pairs."""
+        """Recall@k in both directions over all gathered pairs.
+
+        Returns:
+            ``{prefix_a}_to_{prefix_b}_R@{k}`` and ``{prefix_b}_to_{prefix_a}_R@{k}`` for every
+            ``k``, in ``[0, 1]``.
+
+        Raises:
+            ValueError: If no pair was seen.
+        """
         if not _has_samples(self.emb_a):
             raise ValueError(f"{type(self).__name__}.compute() called without any samples.")
         emb_a, emb_b = dim_zero_cat(self.emb_a), dim_zero_cat(self.emb_b)
@@ -387,6 +416,10 @@ class KNNAccuracy(_SplitMetric):
         weighting: ``"exp"`` or ``"uniform"``.
         chunk_size: query rows per similarity chunk at ``compute``.
         kwargs: forwarded to :class:`~torchmetrics.Metric`.
+
+    Raises:
+        ValueError: If ``num_classes < 2``, ``k`` or ``temperature`` is not positive,
+            ``weighting`` is unknown or ``chunk_size`` is not positive.
     """
 
     embeddings: list[Tensor]
@@ -424,9 +457,15 @@ class KNNAccuracy(_SplitMetric):
         self.add_state("ref_labels", default=[], dist_reduce_fx="cat")
 
     def update(self, embeddings: Tensor, labels: Tensor, reference: bool = False) -> None:
-        """Accumulate ``B×D`` embeddings with ``B`` integer labels.
+        """Accumulate embeddings with their integer labels.
 
-        With ``reference=True`` the batch is appended to the reference bank instead of the queries.
+        Args:
+            embeddings: ``B×D`` embeddings.
+            labels: ``B`` integer labels.
+            reference: Append the batch to the reference bank instead of the queries.
+
+        Raises:
+            ValueError: If the embeddings are not a matrix, or the labels are not ``B`` integers.
         """
         _check_matrix("embeddings", embeddings)
         if labels.shape != (embeddings.shape[0],):
@@ -442,7 +481,12 @@ class KNNAccuracy(_SplitMetric):
         label_state.append(labels.detach().long())
 
     def set_reference(self, embeddings: Tensor, labels: Tensor) -> None:
-        """Replace this rank's part of the reference bank (gathered across ranks at ``compute``)."""
+        """Replace this rank's part of the reference bank (gathered across ranks at ``compute``).
+
+        Args:
+            embeddings: ``B×D`` embeddings of the bank (e.g. the training split).
+            labels: ``B`` integer labels.
+        """
         self.ref_embeddings, self.ref_labels = [], []
         self.update(embeddings, labels, reference=True)
 
@@ -451,7 +495,15 @@ class KNNAccuracy(_SplitMetric):
             raise ValueError(f"Labels must lie in [0, {self.num_classes}).")
 
     def compute(self) -> Tensor:
-        """Top-1 k-NN accuracy over all gathered query samples."""
+        """Top-1 k-NN accuracy over all gathered query samples.
+
+        Returns:
+            The accuracy, a scalar in ``[0, 1]``.
+
+        Raises:
+            ValueError: If no query was seen, a label is out of range, or leave-one-out has
+                fewer than 2 samples.
+        """
         if not _has_samples(self.embeddings):
             raise ValueError(f"{type(self).__name__}.compute() called without query samples.")
         queries, labels = dim_zero_cat(self.embeddings), dim_zero_cat(self.labels)
@@ -498,6 +550,9 @@ class GeodesicError(_SplitMetric):
         thresholds_km: distance thresholds; the default is the standard street / city / region /
             country / continent scale (1, 25, 200, 750, 2500 km).
         kwargs: forwarded to :class:`~torchmetrics.Metric`.
+
+    Raises:
+        ValueError: If a threshold is not positive.
     """
 
     higher_is_better = None
@@ -515,7 +570,15 @@ class GeodesicError(_SplitMetric):
         self.add_state("distances", default=[], dist_reduce_fx="cat")
 
     def update(self, pred_location_deg: Tensor, true_location_deg: Tensor) -> None:
-        """Accumulate distances between ``B×2`` predicted and true ``(lat, lon)`` in degrees."""
+        """Accumulate the distances between predicted and true coordinates.
+
+        Args:
+            pred_location_deg: ``B×2`` predicted ``(lat, lon)`` in degrees.
+            true_location_deg: ``B×2`` true ``(lat, lon)`` in degrees.
+
+        Raises:
+            ValueError: If a coordinate tensor is not ``B×2`` or the shapes differ.
+        """
         _check_matrix("pred_location_deg", pred_location_deg, 2)
         _check_matrix("true_location_deg", true_location_deg, 2)
         if pred_location_deg.shape != true_location_deg.shape:
@@ -523,7 +586,14 @@ class GeodesicError(_SplitMetric):
         self.distances.append(haversine_km(pred_location_deg.detach(), true_location_deg.detach()))
 
     def compute(self) -> dict[str, Tensor]:
-        """Median and mean distance in km and the fraction of samples within each threshold."""
+        """Median and mean distance in km and the fraction of samples within each threshold.
+
+        Returns:
+            ``median_km``, ``mean_km`` and ``acc@{t}km`` for every threshold ``t``.
+
+        Raises:
+            ValueError: If no sample was seen.
+        """
         if not _has_samples(self.distances):
             raise ValueError(f"{type(self).__name__}.compute() called without any samples.")
         dist = dim_zero_cat(self.distances).sort().values
@@ -542,6 +612,10 @@ class LocationRetrievalError(_SplitMetric):
     the error is the distance from the retrieved coordinates to the image's own (computed by
     :class:`GeodesicError`, so the keys are the same: ``median_km``, ``acc@{t}km`` ...). Unlike
     recall@k it gives credit for a neighbour in the right region, not only the exact pair.
+
+    Args:
+        thresholds_km: Distance thresholds of the ``acc@{t}km`` keys.
+        kwargs: forwarded to :class:`~torchmetrics.Metric`.
     """
 
     higher_is_better = None
@@ -555,7 +629,16 @@ class LocationRetrievalError(_SplitMetric):
             self.add_state(name, default=[], dist_reduce_fx="cat")
 
     def update(self, image_emb: Tensor, location_emb: Tensor, locations: Tensor) -> None:
-        """Paired rows: image embeddings, their location embeddings and (lat, lon) degrees."""
+        """Accumulate paired rows of images and their locations.
+
+        Args:
+            image_emb: ``B×D`` image embeddings.
+            location_emb: ``B×D`` embeddings of the images' locations.
+            locations: ``B×2`` ``(lat, lon)`` of the images, in degrees.
+
+        Raises:
+            ValueError: If a tensor is not a matrix of the expected width.
+        """
         _check_matrix("image_emb", image_emb)
         _check_matrix("location_emb", location_emb, image_emb.shape[1])
         _check_matrix("locations", locations, 2)
@@ -564,6 +647,12 @@ class LocationRetrievalError(_SplitMetric):
         self.locations.append(locations.detach())
 
     def compute(self) -> dict[str, Tensor]:
+        """The error of every image's top-1 retrieved location.
+
+        Returns:
+            The keys of :meth:`GeodesicError.compute`: ``median_km``, ``mean_km``,
+            ``acc@{t}km``.
+        """
         locations = dim_zero_cat(self.locations)
         predicted = retrieve_locations(
             dim_zero_cat(self.image_emb), dim_zero_cat(self.location_emb), locations

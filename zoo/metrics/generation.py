@@ -51,6 +51,14 @@ class GenerationMetrics(nn.Module):
         self.grounding = GroundingAccuracy()
 
     def update(self, batch: dict[str, Any], answers: list[str]) -> None:
+        """Score a batch's generated answers, each by its sample's task.
+
+        Args:
+            batch: The batch the answers were generated for: ``reference`` (and
+                ``references`` for captions, ``question`` with a judge), and optionally
+                ``task`` and ``question_type`` per sample.
+            answers: The generated answer of every sample.
+        """
         tasks = batch.get("task") or [""] * len(answers)
         types = batch.get("question_type") or [""] * len(answers)
         caption = [i for i, t in enumerate(tasks) if t in self.caption_tasks]
@@ -82,7 +90,13 @@ class GenerationMetrics(nn.Module):
 
     def compute(self) -> dict[str, Tensor]:
         """Scores of the metrics that saw samples on any rank (every rank joins the same
-        collectives, so a rank without captions does not leave the others waiting)."""
+        collectives, so a rank without captions does not leave the others waiting).
+
+        Returns:
+            The caption scores as :class:`CaptionMetrics` names them, the VQA accuracies
+            prefixed ``vqa_`` (``vqa_judged_`` for the judge's) and the grounding accuracies
+            prefixed ``grounding_``.
+        """
         seen = torch.tensor(
             [self.caption.update_called, self.vqa.update_called, self.grounding.update_called],
             dtype=torch.long,
@@ -102,6 +116,7 @@ class GenerationMetrics(nn.Module):
         return out
 
     def reset(self) -> None:
+        """Forget every sample seen so far (all the metrics)."""
         self.caption.reset()
         self.vqa.reset()
         self.grounding.reset()

@@ -26,7 +26,14 @@ _LISTED = re.compile(r"\[" + ",".join([_NUMBER] * 4) + r"\]")
 
 
 def parse_box(text: str) -> tuple[float, float, float, float] | None:
-    """The first box ``(x1, y1, x2, y2)`` written in ``text``, or None."""
+    """The first box written in a text.
+
+    Args:
+        text: An answer or reference: ``{<x1><y1><x2><y2>}`` or ``[x1, y1, x2, y2]``.
+
+    Returns:
+        The first box ``(x1, y1, x2, y2)``, corners ordered, or None when the text has none.
+    """
     found = [m for m in (_BRACED.search(text), _LISTED.search(text)) if m is not None]
     if not found:
         return None
@@ -36,7 +43,15 @@ def parse_box(text: str) -> tuple[float, float, float, float] | None:
 
 
 def box_iou_xyxy(a: Tensor, b: Tensor) -> Tensor:
-    """IoU of paired boxes ``N×4`` (x1, y1, x2, y2)."""
+    """IoU of paired boxes.
+
+    Args:
+        a: Boxes ``N×4`` (x1, y1, x2, y2).
+        b: Boxes ``N×4``, paired with ``a`` row by row.
+
+    Returns:
+        The IoU of every pair, ``(N,)``.
+    """
     lt = torch.maximum(a[:, :2], b[:, :2])
     rb = torch.minimum(a[:, 2:], b[:, 2:])
     inter = (rb - lt).clamp_min(0).prod(dim=1)
@@ -51,6 +66,7 @@ class GroundingAccuracy(Metric):
 
     Args:
         thresholds: IoU thresholds, reported as ``Acc@<t>``.
+        **kwargs: Passed to :class:`torchmetrics.Metric`.
     """
 
     is_differentiable = False
@@ -69,7 +85,15 @@ class GroundingAccuracy(Metric):
         self.add_state("count", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
 
     def update(self, answers: Sequence[str], references: Sequence[str]) -> None:
-        """Score each answer's first box against its reference's."""
+        """Score each answer's first box against its reference's.
+
+        Args:
+            answers: The generated answers (an answer without a box is a miss).
+            references: The reference answers, one per answer, each with a box.
+
+        Raises:
+            ValueError: If the counts differ or a reference holds no box.
+        """
         if len(answers) != len(references):
             raise ValueError(f"got {len(answers)} answers for {len(references)} references")
         pairs = []
@@ -91,6 +115,10 @@ class GroundingAccuracy(Metric):
             self.count += len(pairs)
 
     def compute(self) -> dict[str, Tensor]:
-        """``Acc@<t>`` for every threshold (NaN before any answer)."""
+        """The accuracies at every threshold.
+
+        Returns:
+            ``Acc@<t>`` for every threshold ``t`` (NaN before any answer).
+        """
         acc = torch.where(self.count > 0, self.hits / self.count.clamp_min(1), float("nan"))
         return {f"Acc@{t:g}": v.float() for t, v in zip(self.thresholds, acc, strict=True)}

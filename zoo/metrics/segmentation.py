@@ -8,6 +8,8 @@ which makes both exact under DDP.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor
 from torchmetrics import Metric
@@ -25,6 +27,9 @@ class ReferringIoU(Metric):
 
     ``compute()`` returns ``{"mIoU", "cIoU"}``; both are NaN before any target was seen, and
     ``cIoU`` is 1 when every union so far was empty.
+
+    Args:
+        **kwargs: Passed to :class:`torchmetrics.Metric`.
     """
 
     is_differentiable = False
@@ -36,13 +41,23 @@ class ReferringIoU(Metric):
     intersection: Tensor
     union: Tensor
 
-    def __init__(self, **kwargs) -> None:
+    def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         for name in ("iou_sum", "count", "intersection", "union"):
             self.add_state(name, torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
 
     def update(self, pred_masks: Tensor, target_masks: Tensor, valid: Tensor | None = None) -> None:
-        """Accumulate the intersections and unions of each (prediction, target) pair."""
+        """Accumulate the intersections and unions of each (prediction, target) pair.
+
+        Args:
+            pred_masks: Predicted masks ``(..., H, W)``: bool, or logits (foreground ``> 0``).
+            target_masks: Target masks of the same shape: bool, or {0, 1} (foreground
+                ``> 0.5``).
+            valid: Bool, the leading shape ``...``: the real targets of a padded batch.
+
+        Raises:
+            ValueError: If the shapes differ or the masks are not at least 2-D.
+        """
         if pred_masks.shape != target_masks.shape or pred_masks.dim() < 2:
             raise ValueError(
                 "pred_masks and target_masks must have the same shape (..., H, W), got "
@@ -64,7 +79,12 @@ class ReferringIoU(Metric):
         self.union += union.sum()
 
     def compute(self) -> dict[str, Tensor]:
-        """``mIoU``: mean per-target IoU; ``cIoU``: total intersection over total union."""
+        """The IoUs of every pair seen so far.
+
+        Returns:
+            ``mIoU``: mean per-target IoU; ``cIoU``: total intersection over total union (both
+            NaN before any target).
+        """
         nan = torch.full_like(self.count, float("nan"))
         miou = torch.where(self.count > 0, self.iou_sum / self.count.clamp_min(1), nan)
         ciou = torch.where(self.union > 0, self.intersection / self.union.clamp_min(1), 1.0)

@@ -68,6 +68,12 @@ def normalize_answer(text: str) -> str:
     6. collapse whitespace to single spaces.
 
     Examples: ``"Two."`` -> ``"2"``, ``"The red car"`` -> ``"red car"``, ``"Yes!"`` -> ``"yes"``.
+
+    Args:
+        text: An answer.
+
+    Returns:
+        The normalized answer.
     """
     text = text.lower().strip().translate(_QUOTES)
     text = _THOUSANDS_SEP.sub("", text)
@@ -97,7 +103,13 @@ class VQAAccuracy(Metric):
     Args:
         question_types: the fixed list of question types that ``update`` may name; per-type
             counts are indexed by position in this list. ``None``: overall accuracy only.
+        judge: a :data:`Judge` that decides each answer instead of :func:`exact_match`
+            (``update`` then needs the questions).
         kwargs: forwarded to :class:`torchmetrics.Metric`.
+
+    Raises:
+        TypeError: If ``question_types`` is a single string.
+        ValueError: If ``question_types`` has duplicates.
     """
 
     is_differentiable = False
@@ -143,6 +155,11 @@ class VQAAccuracy(Metric):
             question_types: ``B`` question types, each one of the types given at init. ``None``:
                 the batch only counts towards the overall accuracy.
             questions: ``B`` questions (needed with a ``judge``).
+
+        Raises:
+            TypeError: If the predictions or answers are a single string.
+            ValueError: If the counts differ, a question type is unknown, or a judged metric
+                gets no questions.
         """
         if self.judge is not None and (questions is None or len(questions) != len(answers)):
             raise ValueError("a judged VQAAccuracy needs one question per answer (questions=...)")
@@ -183,7 +200,14 @@ class VQAAccuracy(Metric):
             self.correct_per_type += torch.bincount(index_t[hits_t], minlength=num_types)
 
     def compute(self) -> dict[str, Tensor]:
-        """Overall ``accuracy`` and ``accuracy_<type>`` for every type that had samples."""
+        """The accuracies of every sample seen so far.
+
+        Returns:
+            Overall ``accuracy`` and ``accuracy_<type>`` for every type that had samples.
+
+        Raises:
+            ValueError: If no sample was seen.
+        """
         if int(self.total) == 0:
             raise ValueError("VQAAccuracy has no samples: call update() before compute().")
         results = {"accuracy": self.correct.float() / self.total}
@@ -196,5 +220,14 @@ class VQAAccuracy(Metric):
 
 
 def exact_match(question: str, prediction: str, reference: str) -> bool:
-    """The default judge: the normalized answers are equal (the question is not read)."""
+    """The default judge: the normalized answers are equal (the question is not read).
+
+    Args:
+        question: The question (unused; a :data:`Judge` takes it).
+        prediction: The predicted answer.
+        reference: The ground-truth answer.
+
+    Returns:
+        Whether the normalized answers are equal (:func:`normalize_answer`).
+    """
     return normalize_answer(prediction) == normalize_answer(reference)
