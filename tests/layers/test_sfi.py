@@ -276,13 +276,43 @@ def test_constructor_and_window_size_errors() -> None:
         module([torch.randn(1, 8, L, L), torch.randn(1, 6, 4 * L, 4 * L)])
 
 
+def conv_concat_reference_loop(
+    module: ConvConcatBaseline, features: list[torch.Tensor]
+) -> torch.Tensor:
+    """:class:`ConvConcatBaseline` by a loop over samples and grid cells (row-major): each
+    scale's window of the cell averaged (pooling, maps ``k_s L`` wide) or filtered channel by
+    channel (the depthwise convolution), the scales' vectors concatenated in order, then the
+    cell's own LayerNorm, projection and residual MLP."""
+    grid = module.grid_size
+    out = torch.empty(features[0].shape[0], grid * grid, module.dim)
+    for b in range(len(out)):
+        for i in range(grid):
+            for j in range(grid):
+                cell = []
+                for s, x in enumerate(features):
+                    k = x.shape[-1] // grid
+                    window = x[b, :, i * k : (i + 1) * k, j * k : (j + 1) * k]  # C×k×k
+                    if module.downsample == "conv" and k > 1:
+                        conv = module.reducers[s]
+                        cell.append((conv.weight[:, 0] * window).sum((-2, -1)) + conv.bias)
+                    else:
+                        cell.append(window.mean((-2, -1)))
+                x = module.in_proj(module.in_norm(torch.cat(cell)))
+                out[b, i * grid + j] = x + module.mlp(module.mlp_norm(x))
+    return out
+
+
 @pytest.mark.parametrize("downsample", ["pool", "conv"])
 def test_conv_concat_baseline(downsample: Literal["pool", "conv"]) -> None:
     dims, ks = (8, 12, 6), (1, 2, 4)
     baseline = ConvConcatBaseline(DIM, L, dims, downsample=downsample, window_sizes=ks)
+    _randomize(baseline)
     features = [f.requires_grad_() for f in _features(dims, ks)]
     out = baseline(features)
     assert out.shape == (2, L * L, DIM) and baseline.num_tokens == L * L
+    with torch.no_grad():  # the same as a loop over the cells
+        reference = conv_concat_reference_loop(baseline, features)
+    torch.testing.assert_close(out.detach(), reference, atol=1e-5, rtol=1e-5)
     out.square().mean().backward()
     for name, p in baseline.named_parameters():
         assert p.grad is not None and p.grad.abs().sum() > 0, name
