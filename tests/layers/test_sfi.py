@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from typing import Literal
 
 import pytest
@@ -200,7 +201,10 @@ def test_locality(cell: tuple[int, int]) -> None:
         assert torch.equal(touched, mask), f"scale {s}"
 
 
-def test_gradients_reach_every_parameter_in_training() -> None:
+def test_gradients_reach_every_parameter_and_equal_the_reference_loops() -> None:
+    """In training (dropout on) every parameter gets a gradient; without dropout, every
+    parameter's and every feature map's gradient is the reference loop's (autograd through the
+    literal SFI), so the vectorized backward routes each window's gradient to its own place."""
     dims, ks = (8, 12), (1, 2)
     module = SpatialFeatureIntegration(DIM, L, dims, num_heads=2, dropout=0.1, window_sizes=ks)
     module.train()
@@ -209,6 +213,23 @@ def test_gradients_reach_every_parameter_in_training() -> None:
     for name, p in module.named_parameters():
         assert p.grad is not None and p.grad.abs().sum() > 0, name
     assert all(f.grad is not None for f in features)
+
+    module.eval()
+    _randomize(module)
+    weights = torch.randn(2, L * L, DIM)
+
+    def gradients(forward) -> dict[str, torch.Tensor]:
+        module.zero_grad()
+        inputs = [f.detach().clone().requires_grad_() for f in features]
+        (forward(module, inputs) * weights).sum().backward()
+        grads = {name: p.grad.clone() for name, p in module.named_parameters()}
+        return grads | {f"features[{s}]": f.grad for s, f in enumerate(inputs)}
+
+    fast = gradients(lambda m, x: m(x))
+    slow = gradients(inspect.unwrap(sfi_reference_loop))  # the loop without its no_grad
+    assert fast.keys() == slow.keys()
+    for name, grad in fast.items():
+        torch.testing.assert_close(grad, slow[name], atol=1e-4, rtol=1e-4, msg=name)
 
 
 def test_chunked_attention_matches(monkeypatch: pytest.MonkeyPatch) -> None:
