@@ -303,7 +303,15 @@ def conv_concat_reference_loop(
     """:class:`ConvConcatBaseline` by a loop over samples and grid cells (row-major): each
     scale's window of the cell averaged (pooling, maps ``k_s L`` wide) or filtered channel by
     channel (the depthwise convolution), the scales' vectors concatenated in order, then the
-    cell's own LayerNorm, projection and residual MLP."""
+    cell's own LayerNorm, projection and residual MLP.
+
+    Args:
+        module: the baseline whose weights the loop uses.
+        features: its ``B×C_s×(k_s L)×(k_s L)`` maps.
+
+    Returns:
+        The ``B×L^2×dim`` tokens, row-major.
+    """
     grid = module.grid_size
     out = torch.empty(features[0].shape[0], grid * grid, module.dim)
     for b in range(len(out)):
