@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from side_by_side import Pair, make_side
+from timing import Pair, make_side
 from torch import Tensor
 
 ALL_TRAINABLE = {"train_vision": True, "train_connector": True, "train_llm": True}

@@ -324,9 +324,11 @@ def test_a_family_without_llavas_anatomy_is_refused(hf_checkpoint):
         Aquila(tokenizer=zoo_fuse(folder).tokenizer, llava=str(folder), image_size=IMAGE_SIZE)
 
 
-def test_fuse_modules_start_as_configured(hf_checkpoint):
-    """Injection and windows are FUSE's own: they are built (and trained) on top of LLaVA."""
-    folder, _ = hf_checkpoint
+def test_fuse_modules_start_as_configured_and_as_the_identity(hf_checkpoint):
+    """Injection and windows are FUSE's own: they are built (and trained) on top of LLaVA. Each
+    injection starts as the identity (``residual_init`` 0), so FUSE with its windows and two
+    injections computes transformers' LLaVA's logits and loss until training opens them."""
+    folder, reference = hf_checkpoint
     zoo = FUSE(
         tokenizer=zoo_fuse(folder).tokenizer,
         llava=str(folder),
@@ -341,6 +343,30 @@ def test_fuse_modules_start_as_configured(hf_checkpoint):
     ids, mask = prompt(zoo.tokenizer, batch=1)
     out = zoo(image, ids, mask, labels=ids.clone())
     assert torch.isfinite(out.loss)
+    assert [float(block.alpha.detach()) for block in zoo.injection.values()] == [0.0, 0.0]
+    vocab = reference.config.text_config.vocab_size
+    torch.manual_seed(2)
+    image = torch.randn(2, 3, IMAGE_SIZE, IMAGE_SIZE)
+    ids, mask = prompt(zoo.tokenizer)
+    hf_ids = expand_image(ids, zoo.image_token_id)
+    hf_labels = hf_ids.masked_fill(hf_ids == zoo.image_token_id, -100)
+    zoo.eval()
+    with torch.no_grad():
+        ours = zoo(image, ids, mask, labels=ids.clone())
+        theirs = reference(
+            input_ids=hf_ids,
+            attention_mask=torch.ones_like(hf_ids),
+            pixel_values=image,
+            labels=hf_labels,
+        )
+        torch.testing.assert_close(
+            ours.logits[..., :vocab], theirs.logits[..., :vocab], atol=1e-4, rtol=1e-4
+        )
+        torch.testing.assert_close(ours.loss, theirs.loss, atol=1e-5, rtol=1e-5)
+        for block in zoo.injection.values():  # opened, the windows' details reach the logits
+            block.alpha.fill_(1.0)
+        opened = zoo(image, ids, mask).logits[..., :vocab]
+    assert not torch.allclose(opened, theirs.logits[..., :vocab], atol=1e-3)
 
 
 def test_datamodule_takes_the_processor(hf_checkpoint, original_checkpoint):

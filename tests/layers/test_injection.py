@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
@@ -54,19 +55,41 @@ def test_identity_at_initialization(index: int, dtype: torch.dtype):
     assert torch.equal(out, hidden)
 
 
+def _opened(module: torch.nn.Module, gate: str, hidden, details) -> torch.Tensor:
+    """The update the reference loop makes with ``gate`` opened (``alpha`` 1, or ``tanh`` of a
+    gate 1/2, counted twice) and every other gate shut: what the gate's derivative at 0 is."""
+    opened = copy.deepcopy(module)
+    with torch.no_grad():
+        if isinstance(opened, GatedCrossAttentionInjection):
+            opened.attn_gate.zero_()
+            opened.ff_gate.zero_()
+            getattr(opened, gate).fill_(math.atanh(0.5))
+            return 2 * (_gated_reference(opened, hidden, details) - hidden)
+        opened.alpha.fill_(1.0)
+        loop = _authors_loop if isinstance(opened, RecurrentInjection) else _token_routed_loop
+        return loop(opened, hidden, details) - hidden
+
+
 @pytest.mark.parametrize("index", [0, 1, 2])
-def test_gradient_reaches_gates_at_initialization(index: int):
+def test_gate_gradient_at_initialization_is_the_update_it_opens(index: int):
+    """Shut gates still learn: the gradient of ``<r, out>`` with respect to a gate at 0 is
+    ``<r, update>``, the update the reference loop makes with that gate opened."""
     module = _modules()[index]
     hidden, details = _inputs(width=D if index == 2 else DD)
     out = module(hidden, details)
-    (out * torch.randn_like(out)).sum().backward()
+    r = torch.randn_like(out)
+    (out * r).sum().backward()
+    names = ["alpha"] if not isinstance(module, GatedCrossAttentionInjection) else []
+    names = names or ["attn_gate", "ff_gate"]
     gates = (
         [module.alpha]
         if isinstance(module, (TokenRoutedInjection, RecurrentInjection))
         else [module.attn_gate, module.ff_gate]
     )
-    for gate in gates:
+    for name, gate in zip(names, gates, strict=True):
         assert gate.grad is not None and gate.grad.abs() > 1e-6
+        expected = (r * _opened(module, name, hidden, details)).sum()
+        torch.testing.assert_close(gate.grad, expected, atol=1e-4, rtol=1e-4, msg=name)
 
 
 # ------------------------------------------------------------------- RecurrentInjection (authors')

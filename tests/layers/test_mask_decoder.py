@@ -48,10 +48,42 @@ def test_shapes_and_mask_size() -> None:
     assert grid.per_scale.shape == (3, 2, 8, 8)
 
 
-def test_largest_scale_need_not_come_first() -> None:
+def _reversed_scales(decoder: MultiScaleMaskDecoder) -> MultiScaleMaskDecoder:
+    """The same decoder with its scales in the opposite order: every per-scale module and
+    weight moved from scale ``s`` to ``S - 1 - s``."""
+    last = decoder.num_scales - 1
+    state = {}
+    for name, value in decoder.state_dict().items():
+        head, _, rest = name.partition(".")
+        if name in ("token_weights", "scale_weights"):
+            value = value.flip(0)
+        elif rest[:1].isdigit():  # a ModuleList of scales: "mask_mlp.0.2.weight"
+            index, _, tail = rest.partition(".")
+            name = f"{head}.{last - int(index)}.{tail}"
+        state[name] = value
+    flipped = MultiScaleMaskDecoder(DIM, num_scales=len(SIDES), coarse_to_fine=False).eval()
+    flipped.load_state_dict(state)
+    return flipped
+
+
+def test_permuting_the_scales_permutes_the_outputs() -> None:
+    """The largest scale need not come first: it sets the output size wherever it is, and with
+    the scales independent (no coarse-to-fine gate) the decoder with its scales reversed, given
+    the maps and the conditioning in reverse, gives the same masks, its per-scale masks in
+    reverse."""
     features, cond = _inputs()
     out = _decoder()(features[::-1], cond, TARGET_IMAGE)
     assert out.logits.shape == (3, 8 * UP, 8 * UP)
+    decoder = _decoder(coarse_to_fine=False)
+    with torch.no_grad():  # unequal weights, so that each must follow its scale
+        decoder.scale_weights.copy_(torch.tensor([0.7, -0.4]))
+        decoder.token_weights.normal_()
+        plain = decoder(features, cond, TARGET_IMAGE)
+        flipped = _reversed_scales(decoder)(features[::-1], cond.flip(1), TARGET_IMAGE)
+    assert flipped.logits.shape == (3, 8 * UP, 8 * UP)
+    torch.testing.assert_close(flipped.logits, plain.logits, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(flipped.per_scale, plain.per_scale.flip(1), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(flipped.initial, plain.initial.flip(1), atol=1e-5, rtol=1e-5)
 
 
 def test_target_depends_only_on_own_cond() -> None:
@@ -194,11 +226,49 @@ def test_gradients_reach_cond_features_and_weights() -> None:
     assert not missing
 
 
-def test_two_way_block_shapes() -> None:
-    block = TwoWayBlock(DIM, num_heads=4)
+def _sam_block(block: TwoWayBlock, skip_first_layer_pe: bool):
+    """Transformers' ``SamTwoWayAttentionBlock`` with ``block``'s weights (the zoo's MLP is
+    GELU, its LayerNorms torch's default eps)."""
+    from transformers import SamMaskDecoderConfig
+    from transformers.models.sam.modeling_sam import SamTwoWayAttentionBlock
+
+    config = SamMaskDecoderConfig(
+        hidden_size=DIM, num_attention_heads=4, mlp_dim=4 * DIM, hidden_act="gelu"
+    )
+    config.layer_norm_eps = 1e-5
+    config._attn_implementation = "eager"
+    sam = SamTwoWayAttentionBlock(config, 2, skip_first_layer_pe).eval()
+    renamed = {
+        **{f"norm{i}": f"layer_norm{i}" for i in range(1, 5)},
+        "mlp.0": "mlp.lin1",
+        "mlp.2": "mlp.lin2",
+    }
+    state = {}
+    for name, value in block.state_dict().items():
+        for old, new in renamed.items():
+            if name.startswith(old + "."):
+                name = new + name[len(old) :]
+        state[name] = value
+    sam.load_state_dict(state)
+    return sam
+
+
+@pytest.mark.parametrize("skip_first_layer_pe", [False, True])
+def test_two_way_block_matches_sams(skip_first_layer_pe: bool) -> None:
+    """SAM's block from transformers, with the same random weights, gives the same queries and
+    keys (every sublayer, the position embeddings where SAM adds them, the downsampled
+    cross-attentions)."""
+    torch.manual_seed(0)
+    block = TwoWayBlock(DIM, num_heads=4, skip_first_layer_pe=skip_first_layer_pe).eval()
     q, k = torch.randn(3, N_TOK, DIM), torch.randn(3, 20, DIM)
-    q2, k2 = block(q, k, q, torch.randn(20, DIM))
+    query_pe, key_pe = torch.randn(3, N_TOK, DIM), torch.randn(20, DIM)
+    q2, k2 = block(q, k, query_pe, key_pe)
     assert q2.shape == q.shape and k2.shape == k.shape
+    sam = _sam_block(block, skip_first_layer_pe)
+    with torch.no_grad():  # SAM's tensors carry a point-batch axis
+        sq, sk, _ = sam(q[:, None], k[:, None], query_pe[:, None], key_pe, None)
+    torch.testing.assert_close(q2, sq[:, 0], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(k2, sk[:, 0], atol=1e-5, rtol=1e-5)
 
 
 def test_sincos_embedding() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from zoo.layers.attention import sincos_pos_embed_2d
 from zoo.layers.mask_decoder import MultiScaleMaskDecoder
@@ -78,18 +79,90 @@ def test_memory_changes_decoder_output_when_alpha_nonzero(fusion: Fusion) -> Non
     assert not torch.allclose(out.per_scale, out.initial, atol=1e-4)
 
 
+def _pointwise_reference(network: torch.nn.Sequential, h: torch.Tensor) -> torch.Tensor:
+    """The pointwise network over the capacity axis of one class's entries ``N×D_m×H×W``, by
+    hand: each 1x1 convolution a matrix product over ``N``, BatchNorm with its running
+    statistics (eval), ReLU."""
+    x = h
+    for layer in network:
+        if isinstance(layer, (torch.nn.Conv2d, torch.nn.Conv3d)):
+            weight = layer.weight.flatten(1)  # out×in
+            x = torch.einsum("oc,c...->o...", weight, x) + layer.bias.view(-1, *[1] * (x.ndim - 1))
+        elif isinstance(layer, torch.nn.modules.batchnorm._BatchNorm):
+            shape = (-1, *[1] * (x.ndim - 1))
+            scale = (layer.running_var + layer.eps).rsqrt() * layer.weight
+            x = (x - layer.running_mean.view(shape)) * scale.view(shape) + layer.bias.view(shape)
+        else:
+            x = layer(x)
+    return x[0]  # D_m×H×W
+
+
+def _fused_reference(mem: ClassWiseMemory, scale: int, c: int, encoded: torch.Tensor):
+    """``F(h)`` of one target of class ``c`` whose encoded mask is ``encoded`` (``D_m×H×W``),
+    by a plain loop over the bank's entries and positions."""
+    h = mem.banks[scale][c]  # N×D_m×H×W
+    side = mem.sizes[scale]
+    if mem.fusion == "conv3d":  # the N entries are the channels of a D_m×H×W volume
+        return _pointwise_reference(mem.fusers[scale], h)
+    if mem.fusion == "conv2d":  # one N×H×W image per channel d of the bank
+        return torch.stack(
+            [_pointwise_reference(mem.fusers[scale], h[:, d]) for d in range(mem.memory_dim)]
+        )
+    if mem.fusion == "argmax":  # the entry most similar (cosine) to the encoded mask
+        similarity = [F.cosine_similarity(e.flatten(), encoded.flatten(), dim=0) for e in h]
+        return h[int(torch.stack(similarity).argmax())]
+    # Attention: one query per position (its D_m channels), one key per position: the N entries'
+    # channels at that position side by side.
+    positions = [(i, j) for i in range(side) for j in range(side)]
+    query = torch.stack([encoded[:, i, j] for i, j in positions])[None]
+    entries = torch.stack([torch.cat([e[:, i, j] for e in h]) for i, j in positions])[None]
+    pe = sincos_pos_embed_2d(side, side, mem.memory_dim)
+    wide_pe = torch.cat([pe] * mem.capacity, dim=1)
+    fuser = mem.fusers[scale]
+    if fuser.first is not None:
+        entries = entries + fuser.first(entries + wide_pe, query + pe, query)
+    fused = fuser.attn(query + pe, entries + wide_pe, entries)[0]  # HW×D_m
+    return torch.stack([fused[p] for p in range(len(positions))], dim=1).view(-1, side, side)
+
+
 @pytest.mark.parametrize("fusion", FUSIONS)
 @pytest.mark.parametrize("scale", [0, 1])
-def test_fusion_modes_shape(fusion: Fusion, scale: int) -> None:
+@pytest.mark.parametrize("category", [CATEGORY, torch.tensor([2, 0])])
+def test_each_fusion_matches_a_loop_over_the_targets(
+    fusion: Fusion, scale: int, category: torch.Tensor
+) -> None:
+    """Batched over targets (the whole bank fused once when there are as many targets as
+    classes, else each target's slice), every fusion and the memory attention (Eq. 3) give
+    what a loop over the targets, their class's entries and the grid positions gives."""
     mem = _memory(fusion)
+    with torch.no_grad():  # BatchNorm's running statistics, not the identity's
+        for module in mem.modules():
+            if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+                module.running_mean.normal_()
+                module.running_var.uniform_(0.5, 2.0)
     side = SIDES[scale]
     tokens, mask = _tokens(side)
-    out = mem(scale, tokens, mask, CATEGORY)
-    assert out.shape == (3, side * side, DIM)
-    encoded = mem.encode_mask(scale, mask)
-    assert encoded.shape == (3, MEMORY_DIM, side, side)
-    assert mem.fuse(scale, CATEGORY, encoded).shape == (3, MEMORY_DIM, side, side)
+    tokens, mask = tokens[: len(category)], mask[: len(category)]
+    with torch.no_grad():
+        out = mem(scale, tokens, mask, category)
+        encoded = mem.encode_mask(scale, mask)
+        fused = mem.fuse(scale, category, encoded)
+    t = len(category)
+    assert out.shape == (t, side * side, DIM)
+    assert encoded.shape == (t, MEMORY_DIM, side, side)
+    assert fused.shape == (t, MEMORY_DIM, side, side)
     assert mem.banks[scale].shape == (NUM_CLASSES, CAPACITY, MEMORY_DIM, side, side)
+    pe, memory_pe = (sincos_pos_embed_2d(side, side, d) for d in (DIM, MEMORY_DIM))
+    with torch.no_grad():
+        for i, c in enumerate(category.tolist()):
+            one_encoded = mem.mask_encoders[scale](mask[i].sigmoid()[None, None])[0]
+            torch.testing.assert_close(encoded[i], one_encoded, atol=1e-5, rtol=1e-5)
+            reference = _fused_reference(mem, scale, c, one_encoded)
+            torch.testing.assert_close(fused[i], reference, atol=1e-5, rtol=1e-5)
+            kv = (reference + one_encoded).flatten(1).T[None]  # HW×D_m, row-major
+            x = tokens[i][None]
+            attended = mem.cross_attn[scale](x + pe, kv + memory_pe, kv)
+            torch.testing.assert_close(out[i], (x + 0.5 * attended)[0], atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize("fusion", FUSIONS)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from typing import Literal
 
 import pytest
@@ -200,7 +201,10 @@ def test_locality(cell: tuple[int, int]) -> None:
         assert torch.equal(touched, mask), f"scale {s}"
 
 
-def test_gradients_reach_every_parameter_in_training() -> None:
+def test_gradients_reach_every_parameter_and_equal_the_reference_loops() -> None:
+    """In training (dropout on) every parameter gets a gradient; without dropout, every
+    parameter's and every feature map's gradient is the reference loop's (autograd through the
+    literal SFI), so the vectorized backward routes each window's gradient to its own place."""
     dims, ks = (8, 12), (1, 2)
     module = SpatialFeatureIntegration(DIM, L, dims, num_heads=2, dropout=0.1, window_sizes=ks)
     module.train()
@@ -209,6 +213,23 @@ def test_gradients_reach_every_parameter_in_training() -> None:
     for name, p in module.named_parameters():
         assert p.grad is not None and p.grad.abs().sum() > 0, name
     assert all(f.grad is not None for f in features)
+
+    module.eval()
+    _randomize(module)
+    weights = torch.randn(2, L * L, DIM)
+
+    def gradients(forward) -> dict[str, torch.Tensor]:
+        module.zero_grad()
+        inputs = [f.detach().clone().requires_grad_() for f in features]
+        (forward(module, inputs) * weights).sum().backward()
+        grads = {name: p.grad.clone() for name, p in module.named_parameters()}
+        return grads | {f"features[{s}]": f.grad for s, f in enumerate(inputs)}
+
+    fast = gradients(lambda m, x: m(x))
+    slow = gradients(inspect.unwrap(sfi_reference_loop))  # the loop without its no_grad
+    assert fast.keys() == slow.keys()
+    for name, grad in fast.items():
+        torch.testing.assert_close(grad, slow[name], atol=1e-4, rtol=1e-4, msg=name)
 
 
 def test_chunked_attention_matches(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -276,13 +297,51 @@ def test_constructor_and_window_size_errors() -> None:
         module([torch.randn(1, 8, L, L), torch.randn(1, 6, 4 * L, 4 * L)])
 
 
+def conv_concat_reference_loop(
+    module: ConvConcatBaseline, features: list[torch.Tensor]
+) -> torch.Tensor:
+    """:class:`ConvConcatBaseline` by a loop over samples and grid cells (row-major): each
+    scale's window of the cell averaged (pooling, maps ``k_s L`` wide) or filtered channel by
+    channel (the depthwise convolution), the scales' vectors concatenated in order, then the
+    cell's own LayerNorm, projection and residual MLP.
+
+    Args:
+        module: the baseline whose weights the loop uses.
+        features: its ``B×C_s×(k_s L)×(k_s L)`` maps.
+
+    Returns:
+        The ``B×L^2×dim`` tokens, row-major.
+    """
+    grid = module.grid_size
+    out = torch.empty(features[0].shape[0], grid * grid, module.dim)
+    for b in range(len(out)):
+        for i in range(grid):
+            for j in range(grid):
+                cell = []
+                for s, x in enumerate(features):
+                    k = x.shape[-1] // grid
+                    window = x[b, :, i * k : (i + 1) * k, j * k : (j + 1) * k]  # C×k×k
+                    if module.downsample == "conv" and k > 1:
+                        conv = module.reducers[s]
+                        cell.append((conv.weight[:, 0] * window).sum((-2, -1)) + conv.bias)
+                    else:
+                        cell.append(window.mean((-2, -1)))
+                x = module.in_proj(module.in_norm(torch.cat(cell)))
+                out[b, i * grid + j] = x + module.mlp(module.mlp_norm(x))
+    return out
+
+
 @pytest.mark.parametrize("downsample", ["pool", "conv"])
 def test_conv_concat_baseline(downsample: Literal["pool", "conv"]) -> None:
     dims, ks = (8, 12, 6), (1, 2, 4)
     baseline = ConvConcatBaseline(DIM, L, dims, downsample=downsample, window_sizes=ks)
+    _randomize(baseline)
     features = [f.requires_grad_() for f in _features(dims, ks)]
     out = baseline(features)
     assert out.shape == (2, L * L, DIM) and baseline.num_tokens == L * L
+    with torch.no_grad():  # the same as a loop over the cells
+        reference = conv_concat_reference_loop(baseline, features)
+    torch.testing.assert_close(out.detach(), reference, atol=1e-5, rtol=1e-5)
     out.square().mean().backward()
     for name, p in baseline.named_parameters():
         assert p.grad is not None and p.grad.abs().sum() > 0, name

@@ -240,11 +240,28 @@ def test_sliding_window_features_resizes_and_keeps_constants():
     torch.testing.assert_close(out, expected, atol=1e-6, rtol=0)
 
 
-def test_sliding_window_features_gradient_reaches_image():
+@pytest.mark.parametrize("detail_tokens", ["pool", "interleave"])
+@pytest.mark.parametrize("weighting", ["uniform", "triangular"])
+def test_sliding_window_features_gradient_is_the_derivative(detail_tokens, weighting):
+    """With the patchify encoder the windows' features are an affine map of the image (resize,
+    cut, resize, pool, weighted stitch), so the gradient of ``<w, f(x)>`` paired with any
+    direction ``v`` is what the forward pass changes by, ``<w, f(x + v) - f(x)>``: every window
+    of every scale passes its gradient back to its own pixels."""
     image = torch.rand(1, 3, 64, 64, requires_grad=True)
     _module()(image, PatchifyEncoder()).sum().backward()
     assert image.grad is not None and torch.isfinite(image.grad).all()
     assert image.grad.abs().sum() > 0
+    module = _module(detail_tokens=detail_tokens, weighting=weighting)
+    gen = torch.Generator().manual_seed(0)
+    image = torch.rand(2, 3, 50, 70, generator=gen, dtype=torch.float64).requires_grad_()
+    out = module(image, PatchifyEncoder())
+    w = torch.randn(out.shape, generator=gen, dtype=torch.float64)
+    (grad,) = torch.autograd.grad((w * out).sum(), image)
+    for _ in range(3):
+        v = torch.randn(image.shape, generator=gen, dtype=torch.float64)
+        with torch.no_grad():
+            change = (w * (module(image + v, PatchifyEncoder()) - out)).sum()
+        torch.testing.assert_close((grad * v).sum(), change, atol=1e-9, rtol=1e-9)
 
 
 def test_interleaved_split_keeps_a_one_cell_detail():

@@ -8,13 +8,16 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 import yaml
 from lightning import Trainer, seed_everything
 
+from tests.layers.test_sfi import conv_concat_reference_loop
 from tests.models.conftest import make_aquila
 from zoo.data import EmbeddedConversationDataModule
 from zoo.data.datamodules import EmbeddedSplits
 from zoo.encoders.llm import LLMSpec
+from zoo.layers.sfi import ConvConcatBaseline
 from zoo.metrics.vqa import normalize_answer
 from zoo.models import Aquila, GenerationConfig, TrainingStage
 from zoo.models.aquila import AQUILA_OPTIMIZER, MultiLayerAlignment, window_sizes
@@ -62,10 +65,33 @@ def test_mda_writes_only_visual_positions(dm, batch):
     assert torch.allclose(out[:, ~text], want)
 
 
-def test_conv_concat_ablation_runs(dm, batch):
+def test_conv_concat_ablation_is_the_baseline_over_the_windows(dm, batch):
+    """Table 5's ablation: the connector is the convolutional concatenation over the stages'
+    windows (a loop over the grid cells gives its tokens), spliced as SFI's would be, and the
+    loss is the next-token cross-entropy of the plain LLM on the answer tokens."""
     model = aquila(dm, connector="conv", mda_layers=[])
     out = model(batch["image"], batch["input_ids"], batch["attention_mask"], batch["labels"])
     assert torch.isfinite(out.loss)
+    assert isinstance(model.connector, ConvConcatBaseline)
+    assert model.connector.downsample == "conv" and model.connector.window_sizes == (4, 2, 1)
+    with torch.no_grad():
+        features = model.multiscale_features(batch["image"])
+        tokens, _ = model.visual_tokens(batch["image"])
+        reference = model.connector_proj(conv_concat_reference_loop(model.connector, features))
+        torch.testing.assert_close(tokens, reference, atol=1e-5, rtol=1e-5)
+        embeds = model.llm.get_input_embeddings()(batch["input_ids"])
+        embeds, mask, labels, _ = splice_visual_tokens(
+            embeds,
+            batch["input_ids"],
+            batch["attention_mask"],
+            batch["labels"],
+            model.image_token_id,
+            reference,
+        )
+        logits = model.llm(inputs_embeds=embeds, attention_mask=mask).logits
+    torch.testing.assert_close(out.logits.detach(), logits, atol=1e-5, rtol=1e-5)
+    expected = F.cross_entropy(logits[:, :-1].flatten(0, 1), labels[:, 1:].flatten())
+    torch.testing.assert_close(out.loss.detach(), expected, atol=1e-5, rtol=1e-5)
     out.loss.backward()
     assert model.connector.parameters().__next__().grad is not None
 

@@ -238,9 +238,23 @@ def test_flava_negative_rule_and_block_masks_are_switches(dm):
         _model(dm, itm_layout="3B")
 
 
-def test_mmm_losses_are_logged(dm):
+def test_each_loss_is_logged_under_its_name_and_the_total_is_their_weighted_sum(dm):
+    """What is logged is what the step computed: each term under its own name (the last step's
+    value), and ``train_loss`` the sum of the terms times their (unequal) weights."""
     seed_everything(0)
-    model = _model(dm)
+    weights = LossWeights(
+        mim=0.5, mlm=2.0, itm=0.25, mmm_image=3.0, mmm_text=0.75, contrastive=1.5, location=4.0
+    )
+    model = _model(dm, loss_weights=weights)
+    computed: list[dict[str, torch.Tensor]] = []
+    compute_losses = model.compute_losses
+
+    def recording(*args, **kwargs):
+        losses = compute_losses(*args, **kwargs)
+        computed.append({k: v.detach().clone() for k, v in losses.items()})
+        return losses
+
+    model.compute_losses = recording
     trainer = Trainer(
         max_steps=2,
         logger=False,
@@ -252,8 +266,17 @@ def test_mmm_losses_are_logged(dm):
         devices=1,
     )
     trainer.fit(model, dm)
-    for name in ("mim", "mlm", "itm", "mmm_image", "mmm_text", "contrastive", "location"):
+    names = ("mim", "mlm", "itm", "mmm_image", "mmm_text", "contrastive", "location")
+    for name in names:
         assert torch.isfinite(trainer.callback_metrics[f"train_{name}_loss"]), name
+    assert len(computed) == 2
+    logged = {name: trainer.callback_metrics[f"train_{name}_loss"] for name in names}
+    for name in names:
+        torch.testing.assert_close(logged[name], computed[-1][name], msg=name)
+    values = {name: float(logged[name]) for name in names}
+    assert len(set(values.values())) == len(names)  # seven different numbers, not one copied
+    total = sum(getattr(weights, name) * values[name] for name in names)
+    assert float(trainer.callback_metrics["train_loss"]) == pytest.approx(total, rel=1e-5)
 
 
 @pytest.mark.filterwarnings("ignore:You are trying to `self.log")
