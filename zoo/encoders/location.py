@@ -29,6 +29,7 @@ from __future__ import annotations
 import math
 import pickle
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -41,6 +42,7 @@ from zoo.io import load_checkpoint
 
 __all__ = [
     "LocationEncoder",
+    "LocationSpec",
     "Sine",
     "SirenLayer",
     "SirenNet",
@@ -389,6 +391,46 @@ class SirenNet(nn.Module):
         for layer in self.layers:
             x = layer(x)
         return self.last_layer(x)
+
+
+@dataclass
+class LocationSpec:
+    """A family's SatCLIP location encoder (``location:`` in a config).
+
+    Args:
+        legendre_polys: spherical-harmonic degree L (SatCLIP: 10 or 40).
+        hidden: SIREN hidden width.
+        layers: SIREN hidden layers.
+        checkpoint: a SatCLIP checkpoint to initialize the encoder from (its own sizes then
+            replace ``legendre_polys``, ``hidden`` and ``layers``).
+    """
+
+    legendre_polys: int = 10
+    hidden: int = 256
+    layers: int = 2
+    checkpoint: str | None = None
+
+    def build(self, dim_out: int, max_latitude: float | None = None) -> LocationEncoder:
+        """The encoder this spec names.
+
+        Args:
+            dim_out: embedding size of a new encoder (a checkpoint keeps its own).
+            max_latitude: optional latitude clamp.
+
+        Returns:
+            The encoder, loaded from ``checkpoint`` when one is given.
+        """
+        if self.checkpoint is not None:
+            return LocationEncoder.from_satclip_checkpoint(
+                self.checkpoint, max_latitude=max_latitude
+            )
+        return LocationEncoder(
+            legendre_polys=self.legendre_polys,
+            dim_hidden=self.hidden,
+            num_layers=self.layers,
+            dim_out=dim_out,
+            max_latitude=max_latitude,
+        )
 
 
 class LocationEncoder(nn.Module):
