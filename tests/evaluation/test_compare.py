@@ -44,12 +44,11 @@ def ablation(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path
             "model": {
                 "class_path": "FLAVARS",
                 "init_args": {
-                    "vision_encoder": "zoo_vit_tiny",
-                    "text_encoder": "tiny",
+                    "vision": {"name": "zoo_vit_tiny"},
+                    "text": {"name": "tiny"},
                     "embed_dim": 32,
-                    "fusion_width": 32,
-                    "fusion_layers": 1,
-                    "location_hidden": 32,
+                    "fusion": {"width": 32, "layers": 1},
+                    "location": {"hidden": 32},
                 },
             },
             "data": data,
