@@ -34,6 +34,8 @@ def test_flavars_with_packaged_minilm(tmp_path):
     from zoo.models import FLAVARS
 
     tokenizer = build_tokenizer("minilm")
+    from zoo.encoders.text import TextSpec
+
     model = FLAVARS(text=TextSpec("minilm"), tokenizer=tokenizer, image_size=32).eval()
     tokens = model.tokenize(["a satellite image of a harbour.", "a forest."])
     emb = model.encode_text(tokens["input_ids"], tokens["attention_mask"])

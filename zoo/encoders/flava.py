@@ -297,8 +297,17 @@ class FlavaImageIntermediates(nn.Module):
     def prune_intermediate_layers(
         self, indices: Sequence[int], prune_norm: bool = False, prune_head: bool = True
     ) -> list[int]:
-        """Drop the layers after the last of ``indices`` (negative ones count from the end), the
-        final layer norm and the pooler; returns the indices as non-negative layer numbers."""
+        """Drop the layers after the last of ``indices``, and the final layer norm and the pooler.
+
+        Args:
+            indices: the layers kept for :meth:`forward_intermediates` (negative ones count from
+                the end).
+            prune_norm: replace the final layer norm with an identity.
+            prune_head: drop the pooler.
+
+        Returns:
+            The indices as sorted non-negative layer numbers.
+        """
         n = len(self.model.encoder.layer)
         taken = sorted({i % n for i in indices})
         self.model.encoder.layer = self.model.encoder.layer[: taken[-1] + 1]
@@ -316,7 +325,20 @@ class FlavaImageIntermediates(nn.Module):
         output_fmt: str = "NCHW",
         intermediates_only: bool = True,
     ) -> list[Tensor]:
-        """The outputs of layers ``indices`` for ``B×C×H×W`` normalized images, each ``B×D×h×w``."""
+        """The outputs of layers ``indices`` as maps ([CLS] dropped).
+
+        Args:
+            image: ``B×C×H×W`` normalized pixels.
+            indices: the layers (their outputs are ``hidden_states[i + 1]``).
+            output_fmt: ``NCHW`` only.
+            intermediates_only: True only.
+
+        Returns:
+            One ``B×D×h×w`` map per index.
+
+        Raises:
+            ValueError: another format, or not intermediates only.
+        """
         if output_fmt != "NCHW" or not intermediates_only:
             raise ValueError("FlavaImageIntermediates gives NCHW intermediates only")
         out = self.model(
@@ -366,13 +388,29 @@ class ImageCodebook(nn.Module):
         self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1), persistent=False)
 
     def train(self, mode: bool = True) -> ImageCodebook:
+        """Set the training mode; the codebook itself stays in eval mode (frozen).
+
+        Args:
+            mode: training mode.
+
+        Returns:
+            This module.
+        """
         super().train(mode)
         self.model.eval()  # frozen: never in training mode
         return self
 
     @torch.no_grad()
     def forward(self, image: Tensor, grid_size: tuple[int, int]) -> Tensor:
-        """Codes ``B×N`` (long, row-major) of ``B×C×H×W`` normalized images."""
+        """The codebook's codes of normalized images, one per patch of the encoder's grid.
+
+        Args:
+            image: ``B×C×H×W`` normalized pixels.
+            grid_size: the image encoder's patch grid.
+
+        Returns:
+            ``B×N`` long codes, row-major.
+        """
         pixels = (image.float() * self.std + self.mean).clamp(0.0, 1.0)
         size = (grid_size[0] * self.stride, grid_size[1] * self.stride)
         pixels = nn.functional.interpolate(

@@ -115,6 +115,10 @@ def validate_locations(location: Tensor, name: str = "location", first_row: int 
 def check_location_shape(location: Tensor, name: str = "location") -> None:
     """The checks of :func:`validate_locations` that read no values: type, dtype and shape.
 
+    Args:
+        location: the tensor to check.
+        name: its name in the errors.
+
     Raises:
         TypeError: ``location`` is not a real-valued tensor.
         ValueError: ``location`` is not ``B×2``.
@@ -218,10 +222,17 @@ class SphericalHarmonics(nn.Module):
         return self.legendre_polys**2
 
     def forward(self, location: Tensor, dtype: torch.dtype = torch.float32) -> Tensor:
-        """Encode ``B×2`` ``(lat, lon)`` degrees as ``B×L²`` features of ``dtype``.
+        """Encode ``(lat, lon)`` degrees as spherical-harmonic features.
 
         Only the shape is checked here; the values (finite, within range) are checked by the
         data (:func:`validate_locations`), where they are on the host.
+
+        Args:
+            location: ``B×2`` ``(lat, lon)`` in degrees.
+            dtype: the features' dtype.
+
+        Returns:
+            ``B×L²`` features.
         """
         check_location_shape(location)
         device = location.device
@@ -261,6 +272,7 @@ class SphericalHarmonics(nn.Module):
         return (legendre * trig[:, tables["trig_index"]] * tables["scale"]).to(dtype)
 
     def extra_repr(self) -> str:
+        """The settings, for ``repr``."""
         return (
             f"legendre_polys={self.legendre_polys}, "
             f"harmonics_calculation={self.harmonics_calculation!r}, "
@@ -269,16 +281,29 @@ class SphericalHarmonics(nn.Module):
 
 
 class Sine(nn.Module):
-    """``sin(w0 * x)``."""
+    """``sin(w0 * x)``.
+
+    Args:
+        w0: the frequency.
+    """
 
     def __init__(self, w0: float = 1.0) -> None:
         super().__init__()
         self.w0 = w0
 
     def forward(self, x: Tensor) -> Tensor:
+        """Apply the sine.
+
+        Args:
+            x: any tensor.
+
+        Returns:
+            ``sin(w0 * x)``.
+        """
         return torch.sin(self.w0 * x)
 
     def extra_repr(self) -> str:
+        """The frequency, for ``repr``."""
         return f"w0={self.w0}"
 
 
@@ -288,6 +313,16 @@ class SirenLayer(nn.Module):
     Weights and bias are drawn from ``U(-r, r)`` with ``r = 1 / dim_in`` for the first layer and
     ``r = sqrt(c / dim_in) / w0`` otherwise. Dropout (``p = 0.5``, training only) is applied to the
     pre-activation, as in SatCLIP. Parameters are named ``weight`` and ``bias``.
+
+    Args:
+        dim_in: input features.
+        dim_out: output features.
+        w0: the sine's frequency.
+        c: SIREN's initialization constant.
+        is_first: the first layer (its own initialization range).
+        use_bias: whether the layer has a bias.
+        activation: the activation (None: ``Sine(w0)``).
+        dropout: dropout on the pre-activation in training.
     """
 
     def __init__(
@@ -318,7 +353,14 @@ class SirenLayer(nn.Module):
         self.activation = Sine(w0) if activation is None else activation
 
     def forward(self, x: Tensor) -> Tensor:
-        """``x`` in any float dtype: the weights are cast to it (float64 in the encoder)."""
+        """Apply the layer; the weights are cast to ``x``'s dtype (float64 in the encoder).
+
+        Args:
+            x: ``B×dim_in`` in any float dtype.
+
+        Returns:
+            ``B×dim_out``.
+        """
         bias = None if self.bias is None else self.bias.to(x.dtype)
         out = F.linear(x, self.weight.to(x.dtype), bias)
         if self.dropout:
@@ -326,6 +368,7 @@ class SirenLayer(nn.Module):
         return self.activation(out)
 
     def extra_repr(self) -> str:
+        """The sizes and switches, for ``repr``."""
         return (
             f"dim_in={self.dim_in}, dim_out={self.dim_out}, is_first={self.is_first}, "
             f"bias={self.bias is not None}, dropout={self.dropout}"
@@ -388,6 +431,14 @@ class SirenNet(nn.Module):
         )
 
     def forward(self, x: Tensor) -> Tensor:
+        """Apply the hidden layers, then the last one.
+
+        Args:
+            x: ``B×dim_in`` features.
+
+        Returns:
+            ``B×dim_out``.
+        """
         for layer in self.layers:
             x = layer(x)
         return self.last_layer(x)
@@ -480,11 +531,17 @@ class LocationEncoder(nn.Module):
         self.dim_out = dim_out
 
     def forward(self, location: Tensor) -> Tensor:
-        """Embed ``B×2`` ``(lat, lon)`` degrees as ``B×dim_out`` in the weights' dtype.
+        """Embed ``(lat, lon)`` degrees in the weights' dtype.
 
         The harmonics and the SIREN run in float64 with autocast off, as SatCLIP runs them:
         under ``bf16-mixed`` a first sine layer with ``w0 = 30`` in bfloat16 is off by about
         0.5 % against float64. The network is small, so the cost is negligible.
+
+        Args:
+            location: ``B×2`` ``(lat, lon)`` in degrees.
+
+        Returns:
+            ``B×dim_out`` embeddings.
         """
         dtype = self.nnet.last_layer.weight.dtype
         # (meta tensors, as the memory plan traces them, have no autocast: cpu's stands in)
@@ -508,6 +565,9 @@ class LocationEncoder(nn.Module):
             weights_only: passed to :func:`zoo.io.load_checkpoint`. Only set it to ``False``
                 for a file you trust: unpickling arbitrary objects can execute code.
             **overrides: constructor arguments that take precedence over the checkpoint's.
+
+        Returns:
+            The encoder with the checkpoint's location weights.
 
         Raises:
             FileNotFoundError: ``path`` does not exist.

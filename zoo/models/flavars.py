@@ -343,6 +343,11 @@ class FLAVARS(ZooTask):
         return self.encoders.grid_size
 
     @property
+    def logit_scale(self) -> Tensor:
+        """The image-text logit scale (its log): the encoder set's (``zoo demo`` reads it)."""
+        return self.encoders.logit_scale
+
+    @property
     def num_patches(self) -> int:
         """Patches of one image."""
         return self.encoders.num_patches
@@ -502,6 +507,15 @@ class FLAVARS(ZooTask):
         return False
 
     def training_step(self, batch: ImageTextBatch, batch_idx: int) -> Tensor:
+        """Every enabled loss of the batch, logged; their weighted sum is optimized.
+
+        Args:
+            batch: the batch.
+            batch_idx: its index in the epoch.
+
+        Returns:
+            The weighted sum.
+        """
         losses = self.compute_losses(batch)
         b = len(batch["image"])
         self.log_dict(
@@ -514,7 +528,11 @@ class FLAVARS(ZooTask):
     # --------------------------------------------------------------------------- evaluation
     @torch.no_grad()
     def zero_shot_class_embeddings(self) -> Tensor:
-        """Unit class embeddings ``K×E``: prompt embeddings averaged over the templates."""
+        """Unit class embeddings: prompt embeddings averaged over the templates.
+
+        Returns:
+            ``K×E`` one embedding per class name.
+        """
         prompts = [t.format(c) for c in self.class_names for t in self.prompt_templates]
         tokens = self.tokenize(prompts)
         unk = self.tokenizer.unk_token_id
@@ -559,19 +577,41 @@ class FLAVARS(ZooTask):
         self.class_embeddings = torch.empty(0, device=self.device)
 
     def validation_step(self, batch: ImageTextBatch, batch_idx: int) -> None:
+        """Update the validation metrics (retrieval, location, zero-shot and k-NN accuracy).
+
+        Args:
+            batch: the batch.
+            batch_idx: its index in the epoch.
+        """
         self._eval_step("val", batch)
 
     def on_validation_epoch_end(self) -> None:
+        """Log the validation metrics and reset them."""
         self._eval_epoch_end("val")
 
     def test_step(self, batch: ImageTextBatch, batch_idx: int) -> None:
+        """Update the test metrics (retrieval, location, zero-shot and k-NN accuracy).
+
+        Args:
+            batch: the batch.
+            batch_idx: its index in the epoch.
+        """
         self._eval_step("test", batch)
 
     def on_test_epoch_end(self) -> None:
+        """Log the test metrics and reset them."""
         self._eval_epoch_end("test")
 
     def predict_step(self, batch: ImageTextBatch, batch_idx: int) -> dict[str, Tensor]:
-        """Unit embeddings of the batch: ``image``, ``text`` and (when present) ``location``."""
+        """Unit embeddings of the batch.
+
+        Args:
+            batch: the batch (an image batch; captions and locations where it has them).
+            batch_idx: its index.
+
+        Returns:
+            ``image`` and, when present, ``text`` and ``location`` embeddings ``B×E``.
+        """
         out = {"image": self.encode_image(batch["image"])[1]}
         if "input_ids" in batch:
             out["text"] = self.encode_text(batch["input_ids"], batch["attention_mask"])
