@@ -7,7 +7,7 @@ Each setup's YAML files are composed left to right (as ``zoo fit --config a --co
 its model is built on the meta device: the Hugging Face ids it names are replaced by the
 architecture descriptions in ``bench/architectures`` (``config.json`` only), timm towers are
 built from timm's registry without weights, the tokenizer is a stand-in of the real one's
-length, and ``init_checkpoint`` / ``location_checkpoint`` / ``llava_projector`` are dropped. Then, per GPU:
+length, and ``init_checkpoint`` / ``location.checkpoint`` / ``llava_projector`` are dropped. Then, per GPU:
 
 * **weights**: every parameter in its dtype (the LLM in ``llm.dtype``, the rest float32 under
   ``bf16-mixed``). FSDP (FULL_SHARD) keeps ``1/world`` of them, plus two gathered units in

@@ -40,7 +40,7 @@ def test_flavars_with_packaged_minilm(tmp_path):
     tokens = model.tokenize(["a satellite image of a harbour.", "a forest."])
     emb = model.encode_text(tokens["input_ids"], tokens["attention_mask"])
     assert emb.shape == (2, 128) and torch.isfinite(emb).all()
-    assert model.text_encoder.width == 384  # MiniLM-L6 is 384 wide
+    assert model.encoders.text_encoder.width == 384  # MiniLM-L6 is 384 wide
 
 
 @pytest.mark.slow

@@ -129,8 +129,10 @@ def test_weights_from_a_flavars_checkpoint(tmp_path) -> None:
         torch.save({"state_dict": state}, old)
         assert _model(vision_checkpoint=str(old)).checkpoint_prefix == f"{name}.model."
 
-    with pytest.raises(ValueError, match=r"prefix 'text_encoder\.'.*'vision_encoder\.model\.'"):
-        _model(vision_checkpoint=str(path), checkpoint_prefix="text_encoder")
+    with pytest.raises(
+        ValueError, match=r"prefix 'encoders\.text_encoder\.'.*'encoders\.vision_encoder\.'"
+    ):
+        _model(vision_checkpoint=str(path), checkpoint_prefix="encoders.text_encoder")
     with pytest.raises(ValueError, match="other shapes.*pos_embed"):
         _model(image_size=48, vision_checkpoint=str(path))
 

@@ -110,6 +110,6 @@ def _load_pretrained(name: str, pretrained: bool) -> nn.Module:
             f"the folder {name} does not hold a Hugging Face model (config.json + weights)"
             if is_path
             else "this machine may be offline: download it elsewhere and give its local folder, "
-            "or use text_encoder: tiny"
+            "or use text: {name: tiny}"
         )
         raise RuntimeError(f"could not load text encoder {name!r}: {hint}") from error
