@@ -135,7 +135,7 @@ def stand_in_tokenizer(length: int, chat: bool, seg: tuple[int, int] | None = No
 
 
 def _dataclass_args(cls: type, kwargs: dict) -> dict:
-    """Dicts given for dataclass-typed arguments (``optimizer:``, ``loss_weights:``) as the
+    """Dicts given for dataclass-typed arguments (``optimizer:``, ``objectives:``) as the
     dataclasses, over the family's defaults, as jsonargparse does."""
     import inspect
 

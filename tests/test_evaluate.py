@@ -385,7 +385,7 @@ def test_export_rebuilds_the_run_and_writes_its_weights(flavars_run, tmp_path) -
     assert weights.keys() == state.keys()
     assert all(torch.equal(weights[k], state[k]) for k in state)
     rebuilt = load_model([str(tmp_path / "config.yaml")], str(path))
-    assert rebuilt.image_projection.out_features == 32
+    assert rebuilt.encoders.image_projection.out_features == 32
     assert sorted(p.name for p in tmp_path.iterdir()) == ["config.yaml", "model.safetensors"]
 
 

@@ -54,7 +54,10 @@ def ablation(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path
             "data": data,
         },
     )
-    _write(root / "no_location.yaml", {"model": {"init_args": {"loss_weights": {"location": 0.0}}}})
+    _write(
+        root / "no_location.yaml",
+        {"model": {"init_args": {"objectives": {"loss_weights": {"location": 0.0}}}}},
+    )
     (root / "suites").mkdir()
     knn = {"class_path": "KNN", "init_args": {"data": data, "name": "embedded k-NN", "k": 5}}
     zero_shot = {
