@@ -10,8 +10,8 @@ only the interface, so it never asks which. The objectives, the masked pass's dr
 masked losses are :mod:`zoo.models.flavars_objectives`.
 
 Checkpoints of zoo 0.1 (flat arguments; encoders at the top of the state dict, or under
-``flava.``) load: :meth:`FLAVARS.upgrade_hyperparameters` groups their arguments and a
-load-state-dict pre-hook moves their weights under ``encoders.``.
+``flava.``) load: :mod:`zoo.models.flavars_upgrade` groups their arguments, moves their weights
+under ``encoders.`` (a load-state-dict pre-hook) and their optimizer state with them.
 """
 
 from __future__ import annotations
@@ -45,6 +45,11 @@ from zoo.models.flavars_objectives import (
     Objectives,
     draw_masks,
     masked_losses,
+)
+from zoo.models.flavars_upgrade import (
+    upgrade_hyperparameters,
+    upgrade_optimizer_state,
+    upgrade_state_dict,
 )
 
 __all__ = [
@@ -82,91 +87,10 @@ ZOO_VISION, ZOO_TEXT, NO_FLAVA = VisionSpec(), TextSpec(), FlavaSpec()
 SMALL_FUSION, SMALL_LOCATION = FusionSpec(), LocationSpec()
 FLAVA_OBJECTIVES, EVALUATION = Objectives(), EvaluationSettings()
 
-#: zoo 0.1's flat arguments: old key -> (group, key in the group).
-_OLD_KEYS: dict[str, tuple[str, str]] = {
-    "vision_encoder": ("vision", "name"),
-    "vision_pretrained": ("vision", "pretrained"),
-    "vision_checkpoint": ("vision", "checkpoint"),
-    "text_encoder": ("text", "name"),
-    "text_pretrained": ("text", "pretrained"),
-    "codebook": ("flava", "codebook"),
-    "fusion_width": ("fusion", "width"),
-    "fusion_layers": ("fusion", "layers"),
-    "fusion_heads": ("fusion", "heads"),
-    "legendre_polys": ("location", "legendre_polys"),
-    "location_hidden": ("location", "hidden"),
-    "location_layers": ("location", "layers"),
-    "location_checkpoint": ("location", "checkpoint"),
-    **{
-        key: ("objectives", key)
-        for key in (
-            "loss_weights",
-            "mim_mask_ratio",
-            "mim_masking",
-            "mlm_probability",
-            "itm_negatives",
-            "itm_negative_probability",
-            "itm_layout",
-            "temperature",
-        )
-    },
-    "knn_k": ("evaluation", "knn_k"),
-    "prompt_templates": ("evaluation", "prompt_templates"),
-}
-#: zoo 0.1's top-level modules of the zoo's encoders, now under ``encoders.``.
-_OLD_ENCODER_MODULES = (
-    "vision_encoder",
-    "text_encoder",
-    "image_projection",
-    "text_projection",
-    "logit_scale",
-    "fusion",
-    "itm_head",
-    "mlm_head",
-    "mmm_text_head",
-    "mim_head",
-    "mmm_image_head",
-)
-
 
 def _group(cls: type, value: Any) -> Any:
     """A group dataclass from itself, a dict (a checkpoint's hyper-parameters) or None."""
     return value if isinstance(value, cls) else cls(**dict(value or {}))
-
-
-def upgrade_state_dict(state: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """A FLAVARS state dict of zoo 0.1 in this version's keys (others pass unchanged).
-
-    zoo 0.1 kept the zoo's encoders, projections, logit scale and heads at the top and FLAVA's
-    under ``flava.`` (its pixel heads at the top); all of them are under ``encoders.`` now.
-    With pixel heads, FLAVA's own code heads (``flava.mim_head`` and ``flava.mmm_image_head``)
-    are replaced, so theirs are dropped.
-
-    Args:
-        state: the state dict.
-        prefix: where the model sits in ``state`` (``""`` for the model's own).
-
-    Returns:
-        The state dict in the current keys, in the same order.
-    """
-    top = {key[len(prefix) :].split(".")[0] for key in state if key.startswith(prefix)}
-    pixel_heads = "flava" in top and {"mim_head", "mmm_image_head"} & top
-    out: dict[str, Any] = {}
-    for key, value in state.items():
-        local = key[len(prefix) :] if key.startswith(prefix) else None
-        if local is None:
-            out[key] = value
-            continue
-        head = local.split(".")[0]
-        if head == "flava":
-            if pixel_heads and local.split(".")[1] in ("mim_head", "mmm_image_head"):
-                continue
-            out[f"{prefix}encoders.{local.removeprefix('flava.')}"] = value
-        elif head in _OLD_ENCODER_MODULES:
-            out[f"{prefix}encoders.{local}"] = value
-        else:
-            out[key] = value
-    return out
 
 
 class FLAVARS(ZooTask):
@@ -261,8 +185,8 @@ class FLAVARS(ZooTask):
 
     @classmethod
     def upgrade_hyperparameters(cls, hparams: Mapping[str, Any]) -> dict[str, Any]:
-        """zoo 0.1's flat hyper-parameters (``vision_encoder``, ``fusion_width``,
-        ``mim_mask_ratio``, ``flava: <folder>`` ...) in this version's groups.
+        """zoo 0.1's flat hyper-parameters in this version's groups
+        (:func:`~zoo.models.flavars_upgrade.upgrade_hyperparameters`).
 
         Args:
             hparams: a checkpoint's hyper-parameters (keys starting with ``_`` dropped).
@@ -270,13 +194,7 @@ class FLAVARS(ZooTask):
         Returns:
             A copy with every flat key in its group (unchanged when there are none).
         """
-        out = {k: v for k, v in hparams.items() if k not in _OLD_KEYS}
-        if "flava" in out and not isinstance(out["flava"], Mapping):
-            out["flava"] = {"folder": out["flava"]}
-        for key, (group, name) in _OLD_KEYS.items():
-            if key in hparams:
-                out[group] = dict(out.get(group) or {}) | {name: hparams[key]}
-        return out
+        return upgrade_hyperparameters(hparams)
 
     def _upgrade_state_dict(
         self, module: nn.Module, state: dict[str, Any], prefix: str, *args: Any
@@ -289,33 +207,12 @@ class FLAVARS(ZooTask):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Resume from a zoo 0.1 checkpoint: its optimizer state follows its parameters to their
-        new places (the parameter order changed when the encoders moved under ``encoders.``).
+        new places (:func:`~zoo.models.flavars_upgrade.upgrade_optimizer_state`).
 
         Args:
             checkpoint: the Lightning checkpoint being restored.
         """
-        old = checkpoint.get("state_dict") or {}
-        new = upgrade_state_dict(old)
-        if list(new) == list(old) or len(checkpoint.get("optimizer_states") or []) != 1:
-            return
-        params = dict(self.named_parameters())
-        names = {n for n, p in params.items() if p.requires_grad}
-        old_order = self._optimizer_order([k for k in new if k in names])
-        new_order = self._optimizer_order([k for k in params if k in names])
-        if sorted(old_order) != sorted(new_order):
-            return
-        index = {name: i for i, name in enumerate(new_order)}
-        optimizer = checkpoint["optimizer_states"][0]
-        optimizer["state"] = {index[old_order[i]]: value for i, value in optimizer["state"].items()}
-
-    def _optimizer_order(self, names: list[str]) -> list[str]:
-        """Parameter names in :meth:`parameter_groups`' order (decayed, then not decayed)."""
-        params = dict(self.named_parameters())
-
-        def skip(name: str) -> bool:
-            return params[name].ndim < 2 or any(key in name for key in self.no_decay_keys)
-
-        return [n for n in names if not skip(n)] + [n for n in names if skip(n)]
+        upgrade_optimizer_state(checkpoint, self)
 
     def _split_metrics(self) -> nn.ModuleDict:
         metrics = nn.ModuleDict(
