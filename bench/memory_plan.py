@@ -7,7 +7,7 @@ Each setup's YAML files are composed left to right (as ``zoo fit --config a --co
 its model is built on the meta device: the Hugging Face ids it names are replaced by the
 architecture descriptions in ``bench/architectures`` (``config.json`` only), timm towers are
 built from timm's registry without weights, the tokenizer is a stand-in of the real one's
-length, and ``init_checkpoint`` / ``location_checkpoint`` / ``llava_projector`` are dropped. Then, per GPU:
+length, and ``init_checkpoint`` / ``location.checkpoint`` / ``llava_projector`` are dropped. Then, per GPU:
 
 * **weights**: every parameter in its dtype (the LLM in ``llm.dtype``, the rest float32 under
   ``bf16-mixed``). FSDP (FULL_SHARD) keeps ``1/world`` of them, plus two gathered units in
@@ -135,7 +135,7 @@ def stand_in_tokenizer(length: int, chat: bool, seg: tuple[int, int] | None = No
 
 
 def _dataclass_args(cls: type, kwargs: dict) -> dict:
-    """Dicts given for dataclass-typed arguments (``optimizer:``, ``loss_weights:``) as the
+    """Dicts given for dataclass-typed arguments (``optimizer:``, ``objectives:``) as the
     dataclasses, over the family's defaults, as jsonargparse does."""
     import inspect
 
@@ -203,24 +203,23 @@ def build(name: str, files: list[str]) -> Setup:
     seg = None
     if cls.__name__ == "GeoPix":
         seg = (len(kwargs.get("feature_layers", [1, 3])), kwargs.get("seg_tokens_per_scale", 3))
-    if kwargs.pop("flava", None) is not None:
+    if (kwargs.pop("flava", None) or {}).get("folder") is not None:
         # FLAVA's own modules need its folder; a stand-in of flava-full's size builds on meta
         # from the zoo's encoders (ViT-B/16, BERT-base, a 768-wide 6-layer fusion). The frozen
         # DALL-E codebook (~97 M parameters, no gradients or optimizer state) is left out.
-        kwargs.pop("codebook", None)
         kwargs |= {
-            "vision_encoder": "vit_base_patch16_224",
-            "text_encoder": "bert-base-uncased",
-            "fusion_width": 768,
-            "fusion_layers": 6,
-            "fusion_heads": 12,
+            "vision": {"name": "vit_base_patch16_224"},
+            "text": {"name": "bert-base-uncased"},
+            "fusion": {"width": 768, "layers": 6, "heads": 12},
         }
         data.setdefault("tokenizer", "bert-base-uncased")
         data.pop("processor", None)
     spec = LLMSpec.of(kwargs["llm"]) if generator else None
     _, vocab = architecture(data.get("tokenizer") or spec.tokenizer_source())
     tokenizer = stand_in_tokenizer(vocab, chat=generator, seg=seg)
-    kwargs |= {"tokenizer": tokenizer, "image_size": image_size, "vision_pretrained": False}
+    kwargs |= {"tokenizer": tokenizer, "image_size": image_size}
+    if generator:
+        kwargs["vision_pretrained"] = False
     if generator:
         # The stand-in word-level tokenizer writes the word format; the format does not change
         # the memory (one conversation's tokens are the batch's text_tokens either way).
@@ -231,8 +230,11 @@ def build(name: str, files: list[str]) -> Setup:
         kwargs["llava_projector"] = None  # LLaVA's weights, the projector's shapes: nothing to plan
         kwargs["class_names"] = [f"class{i}" for i in range(GEOPIX_CLASSES)]
     else:  # FLAVARS
-        kwargs["text_encoder"], _ = architecture(kwargs["text_encoder"])
-        kwargs |= {"text_pretrained": False, "location_checkpoint": None}
+        text = dict(kwargs.get("text") or {})
+        text["name"], _ = architecture(text.get("name", "tiny"))
+        kwargs["text"] = text | {"pretrained": False}
+        kwargs["vision"] = dict(kwargs.get("vision") or {}) | {"pretrained": False}
+        kwargs["location"] = dict(kwargs.get("location") or {}) | {"checkpoint": None}
     kwargs = _dataclass_args(cls, kwargs)
     with torch.device("meta"):
         model = cls(**kwargs)

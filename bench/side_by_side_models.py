@@ -214,7 +214,7 @@ def caption_batch(
 
 # ------------------------------------------------------------------- FLAVARS vs FLAVA / CLIP
 def _bert_folder(d: dict[str, Any], vocab: int, folder: Path) -> str:
-    """A random BERT at the pair's text dimensions, saved for FLAVARS' ``text_encoder``; no
+    """A random BERT at the pair's text dimensions, saved for FLAVARS' ``text.name``; no
     dropout, as FLAVA's and CLIP's text towers."""
     from transformers import BertConfig, BertModel
 
@@ -235,7 +235,10 @@ def _bert_folder(d: dict[str, Any], vocab: int, folder: Path) -> str:
 
 
 def _flavars(d: dict[str, Any], tokenizer, folder: Path, contrastive_only: bool):
-    from zoo.models.flavars import FLAVARS, LossWeights
+    from zoo.encoders.text import TextSpec
+    from zoo.encoders.vision import VisionSpec
+    from zoo.encoders.zoo_encoders import FusionSpec
+    from zoo.models.flavars import FLAVARS, LossWeights, Objectives
 
     weights = (
         LossWeights(mim=0, mlm=0, itm=0, mmm_image=0, mmm_text=0, location=0)
@@ -243,14 +246,12 @@ def _flavars(d: dict[str, Any], tokenizer, folder: Path, contrastive_only: bool)
         else LossWeights()
     )
     return FLAVARS(
-        vision_encoder=d["vit"],
+        vision=VisionSpec(d["vit"]),
         image_size=d["image"],
-        text_encoder=_bert_folder(d, len(tokenizer), folder),
+        text=TextSpec(_bert_folder(d, len(tokenizer), folder)),
         embed_dim=d["embed"],
-        fusion_width=d["fusion_width"],
-        fusion_layers=d["fusion_depth"],
-        fusion_heads=d["fusion_heads"],
-        loss_weights=weights,
+        fusion=FusionSpec(d["fusion_width"], d["fusion_depth"], d["fusion_heads"]),
+        objectives=Objectives(loss_weights=weights),
         tokenizer=tokenizer,
     )
 

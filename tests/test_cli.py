@@ -77,8 +77,8 @@ def test_links_and_short_names():
 
 
 def test_swap_vision_encoder_from_command_line():
-    cli = _instantiate("--model.init_args.vision_encoder=convnext_atto")
-    assert type(cli.model.vision_encoder.model).__name__ == "ConvNeXt"
+    cli = _instantiate("--model.init_args.vision.name=convnext_atto")
+    assert type(cli.model.encoders.vision_encoder.model).__name__ == "ConvNeXt"
 
 
 def test_configs_compose_left_to_right(tmp_path):
@@ -87,7 +87,7 @@ def test_configs_compose_left_to_right(tmp_path):
     cli = main(
         ["--config", "configs/flavars.yaml", "--config", str(override), *TINY_DATA], run=False
     )
-    assert cli.model.image_projection.out_features == 32
+    assert cli.model.encoders.image_projection.out_features == 32
 
 
 @pytest.mark.parametrize(
@@ -108,7 +108,7 @@ def test_bad_arguments_name_the_key(args, message, capsys):
 
 def test_unknown_encoder_name_is_explained():
     with pytest.raises(ValueError, match="unknown vision encoder 'vit_nonexistent'"):
-        _instantiate("--model.init_args.vision_encoder=vit_nonexistent")
+        _instantiate("--model.init_args.vision.name=vit_nonexistent")
 
 
 @pytest.mark.parametrize(

@@ -203,7 +203,7 @@ def check_print_config(command: str, capsys) -> None:
 def check_swap_vision_encoder(command: str) -> None:
     """README: the vision encoder is timm's ViT-S/16 (built, not trained here)."""
     cli, _ = _run(command, *SMALL_DATA, run=False)
-    model = cli.model.vision_encoder.model
+    model = cli.model.encoders.vision_encoder.model
     assert type(model).__name__ == "VisionTransformer" and model.embed_dim == 384
 
 
@@ -551,8 +551,8 @@ _SUITE = (
 CHECKS: dict[str, Callable[..., None]] = {
     "zoo fit --config configs/flavars.yaml": check_flavars_fit,
     "zoo fit --config configs/flavars.yaml --print_config": check_print_config,
-    "zoo fit --config configs/flavars.yaml --model.init_args.vision_encoder=vit_small_patch16_224": check_swap_vision_encoder,
-    "zoo fit --config configs/flavars.yaml --model.init_args.loss_weights.location=0": check_no_location_loss,
+    "zoo fit --config configs/flavars.yaml --model.init_args.vision.name=vit_small_patch16_224": check_swap_vision_encoder,
+    "zoo fit --config configs/flavars.yaml --model.init_args.objectives.loss_weights.location=0": check_no_location_loss,
     "zoo test --config configs/flavars.yaml --ckpt_path last": check_test_last,
     "zoo predict --config configs/flavars.yaml --ckpt_path last": check_flavars_predict,
     "zoo fit --config configs/flavars.yaml --ckpt_path last": check_resume,

@@ -165,12 +165,11 @@ def flavars_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, d
             "model": {
                 "class_path": "FLAVARS",
                 "init_args": {
-                    "vision_encoder": "zoo_vit_tiny",
-                    "text_encoder": "tiny",
+                    "vision": {"name": "zoo_vit_tiny"},
+                    "text": {"name": "tiny"},
                     "embed_dim": 32,
-                    "fusion_width": 32,
-                    "fusion_layers": 1,
-                    "location_hidden": 32,
+                    "fusion": {"width": 32, "layers": 1},
+                    "location": {"hidden": 32},
                 },
             },
             "data": data,
@@ -190,7 +189,7 @@ def test_model_is_built_from_args_never_from_sys_argv(flavars_run, monkeypatch) 
         warnings.simplefilter("always")
         cli = build_from_configs([str(config)], str(ckpt))
     assert sys.argv == argv
-    assert cli.model.image_projection.out_features == 32
+    assert cli.model.encoders.image_projection.out_features == 32
     assert not [w for w in caught if "args parameter" in str(w.message)]
 
 
@@ -386,7 +385,7 @@ def test_export_rebuilds_the_run_and_writes_its_weights(flavars_run, tmp_path) -
     assert weights.keys() == state.keys()
     assert all(torch.equal(weights[k], state[k]) for k in state)
     rebuilt = load_model([str(tmp_path / "config.yaml")], str(path))
-    assert rebuilt.image_projection.out_features == 32
+    assert rebuilt.encoders.image_projection.out_features == 32
     assert sorted(p.name for p in tmp_path.iterdir()) == ["config.yaml", "model.safetensors"]
 
 

@@ -36,10 +36,8 @@ FAMILIES = {
         "configs/flavars.yaml",
         {
             "embed_dim": 32,
-            "fusion_width": 32,
-            "fusion_layers": 1,
-            "location_hidden": 32,
-            "location_layers": 1,
+            "fusion": {"width": 32, "layers": 1},
+            "location": {"hidden": 32, "layers": 1},
         },
     ),
     "aquila": ("configs/aquila.yaml", GENERATOR),

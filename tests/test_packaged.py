@@ -34,11 +34,13 @@ def test_flavars_with_packaged_minilm(tmp_path):
     from zoo.models import FLAVARS
 
     tokenizer = build_tokenizer("minilm")
-    model = FLAVARS(text_encoder="minilm", tokenizer=tokenizer, image_size=32).eval()
+    from zoo.encoders.text import TextSpec
+
+    model = FLAVARS(text=TextSpec("minilm"), tokenizer=tokenizer, image_size=32).eval()
     tokens = model.tokenize(["a satellite image of a harbour.", "a forest."])
     emb = model.encode_text(tokens["input_ids"], tokens["attention_mask"])
     assert emb.shape == (2, 128) and torch.isfinite(emb).all()
-    assert model.text_encoder.width == 384  # MiniLM-L6 is 384 wide
+    assert model.encoders.text_encoder.width == 384  # MiniLM-L6 is 384 wide
 
 
 @pytest.mark.slow

@@ -277,7 +277,7 @@ def test_command_line_overrides_win_over_checkpoint_hparams(
         ],
     )
     assert cli.model.optimizer_config.lr == 0.5
-    assert cli.model.image_projection.out_features == 64
+    assert cli.model.encoders.image_projection.out_features == 64
     text = caplog.text
     assert (
         "model.init_args.optimizer.lr: 0.5 from the command line replaces the checkpoint's 0.001"
@@ -344,7 +344,7 @@ def test_zoo_errors_print_the_message_alone(monkeypatch, capsys, tmp_path):
         "fit",
         "--config",
         "configs/flavars.yaml",
-        "--model.init_args.vision_encoder=vit_nope",
+        "--model.init_args.vision.name=vit_nope",
         f"--trainer.default_root_dir={tmp_path}",
         "--trainer.logger=false",
         *TINY,
@@ -413,9 +413,9 @@ def test_misspelt_key_gets_did_you_mean(monkeypatch, capsys):
         "fit",
         "--config",
         "configs/flavars.yaml",
-        "--model.init_args.vision_encodr=vit_small_patch16_224",
+        "--model.init_args.embed_dimm=64",
     )
-    assert code == 2 and "Did you mean model.init_args.vision_encoder?" in err
+    assert code == 2 and "Did you mean model.init_args.embed_dim?" in err
     assert not err.startswith("usage:")
     assert did_you_mean(
         "Unrecognized arguments: --trainer.max_epoch=1",
@@ -518,7 +518,10 @@ def test_mask_size_mismatch_stops_setup_naming_the_sample():
             "model.init_args.lr is not an argument of FLAVARS. It was "
             "renamed: use model.init_args.optimizer.lr",
         ),
-        ("--model.init_args.mim_weight=0", "It was renamed: use model.init_args.loss_weights.mim"),
+        (
+            "--model.init_args.mim_weight=0",
+            "It was renamed: use model.init_args.objectives.loss_weights.mim",
+        ),
     ],
 )
 def test_renamed_key_names_the_new_one(monkeypatch, capsys, arg, message):
@@ -536,7 +539,7 @@ def test_renamed_key_in_a_yaml_and_an_evaluation_config(monkeypatch, capsys, tmp
     code, err = _command_line(
         monkeypatch, capsys, "fit", "--config", "configs/flavars.yaml", "--config", str(old)
     )
-    assert code == 2 and "It was renamed: use model.init_args.vision_encoder" in err
+    assert code == 2 and "It was renamed: use model.init_args.vision.name" in err
     spec = yaml.safe_load((ROOT / "configs/eval/spacenet1_upernet.yaml").read_text())
     spec["init_args"]["lr"] = spec["init_args"].pop("optimizer")["lr"]  # the flat key of old
     (tmp_path / "eval.yaml").write_text(yaml.safe_dump(spec))

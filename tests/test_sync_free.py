@@ -30,6 +30,7 @@ from zoo.data.conversations import ConversationCollate
 from zoo.data.datamodules import EmbeddedSplits
 from zoo.data.referring import ReferringCollate
 from zoo.data.seg_targets import check_referring_batch
+from zoo.encoders.zoo_encoders import FusionSpec
 from zoo.models import FLAVARS, FUSE, Aquila, GeoPix
 
 
@@ -64,8 +65,7 @@ FAMILIES: dict[str, tuple[str, Callable[[Any], torch.nn.Module]]] = {
         lambda dm: FLAVARS(
             image_size=dm.image_size,
             embed_dim=64,
-            fusion_width=64,
-            fusion_layers=1,
+            fusion=FusionSpec(width=64, layers=1),
             tokenizer=dm.tokenizer,
             class_names=dm.class_names,
         ),

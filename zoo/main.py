@@ -180,7 +180,7 @@ class ZooCLI(LightningCLI):
             apply_on="instantiate",
         )
         # FLAVARS: the data uses the FLAVA folder's tokenizer, image size and mean / std.
-        parser.link_arguments("model.init_args.flava", "data.init_args.processor")
+        parser.link_arguments("model.init_args.flava.folder", "data.init_args.processor")
 
 
 _EPILOG = (

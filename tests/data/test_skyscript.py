@@ -13,6 +13,8 @@ from torchgeo.datasets.errors import DatasetNotFoundError
 
 from tests.data.fakes import fake_datamodule
 from zoo.data.skyscript import SkyScriptDataModule, SkyScriptDataset
+from zoo.encoders.location import LocationSpec
+from zoo.encoders.zoo_encoders import FusionSpec
 from zoo.models import FLAVARS
 
 DATA = Path(__file__).parent / "skyscript"
@@ -121,9 +123,8 @@ def test_flavars_fits_on_skyscript_with_coordinates():
         class_names=dm.class_names,
         image_size=32,
         embed_dim=32,
-        fusion_width=32,
-        fusion_layers=1,
-        location_hidden=32,
+        fusion=FusionSpec(width=32, layers=1),
+        location=LocationSpec(hidden=32),
     )
     trainer = Trainer(
         fast_dev_run=1,

@@ -44,18 +44,20 @@ def ablation(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path
             "model": {
                 "class_path": "FLAVARS",
                 "init_args": {
-                    "vision_encoder": "zoo_vit_tiny",
-                    "text_encoder": "tiny",
+                    "vision": {"name": "zoo_vit_tiny"},
+                    "text": {"name": "tiny"},
                     "embed_dim": 32,
-                    "fusion_width": 32,
-                    "fusion_layers": 1,
-                    "location_hidden": 32,
+                    "fusion": {"width": 32, "layers": 1},
+                    "location": {"hidden": 32},
                 },
             },
             "data": data,
         },
     )
-    _write(root / "no_location.yaml", {"model": {"init_args": {"loss_weights": {"location": 0.0}}}})
+    _write(
+        root / "no_location.yaml",
+        {"model": {"init_args": {"objectives": {"loss_weights": {"location": 0.0}}}}},
+    )
     (root / "suites").mkdir()
     knn = {"class_path": "KNN", "init_args": {"data": data, "name": "embedded k-NN", "k": 5}}
     zero_shot = {

@@ -8,6 +8,7 @@ from lightning import Trainer, seed_everything
 from torch.utils.data import DataLoader
 
 from zoo.data.tokenize import build_tokenizer
+from zoo.encoders.zoo_encoders import FusionSpec
 from zoo.evaluation import UPerNetSegmentation, load_encoder_checkpoint
 from zoo.models import FLAVARS, Aquila
 from zoo.models.base import OptimizerConfig
@@ -99,35 +100,39 @@ def test_weights_from_a_flavars_checkpoint(tmp_path) -> None:
     torch.manual_seed(1)
     tokenizer = build_tokenizer(None, ["a", "b"], chat=False)
     flavars = FLAVARS(
-        image_size=SIZE, tokenizer=tokenizer, embed_dim=32, fusion_width=32, fusion_layers=1
+        image_size=SIZE, tokenizer=tokenizer, embed_dim=32, fusion=FusionSpec(width=32, layers=1)
     ).eval()
     path = tmp_path / "flavars.ckpt"
     torch.save({"state_dict": flavars.state_dict(), "epoch": 3}, path)
 
     model = _model(vision_checkpoint=str(path)).eval()
-    assert model.checkpoint_prefix == "vision_encoder.model."
+    assert model.checkpoint_prefix == "encoders.vision_encoder.model."
     x = torch.randn(2, 3, SIZE, SIZE)
     with torch.no_grad():
         ours = model.features(x)
-        theirs = _features(flavars.vision_encoder.model, model.feature_indices, x)
+        theirs = _features(flavars.encoders.vision_encoder.model, model.feature_indices, x)
     assert all(torch.equal(a, b) for a, b in zip(ours, theirs, strict=True))
 
     # A bare timm state dict loads with no prefix.
     plain = tmp_path / "vit.pt"
-    torch.save(flavars.vision_encoder.model.state_dict(), plain)
+    torch.save(flavars.encoders.vision_encoder.model.state_dict(), plain)
     assert _model(vision_checkpoint=str(plain)).checkpoint_prefix == ""
 
-    # A checkpoint from before FLAVARS' image_encoder was renamed vision_encoder still loads.
-    old = tmp_path / "flavars-old.ckpt"
-    state = {
-        k.replace("vision_encoder.", "image_encoder.", 1): v
-        for k, v in flavars.state_dict().items()
-    }
-    torch.save({"state_dict": state}, old)
-    assert _model(vision_checkpoint=str(old)).checkpoint_prefix == "image_encoder.model."
+    # Checkpoints from before FLAVARS' encoders moved under encoders. (zoo 0.1), and from
+    # before its image_encoder was renamed vision_encoder, still load.
+    for name in ("vision_encoder", "image_encoder"):
+        old = tmp_path / f"flavars-{name}.ckpt"
+        state = {
+            k.replace("encoders.vision_encoder.", f"{name}.", 1): v
+            for k, v in flavars.state_dict().items()
+        }
+        torch.save({"state_dict": state}, old)
+        assert _model(vision_checkpoint=str(old)).checkpoint_prefix == f"{name}.model."
 
-    with pytest.raises(ValueError, match=r"prefix 'text_encoder\.'.*'vision_encoder\.model\.'"):
-        _model(vision_checkpoint=str(path), checkpoint_prefix="text_encoder")
+    with pytest.raises(
+        ValueError, match=r"prefix 'encoders\.text_encoder\.'.*'encoders\.vision_encoder\.'"
+    ):
+        _model(vision_checkpoint=str(path), checkpoint_prefix="encoders.text_encoder")
     with pytest.raises(ValueError, match="other shapes.*pos_embed"):
         _model(image_size=48, vision_checkpoint=str(path))
 
@@ -215,20 +220,20 @@ def test_a_models_own_encoder_is_used_as_given() -> None:
     torch.manual_seed(3)
     tokenizer = build_tokenizer(None, ["a", "b"], chat=False)
     flavars = FLAVARS(
-        image_size=SIZE, tokenizer=tokenizer, embed_dim=32, fusion_width=32, fusion_layers=1
+        image_size=SIZE, tokenizer=tokenizer, embed_dim=32, fusion=FusionSpec(width=32, layers=1)
     ).eval()
     encoder = flavars.dense_encoder()
-    assert encoder is not flavars.vision_encoder.model
+    assert encoder is not flavars.encoders.vision_encoder.model
     model = _model(encoder=encoder).eval()
     assert model.encoder is encoder and "encoder" not in model.hparams
     x = torch.randn(2, 3, SIZE, SIZE)
     with torch.no_grad():
         ours = model.features(x)
-        theirs = _features(flavars.vision_encoder.model, model.feature_indices, x)
+        theirs = _features(flavars.encoders.vision_encoder.model, model.feature_indices, x)
     assert all(torch.equal(a, b) for a, b in zip(ours, theirs, strict=True))
     # pruning (the final norm) happened to the copy only
     assert isinstance(model.encoder.norm, torch.nn.Identity)
-    assert isinstance(flavars.vision_encoder.model.norm, torch.nn.LayerNorm)
+    assert isinstance(flavars.encoders.vision_encoder.model.norm, torch.nn.LayerNorm)
     with pytest.raises(ValueError, match="either encoder .* or vision_checkpoint"):
         _model(encoder=flavars.dense_encoder(), vision_checkpoint="x.ckpt")
     with pytest.raises(ValueError, match="'Linear' has no forward_intermediates"):

@@ -8,9 +8,11 @@ from lightning import Trainer, seed_everything
 
 from zoo.data import EmbeddedDataModule
 from zoo.data.datamodules import EmbeddedSplits
+from zoo.encoders.vision import VisionSpec
+from zoo.encoders.zoo_encoders import FusionSpec
 from zoo.losses.contrastive import contrastive_loss
 from zoo.models import FLAVARS, OptimizerConfig
-from zoo.models.flavars import LossWeights, MaskingDraw
+from zoo.models.flavars import LossWeights, MaskingDraw, Objectives
 
 NUM_CLASSES = 10
 
@@ -24,12 +26,14 @@ def _datamodule(tmp_path_factory, **kwargs) -> EmbeddedDataModule:
 
 
 def _model(dm: EmbeddedDataModule, **kwargs) -> FLAVARS:
+    """A small FLAVARS; keyword arguments naming an objective go into ``objectives``."""
+    objectives = {k: kwargs.pop(k) for k in list(kwargs) if k in Objectives.__dataclass_fields__}
     args = (
         dict(
             image_size=dm.image_size,
             embed_dim=64,
-            fusion_width=64,
-            fusion_layers=1,
+            fusion=FusionSpec(width=64, layers=1),
+            objectives=Objectives(**objectives),
             tokenizer=dm.tokenizer,
             class_names=dm.class_names,
             optimizer=OptimizerConfig(lr=2e-3),
@@ -76,11 +80,12 @@ def test_each_loss_switches_off(dm):
     losses["loss"].backward()
     assert model.location_encoder.nnet.last_layer.weight.grad is not None
     assert (
-        model.mim_head.weight.grad is not None and model.itm_head.classifier.weight.grad is not None
+        model.encoders.mim_head.weight.grad is not None
+        and model.encoders.itm_head.classifier.weight.grad is not None
     )
-    assert model.mmm_image_head.weight.grad is not None
-    assert model.mmm_text_head[-1].weight.grad is not None
-    assert model.fusion.image_in.weight.grad is not None
+    assert model.encoders.mmm_image_head.weight.grad is not None
+    assert model.encoders.mmm_text_head[-1].weight.grad is not None
+    assert model.encoders.fusion.image_in.weight.grad is not None
 
 
 def test_location_loss_switches_off_without_coordinates(dm):
@@ -96,8 +101,8 @@ def test_location_loss_switches_off_without_coordinates(dm):
 def test_convolutional_vision_encoder_masks_pixels(dm):
     dm.setup("fit")
     batch = dm.on_after_batch_transfer(next(iter(dm.train_dataloader())), 0)
-    model = _model(dm, vision_encoder="convnext_atto")
-    assert not model.vision_encoder.is_transformer
+    model = _model(dm, vision=VisionSpec("convnext_atto"))
+    assert not model.encoders.vision_encoder.is_transformer
     assert torch.isfinite(model.compute_losses(batch)["loss"])
 
 
@@ -174,7 +179,7 @@ def test_each_loss_reads_flavas_pass(dm, layout):
     assert not duplicate[image_index, draw.text_index][negative].any()  # no false negatives
     losses = model.compute_losses(batch, draw)
     # The contrastive loss is that of the unmasked embeddings.
-    expected = contrastive_loss(image_emb, text_emb, model.logit_scale, gather=False)
+    expected = contrastive_loss(image_emb, text_emb, model.encoders.logit_scale, gather=False)
     assert torch.allclose(losses["contrastive"], expected, atol=1e-6)
     # MMM counts only positives: changing the negative pairs' captions leaves it unchanged.
     other = MaskingDraw(**vars(draw))
@@ -229,7 +234,7 @@ def test_flava_negative_rule_and_block_masks_are_switches(dm):
     assert torch.equal(draw.itm_target == 1, draw.text_index == torch.arange(b))
     assert torch.isfinite(model.compute_losses(batch, draw)["loss"])
     # Block masks by default: the masked patches form blocks of the 4×4 grid.
-    assert model.hparams.mim_masking == "block"
+    assert model.hparams.objectives.mim_masking == "block"
     random_masks = _model(dm, mim_masking="random").draw_masks(batch, image_emb, text_emb).patches
     assert torch.equal(random_masks.sum(1), torch.full((b,), 6))
     with pytest.raises(ValueError, match="itm_negatives"):

@@ -16,6 +16,8 @@ from transformers import (
 )
 
 from zoo.data.tokenize import word_level_tokenizer
+from zoo.encoders.flava import FlavaEncoders, FlavaSpec
+from zoo.encoders.zoo_encoders import FusionSpec
 from zoo.models import FLAVARS
 from zoo.models.flavars import MaskingDraw
 
@@ -94,7 +96,9 @@ def _inputs(tokenizer) -> dict[str, torch.Tensor]:
 
 
 def _flavars(flava: str, codebook: str | None = None) -> FLAVARS:
-    return FLAVARS(flava=flava, codebook=codebook, image_size=IMAGE, tokenizer=_tokenizer()).eval()
+    return FLAVARS(
+        flava=FlavaSpec(flava, codebook), image_size=IMAGE, tokenizer=_tokenizer()
+    ).eval()
 
 
 def _features(out) -> torch.Tensor:
@@ -127,8 +131,8 @@ def test_encoders_and_matching_equal_flava(folders):
         model.matching_logits(image, ids, mask), hf_out.itm_logits, atol=1e-5, rtol=1e-5
     )
     # FLAVA's own modules, weights as loaded: the modules are transformers' classes.
-    assert type(model.flava.model).__name__ == "FlavaModel"
-    assert type(model.flava.itm_head).__name__ == "FlavaITMHead"
+    assert type(model.encoders.model).__name__ == "FlavaModel"
+    assert type(model.encoders.itm_head).__name__ == "FlavaITMHead"
 
 
 def _masking(
@@ -248,18 +252,56 @@ def test_matching_rows_with_negatives_equal_flava(folders):
         torch.testing.assert_close(ours[name], value, atol=1e-5, rtol=1e-5, msg=name)
 
 
+@pytest.mark.parametrize("with_codebook", [True, False])
+def test_a_flava_checkpoint_of_zoo_0_1_loads(folders, with_codebook):
+    """zoo 0.1 kept FLAVA's modules under ``flava.`` and, with pixel targets, new MIM / MMM-image
+    heads at the top next to FLAVA's own code heads: such a state dict (built here by moving
+    the keys back) loads into ``encoders.`` with every weight in place, and its flat
+    hyper-parameters rebuild the model."""
+    flava, codebook, _, _ = folders
+    torch.manual_seed(0)
+    spec = FlavaSpec(flava, codebook if with_codebook else None)
+    model = FLAVARS(flava=spec, image_size=IMAGE, tokenizer=_tokenizer())
+    new = model.state_dict()
+    old = {}
+    for key, value in new.items():
+        if not key.startswith("encoders."):
+            old[key] = value
+            continue
+        local = key.removeprefix("encoders.")
+        pixel_head = not with_codebook and local.split(".")[0] in ("mim_head", "mmm_image_head")
+        old[local if pixel_head else f"flava.{local}"] = value
+    if not with_codebook:  # FLAVA's own code heads, which pixel targets left unused
+        codes = FlavaEncoders(flava)
+        for name in ("mim_head", "mmm_image_head"):
+            for key, value in getattr(codes, name).state_dict().items():
+                old[f"flava.{name}.{key}"] = value
+    assert FLAVARS.upgrade_state_dict(old) == new
+
+    hparams = {"flava": flava, "codebook": spec.codebook, "image_size": IMAGE}
+    upgraded = FLAVARS.upgrade_hyperparameters(hparams)
+    assert upgraded == {"flava": {"folder": flava, "codebook": spec.codebook}, "image_size": IMAGE}
+    torch.manual_seed(1)
+    fresh = FLAVARS(**upgraded, tokenizer=_tokenizer())
+    fresh.load_state_dict(old)  # strict: every key of the old layout has its place
+    for key, value in new.items():
+        assert torch.equal(fresh.state_dict()[key], value), key
+
+
 def test_flava_folder_errors(folders, tmp_path):
     flava, codebook, _, _ = folders
     with pytest.raises(
         FileNotFoundError, match="neither a local folder nor in the Hugging Face cache"
     ):
-        FLAVARS(flava=str(tmp_path / "missing"), image_size=IMAGE, tokenizer=_tokenizer())
+        FLAVARS(
+            flava=FlavaSpec(str(tmp_path / "missing")), image_size=IMAGE, tokenizer=_tokenizer()
+        )
     with pytest.raises(FileNotFoundError, match="no config.json"):
-        FLAVARS(flava=str(tmp_path), image_size=IMAGE, tokenizer=_tokenizer())
+        FLAVARS(flava=FlavaSpec(str(tmp_path)), image_size=IMAGE, tokenizer=_tokenizer())
     with pytest.raises(ValueError, match="set the data's image_size to 32"):
-        FLAVARS(flava=flava, image_size=64, tokenizer=_tokenizer())
+        FLAVARS(flava=FlavaSpec(flava), image_size=64, tokenizer=_tokenizer())
     with pytest.raises(FileNotFoundError, match="codebook"):
-        FLAVARS(codebook=str(tmp_path), image_size=IMAGE, tokenizer=_tokenizer())
+        FLAVARS(flava=FlavaSpec(codebook=str(tmp_path)), image_size=IMAGE, tokenizer=_tokenizer())
 
 
 def test_zoo_encoders_learn_codebook_targets(folders):
@@ -267,32 +309,31 @@ def test_zoo_encoders_learn_codebook_targets(folders):
     _, codebook, _, _ = folders
     tokenizer = _tokenizer()
     model = FLAVARS(
-        codebook=codebook,
+        flava=FlavaSpec(codebook=codebook),
         image_size=IMAGE,
         embed_dim=16,
-        fusion_width=16,
-        fusion_layers=1,
+        fusion=FusionSpec(width=16, layers=1),
         tokenizer=tokenizer,
         image_mean=MEAN,
         image_std=STD,
     )
     batch = _inputs(tokenizer)
     losses = model.compute_losses(batch)
-    assert model.mim_head[-1].out_features == CODES
+    assert model.encoders.mim_head[-1].out_features == CODES
     assert losses["mim"] > 0 and torch.isfinite(losses["loss"])
     losses["loss"].backward()
     assert all(p.grad is None for p in model.codebook.parameters())  # frozen
 
 
 def test_flava_folder_reaches_the_data_through_the_cli(folders, tmp_path):
-    """``model.init_args.flava`` gives the data the folder's tokenizer and mean / std."""
+    """``model.init_args.flava.folder`` gives the data the folder's tokenizer and mean / std."""
     from zoo.main import main
 
     flava, _, _, _ = folders
     args = [
         "--config",
         "configs/flavars.yaml",
-        f"--model.init_args.flava={flava}",
+        f"--model.init_args.flava.folder={flava}",
         "--data.init_args.image_size=32",
         f"--data.init_args.root={tmp_path / 'embedded'}",
         "--data.init_args.splits.train=8",
@@ -303,7 +344,7 @@ def test_flava_folder_reaches_the_data_through_the_cli(folders, tmp_path):
     cli = main(args, run=False)
     assert cli.datamodule.tokenizer_name == flava
     assert cli.datamodule.mean == tuple(MEAN) and cli.datamodule.std == tuple(STD)
-    assert cli.model.flava is not None
+    assert isinstance(cli.model.encoders, FlavaEncoders)
     with pytest.raises(ValueError, match="leave tokenizer unset"):  # it would disagree with FLAVA's
         main([*args, "--data.init_args.tokenizer=bert-base-uncased"], run=False)
     with pytest.raises(ValueError, match="set image_size: 32"):
@@ -323,14 +364,13 @@ def test_training_step_with_codebook_has_no_syncing_operator(folders, encoders):
     tokenizer = _tokenizer()
     torch.manual_seed(0)
     if encoders == "flava":
-        model = FLAVARS(flava=flava, codebook=codebook, image_size=IMAGE, tokenizer=tokenizer)
+        model = FLAVARS(flava=FlavaSpec(flava, codebook), image_size=IMAGE, tokenizer=tokenizer)
     else:
         model = FLAVARS(
-            codebook=codebook,
+            flava=FlavaSpec(codebook=codebook),
             image_size=IMAGE,
             embed_dim=16,
-            fusion_width=16,
-            fusion_layers=1,
+            fusion=FusionSpec(width=16, layers=1),
             tokenizer=tokenizer,
             image_mean=MEAN,
             image_std=STD,

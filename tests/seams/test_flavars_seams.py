@@ -16,22 +16,26 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from tests.seams.conftest import first_batch
+from zoo.encoders.zoo_encoders import FusionSpec
 from zoo.losses.masked import pixel_targets
 from zoo.models import FLAVARS
-from zoo.models.flavars import LOSSES, LossWeights
+from zoo.models.flavars import LOSSES, LossWeights, Objectives
 
 #: Every loss off but the ones a test names.
 NONE = {name: 0.0 for name in LOSSES}
 
 
 def flavars(dm, **kwargs: Any) -> FLAVARS:
+    """A small FLAVARS in eval mode; keyword arguments naming an objective go into
+    ``objectives``."""
+    objectives = {k: kwargs.pop(k) for k in list(kwargs) if k in Objectives.__dataclass_fields__}
     torch.manual_seed(0)
     args = (
         dict(
             image_size=dm.image_size,
             embed_dim=64,
-            fusion_width=64,
-            fusion_layers=1,
+            fusion=FusionSpec(width=64, layers=1),
+            objectives=Objectives(**objectives),
             tokenizer=dm.tokenizer,
             class_names=dm.class_names,
         )
@@ -100,7 +104,7 @@ def test_hard_sampler_gets_the_logit_scaled_similarities(image_text_dm):
     text_rate, image_rate = _hits(model, batch, image, text, i, j, 300)
     assert text_rate > 0.97 and image_rate > 0.97, (text_rate, image_rate, chance)
     with torch.no_grad():
-        model.logit_scale.fill_(math.log(3.0))
+        model.encoders.logit_scale.fill_(math.log(3.0))
     want = _scaled_probability(image, text, 3.0, i, j, same)
     want_image = _scaled_probability(text, image, 3.0, j, i, same.T)
     assert 0.35 < want < 0.8 and abs(want - unscaled) > 0.2
@@ -256,13 +260,15 @@ def test_contrastive_loss_is_plain_infonce(image_text_dm):
     ``logit_scale`` (set to ln 5 so the location scale fed to it fails)."""
     model = flavars(image_text_dm, loss_weights=LossWeights(**NONE | {"contrastive": 1.0}))
     with torch.no_grad():
-        model.logit_scale.fill_(math.log(5.0))
+        model.encoders.logit_scale.fill_(math.log(5.0))
     batch = first_batch(image_text_dm, "train")
     with torch.no_grad():
         losses = model.compute_losses(batch)
         image = model.encode_image(batch["image"])[1]
         text = model.encode_text(batch["input_ids"], batch["attention_mask"])
-    torch.testing.assert_close(losses["contrastive"], _infonce(image, text, model.logit_scale))
+    torch.testing.assert_close(
+        losses["contrastive"], _infonce(image, text, model.encoders.logit_scale)
+    )
 
 
 def test_total_is_the_weighted_sum_of_the_terms(image_text_dm):
@@ -289,8 +295,12 @@ def test_masked_multimodal_losses_count_the_positive_pairs_only(image_text_dm):
     batch = first_batch(image_text_dm, "train")
     outputs: dict[str, Tensor] = {}
     handles = [
-        model.mmm_text_head.register_forward_hook(lambda m, a, o: outputs.__setitem__("text", o)),
-        model.mmm_image_head.register_forward_hook(lambda m, a, o: outputs.__setitem__("image", o)),
+        model.encoders.mmm_text_head.register_forward_hook(
+            lambda m, a, o: outputs.__setitem__("text", o)
+        ),
+        model.encoders.mmm_image_head.register_forward_hook(
+            lambda m, a, o: outputs.__setitem__("image", o)
+        ),
     ]
     torch.manual_seed(0)
     try:

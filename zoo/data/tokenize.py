@@ -3,7 +3,7 @@
 The embedded dataset's text comes from a closed set of words, so its tokenizer is a word-level
 vocabulary with BERT's special tokens and pre-tokenization (lower case, punctuation split),
 built in memory: nothing to download. A real text encoder is paired with its own tokenizer by
-giving the same name to the datamodule's ``tokenizer`` and the model's ``text_encoder``.
+giving the same name to the datamodule's ``tokenizer`` and the model's ``text.name``.
 """
 
 from __future__ import annotations

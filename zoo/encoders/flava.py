@@ -14,17 +14,20 @@ import copy
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 from transformers import FlavaForPreTraining, FlavaImageCodebook
 
-from zoo.io import resolve_model_folder
+from zoo.encoders.encoder_set import EncoderSet, FusedStates, ImageStates, TextStates
+from zoo.io import read_processor_settings, resolve_model_folder
 from zoo.layers.attention import dense_attention_mask
 
 __all__ = [
     "FlavaEncoders",
     "FlavaImageIntermediates",
+    "FlavaSpec",
     "ImageCodebook",
     "ImageStates",
     "TextStates",
@@ -32,46 +35,63 @@ __all__ = [
 
 
 @dataclass
-class ImageStates:
-    """One pass of an image encoder.
+class FlavaSpec:
+    """Where FLAVARS' encoders and its masked-image-modelling targets come from.
 
-    Attributes:
-        pooled: ``B×D`` the image feature (FLAVA: the final [CLS] state).
-        patches: ``B×N×D`` the final state of each patch, row-major (the MIM head reads them).
-        fusion_input: ``B×S×D`` what the multimodal encoder reads (FLAVA: the last layer's
-            states before the final layer norm, [CLS] first).
+    Args:
+        folder: a local ``FlavaForPreTraining`` folder (``facebook/flava-full`` downloaded):
+            the image, text and multimodal encoders, projections, logit scale and heads are
+            FLAVA's (``vision``, ``text``, ``embed_dim`` and ``fusion`` are then unused); the zoo
+            CLI gives the data the folder's tokenizer, image size and mean / std. None: the
+            zoo's encoders.
+        codebook: a local ``FlavaImageCodebook`` folder: masked image modelling predicts its
+            codes; None predicts normalized pixels.
     """
 
-    pooled: Tensor
-    patches: Tensor
-    fusion_input: Tensor
+    folder: str | None = None
+    codebook: str | None = None
+
+    @classmethod
+    def of(cls, value: FlavaSpec | str | dict[str, Any] | None) -> FlavaSpec:
+        """A spec from a spec, a folder, or a dict (a checkpoint's hyper-parameters).
+
+        Args:
+            value: the spec, its ``folder`` alone, its fields as a dict, or None (no FLAVA).
+
+        Returns:
+            The spec.
+        """
+        if isinstance(value, FlavaSpec):
+            return value
+        if value is None or isinstance(value, str):
+            return cls(folder=value)
+        return cls(**dict(value))
 
 
-@dataclass
-class TextStates:
-    """One pass of a text encoder: ``states`` ``B×T×D`` (final, [CLS] first; the MLM head reads
-    them) and ``fusion_input`` ``B×T×D`` (what the multimodal encoder reads)."""
-
-    states: Tensor
-    fusion_input: Tensor
-
-
-class FlavaEncoders(nn.Module):
-    """transformers' FLAVA pretraining model, used module by module.
+class FlavaEncoders(EncoderSet):
+    """transformers' FLAVA pretraining model, used module by module, as an encoder set.
 
     Args:
         folder: a local ``FlavaForPreTraining`` folder or a hub id in the Hugging Face cache
             (``facebook/flava-full``; never downloaded here). Its codebook, if any, is not loaded:
-            give FLAVARS ``codebook`` for that).
+            give FLAVARS ``flava.codebook`` for that).
         vocab_size: the data tokenizer's length, checked against the text embedding table.
+        image_size: the data's image size, checked against FLAVA's (None: not checked).
+
+    Raises:
+        RuntimeError: the folder holds no loadable ``FlavaForPreTraining``.
+        ValueError: the tokenizer or the image size disagrees with the folder's.
 
     Attributes (all transformers' modules, weights as loaded): ``model`` (``FlavaModel``),
     ``mim_head``, ``mlm_head``, ``itm_head``, ``mmm_image_head``, ``mmm_text_head``.
     """
 
-    def __init__(self, folder: str | Path, vocab_size: int | None = None) -> None:
+    def __init__(
+        self, folder: str | Path, vocab_size: int | None = None, image_size: int | None = None
+    ) -> None:
         super().__init__()
         path = resolve_model_folder(folder, "flava")
+        self.folder = str(folder)
         try:
             pretraining = FlavaForPreTraining.from_pretrained(str(path), init_codebook=False)
         except (OSError, ValueError, TypeError) as error:
@@ -93,6 +113,11 @@ class FlavaEncoders(nn.Module):
             )
         image = config.image_config
         self.image_size: int = image.image_size
+        if image_size is not None and image_size != self.image_size:
+            raise ValueError(
+                f"image_size {image_size} but flava {str(folder)!r} is trained at "
+                f"{self.image_size} px: set the data's image_size to {self.image_size}"
+            )
         self.patch_size: tuple[int, int] = (image.patch_size, image.patch_size)
         side = image.image_size // image.patch_size
         self.grid_size: tuple[int, int] = (side, side)
@@ -104,23 +129,37 @@ class FlavaEncoders(nn.Module):
         self.embed_dim: int = config.projection_dim
 
     @property
-    def num_patches(self) -> int:
-        return self.grid_size[0] * self.grid_size[1]
-
-    @property
     def image_projection(self) -> nn.Linear:
+        """FLAVA's image projection into the shared space."""
         return self.model.image_projection
 
     @property
     def text_projection(self) -> nn.Linear:
+        """FLAVA's text projection into the shared space."""
         return self.model.text_projection
 
     @property
     def logit_scale(self) -> nn.Parameter:
+        """FLAVA's contrastive logit scale."""
         return self.model.logit_scale
 
+    @property
+    def normalization(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """The folder's image-processor mean and standard deviation."""
+        settings = read_processor_settings(self.folder, "flava")
+        return tuple(settings.mean), tuple(settings.std)
+
     def image(self, image: Tensor, mask: Tensor | None = None) -> ImageStates:
-        """``B×C×H×W`` normalized pixels (``mask``: ``B×N`` bool, FLAVA's ``bool_masked_pos``)."""
+        """One pass of FLAVA's image encoder.
+
+        Args:
+            image: ``B×C×H×W`` normalized pixels.
+            mask: ``B×N`` bool, FLAVA's ``bool_masked_pos``, or None.
+
+        Returns:
+            The final [CLS] state, the final patch states and the last layer's states before
+            the final layer norm (the multimodal encoder's input).
+        """
         out = self.model.image_model(
             pixel_values=image, bool_masked_pos=mask, output_hidden_states=True, return_dict=True
         )
@@ -137,6 +176,15 @@ class FlavaEncoders(nn.Module):
         )
 
     def text(self, input_ids: Tensor, attention_mask: Tensor) -> TextStates:
+        """One pass of FLAVA's text encoder.
+
+        Args:
+            input_ids: ``B×T`` token ids.
+            attention_mask: ``B×T`` 1 for a token, 0 for padding.
+
+        Returns:
+            The final states and the last layer's (the multimodal encoder's input).
+        """
         text_model = self.model.text_model
         out = text_model(
             input_ids=input_ids,
@@ -148,31 +196,78 @@ class FlavaEncoders(nn.Module):
 
     def project(self, image: Tensor, text: Tensor) -> tuple[Tensor, Tensor]:
         """FLAVA's ``image_to_mm_projection`` / ``text_to_mm_projection`` of each encoder's
-        states, per row of its pass (the matching pairs index them afterwards)."""
+        states, per row of its pass (the matching pairs index them afterwards).
+
+        Args:
+            image: ``B×S×D_v`` the image pass's fusion input.
+            text: ``B×T×D_t`` the text pass's fusion input.
+
+        Returns:
+            ``(B×S×W, B×T×W)``.
+        """
         return self.model.image_to_mm_projection(image), self.model.text_to_mm_projection(text)
 
-    def fuse(self, image: Tensor, text: Tensor, text_mask: Tensor) -> Tensor:
-        """The multimodal encoder's final states ``B×(1+S+T)×W`` over both projected sequences
-        (:meth:`project`), as ``FlavaModel.forward`` builds them: [CLS_mm], image [CLS],
-        patches, text tokens."""
+    def fuse(self, image: Tensor, text: Tensor, text_mask: Tensor) -> FusedStates:
+        """The multimodal encoder's final states over both projected sequences (:meth:`project`),
+        as ``FlavaModel.forward`` builds them: [CLS_mm], image [CLS], patches, text tokens.
+
+        Args:
+            image: ``P×S×W`` projected image sequences ([CLS] first).
+            text: ``P×T×W`` projected text sequences.
+            text_mask: ``P×T`` the text sequences' attention mask.
+
+        Returns:
+            The ``P×(1+S+T)×W`` states and their patch and text parts.
+        """
         b, s = image.shape[:2]
         fusion = self.model.multimodal_model
         mask = self._dense_mask(fusion, torch.cat([text_mask.new_ones(b, 1 + s), text_mask], dim=1))
-        return fusion(
+        fused = fusion(
             torch.cat([image, text], 1), attention_mask=mask, return_dict=True
         ).last_hidden_state
-
-    def split_fused(self, fused: Tensor, num_text: int) -> tuple[Tensor, Tensor]:
-        """(patch states ``B×N×W``, text states ``B×T×W``) of :meth:`fuse`'s output."""
-        return fused[:, 2 : 2 + self.num_patches], fused[:, fused.shape[1] - num_text :]
+        num_text = text.shape[1]
+        return FusedStates(
+            fused, fused[:, 2 : 2 + self.num_patches], fused[:, fused.shape[1] - num_text :]
+        )
 
     def itm_logits(self, fused: Tensor) -> Tensor:
-        """``B×2`` matching logits (FLAVA's head pools the multimodal [CLS])."""
+        """Matching logits from FLAVA's head (it pools the multimodal [CLS]).
+
+        Args:
+            fused: ``P×S×W`` the fused states.
+
+        Returns:
+            ``P×2`` logits.
+        """
         return self.itm_head(fused)
 
     def dense_encoder(self) -> FlavaImageIntermediates:
-        """A copy of the image encoder behind timm's multi-scale interface (UPerNet)."""
+        """A copy of the image encoder behind timm's multi-scale interface (UPerNet).
+
+        Returns:
+            The copy, as :class:`FlavaImageIntermediates`.
+        """
         return FlavaImageIntermediates(copy.deepcopy(self.model.image_model))
+
+    def predict_image_targets(self, codes: int | None) -> None:
+        """Keep FLAVA's MIM / MMM-image heads for codebook codes, or replace them with new
+        linear heads for normalized pixels (FLAVA's heads predict codes only).
+
+        Args:
+            codes: the codebook's number of codes, or None for pixel targets.
+
+        Raises:
+            ValueError: the codebook's codes are not as many as FLAVA's heads predict.
+        """
+        if codes is None:
+            pixels = self.patch_size[0] * self.patch_size[1] * 3
+            self.mim_head = nn.Linear(self.image_width, pixels)
+            self.mmm_image_head = nn.Linear(self.fusion_width, pixels)
+        elif codes != self.image_vocab_size:
+            raise ValueError(
+                f"the codebook has {codes} codes but flava {self.folder!r} predicts "
+                f"{self.image_vocab_size}: give FLAVA's own codebook"
+            )
 
 
 class FlavaImageIntermediates(nn.Module):
@@ -202,8 +297,17 @@ class FlavaImageIntermediates(nn.Module):
     def prune_intermediate_layers(
         self, indices: Sequence[int], prune_norm: bool = False, prune_head: bool = True
     ) -> list[int]:
-        """Drop the layers after the last of ``indices`` (negative ones count from the end), the
-        final layer norm and the pooler; returns the indices as non-negative layer numbers."""
+        """Drop the layers after the last of ``indices``, and the final layer norm and the pooler.
+
+        Args:
+            indices: the layers kept for :meth:`forward_intermediates` (negative ones count from
+                the end).
+            prune_norm: replace the final layer norm with an identity.
+            prune_head: drop the pooler.
+
+        Returns:
+            The indices as sorted non-negative layer numbers.
+        """
         n = len(self.model.encoder.layer)
         taken = sorted({i % n for i in indices})
         self.model.encoder.layer = self.model.encoder.layer[: taken[-1] + 1]
@@ -221,7 +325,20 @@ class FlavaImageIntermediates(nn.Module):
         output_fmt: str = "NCHW",
         intermediates_only: bool = True,
     ) -> list[Tensor]:
-        """The outputs of layers ``indices`` for ``B×C×H×W`` normalized images, each ``B×D×h×w``."""
+        """The outputs of layers ``indices`` as maps ([CLS] dropped).
+
+        Args:
+            image: ``B×C×H×W`` normalized pixels.
+            indices: the layers (their outputs are ``hidden_states[i + 1]``).
+            output_fmt: ``NCHW`` only.
+            intermediates_only: True only.
+
+        Returns:
+            One ``B×D×h×w`` map per index.
+
+        Raises:
+            ValueError: another format, or not intermediates only.
+        """
         if output_fmt != "NCHW" or not intermediates_only:
             raise ValueError("FlavaImageIntermediates gives NCHW intermediates only")
         out = self.model(
@@ -271,13 +388,29 @@ class ImageCodebook(nn.Module):
         self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1), persistent=False)
 
     def train(self, mode: bool = True) -> ImageCodebook:
+        """Set the training mode; the codebook itself stays in eval mode (frozen).
+
+        Args:
+            mode: training mode.
+
+        Returns:
+            This module.
+        """
         super().train(mode)
         self.model.eval()  # frozen: never in training mode
         return self
 
     @torch.no_grad()
     def forward(self, image: Tensor, grid_size: tuple[int, int]) -> Tensor:
-        """Codes ``B×N`` (long, row-major) of ``B×C×H×W`` normalized images."""
+        """The codebook's codes of normalized images, one per patch of the encoder's grid.
+
+        Args:
+            image: ``B×C×H×W`` normalized pixels.
+            grid_size: the image encoder's patch grid.
+
+        Returns:
+            ``B×N`` long codes, row-major.
+        """
         pixels = (image.float() * self.std + self.mean).clamp(0.0, 1.0)
         size = (grid_size[0] * self.stride, grid_size[1] * self.stride)
         pixels = nn.functional.interpolate(

@@ -66,7 +66,18 @@ def _config(folder: str | Path) -> dict:
 
 
 def llava_layout(config: dict, folder: str | Path = "") -> Layout:
-    """``hf`` (``text_config`` + ``vision_config``) or ``original`` (``mm_vision_tower``)."""
+    """Which layout a LLaVA checkpoint's ``config.json`` is in.
+
+    Args:
+        config: the parsed ``config.json``.
+        folder: the checkpoint folder (named in the error).
+
+    Returns:
+        ``hf`` (``text_config`` + ``vision_config``) or ``original`` (``mm_vision_tower``).
+
+    Raises:
+        ValueError: neither.
+    """
     if "text_config" in config and "vision_config" in config:
         return "hf"
     if "mm_vision_tower" in config:
@@ -115,6 +126,12 @@ def llava_processor(folder: str | Path) -> LlavaProcessor:
 
     The size is the processor's crop (the CLIP tower's input size when no processor file is
     found); mean/std are the processor's (OpenAI CLIP's when none is found).
+
+    Args:
+        folder: the LLaVA checkpoint folder.
+
+    Returns:
+        Its processor settings.
     """
     path = Path(folder).expanduser()
     config = _config(path)
@@ -161,8 +178,16 @@ class LlavaParts:
 
 
 def load_llava(folder: str | Path, dtype: torch.dtype | None = None) -> LlavaParts:
-    """Load a LLaVA-1.5 checkpoint of either layout (the LLM in ``dtype``, the tower in
-    float32; the families train it under bf16-mixed)."""
+    """Load a LLaVA-1.5 checkpoint of either layout (the LLM in ``dtype``, the tower in float32;
+    the families train it under bf16-mixed).
+
+    Args:
+        folder: the checkpoint folder.
+        dtype: the LLM's dtype (None: float32).
+
+    Returns:
+        Its parts: the LLM, the vision tower, the projector and their settings.
+    """
     path = Path(folder).expanduser()
     config = _config(path)
     if llava_layout(config, path) == "hf":
@@ -282,8 +307,15 @@ class LlavaProjector:
     feature_layer: int
 
     def load_into(self, projector: nn.Module | None, family: str) -> None:
-        """These weights into a family's ``projector``; the errors say why they cannot go
-        there (no Linear-GELU-Linear projector, other widths)."""
+        """These weights into a family's ``projector``.
+
+        Args:
+            projector: the family's projector (a Linear-GELU-Linear ``nn.Sequential``).
+            family: the family's name (in the errors).
+
+        Raises:
+            ValueError: no LLaVA-style projector, or other widths.
+        """
         if not isinstance(projector, nn.Sequential):
             raise ValueError(
                 f"llava: {family} has no LLaVA-style `projector` (Linear-GELU-Linear from the "
@@ -324,11 +356,16 @@ def _projector_state(tensors: dict[str, Tensor], source: Path) -> dict[str, Tens
 def load_llava_projector(path: str | Path) -> LlavaProjector:
     """The projector of a LLaVA-1.5 checkpoint, read without building the model.
 
-    ``path``: a folder with ``mm_projector.bin`` (the stage-1 release), a full checkpoint
-    folder of either layout, a weight file (``.bin`` / ``.safetensors``), or the Hub id of one
-    of these folders in the local Hugging Face cache. The tower block comes from the
-    ``config.json`` beside the weights (``mm_vision_select_layer`` or ``vision_feature_layer``;
-    LLaVA-1.5's -2 when there is none).
+    The tower block comes from the ``config.json`` beside the weights
+    (``mm_vision_select_layer`` or ``vision_feature_layer``; LLaVA-1.5's -2 when there is none).
+
+    Args:
+        path: a folder with ``mm_projector.bin`` (the stage-1 release), a full checkpoint folder
+            of either layout, a weight file (``.bin`` / ``.safetensors``), or the Hub id of one of
+            these folders in the local Hugging Face cache.
+
+    Returns:
+        The projector's weights and the tower block it reads.
     """
     path = Path(path).expanduser()
     if not path.exists():

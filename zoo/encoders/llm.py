@@ -94,7 +94,18 @@ class LLMSpec:
 
     @classmethod
     def of(cls, value: LLMSpec | str | dict[str, Any] | Any) -> LLMSpec:
-        """A spec from a spec, a name, a dict or a parsed namespace (``None`` -> the default)."""
+        """A spec from a spec, a name, a dict or a parsed namespace.
+
+        Args:
+            value: the spec, its ``name`` alone, its fields as a dict or namespace, or None (the
+                default).
+
+        Returns:
+            The spec.
+
+        Raises:
+            ValueError: a key that is not a field.
+        """
         if isinstance(value, LLMSpec):
             return value
         if value is None:
@@ -114,7 +125,14 @@ class LLMSpec:
     @staticmethod
     def upgrade(hparams: dict[str, Any]) -> dict[str, Any]:
         """A generator's hyper-parameters saved before the spec (``llm`` a name, with
-        ``llm_pretrained``, ``gguf_file`` and ``llm_dtype`` beside it) in the spec's keys."""
+        ``llm_pretrained``, ``gguf_file`` and ``llm_dtype`` beside it) in the spec's keys.
+
+        Args:
+            hparams: a checkpoint's hyper-parameters.
+
+        Returns:
+            A copy with the old keys in one ``llm`` group (unchanged when there are none).
+        """
         old = {"llm_pretrained": "pretrained", "gguf_file": "gguf_file", "llm_dtype": "dtype"}
         if not any(k in hparams for k in old) and not isinstance(hparams.get("llm"), str):
             return dict(hparams)
@@ -131,7 +149,11 @@ class LLMSpec:
         return self.name in TINY_LLMS
 
     def tokenizer_source(self) -> str | None:
-        """The tokenizer's id or folder; None: the data builds a word-level one."""
+        """Where the tokenizer comes from.
+
+        Returns:
+            The tokenizer's id or folder; None: the data builds a word-level one.
+        """
         if self.tokenizer is not None:
             return self.tokenizer
         return None if self.random else self.name
@@ -140,9 +162,19 @@ class LLMSpec:
 def check_vocabulary(
     model: PreTrainedModel, tokenizer: Any, llm: str, added: Iterable[str] = ()
 ) -> None:
-    """Raise when ``tokenizer`` does not belong to ``model`` (called ``llm`` in errors): a token
-    id beyond the LLM's embedding table that is not one the zoo adds (``added``: ``<image>``,
-    segmentation tokens), or an EOS / pad / BOS id outside the table."""
+    """Raise when ``tokenizer`` does not belong to ``model``.
+
+    Args:
+        model: the LLM.
+        tokenizer: the data's tokenizer.
+        llm: the LLM's name (in the errors).
+        added: the tokens the zoo adds (``<image>``, segmentation tokens), allowed beyond the
+            embedding table.
+
+    Raises:
+        ValueError: a token id beyond the LLM's embedding table that is not one the zoo adds,
+            or an EOS / pad / BOS id outside the table.
+    """
     table = model.get_input_embeddings().num_embeddings
     zoo_tokens = set(added)
     name = getattr(tokenizer, "name_or_path", "") or type(tokenizer).__name__
@@ -189,6 +221,9 @@ def build_llm(
         dtype: ``bfloat16``, ``float16`` or ``float32`` for the weights (None: float32).
         check: called with a named LLM before its embeddings are grown (e.g.
             :func:`check_vocabulary`: the tokenizer must belong to it).
+
+    Returns:
+        The LLM.
     """
     torch_dtype = getattr(torch, dtype) if dtype else None
     packaged = packaged_weights(name)
@@ -236,7 +271,15 @@ def build_llm(
 def fit_vocabulary(model: PreTrainedModel, vocab_size: int | None) -> PreTrainedModel:
     """Grow the embedding table (and an untied head) to ``vocab_size`` tokens when it is smaller
     (the data's added tokens: ``<image>``, segmentation tokens). New rows start at the mean of
-    the others, except on the meta device (no values to average: memory planning)."""
+    the others, except on the meta device (no values to average: memory planning).
+
+    Args:
+        model: the LLM.
+        vocab_size: the tokens it must embed (None: unchanged).
+
+    Returns:
+        The same model.
+    """
     table = model.get_input_embeddings()
     if vocab_size is not None and vocab_size > table.num_embeddings:
         model.resize_token_embeddings(vocab_size, mean_resizing=table.weight.device.type != "meta")
@@ -244,7 +287,17 @@ def fit_vocabulary(model: PreTrainedModel, vocab_size: int | None) -> PreTrained
 
 
 def decoder_layers(llm: nn.Module) -> nn.ModuleList:
-    """The decoder layers of a (possibly peft-wrapped) Hugging Face causal LM."""
+    """The decoder layers of a (possibly peft-wrapped) Hugging Face causal LM.
+
+    Args:
+        llm: the LLM.
+
+    Returns:
+        Its decoder layers.
+
+    Raises:
+        ValueError: none found.
+    """
     base = llm.get_base_model() if hasattr(llm, "get_base_model") else llm
     body = getattr(base, "model", base)
     for attr in ("layers", "h", "decoder.layers"):

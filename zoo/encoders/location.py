@@ -29,6 +29,7 @@ from __future__ import annotations
 import math
 import pickle
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -41,6 +42,7 @@ from zoo.io import load_checkpoint
 
 __all__ = [
     "LocationEncoder",
+    "LocationSpec",
     "Sine",
     "SirenLayer",
     "SirenNet",
@@ -112,6 +114,10 @@ def validate_locations(location: Tensor, name: str = "location", first_row: int 
 
 def check_location_shape(location: Tensor, name: str = "location") -> None:
     """The checks of :func:`validate_locations` that read no values: type, dtype and shape.
+
+    Args:
+        location: the tensor to check.
+        name: its name in the errors.
 
     Raises:
         TypeError: ``location`` is not a real-valued tensor.
@@ -216,10 +222,17 @@ class SphericalHarmonics(nn.Module):
         return self.legendre_polys**2
 
     def forward(self, location: Tensor, dtype: torch.dtype = torch.float32) -> Tensor:
-        """Encode ``B×2`` ``(lat, lon)`` degrees as ``B×L²`` features of ``dtype``.
+        """Encode ``(lat, lon)`` degrees as spherical-harmonic features.
 
         Only the shape is checked here; the values (finite, within range) are checked by the
         data (:func:`validate_locations`), where they are on the host.
+
+        Args:
+            location: ``B×2`` ``(lat, lon)`` in degrees.
+            dtype: the features' dtype.
+
+        Returns:
+            ``B×L²`` features.
         """
         check_location_shape(location)
         device = location.device
@@ -259,6 +272,7 @@ class SphericalHarmonics(nn.Module):
         return (legendre * trig[:, tables["trig_index"]] * tables["scale"]).to(dtype)
 
     def extra_repr(self) -> str:
+        """The settings, for ``repr``."""
         return (
             f"legendre_polys={self.legendre_polys}, "
             f"harmonics_calculation={self.harmonics_calculation!r}, "
@@ -267,16 +281,29 @@ class SphericalHarmonics(nn.Module):
 
 
 class Sine(nn.Module):
-    """``sin(w0 * x)``."""
+    """``sin(w0 * x)``.
+
+    Args:
+        w0: the frequency.
+    """
 
     def __init__(self, w0: float = 1.0) -> None:
         super().__init__()
         self.w0 = w0
 
     def forward(self, x: Tensor) -> Tensor:
+        """Apply the sine.
+
+        Args:
+            x: any tensor.
+
+        Returns:
+            ``sin(w0 * x)``.
+        """
         return torch.sin(self.w0 * x)
 
     def extra_repr(self) -> str:
+        """The frequency, for ``repr``."""
         return f"w0={self.w0}"
 
 
@@ -286,6 +313,16 @@ class SirenLayer(nn.Module):
     Weights and bias are drawn from ``U(-r, r)`` with ``r = 1 / dim_in`` for the first layer and
     ``r = sqrt(c / dim_in) / w0`` otherwise. Dropout (``p = 0.5``, training only) is applied to the
     pre-activation, as in SatCLIP. Parameters are named ``weight`` and ``bias``.
+
+    Args:
+        dim_in: input features.
+        dim_out: output features.
+        w0: the sine's frequency.
+        c: SIREN's initialization constant.
+        is_first: the first layer (its own initialization range).
+        use_bias: whether the layer has a bias.
+        activation: the activation (None: ``Sine(w0)``).
+        dropout: dropout on the pre-activation in training.
     """
 
     def __init__(
@@ -316,7 +353,14 @@ class SirenLayer(nn.Module):
         self.activation = Sine(w0) if activation is None else activation
 
     def forward(self, x: Tensor) -> Tensor:
-        """``x`` in any float dtype: the weights are cast to it (float64 in the encoder)."""
+        """Apply the layer; the weights are cast to ``x``'s dtype (float64 in the encoder).
+
+        Args:
+            x: ``B×dim_in`` in any float dtype.
+
+        Returns:
+            ``B×dim_out``.
+        """
         bias = None if self.bias is None else self.bias.to(x.dtype)
         out = F.linear(x, self.weight.to(x.dtype), bias)
         if self.dropout:
@@ -324,6 +368,7 @@ class SirenLayer(nn.Module):
         return self.activation(out)
 
     def extra_repr(self) -> str:
+        """The sizes and switches, for ``repr``."""
         return (
             f"dim_in={self.dim_in}, dim_out={self.dim_out}, is_first={self.is_first}, "
             f"bias={self.bias is not None}, dropout={self.dropout}"
@@ -386,9 +431,57 @@ class SirenNet(nn.Module):
         )
 
     def forward(self, x: Tensor) -> Tensor:
+        """Apply the hidden layers, then the last one.
+
+        Args:
+            x: ``B×dim_in`` features.
+
+        Returns:
+            ``B×dim_out``.
+        """
         for layer in self.layers:
             x = layer(x)
         return self.last_layer(x)
+
+
+@dataclass
+class LocationSpec:
+    """A family's SatCLIP location encoder (``location:`` in a config).
+
+    Args:
+        legendre_polys: spherical-harmonic degree L (SatCLIP: 10 or 40).
+        hidden: SIREN hidden width.
+        layers: SIREN hidden layers.
+        checkpoint: a SatCLIP checkpoint to initialize the encoder from (its own sizes then
+            replace ``legendre_polys``, ``hidden`` and ``layers``).
+    """
+
+    legendre_polys: int = 10
+    hidden: int = 256
+    layers: int = 2
+    checkpoint: str | None = None
+
+    def build(self, dim_out: int, max_latitude: float | None = None) -> LocationEncoder:
+        """The encoder this spec names.
+
+        Args:
+            dim_out: embedding size of a new encoder (a checkpoint keeps its own).
+            max_latitude: optional latitude clamp.
+
+        Returns:
+            The encoder, loaded from ``checkpoint`` when one is given.
+        """
+        if self.checkpoint is not None:
+            return LocationEncoder.from_satclip_checkpoint(
+                self.checkpoint, max_latitude=max_latitude
+            )
+        return LocationEncoder(
+            legendre_polys=self.legendre_polys,
+            dim_hidden=self.hidden,
+            num_layers=self.layers,
+            dim_out=dim_out,
+            max_latitude=max_latitude,
+        )
 
 
 class LocationEncoder(nn.Module):
@@ -438,11 +531,17 @@ class LocationEncoder(nn.Module):
         self.dim_out = dim_out
 
     def forward(self, location: Tensor) -> Tensor:
-        """Embed ``B×2`` ``(lat, lon)`` degrees as ``B×dim_out`` in the weights' dtype.
+        """Embed ``(lat, lon)`` degrees in the weights' dtype.
 
         The harmonics and the SIREN run in float64 with autocast off, as SatCLIP runs them:
         under ``bf16-mixed`` a first sine layer with ``w0 = 30`` in bfloat16 is off by about
         0.5 % against float64. The network is small, so the cost is negligible.
+
+        Args:
+            location: ``B×2`` ``(lat, lon)`` in degrees.
+
+        Returns:
+            ``B×dim_out`` embeddings.
         """
         dtype = self.nnet.last_layer.weight.dtype
         # (meta tensors, as the memory plan traces them, have no autocast: cpu's stands in)
@@ -466,6 +565,9 @@ class LocationEncoder(nn.Module):
             weights_only: passed to :func:`zoo.io.load_checkpoint`. Only set it to ``False``
                 for a file you trust: unpickling arbitrary objects can execute code.
             **overrides: constructor arguments that take precedence over the checkpoint's.
+
+        Returns:
+            The encoder with the checkpoint's location weights.
 
         Raises:
             FileNotFoundError: ``path`` does not exist.

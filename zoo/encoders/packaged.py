@@ -28,9 +28,16 @@ PACKAGED: dict[str, tuple[str, str, str | None, str]] = {
 
 
 def packaged_weights(name: str) -> tuple[str, str | None] | None:
-    """(folder, GGUF file or None) of a packaged model, None when ``name`` is not one.
+    """The folder (and GGUF file) of a packaged model.
 
-    Raises ModuleNotFoundError with the install command when the package is missing.
+    Args:
+        name: a model name (``minilm``, ``smollm2`` ...).
+
+    Returns:
+        (folder, GGUF file or None), or None when ``name`` is not a packaged model.
+
+    Raises:
+        ModuleNotFoundError: the package is not installed (the message gives the command).
     """
     if name not in PACKAGED:
         return None

@@ -6,6 +6,7 @@ from it, so ``TextEncoder("tiny", vocab_size=len(tokenizer))`` always agrees wit
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from torch import Tensor, nn
@@ -13,13 +14,27 @@ from transformers import AutoConfig, AutoModel, BertConfig, BertModel
 
 from zoo.encoders.packaged import packaged_weights
 
-__all__ = ["TextEncoder", "TINY_TEXT_ENCODERS"]
+__all__ = ["TextEncoder", "TextSpec", "TINY_TEXT_ENCODERS"]
 
 #: Small random BERT configurations usable offline by name.
 TINY_TEXT_ENCODERS: dict[str, dict[str, int]] = {
     "tiny": {"hidden_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4},
     "mini": {"hidden_size": 256, "num_hidden_layers": 4, "num_attention_heads": 4},
 }
+
+
+@dataclass
+class TextSpec:
+    """Which text encoder a family builds (``text:`` in a config).
+
+    Args:
+        name: ``tiny``/``mini`` (random BERT sized by the tokenizer), ``minilm`` (packaged), a
+            Hugging Face id or a local folder in Hugging Face layout.
+        pretrained: load the named model's weights (else its config with random weights).
+    """
+
+    name: str = "tiny"
+    pretrained: bool = True
 
 
 class TextEncoder(nn.Module):
@@ -68,10 +83,19 @@ class TextEncoder(nn.Module):
 
     @property
     def word_embeddings(self) -> nn.Embedding:
+        """The input embedding table."""
         return self.model.get_input_embeddings()
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
-        """``B×T`` token ids and mask -> ``B×T×D`` hidden states (index 0 is the [CLS] token)."""
+        """Encode token ids.
+
+        Args:
+            input_ids: ``B×T`` token ids.
+            attention_mask: ``B×T`` (1 for a token, 0 for padding) or a 4-D additive mask.
+
+        Returns:
+            ``B×T×D`` hidden states (index 0 is the [CLS] token).
+        """
         return self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
 
 
@@ -86,6 +110,6 @@ def _load_pretrained(name: str, pretrained: bool) -> nn.Module:
             f"the folder {name} does not hold a Hugging Face model (config.json + weights)"
             if is_path
             else "this machine may be offline: download it elsewhere and give its local folder, "
-            "or use text_encoder: tiny"
+            "or use text: {name: tiny}"
         )
         raise RuntimeError(f"could not load text encoder {name!r}: {hint}") from error

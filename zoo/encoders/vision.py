@@ -54,7 +54,15 @@ default_cfgs = generate_default_cfgs(
 
 @register_model
 def zoo_vit_tiny(pretrained: bool = False, **kwargs) -> VisionTransformer:
-    """A 4-layer, 128-wide ViT with 8-pixel patches at 64 px: the zoo's CPU-friendly default."""
+    """A 4-layer, 128-wide ViT with 8-pixel patches at 64 px: the zoo's CPU-friendly default.
+
+    Args:
+        pretrained: load weights (this model has none published; timm's registry argument).
+        **kwargs: timm's model arguments, over the defaults.
+
+    Returns:
+        The ViT.
+    """
     args = dict(img_size=64, patch_size=8, embed_dim=128, depth=4, num_heads=4, mlp_ratio=2.0)
     return _create_vision_transformer("zoo_vit_tiny", pretrained=pretrained, **(args | kwargs))
 
@@ -62,7 +70,15 @@ def zoo_vit_tiny(pretrained: bool = False, **kwargs) -> VisionTransformer:
 @register_model
 def zoo_convnext_tiny(pretrained: bool = False, **kwargs) -> ConvNeXt:
     """A 4-stage ConvNeXt (one block a stage, 32..128 channels): at 64 px its stages are 16, 8,
-    4 and 2 cells wide; the zoo's CPU-friendly multi-scale default."""
+    4 and 2 cells wide; the zoo's CPU-friendly multi-scale default.
+
+    Args:
+        pretrained: load weights (this model has none published; timm's registry argument).
+        **kwargs: timm's model arguments, over the defaults.
+
+    Returns:
+        The ConvNeXt.
+    """
     args = dict(depths=(1, 1, 1, 1), dims=(32, 64, 96, 128))
     return build_model_with_cfg(
         ConvNeXt,
@@ -97,7 +113,22 @@ def _resolve_name(name: str) -> str:
 def create_timm_model(
     name: str, pretrained: bool = False, checkpoint_path: str | None = None, **kwargs
 ) -> nn.Module:
-    """Create a timm model with a message that says what to do when weights are unavailable."""
+    """Create a timm model with a message that says what to do when weights are unavailable.
+
+    Args:
+        name: a timm name, ``hf-hub:org/model`` or a local timm folder.
+        pretrained: load the named weights.
+        checkpoint_path: a local weight file (implies ``pretrained``).
+        **kwargs: timm's model arguments.
+
+    Returns:
+        The model.
+
+    Raises:
+        FileNotFoundError: ``checkpoint_path`` or a folder name does not exist.
+        ValueError: timm does not know the name.
+        RuntimeError: the weights could not be loaded (e.g. offline).
+    """
     timm_name = _resolve_name(name)
     overlay = {}
     if checkpoint_path is not None:
@@ -123,7 +154,14 @@ def create_timm_model(
 
 
 def is_clip_folder(name: str) -> bool:
-    """Whether ``name`` is a local folder holding a transformers CLIP (vision) model."""
+    """Whether ``name`` is a local folder holding a transformers CLIP (vision) model.
+
+    Args:
+        name: a model name or folder.
+
+    Returns:
+        True for a folder whose ``config.json`` says ``clip_vision_model`` or ``clip``.
+    """
     config = Path(name).expanduser() / "config.json"
     if not config.is_file():
         return False
@@ -140,6 +178,18 @@ def create_vision_model(
 
     ``kwargs`` are timm's; a CLIP tower keeps its own size (``img_size`` is read at call time,
     position embeddings are interpolated) and refuses ``features_only`` (it has one scale).
+
+    Args:
+        name: a timm name, ``hf-hub:org/model``, a timm folder or a CLIP folder.
+        pretrained: load the named weights (a CLIP folder's own).
+        checkpoint_path: a local weight file (timm models only).
+        **kwargs: timm's model arguments.
+
+    Returns:
+        The model.
+
+    Raises:
+        ValueError: ``features_only`` or ``checkpoint_path`` asked of a CLIP folder.
     """
     if not is_clip_folder(name):
         return create_timm_model(name, pretrained, checkpoint_path, **kwargs)
@@ -256,6 +306,7 @@ class CLIPVisionTower(nn.Module):
 
     @property
     def blocks(self) -> nn.ModuleList:
+        """The transformer layers (timm's ``blocks``)."""
         return self.model.encoder.layers
 
     def _tokens(self, image: Tensor, depth: int) -> list[Tensor]:
@@ -277,7 +328,20 @@ class CLIPVisionTower(nn.Module):
         output_fmt: str = "NCHW",
         intermediates_only: bool = True,
     ) -> list[Tensor]:
-        """Patch-token maps ``B×D×h×w`` (``NCHW``) or ``B×N×D`` (``NLC``) of the given blocks."""
+        """Patch-token maps of the given blocks (CLS dropped).
+
+        Args:
+            image: ``B×C×H×W`` normalized pixels.
+            indices: block indices (negative ones count from the end).
+            output_fmt: ``NCHW`` (``B×D×h×w`` maps) or ``NLC`` (``B×N×D`` tokens).
+            intermediates_only: must be True (the only form given).
+
+        Returns:
+            One map per index.
+
+        Raises:
+            ValueError: ``intermediates_only`` is False.
+        """
         if not intermediates_only:
             raise ValueError("CLIPVisionTower gives intermediates only")
         depth = len(self.blocks)
@@ -295,14 +359,37 @@ class CLIPVisionTower(nn.Module):
         return maps
 
     def forward_features(self, image: Tensor) -> Tensor:
-        """``B×(1+N)×D`` last-block tokens (CLS first)."""
+        """The last block's tokens.
+
+        Args:
+            image: ``B×C×H×W`` normalized pixels.
+
+        Returns:
+            ``B×(1+N)×D`` tokens, CLS first.
+        """
         return self._tokens(image, len(self.blocks))[-1]
 
     def forward_head(self, x: Tensor, pre_logits: bool = True) -> Tensor:
-        """The pooled ``B×D`` CLS vector after ``post_layernorm`` (CLIP's ``pooler_output``)."""
+        """The pooled CLS vector after ``post_layernorm`` (CLIP's ``pooler_output``).
+
+        Args:
+            x: ``B×(1+N)×D`` tokens (:meth:`forward_features`).
+            pre_logits: timm's argument (there is no classifier: always the pooled vector).
+
+        Returns:
+            ``B×D``.
+        """
         return self.model.post_layernorm(x[:, 0])
 
     def forward(self, image: Tensor) -> Tensor:
+        """The pooled CLS vector of ``image``.
+
+        Args:
+            image: ``B×C×H×W`` normalized pixels.
+
+        Returns:
+            ``B×D``.
+        """
         return self.forward_head(self.forward_features(image))
 
 
@@ -358,6 +445,7 @@ class VisionEncoder(nn.Module):
 
     @property
     def num_patches(self) -> int:
+        """Patches of one image: rows × columns of the grid."""
         return self.grid_size[0] * self.grid_size[1]
 
     def _grid(self, image: Tensor) -> Tensor:
@@ -368,7 +456,15 @@ class VisionEncoder(nn.Module):
         return self.model.forward_features(image)
 
     def forward(self, image: Tensor, token_mask: Tensor | None = None) -> VisionOutput:
-        """Encode ``image`` (``B×C×H×W``); ``token_mask`` (``B×N`` bool) marks masked patches."""
+        """Encode an image batch, masked patches replaced where ``token_mask`` says.
+
+        Args:
+            image: ``B×C×H×W`` normalized pixels.
+            token_mask: ``B×N`` bool, the masked patches, or None.
+
+        Returns:
+            Patch tokens ``B×N×D`` (row-major) and the pooled ``B×D`` vector.
+        """
         if self.is_transformer:
             return self._forward_vit(image, token_mask)
         if token_mask is not None:

@@ -42,6 +42,7 @@ __all__ = [
 #: ``image_encoder`` in older checkpoints), then Aquila / FUSE / GeoPix (``vision``); a bare timm
 #: state dict has no prefix.
 CHECKPOINT_PREFIXES: tuple[str, ...] = (
+    "encoders.vision_encoder.model.",
     "vision_encoder.model.",
     "image_encoder.model.",
     "vision.",
