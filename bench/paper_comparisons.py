@@ -42,15 +42,15 @@ COMPARISONS: dict[str, tuple[str, dict[str, str]]] = {
     "fuse-detail-tokens": (
         "configs/fuse.yaml",
         {
-            "interleave (24 stacks)": "--model.init_args.detail_tokens=interleave",
-            "pool (6 stacks)": "--model.init_args.detail_tokens=pool",
+            "interleave (24 stacks)": "--model.init_args.views.detail_tokens=interleave",
+            "pool (6 stacks)": "--model.init_args.views.detail_tokens=pool",
         },
     ),
     "aquila-key-positions": (
         "configs/aquila.yaml",
         {
-            "key positions": "--model.init_args.key_positions=true",
-            "no key positions": "--model.init_args.key_positions=false",
+            "key positions": "--model.init_args.sfi.key_positions=true",
+            "no key positions": "--model.init_args.sfi.key_positions=false",
         },
     ),
 }
