@@ -29,7 +29,7 @@ from zoo.layers.projector import MapProjector
 from zoo.layers.sfi import ConvConcatBaseline, SpatialFeatureIntegration
 from zoo.models.base import OptimizerConfig, as_group
 from zoo.models.decoding import GenerationConfig
-from zoo.models.generator import SpeedConfig, VisionLanguageGenerator
+from zoo.models.generator import DEFAULT_SPEED, SpeedConfig, VisionLanguageGenerator
 from zoo.models.stages import TrainingStage
 
 #: AdamW and schedule of the paper's recipe (the configs set each stage's own).
@@ -163,7 +163,7 @@ class Aquila(VisionLanguageGenerator):
     def __init__(
         self,
         vision: VisionSpec = AQUILA_VISION,
-        sfi: SFIConfig | None = None,
+        sfi: SFIConfig = SFIConfig(),
         question_types: list[str] = ["presence", "count", "position", "colour", "category"],  # noqa: B006
         llm: LLMSpec | str = "tiny",
         llava: str | None = None,
@@ -171,7 +171,7 @@ class Aquila(VisionLanguageGenerator):
         stage: TrainingStage | None = None,
         generation: GenerationConfig | None = None,
         val_generate_batches: int = 2,
-        speed: SpeedConfig | None = None,
+        speed: SpeedConfig = DEFAULT_SPEED,
         tokenizer: PreTrainedTokenizerBase | None = None,
         class_names: list[str] | None = None,
         image_size: int = 64,

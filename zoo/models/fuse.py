@@ -50,7 +50,7 @@ from zoo.layers.projector import mlp_projector
 from zoo.layers.windows import SlidingWindowFeatures
 from zoo.models.base import OptimizerConfig, as_group
 from zoo.models.decoding import GenerationConfig
-from zoo.models.generator import SpeedConfig, VisionLanguageGenerator
+from zoo.models.generator import DEFAULT_SPEED, SpeedConfig, VisionLanguageGenerator
 from zoo.models.stages import TrainingStage
 
 #: AdamW and schedule of the paper's recipe (the configs set each stage's own).
@@ -104,6 +104,10 @@ class FuseInjection:
     residual_init: float = 0.0
 
 
+#: The default image encoder: the zoo's offline ViT (the paper: CLIP ViT-L/14 at 336 px).
+ZOO_VIT = VisionSpec(name="zoo_vit_tiny")
+
+
 class FUSE(VisionLanguageGenerator):
     """FUSE / MF-RSVLM over a swappable ViT and LLM.
 
@@ -134,9 +138,9 @@ class FUSE(VisionLanguageGenerator):
 
     def __init__(
         self,
-        vision: VisionSpec | None = None,
-        views: FuseViews | None = None,
-        inject: FuseInjection | None = None,
+        vision: VisionSpec = ZOO_VIT,
+        views: FuseViews = FuseViews(),
+        inject: FuseInjection = FuseInjection(),
         image_placement: Literal["token", "first"] = "token",
         question_types: list[str] = ["presence", "count", "position", "colour", "category"],  # noqa: B006
         llm: LLMSpec | str = "tiny",
@@ -145,7 +149,7 @@ class FUSE(VisionLanguageGenerator):
         stage: TrainingStage | None = None,
         generation: GenerationConfig | None = None,
         val_generate_batches: int = 2,
-        speed: SpeedConfig | None = None,
+        speed: SpeedConfig = DEFAULT_SPEED,
         tokenizer: PreTrainedTokenizerBase | None = None,
         class_names: list[str] | None = None,
         image_size: int = 64,

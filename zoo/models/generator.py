@@ -55,6 +55,7 @@ from zoo.models.stages import (
 )
 
 __all__ = [
+    "DEFAULT_SPEED",
     "GENERATOR_OPTIMIZER",
     "GenerationConfig",
     "SpeedConfig",
@@ -84,6 +85,10 @@ class SpeedConfig:
 
     activation_checkpointing: bool = False
     compile: bool = False
+
+
+#: Neither switch: the families' default ``speed``.
+DEFAULT_SPEED = SpeedConfig()
 
 
 def zoo_added_tokens(tokenizer: PreTrainedTokenizerBase) -> set[str]:

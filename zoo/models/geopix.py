@@ -49,7 +49,12 @@ from zoo.losses.segmentation import mask_losses
 from zoo.metrics.segmentation import ReferringIoU
 from zoo.models.base import OptimizerConfig, as_group
 from zoo.models.decoding import GenerationConfig
-from zoo.models.generator import SpeedConfig, VisionLanguageGenerator, splice_visual_tokens
+from zoo.models.generator import (
+    DEFAULT_SPEED,
+    SpeedConfig,
+    VisionLanguageGenerator,
+    splice_visual_tokens,
+)
 from zoo.models.stages import TrainingStage
 
 #: AdamW and schedule of the paper's recipe (the configs set each stage's own).
@@ -131,6 +136,10 @@ class MaskLossWeights:
     dice: float = 0.5
 
 
+#: The default image encoder: the zoo's offline ViT (the paper: CLIP ViT-L/14 at 336 px).
+ZOO_VIT = VisionSpec(name="zoo_vit_tiny")
+
+
 class GeoPix(VisionLanguageGenerator):
     """GeoPix over a swappable ViT and LLM.
 
@@ -165,19 +174,19 @@ class GeoPix(VisionLanguageGenerator):
 
     def __init__(
         self,
-        vision: VisionSpec | None = None,
+        vision: VisionSpec = ZOO_VIT,
         feature_layers: list[int] = [1, 3],  # noqa: B006
-        decoder: MaskDecoderConfig | None = None,
-        memory: MemoryConfig | None = None,
-        seg_tokens: SegTokens | None = None,
-        loss_weights: MaskLossWeights | None = None,
+        decoder: MaskDecoderConfig = MaskDecoderConfig(),
+        memory: MemoryConfig = MemoryConfig(),
+        seg_tokens: SegTokens = SegTokens(),
+        loss_weights: MaskLossWeights = MaskLossWeights(),
         llm: LLMSpec | str = "tiny",
         llava: str | None = None,
         llava_projector: str | None = None,
         stage: TrainingStage | None = None,
         generation: GenerationConfig | None = None,
         val_generate_batches: int = 0,
-        speed: SpeedConfig | None = None,
+        speed: SpeedConfig = DEFAULT_SPEED,
         tokenizer: PreTrainedTokenizerBase | None = None,
         class_names: list[str] | None = None,
         image_size: int = 64,
