@@ -39,7 +39,16 @@ class OneFileWriter(BasePredictionWriter):
         return path
 
     def setup(self, trainer, pl_module, stage: str) -> None:
-        """Refuse, before predicting, to replace an earlier output unless ``overwrite``."""
+        """Refuse, before predicting, to replace an earlier output unless ``overwrite``.
+
+        Args:
+            trainer: the trainer.
+            pl_module: the model.
+            stage: Lightning's stage (``predict`` checks).
+
+        Raises:
+            FileExistsError: the file exists and ``overwrite`` is off.
+        """
         path = self._path(trainer)
         if stage == "predict" and path.exists() and not self.overwrite:
             raise FileExistsError(
@@ -53,12 +62,24 @@ class PredictionWriter(OneFileWriter):
 
     The file is written to a temporary name and moved into place at the end, so no half-written
     file is left behind (see :class:`OneFileWriter` for ranks and ``overwrite``).
+
+    Args:
+        output_path: the JSON-lines file.
+        overwrite: replace the file of an earlier predict.
     """
 
     def __init__(self, output_path: str = "predictions.jsonl", overwrite: bool = False) -> None:
         super().__init__(output_path, overwrite, write_interval="epoch")
 
     def write_on_epoch_end(self, trainer, pl_module, predictions, batch_indices) -> None:
+        """Write every row of ``predict_step``'s output, atomically.
+
+        Args:
+            trainer: the trainer.
+            pl_module: the model.
+            predictions: each batch's rows.
+            batch_indices: Lightning's sample indices (unused).
+        """
         path = self._path(trainer)
         with atomic_write(path) as f:
             for batch in predictions:

@@ -328,12 +328,27 @@ class GeoPix(VisionLanguageGenerator):
         )
 
     def visual_tokens(self, image: Tensor) -> tuple[Tensor, Any]:
+        """The deepest scale through the multimodal projector, and every scale's map.
+
+        Args:
+            image: normalized images ``B×C×H×W``.
+
+        Returns:
+            The tokens ``B×N×llm_width`` and the ViT's maps at ``feature_layers``.
+        """
         maps = self._features(image)
         tokens = self.projector(maps[-1].flatten(2).transpose(1, 2))
         return tokens, maps
 
     def scale_features(self, maps: list[Tensor]) -> list[Tensor]:
-        """Per-scale maps projected to the decoder width, ``B×D×h×w``."""
+        """Per-scale maps projected to the decoder width.
+
+        Args:
+            maps: the ViT's maps at ``feature_layers``.
+
+        Returns:
+            One ``B×D×h×w`` map per scale.
+        """
         return [p(m) for p, m in zip(self.scale_projectors, maps, strict=True)]
 
     # --------------------------------------------------------------------------- masks
@@ -351,12 +366,22 @@ class GeoPix(VisionLanguageGenerator):
         labels: Tensor | None,
         category: Tensor | None,
     ) -> tuple[Any, Tensor, Tensor]:
-        """Teacher-forced pass: (LLM output, mask logits ``T×H×W``, target image index ``T``).
+        """Teacher-forced pass with masks.
 
         Where the phrases are comes from the collate (``target_index``, ``target_positions``):
         the number of targets is then a shape, and nothing is copied from the device to the
         host. Other ids (the generated answers of :meth:`predict_step`) have their phrases found
         here, which synchronizes.
+
+        Args:
+            batch: the batch (``image``, and where the phrases are).
+            input_ids: token ids ``B×L``.
+            attention_mask: ``B×L``.
+            labels: ``B×L`` targets, or None.
+            category: each target's memory class ``(T,)``, or None.
+
+        Returns:
+            The LLM output, mask logits ``T×H×W`` and each target's image index ``(T,)``.
         """
         out, cond, features, target_image = self.conditions(
             batch, input_ids, attention_mask, labels
@@ -370,7 +395,18 @@ class GeoPix(VisionLanguageGenerator):
         attention_mask: Tensor,
         labels: Tensor | None,
     ) -> tuple[Any, Tensor, list[Tensor], Tensor]:
-        """The LLM pass: (its output, conditioning ``T×S×N×D``, projected scales, target image)."""
+        """The LLM pass and the segmentation tokens' conditioning.
+
+        Args:
+            batch: the batch (``image``, and where the phrases are).
+            input_ids: token ids ``B×L``.
+            attention_mask: ``B×L``.
+            labels: ``B×L`` targets, or None.
+
+        Returns:
+            The LLM output, the conditioning ``T×S×N×D``, the projected scales and each
+            target's image index ``(T,)``.
+        """
         image = batch["image"]
         visual, maps = self.visual_tokens(image)
         embeds = self.llm.get_input_embeddings()(input_ids)
@@ -395,7 +431,20 @@ class GeoPix(VisionLanguageGenerator):
     def decode_masks(
         self, cond: Tensor, features: list[Tensor], target_image: Tensor, category: Tensor | None
     ) -> Tensor:
-        """Mask logits ``T×H×W`` of the targets, the memory read at ``category`` (``(T,)``)."""
+        """Mask logits of the targets, the memory read at ``category``.
+
+        Args:
+            cond: the conditioning ``T×S×N×D``.
+            features: the projected scales.
+            target_image: each target's image index ``(T,)``.
+            category: each target's memory class ``(T,)``, or None (class 0).
+
+        Returns:
+            Mask logits ``T×H×W``.
+
+        Raises:
+            ValueError: as many categories as targets are needed.
+        """
         if category is None:
             category = torch.zeros(len(target_image), dtype=torch.long, device=cond.device)
         elif len(category) != len(target_image):
@@ -441,6 +490,15 @@ class GeoPix(VisionLanguageGenerator):
         return batch["mask"].flatten(0, 1)[index].float(), batch["category"].flatten()[index]
 
     def training_step(self, batch: ReferringBatch, batch_idx: int) -> Tensor:
+        """Text cross-entropy + weighted mask BCE and Dice (each logged).
+
+        Args:
+            batch: a referring batch.
+            batch_idx: its index.
+
+        Returns:
+            The loss.
+        """
         targets, category = self._targets(batch)
         out, masks, _ = self.forward_with_masks(
             batch, batch["input_ids"], batch["attention_mask"], batch["labels"], category
@@ -512,6 +570,13 @@ class GeoPix(VisionLanguageGenerator):
             )
 
     def update_generation_metrics(self, split: str, batch: Any, answers: list[str]) -> None:
+        """Score the answers of image-level conversations (captions, VQA, grounding).
+
+        Args:
+            split: ``val`` or ``test``.
+            batch: the batch.
+            answers: one generated answer per sample.
+        """
         self.text_metrics[split].update(batch, answers)
 
     def _log_generation_metrics(self, split: str) -> None:
@@ -527,8 +592,17 @@ class GeoPix(VisionLanguageGenerator):
             metric.reset()
 
     def categories_from_sentences(self, batch: ReferringBatch) -> Tensor:
-        """The memory class each target's referring expression names (host side, phrase order):
-        the first class name in its sentence, 0 when it names none."""
+        """The memory class each target's referring expression names (host side, phrase order).
+
+        Args:
+            batch: a referring batch with ``sentences``.
+
+        Returns:
+            The first class name in each sentence, 0 when it names none, ``(T,)``.
+
+        Raises:
+            ValueError: the batch has no sentences.
+        """
         if "sentences" not in batch:
             raise ValueError(
                 "the batch has no 'sentences' (each target's referring expression): the memory's "
@@ -552,7 +626,16 @@ class GeoPix(VisionLanguageGenerator):
     # ---------------------------------------------------------------------- inference
     @torch.no_grad()
     def predict_step(self, batch: ReferringBatch, batch_idx: int) -> list[dict[str, Any]]:
-        """Generate each answer, then one mask per generated segmentation phrase."""
+        """Generate each answer, then one mask per generated segmentation phrase.
+
+        Args:
+            batch: a referring batch (prompts).
+            batch_idx: its index.
+
+        Returns:
+            One row per sample: id, question, answer, reference, masks, phrases, category, geo
+            (and the file ``path`` and ``chip`` from an image folder).
+        """
         prompt, prompt_mask = batch["prompt_ids"], batch["prompt_attention_mask"]
         # The shared decoding path (sampling, beams); the best answer of each prompt.
         generated = self.generate_ids(batch["image"], prompt, prompt_mask)
@@ -603,8 +686,16 @@ class GeoPix(VisionLanguageGenerator):
         return int(positions[complete * self.tokens_per_target - 1])
 
     def target_texts(self, ids: Tensor, count: int) -> list[str]:
-        """The words written before each of the first ``count`` segmentation phrases (since the
-        previous phrase), lower case: "sure, the storage tank left of the ship is"."""
+        """The words written before each of the first ``count`` segmentation phrases.
+
+        Args:
+            ids: an answer's token ids.
+            count: how many phrases.
+
+        Returns:
+            Each phrase's words since the previous phrase, lower case: "sure, the storage tank
+            left of the ship is".
+        """
         seg = torch.isin(ids, self.seg_token_ids.to(ids.device))
         starts = seg.nonzero().squeeze(1)[:: self.tokens_per_target][:count].tolist()
         texts, previous = [], 0
@@ -615,8 +706,18 @@ class GeoPix(VisionLanguageGenerator):
         return texts
 
     def categories_from_text(self, ids: Tensor, count: int) -> Tensor:
-        """The memory category of each target: the first class name written between the previous
-        phrase and its own (the head noun of "the storage tank left of the ship")."""
+        """The memory category of each target.
+
+        The first class name written between the previous phrase and its own (the head noun of
+        "the storage tank left of the ship").
+
+        Args:
+            ids: an answer's token ids.
+            count: how many phrases.
+
+        Returns:
+            The categories ``(count,)``.
+        """
         categories = [self._first_class(text) for text in self.target_texts(ids, count)]
         return torch.tensor(categories, dtype=torch.long, device=ids.device)
 
