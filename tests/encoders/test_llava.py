@@ -380,8 +380,8 @@ def test_cli_links_llava_to_the_data(hf_checkpoint):
             "configs/fuse.yaml",
             "--trainer.logger=false",
             f"--model.init_args.llava={folder}",
-            "--model.init_args.inject_layers=[]",
-            "--model.init_args.multi_scale=false",
+            "--model.init_args.inject.layers=[]",
+            "--model.init_args.views.multi_scale=false",
         ],
         run=False,
     )
