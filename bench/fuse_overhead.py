@@ -61,8 +61,8 @@ def main() -> None:
             f"--data.init_args.batch_size={args.batch_size}",
         ]
         variants = {
-            "global view only (no injection)": ["--model.init_args.inject_layers=[]"],
-            "injection, global depths only": ["--model.init_args.multi_scale=false"],
+            "global view only (no injection)": ["--model.init_args.inject.layers=[]"],
+            "injection, global depths only": ["--model.init_args.views.multi_scale=false"],
             "FUSE (windows + injection)": [],
         }
         results = {}

@@ -195,14 +195,15 @@ def build(name: str, files: list[str]) -> Setup:
         llm = kwargs.get("llm")
         llm = dict(llm) if isinstance(llm, dict) else {}  # keep the config's dtype and format
         kwargs |= {
-            "vision_encoder": "vit_large_patch14_clip_336.openai",
+            "vision": {"name": "vit_large_patch14_clip_336.openai"},
             "llm": llm | {"name": "lmsys/vicuna-7b-v1.5"},
         }
         data.setdefault("tokenizer", "lmsys/vicuna-7b-v1.5")
     generator = "llm" in kwargs
     seg = None
     if cls.__name__ == "GeoPix":
-        seg = (len(kwargs.get("feature_layers", [1, 3])), kwargs.get("seg_tokens_per_scale", 3))
+        seg_tokens = kwargs.get("seg_tokens") or {}
+        seg = (len(kwargs.get("feature_layers", [1, 3])), seg_tokens.get("per_scale", 3))
     if (kwargs.pop("flava", None) or {}).get("folder") is not None:
         # FLAVA's own modules need its folder; a stand-in of flava-full's size builds on meta
         # from the zoo's encoders (ViT-B/16, BERT-base, a 768-wide 6-layer fusion). The frozen
@@ -219,8 +220,7 @@ def build(name: str, files: list[str]) -> Setup:
     tokenizer = stand_in_tokenizer(vocab, chat=generator, seg=seg)
     kwargs |= {"tokenizer": tokenizer, "image_size": image_size}
     if generator:
-        kwargs["vision_pretrained"] = False
-    if generator:
+        kwargs["vision"] = dict(kwargs.get("vision") or {}) | {"pretrained": False}
         # The stand-in word-level tokenizer writes the word format; the format does not change
         # the memory (one conversation's tokens are the batch's text_tokens either way).
         kwargs["llm"] = replace(

@@ -42,15 +42,15 @@ COMPARISONS: dict[str, tuple[str, dict[str, str]]] = {
     "fuse-detail-tokens": (
         "configs/fuse.yaml",
         {
-            "interleave (24 stacks)": "--model.init_args.detail_tokens=interleave",
-            "pool (6 stacks)": "--model.init_args.detail_tokens=pool",
+            "interleave (24 stacks)": "--model.init_args.views.detail_tokens=interleave",
+            "pool (6 stacks)": "--model.init_args.views.detail_tokens=pool",
         },
     ),
     "aquila-key-positions": (
         "configs/aquila.yaml",
         {
-            "key positions": "--model.init_args.key_positions=true",
-            "no key positions": "--model.init_args.key_positions=false",
+            "key positions": "--model.init_args.sfi.key_positions=true",
+            "no key positions": "--model.init_args.sfi.key_positions=false",
         },
     ),
 }
@@ -149,6 +149,9 @@ def run_variant(
     metrics = {k: float(v) for k, v in tester.test(model, datamodule=dm, verbose=False)[0].items()}
     seconds = time.perf_counter() - start
     key = variants[variant].removeprefix("--model.init_args.").split("=")[0]
+    configured: Any = model.hparams  # a dotted key walks the groups (dicts or dataclasses)
+    for part in key.split("."):
+        configured = configured[part] if isinstance(configured, dict) else getattr(configured, part)
     return Result(
         comparison,
         variant,
@@ -159,7 +162,7 @@ def run_variant(
         sum(p.numel() for p in model.parameters() if p.requires_grad),
         seconds,
         settings,
-        {key: model.hparams[key]},
+        {key: configured},
     )
 
 

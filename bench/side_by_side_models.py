@@ -495,7 +495,8 @@ def generator_pair(
     from transformers import AutoTokenizer, LlavaForConditionalGeneration
 
     from zoo.data.embedded import SCENE_CLASSES
-    from zoo.models import FUSE, Aquila, GeoPix, TrainingStage
+    from zoo.encoders.vision import VisionSpec
+    from zoo.models import FUSE, Aquila, FuseInjection, FuseViews, GeoPix, SFIConfig, TrainingStage
 
     path, llm_path = llava_folder(d, folder)
     tokenizer = AutoTokenizer.from_pretrained(path)
@@ -503,27 +504,36 @@ def generator_pair(
     common = {"tokenizer": tokenizer, "stage": stage, "image_size": d["image"]}
     image, unmatched = None, ""
     if name == "llava":
-        zoo = FUSE(llava=str(path), inject_layers=[], multi_scale=False, global_layer=-2, **common)
+        zoo = FUSE(
+            llava=str(path),
+            inject=FuseInjection(layers=[]),
+            views=FuseViews(multi_scale=False, global_layer=-2),
+            **common,
+        )
         label = "FUSE injection off"
     elif name == "fuse":
         zoo = FUSE(
             llava=str(path),
-            global_layer=-2,
-            detail_layers=d["detail_layers"],
-            window_sizes=d["windows"],
-            canvas_size=d["canvas"],
-            inject_layers=d["inject"],
+            views=FuseViews(
+                global_layer=-2,
+                detail_layers=d["detail_layers"],
+                window_sizes=d["windows"],
+                canvas_size=d["canvas"],
+            ),
+            inject=FuseInjection(layers=d["inject"]),
             **common,
         )
         label = "FUSE windows + injection"
     elif name == "aquila":
         image = d["aquila_image"]
         zoo = Aquila(
-            vision_encoder=d["aquila_vision"],
+            vision=VisionSpec(name=d["aquila_vision"]),
             llm=str(llm_path),
-            feature_stages=d["aquila_stages"],
-            grid_size=d["aquila_grid"],
-            mda_layers=d["aquila_mda"],
+            sfi=SFIConfig(
+                feature_stages=d["aquila_stages"],
+                grid_size=d["aquila_grid"],
+                mda_layers=d["aquila_mda"],
+            ),
             **(common | {"image_size": image}),
         )
         label = "Aquila SFI + MDA"

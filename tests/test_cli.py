@@ -123,7 +123,7 @@ def test_fit_then_predict_writes_answers(config, tmp_path):
         }
     else:
         writer = {
-            "class_path": "zoo.models.PredictionWriter",
+            "class_path": "zoo.callbacks.PredictionWriter",
             "init_args": {"output_path": str(tmp_path / "answers.jsonl")},
         }
     override = tmp_path / "override.yaml"

@@ -158,7 +158,7 @@ def test_zoo_embed_writes_one_geoparquet_row_per_chip(folder: Path, tmp_path: Pa
 def test_aquila_predict_writes_answers_with_path_and_footprint(folder: Path, tmp_path: Path):
     output = tmp_path / "answers.jsonl"
     writer = {
-        "class_path": "zoo.models.PredictionWriter",
+        "class_path": "zoo.callbacks.PredictionWriter",
         "init_args": {"output_path": str(output)},
     }
     override = _override(tmp_path, writer, {"root": str(folder), "task": "conversation"})

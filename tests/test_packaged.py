@@ -12,6 +12,7 @@ import torch
 
 from zoo.data.datamodules import EmbeddedSplits
 from zoo.encoders.packaged import packaged_weights
+from zoo.models import SFIConfig
 
 
 def _installed(package: str) -> bool:
@@ -60,7 +61,7 @@ def test_aquila_with_packaged_smollm2(tmp_path):
     model = Aquila(
         llm="smollm2",
         tokenizer=dm.tokenizer,
-        mda_layers=[2],
+        sfi=SFIConfig(mda_layers=[2]),
         generation=GenerationConfig(max_new_tokens=4),
     ).eval()
     assert model.llm_width == 576

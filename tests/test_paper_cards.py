@@ -177,12 +177,12 @@ def _scratch(tmp_path: Path, config: str, edit: tuple[str, str]) -> str:
         (
             "configs/fuse/stage1.yaml",
             ("residual_init: 1.0", "residual_init: 0.0"),
-            "model.init_args.residual_init",
+            "model.init_args.inject.residual_init",
         ),
         (
             "configs/fuse/stage2.yaml",
-            ("inject_layers: [3, 5, 7]", "inject_layers: [4, 6, 8]"),
-            "model.init_args.inject_layers",
+            ("layers: [3, 5, 7]", "layers: [4, 6, 8]"),
+            "model.init_args.inject.layers",
         ),
         (
             "configs/geopix/stage1.yaml",

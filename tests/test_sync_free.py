@@ -31,7 +31,16 @@ from zoo.data.datamodules import EmbeddedSplits
 from zoo.data.referring import ReferringCollate
 from zoo.data.seg_targets import check_referring_batch
 from zoo.encoders.zoo_encoders import FusionSpec
-from zoo.models import FLAVARS, FUSE, Aquila, GeoPix
+from zoo.models import (
+    FLAVARS,
+    FUSE,
+    Aquila,
+    FuseInjection,
+    FuseViews,
+    GeoPix,
+    MemoryConfig,
+    SFIConfig,
+)
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +89,7 @@ FAMILIES: dict[str, tuple[str, Callable[[Any], torch.nn.Module]]] = {
         lambda dm: GeoPix(
             tokenizer=dm.tokenizer,
             class_names=dm.class_names,
-            memory_capacity=4,
+            memory=MemoryConfig(capacity=4),
         ),
     ),
     # The generators' other blocks: FUSE's per-position router and cross-attention injection
@@ -90,7 +99,7 @@ FAMILIES: dict[str, tuple[str, Callable[[Any], torch.nn.Module]]] = {
         lambda dm: FUSE(
             tokenizer=dm.tokenizer,
             class_names=dm.class_names,
-            injection="token",
+            inject=FuseInjection(kind="token"),
         ),
     ),
     "FUSE-xattn-pool": (
@@ -98,10 +107,8 @@ FAMILIES: dict[str, tuple[str, Callable[[Any], torch.nn.Module]]] = {
         lambda dm: FUSE(
             tokenizer=dm.tokenizer,
             class_names=dm.class_names,
-            injection="xattn",
-            detail_tokens="pool",
-            window_sizes=[64, 32],
-            canvas_size=128,
+            inject=FuseInjection(kind="xattn"),
+            views=FuseViews(detail_tokens="pool", window_sizes=[64, 32], canvas_size=128),
         ),
     ),
     "Aquila-paper": (
@@ -109,8 +116,7 @@ FAMILIES: dict[str, tuple[str, Callable[[Any], torch.nn.Module]]] = {
         lambda dm: Aquila(
             tokenizer=dm.tokenizer,
             class_names=dm.class_names,
-            block="paper",
-            num_heads=1,
+            sfi=SFIConfig(block="paper", num_heads=1),
         ),
     ),
     "Aquila-conv": (
@@ -118,7 +124,7 @@ FAMILIES: dict[str, tuple[str, Callable[[Any], torch.nn.Module]]] = {
         lambda dm: Aquila(
             tokenizer=dm.tokenizer,
             class_names=dm.class_names,
-            connector="conv",
+            sfi=SFIConfig(connector="conv"),
         ),
     ),
 }

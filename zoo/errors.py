@@ -63,11 +63,11 @@ RENAMED_KEYS: dict[str, str] = {
     "itm_weight": "objectives.loss_weights.itm",
     "contrastive_weight": "objectives.loss_weights.contrastive",
     "location_weight": "objectives.loss_weights.location",
-    # FLAVARS' typed groups (issue 22): vision, text, flava, fusion, location, objectives,
-    # evaluation (vision_encoder / vision_pretrained / vision_checkpoint: VisionSpec, below)
+    # every family's image encoder, one specification (VisionSpec, issue 22)
     "vision_encoder": "vision.name",
     "vision_pretrained": "vision.pretrained",
     "vision_checkpoint": "vision.checkpoint",
+    # FLAVARS' typed groups (issue 22): text, flava, fusion, location, objectives, evaluation
     "text_encoder": "text.name",
     "text_pretrained": "text.pretrained",
     "codebook": "flava.codebook",
@@ -92,6 +92,45 @@ RENAMED_KEYS: dict[str, str] = {
     "llm_dtype": "llm.dtype",
     "llm_pretrained": "llm.pretrained",
     "gguf_file": "llm.gguf_file",
+    # the generators' speed switches, one block (SpeedConfig)
+    "activation_checkpointing": "speed.activation_checkpointing",
+    "compile": "speed.compile",
+    # Aquila's connector, one block (SFIConfig)
+    "feature_stages": "sfi.feature_stages",
+    "grid_size": "sfi.grid_size",
+    "num_heads": "sfi.num_heads",
+    "sfi_dim": "sfi.dim",
+    "block": "sfi.block",
+    "key_positions": "sfi.key_positions",
+    "connector": "sfi.connector",
+    "mda_layers": "sfi.mda_layers",
+    # FUSE's views and injection, two blocks (FuseViews, FuseInjection)
+    "global_layer": "views.global_layer",
+    "detail_layers": "views.detail_layers",
+    "window_sizes": "views.window_sizes",
+    "canvas_size": "views.canvas_size",
+    "stride_fraction": "views.stride_fraction",
+    "detail_tokens": "views.detail_tokens",
+    "multi_scale": "views.multi_scale",
+    "inject_layers": "inject.layers",
+    "injection": "inject.kind",
+    "residual_init": "inject.residual_init",
+    # GeoPix's decoder, memory, segmentation tokens and loss weights (four blocks)
+    "decoder_dim": "decoder.dim",
+    "decoder_depth": "decoder.depth",
+    "decoder_heads": "decoder.heads",
+    "upscale_stages": "decoder.upscale_stages",
+    "token_pooling": "decoder.token_pooling",
+    "coarse_to_fine": "decoder.coarse_to_fine",
+    "shared_projector": "decoder.shared_projector",
+    "use_memory": "memory.enabled",
+    "memory_capacity": "memory.capacity",
+    "memory_dim": "memory.dim",
+    "memory_fusion": "memory.fusion",
+    "seg_tokens_per_scale": "seg_tokens.per_scale",
+    "seg_hidden": "seg_tokens.hidden",
+    "bce_weight": "loss_weights.bce",
+    "dice_weight": "loss_weights.dice",
 }
 
 

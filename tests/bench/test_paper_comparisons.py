@@ -31,10 +31,10 @@ def test_both_comparisons_side_by_side_and_reproducible(tmp_path, capsys):
     ]
     # Each variant is its config with the one override: the built models differ in it only.
     assert [r.configured for r in results] == [
-        {"detail_tokens": "interleave"},
-        {"detail_tokens": "pool"},
-        {"key_positions": True},
-        {"key_positions": False},
+        {"views.detail_tokens": "interleave"},
+        {"views.detail_tokens": "pool"},
+        {"sfi.key_positions": True},
+        {"sfi.key_positions": False},
     ]
     for r in results:
         assert r.steps == 1  # 2 images, a caption and a question each: one batch of 4

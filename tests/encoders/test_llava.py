@@ -34,7 +34,16 @@ from zoo.encoders.llava import (
     llava_processor,
 )
 from zoo.encoders.vision import CLIPVisionTower
-from zoo.models import FUSE, Aquila, GenerationConfig, GeoPix
+from zoo.models import (
+    FUSE,
+    Aquila,
+    FuseInjection,
+    FuseViews,
+    GenerationConfig,
+    GeoPix,
+    MaskDecoderConfig,
+    MemoryConfig,
+)
 
 WORDS = [f"w{i}" for i in range(40)] + ["USER:", "ASSISTANT:", "what", "is", "here", "?"]
 IMAGE_SIZE, PATCH = 32, 8  # a 4x4 grid: 16 visual tokens
@@ -158,9 +167,8 @@ def zoo_fuse(folder: Path) -> FUSE:
     return FUSE(
         tokenizer=tokenizer,
         llava=str(folder),
-        inject_layers=[],
-        multi_scale=False,
-        global_layer=-2,
+        inject=FuseInjection(layers=[]),
+        views=FuseViews(multi_scale=False, global_layer=-2),
         image_size=IMAGE_SIZE,
         generation=GenerationConfig(max_new_tokens=6),
     ).eval()
@@ -285,9 +293,8 @@ def test_projector_and_feature_layer_come_from_the_checkpoint(hf_checkpoint):
         FUSE(
             tokenizer=zoo.tokenizer,
             llava=str(folder),
-            inject_layers=[],
-            multi_scale=False,
-            global_layer=-1,
+            inject=FuseInjection(layers=[]),
+            views=FuseViews(multi_scale=False, global_layer=-1),
             image_size=IMAGE_SIZE,
         )
 
@@ -304,8 +311,8 @@ def test_geopix_starts_from_llava(hf_checkpoint):
         llava=str(folder),
         class_names=["ship", "tank"],
         feature_layers=[0, 1],
-        decoder_dim=16,
-        memory_capacity=2,
+        decoder=MaskDecoderConfig(dim=16),
+        memory=MemoryConfig(capacity=2),
         image_size=IMAGE_SIZE,
     )
     assert isinstance(model.vision, CLIPVisionTower)
@@ -332,10 +339,8 @@ def test_fuse_modules_start_as_configured_and_as_the_identity(hf_checkpoint):
     zoo = FUSE(
         tokenizer=zoo_fuse(folder).tokenizer,
         llava=str(folder),
-        inject_layers=[0, 1],
-        window_sizes=[32, 16],
-        canvas_size=64,
-        detail_layers=[0, 1, 2],
+        inject=FuseInjection(layers=[0, 1]),
+        views=FuseViews(window_sizes=[32, 16], canvas_size=64, detail_layers=[0, 1, 2]),
         image_size=IMAGE_SIZE,
     )
     assert sorted(zoo.injection) == ["0", "1"]
@@ -401,8 +406,8 @@ def test_cli_links_llava_to_the_data(hf_checkpoint):
             "configs/fuse.yaml",
             "--trainer.logger=false",
             f"--model.init_args.llava={folder}",
-            "--model.init_args.inject_layers=[]",
-            "--model.init_args.multi_scale=false",
+            "--model.init_args.inject.layers=[]",
+            "--model.init_args.views.multi_scale=false",
         ],
         run=False,
     )

@@ -19,7 +19,7 @@ from zoo.data.datamodules import EmbeddedSplits
 from zoo.encoders.llm import LLMSpec
 from zoo.layers.sfi import ConvConcatBaseline
 from zoo.metrics.vqa import normalize_answer
-from zoo.models import Aquila, GenerationConfig, TrainingStage
+from zoo.models import Aquila, GenerationConfig, SFIConfig, TrainingStage
 from zoo.models.aquila import AQUILA_OPTIMIZER, MultiLayerAlignment, window_sizes
 from zoo.models.generator import splice_visual_tokens
 
@@ -38,19 +38,19 @@ def _plain_logits(model: Aquila, batch: dict) -> torch.Tensor:
 
 @torch.no_grad()
 def test_empty_mda_list_equals_no_mda(dm, batch):
-    model = aquila(dm, mda_layers=[])
-    assert not model._hooks and len(model.mda) == 0
+    model = aquila(dm, sfi=SFIConfig(mda_layers=[]))
+    assert not model.injection_hooks.handles and len(model.mda) == 0
     logits = model(batch["image"], batch["input_ids"], batch["attention_mask"]).logits
     assert torch.equal(logits, _plain_logits(model, batch))
-    with_mda = aquila(dm, mda_layers=[1])
-    assert len(with_mda._hooks) == 1
+    with_mda = aquila(dm, sfi=SFIConfig(mda_layers=[1]))
+    assert len(with_mda.injection_hooks.handles) == 1
     changed = with_mda(batch["image"], batch["input_ids"], batch["attention_mask"]).logits
     assert not torch.allclose(changed, _plain_logits(with_mda, batch))
 
 
 @torch.no_grad()
 def test_mda_writes_only_visual_positions(dm, batch):
-    model = aquila(dm, mda_layers=[1])
+    model = aquila(dm, sfi=SFIConfig(mda_layers=[1]))
     features = model.multiscale_features(batch["image"])
     b, n = len(batch["image"]), model.connector.num_tokens
     hidden = torch.randn(b, n + 10, model.llm_width)
@@ -69,7 +69,7 @@ def test_conv_concat_ablation_is_the_baseline_over_the_windows(dm, batch):
     """Table 5's ablation: the connector is the convolutional concatenation over the stages'
     windows (a loop over the grid cells gives its tokens), spliced as SFI's would be, and the
     loss is the next-token cross-entropy of the plain LLM on the answer tokens."""
-    model = aquila(dm, connector="conv", mda_layers=[])
+    model = aquila(dm, sfi=SFIConfig(connector="conv", mda_layers=[]))
     out = model(batch["image"], batch["input_ids"], batch["attention_mask"], batch["labels"])
     assert torch.isfinite(out.loss)
     assert isinstance(model.connector, ConvConcatBaseline)
@@ -99,7 +99,7 @@ def test_conv_concat_ablation_is_the_baseline_over_the_windows(dm, batch):
 def test_window_sizes_reach_sfi_and_every_mda_block(dm, batch):
     """At 64 px the three stages are 16, 8 and 4 cells: 4x4, 2x2 and 1x1 windows of a 4x4 grid;
     the keys know their place in the window, so permuting a window changes the tokens."""
-    model = aquila(dm, mda_layers=[1, 3])
+    model = aquila(dm, sfi=SFIConfig(mda_layers=[1, 3]))
     assert model.window_sizes == [4, 2, 1] == window_sizes([4, 8, 16], 64, 4)
     blocks = [model.connector, *(m.sfi for m in model.mda.values())]
     assert all(b.window_sizes == (4, 2, 1) and b.window_pos is not None for b in blocks)
@@ -113,14 +113,17 @@ def test_window_sizes_reach_sfi_and_every_mda_block(dm, batch):
         hidden = torch.randn_like(tokens)
         mda = model.mda["1"]
         assert (mda(features, hidden) - mda(permuted, hidden))[:, 0].abs().max() > 1e-4
-    unordered = aquila(dm, key_positions=False)
+    unordered = aquila(dm, sfi=SFIConfig(key_positions=False))
     assert unordered.connector.window_pos is None and unordered.window_sizes == [4, 2, 1]
     with pytest.raises(ValueError, match="feature stage 2 .* multiple of 128"):
         window_sizes([4, 8, 16], 64, 8)
 
 
 def test_sfi_dim_projects_to_and_from_the_llm_width(dm, batch):
-    model = aquila(dm, sfi_dim=32, block="paper", num_heads=1, mda_layers=[1])
+    model = aquila(
+        dm,
+        sfi=SFIConfig(dim=32, block="paper", num_heads=1, mda_layers=[1]),
+    )
     assert model.connector.dim == 32 and model.llm_width == 128
     assert all(p.mlp[-1].out_features == 32 for p in model.projectors)
     mda = model.mda["1"]
@@ -157,7 +160,7 @@ LLAMA3_8B = {
 def test_stage1_trainable_parameters_on_the_meta_device(dm, tmp_path):
     """configs/aquila/stage1.yaml's model at full size (CLIP-ConvNeXt-XXL, Llama-3-8B) built on
     the meta device: stage 1 trains the projectors, SFI and MDA only, tens of millions of
-    parameters at sfi_dim 1024 (1.61 B when SFI worked at the LLM width)."""
+    parameters at sfi.dim 1024 (1.61 B when SFI worked at the LLM width)."""
     config = yaml.safe_load((Path(__file__).parents[2] / "configs/aquila/stage1.yaml").read_text())
     args = dict(config["model"]["init_args"])
     llm = tmp_path / "llama3-8b"
@@ -166,7 +169,7 @@ def test_stage1_trainable_parameters_on_the_meta_device(dm, tmp_path):
     # The embedded data's word-level tokenizer stands in for Llama-3's (its format: word).
     args.update(
         llm=LLMSpec(name=str(llm), pretrained=False),
-        vision_pretrained=False,
+        vision={**args["vision"], "pretrained": False},
         image_size=config["data"]["init_args"]["image_size"],
     )
     with torch.device("meta"):
@@ -189,7 +192,10 @@ def test_stage1_trainable_parameters_on_the_meta_device(dm, tmp_path):
 
 def test_feature_maps_must_tile_the_grid(dm):
     with pytest.raises(ValueError, match="grid"):
-        model = aquila(dm, feature_stages=[0, 1, 2, 3], grid_size=4)  # the 2x2 map cannot
+        model = aquila(
+            dm,
+            sfi=SFIConfig(feature_stages=[0, 1, 2, 3], grid_size=4),
+        )  # the 2x2 map cannot
         model.visual_tokens(torch.zeros(1, 3, 64, 64))
 
 

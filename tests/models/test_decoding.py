@@ -11,7 +11,7 @@ from tests.models.conftest import make_aquila, prepared
 from tests.models.decoding import decoded, reference_decode
 from zoo.data.coco_refs import EmbeddedReferringDataModule
 from zoo.data.datamodules import EmbeddedSplits
-from zoo.models import FUSE, GenerationConfig, GeoPix
+from zoo.models import FUSE, FuseInjection, GenerationConfig, GeoPix, MemoryConfig, SFIConfig
 from zoo.models.decoding import repeat_rows
 
 
@@ -26,14 +26,16 @@ def _open_injection(model) -> None:
 
 
 def _aquila(dm):
-    model = make_aquila(dm, mda_layers=[0, 2])
+    model = make_aquila(dm, sfi=SFIConfig(mda_layers=[0, 2]))
     _open_injection(model)
     return model
 
 
 def _fuse(dm):
     torch.manual_seed(0)
-    model = FUSE(tokenizer=dm.tokenizer, class_names=dm.class_names, inject_layers=[1, 2]).eval()
+    model = FUSE(
+        tokenizer=dm.tokenizer, class_names=dm.class_names, inject=FuseInjection(layers=[1, 2])
+    ).eval()
     _open_injection(model)
     return model
 
@@ -46,7 +48,9 @@ def refs(tmp_path_factory) -> EmbeddedReferringDataModule:
 
 def _geopix(dm):
     torch.manual_seed(0)
-    return GeoPix(tokenizer=dm.tokenizer, class_names=dm.class_names, memory_capacity=4).eval()
+    return GeoPix(
+        tokenizer=dm.tokenizer, class_names=dm.class_names, memory=MemoryConfig(capacity=4)
+    ).eval()
 
 
 def test_repeat_rows_walks_the_context():
@@ -72,9 +76,9 @@ def test_every_beam_row_gets_its_own_samples_features(dm, batch, family):
                 embeds.repeat_interleave(beams, 0), full_mask.repeat_interleave(beams, 0), None
             ).logits
         finally:
-            model._inject_context = None
-        model.inject_layers, hooks = [], model._hooks
-        model._install_hooks()
+            model.injection_hooks.stop()
+        model.inject_layers, hooks = [], model.injection_hooks.handles
+        model.install_injection_hooks()
         plain = model(image, ids, mask).logits
     torch.testing.assert_close(expanded, per_sample.repeat_interleave(beams, 0), atol=1e-5, rtol=0)
     assert (per_sample - plain).abs().max() > 1e-2  # the injection counts: a wrong row would show

@@ -11,7 +11,7 @@ from lightning import Trainer, seed_everything
 from tests.models.test_aquila import _majority_baseline
 from zoo.data import EmbeddedConversationDataModule
 from zoo.data.datamodules import EmbeddedSplits
-from zoo.models import FUSE, GenerationConfig, TrainingStage
+from zoo.models import FUSE, FuseInjection, FuseViews, GenerationConfig, TrainingStage
 from zoo.models.fuse import FUSE_OPTIMIZER
 
 
@@ -27,10 +27,13 @@ def _logits(model: FUSE, batch: dict) -> torch.Tensor:
 
 @pytest.mark.parametrize("injection", ["recurrent", "token", "xattn"])
 def test_fresh_injection_changes_nothing(dm, batch, injection):
-    injected = fuse(dm, injection=injection, inject_layers=[0, 2])
-    plain = fuse(dm, inject_layers=[])
+    injected = fuse(
+        dm,
+        inject=FuseInjection(kind=injection, layers=[0, 2]),
+    )
+    plain = fuse(dm, inject=FuseInjection(layers=[]))
     plain.load_state_dict(injected.state_dict(), strict=False)  # the shared weights
-    assert len(injected._hooks) == 2 and not plain._hooks
+    assert len(injected.injection_hooks.handles) == 2 and not plain.injection_hooks.handles
     assert torch.equal(_logits(injected, batch), _logits(plain, batch))
     # Opened gates do change the answer: the identity is the initialization, not a no-op.
     for name, p in injected.injection.named_parameters():
@@ -40,7 +43,7 @@ def test_fresh_injection_changes_nothing(dm, batch, injection):
 
 
 def test_text_positions_are_never_modified(dm, batch):
-    model = fuse(dm, inject_layers=[1])
+    model = fuse(dm, inject=FuseInjection(layers=[1]))
     for name, p in model.injection.named_parameters():
         if name.endswith("alpha"):
             torch.nn.init.constant_(p, 1.0)
@@ -65,9 +68,9 @@ def test_detail_stacks_shapes_and_ablation(dm, batch):
     assert model.windows.split_factor(model.grid_size) == 2
     assert stacks.shape == (len(image), 2 * 3 * 4, model.grid_size**2, model.vision.embed_dim)
     assert next(iter(model.injection.values())).num_stacks == 24
-    pooled = fuse(dm, detail_tokens="pool")
+    pooled = fuse(dm, views=FuseViews(detail_tokens="pool"))
     assert pooled.detail_stacks(image).shape == (len(image), 6, model.grid_size**2, 128)
-    single = fuse(dm, multi_scale=False)
+    single = fuse(dm, views=FuseViews(multi_scale=False))
     assert single.windows is None
     stacks = single.detail_stacks(image)
     assert stacks.shape == (len(image), 3, model.grid_size**2, model.vision.embed_dim)
@@ -86,7 +89,10 @@ def test_detail_stacks_shapes_and_ablation(dm, batch):
 
 
 def test_paper_residual_scale_and_shared_projector(dm, batch):
-    model = fuse(dm, residual_init=1.0, inject_layers=[1])
+    model = fuse(
+        dm,
+        inject=FuseInjection(residual_init=1.0, layers=[1]),
+    )
     assert model.injection["1"].alpha.item() == 1.0
     with torch.no_grad():
         _, context = model.visual_tokens(batch["image"])
@@ -106,7 +112,7 @@ def test_global_view_and_all_windows_in_one_encoder_call(dm, batch):
     # windows join the global view in the encoder call.
     assert model.windows.whole_canvas_scales == [0] and model.windows.windows_per_image == [1, 9]
     assert calls == [b + 9 * b]
-    plain = fuse(dm, inject_layers=[])  # no injection: no windows either
+    plain = fuse(dm, inject=FuseInjection(layers=[]))  # no injection: no windows either
     encode = plain._encode
     plain._encode = lambda x, layers: calls.append(len(x)) or encode(x, layers)
     plain.visual_tokens(batch["image"])
@@ -147,7 +153,7 @@ def test_fuse_learns_vqa(tmp_path_factory):
         model = FUSE(
             tokenizer=dm.tokenizer,
             class_names=dm.class_names,
-            inject_layers=layers,
+            inject=FuseInjection(layers=layers),
             optimizer=replace(FUSE_OPTIMIZER, lr=2e-3, weight_decay=0.05),
             val_generate_batches=0,
             stage=TrainingStage(train_vision=True, train_llm=True),

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from tests.models.conftest import make_aquila
-from zoo.models import TrainingStage
+from zoo.models import SFIConfig, TrainingStage
 from zoo.models.generator import splice_visual_tokens
 
 aquila = make_aquila
@@ -100,7 +100,7 @@ def test_lora_merge_keeps_logits(dm, batch):
 
 
 def test_kv_cache_greedy_decoding_equals_full_recompute(dm, batch):
-    model = aquila(dm, mda_layers=[0, 2]).eval()
+    model = aquila(dm, sfi=SFIConfig(mda_layers=[0, 2])).eval()
     model.generation.max_new_tokens = 5
     eos = dm.tokenizer.eos_token_id
     answers = model.generate(batch["image"], batch["prompt_ids"], batch["prompt_attention_mask"])

@@ -12,7 +12,7 @@ from tests.models.conftest import prepared
 from zoo.data.coco_refs import EmbeddedReferringDataModule
 from zoo.data.datamodules import EmbeddedSplits
 from zoo.metrics.segmentation import ReferringIoU
-from zoo.models import GeoPix, TrainingStage
+from zoo.models import GeoPix, MaskLossWeights, MemoryConfig, SegTokens, TrainingStage
 from zoo.models.geopix import GEOPIX_OPTIMIZER
 
 
@@ -26,8 +26,11 @@ def dm(tmp_path_factory) -> EmbeddedReferringDataModule:  # the conftest's batch
 
 def geopix(dm, **kwargs) -> GeoPix:
     torch.manual_seed(0)
+    kwargs.setdefault("memory", MemoryConfig(capacity=4))
     return GeoPix(
-        tokenizer=dm.tokenizer, class_names=dm.class_names, memory_capacity=4, **kwargs
+        tokenizer=dm.tokenizer,
+        class_names=dm.class_names,
+        **kwargs,
     ).eval()
 
 
@@ -50,8 +53,8 @@ def test_one_mask_per_target(dm, batch):
 
 
 def test_memory_at_alpha_zero_equals_no_memory(dm, batch):
-    with_memory = geopix(dm, use_memory=True)
-    without = geopix(dm, use_memory=False)
+    with_memory = geopix(dm, memory=MemoryConfig(enabled=True, capacity=4))
+    without = geopix(dm, memory=MemoryConfig(enabled=False, capacity=4))
     without.load_state_dict(with_memory.state_dict(), strict=False)
     assert not torch.allclose(_masks(with_memory, batch), _masks(without, batch))
     torch.nn.init.zeros_(with_memory.memory.alpha)
@@ -87,7 +90,7 @@ def test_seg_rows_of_embeddings_and_lm_head_train_under_lora(dm, batch):
 def test_condition_is_read_at_the_position_predicting_seg(dm, batch, where):
     """``predicting`` reads the hidden state whose output is the [SEG] token, which a causal LM
     computes without that token's own embedding; ``token`` reads it at the token."""
-    model = geopix(dm, seg_hidden=where)
+    model = geopix(dm, seg_tokens=SegTokens(hidden=where))
     first = int(model.seg_token_ids[0])
     with torch.no_grad():
         args = (batch, batch["input_ids"], batch["attention_mask"], None)
@@ -149,9 +152,8 @@ def test_geopix_learns_masks(tmp_path_factory):
         tokenizer=dm.tokenizer,
         class_names=dm.class_names,
         optimizer=replace(GEOPIX_OPTIMIZER, lr=2e-3, weight_decay=0.05),
-        memory_capacity=8,
-        bce_weight=0.5,
-        dice_weight=2.0,
+        memory=MemoryConfig(capacity=8),
+        loss_weights=MaskLossWeights(bce=0.5, dice=2.0),
         stage=TrainingStage(train_vision=True, train_llm=True),
     )
     trainer = Trainer(

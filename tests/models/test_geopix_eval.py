@@ -15,7 +15,7 @@ from pycocotools import mask as mask_utils
 
 from zoo.data.coco_refs import CocoRefsDataModule
 from zoo.metrics.segmentation import ReferringIoU
-from zoo.models import GeoPix
+from zoo.models import GeoPix, MaskDecoderConfig, MemoryConfig
 
 CLASSES = ["airplane", "ship", "storage tank"]
 #: (category id, box x0, y0, x1, y1, sentence) of the five instances of the one test image.
@@ -104,9 +104,8 @@ def test_every_instance_of_a_five_instance_image_is_scored(tmp_path, max_targets
     model = GeoPix(
         tokenizer=dm.tokenizer,
         class_names=dm.class_names,
-        memory_capacity=4,
-        decoder_dim=32,
-        memory_dim=16,
+        memory=MemoryConfig(capacity=4, dim=16),
+        decoder=MaskDecoderConfig(dim=32),
     ).eval()
     _evaluate(model, dm)
     assert int(model.metrics["test"].count) == 5
@@ -119,9 +118,8 @@ def test_iou_at_the_original_resolution_and_text_class(tmp_path):
     model = GeoPix(
         tokenizer=dm.tokenizer,
         class_names=dm.class_names,
-        memory_capacity=4,
-        decoder_dim=32,
-        memory_dim=16,
+        memory=MemoryConfig(capacity=4, dim=16),
+        decoder=MaskDecoderConfig(dim=32),
     ).eval()
     batch = dm.on_after_batch_transfer(next(iter(dm.test_dataloader())), 0)
     original = batch["mask_original"][0]

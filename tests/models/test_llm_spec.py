@@ -19,7 +19,7 @@ from zoo.data.conversations import ConversationCollate
 from zoo.data.tokenize import build_tokenizer
 from zoo.encoders.llm import LLMSpec
 from zoo.main import main
-from zoo.models import Aquila
+from zoo.models import Aquila, SFIConfig
 from zoo.models.generator import GenerationConfig, TrainingStage
 
 ROOT = Path(__file__).parents[2]
@@ -50,7 +50,7 @@ def test_a_tokenizer_larger_than_the_llm_is_an_error_naming_both(tmp_path):
         Aquila(
             llm=LLMSpec(name=str(small), conversation="vicuna_v1"),
             tokenizer=tokenizer,
-            mda_layers=[1],
+            sfi=SFIConfig(mda_layers=[1]),
         )
 
 
@@ -61,7 +61,7 @@ def test_an_eos_outside_the_llm_is_an_error(tmp_path, vicuna):
         Aquila(
             llm=LLMSpec(name=str(vicuna), conversation="vicuna_v1"),
             tokenizer=tokenizer,
-            mda_layers=[1],
+            sfi=SFIConfig(mda_layers=[1]),
         )
 
 
@@ -107,7 +107,7 @@ def test_a_generator_trained_on_one_answer_stops_on_eos(tmp_path):
     model = Aquila(
         llm=LLMSpec(name=str(vicuna), conversation="vicuna_v1"),
         tokenizer=tokenizer,
-        mda_layers=[1],
+        sfi=SFIConfig(mda_layers=[1]),
         stage=TrainingStage(train_llm=True),
         generation=GenerationConfig(max_new_tokens=24),
     )

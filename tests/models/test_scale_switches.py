@@ -13,7 +13,16 @@ from tests.models.conftest import prepared
 from zoo.data.coco_refs import EmbeddedReferringDataModule
 from zoo.data.datamodules import EmbeddedSplits
 from zoo.encoders.llm import build_llm
-from zoo.models import FUSE, Aquila, GeoPix, TrainingStage
+from zoo.models import (
+    FUSE,
+    Aquila,
+    FuseInjection,
+    GeoPix,
+    MemoryConfig,
+    SFIConfig,
+    SpeedConfig,
+    TrainingStage,
+)
 
 
 def _perturbed(model):
@@ -33,7 +42,7 @@ def _aquila(dm, **kwargs) -> Aquila:
         Aquila(
             tokenizer=dm.tokenizer,
             class_names=dm.class_names,
-            mda_layers=[0, 2],
+            sfi=SFIConfig(mda_layers=[0, 2]),
             stage=stage,
             **kwargs,
         )
@@ -55,7 +64,7 @@ def _grads(model, batch) -> tuple[dict[str, torch.Tensor], int]:
 
 def test_activation_checkpointing_keeps_the_gradients(dm, batch):
     plain, plain_runs = _grads(_aquila(dm), batch)
-    model = _aquila(dm, activation_checkpointing=True)
+    model = _aquila(dm, speed=SpeedConfig(activation_checkpointing=True))
     assert model.vision.grad_checkpointing
     assert all(layer.gradient_checkpointing for layer in model.llm.get_base_model().model.layers)
     checkpointed, runs = _grads(model, batch)
@@ -80,7 +89,7 @@ def test_compile_switch_keeps_outputs_and_gradients(dm, batch):
             )
         ).train()
 
-    eager, compiled = fuse(), fuse(compile=True)
+    eager, compiled = fuse(), fuse(speed=SpeedConfig(compile=True))
     assert compiled.llm.model.layers[0]._compiled_call_impl is not None
     args = (
         batch["image"][:2],
@@ -125,7 +134,7 @@ def test_every_attention_is_sdpa(dm, batch, refs, family):
     torch.manual_seed(0)
     if family == "geopix":
         model = GeoPix(
-            tokenizer=refs.tokenizer, class_names=refs.class_names, memory_capacity=4
+            tokenizer=refs.tokenizer, class_names=refs.class_names, memory=MemoryConfig(capacity=4)
         ).eval()
         data = refs.on_after_batch_transfer(next(iter(refs.val_dataloader())), 0)
         attentions = len(model.llm.model.layers) + 1  # + the mask decoder (at least)
@@ -139,11 +148,13 @@ def test_every_attention_is_sdpa(dm, batch, refs, family):
             model = Aquila(
                 tokenizer=dm.tokenizer,
                 class_names=dm.class_names,
-                mda_layers=[0, 2] if family == "aquila-mda" else [],
+                sfi=SFIConfig(mda_layers=[0, 2] if family == "aquila-mda" else []),
             ).eval()
         else:
             model = FUSE(
-                tokenizer=dm.tokenizer, class_names=dm.class_names, injection="xattn"
+                tokenizer=dm.tokenizer,
+                class_names=dm.class_names,
+                inject=FuseInjection(kind="xattn"),
             ).eval()
         attentions = len(model.llm.model.layers) + 1 + len(model.inject_layers)  # + SFI / ViT
         run = lambda: model(batch["image"], batch["input_ids"], batch["attention_mask"])  # noqa: E731

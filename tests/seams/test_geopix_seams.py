@@ -25,13 +25,16 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from zoo.layers.attention import sincos_pos_embed_2d
-from zoo.models import GeoPix
+from zoo.models import GeoPix, MaskDecoderConfig, MaskLossWeights, MemoryConfig
 
 
 def geopix(dm, **kwargs: Any) -> GeoPix:
     torch.manual_seed(0)
+    kwargs.setdefault("memory", MemoryConfig(capacity=4))
     return GeoPix(
-        tokenizer=dm.tokenizer, class_names=dm.class_names, memory_capacity=4, **kwargs
+        tokenizer=dm.tokenizer,
+        class_names=dm.class_names,
+        **kwargs,
     ).eval()
 
 
@@ -90,7 +93,10 @@ def test_training_loss_is_text_ce_plus_weighted_bce_and_dice(
     cross-entropy over the answer tokens (labels shifted by one, -100 on the visual tokens),
     the per-target BCE and Dice means; the returned loss and the logged terms must equal them."""
     batch = referring_batch
-    model = geopix(referring_dm, bce_weight=bce_weight, dice_weight=dice_weight)
+    model = geopix(
+        referring_dm,
+        loss_weights=MaskLossWeights(bce=bce_weight, dice=dice_weight),
+    )
     logged: dict[str, Tensor] = {}
     monkeypatch.setattr(model, "log", lambda name, value, **_: logged.__setitem__(name, value))
     monkeypatch.setattr(model, "log_dict", lambda values, **_: logged.update(values))
@@ -319,10 +325,10 @@ def test_seg_token_s_conditions_scale_s(referring_dm, referring_batch):
     (so scales do not feed each other), perturbing scale 0's predicting states changes the
     scale-0 masks and leaves the scale-1 masks identical, and the other way round."""
     batch = referring_batch
-    model = geopix(referring_dm, coarse_to_fine=False)
+    model = geopix(referring_dm, decoder=MaskDecoderConfig(coarse_to_fine=False))
     _, category = _targets_by_hand(batch)
     predicting = _predicting_positions(model, batch, _num_visual(model, batch))
-    per_scale = model.hparams.seg_tokens_per_scale
+    per_scale = model.seg_config.per_scale
     base = _decoded(model, batch, category).per_scale
     for scale in range(len(model.feature_layers)):
         where = [

@@ -21,7 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from zoo.encoders.llm import decoder_layers
-from zoo.models import FUSE, Aquila
+from zoo.models import FUSE, Aquila, FuseInjection, SFIConfig
 from zoo.models.generator import VisionLanguageGenerator
 
 
@@ -136,7 +136,7 @@ def test_fuse_injection_runs_before_exactly_the_configured_layers(
     model = FUSE(
         tokenizer=conversation_dm.tokenizer,
         class_names=conversation_dm.class_names,
-        inject_layers=layers,
+        inject=FuseInjection(layers=layers),
     ).eval()
     _perturbed(model, model.injection)
     _check_hooks(model, conversation_batch, layers, _fuse_expected(model, conversation_batch))
@@ -152,7 +152,7 @@ def test_aquila_mda_runs_before_exactly_the_configured_layers(
     model = Aquila(
         tokenizer=conversation_dm.tokenizer,
         class_names=conversation_dm.class_names,
-        mda_layers=layers,
+        sfi=SFIConfig(mda_layers=layers),
     ).eval()
     _perturbed(model, model.mda)
     with torch.no_grad():
@@ -169,7 +169,7 @@ def test_each_layers_module_is_its_own(conversation_dm, conversation_batch):
     model = FUSE(
         tokenizer=conversation_dm.tokenizer,
         class_names=conversation_dm.class_names,
-        inject_layers=[1, 2],
+        inject=FuseInjection(layers=[1, 2]),
     ).eval()
     _perturbed(model, model.injection)
     with torch.no_grad():  # layer 2's module: a different gate

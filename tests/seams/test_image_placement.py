@@ -93,7 +93,7 @@ def test_fuse_image_first_puts_the_visual_tokens_before_bos(conversation_dm, con
     torch.testing.assert_close(got_first[0, start + n], words[0, start])
     torch.testing.assert_close(got_token[0, image_at : image_at + n], visual[0])
     torch.testing.assert_close(got_token[0, :image_at], words[0, :image_at])
-    assert first._inject_context["positions"][0, 0] == start
+    assert first.injection_hooks.context["positions"][0, 0] == start
 
 
 def test_an_unknown_image_placement_is_an_error(conversation_dm):

@@ -17,8 +17,8 @@ import pandas as pd
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.utilities import rank_zero_info
 
+from zoo.callbacks.prediction_writer import OneFileWriter
 from zoo.io import atomic_path
-from zoo.models.prediction_writer import OneFileWriter
 
 __all__ = ["EmbeddingWriter"]
 
@@ -26,7 +26,7 @@ __all__ = ["EmbeddingWriter"]
 class EmbeddingWriter(OneFileWriter):
     """Collect ``predict_step``'s ``{"image", "text", "location"}`` embeddings (``B×E`` each)
     with the batch's sample columns and write them to ``output_path`` when predict ends,
-    atomically (see :class:`~zoo.models.prediction_writer.OneFileWriter` for ranks and
+    atomically (see :class:`~zoo.callbacks.prediction_writer.OneFileWriter` for ranks and
     ``overwrite``).
 
     Args:
@@ -57,7 +57,7 @@ class EmbeddingWriter(OneFileWriter):
             raise TypeError(
                 f"EmbeddingWriter writes the embeddings of an embedding model's predict_step (a "
                 f"dict with 'image'); {type(pl_module).__name__} returned {type(prediction).__name__}:"
-                " use zoo.models.PredictionWriter or zoo.callbacks.MaskPredictionWriter for it"
+                " use zoo.callbacks.PredictionWriter or zoo.callbacks.MaskPredictionWriter for it"
             )
         embeddings = {k: v.float().cpu().numpy() for k, v in prediction.items()}
         for i in range(len(embeddings["image"])):

@@ -198,7 +198,7 @@ class Segmentation(Evaluation):
     train split, mIoU and IoU per class on the test split (FLAVARS, SpaceNet1). A model with
     :class:`~zoo.models.capabilities.DenseEncoder` (FLAVARS, also built from a FLAVA folder)
     gives a copy of its own encoder, weights as evaluated; otherwise the encoder is the model's
-    ``vision_encoder`` at its image size (Aquila: its ``feature_stages``), its weights read from
+    ``vision.name`` at its image size (Aquila: its ``sfi.feature_stages``), its weights read from
     the run's checkpoint (``--ckpt_path``).
 
     Args:
@@ -243,15 +243,14 @@ class Segmentation(Evaluation):
         if isinstance(ctx.model, DenseEncoder):  # the model's own encoder, as evaluated
             source: dict[str, Any] = {"encoder": ctx.model.dense_encoder().cpu()}
         else:
-            encoder = hparams.get("vision_encoder")
-            if encoder is None:
-                raise ValueError(
-                    f"{type(ctx.model).__name__} names no vision_encoder in its hyper-parameters"
-                )
-            source = {"vision_encoder": encoder, "vision_checkpoint": ctx.ckpt_path}
+            spec = getattr(ctx.model, "vision_spec", None)  # a generator's VisionSpec
+            if spec is None:
+                raise ValueError(f"{type(ctx.model).__name__} names no vision encoder (vision)")
+            source = {"vision_encoder": spec.name, "vision_checkpoint": ctx.ckpt_path}
+        sfi = getattr(ctx.model, "sfi_config", None)  # Aquila keeps only these stages
         seg = UPerNetSegmentation(
             image_size=int(hparams.get("image_size", 224)),
-            feature_indices=hparams.get("feature_stages"),  # Aquila keeps only these stages
+            feature_indices=None if sfi is None else list(sfi.feature_stages),
             num_classes=len(dm.class_names),
             class_names=list(dm.class_names),
             **source,

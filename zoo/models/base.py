@@ -3,19 +3,87 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, is_dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from lightning import LightningModule
 from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
 
-__all__ = ["OptimizerConfig", "ZooTask", "warmup_cosine"]
+from zoo.errors import renamed
+
+__all__ = ["OptimizerConfig", "ZooTask", "as_group", "regroup_hyperparameters", "warmup_cosine"]
+
+T = TypeVar("T")
+
+
+def as_group(cls: type[T], value: T | Mapping[str, Any] | None) -> T:
+    """A config group (a dataclass) from itself, a dict or None.
+
+    Checkpoints store the groups as dicts (:meth:`ZooTask.on_save_checkpoint`) and a
+    constructor may be called with one left out, so the constructors take all three.
+
+    Args:
+        cls: the group's dataclass.
+        value: an instance, its fields as a dict, or None (the defaults).
+
+    Returns:
+        The instance.
+    """
+    if value is None:
+        return cls()
+    if isinstance(value, Mapping):
+        return cls(**value)
+    return value
+
+
+def regroup_hyperparameters(
+    hparams: Mapping[str, Any], parameters: Iterable[str]
+) -> dict[str, Any]:
+    """Old flat hyper-parameter keys moved into the groups that took them.
+
+    The renames are :data:`zoo.errors.RENAMED_KEYS` (the same table that tells a user of an
+    old YAML key its new name): a key the class no longer takes whose new name is
+    ``group.field`` of one of its ``parameters`` moves there; any other key is kept.
+
+    Args:
+        hparams: a checkpoint's hyper-parameters.
+        parameters: the names the class's constructor takes now.
+
+    Returns:
+        A copy with the old keys inside their groups.
+    """
+    parameters = set(parameters)
+    out: dict[str, Any] = {}
+    moved: dict[str, dict[str, Any]] = {}
+    for key, value in hparams.items():
+        new = None if key in parameters else renamed(key, parameters)
+        if new is None or "." not in new:
+            out[new or key] = value
+            continue
+        group, leaf = new.split(".", 1)
+        moved.setdefault(group, {})[leaf] = value
+    for group, values in moved.items():
+        current = out.get(group)
+        base = asdict(current) if is_dataclass(current) else dict(current or {})
+        out[group] = base | values
+    return out
 
 
 def warmup_cosine(step: int, total: int, warmup: int, final: float = 0.0) -> float:
-    """Learning-rate factor: linear warm-up over ``warmup`` steps, then cosine to ``final``."""
+    """Learning-rate factor: linear warm-up over ``warmup`` steps, then cosine to ``final``.
+
+    Args:
+        step: the optimizer step (0-based).
+        total: all steps of the run.
+        warmup: steps of linear warm-up.
+        final: the factor at the end of the cosine.
+
+    Returns:
+        The factor on the peak learning rate.
+    """
     if step < warmup:
         return (step + 1) / warmup
     progress = min(1.0, (step - warmup) / max(1, total - warmup))
@@ -58,6 +126,9 @@ class ZooTask(LightningModule):
 
     Subclasses take ``optimizer: OptimizerConfig = OptimizerConfig(<family defaults>)`` and
     pass it on, so LightningCLI validates ``optimizer:`` in a YAML against the dataclass.
+
+    Args:
+        optimizer: AdamW and its schedule (a dict as a checkpoint stores it; None: defaults).
     """
 
     #: Parameters whose names contain one of these get no weight decay.
@@ -70,7 +141,12 @@ class ZooTask(LightningModule):
         self.optimizer_config = optimizer or OptimizerConfig()
 
     def parameter_groups(self) -> list[dict]:
-        """Trainable parameters split into decayed and not-decayed groups."""
+        """Trainable parameters split into decayed and not-decayed groups.
+
+        Returns:
+            AdamW's parameter groups: the decayed ones, then those without weight decay
+            (biases, norms, embeddings, tokens: :attr:`no_decay_keys`).
+        """
         decay, no_decay = [], []
         for name, param in self.named_parameters():
             if not param.requires_grad:
@@ -83,6 +159,11 @@ class ZooTask(LightningModule):
         ]
 
     def configure_optimizers(self) -> dict:
+        """AdamW over :meth:`parameter_groups` with the warm-up + cosine schedule per step.
+
+        Returns:
+            Lightning's optimizer and scheduler dict.
+        """
         params = [p for p in self.parameters() if p.requires_grad]
         fused = bool(params) and all(p.is_cuda for p in params)  # fused kernels need CUDA
         config = self.optimizer_config
@@ -100,16 +181,30 @@ class ZooTask(LightningModule):
         }
 
     def stage_state(self, state: dict[str, Tensor]) -> dict[str, Tensor]:
-        """A previous training stage's weights as this stage reads them (``stage.init_checkpoint``):
-        a family whose next stage leaves modules out (FUSE's injection layers) drops theirs."""
+        """A previous training stage's weights as this stage reads them.
+
+        A family whose next stage leaves modules out (FUSE's injection layers) drops theirs.
+
+        Args:
+            state: the state dict of ``stage.init_checkpoint``.
+
+        Returns:
+            The tensors this stage loads.
+        """
         return state
 
     def on_fit_start(self) -> None:
+        """Log the trainable and frozen parameter counts."""
         rank_zero_info(parameter_report(self))
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Plain types only in the hyper-parameters (dataclasses as dicts), so checkpoints
-        load with ``weights_only=True``; the constructors accept the dicts back."""
+        """Plain types only in the hyper-parameters (dataclasses as dicts).
+
+        Checkpoints then load with ``weights_only=True``; the constructors accept the dicts back.
+
+        Args:
+            checkpoint: the checkpoint Lightning is about to write.
+        """
         hparams = checkpoint.get("hyper_parameters", {})
         for key, value in list(hparams.items()):
             if is_dataclass(value) and not isinstance(value, type):
@@ -117,7 +212,14 @@ class ZooTask(LightningModule):
 
 
 def parameter_report(module: nn.Module) -> str:
-    """Trainable and frozen parameter counts per top-level child."""
+    """Trainable and frozen parameter counts per top-level child.
+
+    Args:
+        module: the model.
+
+    Returns:
+        One line for the whole model, then one per child with parameters.
+    """
     lines = []
     total_trainable = total = 0
     for name, child in module.named_children():

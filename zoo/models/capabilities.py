@@ -31,7 +31,14 @@ class ImageFeatures(Protocol):
     """Pooled features of the image backbone, for frozen-feature probes."""
 
     def image_features(self, image: Tensor) -> Tensor:
-        """Normalized images ``B×C×H×W`` -> pooled backbone features ``B×D``."""
+        """Pooled backbone features.
+
+        Args:
+            image: normalized images ``B×C×H×W``.
+
+        Returns:
+            Features ``B×D``.
+        """
         ...
 
 
@@ -39,10 +46,14 @@ class ImageFeatures(Protocol):
 class DenseEncoder(Protocol):
     """A copy of the image encoder with timm's multi-scale interface (``feature_info``,
     ``forward_intermediates``, ``prune_intermediate_layers``), for dense heads such as UPerNet;
-    a model without it gets its encoder rebuilt from ``vision_encoder`` and the checkpoint."""
+    a model without it gets its encoder rebuilt from ``vision.name`` and the checkpoint."""
 
     def dense_encoder(self) -> nn.Module:
-        """A copy (never the model's own module) of the image encoder, weights as they are."""
+        """A copy (never the model's own module) of the image encoder, weights as they are.
+
+        Returns:
+            The copy.
+        """
         ...
 
 
@@ -51,15 +62,37 @@ class TextEmbeddings(Protocol):
     """Texts and images embedded in one space (a text encoder beside the image encoder)."""
 
     def tokenize(self, texts: list[str]) -> dict[str, Tensor]:
-        """``input_ids`` and ``attention_mask`` ``B×L`` on the model's device."""
+        """Tokenize texts for :meth:`encode_text`.
+
+        Args:
+            texts: the texts.
+
+        Returns:
+            ``input_ids`` and ``attention_mask`` ``B×L`` on the model's device.
+        """
         ...
 
     def encode_text(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
-        """Token ids ``B×L`` -> unit text embeddings ``B×E``."""
+        """Embed texts.
+
+        Args:
+            input_ids: token ids ``B×L``.
+            attention_mask: ``B×L``.
+
+        Returns:
+            Unit text embeddings ``B×E``.
+        """
         ...
 
     def encode_image(self, image: Tensor) -> tuple[Tensor, Tensor]:
-        """Images ``B×C×H×W`` -> (pooled features ``B×D``, unit image embeddings ``B×E``)."""
+        """Embed images.
+
+        Args:
+            image: normalized images ``B×C×H×W``.
+
+        Returns:
+            Pooled features ``B×D`` and unit image embeddings ``B×E``.
+        """
         ...
 
 
@@ -73,11 +106,27 @@ class Generation(Protocol):
     def generate(
         self, image: Tensor, prompt_ids: Tensor, prompt_attention_mask: Tensor
     ) -> list[str]:
-        """One decoded answer per image of the batch."""
+        """Answer prompts about images.
+
+        Args:
+            image: normalized images ``B×C×H×W``.
+            prompt_ids: left-padded prompts ``B×T``.
+            prompt_attention_mask: ``B×T``.
+
+        Returns:
+            One decoded answer per image of the batch.
+        """
         ...
 
     def generation_metrics(self, question_types: list[str]) -> nn.ModuleDict:
-        """Captioning and VQA metrics per split, with VQA accuracy per question type."""
+        """Captioning and VQA metrics per split, with VQA accuracy per question type.
+
+        Args:
+            question_types: VQA question types reported separately.
+
+        Returns:
+            The metrics per split.
+        """
         ...
 
 
@@ -93,7 +142,18 @@ class Masks(Protocol):
         labels: Tensor | None,
         category: Tensor | None,
     ) -> tuple[Any, Tensor, Tensor]:
-        """(LLM output, mask logits ``T×H×W``, image index of each target ``T``)."""
+        """Teacher-forced pass with masks.
+
+        Args:
+            batch: the batch (images, and where the phrases are).
+            input_ids: token ids ``B×L``.
+            attention_mask: ``B×L``.
+            labels: ``B×L`` targets, or None.
+            category: the memory class of each target ``(T,)``, or None.
+
+        Returns:
+            LLM output, mask logits ``T×H×W`` and the image index of each target ``(T,)``.
+        """
         ...
 
 
@@ -108,7 +168,14 @@ _MEANING = {
 
 
 def describe(capability: type) -> str:
-    """``"a text encoder (TextEmbeddings: tokenize, encode_text, encode_image)"``."""
+    """A capability and its members in words, for error messages.
+
+    Args:
+        capability: one of this module's protocols.
+
+    Returns:
+        E.g. ``"a text encoder (TextEmbeddings: tokenize, encode_text, encode_image)"``.
+    """
     names = {*vars(capability).get("__annotations__", {}), *vars(capability)}
     members = ", ".join(sorted(name for name in names if not name.startswith("_")))
     meaning = _MEANING.get(capability, capability.__name__)

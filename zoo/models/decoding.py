@@ -57,12 +57,20 @@ class GenerationConfig:
 
     @property
     def rows_per_prompt(self) -> int:
-        """How many rows each prompt becomes inside ``generate`` (Hugging Face expands the
-        inputs by ``max(num_beams, num_return_sequences)``, each prompt's rows adjacent)."""
+        """How many rows each prompt becomes inside ``generate``.
+
+        Hugging Face expands the inputs by ``max(num_beams, num_return_sequences)``, each
+        prompt's rows adjacent.
+        """
         return max(self.num_beams, self.num_return_sequences)
 
     def generate_kwargs(self) -> dict[str, Any]:
-        """The arguments of Hugging Face's ``generate`` for these settings."""
+        """The arguments of Hugging Face's ``generate`` for these settings.
+
+        Returns:
+            Keyword arguments (the sampling ones None without sampling, the length penalty
+            None without beams).
+        """
         sample, beams = self.do_sample, self.num_beams > 1
         return {
             "max_new_tokens": self.max_new_tokens,
@@ -77,9 +85,21 @@ class GenerationConfig:
 
 
 def repeat_rows(context: Any, repeats: int) -> Any:
-    """``context`` with every tensor's rows repeated ``repeats`` times, each row's copies
-    adjacent (``repeat_interleave`` on dim 0, as ``generate`` expands its inputs per beam);
-    lists, tuples and dicts are walked, ``None`` stays ``None``."""
+    """``context`` with every tensor's rows repeated, each row's copies adjacent.
+
+    ``repeat_interleave`` on dim 0, as ``generate`` expands its inputs per beam; lists, tuples
+    and dicts are walked, ``None`` stays ``None``.
+
+    Args:
+        context: an injection context (tensors, or lists, tuples and dicts of them).
+        repeats: copies of each row.
+
+    Returns:
+        The context with ``B·repeats`` rows.
+
+    Raises:
+        TypeError: a context of another type.
+    """
     if repeats == 1 or context is None:
         return context
     if isinstance(context, Tensor):

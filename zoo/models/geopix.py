@@ -2,14 +2,14 @@
 
 * Vision: a ViT whose tokens at several depths are the scales (the paper: CLIP ViT-L at
   336 px, two depths); an independent projector per scale into the mask-decoder width
-  (``shared_projector`` for the paper's ablation), and the deepest scale through the
+  (``decoder.shared_projector`` for the paper's ablation), and the deepest scale through the
   multimodal projector into the LLM.
 * Segmentation tokens: N per scale (``[SEG{s}_{i}]``, added to the tokenizer by the data and to
   the embedding table here); a target's phrase is its S·N tokens. Their rows of the input
   embeddings and of ``lm_head`` train in every stage (LISA trains both tables; under LoRA or a
   frozen LLM only those rows move, the others get no gradient and no weight decay).
 * Conditioning: the last-layer hidden state at the position that *predicts* each segmentation
-  token (LISA's and PixelLM's reading, ``seg_hidden="predicting"``; ``"token"``, the hidden state
+  token (LISA's and PixelLM's reading, ``seg_tokens.hidden: predicting``; ``"token"``, the hidden state
   at the token itself, was this model's choice before), through an MLP, conditions the mask
   decoder: one target per phrase, several targets per answer.
 * Mask decoder (:class:`~zoo.layers.mask_decoder.MultiScaleMaskDecoder`): per scale, coarse to
@@ -32,6 +32,7 @@ generated segmentation phrase, with the category read from the words before it.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
@@ -39,154 +40,275 @@ from torch import Tensor, nn
 from transformers import PreTrainedTokenizerBase
 
 from zoo.data.batch import ReferringBatch
+from zoo.encoders.llm import LLMSpec
+from zoo.encoders.vision import VisionSpec
 from zoo.layers.mask_decoder import MultiScaleMaskDecoder
 from zoo.layers.memory import ClassWiseMemory, Fusion
 from zoo.layers.projector import MapProjector, mlp_projector
 from zoo.losses.segmentation import mask_losses
 from zoo.metrics.segmentation import ReferringIoU
-from zoo.models.base import OptimizerConfig
-from zoo.models.generator import VisionLanguageGenerator, splice_visual_tokens
+from zoo.models.base import OptimizerConfig, as_group
+from zoo.models.decoding import GenerationConfig
+from zoo.models.generator import (
+    DEFAULT_SPEED,
+    SpeedConfig,
+    VisionLanguageGenerator,
+    splice_visual_tokens,
+)
+from zoo.models.stages import TrainingStage
 
 #: AdamW and schedule of the paper's recipe (the configs set each stage's own).
 GEOPIX_OPTIMIZER = OptimizerConfig(
     lr=3e-4, weight_decay=0.0, betas=(0.9, 0.95), warmup_fraction=0.03
 )
 
-__all__ = ["GeoPix"]
+__all__ = ["GeoPix", "MaskDecoderConfig", "MaskLossWeights", "MemoryConfig", "SegTokens"]
+
+
+@dataclass(frozen=True)
+class MaskDecoderConfig:
+    """GeoPix's mask decoder and the projectors into its width (``decoder:`` in a config).
+
+    Attributes:
+        dim: width of the mask decoder.
+        depth: two-way blocks per scale.
+        heads: attention heads of the mask decoder (and of the memory's attention fusions).
+        upscale_stages: transposed-convolution stages (2× each) from the token grid to the
+            masks' native resolution (2: 4×, SAM / LISA; 0: the token grid).
+        token_pooling: ``learned`` weights over a scale's N segmentation tokens (PixelLM) or
+            their ``mean`` (the previous choice).
+        coarse_to_fine: each scale's features are modulated by the coarser scale's mask.
+        shared_projector: one projector for all scales instead of one each (ablation).
+    """
+
+    dim: int = 64
+    depth: int = 2
+    heads: int = 4
+    upscale_stages: int = 2
+    token_pooling: Literal["learned", "mean"] = "learned"
+    coarse_to_fine: bool = True
+    shared_projector: bool = False
+
+
+@dataclass(frozen=True)
+class MemoryConfig:
+    """GeoPix's class-wise learnable memory, CLM (``memory:`` in a config).
+
+    Attributes:
+        enabled: refine the masks with the memory.
+        capacity: memory entries per class and scale (the paper: 64).
+        dim: width of the memory bank, independent of ``decoder.dim`` (64: the width at which
+            Table IX's Attention and Dual Attention counts come out).
+        fusion: how the entries are fused (Table IX): ``conv3d`` (the paper's choice),
+            ``conv2d``, ``argmax``, ``attention``, ``dual_attention``.
+    """
+
+    enabled: bool = True
+    capacity: int = 64
+    dim: int = 64
+    fusion: Fusion = "conv3d"
+
+
+@dataclass(frozen=True)
+class SegTokens:
+    """GeoPix's segmentation tokens (``seg_tokens:`` in a config).
+
+    Attributes:
+        per_scale: N segmentation tokens per scale (``[SEG{s}_{i}]``).
+        hidden: where the conditioning hidden state is read: ``predicting`` (the position that
+            predicts each segmentation token, LISA / PixelLM) or ``token`` (at the token).
+    """
+
+    per_scale: int = 3
+    hidden: Literal["predicting", "token"] = "predicting"
+
+
+@dataclass(frozen=True)
+class MaskLossWeights:
+    """Weights of GeoPix's mask losses beside the text loss (``loss_weights:`` in a config).
+
+    Attributes:
+        bce: weight of the mask BCE loss.
+        dice: weight of the mask Dice loss.
+    """
+
+    bce: float = 2.0
+    dice: float = 0.5
+
+
+#: The default image encoder: the zoo's offline ViT (the paper: CLIP ViT-L/14 at 336 px).
+ZOO_VIT = VisionSpec(name="zoo_vit_tiny")
 
 
 class GeoPix(VisionLanguageGenerator):
     """GeoPix over a swappable ViT and LLM.
 
     Args:
-        vision_encoder: a timm ViT name (``vit_large_patch14_clip_336.openai`` in the paper).
+        vision: the image encoder: a timm ViT (``vit_large_patch14_clip_336.openai`` in the
+            paper), a local folder or (with ``llava``) LLaVA's tower.
         feature_layers: ViT blocks giving the scales (deepest last; it also feeds the LLM).
-        shared_projector: one projector for all scales instead of one each (ablation).
-        decoder_dim: width of the mask decoder.
-        decoder_depth: two-way blocks per scale.
-        decoder_heads: attention heads of the mask decoder.
-        seg_tokens_per_scale: N segmentation tokens per scale.
-        use_memory: refine with the class-wise learnable memory (CLM).
-        memory_capacity: memory entries per class and scale (the paper: 64).
-        memory_dim: width of the memory bank, independent of ``decoder_dim`` (64: the width at
-            which Table IX's Attention and Dual Attention counts come out).
-        memory_fusion: how the entries are fused (Table IX): ``conv3d`` (the paper's choice),
-            ``conv2d``, ``argmax``, ``attention``, ``dual_attention``.
-        upscale_stages: transposed-convolution stages (2× each) from the token grid to the
-            masks' native resolution (2: 4×, SAM / LISA; 0: the token grid).
-        token_pooling: ``learned`` weights over a scale's N segmentation tokens (PixelLM) or
-            their ``mean`` (the previous choice).
-        coarse_to_fine: each scale's features are modulated by the coarser scale's mask.
-        seg_hidden: where the conditioning hidden state is read: ``predicting`` (the position
-            that predicts each segmentation token, LISA / PixelLM) or ``token`` (at the token).
-        bce_weight: weight of the mask BCE loss.
-        dice_weight: weight of the mask Dice loss.
+        decoder: the mask decoder (:class:`MaskDecoderConfig`).
+        memory: the class-wise memory (:class:`MemoryConfig`).
+        seg_tokens: the segmentation tokens (:class:`SegTokens`).
+        loss_weights: the mask losses' weights (:class:`MaskLossWeights`).
+        llm: the LLM (see :class:`~zoo.models.generator.VisionLanguageGenerator`).
+        llava: a LLaVA-1.5 checkpoint folder: its tower, projector and LLM (the paper's start).
+        llava_projector: LLaVA-1.5's projector alone into ``projector``.
+        stage: what this training stage trains, LoRA, and the checkpoint it starts from.
+        generation: decoding settings for predict and image-level conversations.
         val_generate_batches: validation batches decoded for the generation metrics.
+        speed: activation checkpointing and ``torch.compile``.
+        tokenizer: the LLM's tokenizer, with the segmentation tokens (linked from the data).
+        class_names: the object categories of the memory (linked from the data).
+        image_size: input size in pixels (linked from the data).
         optimizer: AdamW and its schedule (defaults: the paper's recipe).
-        **kwargs: the vision weights, LLM, training stage, decoding and linked data arguments of
-            :class:`~zoo.models.generator.VisionLanguageGenerator`.
-    """
 
-    def __init__(
-        self,
-        vision_encoder: str = "zoo_vit_tiny",
-        feature_layers: list[int] = [1, 3],  # noqa: B006
-        shared_projector: bool = False,
-        decoder_dim: int = 64,
-        decoder_depth: int = 2,
-        decoder_heads: int = 4,
-        seg_tokens_per_scale: int = 3,
-        use_memory: bool = True,
-        memory_capacity: int = 64,
-        memory_dim: int = 64,
-        memory_fusion: Fusion = "conv3d",
-        upscale_stages: int = 2,
-        token_pooling: Literal["learned", "mean"] = "learned",
-        coarse_to_fine: bool = True,
-        seg_hidden: Literal["predicting", "token"] = "predicting",
-        bce_weight: float = 2.0,
-        dice_weight: float = 0.5,
-        val_generate_batches: int = 0,
-        optimizer: OptimizerConfig = GEOPIX_OPTIMIZER,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(val_generate_batches=val_generate_batches, optimizer=optimizer, **kwargs)
-        self.save_hyperparameters(ignore=["tokenizer"])
-        image_size = self.image_size
-        if not self.class_names:
-            raise ValueError("GeoPix needs class_names: the object categories of the memory")
-        scales = len(feature_layers)
-        self.seg_token_ids = self._seg_token_ids(self.tokenizer, scales, seg_tokens_per_scale)
-        self.vision = self.create_vision(vision_encoder, num_classes=0, img_size=image_size)
-        depth = len(self.vision.blocks)
-        self.feature_layers = [layer % depth for layer in feature_layers]
-        vision_width = self.vision.embed_dim
-        self.grid_size = image_size // self.vision.patch_embed.patch_size[0]
-        self.scale_projectors = nn.ModuleList(
-            [MapProjector(vision_width, decoder_dim)] * scales
-            if shared_projector
-            else [MapProjector(vision_width, decoder_dim) for _ in range(scales)]
-        )
-        self.projector = mlp_projector(vision_width, self.llm_width)
-        self.seg_projector = mlp_projector(self.llm_width, decoder_dim)
-        if seg_hidden not in ("predicting", "token"):
-            raise ValueError(f"seg_hidden must be 'predicting' or 'token', got {seg_hidden!r}")
-        memory = (
-            ClassWiseMemory(
-                len(self.class_names),
-                scales,
-                decoder_dim,
-                self.grid_size,
-                memory_capacity,
-                memory_fusion,
-                decoder_heads,
-                memory_dim=memory_dim,
-                mask_stride=2**upscale_stages,
-            )
-            if use_memory
-            else None
-        )
-        self.decoder = MultiScaleMaskDecoder(
-            decoder_dim,
-            scales,
-            decoder_depth,
-            decoder_heads,
-            mask_size=image_size,
-            memory=memory,
-            upscale_stages=upscale_stages,
-            tokens_per_scale=seg_tokens_per_scale,
-            token_pooling=token_pooling,
-            coarse_to_fine=coarse_to_fine,
-        )
-        self.register_load_state_dict_pre_hook(_memory_under_decoder)
-        self.tokens_per_target = scales * seg_tokens_per_scale
-        splits = ("val", "test", "oracle_val", "oracle_test")
-        self.metrics = nn.ModuleDict({s: ReferringIoU() for s in splits})
-        #: captioning / VQA / grounding of image-level conversations (VRSBench), generated
-        self.text_metrics = self.generation_metrics([])
-        self.setup_stage()
-        self._train_seg_rows()
+    Raises:
+        ValueError: no ``class_names``, a tokenizer without the segmentation tokens, or an
+            unknown ``seg_tokens.hidden``.
+    """
 
     #: The [SEG] rows of ``lm_head`` train without weight decay too (AdamW's decay would shrink
     #: the frozen rows of the same matrix); ``embed_tokens`` is exempt already (``token``).
     no_decay_keys = (*VisionLanguageGenerator.no_decay_keys, "lm_head")
 
-    def _train_seg_rows(self) -> None:
-        """Make the segmentation tokens' rows of the input embeddings and ``lm_head`` trainable.
+    def __init__(
+        self,
+        vision: VisionSpec = ZOO_VIT,
+        feature_layers: list[int] = [1, 3],  # noqa: B006
+        decoder: MaskDecoderConfig = MaskDecoderConfig(),
+        memory: MemoryConfig = MemoryConfig(),
+        seg_tokens: SegTokens = SegTokens(),
+        loss_weights: MaskLossWeights = MaskLossWeights(),
+        llm: LLMSpec | str = "tiny",
+        llava: str | None = None,
+        llava_projector: str | None = None,
+        stage: TrainingStage | None = None,
+        generation: GenerationConfig | None = None,
+        val_generate_batches: int = 0,
+        speed: SpeedConfig = DEFAULT_SPEED,
+        tokenizer: PreTrainedTokenizerBase | None = None,
+        class_names: list[str] | None = None,
+        image_size: int = 64,
+        optimizer: OptimizerConfig = GEOPIX_OPTIMIZER,
+    ) -> None:
+        self.decoder_config = as_group(MaskDecoderConfig, decoder)
+        self.memory_config = as_group(MemoryConfig, memory)
+        self.seg_config = as_group(SegTokens, seg_tokens)
+        self.loss_weights = as_group(MaskLossWeights, loss_weights)
+        if self.seg_config.hidden not in ("predicting", "token"):
+            raise ValueError(
+                f"seg_tokens.hidden must be 'predicting' or 'token', got {self.seg_config.hidden!r}"
+            )
+        self.scales = len(feature_layers)
+        self.requested_layers = list(feature_layers)
+        super().__init__(
+            vision=vision,
+            llm=llm,
+            llava=llava,
+            llava_projector=llava_projector,
+            stage=stage,
+            generation=generation,
+            val_generate_batches=val_generate_batches,
+            speed=speed,
+            tokenizer=tokenizer,
+            class_names=class_names,
+            image_size=image_size,
+            optimizer=optimizer,
+        )
 
-        A stage that trains the whole LLM trains them already; otherwise (LoRA, frozen LLM) both
-        tables get ``requires_grad`` and a gradient hook that zeroes every other row, so only the
-        new tokens' rows move (no weight decay: :attr:`no_decay_keys`).
+    def configure_models(self) -> None:
+        """The ViT, the scale and multimodal projectors, the mask decoder with its memory.
+
+        Raises:
+            ValueError: no class names, or a tokenizer without the segmentation tokens.
         """
-        if self.stage.train_llm:
-            return
-        tables = [self.llm.get_input_embeddings().weight, self.llm.get_output_embeddings().weight]
-        rows = torch.zeros(tables[0].shape[0], 1)
-        rows[self.seg_token_ids] = 1.0
-        self.register_buffer("seg_rows", rows, persistent=False)  # moves with the model
-        for weight in {id(w): w for w in tables}.values():  # one table when they are tied
-            weight.requires_grad_(True)
-            weight.register_hook(lambda grad: grad * self.seg_rows.to(grad.dtype))
+        image_size, scales = self.image_size, self.scales
+        dec, mem, per_scale = self.decoder_config, self.memory_config, self.seg_config.per_scale
+        if not self.class_names:
+            raise ValueError("GeoPix needs class_names: the object categories of the memory")
+        self.seg_token_ids = self._seg_token_ids(self.tokenizer, scales, per_scale)
+        self.vision = self.create_vision(num_classes=0, img_size=image_size)
+        depth = len(self.vision.blocks)
+        self.feature_layers = [layer % depth for layer in self.requested_layers]
+        vision_width = self.vision.embed_dim
+        self.grid_size = image_size // self.vision.patch_embed.patch_size[0]
+        self.scale_projectors = nn.ModuleList(
+            [MapProjector(vision_width, dec.dim)] * scales
+            if dec.shared_projector
+            else [MapProjector(vision_width, dec.dim) for _ in range(scales)]
+        )
+        self.projector = mlp_projector(vision_width, self.llm_width)
+        self.seg_projector = mlp_projector(self.llm_width, dec.dim)
+        memory = (
+            ClassWiseMemory(
+                len(self.class_names),
+                scales,
+                dec.dim,
+                self.grid_size,
+                mem.capacity,
+                mem.fusion,
+                dec.heads,
+                memory_dim=mem.dim,
+                mask_stride=2**dec.upscale_stages,
+            )
+            if mem.enabled
+            else None
+        )
+        self.decoder = MultiScaleMaskDecoder(
+            dec.dim,
+            scales,
+            dec.depth,
+            dec.heads,
+            mask_size=image_size,
+            memory=memory,
+            upscale_stages=dec.upscale_stages,
+            tokens_per_scale=per_scale,
+            token_pooling=dec.token_pooling,
+            coarse_to_fine=dec.coarse_to_fine,
+        )
+        self.register_load_state_dict_pre_hook(_memory_under_decoder)
+        self.tokens_per_target = scales * per_scale
+        splits = ("val", "test", "oracle_val", "oracle_test")
+        self.metrics = nn.ModuleDict({s: ReferringIoU() for s in splits})
+        #: captioning / VQA / grounding of image-level conversations (VRSBench), generated
+        self.text_metrics = self.generation_metrics([])
+
+    def parameter_groups_for_stage(self) -> dict[str, list[nn.Module]]:
+        """``vision``: the ViT; ``connector``: the projectors and the mask decoder (its memory
+        included); ``llm``: the LLM.
+
+        Returns:
+            The groups the training stage freezes or trains.
+        """
+        return {
+            "vision": [self.vision],
+            "connector": [
+                self.scale_projectors,
+                self.projector,
+                self.seg_projector,
+                self.decoder,
+            ],
+            "llm": [self.llm],
+        }
+
+    def llava_projector_target(self) -> nn.Module:
+        """The multimodal projector from the deepest scale into the LLM (LLaVA-1.5's).
+
+        Returns:
+            ``self.projector``.
+        """
+        return self.projector
+
+    def trained_token_ids(self) -> Tensor:
+        """The segmentation tokens: their embedding and ``lm_head`` rows train in every stage
+        (LISA trains both tables; under LoRA or a frozen LLM only those rows move, the others get
+        no gradient and no weight decay: :attr:`no_decay_keys`).
+
+        Returns:
+            Their ids.
+        """
+        return self.seg_token_ids
 
     @staticmethod
     def _seg_token_ids(tokenizer: PreTrainedTokenizerBase, scales: int, per_scale: int) -> Tensor:
@@ -206,12 +328,27 @@ class GeoPix(VisionLanguageGenerator):
         )
 
     def visual_tokens(self, image: Tensor) -> tuple[Tensor, Any]:
+        """The deepest scale through the multimodal projector, and every scale's map.
+
+        Args:
+            image: normalized images ``B×C×H×W``.
+
+        Returns:
+            The tokens ``B×N×llm_width`` and the ViT's maps at ``feature_layers``.
+        """
         maps = self._features(image)
         tokens = self.projector(maps[-1].flatten(2).transpose(1, 2))
         return tokens, maps
 
     def scale_features(self, maps: list[Tensor]) -> list[Tensor]:
-        """Per-scale maps projected to the decoder width, ``B×D×h×w``."""
+        """Per-scale maps projected to the decoder width.
+
+        Args:
+            maps: the ViT's maps at ``feature_layers``.
+
+        Returns:
+            One ``B×D×h×w`` map per scale.
+        """
         return [p(m) for p, m in zip(self.scale_projectors, maps, strict=True)]
 
     # --------------------------------------------------------------------------- masks
@@ -229,12 +366,22 @@ class GeoPix(VisionLanguageGenerator):
         labels: Tensor | None,
         category: Tensor | None,
     ) -> tuple[Any, Tensor, Tensor]:
-        """Teacher-forced pass: (LLM output, mask logits ``T×H×W``, target image index ``T``).
+        """Teacher-forced pass with masks.
 
         Where the phrases are comes from the collate (``target_index``, ``target_positions``):
         the number of targets is then a shape, and nothing is copied from the device to the
         host. Other ids (the generated answers of :meth:`predict_step`) have their phrases found
         here, which synchronizes.
+
+        Args:
+            batch: the batch (``image``, and where the phrases are).
+            input_ids: token ids ``B×L``.
+            attention_mask: ``B×L``.
+            labels: ``B×L`` targets, or None.
+            category: each target's memory class ``(T,)``, or None.
+
+        Returns:
+            The LLM output, mask logits ``T×H×W`` and each target's image index ``(T,)``.
         """
         out, cond, features, target_image = self.conditions(
             batch, input_ids, attention_mask, labels
@@ -248,7 +395,18 @@ class GeoPix(VisionLanguageGenerator):
         attention_mask: Tensor,
         labels: Tensor | None,
     ) -> tuple[Any, Tensor, list[Tensor], Tensor]:
-        """The LLM pass: (its output, conditioning ``T×S×N×D``, projected scales, target image)."""
+        """The LLM pass and the segmentation tokens' conditioning.
+
+        Args:
+            batch: the batch (``image``, and where the phrases are).
+            input_ids: token ids ``B×L``.
+            attention_mask: ``B×L``.
+            labels: ``B×L`` targets, or None.
+
+        Returns:
+            The LLM output, the conditioning ``T×S×N×D``, the projected scales and each
+            target's image index ``(T,)``.
+        """
         image = batch["image"]
         visual, maps = self.visual_tokens(image)
         embeds = self.llm.get_input_embeddings()(input_ids)
@@ -257,7 +415,7 @@ class GeoPix(VisionLanguageGenerator):
         )
         out = self.teacher_forced(embeds, mask, labels, output_hidden_states=True)
         target_image, positions = self._phrases(batch, input_ids)
-        if self.hparams.seg_hidden == "predicting":  # the position whose output is the token
+        if self.seg_config.hidden == "predicting":  # the position whose output is the token
             positions = positions - 1
         # Tokens after <image> moved by the N - 1 visual tokens that replaced it.
         start = visual_positions[:, 0].index_select(0, target_image)[:, None]
@@ -266,14 +424,27 @@ class GeoPix(VisionLanguageGenerator):
         hidden = out.hidden_states[-1].flatten(0, 1).index_select(0, flat)  # phrase order
         scales = len(self.feature_layers)
         cond = self.seg_projector(hidden.float()).view(
-            len(target_image), scales, self.hparams.seg_tokens_per_scale, self.hparams.decoder_dim
+            len(target_image), scales, self.seg_config.per_scale, self.decoder_config.dim
         )
         return out, cond, self.scale_features(maps), target_image
 
     def decode_masks(
         self, cond: Tensor, features: list[Tensor], target_image: Tensor, category: Tensor | None
     ) -> Tensor:
-        """Mask logits ``T×H×W`` of the targets, the memory read at ``category`` (``(T,)``)."""
+        """Mask logits of the targets, the memory read at ``category``.
+
+        Args:
+            cond: the conditioning ``T×S×N×D``.
+            features: the projected scales.
+            target_image: each target's image index ``(T,)``.
+            category: each target's memory class ``(T,)``, or None (class 0).
+
+        Returns:
+            Mask logits ``T×H×W``.
+
+        Raises:
+            ValueError: as many categories as targets are needed.
+        """
         if category is None:
             category = torch.zeros(len(target_image), dtype=torch.long, device=cond.device)
         elif len(category) != len(target_image):
@@ -307,7 +478,7 @@ class GeoPix(VisionLanguageGenerator):
         if positions.shape[1] != self.tokens_per_target:
             raise ValueError(
                 f"the batch's phrases have {positions.shape[1]} segmentation tokens, the model's "
-                f"{self.tokens_per_target} (its feature_layers x seg_tokens_per_scale)"
+                f"{self.tokens_per_target} (its feature_layers x seg_tokens.per_scale)"
             )
         return target_image, positions
 
@@ -319,12 +490,22 @@ class GeoPix(VisionLanguageGenerator):
         return batch["mask"].flatten(0, 1)[index].float(), batch["category"].flatten()[index]
 
     def training_step(self, batch: ReferringBatch, batch_idx: int) -> Tensor:
+        """Text cross-entropy + weighted mask BCE and Dice (each logged).
+
+        Args:
+            batch: a referring batch.
+            batch_idx: its index.
+
+        Returns:
+            The loss.
+        """
         targets, category = self._targets(batch)
         out, masks, _ = self.forward_with_masks(
             batch, batch["input_ids"], batch["attention_mask"], batch["labels"], category
         )
         self._check_targets(masks, targets)
-        losses = mask_losses(masks, targets, self.hparams.bce_weight, self.hparams.dice_weight)
+        weights = self.loss_weights
+        losses = mask_losses(masks, targets, weights.bce, weights.dice)
         loss = out.loss + losses["loss"]
         b = len(batch["image"])
         self.log_dict(
@@ -389,6 +570,13 @@ class GeoPix(VisionLanguageGenerator):
             )
 
     def update_generation_metrics(self, split: str, batch: Any, answers: list[str]) -> None:
+        """Score the answers of image-level conversations (captions, VQA, grounding).
+
+        Args:
+            split: ``val`` or ``test``.
+            batch: the batch.
+            answers: one generated answer per sample.
+        """
         self.text_metrics[split].update(batch, answers)
 
     def _log_generation_metrics(self, split: str) -> None:
@@ -404,8 +592,17 @@ class GeoPix(VisionLanguageGenerator):
             metric.reset()
 
     def categories_from_sentences(self, batch: ReferringBatch) -> Tensor:
-        """The memory class each target's referring expression names (host side, phrase order):
-        the first class name in its sentence, 0 when it names none."""
+        """The memory class each target's referring expression names (host side, phrase order).
+
+        Args:
+            batch: a referring batch with ``sentences``.
+
+        Returns:
+            The first class name in each sentence, 0 when it names none, ``(T,)``.
+
+        Raises:
+            ValueError: the batch has no sentences.
+        """
         if "sentences" not in batch:
             raise ValueError(
                 "the batch has no 'sentences' (each target's referring expression): the memory's "
@@ -429,7 +626,16 @@ class GeoPix(VisionLanguageGenerator):
     # ---------------------------------------------------------------------- inference
     @torch.no_grad()
     def predict_step(self, batch: ReferringBatch, batch_idx: int) -> list[dict[str, Any]]:
-        """Generate each answer, then one mask per generated segmentation phrase."""
+        """Generate each answer, then one mask per generated segmentation phrase.
+
+        Args:
+            batch: a referring batch (prompts).
+            batch_idx: its index.
+
+        Returns:
+            One row per sample: id, question, answer, reference, masks, phrases, category, geo
+            (and the file ``path`` and ``chip`` from an image folder).
+        """
         prompt, prompt_mask = batch["prompt_ids"], batch["prompt_attention_mask"]
         # The shared decoding path (sampling, beams); the best answer of each prompt.
         generated = self.generate_ids(batch["image"], prompt, prompt_mask)
@@ -480,8 +686,16 @@ class GeoPix(VisionLanguageGenerator):
         return int(positions[complete * self.tokens_per_target - 1])
 
     def target_texts(self, ids: Tensor, count: int) -> list[str]:
-        """The words written before each of the first ``count`` segmentation phrases (since the
-        previous phrase), lower case: "sure, the storage tank left of the ship is"."""
+        """The words written before each of the first ``count`` segmentation phrases.
+
+        Args:
+            ids: an answer's token ids.
+            count: how many phrases.
+
+        Returns:
+            Each phrase's words since the previous phrase, lower case: "sure, the storage tank
+            left of the ship is".
+        """
         seg = torch.isin(ids, self.seg_token_ids.to(ids.device))
         starts = seg.nonzero().squeeze(1)[:: self.tokens_per_target][:count].tolist()
         texts, previous = [], 0
@@ -492,8 +706,18 @@ class GeoPix(VisionLanguageGenerator):
         return texts
 
     def categories_from_text(self, ids: Tensor, count: int) -> Tensor:
-        """The memory category of each target: the first class name written between the previous
-        phrase and its own (the head noun of "the storage tank left of the ship")."""
+        """The memory category of each target.
+
+        The first class name written between the previous phrase and its own (the head noun of
+        "the storage tank left of the ship").
+
+        Args:
+            ids: an answer's token ids.
+            count: how many phrases.
+
+        Returns:
+            The categories ``(count,)``.
+        """
         categories = [self._first_class(text) for text in self.target_texts(ids, count)]
         return torch.tensor(categories, dtype=torch.long, device=ids.device)
 
