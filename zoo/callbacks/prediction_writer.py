@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
+from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import BasePredictionWriter
 from lightning.pytorch.utilities import rank_zero_info
 
@@ -38,7 +41,7 @@ class OneFileWriter(BasePredictionWriter):
             path = path.with_name(f"{path.name}.rank{trainer.global_rank}")
         return path
 
-    def setup(self, trainer, pl_module, stage: str) -> None:
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         """Refuse, before predicting, to replace an earlier output unless ``overwrite``.
 
         Args:
@@ -71,7 +74,13 @@ class PredictionWriter(OneFileWriter):
     def __init__(self, output_path: str = "predictions.jsonl", overwrite: bool = False) -> None:
         super().__init__(output_path, overwrite, write_interval="epoch")
 
-    def write_on_epoch_end(self, trainer, pl_module, predictions, batch_indices) -> None:
+    def write_on_epoch_end(
+        self,
+        trainer: Trainer,
+        pl_module: LightningModule,
+        predictions: Sequence[Any],
+        batch_indices: Sequence[Any],
+    ) -> None:
         """Write every row of ``predict_step``'s output, atomically.
 
         Args:

@@ -101,7 +101,14 @@ def _tower_folder(config: dict, folder: Path) -> str:
 @dataclass(frozen=True)
 class LlavaProcessor:
     """What the data takes from a LLaVA checkpoint: tokenizer folder, image size and mean/std of
-    [0, 1] pixels (its conversation format is ``vicuna_v1``, :mod:`zoo.conversation_formats`)."""
+    [0, 1] pixels (its conversation format is ``vicuna_v1``, :mod:`zoo.conversation_formats`).
+
+    Attributes:
+        tokenizer: the folder holding the checkpoint's tokenizer.
+        image_size: the tower's input size in pixels.
+        mean: the processor's per-channel mean of [0, 1] pixels.
+        std: the processor's per-channel standard deviation of [0, 1] pixels.
+    """
 
     tokenizer: str
     image_size: int
@@ -168,7 +175,16 @@ def llava_processor(folder: str | Path) -> LlavaProcessor:
 @dataclass
 class LlavaParts:
     """A loaded LLaVA: the tower, the projector's ``{0,2}.{weight,bias}`` state, the causal LM
-    and the tower block whose patch tokens feed the projector."""
+    and the tower block whose patch tokens feed the projector.
+
+    Attributes:
+        vision: the CLIP vision tower.
+        projector: the projector's ``{0,2}.{weight,bias}`` state.
+        llm: the causal language model.
+        feature_layer: the tower block (negative from the end) whose patch tokens feed the
+            projector.
+        layout: which of the two checkpoint layouts the folder holds.
+    """
 
     vision: CLIPVisionTower
     projector: dict[str, Tensor]
@@ -301,7 +317,12 @@ def _load_original(path: Path, config: dict, dtype: torch.dtype | None) -> Llava
 @dataclass(frozen=True)
 class LlavaProjector:
     """LLaVA-1.5's projector alone: its ``{0,2}.{weight,bias}`` state (float32) and the tower
-    block (negative from the end) whose patch tokens it was trained on."""
+    block (negative from the end) whose patch tokens it was trained on.
+
+    Attributes:
+        projector: the ``{0,2}.{weight,bias}`` state, float32.
+        feature_layer: the tower block (negative from the end) the projector was trained on.
+    """
 
     projector: dict[str, Tensor]
     feature_layer: int

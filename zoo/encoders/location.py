@@ -272,7 +272,11 @@ class SphericalHarmonics(nn.Module):
         return (legendre * trig[:, tables["trig_index"]] * tables["scale"]).to(dtype)
 
     def extra_repr(self) -> str:
-        """The settings, for ``repr``."""
+        """The settings, for ``repr``.
+
+        Returns:
+            The text inside the module's ``repr``.
+        """
         return (
             f"legendre_polys={self.legendre_polys}, "
             f"harmonics_calculation={self.harmonics_calculation!r}, "
@@ -303,7 +307,11 @@ class Sine(nn.Module):
         return torch.sin(self.w0 * x)
 
     def extra_repr(self) -> str:
-        """The frequency, for ``repr``."""
+        """The frequency, for ``repr``.
+
+        Returns:
+            The text inside the module's ``repr``.
+        """
         return f"w0={self.w0}"
 
 
@@ -368,7 +376,11 @@ class SirenLayer(nn.Module):
         return self.activation(out)
 
     def extra_repr(self) -> str:
-        """The sizes and switches, for ``repr``."""
+        """The sizes and switches, for ``repr``.
+
+        Returns:
+            The text inside the module's ``repr``.
+        """
         return (
             f"dim_in={self.dim_in}, dim_out={self.dim_out}, is_first={self.is_first}, "
             f"bias={self.bias is not None}, dropout={self.dropout}"

@@ -111,7 +111,7 @@ def _resolve_name(name: str) -> str:
 
 
 def create_timm_model(
-    name: str, pretrained: bool = False, checkpoint_path: str | None = None, **kwargs
+    name: str, pretrained: bool = False, checkpoint_path: str | None = None, **kwargs: Any
 ) -> nn.Module:
     """Create a timm model with a message that says what to do when weights are unavailable.
 
@@ -172,7 +172,7 @@ def is_clip_folder(name: str) -> bool:
 
 
 def create_vision_model(
-    name: str, pretrained: bool = False, checkpoint_path: str | None = None, **kwargs
+    name: str, pretrained: bool = False, checkpoint_path: str | None = None, **kwargs: Any
 ) -> nn.Module:
     """A transformers CLIP folder as a :class:`CLIPVisionTower`, any other name through timm.
 
@@ -395,7 +395,12 @@ class CLIPVisionTower(nn.Module):
 
 @dataclass
 class VisionOutput:
-    """Patch tokens ``B×N×D`` in row-major grid order and the pooled vector ``B×D``."""
+    """What a vision encoder returns.
+
+    Attributes:
+        tokens: patch tokens ``B×N×D`` in row-major grid order.
+        pooled: the pooled vector ``B×D``.
+    """
 
     tokens: Tensor
     pooled: Tensor
