@@ -37,8 +37,9 @@ def test_paper_configs_normalize_as_their_towers_weights(config):
     from timm.models import get_pretrained_cfg
 
     cfg = yaml.safe_load(Path(config).read_text())
-    name = cfg["model"]["init_args"]["vision_encoder"]
-    assert cfg["model"]["init_args"]["vision_pretrained"]
+    vision = cfg["model"]["init_args"]["vision"]
+    name = vision["name"]
+    assert vision["pretrained"]
     tag = get_pretrained_cfg(name)
     assert tag is not None and tag.hf_hub_id, f"{name} is not a timm weight tag"
     data = cfg["data"]["init_args"]
