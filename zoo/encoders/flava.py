@@ -21,6 +21,7 @@ from torch import Tensor, nn
 from transformers import FlavaForPreTraining, FlavaImageCodebook
 
 from zoo.encoders.encoder_set import EncoderSet, FusedStates, ImageStates, TextStates
+from zoo.groups import as_group
 from zoo.io import read_processor_settings, resolve_model_folder
 from zoo.layers.attention import dense_attention_mask
 
@@ -65,7 +66,7 @@ class FlavaSpec:
             return value
         if value is None or isinstance(value, str):
             return cls(folder=value)
-        return cls(**dict(value))
+        return as_group(cls, value, "flava")
 
 
 class FlavaEncoders(EncoderSet):

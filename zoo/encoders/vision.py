@@ -28,6 +28,8 @@ from timm.models.convnext import ConvNeXt
 from timm.models.vision_transformer import VisionTransformer, _create_vision_transformer
 from torch import Tensor, nn
 
+from zoo.groups import as_group
+
 __all__ = [
     "CLIPVisionTower",
     "VisionEncoder",
@@ -248,13 +250,7 @@ class VisionSpec:
             return cls()
         if isinstance(value, str):
             return cls(name=value)
-        items = dict(value)
-        unknown = sorted(set(items) - set(cls.__dataclass_fields__))
-        if unknown:
-            raise ValueError(
-                f"vision: unknown keys {unknown}; the keys are {list(cls.__dataclass_fields__)}"
-            )
-        return cls(**items)
+        return as_group(cls, value, "vision")
 
     @staticmethod
     def upgrade(hparams: dict[str, Any]) -> dict[str, Any]:

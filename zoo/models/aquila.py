@@ -177,7 +177,7 @@ class Aquila(VisionLanguageGenerator):
         image_size: int = 64,
         optimizer: OptimizerConfig = AQUILA_OPTIMIZER,
     ) -> None:
-        self.sfi_config = as_group(SFIConfig, sfi)
+        self.sfi_config = as_group(SFIConfig, sfi, "sfi")
         self.question_types = list(question_types)
         super().__init__(
             vision=vision,

@@ -13,30 +13,11 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
 
 from zoo.errors import renamed
+from zoo.groups import as_group
 
 __all__ = ["OptimizerConfig", "ZooTask", "as_group", "regroup_hyperparameters", "warmup_cosine"]
 
 T = TypeVar("T")
-
-
-def as_group(cls: type[T], value: T | Mapping[str, Any] | None) -> T:
-    """A config group (a dataclass) from itself, a dict or None.
-
-    Checkpoints store the groups as dicts (:meth:`ZooTask.on_save_checkpoint`) and a
-    constructor may be called with one left out, so the constructors take all three.
-
-    Args:
-        cls: the group's dataclass.
-        value: an instance, its fields as a dict, or None (the defaults).
-
-    Returns:
-        The instance.
-    """
-    if value is None:
-        return cls()
-    if isinstance(value, Mapping):
-        return cls(**value)
-    return value
 
 
 def regroup_hyperparameters(

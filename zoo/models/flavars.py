@@ -34,6 +34,7 @@ from zoo.encoders.location import LocationSpec
 from zoo.encoders.text import TextSpec
 from zoo.encoders.vision import VisionSpec
 from zoo.encoders.zoo_encoders import FusionSpec, build_encoder_set
+from zoo.groups import as_group
 from zoo.losses.contrastive import contrastive_loss, init_logit_scale
 from zoo.metrics import CrossModalRetrieval, KNNAccuracy, LocationRetrievalError, zero_shot_logits
 from zoo.models.base import OptimizerConfig, ZooTask
@@ -88,11 +89,6 @@ SMALL_FUSION, SMALL_LOCATION = FusionSpec(), LocationSpec()
 FLAVA_OBJECTIVES, EVALUATION = Objectives(), EvaluationSettings()
 
 
-def _group(cls: type, value: Any) -> Any:
-    """A group dataclass from itself, a dict (a checkpoint's hyper-parameters) or None."""
-    return value if isinstance(value, cls) else cls(**dict(value or {}))
-
-
 class FLAVARS(ZooTask):
     """FLAVA's image-text pretraining plus image-location contrastive learning.
 
@@ -145,10 +141,10 @@ class FLAVARS(ZooTask):
                 "CLI links it from the datamodule)"
             )
         vision, flava = VisionSpec.of(vision), FlavaSpec.of(flava)
-        text, fusion = _group(TextSpec, text), _group(FusionSpec, fusion)
+        text, fusion = as_group(TextSpec, text, "text"), as_group(FusionSpec, fusion, "fusion")
         location, evaluation = (
-            _group(LocationSpec, location),
-            _group(EvaluationSettings, evaluation),
+            as_group(LocationSpec, location, "location"),
+            as_group(EvaluationSettings, evaluation, "evaluation"),
         )
         self.objectives = Objectives.of(objectives)
         self.evaluation = evaluation

@@ -35,6 +35,7 @@ from transformers import PreTrainedTokenizerBase
 
 from zoo.encoders.encoder_set import EncoderSet
 from zoo.encoders.flava import ImageCodebook
+from zoo.groups import as_group
 from zoo.losses.contrastive import MAX_LOGIT_SCALE
 from zoo.losses.masked import (
     block_patch_mask,
@@ -160,9 +161,7 @@ class Objectives:
         Returns:
             The objectives.
         """
-        if isinstance(value, Objectives):
-            return value
-        return cls(**dict(value or {}))
+        return as_group(cls, value, "objectives")
 
 
 @dataclass

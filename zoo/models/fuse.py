@@ -161,8 +161,8 @@ class FUSE(VisionLanguageGenerator):
                 "or first (before the whole prompt, the FUSE authors')"
             )
         self.image_first = image_placement == "first"
-        self.views = as_group(FuseViews, views)
-        self.inject_config = as_group(FuseInjection, inject)
+        self.views = as_group(FuseViews, views, "views")
+        self.inject_config = as_group(FuseInjection, inject, "inject")
         self.question_types = list(question_types)
         super().__init__(
             vision=vision,

@@ -180,9 +180,9 @@ class VisionLanguageGenerator(ZooTask):
         self.image_size = image_size
         self.vision_spec = VisionSpec.of(vision)
         # Checkpoints store the dataclasses as dicts (see on_save_checkpoint).
-        self.stage = as_group(TrainingStage, stage)
-        self.generation = as_group(GenerationConfig, generation)
-        self.speed = as_group(SpeedConfig, speed)
+        self.stage = as_group(TrainingStage, stage, "stage")
+        self.generation = as_group(GenerationConfig, generation, "generation")
+        self.speed = as_group(SpeedConfig, speed, "speed")
         self.val_generate_batches = val_generate_batches
         #: The loaded LLaVA checkpoint until the stage set-up has taken its parts.
         self._llava: LlavaParts | None = None

@@ -192,10 +192,10 @@ class GeoPix(VisionLanguageGenerator):
         image_size: int = 64,
         optimizer: OptimizerConfig = GEOPIX_OPTIMIZER,
     ) -> None:
-        self.decoder_config = as_group(MaskDecoderConfig, decoder)
-        self.memory_config = as_group(MemoryConfig, memory)
-        self.seg_config = as_group(SegTokens, seg_tokens)
-        self.loss_weights = as_group(MaskLossWeights, loss_weights)
+        self.decoder_config = as_group(MaskDecoderConfig, decoder, "decoder")
+        self.memory_config = as_group(MemoryConfig, memory, "memory")
+        self.seg_config = as_group(SegTokens, seg_tokens, "seg_tokens")
+        self.loss_weights = as_group(MaskLossWeights, loss_weights, "loss_weights")
         if self.seg_config.hidden not in ("predicting", "token"):
             raise ValueError(
                 f"seg_tokens.hidden must be 'predicting' or 'token', got {self.seg_config.hidden!r}"
