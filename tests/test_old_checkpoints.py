@@ -119,3 +119,43 @@ def test_side_commands_rebuild_an_old_checkpoints_model(family, tmp_path, data_r
     override = _override(tmp_path, data_root, family)
     cli = build_from_configs([ROOT / "configs" / f"{family}.yaml", override], path)
     _assert_weights(cli.model.state_dict(), old["state_dict"], cli.model)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_old_hyperparameters_land_in_this_versions_groups(family, tmp_path):
+    """Every hyper-parameter the old checkpoint stored reaches this version's constructor: a
+    key it takes, or (renamed) its value at the new dotted place. A key dropped or left flat
+    would rebuild the model from the config instead of from the checkpoint."""
+    import inspect
+
+    from zoo.checkpoints import upgrade_hyperparameters
+    from zoo.encoders.llm import LLMSpec
+    from zoo.errors import RENAMED_KEYS
+
+    _, old = _old(family, tmp_path)
+    stored = dict(old["hyper_parameters"])
+    model_class = __import__("zoo.models", fromlist=["x"]).__dict__[type_name(stored)]
+    upgraded = upgrade_hyperparameters(stored)
+    model_class_parameters = inspect.signature(model_class.__init__).parameters
+    taken = set(model_class_parameters) - {"self"}
+    assert set(upgraded) <= taken, f"keys this version does not take: {set(upgraded) - taken}"
+    flat = LLMSpec.upgrade({k: v for k, v in stored.items() if not k.startswith("_")})
+    for key, value in flat.items():
+        new = key if key in taken else RENAMED_KEYS[key]
+        if key == "flava":  # zoo 0.1's flava was the folder; now a group (FlavaSpec)
+            new = "flava.folder"
+        node = upgraded
+        for part in new.split("."):
+            node = node[part]
+        group, *path = new.split(".")
+        default = model_class_parameters[group].default
+        for part in path:  # the new place is a field of the group the constructor takes
+            assert hasattr(default, part), f"{key} -> {new}: {type(default).__name__} has no {part}"
+            default = getattr(default, part)
+        expected = list(value) if isinstance(value, tuple) else value
+        assert node == expected, f"{key} -> {new}: {node!r} != {expected!r}"
+
+
+def type_name(hparams: dict) -> str:
+    """The model class name a checkpoint's ``_class_path`` names."""
+    return str(hparams["_class_path"]).rpartition(".")[2]
