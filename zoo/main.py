@@ -60,6 +60,8 @@ COMMANDS = {
 class SaveConfigToRun(SaveConfigCallback):
     """Save the resolved config with each fit, and log it to every logger as hyper-parameters.
 
+    The model keeps it too (``training_config``), and its checkpoints carry it.
+
     The file goes into the run folder (``runs/<model>/<name>/version_N/config.yaml``) and, with
     W&B, into the W&B run's own folder too (synced with it).
     """
@@ -69,8 +71,10 @@ class SaveConfigToRun(SaveConfigCallback):
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         if self.already_saved:
             return
+        text = self.parser.dump(self.config, skip_none=False)
+        if hasattr(pl_module, "training_config"):  # stored in its checkpoints (model_contents)
+            pl_module.training_config = text
         if trainer.is_global_zero and stage == "fit":
-            text = self.parser.dump(self.config, skip_none=False)
             folders = [self.run_dir] if self.run_dir is not None else []
             folders += [
                 Path(lg.experiment.dir) for lg in trainer.loggers if isinstance(lg, WandbLogger)
@@ -210,6 +214,9 @@ def build_from_configs(
         # still parses args= alone.
         warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
         cli = main([*args, "--trainer.logger=false"], run=False)
+    found = getattr(cli.datamodule, "preprocessing", None)
+    if found is not None and hasattr(cli.model, "preprocessing"):  # as a fit would keep it
+        cli.model.preprocessing = found
     if ckpt_path is None:
         log.warning("no checkpoint: the model keeps the weights its config initializes")
     else:

@@ -59,6 +59,7 @@ from zoo.conversation_formats import (
     tokenize_messages,
 )
 from zoo.data.image_text import load_image
+from zoo.preprocessing import pad_to_square
 
 __all__ = [
     "EVAL_TYPE_TASKS",
@@ -104,28 +105,6 @@ _TASK_TAG = re.compile(r"^\s*(?:<image>\s*)?\[(\w+)\]")
 _QUESTION_KEYS = ("question", "text")
 _ANSWER_KEYS = ("ground_truth", "answer")
 _TYPE_KEYS = ("type", "category")
-
-
-def pad_to_square(image: Tensor, color: Sequence[float]) -> Tensor:
-    """Centre a ``C×H×W`` image on a square of side ``max(H, W)`` filled with ``color``.
-
-    LLaVA's ``expand2square``, which FUSE's authors use with the vision tower's mean colour.
-
-    Args:
-        image: the ``C×H×W`` image.
-        color: the fill, one value per band, in the image's units.
-
-    Returns:
-        The ``C×S×S`` padded image (``image`` itself when it is already square).
-    """
-    c, h, w = image.shape
-    if h == w:
-        return image
-    side = max(h, w)
-    out = torch.as_tensor(color, dtype=image.dtype).view(c, 1, 1).repeat(1, side, side)
-    top, left = (side - h) // 2, (side - w) // 2
-    out[:, top : top + h, left : left + w] = image
-    return out
 
 
 def _first(record: dict[str, Any], keys: Sequence[str]) -> Any:

@@ -27,6 +27,7 @@ from zoo.data.sampling import ResumableLoader, train_loader
 from zoo.data.tokenize import build_tokenizer
 from zoo.encoders.llm import LLMSpec
 from zoo.io import read_processor_settings
+from zoo.preprocessing import Preprocessing
 
 __all__ = [
     "ConversationDataModule",
@@ -201,6 +202,12 @@ class ZooDataModule(NonGeoDataModule):
         self.aug = Normalize(mean, std)
         #: Set when the zoo writes the data itself (the embedded dataset); None reads ``root``.
         self.source: EmbeddedSource | None = None
+
+    @property
+    def preprocessing(self) -> Preprocessing:
+        """How this data prepares images (size, mean / std): the model keeps it from its fit and
+        carries it in its checkpoint, so :func:`zoo.load`'s transform prepares images alike."""
+        return Preprocessing(self.image_size, self.mean, self.std)
 
     @property
     def dataset_root(self) -> Path:
@@ -576,6 +583,11 @@ class ConversationDataModule(ZooDataModule):
         self.short_answer_tasks = list(short_answer_tasks)
         self.max_length = max_length
         self.class_names = list(class_names or [])
+
+    @property
+    def preprocessing(self) -> Preprocessing:
+        """How this data prepares images: size, mean / std and the pad to a square."""
+        return Preprocessing(self.image_size, self.mean, self.std, self.pad_to_square)
 
     def vocabulary(self) -> list[str]:
         """Words of the training conversations and the short-answer prompt.

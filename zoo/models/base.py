@@ -5,15 +5,18 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, is_dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 import torch
 from lightning import LightningModule
 from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
+from typing_extensions import Self
 
 from zoo.errors import renamed
 from zoo.groups import as_group
+from zoo.preprocessing import ImageTransform, Preprocessing
 
 __all__ = ["OptimizerConfig", "ZooTask", "as_group", "regroup_hyperparameters", "warmup_cosine"]
 
@@ -120,6 +123,119 @@ class ZooTask(LightningModule):
         if isinstance(optimizer, dict):  # as stored in a checkpoint's hyper-parameters
             optimizer = OptimizerConfig(**optimizer)
         self.optimizer_config = optimizer or OptimizerConfig()
+        #: How images are prepared for this model: its training data's, kept from ``fit`` and
+        #: stored in its checkpoints (None: not known yet, e.g. a model built in Python).
+        self.preprocessing: Preprocessing | None = None
+        #: The resolved training config (YAML) the zoo CLI gives it, stored in its checkpoints.
+        self.training_config: str | None = None
+
+    @classmethod
+    def load_from_checkpoint(  # type: ignore[override]
+        cls,
+        checkpoint_path: str | Path,
+        map_location: Any = None,
+        hparams_file: str | Path | None = None,
+        strict: bool | None = None,
+        **kwargs: Any,
+    ) -> Self:
+        """The trained model of a zoo checkpoint, alone: no datamodule, no pretrained files.
+
+        The checkpoint carries the tokenizer, the image preprocessing, the class names and the
+        pretrained sources' configurations (:mod:`zoo.model_contents`); the model comes back in
+        eval mode on the CPU (or ``map_location``) with ``model.preprocessing`` set.
+
+        Args:
+            checkpoint_path: a checkpoint written by this version of the zoo.
+            map_location: where to put the weights.
+            hparams_file: not supported (the checkpoint holds the hyper-parameters).
+            strict: the state dict must match the model exactly (default True).
+            **kwargs: constructor arguments that replace the stored ones.
+
+        Returns:
+            The model.
+
+        Raises:
+            ValueError: a ``hparams_file``, a checkpoint of another family, or one written
+                before the zoo stored the tokenizer (the message says how to load it).
+        """
+        from zoo.model_contents import load_checkpoint_model
+
+        if hparams_file is not None:
+            raise ValueError("hparams_file: a zoo checkpoint holds its hyper-parameters")
+        return load_checkpoint_model(
+            checkpoint_path, map_location, strict is not False, expected_class=cls, **kwargs
+        )
+
+    @property
+    def transform(self) -> ImageTransform:
+        """One image (PIL, or a ``C×H×W`` array) as the normalized tensor this model reads:
+        its :attr:`preprocessing`, else the ImageNet statistics at its ``image_size``."""
+        image_size = int(self.hparams.get("image_size") or 224)
+        return ImageTransform(self.preprocessing or Preprocessing(image_size=image_size))
+
+    def save_pretrained(self, folder: str | Path) -> Path:
+        """Write this model as a self-contained folder (:func:`zoo.pretrained.save_pretrained`).
+
+        Args:
+            folder: the folder.
+
+        Returns:
+            The folder.
+        """
+        from zoo.pretrained import save_pretrained
+
+        return save_pretrained(self, folder)
+
+    @classmethod
+    def from_pretrained(cls, source: str | Path, **kwargs: Any) -> Self:
+        """A trained model of this family from a checkpoint, an export folder or
+        ``hf-hub:org/name`` (:func:`zoo.pretrained.load_source`), in eval mode.
+
+        Args:
+            source: what to load.
+            **kwargs: ``device`` and ``dtype`` to move it to.
+
+        Returns:
+            The model.
+
+        Raises:
+            ValueError: ``source`` holds a model of another family.
+        """
+        from zoo.pretrained import load_source
+
+        model = load_source(source)
+        if kwargs:
+            model = model.to(**kwargs)
+        if not isinstance(model, cls):
+            raise ValueError(
+                f"{source} holds a {type(model).__name__}, not a {cls.__name__}: use zoo.load"
+            )
+        return model
+
+    def push_to_hub(self, repo_id: str, **kwargs: Any) -> str:
+        """Export this model with its model card and upload it (:func:`zoo.hub.push_to_hub`).
+
+        Args:
+            repo_id: ``org/name`` on the Hugging Face Hub.
+            **kwargs: :func:`zoo.hub.push_to_hub`'s options (``token``, ``private``, ...).
+
+        Returns:
+            The URL of the commit.
+        """
+        from zoo.hub import push_to_hub
+
+        return push_to_hub(self, repo_id, **kwargs)
+
+    def setup(self, stage: str) -> None:
+        """Keep the training data's :attr:`preprocessing` when a fit starts.
+
+        Args:
+            stage: ``fit``, ``validate``, ``test`` or ``predict``.
+        """
+        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer else None
+        found = getattr(datamodule, "preprocessing", None)
+        if stage == "fit" and isinstance(found, Preprocessing):
+            self.preprocessing = found
 
     def parameter_groups(self) -> list[dict]:
         """Trainable parameters split into decayed and not-decayed groups.
@@ -182,6 +298,8 @@ class ZooTask(LightningModule):
         """Plain types only in the hyper-parameters (dataclasses as dicts).
 
         Checkpoints then load with ``weights_only=True``; the constructors accept the dicts back.
+        The checkpoint also gets what inference needs besides the weights (the tokenizer, the
+        preprocessing, the training config: :mod:`zoo.model_contents`).
 
         Args:
             checkpoint: the checkpoint Lightning is about to write.
@@ -190,6 +308,10 @@ class ZooTask(LightningModule):
         for key, value in list(hparams.items()):
             if is_dataclass(value) and not isinstance(value, type):
                 hparams[key] = asdict(value)
+        # What inference needs besides the weights: the model then loads alone.
+        from zoo.model_contents import CONTENTS_KEY, contents_of
+
+        checkpoint[CONTENTS_KEY] = contents_of(self, self.training_config).to_checkpoint()
 
 
 def parameter_report(module: nn.Module) -> str:

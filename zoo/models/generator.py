@@ -39,6 +39,7 @@ from zoo.conversation_formats import resolve_conversation, stop_token_ids
 from zoo.data.batch import ConversationBatch
 from zoo.encoders.llava import LlavaParts, LlavaProjector, load_llava, load_llava_projector
 from zoo.encoders.llm import LLMSpec, build_llm, check_vocabulary, decoder_layers, fit_vocabulary
+from zoo.encoders.sources import building_architecture_only
 from zoo.encoders.vision import VisionSpec, create_vision_model
 from zoo.layers.attention import dense_attention_mask
 from zoo.metrics.generation import GenerationMetrics
@@ -399,7 +400,8 @@ class VisionLanguageGenerator(ZooTask):
         if self._llava_projector is not None:
             self._llava_projector.load_into(self.llava_projector_target(), type(self).__name__)
             self._llava = self._llava_projector = None
-        if stage.init_checkpoint is not None:
+        # Loading a trained model (zoo.load): its checkpoint holds this stage's weights.
+        if stage.init_checkpoint is not None and not building_architecture_only():
             load_stage_checkpoint(self, stage.init_checkpoint)
         freeze_groups(self, self.parameter_groups_for_stage(), stage)
         self.llm = add_lora(self.llm, stage)
