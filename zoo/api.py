@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -115,27 +115,33 @@ def create_model(name: str, **overrides: Any) -> nn.Module:
     return cli.model
 
 
-def _from_run_config(path: Path, config: str | Path | None) -> nn.Module:
+def _from_run_config(path: Path, config: str | Path | Sequence[str | Path] | None) -> nn.Module:
     """A checkpoint written before checkpoints were self-contained: rebuilt through the
     run's config (the data it names gives the tokenizer and preprocessing)."""
     from zoo.main import build_from_configs
 
-    found = Path(config) if config is not None else path.parent.parent / "config.yaml"
-    if not found.is_file():
+    if config is None:
+        configs = [path.parent.parent / "config.yaml"]
+    elif isinstance(config, str | Path):
+        configs = [Path(config)]
+    else:
+        configs = [Path(c) for c in config]
+    missing = [c for c in configs if not c.is_file()]
+    if missing:
         raise ValueError(
             f"{path} carries no tokenizer or preprocessing (written before zoo checkpoints "
-            f"did) and there is no run config at {found}: pass zoo.load(path, config=<the "
-            "run's config.yaml>)"
+            f"did) and there is no run config at {missing[0]}: pass zoo.load(path, "
+            "config=<the run's config.yaml>)"
         )
-    log.info("%s: an older checkpoint; rebuilt through %s", path, found)
-    return build_from_configs([found], path).model
+    log.info("%s: an older checkpoint; rebuilt through %s", path, [str(c) for c in configs])
+    return build_from_configs(configs, path).model
 
 
 def load(
     source: str | Path,
     device: str | torch.device | None = None,
     dtype: torch.dtype | None = None,
-    config: str | Path | None = None,
+    config: str | Path | Sequence[str | Path] | None = None,
 ) -> tuple[nn.Module, ImageTransform, PreTrainedTokenizerBase]:
     """A trained model ready for inference, with its image transform and tokenizer.
 
@@ -145,8 +151,9 @@ def load(
             the local Hugging Face cache; ``hf-hub:org/name@revision`` for a revision).
         device: where to put it (default: CUDA when available, else the CPU).
         dtype: a floating dtype to cast the weights to (default: as stored).
-        config: the run's config, for a checkpoint written before checkpoints carried their
-            tokenizer (default: the ``config.yaml`` of its run folder).
+        config: the run's config (or configs, composed in order), for a checkpoint written
+            before checkpoints carried their tokenizer (default: the ``config.yaml`` of its
+            run folder).
 
     Returns:
         ``(model, transform, tokenizer)``: the model in eval mode; ``transform`` turns a PIL
