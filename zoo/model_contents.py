@@ -93,6 +93,7 @@ class ModelContents:
         return {
             "format": CONTENTS_FORMAT,
             "zoo_version": self.zoo_version,
+            "model_class": self.model_class,
             "tokenizer_files": dict(self.tokenizer_files),
             "preprocessing": None if self.preprocessing is None else self.preprocessing.to_dict(),
             "conversation": self.conversation,
@@ -117,7 +118,8 @@ class ModelContents:
             return None
         preprocessing = entry.get("preprocessing")
         return cls(
-            model_class=str(hparams.get("_class_path") or ""),
+            # a model the CLI did not build has no ``_class_path``: the entry names it too
+            model_class=str(entry.get("model_class") or hparams.get("_class_path") or ""),
             hyper_parameters=hparams,
             tokenizer_files=dict(entry["tokenizer_files"]),
             preprocessing=None if preprocessing is None else Preprocessing.from_dict(preprocessing),
