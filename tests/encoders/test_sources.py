@@ -387,3 +387,22 @@ def test_inside_architecture_only_a_missing_source_is_named(monkeypatch):
     block_sources(monkeypatch)
     with architecture_only({"other": {}}), pytest.raises(KeyError, match="'nowhere/llm'"):
         build_llm("nowhere/llm", 10)
+
+
+def test_a_timm_folder_with_stage_maps_is_rebuilt_from_its_stored_config(tmp_path, monkeypatch):
+    """A CLIP-ConvNeXt-like tower (``features_only``, as Aquila asks) of a timm folder."""
+    from zoo.encoders.vision import create_vision_model
+
+    folder = tmp_path / "convnext"
+    timm.models.save_for_hf(timm.create_model("zoo_convnext_tiny", num_classes=0), folder)
+    built = create_vision_model(str(folder), True, features_only=True, out_indices=(1, 2, 3))
+    sources = json.loads(json.dumps(collect_sources(built)))
+    shutil.rmtree(folder)
+    block_sources(monkeypatch)
+    with architecture_only(sources):
+        rebuilt = create_vision_model(str(folder), True, features_only=True, out_indices=(1, 2, 3))
+    rebuilt.load_state_dict(built.state_dict())
+    image = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        for a, b in zip(built.eval()(image), rebuilt.eval()(image), strict=True):
+            assert torch.equal(a, b)

@@ -13,6 +13,11 @@ again (a colleague may have neither the folder nor the network). Two halves:
   builders create the same architecture from the stored configurations (:func:`stored_source`)
   with random weights, read no pretrained weights and load no stage checkpoint: the
   checkpoint's state dict fills them right after.
+
+A Hugging Face model's entry is :func:`hf_source` (its config, dtype, attention and generation
+config) and :func:`build_hf_model` rebuilds it. A checkpoint that stores no entry for a source
+(written before they were stored) reads the source's configuration where the source is
+available (``stored_source``'s ``read``), else stops with :class:`MissingSourceError`.
 """
 
 from __future__ import annotations
