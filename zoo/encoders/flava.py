@@ -21,6 +21,13 @@ from torch import Tensor, nn
 from transformers import FlavaForPreTraining, FlavaImageCodebook
 
 from zoo.encoders.encoder_set import EncoderSet, FusedStates, ImageStates, TextStates
+from zoo.encoders.sources import (
+    build_hf_model,
+    building_architecture_only,
+    hf_source,
+    mark_source,
+    stored_source,
+)
 from zoo.groups import as_group
 from zoo.io import read_processor_settings, resolve_model_folder
 from zoo.layers.attention import dense_attention_mask
@@ -91,14 +98,23 @@ class FlavaEncoders(EncoderSet):
         self, folder: str | Path, vocab_size: int | None = None, image_size: int | None = None
     ) -> None:
         super().__init__()
-        path = resolve_model_folder(folder, "flava")
         self.folder = str(folder)
-        try:
-            pretraining = FlavaForPreTraining.from_pretrained(str(path), init_codebook=False)
-        except (OSError, ValueError, TypeError) as error:
-            raise RuntimeError(
-                f"flava {str(folder)!r}: could not load a FlavaForPreTraining from {path} ({error})"
-            ) from error
+        if building_architecture_only():  # the checkpoint holds every weight: no file read
+            entry = stored_source(self.folder, read=lambda: _read_flava(self.folder))
+            pretraining = build_hf_model(FlavaForPreTraining, entry)
+        else:
+            path = resolve_model_folder(folder, "flava")
+            try:
+                pretraining = FlavaForPreTraining.from_pretrained(str(path), init_codebook=False)
+            except (OSError, ValueError, TypeError) as error:
+                raise RuntimeError(
+                    f"flava {str(folder)!r}: could not load a FlavaForPreTraining from {path} "
+                    f"({error})"
+                ) from error
+            entry = hf_source(pretraining, normalization=_folder_normalization(self.folder))
+        #: The folder's processor mean / std as stored (None: read from the folder when asked).
+        self._normalization = entry.get("normalization")
+        mark_source(self, self.folder, entry)
         self.model = pretraining.flava
         self.mim_head = pretraining.mim_head
         self.mlm_head = pretraining.mlm_head
@@ -146,7 +162,11 @@ class FlavaEncoders(EncoderSet):
 
     @property
     def normalization(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
-        """The folder's image-processor mean and standard deviation."""
+        """The folder's image-processor mean and standard deviation (as the checkpoint stored
+        them when the model was loaded from one)."""
+        if self._normalization is not None:
+            mean, std = self._normalization
+            return tuple(mean), tuple(std)
         settings = read_processor_settings(self.folder, "flava")
         return tuple(settings.mean), tuple(settings.std)
 
@@ -271,6 +291,26 @@ class FlavaEncoders(EncoderSet):
             )
 
 
+def _folder_normalization(folder: str) -> list[list[float]] | None:
+    """The processor mean / std of a FLAVA folder, None when it has no processor file (then
+    only a codebook, which needs them, fails)."""
+    try:
+        settings = read_processor_settings(folder, "flava")
+    except FileNotFoundError:
+        return None
+    return [list(settings.mean), list(settings.std)]
+
+
+def _read_flava(folder: str) -> dict[str, Any]:
+    """What :class:`FlavaEncoders` marks, read from the folder's configuration (no weights):
+    for a checkpoint that did not store it."""
+    from transformers import FlavaConfig
+
+    path = resolve_model_folder(folder, "flava")
+    config = FlavaConfig.from_pretrained(str(path), init_codebook=False)
+    return {"config": config.to_dict(), "normalization": _folder_normalization(folder)}
+
+
 class FlavaImageIntermediates(nn.Module):
     """transformers' ``FlavaImageModel`` behind the part of timm's interface a dense head reads:
     ``feature_info`` (one entry per layer, stride = patch size), ``forward_intermediates`` (the
@@ -375,13 +415,20 @@ class ImageCodebook(nn.Module):
 
     def __init__(self, folder: str | Path, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
         super().__init__()
-        path = resolve_model_folder(folder, "codebook")
-        try:
-            self.model = FlavaImageCodebook.from_pretrained(str(path))
-        except (OSError, ValueError, TypeError) as error:
-            raise RuntimeError(
-                f"codebook {str(folder)!r}: could not load a FlavaImageCodebook from {path} ({error})"
-            ) from error
+        name = str(folder)
+        if building_architecture_only():  # the checkpoint holds the codebook's weights too
+            entry = stored_source(name, read=lambda: _read_codebook(name))
+            self.model = build_hf_model(FlavaImageCodebook, entry)
+        else:
+            path = resolve_model_folder(folder, "codebook")
+            try:
+                self.model = FlavaImageCodebook.from_pretrained(str(path))
+            except (OSError, ValueError, TypeError) as error:
+                raise RuntimeError(
+                    f"codebook {name!r}: could not load a FlavaImageCodebook from {path} ({error})"
+                ) from error
+            entry = hf_source(self.model)
+        mark_source(self, name, entry)
         self.model.eval().requires_grad_(False)
         self.vocab_size: int = self.model.config.vocab_size
         self.stride: int = 2 ** (self.model.config.num_groups - 1)
@@ -419,3 +466,11 @@ class ImageCodebook(nn.Module):
         )
         pixels = 0.8 * pixels + 0.1
         return self.model.get_codebook_indices(pixels).flatten(1)
+
+
+def _read_codebook(folder: str) -> dict[str, Any]:
+    """What :class:`ImageCodebook` marks, read from the folder's configuration (no weights)."""
+    from transformers import FlavaImageCodebookConfig
+
+    path = resolve_model_folder(folder, "codebook")
+    return {"config": FlavaImageCodebookConfig.from_pretrained(str(path)).to_dict()}

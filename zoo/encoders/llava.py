@@ -33,6 +33,13 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
+from zoo.encoders.sources import (
+    build_hf_model,
+    building_architecture_only,
+    hf_source,
+    mark_source,
+    stored_source,
+)
 from zoo.encoders.vision import CLIPVisionTower
 from zoo.io import read_json, read_state_dict, read_tensors, resolve_model_folder
 
@@ -202,13 +209,54 @@ def load_llava(folder: str | Path, dtype: torch.dtype | None = None) -> LlavaPar
         dtype: the LLM's dtype (None: float32).
 
     Returns:
-        Its parts: the LLM, the vision tower, the projector and their settings.
+        Its parts: the LLM, the vision tower, the projector and their settings. Inside
+        :func:`~zoo.encoders.sources.architecture_only`, the LLM and tower of the stored
+        configuration with random weights and no projector state (the checkpoint holds them).
     """
+    name = str(folder)
+    if building_architecture_only():
+        entry = stored_source(name, read=lambda: _llava_source(_read_llava(folder, dtype)))
+        parts = _llava_architecture(entry, dtype)
+    else:
+        parts = _read_llava(folder, dtype)
+        entry = _llava_source(parts)
+    # On the LLM (the one part every family keeps whole): the source of the LLM and the tower.
+    mark_source(parts.llm, name, entry)
+    return parts
+
+
+def _read_llava(folder: str | Path, dtype: torch.dtype | None) -> LlavaParts:
     path = Path(folder).expanduser()
     config = _config(path)
     if llava_layout(config, path) == "hf":
         return _load_hf(path, config, dtype)
     return _load_original(path, config, dtype)
+
+
+def _llava_source(parts: LlavaParts) -> dict:
+    """What rebuilds a LLaVA's LLM and tower without its folder (:func:`load_llava` marks it)."""
+    llm = parts.llm
+    return {
+        "layout": parts.layout,
+        "feature_layer": parts.feature_layer,
+        "llm": hf_source(llm),
+        "tied": llm.get_output_embeddings().weight is llm.get_input_embeddings().weight,
+        "vision": hf_source(parts.vision.model),
+    }
+
+
+def _llava_architecture(entry: dict, dtype: torch.dtype | None) -> LlavaParts:
+    """A LLaVA's parts from :func:`_llava_source` with random weights (as :func:`load_llava`
+    gives them: the LLM in ``dtype``, the tower in float32, SDPA attention)."""
+    from transformers import AutoModel, AutoModelForCausalLM
+
+    llm = build_hf_model(AutoModelForCausalLM, entry["llm"], dtype or torch.float32, "sdpa")
+    head, table = llm.get_output_embeddings(), llm.get_input_embeddings()
+    if not entry.get("tied", True) and head.weight is table.weight:  # untied in the source
+        head.weight = nn.Parameter(head.weight.detach().clone())
+        llm.config.tie_word_embeddings = False
+    tower = build_hf_model(AutoModel, entry["vision"], torch.float32, "sdpa")
+    return LlavaParts(CLIPVisionTower(tower), {}, llm, int(entry["feature_layer"]), entry["layout"])
 
 
 def _check_select(strategy: str, layer: object, folder: Path) -> int:

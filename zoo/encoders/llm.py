@@ -15,9 +15,22 @@ from typing import Any
 
 import torch
 from torch import nn
-from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM, PreTrainedModel
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    LlamaConfig,
+    LlamaForCausalLM,
+    PreTrainedModel,
+)
 
 from zoo.encoders.packaged import packaged_weights
+from zoo.encoders.sources import (
+    build_hf_model,
+    building_architecture_only,
+    hf_source,
+    mark_source,
+    stored_source,
+)
 
 __all__ = [
     "TINY_LLMS",
@@ -226,9 +239,6 @@ def build_llm(
         The LLM.
     """
     torch_dtype = getattr(torch, dtype) if dtype else None
-    packaged = packaged_weights(name)
-    if packaged is not None:
-        name, gguf_file = packaged
     if name in TINY_LLMS:
         if vocab_size is None:
             raise ValueError(f"LLM {name!r} needs vocab_size (the tokenizer's length)")
@@ -241,21 +251,36 @@ def build_llm(
         )
         model = LlamaForCausalLM(config)
         return model.to(torch_dtype) if torch_dtype else model
+    source = name
+    if building_architecture_only():  # the checkpoint holds every weight: read no file
+        entry = stored_source(source, read=lambda: _read_llm(source, gguf_file))
+        model = build_hf_model(AutoModelForCausalLM, entry, torch_dtype, "sdpa")
+    else:
+        model = _load_llm(source, pretrained, gguf_file, torch_dtype)
+        entry = hf_source(model)  # before the table grows: the architecture of the source
+    mark_source(model, source, entry)  # a loaded model saved again still carries it
+    if check is not None:
+        check(model)
+    return fit_vocabulary(model, vocab_size)
+
+
+def _load_llm(
+    name: str, pretrained: bool, gguf_file: str | None, torch_dtype: torch.dtype | None
+) -> PreTrainedModel:
+    """A named LLM (weights, or its config with random weights), with a clear error."""
+    packaged = packaged_weights(name)
+    if packaged is not None:
+        name, gguf_file = packaged
     try:
         kwargs = {"attn_implementation": "sdpa", "dtype": torch_dtype}
         if gguf_file is not None:
             kwargs["gguf_file"] = gguf_file
         if pretrained:
-            model = AutoModelForCausalLM.from_pretrained(name, **kwargs)
-        else:
-            from transformers import AutoConfig
-
-            config = AutoConfig.from_pretrained(
-                name, **({"gguf_file": gguf_file} if gguf_file else {})
-            )
-            model = AutoModelForCausalLM.from_config(
-                config, attn_implementation="sdpa", dtype=torch_dtype
-            )
+            return AutoModelForCausalLM.from_pretrained(name, **kwargs)
+        config = AutoConfig.from_pretrained(name, **({"gguf_file": gguf_file} if gguf_file else {}))
+        return AutoModelForCausalLM.from_config(
+            config, attn_implementation="sdpa", dtype=torch_dtype
+        )
     except OSError as error:
         hint = (
             f"{name} holds no Hugging Face causal LM"
@@ -263,9 +288,16 @@ def build_llm(
             else "this machine may be offline: give a local folder, or use llm: tiny"
         )
         raise RuntimeError(f"could not load LLM {name!r}: {hint}") from error
-    if check is not None:
-        check(model)
-    return fit_vocabulary(model, vocab_size)
+
+
+def _read_llm(name: str, gguf_file: str | None) -> dict[str, Any]:
+    """The configuration of a named LLM, read from its files (no weights): for a checkpoint
+    that did not store it."""
+    packaged = packaged_weights(name)
+    if packaged is not None:
+        name, gguf_file = packaged
+    config = AutoConfig.from_pretrained(name, **({"gguf_file": gguf_file} if gguf_file else {}))
+    return {"config": config.to_dict()}
 
 
 def fit_vocabulary(model: PreTrainedModel, vocab_size: int | None) -> PreTrainedModel:

@@ -38,6 +38,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from zoo.encoders.sources import (
+    building_architecture_only,
+    collect_sources,
+    mark_source,
+    stored_source,
+)
 from zoo.io import load_checkpoint
 
 __all__ = [
@@ -484,6 +490,16 @@ class LocationSpec:
             The encoder, loaded from ``checkpoint`` when one is given.
         """
         if self.checkpoint is not None:
+            if building_architecture_only():  # the model's checkpoint holds these weights
+                name = str(Path(self.checkpoint))
+                stored = stored_source(
+                    name,
+                    read=lambda: collect_sources(
+                        LocationEncoder.from_satclip_checkpoint(self.checkpoint)
+                    )[name],
+                )
+                kwargs = dict(stored["location_encoder"]) | {"max_latitude": max_latitude}
+                return mark_source(LocationEncoder(**kwargs), name, stored)
             return LocationEncoder.from_satclip_checkpoint(
                 self.checkpoint, max_latitude=max_latitude
             )
@@ -621,8 +637,10 @@ class LocationEncoder(nn.Module):
         if not isinstance(hparams, Mapping):
             hparams = {}
         kwargs = _satclip_kwargs(path, hparams, location_state)
+        encoder = cls(**(kwargs | overrides))
+        # The architecture, so that a model built from it loads without the file.
+        mark_source(encoder, str(path), {"location_encoder": dict(kwargs)})
         kwargs.update(overrides)
-        encoder = cls(**kwargs)
         try:
             encoder.load_state_dict(location_state)
         except RuntimeError as err:

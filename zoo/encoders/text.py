@@ -13,6 +13,13 @@ from torch import Tensor, nn
 from transformers import AutoConfig, AutoModel, BertConfig, BertModel
 
 from zoo.encoders.packaged import packaged_weights
+from zoo.encoders.sources import (
+    build_hf_model,
+    building_architecture_only,
+    hf_source,
+    mark_source,
+    stored_source,
+)
 
 __all__ = ["TextEncoder", "TextSpec", "TINY_TEXT_ENCODERS"]
 
@@ -71,8 +78,14 @@ class TextEncoder(nn.Module):
             )
             self.model = BertModel(config, add_pooling_layer=False)
         else:
-            packaged = packaged_weights(name)
-            self.model = _load_pretrained(packaged[0] if packaged else name, pretrained)
+            if building_architecture_only():  # the checkpoint holds every weight
+                entry = stored_source(name, read=lambda: _read_config(name))
+                self.model = build_hf_model(AutoModel, entry)
+            else:
+                packaged = packaged_weights(name)
+                self.model = _load_pretrained(packaged[0] if packaged else name, pretrained)
+                entry = hf_source(self.model)
+            mark_source(self.model, name, entry)
             table = self.model.get_input_embeddings().num_embeddings
             if vocab_size is not None and vocab_size > table:
                 raise ValueError(
@@ -113,3 +126,10 @@ def _load_pretrained(name: str, pretrained: bool) -> nn.Module:
             "or use text: {name: tiny}"
         )
         raise RuntimeError(f"could not load text encoder {name!r}: {hint}") from error
+
+
+def _read_config(name: str) -> dict:
+    """A named text encoder's configuration, read from its files (no weights): for a
+    checkpoint that did not store it."""
+    packaged = packaged_weights(name)
+    return {"config": AutoConfig.from_pretrained(packaged[0] if packaged else name).to_dict()}

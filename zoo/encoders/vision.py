@@ -28,6 +28,13 @@ from timm.models.convnext import ConvNeXt
 from timm.models.vision_transformer import VisionTransformer, _create_vision_transformer
 from torch import Tensor, nn
 
+from zoo.encoders.sources import (
+    build_hf_model,
+    building_architecture_only,
+    hf_source,
+    mark_source,
+    stored_source,
+)
 from zoo.groups import as_group
 
 __all__ = [
@@ -91,6 +98,65 @@ def zoo_convnext_tiny(pretrained: bool = False, **kwargs) -> ConvNeXt:
     )
 
 
+#: timm's schemes whose architecture is in the source's ``config.json``, not in timm's code.
+_TIMM_SOURCES = ("hf-hub:", "hf_hub:", "local-dir:")
+
+
+def _has_source_config(name: str) -> bool:
+    """Whether the architecture of ``name`` is read from its source (a timm ``hf-hub:`` or
+    ``local-dir:`` name, a timm or CLIP folder): such a model stores it in its checkpoint."""
+    return name.startswith(_TIMM_SOURCES) or os.sep in name or name.startswith(".")
+
+
+def _timm_source(model: nn.Module) -> dict[str, Any]:
+    """What rebuilds a timm model of an ``hf-hub:`` / ``local-dir:`` name without its files:
+    the architecture, the source's ``pretrained_cfg`` and model arguments (what timm read from
+    its ``config.json``)."""
+    cfg = dict(getattr(model, "pretrained_cfg", None) or {})
+    return {
+        "timm": {
+            "architecture": cfg.get("architecture"),
+            "pretrained_cfg": cfg,
+            "model_args": dict(getattr(model, "pretrained_model_args", None) or {}),
+        }
+    }
+
+
+def _read_timm(name: str) -> dict[str, Any]:
+    """:func:`_timm_source` read from the source's ``config.json`` alone (no weights): for a
+    checkpoint that did not store it."""
+    from timm.models._hub import load_model_config_from_hf, load_model_config_from_path
+
+    timm_name = _resolve_name(name)
+    scheme, _, model_id = timm_name.partition(":")
+    if scheme == "local-dir":
+        cfg, architecture, args = load_model_config_from_path(model_id)
+    else:
+        cfg, architecture, args = load_model_config_from_hf(model_id)
+    return {
+        "timm": {
+            "architecture": architecture,
+            "pretrained_cfg": dict(cfg),
+            "model_args": dict(args or {}),
+        }
+    }
+
+
+def _timm_architecture(name: str, **kwargs: Any) -> nn.Module:
+    """The timm model of ``name`` with random weights, from the checkpoint's stored source
+    where timm would read one (inside :func:`~zoo.encoders.sources.architecture_only`)."""
+    if not _has_source_config(name):  # timm's own name: the architecture is in timm's code
+        return timm.create_model(name, pretrained=False, **kwargs)
+    stored = stored_source(name, read=lambda: _read_timm(name))["timm"]
+    args = dict(stored["model_args"])
+    if args:  # as timm's factory passes them: the source's arguments under the caller's
+        kwargs = {"pretrained_model_args": args, **args, **kwargs}
+    model = timm.create_model(
+        stored["architecture"], pretrained=False, pretrained_cfg=stored["pretrained_cfg"], **kwargs
+    )
+    return mark_source(model, name, {"timm": stored})
+
+
 def _resolve_name(name: str) -> str:
     """Map a local folder to timm's ``local-dir:``; timm names and ``hf-hub:`` pass through."""
     if name.startswith("hf:"):
@@ -131,6 +197,8 @@ def create_timm_model(
         ValueError: timm does not know the name.
         RuntimeError: the weights could not be loaded (e.g. offline).
     """
+    if building_architecture_only():  # the checkpoint holds every weight: none read here
+        return _timm_architecture(name, **kwargs)
     timm_name = _resolve_name(name)
     overlay = {}
     if checkpoint_path is not None:
@@ -141,7 +209,7 @@ def create_timm_model(
         overlay = {"pretrained_cfg_overlay": {"file": str(checkpoint_path)}}
         pretrained = True
     try:
-        return timm.create_model(timm_name, pretrained=pretrained, **overlay, **kwargs)
+        model = timm.create_model(timm_name, pretrained=pretrained, **overlay, **kwargs)
     except RuntimeError as error:
         if "Unknown model" in str(error):
             raise ValueError(
@@ -153,6 +221,9 @@ def create_timm_model(
             f"could not load pretrained weights for vision encoder {name!r} ({error}). This machine "
             "may be offline: set pretrained: false, or point checkpoint_path at a local weight file"
         ) from error
+    # A timm name's architecture is timm's code (loading builds it with pretrained=False);
+    # an hf-hub: / local-dir: one's is in its config.json, kept in the checkpoint.
+    return mark_source(model, name, _timm_source(model)) if _has_source_config(name) else model
 
 
 def is_clip_folder(name: str) -> bool:
@@ -193,8 +264,35 @@ def create_vision_model(
     Raises:
         ValueError: ``features_only`` or ``checkpoint_path`` asked of a CLIP folder.
     """
+    if building_architecture_only():  # the checkpoint holds every weight: no file is read
+        stored = (
+            stored_source(name, read=lambda: _read_vision(name))
+            if _has_source_config(name)
+            else None
+        )
+        if stored is None or "clip" not in stored:
+            return create_timm_model(name, pretrained, checkpoint_path, **kwargs)
+        _check_clip_arguments(name, kwargs, None)
+        from transformers import CLIPVisionModel
+
+        tower = CLIPVisionTower(build_hf_model(CLIPVisionModel, stored["clip"]))
+        return mark_source(tower, name, stored)
     if not is_clip_folder(name):
         return create_timm_model(name, pretrained, checkpoint_path, **kwargs)
+    _check_clip_arguments(name, kwargs, checkpoint_path)
+    from transformers import CLIPVisionConfig, CLIPVisionModel
+
+    if pretrained:
+        clip = CLIPVisionModel.from_pretrained(name, attn_implementation="sdpa")
+    else:
+        config = CLIPVisionConfig.from_pretrained(name)
+        config._attn_implementation = "sdpa"
+        clip = CLIPVisionModel(config)
+    return mark_source(CLIPVisionTower(clip), name, {"clip": hf_source(clip)})
+
+
+def _check_clip_arguments(name: str, kwargs: dict[str, Any], checkpoint_path: str | None) -> None:
+    """Refuse what a CLIP folder cannot give: stage maps, another weight file."""
     if kwargs.get("features_only"):
         raise ValueError(
             f"vision encoder {name!r} is a CLIP ViT (one scale): it cannot give the stage maps "
@@ -204,13 +302,17 @@ def create_vision_model(
         raise ValueError(
             f"vision encoder {name!r}: a CLIP folder holds its weights; drop checkpoint_path"
         )
-    from transformers import CLIPVisionConfig, CLIPVisionModel
 
-    if pretrained:
-        return CLIPVisionTower(CLIPVisionModel.from_pretrained(name, attn_implementation="sdpa"))
+
+def _read_vision(name: str) -> dict[str, Any]:
+    """What :func:`create_vision_model` marks, read from the source's configuration alone (no
+    weights): for a checkpoint that did not store it."""
+    if not is_clip_folder(name):
+        return _read_timm(name)
+    from transformers import CLIPVisionConfig
+
     config = CLIPVisionConfig.from_pretrained(name)
-    config._attn_implementation = "sdpa"
-    return CLIPVisionTower(CLIPVisionModel(config))
+    return {"clip": {"config": config.to_dict(), "attn_implementation": "sdpa"}}
 
 
 @dataclass

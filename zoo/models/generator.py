@@ -192,7 +192,8 @@ class VisionLanguageGenerator(ZooTask):
         if llava_projector is not None:
             if llava is not None:
                 raise ValueError("llava and llava_projector: give one (llava brings its projector)")
-            self._llava_projector = load_llava_projector(llava_projector)
+            if not building_architecture_only():  # else the checkpoint holds the projector
+                self._llava_projector = load_llava_projector(llava_projector)
         if llava is not None:
             self._llava = load_llava(llava, getattr(torch, spec.dtype) if spec.dtype else None)
             self._llava_projector = LlavaProjector(self._llava.projector, self._llava.feature_layer)
@@ -397,10 +398,10 @@ class VisionLanguageGenerator(ZooTask):
         """LLaVA's projector, the previous stage's weights, freezing by the family's groups,
         LoRA, the always-trained token rows, the injection hooks, speed."""
         stage = self.stage
-        if self._llava_projector is not None:
+        # Loading a trained model (zoo.load): its checkpoint holds these weights.
+        if self._llava_projector is not None and not building_architecture_only():
             self._llava_projector.load_into(self.llava_projector_target(), type(self).__name__)
-            self._llava = self._llava_projector = None
-        # Loading a trained model (zoo.load): its checkpoint holds this stage's weights.
+        self._llava = self._llava_projector = None
         if stage.init_checkpoint is not None and not building_architecture_only():
             load_stage_checkpoint(self, stage.init_checkpoint)
         freeze_groups(self, self.parameter_groups_for_stage(), stage)
