@@ -366,7 +366,8 @@ def check_aquila_predict_overwrite(command: str) -> None:
 
 
 def check_aquila_export(command: str) -> None:
-    """README / evaluation.md: model.safetensors (the checkpoint's weights) and config.yaml."""
+    """README / evaluation.md: the self-contained folder, model.safetensors the checkpoint's
+    weights, and config.yaml."""
     from safetensors.torch import load_file
 
     _fit("aquila")
@@ -379,6 +380,8 @@ def check_aquila_export(command: str) -> None:
     for key in set(expected) - set(exported):  # a tied tensor is written once (safetensors)
         assert any(torch.equal(expected[key], v) for v in exported.values()), key
     assert (Path("export") / "config.yaml").is_file()
+    for name in ("config.json", "preprocessor_config.json", "tokenizer.json"):
+        assert (Path("export") / name).is_file(), name
     assert stat.S_IMODE(Path("export/model.safetensors").stat().st_mode) == 0o644
 
 
