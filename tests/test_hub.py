@@ -235,3 +235,15 @@ def test_load_from_the_hub_cache_offline(exported, tmp_path, monkeypatch, offlin
     weights = load_file(exported.output / "model.safetensors")
     for key, value in weights.items():
         assert torch.equal(model.state_dict()[key], value), key
+
+
+def test_load_from_the_hub_offline_without_a_cached_copy(tmp_path, monkeypatch):
+    """Never downloaded and the network off: an error that names the repository and what to do."""
+    from huggingface_hub import constants
+
+    with HubStandIn() as hub:
+        dead = hub.endpoint
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    monkeypatch.setattr(constants, "ENDPOINT", dead)
+    with pytest.raises(FileNotFoundError, match=r"hf-hub:org/never-seen .*connect once"):
+        zoo.load("hf-hub:org/never-seen")
