@@ -247,3 +247,37 @@ def test_load_from_the_hub_offline_without_a_cached_copy(tmp_path, monkeypatch):
     monkeypatch.setattr(constants, "ENDPOINT", dead)
     with pytest.raises(FileNotFoundError, match=r"hf-hub:org/never-seen .*connect once"):
         zoo.load("hf-hub:org/never-seen")
+
+
+@pytest.mark.parametrize(
+    ("family", "call"),
+    [("aquila", "model.answer("), ("fuse", "model.answer("), ("geopix", "model.segment(")],
+)
+def test_generator_exports_carry_their_card(family, call, tmp_path, monkeypatch):
+    """Each generator's export: its card parses with the family's tags, pipeline and
+    inference call, and the folder loads back with the exported weights."""
+    monkeypatch.setattr(sys, "argv", ["zoo"])
+    monkeypatch.chdir(tmp_path)
+    config = str(ROOT / "configs" / f"{family}.yaml")
+    override = _override(tmp_path, tmp_path / "runs", tmp_path / "data")
+    model = build_from_configs([config, override]).model
+    torch.save(model.state_dict(), tmp_path / "weights.pt")
+    output = tmp_path / "export"
+    args = [
+        "--config",
+        config,
+        "--config",
+        str(override),
+        "--ckpt_path",
+        str(tmp_path / "weights.pt"),
+    ]
+    main(["export", *args, "--output", str(output), "--format", "hf"])
+    card = ModelCard.load(output / "README.md")
+    assert {family, "vision-language", "remote-sensing"} <= set(card.data.tags)
+    assert card.data.pipeline_tag == "image-text-to-text"
+    assert call in card.text
+    conversation = json.loads((output / "config.json").read_text())["conversation"]
+    assert conversation and f"Conversation format: {conversation}" in card.text
+    loaded, _, _ = zoo.load(output)
+    for key, value in load_file(output / "model.safetensors").items():
+        assert torch.equal(loaded.state_dict()[key], value), key

@@ -364,7 +364,7 @@ def model_card(
     body = f"""
 # {name}
 
-A **{title}** model: {what}. Trained with {LIBRARY_NAME} and exported by
+A model of the **{title}** family: {what}. Trained with {LIBRARY_NAME} and exported by
 `zoo export --format hf`.
 
 - Paper: {paper_line}
