@@ -136,6 +136,7 @@ def test_base_models_are_real_hub_ids_only(tmp_path):
         "flava": {"folder": str(local)},
         "other": {"name": "hf-internal-testing/tiny-random-LlamaForCausalLM"},
         "stage": {"init_checkpoint": "runs/stage1/last.ckpt"},
+        "location": {"checkpoint": "checkpoints/satclip"},  # a local path not made yet
         "probe": {"name": "vit_small_patch16_224", "pretrained": False},
     }
     sources = {"facebook/flava-full": {}, "llava-hf/llava-1.5-7b-hf": {}}

@@ -138,6 +138,8 @@ _DATASETS = {
 #: Words that mark a name as a random or testing model, never a real base model.
 _NOT_BASE = re.compile(r"(^|[/_.-])(tiny|random|dummy|test|testing)([/_.-]|$)|hf-internal-testing")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+#: First folders of the zoo's local paths (run folders, downloaded weights, data), never an org.
+_LOCAL_ROOTS = {"runs", "checkpoints", "data", "weights", "export", "models", "outputs"}
 
 
 class HubUploadError(OSError):
@@ -164,7 +166,10 @@ def _hub_ids(value: Any, key: str = "", pretrained: bool = False) -> list[str]:
     name = value.removeprefix(HUB_PREFIX)
     if _NOT_BASE.search(name.lower()) or Path(name).expanduser().exists():
         return []
-    if _HUB_ID.match(name) and not name.endswith((".ckpt", ".pt", ".pth", ".safetensors")):
+    local = name.split("/", 1)[0] in _LOCAL_ROOTS or name.endswith(
+        (".ckpt", ".pt", ".pth", ".bin", ".safetensors")
+    )
+    if _HUB_ID.match(name) and not local:
         return [name]
     if key == "name" and pretrained and "." in name and "/" not in name:
         return [f"timm/{name}"]
