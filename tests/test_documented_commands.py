@@ -366,7 +366,8 @@ def check_aquila_predict_overwrite(command: str) -> None:
 
 
 def check_aquila_export(command: str) -> None:
-    """README / evaluation.md: model.safetensors (the checkpoint's weights) and config.yaml."""
+    """README / evaluation.md: the self-contained folder, model.safetensors the checkpoint's
+    weights, and config.yaml."""
     from safetensors.torch import load_file
 
     _fit("aquila")
@@ -379,7 +380,58 @@ def check_aquila_export(command: str) -> None:
     for key in set(expected) - set(exported):  # a tied tensor is written once (safetensors)
         assert any(torch.equal(expected[key], v) for v in exported.values()), key
     assert (Path("export") / "config.yaml").is_file()
+    for name in ("config.json", "preprocessor_config.json", "tokenizer.json"):
+        assert (Path("export") / name).is_file(), name
     assert stat.S_IMODE(Path("export/model.safetensors").stat().st_mode) == 0o644
+
+
+def _evaluated_results(path: Path) -> None:
+    """A ``results.json`` as ``zoo evaluate --output results`` writes it (its own writer)."""
+    import types
+
+    from zoo.evaluation.results import result_rows, write_results
+
+    evaluation = types.SimpleNamespace(
+        name="Embedded zero-shot", protocol="zero_shot", source="", path="embedded_zero_shot.yaml"
+    )
+    write_results(result_rows(evaluation, {"zero_shot_top1": 0.5}, None, {}), path.parent)
+
+
+def check_flavars_card(command: str) -> None:
+    """sharing.md: the self-contained folder with a model card that huggingface_hub parses,
+    its model-index from results.json."""
+    from huggingface_hub import ModelCard
+
+    _fit("flavars")
+    _evaluated_results(Path("results/results.json"))
+    shutil.rmtree("export", ignore_errors=True)
+    try:
+        main(_argv(command))
+        card = ModelCard.load("export/README.md")
+        assert card.data.license == "apache-2.0" and card.data.library_name == "rs-vlm-zoo"
+        (result,) = card.data.eval_results
+        assert result.metric_type == "zero_shot_top1" and result.metric_value == 50.0
+        assert (Path("export") / "tokenizer.json").is_file()
+    finally:
+        shutil.rmtree("export", ignore_errors=True)  # export/ is Aquila's in the other checks
+
+
+def check_flavars_push(command: str, monkeypatch) -> None:
+    """sharing.md: --push_to_hub uploads the folder and its card (to a stand-in for the Hub)."""
+    from tests.hub_standin import HubStandIn
+
+    _fit("flavars")
+    shutil.rmtree("export", ignore_errors=True)
+    try:
+        with HubStandIn() as hub:
+            monkeypatch.setenv("HF_ENDPOINT", hub.endpoint)
+            monkeypatch.setenv("HF_TOKEN", "hf_stand_in")
+            main(_argv(command))
+        sent = hub.repos["org/flavars-rs"]["files"]
+        assert sent == {p.name: p.read_bytes() for p in Path("export").iterdir()}
+        assert "README.md" in sent and "model.safetensors" in sent
+    finally:
+        shutil.rmtree("export", ignore_errors=True)
 
 
 def check_evaluate_export(command: str, monkeypatch) -> None:
@@ -565,6 +617,11 @@ CHECKS: dict[str, Callable[..., None]] = {
     "zoo predict --config configs/aquila.yaml --ckpt_path last": check_aquila_predict,
     "zoo predict --config configs/aquila.yaml --ckpt_path last --overwrite": check_aquila_predict_overwrite,
     _EXPORT: check_aquila_export,
+    "zoo export --config configs/aquila.yaml --ckpt_path last --output export/": check_aquila_export,
+    "zoo export --config configs/flavars.yaml --ckpt_path last --output export/ --format hf "
+    "--results results/results.json --license apache-2.0": check_flavars_card,
+    "zoo export --config configs/flavars.yaml --ckpt_path last --output export/ --push_to_hub "
+    "org/flavars-rs --license apache-2.0": check_flavars_push,
     "zoo evaluate --config export/config.yaml --ckpt_path export/model.safetensors ...": check_evaluate_export,
     "zoo predict --config configs/aquila.yaml --config configs/data/images.yaml --data.init_args.root "
     "my_tifs --data.init_args.task conversation --ckpt_path runs/aquila/.../last.ckpt": check_aquila_images,

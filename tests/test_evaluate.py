@@ -386,7 +386,10 @@ def test_export_rebuilds_the_run_and_writes_its_weights(flavars_run, tmp_path) -
     assert all(torch.equal(weights[k], state[k]) for k in state)
     rebuilt = load_model([str(tmp_path / "config.yaml")], str(path))
     assert rebuilt.encoders.image_projection.out_features == 32
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.yaml", "model.safetensors"]
+    # the self-contained folder (issue 23): the weights, the config, the tokenizer, preprocessing
+    names = {p.name for p in tmp_path.iterdir()}
+    assert {"config.yaml", "model.safetensors", "config.json", "preprocessor_config.json"} <= names
+    assert "tokenizer.json" in names and not any(n.endswith(".tmp") for n in names)
 
 
 def _small_embedded(ev: EvaluationConfig, root: Path) -> EvaluationConfig:

@@ -216,6 +216,9 @@ def read_folder_contents(folder: str | Path) -> ModelContents:
 def hub_folder(repo_id: str, revision: str | None) -> Path:
     """A Hub repository's files: downloaded when online, else from the local cache.
 
+    ``snapshot_download`` itself falls back to the cached snapshot when the Hub cannot be
+    reached or ``HF_HUB_OFFLINE`` is set; this turns its errors into one that says what to do.
+
     Args:
         repo_id: ``org/name``.
         revision: a branch, tag or commit (None: the default branch).
@@ -224,23 +227,24 @@ def hub_folder(repo_id: str, revision: str | None) -> Path:
         The local folder of the snapshot.
 
     Raises:
-        FileNotFoundError: neither downloadable nor cached.
+        FileNotFoundError: neither downloadable nor cached, or no such repository.
     """
     from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import LocalEntryNotFoundError
+    from huggingface_hub.errors import LocalEntryNotFoundError, RepositoryNotFoundError
 
     try:
         return Path(snapshot_download(repo_id, revision=revision))
-    except Exception as online_error:  # offline, or the Hub unreachable: try the cache
-        try:
-            folder = Path(snapshot_download(repo_id, revision=revision, local_files_only=True))
-        except LocalEntryNotFoundError as error:
-            raise FileNotFoundError(
-                f"could not download {HUB_PREFIX}{repo_id} ({online_error}) and it is not in "
-                "the local Hugging Face cache: connect once, or give the folder's path"
-            ) from error
-        log.info("%s%s: the Hub is unreachable, read from the local cache", HUB_PREFIX, repo_id)
-        return folder
+    except LocalEntryNotFoundError as error:
+        raise FileNotFoundError(
+            f"could not download {HUB_PREFIX}{repo_id} and it is not in the local Hugging Face "
+            f"cache ({error.__cause__ or error}): connect once (HF_HUB_OFFLINE unset), or give "
+            "the folder's path"
+        ) from error
+    except RepositoryNotFoundError as error:
+        raise FileNotFoundError(
+            f"no repository {repo_id} on the Hub: check the name, or log in (hf auth login, "
+            "HF_TOKEN) for a private one"
+        ) from error
 
 
 def load_source(source: str | Path) -> nn.Module:

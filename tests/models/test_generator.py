@@ -167,7 +167,9 @@ def test_export_merges_lora_into_safetensors(dm, batch, tmp_path):
     args = (batch["image"], batch["input_ids"], batch["attention_mask"])
     with torch.no_grad():
         want = model(*args).logits
+    model.preprocessing = dm.preprocessing  # as a fit keeps it: the export folder stores it
     path = export_model(model, tmp_path)
+    assert (tmp_path / "config.json").is_file() and (tmp_path / "tokenizer.json").is_file()
     plain = aquila(dm).eval()  # no LoRA: the merged weights load into the plain model
     load_model(plain, str(path))
     with torch.no_grad():
