@@ -15,7 +15,6 @@ No datamodule is needed: a checkpoint or export carries its tokenizer and prepro
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -27,7 +26,7 @@ from transformers import PreTrainedTokenizerBase
 
 from zoo.model_contents import OlderCheckpointError
 from zoo.preprocessing import ImageTransform, Preprocessing
-from zoo.pretrained import HUB_PREFIX, load_source
+from zoo.pretrained import HUB_PREFIX, config_root, load_source
 
 __all__ = ["HUB_PREFIX", "config_root", "create_model", "list_models", "load"]
 
@@ -35,26 +34,6 @@ log = logging.getLogger(__name__)
 
 #: Folders under ``configs/`` that are not model configs.
 _NOT_MODELS = ("data", "eval", "papers", "strategy")
-
-
-def config_root() -> Path:
-    """The folder of the zoo's named configs.
-
-    ``ZOO_CONFIGS`` when set, else ``configs/`` of the source tree the package runs from.
-
-    Returns:
-        The folder.
-
-    Raises:
-        FileNotFoundError: neither exists (the message says how to point at one).
-    """
-    root = Path(os.environ.get("ZOO_CONFIGS") or Path(__file__).parents[1] / "configs")
-    if not root.is_dir():
-        raise FileNotFoundError(
-            f"the zoo's configs are not at {root}: set ZOO_CONFIGS to the configs/ folder of a "
-            "clone of the zoo"
-        )
-    return root
 
 
 def list_models() -> list[str]:

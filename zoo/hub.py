@@ -40,6 +40,7 @@ from zoo.pretrained import (
     PREPROCESSOR_FILE,
     TRAINING_CONFIG_FILE,
     WEIGHTS_FILE,
+    config_root,
     read_folder_contents,
     save_pretrained,
 )
@@ -191,8 +192,10 @@ def _datasets(config: dict[str, Any]) -> list[str]:
 def _paper(family: str, paper_cards: Path | None) -> tuple[str, str | None]:
     """The family's paper (its card's ``paper:`` line) and a link to it (arXiv, else code)."""
     if paper_cards is None:
-        root = os.environ.get("ZOO_CONFIGS") or Path(__file__).parents[1] / "configs"
-        paper_cards = Path(root) / "papers"
+        try:
+            paper_cards = config_root() / "papers"
+        except FileNotFoundError:  # an installed package without the configs: no paper line
+            return "", None
     path = paper_cards / f"{family}.yaml"
     if not path.is_file():
         return "", None

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,7 @@ from zoo.preprocessing import Preprocessing
 __all__ = [
     "CONFIG_FILE",
     "HUB_PREFIX",
+    "config_root",
     "hub_folder",
     "load_source",
     "WEIGHTS_FILE",
@@ -153,6 +155,26 @@ def _plain(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [_plain(v) for v in value]
     return value
+
+
+def config_root() -> Path:
+    """The folder of the zoo's named configs.
+
+    ``ZOO_CONFIGS`` when set, else ``configs/`` of the source tree the package runs from.
+
+    Returns:
+        The folder.
+
+    Raises:
+        FileNotFoundError: neither exists (the message says how to point at one).
+    """
+    root = Path(os.environ.get("ZOO_CONFIGS") or Path(__file__).parents[1] / "configs")
+    if not root.is_dir():
+        raise FileNotFoundError(
+            f"the zoo's configs are not at {root}: set ZOO_CONFIGS to the configs/ folder of a "
+            "clone of the zoo"
+        )
+    return root
 
 
 def is_model_folder(path: str | Path) -> bool:
