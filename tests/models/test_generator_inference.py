@@ -273,7 +273,7 @@ def _segmentation_answer(model) -> list[int]:
 @pytest.mark.slow
 def test_segment_equals_predict_step_and_every_way_of_loading(fits):
     run = fits("geopix")
-    image = _raw_images(run)[0]
+    image = run.raw["image"][0]  # a C×H×W tensor in [0, 255]: a raw image
     question = _questions(run)[0]
     batch = {k: v[:1] for k, v in run.batch.items() if isinstance(v, (torch.Tensor, list))}
     answer = _segmentation_answer(run.models["zoo.load(ckpt)"])
@@ -305,8 +305,8 @@ def test_segment_resizes_the_masks_to_the_given_image(fits, tmp_path):
         result = model.segment(picture, "Please segment the ship.")
     assert result.masks.shape == (1, 80, 96)
     with favour(model, answer):
-        small = model.segment(model.transform(picture), "Please segment the ship.")
-    assert small.masks.shape == (1, 64, 64)  # a normalized tensor: the model's input size
+        small = model.segment(model.transform(picture)[None], "Please segment the ship.")
+    assert small.masks.shape == (1, 64, 64)  # a normalized batch of one: the model's input size
     resized = torch.nn.functional.interpolate(
         small.logits[:, None], size=(80, 96), mode="bilinear", align_corners=False
     )[:, 0]
@@ -318,7 +318,7 @@ def test_segment_resizes_the_masks_to_the_given_image(fits, tmp_path):
         with favour(model, answer):
             padded = model.segment(picture, "Please segment the ship.")
         with favour(model, answer):
-            small = model.segment(model.transform(picture), "Please segment the ship.")
+            small = model.segment(model.transform(picture)[None], "Please segment the ship.")
     finally:
         model.preprocessing = kept
     resized = torch.nn.functional.interpolate(

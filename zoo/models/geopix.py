@@ -750,12 +750,12 @@ class GeoPix(VisionLanguageGenerator):
         the image's own size: bilinearly (``align_corners=False``) to the square the model's
         :attr:`transform` resized from (the padded square with ``pad_to_square``, whose
         padding is then cropped off), and thresholded at 0 (probability 0.5). A normalized
-        ``C×S×S`` / ``1×C×S×S`` tensor gives masks at the model's input size ``S×S``.
+        ``1×C×S×S`` tensor gives masks at the model's input size ``S×S``.
 
         Args:
-            image: a raw image (PIL, ``C×H×W`` NumPy array, in the units the model was trained
-                on), or one normalized tensor from :attr:`transform` (``C×S×S`` or
-                ``1×C×S×S``).
+            image: one raw image (PIL, or a ``C×H×W`` array or tensor in the units the model
+                was trained on), or one normalized image ``1×C×S×S``
+                (``transform(im)[None]``).
             question: the question (``<image>`` is put in front when missing).
             max_new_tokens: the most tokens of the answer, for this call only (None:
                 ``generation.max_new_tokens``).
@@ -764,19 +764,16 @@ class GeoPix(VisionLanguageGenerator):
             The answer, its masks, phrases and categories.
 
         Raises:
-            ValueError: a tensor batch of more than one image.
+            ValueError: a batch of more than one image.
         """
-        if isinstance(image, Tensor):
-            batch = image[None] if image.ndim == 3 else image
-            if batch.ndim != 4 or len(batch) != 1:
+        if isinstance(image, Tensor) and image.ndim == 4:
+            if len(image) != 1:
                 raise ValueError(
-                    f"segment takes one image; got a tensor of shape {tuple(image.shape)} "
-                    "(call it once per image)"
+                    f"segment takes one image; got a batch of {len(image)} (call it per image)"
                 )
-            size = None
+            batch, size = image, None
         else:
-            batch = [image]
-            size = tuple(self.transform.pixels(image).shape[-2:])
+            batch, size = [image], tuple(self.transform.pixels(image).shape[-2:])
         with torch.inference_mode():
             pixels, prompt, mask = self._inference_inputs(batch, question)
             generation = self._generation_for(max_new_tokens)
