@@ -24,15 +24,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import yaml
 from PIL import Image
 
 import zoo
+from tests.test_old_checkpoints import _configs, _override
 from zoo.conversation_formats import SHORT_ANSWER_PROMPT
 from zoo.main import main
 from zoo.models import FUSE, Aquila, GeoPix
 
-ROOT = Path(__file__).parents[2]
 FAMILIES = {"aquila": Aquila, "fuse": FUSE, "geopix": GeoPix}
 #: Aquila is the quick one; FUSE's and GeoPix's fits are slower.
 PARAMS = [
@@ -47,37 +46,20 @@ def _argv(monkeypatch):
     monkeypatch.setattr(sys, "argv", ["zoo"])
 
 
-def _override(folder: Path) -> Path:
-    path = folder / "override.yaml"
-    settings = {
-        "trainer": {
-            "logger": False,
-            "max_epochs": 1,
-            "limit_train_batches": 2,
-            "limit_val_batches": 1,
-            "enable_progress_bar": False,
-            "default_root_dir": str(folder / "runs"),
-        },
-        "model": {"init_args": {"val_generate_batches": 0, "generation": {"max_new_tokens": 8}}},
-        "data": {
-            "init_args": {
-                "root": str(folder / "data"),
-                "batch_size": 4,
-                "splits": {"train": 8, "val": 4, "test": 4},
-            }
-        },
-    }
-    path.write_text(yaml.safe_dump(settings))
-    return path
-
-
 def _fit(family: str, folder: Path) -> types.SimpleNamespace:
     """A two-step fit; its last checkpoint, the models loaded three ways, a validation batch."""
     cwd = os.getcwd()
     os.chdir(folder)  # the config's prediction writers write under runs/ here
     try:
-        config = str(ROOT / "configs" / f"{family}.yaml")
-        cli = main(["fit", "--config", config, "--config", str(_override(folder))])
+        override = _override(folder, folder / "data", family)  # two steps, 16 images
+        cli = main(
+            [
+                "fit",
+                *_configs(family, override),
+                "--model.init_args.val_generate_batches=0",
+                "--model.init_args.generation.max_new_tokens=8",
+            ]
+        )
     finally:
         os.chdir(cwd)
     (ckpt,) = sorted((folder / "runs").rglob("last.ckpt"))
