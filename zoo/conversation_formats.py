@@ -35,12 +35,18 @@ from transformers import PreTrainedTokenizerBase
 
 __all__ = [
     "FORMATS",
+    "IMAGE_TOKEN",
     "LLAMA_3_TOKENS",
+    "ROLES",
+    "SHORT_ANSWER_PROMPT",
     "VICUNA_V1_SYSTEM",
     "ConversationFormat",
+    "chat_messages",
     "default_conversation",
     "is_word_level",
     "end_token_id",
+    "generation_prompt",
+    "generation_prompt_text",
     "prompt_ids",
     "render",
     "resolve_conversation",
@@ -58,6 +64,18 @@ VICUNA_V1_SYSTEM = (
 )
 #: The special tokens the ``llama_3`` format writes (a Llama-3 tokenizer knows them).
 LLAMA_3_TOKENS = ("<|begin_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>")
+#: The image placeholder of a conversation; the model replaces it by its visual tokens.
+IMAGE_TOKEN = "<image>"
+#: Appended to short-answer questions, as LLaVA-1.5 and the Aquila paper do.
+SHORT_ANSWER_PROMPT = "Answer the question using a single word or phrase."
+#: LLaVA's ``from`` values -> chat roles.
+ROLES = {
+    "human": "user",
+    "user": "user",
+    "gpt": "assistant",
+    "assistant": "assistant",
+    "system": "system",
+}
 #: Where a conversation format is chosen, for errors.
 KEY = "model.init_args.llm.conversation"
 
@@ -287,4 +305,71 @@ def prompt_ids(
 ) -> list[int]:
     """Token ids of ``messages`` (the questions so far) followed by the generation prompt."""
     text, _ = render(fmt, tokenizer, messages, prompt=True)
+    return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+def chat_messages(turns: Sequence[dict[str, str]], short_answer: bool = False) -> list[Message]:
+    """LLaVA turns (``from``/``value``) as chat messages, as the training conversations have them.
+
+    The image placeholder moves to the front of its turn, followed by a new line (LLaVA's and
+    the FUSE authors' ``preprocess_multimodal``).
+
+    Args:
+        turns: the LLaVA turns.
+        short_answer: append :data:`SHORT_ANSWER_PROMPT` to every user turn.
+
+    Returns:
+        ``{"role", "content"}`` messages.
+    """
+    messages = []
+    for turn in turns:
+        role = ROLES[turn["from"]]
+        text = str(turn["value"]).strip()
+        if IMAGE_TOKEN in text:
+            text = IMAGE_TOKEN + "\n" + text.replace(IMAGE_TOKEN, "").strip()
+        if role == "user" and short_answer:
+            text = f"{text}\n{SHORT_ANSWER_PROMPT}"
+        messages.append({"role": role, "content": text})
+    return messages
+
+
+def generation_prompt_text(
+    fmt: str, tokenizer: PreTrainedTokenizerBase, question: str, short_answer: bool = False
+) -> str:
+    """The text of one user turn and the generation prompt, as the conversations' prompts.
+
+    A question without :data:`IMAGE_TOKEN` gets it in front (the training conversations have
+    one per sample, first in its turn).
+
+    Args:
+        fmt: the conversation format.
+        tokenizer: the language model's tokenizer.
+        question: the user turn.
+        short_answer: append :data:`SHORT_ANSWER_PROMPT` (the data does for ``vqa``).
+
+    Returns:
+        The prompt's text (tokenized without adding special tokens).
+    """
+    if IMAGE_TOKEN not in question:
+        question = f"{IMAGE_TOKEN}\n{question}"
+    messages = chat_messages([{"from": "human", "value": question}], short_answer)
+    return render(fmt, tokenizer, messages, prompt=True)[0]
+
+
+def generation_prompt(
+    tokenizer: PreTrainedTokenizerBase, question: str, conversation: str | None = None
+) -> list[int]:
+    """Token ids of one user turn and the generation prompt (:func:`generation_prompt_text`).
+
+    Args:
+        tokenizer: the language model's tokenizer.
+        question: the user turn (``<image>`` is put in front when it has none).
+        conversation: the conversation format (None: the tokenizer's default,
+            :func:`default_conversation`).
+
+    Returns:
+        The prompt's token ids.
+    """
+    fmt = conversation or default_conversation(tokenizer)
+    text = generation_prompt_text(fmt, tokenizer, question)
     return tokenizer(text, add_special_tokens=False)["input_ids"]

@@ -22,7 +22,6 @@ import torch
 from lightning import LightningDataModule, LightningModule
 from torch.nn import functional as F
 
-from zoo.data.conversations import IMAGE_TOKEN
 from zoo.data.rasters import RASTER_EXTENSIONS, read_raster
 from zoo.main import build_from_configs, run_parser
 from zoo.models.capabilities import Generation, Masks, TextEmbeddings
@@ -31,11 +30,11 @@ __all__ = ["Demo", "build_app", "main"]
 
 
 class Demo:
-    """A model and its training datamodule (tokenizer, size, normalization) behind the page.
+    """A model and its training datamodule (size, normalization) behind the page.
 
     Args:
         model: a zoo model (FLAVARS, Aquila, FUSE or GeoPix).
-        datamodule: the datamodule it was trained with (its collate and normalization).
+        datamodule: the datamodule it was trained with (FLAVARS' normalization).
         images: a folder of images to pick from and, for FLAVARS, to rank.
     """
 
@@ -44,7 +43,6 @@ class Demo:
     ) -> None:
         self.model = model.eval()
         self.datamodule = datamodule
-        self.collate = datamodule._collate()
         self.size = datamodule.image_size
         self.images = sorted(
             p
@@ -69,16 +67,26 @@ class Demo:
             pixels[None], size=(self.size, self.size), mode="bilinear", antialias=True
         )[0]
 
-    def _batch(self, samples: list[dict[str, Any]]) -> dict[str, Any]:
-        batch = self.collate(samples)
-        batch = self.datamodule.transfer_batch_to_device(batch, self.model.device, 0)
-        return self.datamodule.on_after_batch_transfer(batch, 0)
-
     @torch.no_grad()
     def answer(
         self, image: np.ndarray, question: str
     ) -> tuple[str, tuple[np.ndarray, list[tuple[np.ndarray, str]]]]:
-        """The generated answer, and the image with GeoPix's masks (phrase labels)."""
+        """The generated answer, and the image with GeoPix's masks (phrase labels).
+
+        The model's own inference surface: ``answer`` (Aquila, FUSE) or ``segment`` (GeoPix),
+        on the image resized to the model's input size (the masks come back at that size).
+
+        Args:
+            image: the page's ``H×W×3`` (or ``H×W``) uint8 image.
+            question: the question.
+
+        Returns:
+            The answer, and the resized image with each mask and its label (``phrase
+            (category)``; none for Aquila and FUSE).
+
+        Raises:
+            ValueError: no image, or a model that does not generate.
+        """
         if image is None:
             raise ValueError("upload or pick an image first")
         if self.kind == "embedding":
@@ -86,28 +94,19 @@ class Demo:
                 f"{type(self.model).__name__} does not generate answers: use the class scores"
             )
         pixels = self._pixels(image)
-        sample = {
-            "image": pixels,
-            "id": "demo",
-            "task": "",
-            "question_type": "",
-            "conversations": [
-                {"from": "human", "value": f"{IMAGE_TOKEN}\n{question}"},
-                {"from": "gpt", "value": ""},
-            ],
-        }
-        batch = self._batch([sample])
         shown = pixels.permute(1, 2, 0).byte().numpy()
-        (row,) = self.model.predict_step(batch, 0)
         if self.kind != "masks":
-            return row["answer"], (shown, [])
-        masks = torch.as_tensor(row["masks"]).bool().numpy()
+            return self.model.answer([pixels], question)[0], (shown, [])
+        result = self.model.segment(pixels, question)
         labels = [
-            f"{p} ({c})" if c else p for p, c in zip(row["phrases"], row["category"], strict=True)
+            f"{p} ({c})" if c else p for p, c in zip(result.phrases, result.categories, strict=True)
         ]
-        return row["answer"], (
+        return result.answer, (
             shown,
-            [(m.astype(np.float32), lab) for m, lab in zip(masks, labels, strict=True)],
+            [
+                (m.astype(np.float32), lab)
+                for m, lab in zip(result.masks.numpy(), labels, strict=True)
+            ],
         )
 
     @torch.no_grad()

@@ -53,7 +53,12 @@ from torchgeo.datasets import NonGeoDataset
 from transformers import PreTrainedTokenizerBase
 
 from zoo.conversation_formats import (
+    IMAGE_TOKEN,
+    ROLES,
+    SHORT_ANSWER_PROMPT,
+    chat_messages,
     default_conversation,
+    generation_prompt,
     prompt_ids,
     resolve_conversation,
     tokenize_messages,
@@ -76,17 +81,6 @@ __all__ = [
     "read_conversations",
     "tokenize_conversation",
 ]
-
-IMAGE_TOKEN = "<image>"
-#: Appended to short-answer questions, as LLaVA-1.5 and the Aquila paper do.
-SHORT_ANSWER_PROMPT = "Answer the question using a single word or phrase."
-ROLES = {
-    "human": "user",
-    "user": "user",
-    "gpt": "assistant",
-    "assistant": "assistant",
-    "system": "system",
-}
 
 
 #: Leading task tags of GeoChat-Instruct and VRSBench questions -> the zoo's task names.
@@ -266,38 +260,6 @@ def read_conversations(path: Path) -> list[dict[str, Any]]:
     return prepare_records(records, str(path))
 
 
-def _messages(turns: Sequence[dict[str, str]], short_answer: bool) -> list[dict[str, str]]:
-    """LLaVA turns -> chat messages; the image placeholder moves to the front of its turn."""
-    messages = []
-    for turn in turns:
-        role = ROLES[turn["from"]]
-        text = str(turn["value"]).strip()
-        if IMAGE_TOKEN in text:
-            text = IMAGE_TOKEN + "\n" + text.replace(IMAGE_TOKEN, "").strip()
-        if role == "user" and short_answer:
-            text = f"{text}\n{SHORT_ANSWER_PROMPT}"
-        messages.append({"role": role, "content": text})
-    return messages
-
-
-def generation_prompt(
-    tokenizer: PreTrainedTokenizerBase, question: str, conversation: str | None = None
-) -> list[int]:
-    """Token ids of one user turn and the generation prompt, as the conversations' prompts.
-
-    Args:
-        tokenizer: the language model's tokenizer.
-        question: the user turn (with its ``<image>``).
-        conversation: the conversation format (None: the tokenizer's default,
-            :func:`~zoo.conversation_formats.default_conversation`).
-
-    Returns:
-        The prompt's token ids.
-    """
-    fmt = conversation or default_conversation(tokenizer)
-    return prompt_ids(fmt, tokenizer, _messages([{"from": "human", "value": question}], False))
-
-
 def tokenize_conversation(
     tokenizer: PreTrainedTokenizerBase,
     turns: Sequence[dict[str, str]],
@@ -319,7 +281,7 @@ def tokenize_conversation(
         ``(input_ids, labels)``.
     """
     fmt = conversation or default_conversation(tokenizer)
-    return tokenize_messages(fmt, tokenizer, _messages(turns, short_answer))
+    return tokenize_messages(fmt, tokenizer, chat_messages(turns, short_answer))
 
 
 class ConversationDataset(NonGeoDataset):
@@ -571,7 +533,7 @@ class ConversationCollate:
             ids.append(torch.tensor(seq[: self.max_length]))
             labels.append(torch.tensor(lab[: self.max_length]))
             first = [t for t in turns if ROLES[t["from"]] != "system"][:2]
-            prompt = prompt_ids(self.conversation, self.tokenizer, _messages(first[:1], short))
+            prompt = prompt_ids(self.conversation, self.tokenizer, chat_messages(first[:1], short))
             prompts.append(torch.tensor(prompt[-self.max_length :]))
             questions.append(str(first[0]["value"]).replace(IMAGE_TOKEN, "").strip())
             references.append(str(first[1]["value"]).strip())

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -35,7 +35,11 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor, nn
 from transformers import PreTrainedTokenizerBase
 
-from zoo.conversation_formats import resolve_conversation, stop_token_ids
+from zoo.conversation_formats import (
+    generation_prompt_text,
+    resolve_conversation,
+    stop_token_ids,
+)
 from zoo.data.batch import ConversationBatch
 from zoo.encoders.llava import LlavaParts, LlavaProjector, load_llava, load_llava_projector
 from zoo.encoders.llm import LLMSpec, build_llm, check_vocabulary, decoder_layers, fit_vocabulary
@@ -537,7 +541,11 @@ class VisionLanguageGenerator(ZooTask):
 
     @torch.no_grad()
     def generate_ids(
-        self, image: Tensor, prompt_ids: Tensor, prompt_attention_mask: Tensor
+        self,
+        image: Tensor,
+        prompt_ids: Tensor,
+        prompt_attention_mask: Tensor,
+        generation: GenerationConfig | None = None,
     ) -> Tensor:
         """The answers' token ids to left-padded prompts: the one decoding path of every family.
 
@@ -548,17 +556,20 @@ class VisionLanguageGenerator(ZooTask):
             image: normalized images ``B×C×H×W``.
             prompt_ids: left-padded prompts ``B×T``.
             prompt_attention_mask: ``B×T``.
+            generation: decoding settings for this call (None: :attr:`generation`); the
+                number of return sequences must stay :attr:`generation`'s.
 
         Returns:
             Ids ``(B·R)×T`` (``R`` = ``num_return_sequences``, each prompt's answers adjacent,
             best first).
         """
+        generation = generation or self.generation
         embeds, mask, _ = self._inputs(image, prompt_ids, prompt_attention_mask, None)
         try:
             return self.llm.generate(
                 inputs_embeds=embeds,
                 attention_mask=mask,
-                **self.generation.generate_kwargs(),
+                **generation.generate_kwargs(),
                 eos_token_id=self.stop_token_ids,
                 pad_token_id=self.tokenizer.pad_token_id,
             )
@@ -597,6 +608,125 @@ class VisionLanguageGenerator(ZooTask):
                 self.generate_ids(image, prompt_ids, prompt_attention_mask)
             )
         ]
+
+    # ---------------------------------------------------------------------- inference
+    def prepare_images(self, images: Tensor | Sequence[Any] | Any) -> Tensor:
+        """Images as the normalized batch the model reads, on its device and dtype.
+
+        Args:
+            images: a ``B×C×H×W`` tensor of normalized images (``torch.stack([transform(im)
+                ...])``), or raw images (a PIL image, or a list of PIL images / ``C×H×W``
+                arrays in the units the model was trained on) that :attr:`transform` prepares.
+
+        Returns:
+            The ``B×C×S×S`` batch.
+
+        Raises:
+            TypeError: a single array or tensor that is not a ``B×C×H×W`` batch.
+            ValueError: an empty list.
+        """
+        if isinstance(images, Tensor) and images.ndim == 4:
+            batch = images
+        elif isinstance(images, (list, tuple)):
+            if not images:
+                raise ValueError("images: give at least one image")
+            transform = self.transform
+            batch = torch.stack([transform(image) for image in images])
+        elif hasattr(images, "getbands"):  # one PIL image
+            batch = self.transform(images)[None]
+        else:
+            shape = tuple(getattr(images, "shape", ()))
+            raise TypeError(
+                f"images: expected a B×C×H×W tensor of transformed images or a list of raw "
+                f"images (PIL, C×H×W arrays), got {type(images).__name__} of shape {shape} "
+                "(wrap one raw image in a list; stack transformed ones)"
+            )
+        dtype = self.dtype if self.dtype.is_floating_point else torch.float32
+        return batch.to(device=self.device, dtype=dtype)
+
+    def prompt_batch(self, questions: Sequence[str]) -> tuple[Tensor, Tensor]:
+        """Left-padded prompts of ``questions`` in the model's conversation format.
+
+        Each question is one user turn followed by the generation prompt, as the data's collate
+        writes it (:func:`~zoo.conversation_formats.generation_prompt_text`: ``<image>`` put in
+        front when missing); one tokenizer call pads them all on the left.
+
+        Args:
+            questions: one question per image.
+
+        Returns:
+            ``prompt_ids`` and ``prompt_attention_mask`` ``B×T`` on the model's device.
+        """
+        texts = [generation_prompt_text(self.conversation, self.tokenizer, q) for q in questions]
+        encoded = self.tokenizer(
+            texts,
+            add_special_tokens=False,
+            padding=True,
+            padding_side="left",
+            return_tensors="pt",
+        )
+        return (
+            encoded["input_ids"].to(self.device),
+            encoded["attention_mask"].to(self.device),
+        )
+
+    def _inference_inputs(
+        self, images: Tensor | Sequence[Any] | Any, questions: str | Sequence[str]
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """The image batch and left-padded prompts of :meth:`answer`'s arguments."""
+        image = self.prepare_images(images)
+        if isinstance(questions, str):
+            questions = [questions] * len(image)
+        questions = list(questions)
+        if len(questions) != len(image) or not all(isinstance(q, str) for q in questions):
+            raise ValueError(
+                f"questions: give one string (asked of every image) or one per image; got "
+                f"{len(questions)} for {len(image)} images"
+            )
+        return image, *self.prompt_batch(questions)
+
+    def _generation_for(self, max_new_tokens: int | None) -> GenerationConfig:
+        """:attr:`generation`, with ``max_new_tokens`` replaced when given."""
+        if max_new_tokens is None:
+            return self.generation
+        if max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
+        return replace(self.generation, max_new_tokens=max_new_tokens)
+
+    def answer(
+        self,
+        images: Tensor | Sequence[Any] | Any,
+        questions: str | Sequence[str],
+        max_new_tokens: int | None = None,
+    ) -> list[str]:
+        """Answer questions about images: no datamodule, the model's own tokenizer and format.
+
+        The prompts are written as the training conversations' (``<image>`` in front of a
+        question without one; the data's short-answer instruction is not added: append
+        :data:`~zoo.conversation_formats.SHORT_ANSWER_PROMPT` for one-word answers), left-padded,
+        and decoded through :meth:`generate_ids` (the KV cache, :attr:`generation`'s settings)
+        under ``torch.inference_mode`` on the model's device. The answers equal
+        :meth:`predict_step`'s for the same image and question. Call ``model.eval()`` first
+        (:func:`zoo.load` returns it so).
+
+        Args:
+            images: a ``B×C×H×W`` tensor of normalized images (``torch.stack([transform(im)
+                ...])``), or raw images: a PIL image, or a list of PIL images / ``C×H×W``
+                arrays, prepared with :attr:`transform`.
+            questions: one question for every image, or one per image.
+            max_new_tokens: the most tokens of each answer, for this call only (None:
+                ``generation.max_new_tokens``).
+
+        Returns:
+            The best answer to each question.
+
+        Raises:
+            ValueError: a number of questions that is neither one nor the number of images.
+        """
+        with torch.inference_mode():
+            image, prompt, mask = self._inference_inputs(images, questions)
+            ids = self.generate_ids(image, prompt, mask, self._generation_for(max_new_tokens))
+            return [a[0] for a in self.decode_answers(ids)]
 
     # ----------------------------------------------------------------------- training
     def training_step(self, batch: ConversationBatch, batch_idx: int) -> Tensor:

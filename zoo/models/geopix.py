@@ -62,7 +62,36 @@ GEOPIX_OPTIMIZER = OptimizerConfig(
     lr=3e-4, weight_decay=0.0, betas=(0.9, 0.95), warmup_fraction=0.03
 )
 
-__all__ = ["GeoPix", "MaskDecoderConfig", "MaskLossWeights", "MemoryConfig", "SegTokens"]
+__all__ = [
+    "GeoPix",
+    "MaskDecoderConfig",
+    "MaskLossWeights",
+    "MemoryConfig",
+    "SegTokens",
+    "Segmentation",
+]
+
+
+@dataclass(frozen=True)
+class Segmentation:
+    """GeoPix's answer to one image and question, with a mask per segmentation phrase.
+
+    Attributes:
+        answer: the generated text (segmentation tokens left out).
+        masks: ``K×H×W`` booleans, one per complete phrase of the answer (logits > 0), at the
+            given raw image's own size (the model's input size for a normalized tensor).
+        phrases: each mask's referring words from the answer ("the ship").
+        categories: the memory class each phrase names (None: it names none; the memory then
+            reads class 0).
+        logits: ``K×H×W`` float mask logits the masks threshold (GeoPix has no mask-score
+            head; ``logits.sigmoid()`` gives per-pixel probabilities).
+    """
+
+    answer: str
+    masks: Tensor
+    phrases: list[str]
+    categories: list[str | None]
+    logits: Tensor
 
 
 @dataclass(frozen=True)
@@ -625,28 +654,39 @@ class GeoPix(VisionLanguageGenerator):
 
     # ---------------------------------------------------------------------- inference
     @torch.no_grad()
-    def predict_step(self, batch: ReferringBatch, batch_idx: int) -> list[dict[str, Any]]:
-        """Generate each answer, then one mask per generated segmentation phrase.
+    def decode_segmentations(
+        self,
+        image: Tensor,
+        prompt: Tensor,
+        prompt_mask: Tensor,
+        generation: GenerationConfig | None = None,
+    ) -> list[tuple[str, Tensor, list[str], list[int | None]]]:
+        """Generate each answer, then decode one mask per generated segmentation phrase.
+
+        The shared decoding path (:meth:`generate_ids`; the best answer of each prompt), then a
+        teacher-forced pass over prompt + answer up to its last complete phrase, the memory read
+        at the class each phrase's words name. What :meth:`predict_step` and :meth:`segment`
+        both return.
 
         Args:
-            batch: a referring batch (prompts).
-            batch_idx: its index.
+            image: normalized images ``B×C×H×W``.
+            prompt: left-padded prompts ``B×T``.
+            prompt_mask: ``B×T``.
+            generation: decoding settings for this call (None: :attr:`generation`).
 
         Returns:
-            One row per sample: id, question, answer, reference, masks, phrases, category, geo
-            (and the file ``path`` and ``chip`` from an image folder).
+            Per image: the answer, the mask logits ``K×H×W`` at the model's input size (on the
+            model's device), each phrase's words and the class index each names (None: none).
         """
-        prompt, prompt_mask = batch["prompt_ids"], batch["prompt_attention_mask"]
-        # The shared decoding path (sampling, beams); the best answer of each prompt.
-        generated = self.generate_ids(batch["image"], prompt, prompt_mask)
+        generated = self.generate_ids(image, prompt, prompt_mask, generation)
         generated = generated[:: self.generation.num_return_sequences]
-        rows = []
+        out = []
         for i in range(len(prompt)):
             answer_ids = generated[i][generated[i] != self.tokenizer.pad_token_id]
             ids = torch.cat([prompt[i][prompt_mask[i] > 0], answer_ids])[None]
             seg = self._seg_positions(ids)
             complete = int((seg >= 0).sum()) // self.tokens_per_target
-            masks = torch.zeros(0, *batch["image"].shape[-2:], dtype=torch.bool)
+            logits = image.new_zeros(0, *image.shape[-2:])
             phrases: list[str] = []
             named: list[int | None] = []  # the class each phrase of the answer names
             if complete:
@@ -660,25 +700,113 @@ class GeoPix(VisionLanguageGenerator):
                 category = torch.tensor(
                     [c or 0 for c in named], dtype=torch.long, device=ids.device
                 )
-                sample = {"image": batch["image"][i : i + 1]}
+                sample = {"image": image[i : i + 1]}
                 _, logits, _ = self.forward_with_masks(
                     sample, ids, torch.ones_like(ids), None, category
                 )
-                masks = (logits > 0).cpu()
+            answer = self.tokenizer.decode(answer_ids, skip_special_tokens=True).strip()
+            out.append((answer, logits, phrases, named))
+        return out
+
+    def predict_step(self, batch: ReferringBatch, batch_idx: int) -> list[dict[str, Any]]:
+        """Generate each answer, then one mask per generated segmentation phrase.
+
+        Args:
+            batch: a referring batch (prompts).
+            batch_idx: its index.
+
+        Returns:
+            One row per sample: id, question, answer, reference, masks (``K×H×W`` booleans at
+            the model's input size, logits > 0), phrases, category, geo (and the file ``path``
+            and ``chip`` from an image folder).
+        """
+        decoded = self.decode_segmentations(
+            batch["image"], batch["prompt_ids"], batch["prompt_attention_mask"]
+        )
+        rows = []
+        for i, (answer, logits, phrases, named) in enumerate(decoded):
             rows.append(
                 {
                     "id": batch["id"][i],
                     "question": batch["question"][i],
-                    "answer": self.tokenizer.decode(answer_ids, skip_special_tokens=True).strip(),
+                    "answer": answer,
                     "reference": batch["reference"][i],
-                    "masks": masks,
+                    "masks": (logits > 0).cpu(),
                     "phrases": phrases,
                     "category": [None if c is None else self.class_names[c] for c in named],
-                    "geo": batch.get("geo", [None] * len(prompt))[i],
+                    "geo": batch.get("geo", [None] * len(decoded))[i],
                 }
                 | ({"path": batch["path"][i], "chip": batch["chip"][i]} if "path" in batch else {})
             )
         return rows
+
+    def segment(
+        self, image: Tensor | Any, question: str, max_new_tokens: int | None = None
+    ) -> Segmentation:
+        """Answer a question about one image with masks: no datamodule needed.
+
+        The prompt is :meth:`answer`'s; the masks are :meth:`predict_step`'s
+        (:meth:`decode_segmentations`). For a raw image the mask logits are resized back to
+        the image's own size: bilinearly (``align_corners=False``) to the square the model's
+        :attr:`transform` resized from (the padded square with ``pad_to_square``, whose
+        padding is then cropped off), and thresholded at 0 (probability 0.5). A normalized
+        ``1×C×S×S`` tensor gives masks at the model's input size ``S×S``.
+
+        Args:
+            image: one raw image (PIL, or a ``C×H×W`` array or tensor in the units the model
+                was trained on), or one normalized image ``1×C×S×S``
+                (``transform(im)[None]``).
+            question: the question (``<image>`` is put in front when missing).
+            max_new_tokens: the most tokens of the answer, for this call only (None:
+                ``generation.max_new_tokens``).
+
+        Returns:
+            The answer, its masks, phrases and categories.
+
+        Raises:
+            ValueError: a batch of more than one image.
+        """
+        if isinstance(image, Tensor) and image.ndim == 4:
+            if len(image) != 1:
+                raise ValueError(
+                    f"segment takes one image; got a batch of {len(image)} (call it per image)"
+                )
+            batch, size = image, None
+        else:
+            batch, size = [image], tuple(self.transform.pixels(image).shape[-2:])
+        with torch.inference_mode():
+            pixels, prompt, mask = self._inference_inputs(batch, question)
+            generation = self._generation_for(max_new_tokens)
+            ((answer, logits, phrases, named),) = self.decode_segmentations(
+                pixels, prompt, mask, generation
+            )
+            if size is not None:
+                logits = self._to_image_size(logits, size)
+            return Segmentation(
+                answer=answer,
+                masks=(logits > 0).cpu(),
+                phrases=phrases,
+                categories=[None if c is None else self.class_names[c] for c in named],
+                logits=logits.float().cpu(),
+            )
+
+    def _to_image_size(self, logits: Tensor, size: tuple[int, int]) -> Tensor:
+        """Mask logits at the model's input size resized back to a raw image's ``H×W``
+        (through the padded square, then cropped, with ``pad_to_square``)."""
+        h, w = size
+        square = bool(self.preprocessing and self.preprocessing.pad_to_square) and h != w
+        side = max(h, w) if square else None
+        target = (side, side) if square else (h, w)
+        if len(logits) and tuple(logits.shape[-2:]) != target:
+            logits = nn.functional.interpolate(
+                logits[:, None].float(), size=target, mode="bilinear", align_corners=False
+            )[:, 0]
+        elif not len(logits):
+            logits = logits.new_zeros(0, *target)
+        if square:  # pad_to_square centred the image: crop its padding off
+            top, left = (side - h) // 2, (side - w) // 2
+            logits = logits[:, top : top + h, left : left + w]
+        return logits
 
     def _complete_phrases(self, seg: Tensor, complete: int) -> int:
         """Position of the last token of the ``complete``-th segmentation phrase."""
