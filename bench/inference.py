@@ -60,7 +60,7 @@ GENERATORS = ("llava", "fuse", "aquila", "geopix")
 SCALES: dict[str, dict[str, Any]] = {
     "test": {
         "images": {
-            "flavars default": {"overrides": [], "files": 8, "file_size": 96, "batch": 4},
+            "flavars default": {"overrides": None, "files": 8, "file_size": 96, "batch": 4},
         },
         "generate": {
             "base": "test",
@@ -308,20 +308,28 @@ def embed_folder_timm(
     return torch.cat(out)
 
 
-def flavars_model(overrides: list[str]) -> nn.Module:
+def flavars_model(overrides: list[str] | None) -> nn.Module:
     """FLAVARS from the default config (``zoo.create_model("flavars")``), with data overrides
     (the image size is the data's, linked to the model) through the same builder.
 
     Args:
-        overrides: ``--key=value`` arguments over ``configs/flavars.yaml``.
+        overrides: ``--key=value`` arguments over ``configs/flavars.yaml``; None: the
+            constructor's defaults (the same small model, without the command line's start-up:
+            the tests' scale).
 
     Returns:
-        The model in eval mode, ``preprocessing`` set.
+        The model in eval mode.
     """
     import zoo
     from zoo.api import config_root
     from zoo.main import build_from_configs
 
+    if overrides is None:
+        from side_by_side_models import text_tokenizer
+
+        from zoo.models.flavars import FLAVARS
+
+        return FLAVARS(tokenizer=text_tokenizer()).eval()
     if not overrides:
         model = zoo.create_model("flavars")
     else:
