@@ -103,7 +103,7 @@ SCALES: dict[str, dict[str, Any]] = {
                     "llm_heads": 8,
                     "llm_kv_heads": 4,
                     "detail_layers": [1, 3, 5],
-                    "windows": [160, 80],
+                    "windows": [160, 64],  # 4 and 2 token cells: whole cells
                     "canvas": 160,
                     "inject": [2, 5],
                     "geopix_layers": [2, 5],
@@ -369,8 +369,8 @@ def folder_pair(
 
 
 def images_part(
-    scale: dict[str, Any], folder: Path, warmup: int, rounds: int, log: Callable[[str], None]
-) -> list[Rate]:
+    scale: dict[str, Any], folder: Path, warmup: int, rounds: int, emit: Callable[[Rate], None]
+) -> None:
     """FLAVARS' ``encode_image`` over a folder vs the timm loop, per image spec of the scale.
 
     Args:
@@ -378,17 +378,13 @@ def images_part(
         folder: a scratch folder for the images.
         warmup: untimed rounds.
         rounds: timed rounds.
-        log: prints one progress line.
-
-    Returns:
-        One row per spec.
+        emit: takes each row as it is measured.
 
     Raises:
         AssertionError: the two paths' embeddings differ on the same tensor.
     """
     from timm.data import create_transform, resolve_data_config
 
-    rows = []
     for name, spec in scale.items():
         torch.manual_seed(0)
         model = flavars_model(spec["overrides"])
@@ -418,12 +414,8 @@ def images_part(
             f"{zoo_size} (bilinear, antialiased, float); timm: {config['interpolation']} resize "
             f"+ crop {config['input_size'][-1]} at crop_pct {config['crop_pct']}"
         )
-        rows.append(rate("images", name, pair, len(paths), "images", warmup, rounds, note))
-        log(
-            f"images {name}: zoo {rows[-1].zoo_per_s:.1f} img/s, timm {rows[-1].reference_per_s:.1f} img/s"
-        )
+        emit(rate("images", name, pair, len(paths), "images", warmup, rounds, note))
         del model, pair
-    return rows
 
 
 # ---------------------------------------------------------------------------- generate
@@ -553,8 +545,8 @@ def generate_part(
     folder: Path,
     warmup: int,
     rounds: int,
-    log: Callable[[str], None],
-) -> list[Rate]:
+    emit: Callable[[Rate], None],
+) -> None:
     """The generators' decoding vs the LLaVA's ``generate``, per size, family and batch.
 
     Args:
@@ -563,14 +555,10 @@ def generate_part(
         folder: a scratch folder for the random LLaVA checkpoints.
         warmup: untimed rounds.
         rounds: timed rounds.
-        log: prints one progress line.
-
-    Returns:
-        One row per size, family and batch size.
+        emit: takes each row (one per size, family and batch size) as it is measured.
     """
     from side_by_side_models import scale_dims
 
-    rows = []
     base = scale_dims(scale["base"])["llava"]
     n = scale["new_tokens"]
     for size, over in scale["sizes"].items():
@@ -585,13 +573,8 @@ def generate_part(
                 r = rate("generate", name, pair, batch * n, "tokens", warmup, rounds, note)
                 first = rate("generate", name, prefill, batch, "tokens", warmup, rounds, "")
                 add_decode(r, first, batch * (n - 1))
-                rows.append(r)
-                log(
-                    f"generate {name} B {batch}: zoo {r.zoo_per_s:.1f} tok/s, "
-                    f"HF {r.reference_per_s:.1f} tok/s ({r.zoo_over_reference:.3f}x)"
-                )
+                emit(r)
                 del pair, prefill
-    return rows
 
 
 def add_decode(row: Rate, prefill: Rate, tokens: int) -> None:
@@ -694,19 +677,45 @@ def main(argv: list[str] | None = None) -> list[Rate]:
     scale = SCALES[args.scale]
     rows: list[Rate] = []
     started = time.perf_counter()
+    meta = {
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "device": "CPU",
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "scale": args.scale,
+        "warmup": args.warmup,
+        "rounds": args.rounds,
+    }
 
-    def log(line: str) -> None:
-        print(line, flush=True)
+    def save() -> None:
+        if args.output:
+            results = [asdict(r) for r in rows]
+            Path(args.output).write_text(
+                json.dumps({"meta": meta, "results": results}, indent=2) + "\n"
+            )
+
+    def emit(row: Rate) -> None:
+        rows.append(row)
+        unit = "img/s" if row.unit == "images" else "tok/s"
+        print(
+            f"{row.part} {row.name} B {row.batch_size}: zoo {row.zoo_per_s:.1f} {unit}, "
+            f"reference {row.reference_per_s:.1f} {unit} ({row.zoo_over_reference:.3f}x)",
+            flush=True,
+        )
+        save()  # row by row: a long run keeps what it measured
 
     with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")
         if "images" in args.parts:
-            rows += images_part(
-                scale["images"], Path(tmp) / "images", args.warmup, args.rounds, log
-            )
+            images_part(scale["images"], Path(tmp) / "images", args.warmup, args.rounds, emit)
         if "generate" in args.parts:
-            rows += generate_part(
-                scale["generate"], args.families, Path(tmp) / "llava", args.warmup, args.rounds, log
+            generate_part(
+                scale["generate"],
+                args.families,
+                Path(tmp) / "llava",
+                args.warmup,
+                args.rounds,
+                emit,
             )
     wall = time.perf_counter() - started
     print(
@@ -717,20 +726,8 @@ def main(argv: list[str] | None = None) -> list[Rate]:
         part_rows = [r for r in rows if r.part == part]
         if part_rows:
             print(table(part_rows) + "\n")
-    if args.output:
-        meta = {
-            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-            "device": "CPU",
-            "torch": torch.__version__,
-            "threads": torch.get_num_threads(),
-            "scale": args.scale,
-            "warmup": args.warmup,
-            "rounds": args.rounds,
-            "wall_s": round(wall, 1),
-        }
-        Path(args.output).write_text(
-            json.dumps({"meta": meta, "results": [asdict(r) for r in rows]}, indent=2) + "\n"
-        )
+    meta["wall_s"] = round(wall, 1)
+    save()
     return rows
 
 
