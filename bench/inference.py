@@ -464,6 +464,11 @@ def generator_pair(
     from transformers import LlavaForConditionalGeneration
 
     model, label, unmatched, image_size = generator_model(family, d, folder)
+    if family == "geopix":  # the training pair's note is about its mask losses
+        unmatched = (
+            f"GeoPix's visual tokens come from ViT block {d['geopix_layers'][-1]} (0-based; "
+            "LLaVA's: the block before the last); its mask decoder does not run in decoding"
+        )
     path, _ = llava_folder(d, folder)
     reference = LlavaForConditionalGeneration.from_pretrained(path, attn_implementation="sdpa")
     model.eval(), reference.eval()
