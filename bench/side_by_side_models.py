@@ -489,10 +489,23 @@ def conversation_batch(
     return ({k: v.to(device) for k, v in zoo.items()}, {k: v.to(device) for k, v in hf.items()})
 
 
-def generator_pair(
-    name: str, d: dict[str, Any], folder: Path, device: torch.device, bf16: bool, compile_: bool
-) -> Pair:
-    from transformers import AutoTokenizer, LlavaForConditionalGeneration
+def generator_model(name: str, d: dict[str, Any], folder: Path) -> tuple[Any, str, str, int | None]:
+    """The zoo's generator of pair ``name`` at the LLaVA dimensions ``d`` (the training pairs
+    and ``bench/inference.py`` build it here), every part trainable.
+
+    Args:
+        name: ``llava``, ``fuse``, ``aquila`` or ``geopix``.
+        d: the scale's ``llava`` dimensions.
+        folder: where the random LLaVA is saved (:func:`llava_folder`).
+
+    Returns:
+        (the model, its label in the tables, what is not matched with the LLaVA ("" when
+        nothing), its image size when it differs from LLaVA's, else None).
+
+    Raises:
+        ValueError: an unknown name.
+    """
+    from transformers import AutoTokenizer
 
     from zoo.data.embedded import SCENE_CLASSES
     from zoo.encoders.vision import VisionSpec
@@ -552,9 +565,19 @@ def generator_pair(
         unmatched = "GeoPix adds its mask decoder and mask losses (one target per image)"
     else:
         raise ValueError(f"unknown generator pair {name!r}")
+    return zoo, label, unmatched, image
+
+
+def generator_pair(
+    name: str, d: dict[str, Any], folder: Path, device: torch.device, bf16: bool, compile_: bool
+) -> Pair:
+    from transformers import LlavaForConditionalGeneration
+
+    zoo, label, unmatched, image = generator_model(name, d, folder)
+    path, _ = llava_folder(d, folder)
     hf = LlavaForConditionalGeneration.from_pretrained(path, attn_implementation="sdpa")
     visual = (d["image"] // d["patch"]) ** 2
-    zoo_batch, hf_batch = conversation_batch(tokenizer, d, visual, device, image)
+    zoo_batch, hf_batch = conversation_batch(zoo.tokenizer, d, visual, device, image)
     return Pair(
         name,
         make_side(label, zoo, lambda: zoo.training_step(zoo_batch, 0), device, bf16, compile_),

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
+import pytest
 import torch
 from torch.nn import functional as F
 from torch.utils.flop_counter import FlopCounterMode
@@ -83,3 +84,49 @@ def test_smallest_pair_writes_its_table(tmp_path):
     assert result["zoo_attention_gflop"] > 0 and result["hf_attention_gflop"] > 0
     # LLaVA's anatomy in the zoo does the reference's work, FLOP for FLOP.
     assert abs(result["zoo_gflop"] - result["hf_gflop"]) <= 0.02 * result["hf_gflop"]
+
+
+def test_inference_bench_prints_its_tables(tmp_path, capsys):
+    """bench/inference.py at the smallest scale: both parts run, exactly N tokens on both
+    sides, the tables print, and the LLaVA anatomy decodes the reference's tokens."""
+    load_bench()
+    inference = importlib.import_module("inference")
+    output = tmp_path / "inference.json"
+    inference.main(
+        [
+            "--scale",
+            "test",
+            "--families",
+            "llava",
+            "--rounds",
+            "1",
+            "--warmup",
+            "0",
+            "--output",
+            str(output),
+        ]
+    )
+    printed = capsys.readouterr().out
+    assert "| flavars default | FLAVARS.encode_image | timm loop | 4 |" in printed
+    assert "zoo tok/s | reference tok/s | zoo / reference" in printed
+    report = json.loads(output.read_text())
+    rows = {(r["part"], r["batch_size"]): r for r in report["results"]}
+    assert set(rows) == {("images", 4), ("generate", 1), ("generate", 2)}
+    images = rows["images", 4]
+    assert images["units"] == 8 and images["zoo_per_s"] > 0 and images["reference_per_s"] > 0
+    for batch in (1, 2):
+        row = rows["generate", batch]
+        assert row["units"] == batch * 4  # B·N tokens: both sides generated exactly N
+        assert row["zoo_over_reference"] == pytest.approx(
+            row["reference_times_ms"][0] / row["zoo_times_ms"][0], rel=0.02
+        )
+        # FUSE with injection off is LLaVA: greedy decoding gives the reference's tokens.
+        assert "same tokens: yes" in row["note"]
+
+
+def test_encode_image_adapter_takes_both_returns():
+    load_bench()
+    inference = importlib.import_module("inference")
+    pooled, embedding = torch.randn(2, 8), torch.randn(2, 4)
+    assert inference.unit_embedding((pooled, embedding)) is embedding
+    assert inference.unit_embedding(embedding) is embedding
