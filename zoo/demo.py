@@ -115,7 +115,7 @@ class Demo:
         """Unit image embeddings ``B×E`` of ``3×S×S`` images in [0, 255]."""
         batch = {"image": torch.stack(images).to(self.model.device)}
         batch = self.datamodule.on_after_batch_transfer(batch, 0)
-        return self.model.encode_image(batch["image"])[1]
+        return self.model.encode_image(batch["image"])
 
     def _require_embeddings(self) -> None:
         if not isinstance(self.model, TextEmbeddings):
