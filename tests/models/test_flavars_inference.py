@@ -16,10 +16,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import yaml
 from PIL import Image
 
 import zoo
+from tests.test_ckpt_path import _override
 from zoo.main import build_from_configs, main
 from zoo.metrics import zero_shot_logits
 from zoo.models import FLAVARS
@@ -33,28 +33,8 @@ def run(tmp_path_factory):
     """One tiny fit without a logger; the model loaded the three ways, and the run's own
     datamodule (its validation split, images as files)."""
     folder = tmp_path_factory.mktemp("flavars_inference")
-    override = folder / "override.yaml"
-    override.write_text(
-        yaml.safe_dump(
-            {
-                "trainer": {
-                    "max_epochs": 1,
-                    "limit_train_batches": 2,
-                    "limit_val_batches": 1,
-                    "enable_progress_bar": False,
-                    "default_root_dir": str(folder / "runs"),
-                    "logger": False,
-                },
-                "data": {
-                    "init_args": {
-                        "root": str(folder / "data"),
-                        "batch_size": 8,
-                        "splits": {"train": 16, "val": 8, "test": 8},
-                    }
-                },
-            }
-        )
-    )
+    # The tiny run of tests/test_ckpt_path.py, without a logger.
+    override = _override(folder, folder / "runs", folder / "data", logger=False)
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(sys, "argv", ["zoo"])  # the CLI parses its args alone
         main(["fit", "--config", CONFIG, "--config", str(override)])
