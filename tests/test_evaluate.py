@@ -267,7 +267,10 @@ def _knn_by_hand(config: Path, ckpt: Path, data: dict) -> float:
     out = []
     for dataset in (dm.train_dataset, dm.test_dataset):
         with torch.no_grad():
-            x = [model.encode_image(((s["image"] - mean) / std)[None])[0][0] for s in dataset]
+            x = [
+                model.image_features_and_embedding(((s["image"] - mean) / std)[None])[0][0]
+                for s in dataset
+            ]
         out.append((torch.stack(x), torch.stack([s["label"] for s in dataset])))
     (train_x, train_y), (test_x, test_y) = out
     return knn_accuracy(train_x, train_y, test_x, test_y, 10, k=20)

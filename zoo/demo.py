@@ -114,7 +114,7 @@ class Demo:
         """Unit image embeddings ``B×E`` of ``3×S×S`` images in [0, 255]."""
         batch = {"image": torch.stack(images).to(self.model.device)}
         batch = self.datamodule.on_after_batch_transfer(batch, 0)
-        return self.model.encode_image(batch["image"])[1]
+        return self.model.encode_image(batch["image"])
 
     def _require_embeddings(self) -> None:
         if not isinstance(self.model, TextEmbeddings):
@@ -126,11 +126,9 @@ class Demo:
         self._require_embeddings()
         if image is None:
             raise ValueError("upload or pick an image first")
-        embedding = self.embed_images([self._pixels(image)])
-        logits = embedding @ self.model.zero_shot_class_embeddings().T
-        scale = getattr(self.model, "logit_scale", None)
-        logits = logits * (scale.exp() if isinstance(scale, torch.Tensor) else 100.0)
-        probs = logits.softmax(-1)[0].tolist()
+        batch = {"image": self._pixels(image)[None].to(self.model.device)}
+        pixels = self.datamodule.on_after_batch_transfer(batch, 0)["image"]
+        probs = self.model.zero_shot(pixels)[0].tolist()  # the model's own zero-shot scores
         return dict(zip(self.model.class_names, probs, strict=True))
 
     @torch.no_grad()

@@ -56,7 +56,7 @@ def embed_folder(
     batches = _batches(datamodule, model.device)
     for batch in tqdm(batches, total=total, desc="embedding", unit="batch", disable=not progress):
         if isinstance(model, TextEmbeddings):
-            image = model.encode_image(batch["image"])[1]
+            image = model.encode_image(batch["image"])
         else:
             image = model.image_features(batch["image"])
         geo = batch.get("geo") or [None] * len(image)

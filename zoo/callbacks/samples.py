@@ -42,7 +42,7 @@ class RetrievalSamples(Callback):
             else batch
         )
         n = min(self.num_images, len(batch["image"]))
-        image_emb = pl_module.encode_image(batch["image"])[1]
+        image_emb = pl_module.encode_image(batch["image"])
         text_emb = pl_module.encode_text(batch["input_ids"], batch["attention_mask"])
         top = (image_emb[:n] @ text_emb.T).topk(min(self.top_k, len(text_emb)), dim=1).indices
         captions = []

@@ -36,7 +36,7 @@ def split_features(ctx: Context, dm: LightningDataModule, split: str) -> tuple[T
 @torch.no_grad()
 def image_embeddings(model: TextEmbeddings, image: Tensor) -> Tensor:
     """Unit image embeddings ``B×E`` in the text space (float32, CPU)."""
-    return model.encode_image(image)[1].float().cpu()
+    return model.encode_image(image).float().cpu()
 
 
 @torch.no_grad()

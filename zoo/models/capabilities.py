@@ -84,14 +84,14 @@ class TextEmbeddings(Protocol):
         """
         ...
 
-    def encode_image(self, image: Tensor) -> tuple[Tensor, Tensor]:
+    def encode_image(self, images: Tensor) -> Tensor:
         """Embed images.
 
         Args:
-            image: normalized images ``B×C×H×W``.
+            images: normalized images ``B×C×H×W``.
 
         Returns:
-            Pooled features ``B×D`` and unit image embeddings ``B×E``.
+            Unit image embeddings ``B×E``.
         """
         ...
 

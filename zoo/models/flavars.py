@@ -16,7 +16,7 @@ under ``encoders.`` (a load-state-dict pre-hook) and their optimizer state with 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,7 +30,7 @@ from transformers import PreTrainedTokenizerBase
 from zoo.data.batch import IMAGENET_MEAN, IMAGENET_STD, ImageTextBatch
 from zoo.encoders.encoder_set import EncoderSet
 from zoo.encoders.flava import FlavaSpec, ImageCodebook
-from zoo.encoders.location import LocationSpec
+from zoo.encoders.location import LocationSpec, validate_locations
 from zoo.encoders.text import TextSpec
 from zoo.encoders.vision import VisionSpec
 from zoo.encoders.zoo_encoders import FusionSpec, build_encoder_set
@@ -91,6 +91,21 @@ FLAVA_OBJECTIVES, EVALUATION = Objectives(), EvaluationSettings()
 
 class FLAVARS(ZooTask):
     """FLAVA's image-text pretraining plus image-location contrastive learning.
+
+    After training, from Python (no datamodule)::
+
+        import torch
+        from PIL import Image
+
+        import zoo
+
+        model, transform, tokenizer = zoo.load("runs/flavars/.../checkpoints/last.ckpt")
+        images = torch.stack([transform(Image.open(p)) for p in ["a.png", "b.png"]])
+        image_emb = model.encode_image(images)  # B×E, unit vectors
+        text_emb = model.encode_text(["a satellite image of a lake", "a forest"])
+        similarity = image_emb @ text_emb.T
+        where = model.encode_location([(48.85, 2.35), (-33.87, 151.21)])  # (lat, lon) degrees
+        probs = model.zero_shot(images)  # B×K over model.class_names (or class_names=[...])
 
     Args:
         vision: the zoo's image encoder (a ViT in the paper; unused with ``flava.folder``).
@@ -245,17 +260,47 @@ class FLAVARS(ZooTask):
         """Patches of one image."""
         return self.encoders.num_patches
 
-    def encode_image(self, image: Tensor) -> tuple[Tensor, Tensor]:
-        """Image features and embeddings.
+    def image_features_and_embedding(self, image: Tensor) -> tuple[Tensor, Tensor]:
+        """Pooled features and unit embeddings of one pass of the image encoder (what
+        validation reads: the embedding for retrieval and zero-shot, the features for k-NN).
 
         Args:
-            image: ``B×C×H×W`` normalized pixels.
+            image: ``B×C×H×W`` normalized pixels, on the model's device.
 
         Returns:
             (pooled backbone features ``B×D_v``, unit image embedding ``B×E``).
         """
         pooled = self.encoders.image(image).pooled
         return pooled, F.normalize(self.encoders.image_projection(pooled), dim=-1)
+
+    def encode_image(self, images: Tensor) -> Tensor:
+        """Unit image embeddings, as open_clip's ``encode_image``.
+
+        Args:
+            images: ``B×C×H×W`` normalized images, e.g. ``torch.stack([transform(img) for img
+                in imgs])`` with :func:`zoo.load`'s ``transform``; on any device (moved to the
+                model's device and dtype).
+
+        Returns:
+            ``B×E`` unit embeddings, on the model's device.
+
+        Raises:
+            TypeError: ``images`` is not a floating-point tensor (raw pixels: pass them through
+                the transform first).
+            ValueError: ``images`` is not ``B×C×H×W``.
+        """
+        return self.image_features_and_embedding(self._images_on_model(images))[1]
+
+    def _images_on_model(self, images: Tensor) -> Tensor:
+        """``images`` checked (type and shape only: no value is read) and on the model's device
+        and dtype."""
+        hint = "stack the transformed images: torch.stack([transform(img) for img in imgs])"
+        if not isinstance(images, Tensor) or not images.is_floating_point():
+            kind = images.dtype if isinstance(images, Tensor) else type(images).__name__
+            raise TypeError(f"images must be normalized float pixels, got {kind}: {hint}")
+        if images.ndim != 4:
+            raise ValueError(f"images must be B×C×H×W, got shape {tuple(images.shape)}: {hint}")
+        return images.to(device=self.device, dtype=self.dtype)
 
     def image_features(self, image: Tensor) -> Tensor:
         """Pooled backbone features (frozen-feature evaluation).
@@ -277,17 +322,50 @@ class FLAVARS(ZooTask):
         """
         return self.encoders.dense_encoder()
 
-    def encode_text(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
+    def encode_text(
+        self,
+        texts: Sequence[str] | str | Tensor | None = None,
+        attention_mask: Tensor | None = None,
+        *,
+        input_ids: Tensor | None = None,
+    ) -> Tensor:
         """Unit text embeddings from the [CLS] state.
 
+        ``encode_text(["a lake", "a forest"])`` tokenizes with the model's own tokenizer
+        (:meth:`tokenize`); ``encode_text(input_ids, attention_mask)`` and
+        ``encode_text(**model.tokenize(texts))`` take token ids.
+
         Args:
-            input_ids: ``B×T`` token ids.
-            attention_mask: ``B×T`` their attention mask.
+            texts: the texts (a string is one text), or ``B×T`` token ids.
+            attention_mask: ``B×T`` the token ids' attention mask (None: every token attends).
+            input_ids: ``B×T`` token ids, by keyword (instead of ``texts``).
 
         Returns:
-            ``B×E`` embeddings.
+            ``B×E`` unit embeddings, on the model's device.
+
+        Raises:
+            TypeError: neither texts nor token ids, or both, or a mask given with texts.
         """
-        states = self.encoders.text(input_ids, attention_mask).states
+        if input_ids is not None:
+            if texts is not None:
+                raise TypeError("encode_text takes texts or input_ids, not both")
+            texts = input_ids
+        if isinstance(texts, str):
+            texts = [texts]
+        if isinstance(texts, Tensor):
+            ids = texts.to(self.device)
+            mask = torch.ones_like(ids) if attention_mask is None else attention_mask.to(ids.device)
+        elif isinstance(texts, Sequence) and all(isinstance(t, str) for t in texts) and texts:
+            if attention_mask is not None:
+                raise TypeError("encode_text: an attention_mask goes with token ids, not texts")
+            tokens = self.tokenize(list(texts))
+            ids, mask = tokens["input_ids"], tokens["attention_mask"]
+        else:
+            raise TypeError(
+                "encode_text expects a non-empty list of strings or B×T token ids (with their "
+                f"attention_mask), got {type(texts).__name__}"
+            )
+        states = self.encoders.text(ids, mask).states
         return F.normalize(self.encoders.text_projection(states[:, 0]), dim=-1)
 
     def matching_logits(self, image: Tensor, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
@@ -306,15 +384,31 @@ class FLAVARS(ZooTask):
         fused = encoders.fuse(*encoders.project(img.fusion_input, txt.fusion_input), attention_mask)
         return encoders.itm_logits(fused.states)
 
-    def encode_location(self, location: Tensor) -> Tensor:
+    def encode_location(self, location: Tensor | Sequence[tuple[float, float]]) -> Tensor:
         """Unit location embeddings.
 
         Args:
-            location: ``B×2`` (lat, lon) in degrees.
+            location: ``B×2`` (lat, lon) in degrees: a tensor, or pairs such as
+                ``[(48.85, 2.35), (-33.9, 151.2)]``.
 
         Returns:
-            ``B×E`` embeddings.
+            ``B×E`` unit embeddings, on the model's device.
+
+        Raises:
+            TypeError: not real-valued coordinates.
+            ValueError: not ``B×2``, or a value that is not finite, a latitude outside
+                [-90, 90] or a longitude outside [-180, 180] (the message names it).
         """
+        if not isinstance(location, Tensor):
+            location = torch.as_tensor(location, dtype=torch.float64)
+        if not location.is_floating_point() and location.dtype != torch.bool:
+            location = location.double()
+        validate_locations(location, "location")  # reads the values: inference only
+        return self._location_embedding(location.to(self.device))
+
+    def _location_embedding(self, location: Tensor) -> Tensor:
+        """Unit embeddings of ``B×2`` (lat, lon) degrees already checked and on the device (the
+        batch's, whose dataset checked them: validation reads no value back to the host)."""
         features = self.location_encoder(location).to(self.location_projection.weight.dtype)
         return F.normalize(self.location_projection(features), dim=-1)
 
@@ -420,31 +514,78 @@ class FLAVARS(ZooTask):
 
     # --------------------------------------------------------------------------- evaluation
     @torch.no_grad()
-    def zero_shot_class_embeddings(self) -> Tensor:
+    def zero_shot_class_embeddings(
+        self, class_names: Sequence[str] | None = None, templates: Sequence[str] | None = None
+    ) -> Tensor:
         """Unit class embeddings: prompt embeddings averaged over the templates.
+
+        Args:
+            class_names: the classes (None: the model's, from its training data).
+            templates: prompts, ``{}`` replaced by the class name (None: the model's,
+                ``evaluation.prompt_templates``).
 
         Returns:
             ``K×E`` one embedding per class name.
+
+        Raises:
+            ValueError: no class names (none given and the model has none), or no templates.
         """
-        prompts = [t.format(c) for c in self.class_names for t in self.prompt_templates]
+        names = list(self.class_names if class_names is None else class_names)
+        templates = list(self.prompt_templates if templates is None else templates)
+        if not names:
+            raise ValueError(
+                f"{type(self).__name__} has no class names (its training data had no scene "
+                "classes): pass class_names=[...]"
+            )
+        if not templates:
+            raise ValueError(
+                "templates is empty: pass prompts such as ['a satellite image of {}.']"
+            )
+        prompts = [t.format(c) for c in names for t in templates]
         tokens = self.tokenize(prompts)
         unk = self.tokenizer.unk_token_id
         if unk is not None and (tokens["input_ids"] == unk).any():
             rank_zero_warn("some zero-shot prompt words are unknown to the tokenizer ([UNK])")
         emb = self.encode_text(tokens["input_ids"], tokens["attention_mask"])
-        emb = emb.view(len(self.class_names), len(self.prompt_templates), -1).mean(dim=1)
+        emb = emb.view(len(names), len(templates), -1).mean(dim=1)
         return F.normalize(emb, dim=-1)
+
+    @torch.inference_mode()
+    def zero_shot(
+        self,
+        images: Tensor,
+        class_names: Sequence[str] | None = None,
+        templates: Sequence[str] | None = None,
+    ) -> Tensor:
+        """Zero-shot class probabilities: the softmax of the cosine similarities of the images
+        to the class embeddings (:meth:`zero_shot_class_embeddings`), scaled by the learnt
+        logit scale. Its argmax is validation's zero-shot prediction.
+
+        Args:
+            images: ``B×C×H×W`` normalized images (as for :meth:`encode_image`).
+            class_names: the classes (None: the model's, from its training data).
+            templates: prompts, ``{}`` replaced by the class name (None: the model's).
+
+        Returns:
+            ``B×K`` probabilities, one column per class name, on the model's device.
+
+        Raises:
+            ValueError: no class names (none given and the model has none).
+        """
+        classes = self.zero_shot_class_embeddings(class_names, templates)
+        logits = zero_shot_logits(self.encode_image(images), classes)
+        return (logits * self.logit_scale.exp()).softmax(dim=-1)
 
     def _eval_step(self, split: str, batch: ImageTextBatch) -> None:
         metrics = self.metrics[split]
-        features, image_emb = self.encode_image(batch["image"])
+        features, image_emb = self.image_features_and_embedding(batch["image"])
         text_emb = self.encode_text(batch["input_ids"], batch["attention_mask"])
         metrics["retrieval"].update(image_emb, text_emb)
         b = len(image_emb)
         loss = contrastive_loss(image_emb, text_emb, self.encoders.logit_scale, gather=False)
         self.log(f"{split}_contrastive_loss", loss, batch_size=b, sync_dist=True)
         if "location" in batch:
-            location_emb = self.encode_location(batch["location"])
+            location_emb = self._location_embedding(batch["location"])
             metrics["location"].update(image_emb, location_emb)
             metrics["location_error"].update(image_emb, location_emb, batch["location"])
         if "label" in batch and "zero_shot_acc" in metrics:
@@ -505,9 +646,9 @@ class FLAVARS(ZooTask):
         Returns:
             ``image`` and, when present, ``text`` and ``location`` embeddings ``B×E``.
         """
-        out = {"image": self.encode_image(batch["image"])[1]}
+        out = {"image": self.image_features_and_embedding(batch["image"])[1]}
         if "input_ids" in batch:
             out["text"] = self.encode_text(batch["input_ids"], batch["attention_mask"])
         if "location" in batch:
-            out["location"] = self.encode_location(batch["location"])
+            out["location"] = self._location_embedding(batch["location"])
         return out
