@@ -2,6 +2,7 @@
 
     python bench/side_by_side.py --device cpu  [--output bench.json] [--pairs flava clip ...]
     python bench/side_by_side.py --device cuda [--compile]
+    python bench/side_by_side.py --device cpu --compile [--pairs ...]
 
 Each pair builds both sides at matched dimensions (what cannot be matched is named in the
 table's ``unmatched`` column) and times one training step (forward + loss + backward + AdamW
@@ -25,6 +26,15 @@ Pairs (``--pairs``):
 ViT-B/16 at 224 px batch 64, CLIP ViT-B/16 batch 256, LLaVA with a 1.1 B Llama and
 ViT-L/14-336, batch 8, 576 image + 448 text tokens) under bf16 autocast with fused AdamW.
 Every parameter of both sides trains.
+
+``--compile`` measures ``torch.compile`` instead: each pair is built twice, eager and
+compiled, and the four sides (zoo and reference, eager and compiled) run in interleaved rounds
+(the order rotating). The zoo side compiles as its family's switch does (``speed.compile``:
+each LLM decoder layer and vision block; FLAVARS, which has no switch, each block of its
+vision, text and fusion encoders alike), the reference as a whole (``module.compile()``). The
+table gives per side the eager and compiled medians (and ranges), the speed-up with the
+range of its per-round ratios, the compile time (the first step minus the median step), and
+the graphs, graph breaks and recompiles ``torch._dynamo``'s counters record.
 """
 
 from __future__ import annotations
@@ -46,19 +56,27 @@ for _path in (ROOT, ROOT / "bench"):  # the zoo of this checkout; the pairs besi
         sys.path.insert(0, str(_path))
 
 # The measuring library beside this file (it imports neither this command nor the pairs).
-from timing import Result, device_peak, measure, table  # noqa: E402
+from timing import (  # noqa: E402
+    CompileResult,
+    Result,
+    compile_table,
+    device_peak,
+    measure,
+    measure_compile,
+    table,
+)
 
 PAIRS = ("flava", "clip", "llava", "fuse", "aquila", "geopix")
 
 
-def main(argv: list[str] | None = None) -> list[Result]:
+def main(argv: list[str] | None = None) -> list[Result] | list[CompileResult]:
     """Builds and times the chosen pairs, prints their table and writes the JSON.
 
     Args:
         argv: the command line (None: ``sys.argv``).
 
     Returns:
-        One result per pair.
+        One result per pair (``--compile``: one compile result per pair).
 
     Raises:
         SystemExit: ``--device cuda`` and no CUDA device is visible.
@@ -75,7 +93,11 @@ def main(argv: list[str] | None = None) -> list[Result]:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--steps", type=int, default=7)
     parser.add_argument("--threads", type=int, default=1, help="CPU threads (cpu only)")
-    parser.add_argument("--compile", action="store_true", help="torch.compile both sides")
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="measure torch.compile: each side eager and compiled, the compile time",
+    )
     parser.add_argument("--peak-tflops", type=float, default=None, help="override the MFU peak")
     parser.add_argument("--output", default=None, help="write the results as JSON here")
     args = parser.parse_args(argv)
@@ -93,18 +115,32 @@ def main(argv: list[str] | None = None) -> list[Result]:
     dims = scale_dims(args.scale or args.device)
     bf16 = device.type == "cuda"
     peak = device_peak(device, args.peak_tflops)
-    results: list[Result] = []
+    results: list = []
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")
         for name in args.pairs:
             torch.manual_seed(0)
-            pair = build_pair(name, dims, Path(tmp), device, bf16, args.compile)
-            results.append(measure(pair, args.warmup, args.steps, device, peak))
-            print(
-                f"{name}: zoo {results[-1].zoo_ms:.0f} ms, HF {results[-1].hf_ms:.0f} ms",
-                flush=True,
-            )
+            pair = build_pair(name, dims, Path(tmp), device, bf16)
+            if args.compile:
+                torch.manual_seed(0)
+                compiled = build_pair(name, dims, Path(tmp), device, bf16, compile_=True)
+                results.append(measure_compile(pair, compiled, args.warmup, args.steps, device))
+                zoo, hf = results[-1].zoo, results[-1].hf
+                print(
+                    f"{name}: zoo {zoo.eager_ms:.0f} -> {zoo.compiled_ms:.0f} ms "
+                    f"(compile {zoo.compile_s:.1f} s), HF {hf.eager_ms:.0f} -> "
+                    f"{hf.compiled_ms:.0f} ms (compile {hf.compile_s:.1f} s)",
+                    flush=True,
+                )
+                del compiled
+                torch._dynamo.reset()  # the next pair compiles afresh
+            else:
+                results.append(measure(pair, args.warmup, args.steps, device, peak))
+                print(
+                    f"{name}: zoo {results[-1].zoo_ms:.0f} ms, HF {results[-1].hf_ms:.0f} ms",
+                    flush=True,
+                )
             del pair
             if device.type == "cuda":
                 torch.cuda.empty_cache()
@@ -114,7 +150,7 @@ def main(argv: list[str] | None = None) -> list[Result]:
         f"\ntorch {torch.__version__}, {where}, {torch.get_num_threads()} threads, "
         f"{args.steps} timed steps after {args.warmup} warm-up, medians; {wall:.0f} s in all\n"
     )
-    print(table(results, device.type == "cuda"))
+    print(compile_table(results) if args.compile else table(results, device.type == "cuda"))
     if args.output:
         meta = {
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),

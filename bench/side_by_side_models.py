@@ -234,6 +234,32 @@ def _bert_folder(d: dict[str, Any], vocab: int, folder: Path) -> str:
     return str(path)
 
 
+def compile_blocks(model: torch.nn.Module) -> int:
+    """``torch.compile`` each transformer block of ``model`` in place, as the generators'
+    ``speed.compile`` does for theirs (FLAVARS has no such switch): the members of every
+    ``blocks`` (timm), ``layer`` (BERT) and ``layers`` (the fusion encoder) container that
+    hold parameters.
+
+    Args:
+        model: the model whose blocks are compiled.
+
+    Returns:
+        How many blocks were compiled.
+    """
+    blocks = [
+        block
+        for name, container in model.named_modules()
+        if name.rsplit(".", 1)[-1] in {"blocks", "layer", "layers"}
+        and isinstance(container, torch.nn.Sequential | torch.nn.ModuleList)
+        for block in container
+        if next(block.parameters(), None) is not None
+        and type(block).__name__ != "SirenLayer"  # the location MLP's layers: not a block
+    ]
+    for block in blocks:
+        block.compile()
+    return len(blocks)
+
+
 def _flavars(d: dict[str, Any], tokenizer, folder: Path, contrastive_only: bool):
     from zoo.encoders.text import TextSpec
     from zoo.encoders.vision import VisionSpec
@@ -263,6 +289,8 @@ def flava_pair(
 
     tokenizer = text_tokenizer()
     zoo = _flavars(d, tokenizer, folder, contrastive_only=False)
+    if compile_:
+        compile_blocks(zoo)
     config = FlavaConfig(
         image_config={
             "hidden_size": d["vit_width"],
@@ -317,7 +345,6 @@ def flava_pair(
             lambda: zoo.training_step(batch, 0),
             device,
             bf16,
-            compile_,
         ),
         make_side(
             "FlavaForPreTraining",
@@ -343,6 +370,8 @@ def clip_pair(
 
     tokenizer = text_tokenizer()
     zoo = _flavars(d, tokenizer, folder, contrastive_only=True)
+    if compile_:
+        compile_blocks(zoo)
     config = CLIPConfig(
         text_config={
             "vocab_size": len(tokenizer),
@@ -373,9 +402,7 @@ def clip_pair(
     }
     return Pair(
         "clip",
-        make_side(
-            "FLAVARS contrastive", zoo, lambda: zoo.training_step(batch, 0), device, bf16, compile_
-        ),
+        make_side("FLAVARS contrastive", zoo, lambda: zoo.training_step(batch, 0), device, bf16),
         make_side(
             "CLIPModel", hf, lambda: hf(**hf_inputs, return_loss=True).loss, device, bf16, compile_
         ),
@@ -489,7 +516,9 @@ def conversation_batch(
     return ({k: v.to(device) for k, v in zoo.items()}, {k: v.to(device) for k, v in hf.items()})
 
 
-def generator_model(name: str, d: dict[str, Any], folder: Path) -> tuple[Any, str, str, int | None]:
+def generator_model(
+    name: str, d: dict[str, Any], folder: Path, compile_: bool = False
+) -> tuple[Any, str, str, int | None]:
     """The zoo's generator of pair ``name`` at the LLaVA dimensions ``d`` (the training pairs
     and ``bench/inference.py`` build it here), every part trainable.
 
@@ -497,6 +526,8 @@ def generator_model(name: str, d: dict[str, Any], folder: Path) -> tuple[Any, st
         name: ``llava``, ``fuse``, ``aquila`` or ``geopix``.
         d: the scale's ``llava`` dimensions.
         folder: where the random LLaVA is saved (:func:`llava_folder`).
+        compile_: the family's own switch, ``speed.compile`` (each LLM decoder layer and
+            vision block compiled in place).
 
     Returns:
         (the model, its label in the tables, what is not matched with the LLaVA ("" when
@@ -510,11 +541,17 @@ def generator_model(name: str, d: dict[str, Any], folder: Path) -> tuple[Any, st
     from zoo.data.embedded import SCENE_CLASSES
     from zoo.encoders.vision import VisionSpec
     from zoo.models import FUSE, Aquila, FuseInjection, FuseViews, GeoPix, SFIConfig, TrainingStage
+    from zoo.models.generator import SpeedConfig
 
     path, llm_path = llava_folder(d, folder)
     tokenizer = AutoTokenizer.from_pretrained(path)
     stage = TrainingStage(**ALL_TRAINABLE)
-    common = {"tokenizer": tokenizer, "stage": stage, "image_size": d["image"]}
+    common = {
+        "tokenizer": tokenizer,
+        "stage": stage,
+        "image_size": d["image"],
+        "speed": SpeedConfig(compile=compile_),
+    }
     image, unmatched = None, ""
     if name == "llava":
         zoo = FUSE(
@@ -573,14 +610,14 @@ def generator_pair(
 ) -> Pair:
     from transformers import LlavaForConditionalGeneration
 
-    zoo, label, unmatched, image = generator_model(name, d, folder)
+    zoo, label, unmatched, image = generator_model(name, d, folder, compile_)
     path, _ = llava_folder(d, folder)
     hf = LlavaForConditionalGeneration.from_pretrained(path, attn_implementation="sdpa")
     visual = (d["image"] // d["patch"]) ** 2
     zoo_batch, hf_batch = conversation_batch(zoo.tokenizer, d, visual, device, image)
     return Pair(
         name,
-        make_side(label, zoo, lambda: zoo.training_step(zoo_batch, 0), device, bf16, compile_),
+        make_side(label, zoo, lambda: zoo.training_step(zoo_batch, 0), device, bf16),
         make_side(
             "LlavaForConditionalGeneration", hf, lambda: hf(**hf_batch).loss, device, bf16, compile_
         ),

@@ -5,7 +5,9 @@ A :class:`Side` is one model's training step (forward + loss + backward + AdamW 
 :func:`measure` times both sides interleaved round by round (the order alternating) after
 warm-up steps and counts one step's FLOPs with ``torch.utils.flop_counter.FlopCounterMode``
 (with formulas registered for CPU's fused attention, which the counter would count as zero);
-:func:`table` prints the results as Markdown.
+:func:`table` prints the results as Markdown. :func:`measure_compile` times each side eager and
+``torch.compile``d (the compile time, the graphs, graph breaks and recompiles that
+``torch._dynamo``'s counters record) and :func:`compile_table` prints those.
 
 This module imports only torch: the pairs (``side_by_side_models``) and the command
 (``side_by_side``) import it, and it imports neither.
@@ -363,6 +365,178 @@ def device_peak(device: torch.device, override_tflops: float | None) -> float | 
         if fragment in name:
             return peak
     return None
+
+
+# ---------------------------------------------------------------------------- compile
+@dataclass
+class Compiled:
+    """One side eager and compiled: step times, the compile time and dynamo's counts.
+
+    Args:
+        name: the side's name.
+        eager_ms: the eager side's median step time (ms).
+        compiled_ms: the compiled side's median step time (ms).
+        speedup: ``eager_ms / compiled_ms`` (above 1: compiled is faster).
+        speedup_range: the smallest and largest per-round ``eager / compiled`` ratio.
+        compile_s: the compiled side's first step minus its median step (s): what compiling
+            the forward and backward graphs cost.
+        eager_first_s: the eager side's first step minus its median step (s), for scale.
+        graphs: graphs dynamo compiled during the first step.
+        graph_breaks: graph breaks dynamo recorded during the first step.
+        recompiles: graphs compiled after the first step (0 in a steady state).
+        eager_times_ms: the eager side's timed steps (ms).
+        compiled_times_ms: the compiled side's timed steps (ms).
+    """
+
+    name: str
+    eager_ms: float
+    compiled_ms: float
+    speedup: float
+    speedup_range: tuple[float, float]
+    compile_s: float
+    eager_first_s: float
+    graphs: int
+    graph_breaks: int
+    recompiles: int
+    eager_times_ms: list[float] = field(default_factory=list)
+    compiled_times_ms: list[float] = field(default_factory=list)
+
+
+@dataclass
+class CompileResult:
+    """One pair's compile measurements.
+
+    Args:
+        pair: the pair's name.
+        batch_size: samples per step.
+        zoo: the zoo side, eager and compiled (by the family's ``speed.compile`` switch, or
+            for FLAVARS, which has none, each transformer block compiled alike).
+        hf: the reference, eager and compiled (``module.compile()``: the whole model).
+    """
+
+    pair: str
+    batch_size: int
+    zoo: Compiled
+    hf: Compiled
+
+
+def _dynamo_counts() -> tuple[int, int]:
+    """(graphs compiled, graph breaks) so far, from ``torch._dynamo.utils.counters``."""
+    from torch._dynamo.utils import counters
+
+    return counters["stats"]["unique_graphs"], sum(counters["graph_break"].values())
+
+
+def measure_compile(
+    eager: Pair, compiled: Pair, warmup: int, steps: int, device: torch.device
+) -> CompileResult:
+    """Times the four sides (zoo and reference, each eager and compiled) in interleaved rounds.
+
+    The first round runs each side once alone and times it, counting the graphs and graph
+    breaks dynamo records during the compiled sides' first steps; ``warmup - 1`` untimed
+    rounds follow (at least none), then ``steps`` timed rounds, the order of the four sides
+    rotating each round. Graphs compiled after the first step are recompiles.
+
+    Args:
+        eager: the pair built eager.
+        compiled: the same pair built compiled.
+        warmup: untimed rounds, the first (compiling) one included.
+        steps: timed rounds.
+        device: where the sides run.
+
+    Returns:
+        The pair's eager and compiled medians, speed-ups, compile times and counts.
+    """
+    sides = {
+        ("zoo", False): eager.zoo,
+        ("zoo", True): compiled.zoo,
+        ("hf", False): eager.hf,
+        ("hf", True): compiled.hf,
+    }
+    first: dict[tuple[str, bool], float] = {}
+    counts: dict[tuple[str, bool], list[int]] = {key: [0, 0, 0] for key in sides}
+    times: dict[tuple[str, bool], list[float]] = {key: [] for key in sides}
+    order = list(sides)
+    for round_ in range(max(warmup, 1) + steps):
+        for key in order[round_ % 4 :] + order[: round_ % 4]:
+            graphs, breaks = _dynamo_counts()
+            _sync(device)
+            start = time.perf_counter()
+            sides[key].step()
+            _sync(device)
+            elapsed = time.perf_counter() - start
+            new_graphs, new_breaks = _dynamo_counts()
+            if round_ == 0:
+                first[key] = elapsed
+                counts[key][0], counts[key][1] = new_graphs - graphs, new_breaks - breaks
+            else:
+                counts[key][2] += new_graphs - graphs
+            if round_ >= max(warmup, 1):
+                times[key].append(elapsed * 1000)
+
+    def side(who: str) -> Compiled:
+        slow, fast = times[who, False], times[who, True]
+        ratios = [a / b for a, b in zip(slow, fast, strict=True)]
+        slow_ms, fast_ms = statistics.median(slow), statistics.median(fast)
+        graphs, breaks, recompiles = counts[who, True]
+        return Compiled(
+            (eager.zoo if who == "zoo" else eager.hf).name,
+            round(slow_ms, 1),
+            round(fast_ms, 1),
+            round(slow_ms / fast_ms, 3),
+            (round(min(ratios), 3), round(max(ratios), 3)),
+            round(first[who, True] - fast_ms / 1000, 2),
+            round(first[who, False] - slow_ms / 1000, 2),
+            graphs,
+            breaks,
+            recompiles,
+            [round(t, 1) for t in slow],
+            [round(t, 1) for t in fast],
+        )
+
+    return CompileResult(eager.name, eager.batch_size, side("zoo"), side("hf"))
+
+
+def compile_table(results: list[CompileResult]) -> str:
+    """The compile results as a Markdown table, one row per side.
+
+    Args:
+        results: one per pair.
+
+    Returns:
+        The table's lines.
+    """
+    head = [
+        "pair",
+        "side",
+        "eager ms (range)",
+        "compiled ms (range)",
+        "eager / compiled (per-round range)",
+        "compile s",
+        "graphs / breaks / recompiles",
+    ]
+    lines = ["| " + " | ".join(head) + " |", "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
+    for r in results:
+        for who, c in (("zoo", r.zoo), ("HF, whole model", r.hf)):
+            lo, hi = c.speedup_range
+            lines.append(
+                "| "
+                + " | ".join(
+                    [
+                        f"{r.pair}, B {r.batch_size}",
+                        f"{who}: {c.name}",
+                        f"{c.eager_ms:.0f} ({min(c.eager_times_ms):.0f}-"
+                        f"{max(c.eager_times_ms):.0f})",
+                        f"{c.compiled_ms:.0f} ({min(c.compiled_times_ms):.0f}-"
+                        f"{max(c.compiled_times_ms):.0f})",
+                        f"{c.speedup:.2f} ({lo:.2f}-{hi:.2f})",
+                        f"{c.compile_s:.1f}",
+                        f"{c.graphs} / {c.graph_breaks} / {c.recompiles}",
+                    ]
+                )
+                + " |"
+            )
+    return "\n".join(lines)
 
 
 # ----------------------------------------------------------------------------- table

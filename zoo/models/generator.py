@@ -425,13 +425,16 @@ class VisionLanguageGenerator(ZooTask):
         self.injection_hooks.install(self.llm, self.inject_layers if layers is None else layers)
 
     def _vision_blocks(self) -> list[nn.Module]:
-        """The vision tower's blocks (a ViT's, each ConvNeXt stage's)."""
-        return [
-            block
+        """The vision tower's blocks (a timm ViT's, each ConvNeXt stage's, or the layers that a
+        ``llava:`` CLIP tower names ``blocks``)."""
+        containers = [
+            module
             for name, module in self.vision.named_modules()
             if name.rsplit(".", 1)[-1] == "blocks"
-            for block in module
         ]
+        if not containers and isinstance(getattr(self.vision, "blocks", None), nn.ModuleList):
+            containers = [self.vision.blocks]  # CLIPVisionTower: transformers' encoder layers
+        return [block for module in containers for block in module]
 
     def _setup_speed(self) -> None:
         """Activation checkpointing and ``torch.compile`` as configured."""
