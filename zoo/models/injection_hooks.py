@@ -5,6 +5,11 @@ A family that injects (Aquila's MDA, FUSE's recurrent injection) lists the decod
 :class:`InjectionHooks`, which hooks those layers and, while a pass runs, hands each hook the
 visual positions and the family's context. Decoding steps (one new token, no visual tokens) pass
 through untouched; under beam search the context is repeated per beam row, once per call.
+
+The hooks run eagerly under ``torch.compile`` (``speed.compile`` compiles each decoder layer's
+call, hooks included): traced, each hooked layer's index recompiled the layer and
+``str(layer)`` of the then dynamic index broke its graph (FUSE: 9 graphs, 3 breaks in the
+bench's step instead of 2 graphs, none).
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 
 from zoo.encoders.llm import decoder_layers
@@ -96,7 +102,7 @@ class InjectionHooks:
                 args = (hidden, *args[1:])
             return args, kwargs
 
-        return hook
+        return torch.compiler.disable(hook)  # eager under torch.compile: see the module's doc
 
     def context_for_rows(self, rows: int) -> dict[str, Any]:
         """The armed context for ``rows`` hidden-state rows.
