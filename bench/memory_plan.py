@@ -228,6 +228,8 @@ def build(name: str, files: list[str]) -> Setup:
         )
         kwargs["stage"] = dict(kwargs.get("stage") or {}) | {"init_checkpoint": None}
         kwargs["llava_projector"] = None  # LLaVA's weights, the projector's shapes: nothing to plan
+        # Meta tensors do not compile; the plan counts the eager step's tensors (an upper bound).
+        kwargs["speed"] = dict(kwargs.get("speed") or {}) | {"compile": False}
         kwargs["class_names"] = [f"class{i}" for i in range(GEOPIX_CLASSES)]
     else:  # FLAVARS
         text = dict(kwargs.get("text") or {})
