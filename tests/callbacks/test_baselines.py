@@ -127,3 +127,23 @@ def test_the_table_has_final_untrained_and_baseline_columns():
     assert "| val_loss | 2 | 2 | epoch 1, step 20 | 5.5 | — |" in lines
     bare = format_summary(history)  # nothing known before training: dashes, not zeros
     assert "| val_loss | 2 | 2 | epoch 1, step 20 | — | — |" in bare.splitlines()
+
+
+def test_validation_baselines_of_the_embedded_referring_masks(tmp_path_factory):
+    """Every validation batch's real targets against a whole-image mask, by hand here; the
+    generated batches of a generator do not cut the masks (all batches are scored)."""
+    from zoo.data import EmbeddedReferringDataModule
+
+    refs = EmbeddedReferringDataModule(
+        str(tmp_path_factory.mktemp("refs") / "embedded"),
+        splits=EmbeddedSplits(8, 8, 4),
+        batch_size=4,
+    )
+    refs.prepare_data()
+    refs.setup("fit")
+    ious = []
+    for batch in refs.val_dataloader():
+        for mask in batch["mask"][batch["mask_valid"].bool()]:
+            ious.append(float((mask > 0.5).sum()) / mask.numel())
+    out = validation_baselines(refs, num_batches=None, generated_batches=1)
+    assert out["mIoU"] == Baseline(pytest.approx(sum(ious) / len(ious)), "whole-image mask")

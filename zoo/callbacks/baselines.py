@@ -157,15 +157,20 @@ def chance_baselines(num_samples: int, num_classes: int) -> dict[str, Baseline]:
 
 
 def validation_baselines(
-    datamodule: Any, num_batches: int | None = None, question_types: Sequence[str] = ()
+    datamodule: Any,
+    num_batches: int | None = None,
+    question_types: Sequence[str] = (),
+    generated_batches: int | None = None,
 ) -> dict[str, Baseline]:
     """The baselines of a datamodule's validation split, by what its samples hold.
 
     Args:
         datamodule: a set-up datamodule (``train_dataset`` and ``val_dataset``).
-        num_batches: the validation batches scored (None: all), in the unshuffled loader's
-            order: the first ``num_batches × batch_size`` samples.
+        num_batches: the validation batches run (None: all), in the unshuffled loader's
+            order: the first ``num_batches × batch_size`` samples (masks, embeddings).
         question_types: the VQA question types the model reports separately.
+        generated_batches: the first validation batches whose answers are generated and
+            scored (a generator's ``val_generate_batches``; None: ``num_batches``).
 
     Returns:
         The baselines by metric name (without the ``val_`` prefix); empty for data it does
@@ -174,12 +179,19 @@ def validation_baselines(
     val = getattr(datamodule, "val_dataset", None)
     if val is None:
         return {}
-    limit = None if num_batches is None else num_batches * int(datamodule.batch_size)
+
+    def samples(batches: int | None) -> int | None:
+        return None if batches is None else batches * int(datamodule.batch_size)
+
+    limit = samples(num_batches)
+    generated = limit if generated_batches is None else samples(generated_batches)
+    if limit is not None and generated is not None:
+        generated = min(limit, generated)
     records = getattr(val, "records", None)
     train = getattr(datamodule, "train_dataset", None)
     if records is not None and train is not None and hasattr(train, "records"):
         if records and "conversations" in records[0] and not hasattr(val, "refs"):
-            return majority_vqa_baselines(train.records, records[:limit], question_types)
+            return majority_vqa_baselines(train.records, records[:generated], question_types)
     if hasattr(datamodule, "class_names") and hasattr(val, "has_location"):
         n = len(val) if limit is None else min(limit, len(val))
         return chance_baselines(n, len(datamodule.class_names))

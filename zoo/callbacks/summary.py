@@ -125,14 +125,15 @@ class MetricsSummary(Callback):
     def _baselines(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if self.baselines is not None or trainer.datamodule is None:
             return
-        scored = getattr(pl_module, "val_generate_batches", None)
         totals = trainer.num_val_batches
         total = int(sum(totals)) if totals and all(math.isfinite(t) for t in totals) else None
-        batches = scored if scored is not None and (total is None or scored < total) else total
-        types = getattr(getattr(pl_module, "metrics", None), "get", lambda _: None)("val")
-        types = getattr(types, "question_types", ())
+        generated = getattr(pl_module, "val_generate_batches", None)
+        try:  # the VQA question types the model reports separately (a generator's metrics)
+            types = list(pl_module.metrics["val"].question_types)  # type: ignore[index]
+        except (AttributeError, KeyError, TypeError):
+            types = []
         try:
-            self.baselines = validation_baselines(trainer.datamodule, batches, types)
+            self.baselines = validation_baselines(trainer.datamodule, total, types, generated)
         except Exception as error:  # a baseline must never break a fit: say so and go on
             log.warning("no validation baselines for the summary: %r", error)
             self.baselines = {}
