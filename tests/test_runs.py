@@ -121,6 +121,14 @@ def test_fit_prints_final_and_best_metrics_and_keeps_them_in_the_run_folder(fitt
     table = printed.split("(final and best):", 1)[1]
     assert "| metric | final | best | best at |" in table
     assert any(line.startswith("| val_zero_shot_acc |") for line in table.splitlines())
+    # Beside the untrained model's value (the whole-validation sanity check) and the chance
+    # baseline of the 10 scene classes; retrieval among the 8 pairs of the one batch.
+    assert "| metric | final | best | best at | untrained | baseline |" in table
+    row = next(line for line in table.splitlines() if line.startswith("| val_zero_shot_acc |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert float(cells[4]) >= 0 and cells[5] == "0.1 (chance)", row
+    recall = next(line for line in table.splitlines() if "val_image_to_text_R@1 |" in line)
+    assert recall.rstrip().endswith("| 0.125 (chance) |"), recall
     rows = pd.read_csv(run / "metrics.csv")
     assert rows["train_loss"].notna().sum() == 4 and rows["val_zero_shot_acc"].notna().sum() == 2
     assert "class_path: zoo.models.FLAVARS" in (run / "config.yaml").read_text()

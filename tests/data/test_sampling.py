@@ -22,8 +22,14 @@ def test_every_sample_once_per_epoch_and_deterministic():
     first = batches(sampler, 8)
     assert len(first) == 13 and len(sampler) == 103
     assert sorted(i for b in first for i in b) == list(range(103))
-    # Within a sorted group, each batch's lengths do not overlap the next one's.
-    group = first[:4]
+    # Within a sorted group, the batches' lengths do not overlap (the batches of the epoch come
+    # in a random order: the first group's, the first 32 of epoch 0's draw, by their members).
+    members = set(torch.randperm(103, generator=torch.Generator().manual_seed(3))[:32].tolist())
+    group = sorted(
+        (b for b in first if set(b) <= members),
+        key=lambda b: -max(lengths[i] for i in b),
+    )
+    assert len(group) == 4
     assert all(
         min(lengths[i] for i in a) >= max(lengths[i] for i in b)
         for a, b in zip(group, group[1:], strict=False)
@@ -36,6 +42,24 @@ def test_every_sample_once_per_epoch_and_deterministic():
     assert batches(sampler, 8) == second
     with pytest.raises(ValueError, match="batch_size"):
         LengthGroupedSampler(lengths, batch_size=0)
+
+
+def test_long_and_short_batches_are_mixed_over_the_epoch():
+    """Issue 27's seam: the default fits' 800 conversations (VQA long, captions short) fit in one
+    sorted group, which gave every VQA batch first and every caption batch last, each epoch;
+    the model ended each epoch on captions and the FUSE demo answered "no" to every question.
+    The grouped batches must come in a random order: both kinds in each half of the epoch,
+    and the partial batch last (the loader's batches stay whole)."""
+    lengths = [120] * 400 + [15] * 408
+    sampler = LengthGroupedSampler(lengths, batch_size=16, seed=0)  # 50 batches a group
+    for epoch in range(3):
+        sampler.set_epoch(epoch)
+        drawn = batches(sampler, 16)
+        assert [len(b) for b in drawn] == [16] * 50 + [8]  # the partial batch last
+        kinds = [{lengths[i] for i in b} for b in drawn[:50]]
+        assert sum(len(k) > 1 for k in kinds) <= 1  # grouped: one length a batch (bar one)
+        long = [k == {120} for k in kinds]
+        assert 5 <= sum(long[:25]) <= 20 and 5 <= sum(long[25:]) <= 20, long
 
 
 def test_ranks_share_the_epoch_in_whole_grouped_batches():

@@ -544,8 +544,8 @@ class ConversationDataModule(ZooDataModule):
         image_size: images are resized to this square size.
         group_by_length: training batches gather conversations of similar token length
             (:class:`~zoo.data.sampling.LengthGroupedSampler`, its order drawn from the global
-            seed and the epoch), so padding to the batch's longest wastes little; every sample
-            is seen once per epoch. Under several processes set
+            seed and the epoch; the batches come in a random order, not sorted by length), so
+            padding to the batch's longest wastes little; every sample is seen once per epoch. Under several processes set
             ``trainer.use_distributed_sampler: false`` (the sampler shards by rank itself).
         pad_to_square: pad non-square images to a square of the ``mean`` colour before the
             resize (LLaVA's and FUSE's preprocessing) instead of stretching them.

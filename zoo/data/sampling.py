@@ -67,7 +67,9 @@ class ResumableSampler(DistributedSampler):
 
 
 class LengthGroupedSampler(Sampler[int]):
-    """Indices in an order whose consecutive ``batch_size`` runs have close ``lengths``.
+    """Indices in an order whose consecutive ``batch_size`` runs have close ``lengths``, the
+    batches themselves in a random order (a sorted group's long and short batches are mixed over
+    the epoch; a last partial batch stays last).
 
     Args:
         lengths: the length of each sample (tokens).
@@ -129,7 +131,16 @@ class LengthGroupedSampler(Sampler[int]):
             groups.append(
                 chunk[torch.sort(self.lengths[chunk], descending=True, stable=True).indices]
             )
-        return torch.cat(groups).tolist()
+        grouped = torch.cat(groups)
+        # The whole batches in a random order, the partial one (if any) last so the loader's
+        # batches stay aligned: a group as large as the epoch (50 batches of 16 or 32 cover the
+        # default fits' 800 conversations) would otherwise give every long sample first and every
+        # short one last, the same tasks at the end of every epoch (issue 27: the FUSE demo saw
+        # all its VQA batches, then all its caption batches, and answered "no" to everything).
+        whole = len(grouped) // self.batch_size
+        batches = grouped[: whole * self.batch_size].view(whole, self.batch_size)
+        batches = batches[torch.randperm(whole, generator=generator)].flatten()
+        return torch.cat([batches, grouped[whole * self.batch_size :]]).tolist()
 
     def __iter__(self) -> Iterator[int]:
         # ``epoch`` stays the running epoch until it is exhausted (a resumable loader's state
