@@ -92,6 +92,40 @@ class _AttentionFusion(nn.Module):
         return self.attn(encoded + pe, entries + wide_pe, entries)
 
 
+def _pointwise_over_capacity(network: nn.Sequential, entries: Tensor) -> Tensor:
+    """The conv fusions' pointwise network run on ``K×N×L`` entries as matrix products.
+
+    A ``1×1(×1)`` convolution over the ``N`` channels is the product of its ``out×N`` weight
+    with every ``N×L`` slice; BatchNorm takes its statistics over all ``K·L`` positions of a
+    channel either way, so ``"conv3d"`` (``L = D_m·H·W`` as a volume) and ``"conv2d"`` (``D_m``
+    folded into the batch) compute the same function of the same weights. On CPU this is some
+    ten times faster than ``Conv3d``, which has no pointwise fast path there (``slow_conv3d``).
+    The layers are the modules of ``network`` (their weights and BatchNorm's running statistics
+    and counters, so its state dict is unchanged).
+
+    Args:
+        network: the ``N -> 32 -> 16 -> 1`` network of :func:`_pointwise`.
+        entries: ``K×N×L`` entries (``L`` positions per class slice).
+
+    Returns:
+        ``K×1×L``: the fused entries.
+    """
+    x = entries
+    for layer in network:
+        if isinstance(layer, (nn.Conv2d, nn.Conv3d)):
+            weight = layer.weight.flatten(1)  # out×in
+            bias = layer.bias[:, None]
+            x = torch.baddbmm(bias, weight.expand(len(x), -1, -1), x)
+        elif isinstance(layer, nn.modules.batchnorm._BatchNorm):
+            # The module itself (running statistics, momentum, num_batches_tracked), on the
+            # ``K×C×L`` map viewed with the trailing unit axes its input check wants.
+            spatial = 3 if isinstance(layer, nn.BatchNorm3d) else 2
+            x = layer(x.view(*x.shape, *[1] * (spatial - 1))).view(x.shape)
+        else:
+            x = layer(x)
+    return x
+
+
 def _mask_encoder(memory_dim: int, stride: int) -> nn.Sequential:
     """``1×(stride H)×(stride W)`` mask -> ``D_m×H×W``: one stride-2 conv per factor of 2."""
     hidden = max(1, memory_dim // 4)
@@ -242,12 +276,8 @@ class ClassWiseMemory(nn.Module):
         if self.fusion in ("conv3d", "conv2d"):
             assert self.fusers is not None
             chosen, row = self._class_slices(scale, category)  # K×N×D_m×H×W
-            if self.fusion == "conv3d":
-                fused = self.fusers[scale](chosen).squeeze(1)
-            else:
-                flat = chosen.transpose(1, 2).flatten(0, 1)  # (K D_m)×N×H×W
-                fused = self.fusers[scale](flat).view(len(chosen), dm, side, side)
-            return fused[row]
+            fused = _pointwise_over_capacity(self.fusers[scale], chosen.flatten(2))  # K×1×L
+            return fused.view(len(chosen), dm, side, side)[row]
         if encoded is None:
             raise ValueError(f"the {self.fusion} fusion needs the encoded initial mask")
         if self.fusion == "argmax":
