@@ -40,7 +40,9 @@ predicts its initial masks again (the decoder without memory).
 
 Batched over targets, in shapes known on the host (no ``torch.unique``): for the convolutional
 fusions with at least as many targets as classes the whole bank is fused once per class and each
-target picks its class; otherwise each target's slice is gathered. The category's values
+target picks its class; otherwise each target's slice is gathered (with at least half as many
+targets as classes, after the fusion's first layer, which then runs on the whole bank). The
+conv fusions' pointwise layers run as batched matrix products. The category's values
 are not checked here (that would copy them to the host at every step): the data checks them
 (:func:`zoo.data.seg_targets.check_referring_batch`).
 """
@@ -92,14 +94,17 @@ class _AttentionFusion(nn.Module):
         return self.attn(encoded + pe, entries + wide_pe, entries)
 
 
+_NORMS = nn.modules.batchnorm._BatchNorm
+
+
 def _pointwise_over_capacity(network: nn.Sequential, entries: Tensor) -> Tensor:
     """The conv fusions' pointwise network run on ``K×N×L`` entries as matrix products.
 
     A ``1×1(×1)`` convolution over the ``N`` channels is the product of its ``out×N`` weight
     with every ``N×L`` slice; BatchNorm takes its statistics over all ``K·L`` positions of a
     channel either way, so ``"conv3d"`` (``L = D_m·H·W`` as a volume) and ``"conv2d"`` (``D_m``
-    folded into the batch) compute the same function of the same weights. On CPU this is some
-    ten times faster than ``Conv3d``, which has no pointwise fast path there (``slow_conv3d``).
+    folded into the batch) compute the same function of the same weights. On CPU this is
+    faster than ``Conv3d``, which has no pointwise fast path there (``slow_conv3d``).
     The layers are the modules of ``network`` (their weights and BatchNorm's running statistics
     and counters, so its state dict is unchanged).
 
@@ -111,17 +116,21 @@ def _pointwise_over_capacity(network: nn.Sequential, entries: Tensor) -> Tensor:
         ``K×1×L``: the fused entries.
     """
     x = entries
-    for layer in network:
+    layers = list(network)
+    for i, layer in enumerate(layers):
         if isinstance(layer, (nn.Conv2d, nn.Conv3d)):
             weight = layer.weight.flatten(1)  # out×in
-            bias = layer.bias[:, None]
-            x = torch.baddbmm(bias, weight.expand(len(x), -1, -1), x)
-        elif isinstance(layer, nn.modules.batchnorm._BatchNorm):
+            x = torch.baddbmm(layer.bias[:, None], weight.expand(len(x), -1, -1), x)
+        elif isinstance(layer, _NORMS):
             # The module itself (running statistics, momentum, num_batches_tracked), on the
-            # ``K×C×L`` map viewed with the trailing unit axes its input check wants.
-            spatial = 3 if isinstance(layer, nn.BatchNorm3d) else 2
-            x = layer(x.view(*x.shape, *[1] * (spatial - 1))).view(x.shape)
-        else:
+            # ``K×C×L`` map viewed with the trailing unit axes its input check wants; a ReLU
+            # after it runs in place on its output (BatchNorm's backward needs its input only).
+            shape = x.shape
+            x = layer(x.view(*shape, *[1] * (2 if isinstance(layer, nn.BatchNorm3d) else 1)))
+            if i + 1 < len(layers) and isinstance(layers[i + 1], nn.ReLU):
+                x = torch.relu_(x)
+            x = x.view(shape)
+        elif not (isinstance(layer, nn.ReLU) and i > 0 and isinstance(layers[i - 1], _NORMS)):
             x = layer(x)
     return x
 
@@ -275,9 +284,19 @@ class ClassWiseMemory(nn.Module):
         side, dm = self.sizes[scale], self.memory_dim
         if self.fusion in ("conv3d", "conv2d"):
             assert self.fusers is not None
-            chosen, row = self._class_slices(scale, category)  # K×N×D_m×H×W
-            fused = _pointwise_over_capacity(self.fusers[scale], chosen.flatten(2))  # K×1×L
-            return fused.view(len(chosen), dm, side, side)[row]
+            network, t = self.fusers[scale], len(category)
+            if t >= self.num_classes or 2 * t < self.num_classes:
+                chosen, row = self._class_slices(scale, category)  # K×N×D_m×H×W
+                fused = _pointwise_over_capacity(network, chosen.flatten(2))  # K×1×L
+            else:
+                # Fewer targets than classes but not many fewer: the first layer (a product
+                # over N) runs on the whole bank, the targets' slices are gathered after it, at
+                # half the width (the same slices and BatchNorm statistics as gathering first;
+                # the bank's gradient comes out of one product, not scattered into zeros).
+                first = _pointwise_over_capacity(network[:1], self.banks[scale].flatten(2))
+                fused = _pointwise_over_capacity(network[1:], first.index_select(0, category))
+                row = torch.arange(t, device=category.device)
+            return fused.view(len(fused), dm, side, side)[row]
         if encoded is None:
             raise ValueError(f"the {self.fusion} fusion needs the encoded initial mask")
         if self.fusion == "argmax":
