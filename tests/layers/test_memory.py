@@ -347,9 +347,8 @@ def test_errors() -> None:
 def test_batched_conv_fusion_trains_like_the_modules_on_gathered_slices(
     fusion: Fusion, category: list[int]
 ) -> None:
-    """Training mode (BatchNorm on batch statistics): the batched fusion (matrix products, the
-    first layer on the whole bank when there are fewer targets than classes but at least half as
-    many) gives the outputs, the gradients of the bank and of the fusion's weights and the
+    """Training mode (BatchNorm on batch statistics): the batched fusion (matrix products, ReLU
+    in place) gives the outputs, the gradients of the bank and of the fusion's weights and the
     running statistics of the plain modules run on the slices gathered one target at a time (the
     whole bank when every class can be present), in the paper's layouts."""
     torch.manual_seed(3)

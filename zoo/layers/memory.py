@@ -40,10 +40,9 @@ predicts its initial masks again (the decoder without memory).
 
 Batched over targets, in shapes known on the host (no ``torch.unique``): for the convolutional
 fusions with at least as many targets as classes the whole bank is fused once per class and each
-target picks its class; otherwise each target's slice is gathered (with at least half as many
-targets as classes, after the fusion's first layer, which then runs on the whole bank). The
-conv fusions' pointwise layers run as batched matrix products. The category's values
-are not checked here (that would copy them to the host at every step): the data checks them
+target picks its class; otherwise each target's slice is gathered. The conv fusions' pointwise
+layers run as batched matrix products. The category's values are not checked here (that would
+copy them to the host at every step): the data checks them
 (:func:`zoo.data.seg_targets.check_referring_batch`).
 """
 
@@ -284,18 +283,8 @@ class ClassWiseMemory(nn.Module):
         side, dm = self.sizes[scale], self.memory_dim
         if self.fusion in ("conv3d", "conv2d"):
             assert self.fusers is not None
-            network, t = self.fusers[scale], len(category)
-            if t >= self.num_classes or 2 * t < self.num_classes:
-                chosen, row = self._class_slices(scale, category)  # K×N×D_m×H×W
-                fused = _pointwise_over_capacity(network, chosen.flatten(2))  # K×1×L
-            else:
-                # Fewer targets than classes but not many fewer: the first layer (a product
-                # over N) runs on the whole bank, the targets' slices are gathered after it, at
-                # half the width (the same slices and BatchNorm statistics as gathering first;
-                # the bank's gradient comes out of one product, not scattered into zeros).
-                first = _pointwise_over_capacity(network[:1], self.banks[scale].flatten(2))
-                fused = _pointwise_over_capacity(network[1:], first.index_select(0, category))
-                row = torch.arange(t, device=category.device)
+            chosen, row = self._class_slices(scale, category)  # K×N×D_m×H×W
+            fused = _pointwise_over_capacity(self.fusers[scale], chosen.flatten(2))  # K×1×L
             return fused.view(len(fused), dm, side, side)[row]
         if encoded is None:
             raise ValueError(f"the {self.fusion} fusion needs the encoded initial mask")
