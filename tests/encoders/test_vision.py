@@ -82,9 +82,10 @@ def test_quick_gelu_equals_transformers_and_the_tower_uses_it():
     QuickGELUActivation's values and gradients, and the CLIP tower runs it in every layer with
     the same outputs and state dict."""
     import torch
-    from transformers import CLIPVisionConfig, CLIPVisionModel
+    from transformers import CLIPVisionModel
     from transformers.activations import QuickGELUActivation
 
+    from tests.encoders.test_llava import IMAGE_SIZE, clip_config
     from zoo.encoders.vision import CLIPVisionTower, QuickGELU
 
     gen = torch.Generator().manual_seed(0)
@@ -97,14 +98,7 @@ def test_quick_gelu_equals_transformers_and_the_tower_uses_it():
     torch.testing.assert_close(got, want)
     torch.testing.assert_close(got_grad, want_grad)
 
-    config = CLIPVisionConfig(
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        image_size=32,
-        patch_size=8,
-    )
+    config = clip_config()  # the LLaVA tests' tiny CLIP tower
     assert config.hidden_act == "quick_gelu"
     torch.manual_seed(0)
     reference = CLIPVisionModel(config).eval()
@@ -112,9 +106,11 @@ def test_quick_gelu_equals_transformers_and_the_tower_uses_it():
     clip.load_state_dict(reference.state_dict())
     tower = CLIPVisionTower(clip)
     activations = [m.activation_fn for m in tower.model.modules() if hasattr(m, "activation_fn")]
-    assert len(activations) == 2 and all(isinstance(a, QuickGELU) for a in activations)
+    assert len(activations) == config.num_hidden_layers and all(
+        isinstance(a, QuickGELU) for a in activations
+    )
     assert tower.model.state_dict().keys() == reference.state_dict().keys()
-    image = torch.randn(2, 3, 32, 32, generator=gen)
+    image = torch.randn(2, 3, IMAGE_SIZE, IMAGE_SIZE, generator=gen)
     want = reference(image, output_hidden_states=True).hidden_states[-1][:, 1:]
     got = tower.forward_intermediates(image, [-1], output_fmt="NLC")[0]
     torch.testing.assert_close(got, want)
