@@ -75,3 +75,42 @@ def test_clip_vit_l14_336_tokens_on_meta():
         )
     assert tuple(maps[0].shape) == (1, 1024, 24, 24)  # 576 patch tokens
     assert 300e6 < sum(p.numel() for p in model.parameters()) < 310e6
+
+
+def test_quick_gelu_equals_transformers_and_the_tower_uses_it():
+    """The fused quick GELU (silu(1.702 x) / 1.702, one-kernel backward) gives transformers'
+    QuickGELUActivation's values and gradients, and the CLIP tower runs it in every layer with
+    the same outputs and state dict."""
+    import torch
+    from transformers import CLIPVisionModel
+    from transformers.activations import QuickGELUActivation
+
+    from tests.encoders.test_llava import IMAGE_SIZE, clip_config
+    from zoo.encoders.vision import CLIPVisionTower, QuickGELU
+
+    gen = torch.Generator().manual_seed(0)
+    x = (torch.randn(4, 7, 33, generator=gen) * 4).requires_grad_()
+    grad = torch.randn(4, 7, 33, generator=gen)
+    want = QuickGELUActivation()(x)
+    (want_grad,) = torch.autograd.grad(want, x, grad)
+    got = QuickGELU()(x)
+    (got_grad,) = torch.autograd.grad(got, x, grad)
+    torch.testing.assert_close(got, want)
+    torch.testing.assert_close(got_grad, want_grad)
+
+    config = clip_config()  # the LLaVA tests' tiny CLIP tower
+    assert config.hidden_act == "quick_gelu"
+    torch.manual_seed(0)
+    reference = CLIPVisionModel(config).eval()
+    clip = CLIPVisionModel(config).eval()
+    clip.load_state_dict(reference.state_dict())
+    tower = CLIPVisionTower(clip)
+    activations = [m.activation_fn for m in tower.model.modules() if hasattr(m, "activation_fn")]
+    assert len(activations) == config.num_hidden_layers and all(
+        isinstance(a, QuickGELU) for a in activations
+    )
+    assert tower.model.state_dict().keys() == reference.state_dict().keys()
+    image = torch.randn(2, 3, IMAGE_SIZE, IMAGE_SIZE, generator=gen)
+    want = reference(image, output_hidden_states=True).hidden_states[-1][:, 1:]
+    got = tower.forward_intermediates(image, [-1], output_fmt="NLC")[0]
+    torch.testing.assert_close(got, want)

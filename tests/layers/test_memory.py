@@ -340,3 +340,54 @@ def test_errors() -> None:
         MultiScaleMaskDecoder(DIM, num_scales=len(SIDES), memory=ClassWiseMemory(2, 1, DIM, 8))
     with pytest.raises(ValueError, match="mask_stride 1"):
         MultiScaleMaskDecoder(DIM, num_scales=1, memory=ClassWiseMemory(2, 1, DIM, 8))
+
+
+@pytest.mark.parametrize("fusion", ["conv3d", "conv2d"])
+@pytest.mark.parametrize("category", [[0, 2, 2, 1], [2, 0], [1]])
+def test_batched_conv_fusion_trains_like_the_modules_on_gathered_slices(
+    fusion: Fusion, category: list[int]
+) -> None:
+    """Training mode (BatchNorm on batch statistics): the batched fusion (matrix products, ReLU
+    in place) gives the outputs, the gradients of the bank and of the fusion's weights and the
+    running statistics of the plain modules run on the slices gathered one target at a time (the
+    whole bank when every class can be present), in the paper's layouts."""
+    torch.manual_seed(3)
+    mem = ClassWiseMemory(
+        NUM_CLASSES, 1, DIM, 4, capacity=6, fusion=fusion, memory_dim=MEMORY_DIM, init_std=1.0
+    ).train()
+    reference = ClassWiseMemory(
+        NUM_CLASSES, 1, DIM, 4, capacity=6, fusion=fusion, memory_dim=MEMORY_DIM
+    ).train()
+    with torch.no_grad():
+        for module in mem.modules():
+            if isinstance(module, torch.nn.Conv2d | torch.nn.Conv3d):
+                module.weight.normal_()
+            if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+                module.weight.uniform_(0.5, 2.0)
+                module.bias.normal_()
+    reference.load_state_dict(mem.state_dict())
+    cat = torch.tensor(category)
+    gen = torch.Generator().manual_seed(0)
+    grad = torch.randn(len(cat), MEMORY_DIM, 4, 4, generator=gen)
+    fused = mem.fuse(0, cat)
+    fused.backward(grad)
+
+    bank, net = reference.banks[0], reference.fusers[0]
+    whole = len(cat) >= NUM_CLASSES
+    slices = bank if whole else torch.stack([bank[c] for c in category])  # K×N×D_m×H×W
+    if fusion == "conv3d":
+        out = net(slices).squeeze(1)
+    else:
+        flat = slices.transpose(1, 2).flatten(0, 1)  # (K D_m)×N×H×W, the paper's layout
+        out = net(flat).view(len(slices), MEMORY_DIM, 4, 4)
+    want = torch.stack([out[c] if whole else out[i] for i, c in enumerate(category)])
+    want.backward(grad)
+
+    torch.testing.assert_close(fused, want, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(mem.banks[0].grad, bank.grad, atol=1e-4, rtol=1e-4)
+    for got, expected in zip(mem.fusers[0].parameters(), net.parameters(), strict=True):
+        torch.testing.assert_close(got.grad, expected.grad, atol=1e-4, rtol=1e-4)
+    for (name, got), (_, expected) in zip(
+        mem.fusers[0].named_buffers(), net.named_buffers(), strict=True
+    ):
+        torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5, msg=name)

@@ -40,8 +40,9 @@ predicts its initial masks again (the decoder without memory).
 
 Batched over targets, in shapes known on the host (no ``torch.unique``): for the convolutional
 fusions with at least as many targets as classes the whole bank is fused once per class and each
-target picks its class; otherwise each target's slice is gathered. The category's values
-are not checked here (that would copy them to the host at every step): the data checks them
+target picks its class; otherwise each target's slice is gathered. The conv fusions' pointwise
+layers run as batched matrix products. The category's values are not checked here (that would
+copy them to the host at every step): the data checks them
 (:func:`zoo.data.seg_targets.check_referring_batch`).
 """
 
@@ -90,6 +91,47 @@ class _AttentionFusion(nn.Module):
         if self.first is not None:
             entries = entries + self.first(entries + wide_pe, encoded + pe, encoded)
         return self.attn(encoded + pe, entries + wide_pe, entries)
+
+
+_NORMS = nn.modules.batchnorm._BatchNorm
+
+
+def _pointwise_over_capacity(network: nn.Sequential, entries: Tensor) -> Tensor:
+    """The conv fusions' pointwise network run on ``K×N×L`` entries as matrix products.
+
+    A ``1×1(×1)`` convolution over the ``N`` channels is the product of its ``out×N`` weight
+    with every ``N×L`` slice; BatchNorm takes its statistics over all ``K·L`` positions of a
+    channel either way, so ``"conv3d"`` (``L = D_m·H·W`` as a volume) and ``"conv2d"`` (``D_m``
+    folded into the batch) compute the same function of the same weights. On CPU this is
+    faster than ``Conv3d``, which has no pointwise fast path there (``slow_conv3d``).
+    The layers are the modules of ``network`` (their weights and BatchNorm's running statistics
+    and counters, so its state dict is unchanged).
+
+    Args:
+        network: the ``N -> 32 -> 16 -> 1`` network of :func:`_pointwise`.
+        entries: ``K×N×L`` entries (``L`` positions per class slice).
+
+    Returns:
+        ``K×1×L``: the fused entries.
+    """
+    x = entries
+    layers = list(network)
+    for i, layer in enumerate(layers):
+        if isinstance(layer, (nn.Conv2d, nn.Conv3d)):
+            weight = layer.weight.flatten(1)  # out×in
+            x = torch.baddbmm(layer.bias[:, None], weight.expand(len(x), -1, -1), x)
+        elif isinstance(layer, _NORMS):
+            # The module itself (running statistics, momentum, num_batches_tracked), on the
+            # ``K×C×L`` map viewed with the trailing unit axes its input check wants; a ReLU
+            # after it runs in place on its output (BatchNorm's backward needs its input only).
+            shape = x.shape
+            x = layer(x.view(*shape, *[1] * (2 if isinstance(layer, nn.BatchNorm3d) else 1)))
+            if i + 1 < len(layers) and isinstance(layers[i + 1], nn.ReLU):
+                x = torch.relu_(x)
+            x = x.view(shape)
+        elif not (isinstance(layer, nn.ReLU) and i > 0 and isinstance(layers[i - 1], _NORMS)):
+            x = layer(x)
+    return x
 
 
 def _mask_encoder(memory_dim: int, stride: int) -> nn.Sequential:
@@ -242,12 +284,8 @@ class ClassWiseMemory(nn.Module):
         if self.fusion in ("conv3d", "conv2d"):
             assert self.fusers is not None
             chosen, row = self._class_slices(scale, category)  # K×N×D_m×H×W
-            if self.fusion == "conv3d":
-                fused = self.fusers[scale](chosen).squeeze(1)
-            else:
-                flat = chosen.transpose(1, 2).flatten(0, 1)  # (K D_m)×N×H×W
-                fused = self.fusers[scale](flat).view(len(chosen), dm, side, side)
-            return fused[row]
+            fused = _pointwise_over_capacity(self.fusers[scale], chosen.flatten(2))  # K×1×L
+            return fused.view(len(fused), dm, side, side)[row]
         if encoded is None:
             raise ValueError(f"the {self.fusion} fusion needs the encoded initial mask")
         if self.fusion == "argmax":
