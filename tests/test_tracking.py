@@ -97,6 +97,7 @@ def test_offline_wandb_run_has_the_generators_sample_media(config, media, tmp_pa
             "--data.init_args.splits.test=4",
             "--data.init_args.batch_size=4",
             "--trainer.max_epochs=1",
+            "--trainer.check_val_every_n_epoch=1",  # the defaults validate every other epoch
             "--trainer.limit_train_batches=1",
             "--model.init_args.generation.max_new_tokens=3",
             # No captioning metrics (their scorers are slow): the samples callback generates itself.
