@@ -148,7 +148,15 @@ def load(
         model = _from_run_config(Path(source), config)
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     model = model.to(device=device, dtype=dtype).eval() if dtype else model.to(device).eval()
-    preprocessing = getattr(model, "preprocessing", None) or Preprocessing(
-        image_size=int(getattr(model, "hparams", {}).get("image_size", 224))
-    )
+    preprocessing = getattr(model, "preprocessing", None)
+    if preprocessing is None:  # never a silent default: say which statistics are assumed
+        preprocessing = Preprocessing(
+            image_size=int(getattr(model, "hparams", {}).get("image_size", 224))
+        )
+        log.warning(
+            "%s stores no image preprocessing (its data had none to give): the transform "
+            "assumes %s; set model.preprocessing if the training data differed",
+            source,
+            preprocessing,
+        )
     return model, ImageTransform(preprocessing), model.tokenizer
