@@ -54,6 +54,7 @@ COMMANDS = {
     "export": "zoo.export",
     "embed": "zoo.embed",
     "demo": "zoo.demo",
+    "optimize": "zoo.optimize",
 }
 
 
@@ -190,8 +191,9 @@ class ZooCLI(LightningCLI):
 _EPILOG = (
     "Also: zoo evaluate (a checkpoint over evaluation configs, like the papers), zoo compare "
     "(an ablation suite's variants side by side), zoo export "
-    "(safetensors weights, LoRA merged), zoo embed (image embeddings of a folder as GeoParquet) "
-    "and zoo demo (a local Gradio page); see zoo <command> --help."
+    "(safetensors weights, LoRA merged), zoo embed (image embeddings of a folder as GeoParquet), "
+    "zoo demo (a local Gradio page) and zoo optimize (a data config as LitData streaming "
+    "shards); see zoo <command> --help."
 )
 
 

@@ -132,6 +132,9 @@ class ZooDataModule(NonGeoDataModule):
             ``llm`` by the zoo CLI): its tokenizer and conversation format are the data's. A
             ``tokenizer`` that names another tokenizer is an error; with a random ``tiny`` /
             ``small`` LLM, ``tokenizer`` (else a word-level one) is used.
+        streaming: a shard folder or ``s3://`` URI written by ``zoo optimize`` from this data
+            config: the splits are read from it (:mod:`zoo.data.streaming`, LitData) instead of
+            ``root``, with the same samples, collate and batch contract.
     """
 
     #: Generators need an EOS, a pad and the ``<image>`` token (:func:`build_tokenizer`).
@@ -150,8 +153,20 @@ class ZooDataModule(NonGeoDataModule):
         llava: str | None = None,
         processor: str | None = None,
         llm: LLMSpec | None = None,
+        streaming: str | None = None,
     ) -> None:
         super().__init__(dataset_class, batch_size=batch_size, num_workers=num_workers)
+        self.streaming = streaming
+        self.shards = None
+        if streaming is not None:  # LitData shards (zoo optimize) instead of root's files
+            from zoo.data.streaming import Shards
+
+            self.shards = Shards(streaming)
+            if self.shards.class_names is not None:  # what a subclass would read from root
+                self.__dict__["class_names"] = list(self.shards.class_names)
+            if self.shards.vocabulary is not None:
+                words = list(self.shards.vocabulary)
+                self.vocabulary = lambda: words  # the conversion's word-level vocabulary
         #: The generator's LLM whose tokenizer and conversation format the data uses.
         self.llm = None if llm is None else LLMSpec.of(llm)
         self.llava = llava
@@ -216,7 +231,7 @@ class ZooDataModule(NonGeoDataModule):
 
     def prepare_data(self) -> None:
         """Write the embedded dataset on first use (when this datamodule has a source)."""
-        if self.source is not None:
+        if self.source is not None and self.shards is None:
             self.source.prepare()
 
     def vocabulary(self) -> list[str]:
@@ -270,6 +285,13 @@ class ZooDataModule(NonGeoDataModule):
     def _collate(self) -> Any:
         raise NotImplementedError
 
+    def _split(self, split: str) -> Any:
+        """The dataset of ``split``: read from ``root`` (``_dataset``) or from the shards."""
+        if self.shards is None:
+            return self._dataset(split)
+        seed = torch.initial_seed() % 2**32  # seed_everything's (LitData takes 32 bits)
+        return self.shards.dataset(split, shuffle=split == "train", seed=seed).as_map()
+
     def setup(self, stage: str) -> None:
         """Build the split datasets for ``stage`` and the tokenizing collate function.
 
@@ -278,24 +300,36 @@ class ZooDataModule(NonGeoDataModule):
         """
         self.collate_fn = self._collate()
         if stage == "fit":
-            self.train_dataset = self._dataset("train")
-            self.val_dataset = self._dataset("val")
+            self.train_dataset = self._split("train")
+            self.val_dataset = self._split("val")
         elif stage == "validate":
-            self.val_dataset = self._dataset("val")
+            self.val_dataset = self._split("val")
         elif stage in ("test", "predict"):
-            self.test_dataset = self._dataset("test")
+            self.test_dataset = self._split("test")
             self.predict_dataset = self.test_dataset
 
-    def train_dataloader(self) -> ResumableLoader:
+    def train_dataloader(self) -> Any:
         """The training loader, shuffled by ``(seed, epoch)`` and resumable mid-epoch.
 
         See :mod:`zoo.data.sampling`; the seed is ``seed_everything``'s (torch's initial seed), the
-        ranks are the trainer's.
+        ranks are the trainer's. With ``streaming``, LitData's loader over the shards
+        (:class:`~zoo.data.streaming.StreamingLoader`: LitData's shuffling and resumable state).
 
         Returns:
             The resumable training loader.
         """
         trainer = self.trainer
+        if self.shards is not None:
+            from zoo.data.streaming import StreamingLoader
+
+            return StreamingLoader(
+                self._valid_attribute("train_dataset", "dataset").stream,
+                epoch=(lambda: trainer.current_epoch) if trainer is not None else None,
+                batch_size=self._valid_attribute("train_batch_size", "batch_size"),
+                num_workers=self.num_workers,
+                collate_fn=self.collate_fn,
+                persistent_workers=self.num_workers > 0,
+            )
         return train_loader(
             self._valid_attribute("train_dataset", "dataset"),
             self._valid_attribute("train_batch_size", "batch_size"),
