@@ -476,7 +476,8 @@ class StreamingLoader(StreamingDataLoader):
     re-stripes them when the number of processes changed). What Lightning does not do is
     tell it the epoch: a loader built anew after an end-of-epoch checkpoint would count from
     its own first epoch and repeat that epoch's order; ``epoch`` (the trainer's current epoch)
-    fixes the order of each epoch instead (LitData counts epochs from 1).
+    fixes the order of each epoch instead (LitData counts epochs from 1). And LitData's resumed
+    state is dropped after the resumed epoch (see ``__iter__``).
 
     Args:
         dataset: the split's :class:`ShardSamples`.
@@ -490,7 +491,23 @@ class StreamingLoader(StreamingDataLoader):
         super().__init__(dataset, **kwargs)
         self.epoch = epoch
 
+    def load_state_dict(self, obj: dict[str, Any]) -> None:
+        """Resume from a saved state (Lightning calls this before a resumed epoch).
+
+        Args:
+            obj: a :meth:`state_dict`.
+        """
+        super().load_state_dict(obj)
+        self._resuming = self.restore
+
     def __iter__(self) -> Iterator[Any]:  # type: ignore[override]
+        # LitData clears ``restore`` only when an epoch runs to its end; Lightning stops at the
+        # epoch's known length instead, so ``restore`` would outlive the resumed epoch and the
+        # next one would replay the restored state (in LitData 0.2.76: yield nothing at all).
+        # The restore applies to the first epoch after load_state_dict alone.
+        if self.restore and not getattr(self, "_resuming", False):
+            self.restore = False
+        self._resuming = False
         if not self.restore and self.epoch is not None:
             self.current_epoch = int(self.epoch())  # LitData adds 1 as the epoch starts
         yield from super().__iter__()
