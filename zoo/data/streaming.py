@@ -412,7 +412,9 @@ class ShardSamples(StreamingDataset):
         """
         stored = self.entry.get("lengths")
         if stored is None:
-            raise ValueError(f"{self.uri}: the shards hold no token counts (not conversations)")
+            raise ValueError(
+                f"{self.table_path}: the shards hold no token counts (not conversations)"
+            )
         expected = {
             "tokenizer": getattr(tokenizer, "name_or_path", None) or type(tokenizer).__name__,
             "vocab_size": len(tokenizer),
@@ -422,7 +424,7 @@ class ShardSamples(StreamingDataset):
         }
         if self.entry.get("tokenization") != expected:
             raise ValueError(
-                f"{self.uri}: its token counts were computed for {self.entry.get('tokenization')}, "
+                f"{self.table_path}: its token counts were computed for {self.entry.get('tokenization')}, "
                 f"this data tokenizes as {expected}: run zoo optimize again with this config"
             )
         return list(stored)
@@ -453,7 +455,15 @@ class MapSamples(Dataset):
         return int(self.stream.entry["count"])  # every sample (the stream's is per rank)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        return self.stream[int(index)]
+        stream = self.stream
+        # Whole chunks into LitData's cache, not one sample's byte range per read: consecutive
+        # indices share a chunk (and moto's S3 server answered LitData's range reads with
+        # empty bodies).
+        if stream.cache is None:
+            stream._on_demand_bytes = False
+        elif stream.on_demand_bytes:
+            stream.on_demand_bytes = False
+        return stream[int(index)]
 
     def lengths(self, *args: Any, **kwargs: Any) -> list[int]:
         """See :meth:`ShardSamples.lengths`.
