@@ -507,6 +507,12 @@ class StreamingLoader(StreamingDataLoader):
         Args:
             obj: a :meth:`state_dict`.
         """
+        saved = obj.get("dataset", {}).get("drop_last")
+        if saved is not None and saved != self.dataset.drop_last:
+            # LitData drops the last samples on several processes, not on one, and refuses a
+            # state of the other kind: the resumed epoch keeps the checkpoint's rule.
+            self._own_drop_last = self.dataset.drop_last
+            self.dataset.set_drop_last(bool(saved))
         super().load_state_dict(obj)
         self._resuming = self.restore
 
@@ -518,6 +524,10 @@ class StreamingLoader(StreamingDataLoader):
         if self.restore and not getattr(self, "_resuming", False):
             self.restore = False
         self._resuming = False
+        own = getattr(self, "_own_drop_last", None)
+        if not self.restore and own is not None:  # the resumed epoch is over: this run's rule
+            self.dataset.set_drop_last(own)
+            self._own_drop_last = None
         if not self.restore and self.epoch is not None:
             self.current_epoch = int(self.epoch())  # LitData adds 1 as the epoch starts
         yield from super().__iter__()
