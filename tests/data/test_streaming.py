@@ -150,6 +150,9 @@ def test_a_resumed_state_applies_to_the_resumed_epoch_only(table):
     assert head + tail == order[0]
     epoch["now"] = 1
     assert [b["index"].tolist() for b in resumed] == order[1]
+    # a loader built anew after an end-of-epoch checkpoint (Lightning restores no state then)
+    # reads the trainer's epoch, not LitData's own first one again
+    assert [b["index"].tolist() for b in loader()] == order[1]
 
 
 def test_conversations_keep_token_counts_and_length_grouped_batches(tmp_path):
