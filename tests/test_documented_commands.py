@@ -34,7 +34,7 @@ from zoo.main import main
 
 ROOT = Path(__file__).parents[1]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
-SUBCOMMANDS = "fit|validate|test|predict|evaluate|embed|export|demo|compare"
+SUBCOMMANDS = "fit|validate|test|predict|evaluate|embed|export|demo|compare|optimize"
 _COMMAND = re.compile(rf"(?:^|\s)(?:python -m |-m )?(zoo (?:{SUBCOMMANDS})\s+\S.*)$")
 
 #: Overrides that shrink a Trainer command (appended to the documented arguments).
@@ -563,10 +563,35 @@ def check_geopix_demo(command: str, monkeypatch) -> None:
     _assert_weights(served["weights"], last)
 
 
+# ---------------------------------------------------------------- streaming (issue 25)
+_OPTIMIZE = "zoo optimize --config configs/flavars.yaml --output shards/embedded --workers 4"
+
+
+def check_streaming_fit(command: str) -> None:
+    """docs/training.md: ``zoo optimize`` writes the shards (and their manifest), then a fit
+    reads them with ``--data.init_args.streaming`` (both shrunk alike)."""
+    if not (Path("shards/embedded") / "manifest.json").is_file():
+        main([*_argv(_OPTIMIZE), *SMALL_DATA])
+    assert (Path("shards/embedded") / "manifest.json").is_file()
+    if command == _OPTIMIZE:
+        return
+    cli, _ = _run(command, *SMALL_DATA, *SHORT, "--trainer.default_root_dir=runs/streamed")
+    assert type(cli.trainer.train_dataloader).__name__ == "StreamingLoader"
+    assert cli.trainer.global_step == 2
+
+
+check_streaming_fit.pytestmark = [pytest.mark.slow]  # a conversion and a fit: over 30 s
+
+
 # ---------------------------------------------------------------- what runs elsewhere
 _GPUS = "needs GPUs (8 per node, several nodes); the config itself is parsed by tests/test_cli.py"
 _REAL = "needs the real dataset; its datamodule is tested on fake files in tests/data/"
 EXCLUDED: dict[str, str] = {
+    "zoo optimize --config configs/aquila/stage1.yaml --config configs/aquila/stage2.yaml "
+    "--output s3://bucket/fit_rs --workers 32": "an object store and the real data; s3:// runs "
+    "against moto in tests/data/test_streaming.py",
+    "zoo fit --config configs/aquila/stage1.yaml --config configs/aquila/stage2.yaml "
+    "--data.init_args.streaming s3://bucket/fit_rs": "an object store and " + _GPUS,
     "zoo fit --config configs/flavars/skyscript_vitb16.yaml": "8 GPUs and SkyScript: " + _GPUS,
     "zoo fit --config configs/aquila/stage1.yaml": "Llama-3-8B and CLIP-ConvNeXt-XXL weights: "
     + _GPUS,
@@ -634,6 +659,8 @@ CHECKS: dict[str, Callable[..., None]] = {
     'my_tifs --data.init_args.task referring --data.init_args.prompt "Please segment the building." '
     "--ckpt_path runs/geopix/.../last.ckpt": check_geopix_images,
     "zoo demo --config configs/geopix.yaml --ckpt_path ...": check_geopix_demo,
+    _OPTIMIZE: check_streaming_fit,
+    "zoo fit --config configs/flavars.yaml --data.init_args.streaming shards/embedded": check_streaming_fit,
 }
 
 

@@ -24,7 +24,8 @@ def test_streaming_bench_runs_at_toy_size(tmp_path, capsys):
     estimate = result["skyscript_estimate"]
     per_sample = result["stored_bytes"] / 24
     assert estimate["total_gb"] == 5_200_000 * per_sample / 1e9
-    assert estimate["headroom"] == estimate["loader_samples_per_s_per_gpu"] / (
-        estimate["gpu_samples_per_s"]
+    assert (
+        estimate["headroom"]
+        == estimate["loader_samples_per_s_per_gpu"] / (estimate["gpu_samples_per_s"])
     )
     assert "| streaming loader |" in capsys.readouterr().out

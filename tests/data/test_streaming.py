@@ -281,14 +281,8 @@ def _run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     )
 
 
-@pytest.mark.parametrize(
-    "family",
-    [
-        "flavars",
-        pytest.param("aquila", marks=pytest.mark.slow),
-        pytest.param("geopix", marks=pytest.mark.slow),
-    ],
-)
+@pytest.mark.slow  # two processes each (zoo optimize, zoo fit): over 30 s
+@pytest.mark.parametrize("family", ["flavars", "aquila", "geopix"])
 def test_optimize_then_fit_on_the_shards_offline(family, tmp_path):
     """The acceptance: ``zoo optimize`` then ``zoo fit --data.init_args.streaming``."""
     override = tmp_path / "tiny.yaml"
