@@ -22,6 +22,7 @@ from zoo.conversation_formats import resolve_conversation
 from zoo.data import embedded
 from zoo.data.batch import IMAGENET_MEAN, IMAGENET_STD, ImageTextBatch
 from zoo.data.conversations import SHORT_ANSWER_PROMPT, ConversationCollate, ConversationDataset
+from zoo.data.geo_splits import GeoSplit
 from zoo.data.image_text import ImageTextLocationDataset, caption_words, read_table
 from zoo.data.sampling import ResumableLoader, train_loader
 from zoo.data.tokenize import build_tokenizer
@@ -132,6 +133,9 @@ class ZooDataModule(NonGeoDataModule):
             ``llm`` by the zoo CLI): its tokenizer and conversation format are the data's. A
             ``tokenizer`` that names another tokenizer is an error; with a random ``tiny`` /
             ``small`` LLM, ``tokenizer`` (else a word-level one) is used.
+        geo_split: re-split the data by region from its samples' coordinates
+            (:class:`~zoo.data.geo_splits.GeoSplit`: spatial blocks, continents or latitude
+            bands); None keeps the dataset's own train / val / test.
     """
 
     #: Generators need an EOS, a pad and the ``<image>`` token (:func:`build_tokenizer`).
@@ -150,8 +154,11 @@ class ZooDataModule(NonGeoDataModule):
         llava: str | None = None,
         processor: str | None = None,
         llm: LLMSpec | None = None,
+        geo_split: GeoSplit | None = None,
     ) -> None:
         super().__init__(dataset_class, batch_size=batch_size, num_workers=num_workers)
+        #: The geographic split replacing the dataset's own (:mod:`zoo.data.geo_splits`).
+        self.geo_split = GeoSplit(**geo_split) if isinstance(geo_split, dict) else geo_split
         #: The generator's LLM whose tokenizer and conversation format the data uses.
         self.llm = None if llm is None else LLMSpec.of(llm)
         self.llava = llava
@@ -270,6 +277,14 @@ class ZooDataModule(NonGeoDataModule):
     def _collate(self) -> Any:
         raise NotImplementedError
 
+    def _split_dataset(self, split: str) -> Any:
+        """``split``'s dataset: the dataset's own, or its geographic split's (``geo_split``)."""
+        if self.geo_split is None:
+            return self._dataset(split)
+        from zoo.data.geo_splits import geo_dataset
+
+        return geo_dataset(self, split)
+
     def setup(self, stage: str) -> None:
         """Build the split datasets for ``stage`` and the tokenizing collate function.
 
@@ -278,12 +293,12 @@ class ZooDataModule(NonGeoDataModule):
         """
         self.collate_fn = self._collate()
         if stage == "fit":
-            self.train_dataset = self._dataset("train")
-            self.val_dataset = self._dataset("val")
+            self.train_dataset = self._split_dataset("train")
+            self.val_dataset = self._split_dataset("val")
         elif stage == "validate":
-            self.val_dataset = self._dataset("val")
+            self.val_dataset = self._split_dataset("val")
         elif stage in ("test", "predict"):
-            self.test_dataset = self._dataset("test")
+            self.test_dataset = self._split_dataset("test")
             self.predict_dataset = self.test_dataset
 
     def train_dataloader(self) -> ResumableLoader:
