@@ -116,6 +116,23 @@ def test_the_seed_decides():
     assert (first != assign(lat, lon, GeoSplit("blocks", seed=4))).any()
 
 
+@pytest.mark.parametrize(
+    "split",
+    [
+        GeoSplit("blocks", fractions=(0.5, 0.2, 0.3), in_region_fraction=0.3),
+        GeoSplit("continents", held_out=["europe"], val_fraction=0.3, in_region_fraction=0.3),
+    ],
+    ids=["blocks", "continents"],
+)
+def test_a_samples_split_depends_on_its_coordinates_alone(split):
+    # a config with fewer images (a generator's 400 of the 2000) splits the shared ones alike
+    lat, lon = _random_points()
+    whole = assign(lat, lon, split)
+    order = np.random.default_rng(2).permutation(len(lat))[:500]
+    np.testing.assert_array_equal(assign(lat[order], lon[order], split), whole[order])
+    assert len(np.unique(whole)) == 4
+
+
 def test_bad_coordinates_name_the_sample():
     with pytest.raises(ValueError, match=r"latitude 200\.0 of images/b\.png"):
         assign([10.0, 200.0], [0.0, 0.0], GeoSplit("blocks"), ["images/a.png", "images/b.png"])

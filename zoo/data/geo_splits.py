@@ -4,7 +4,8 @@ Any dataset whose samples carry coordinates (``lat``, ``lon`` in degrees) is re-
 from the coordinates alone (no download) and a fixed seed. Three kinds of region:
 
 * ``blocks``: a grid of ``size_deg``-degree cells, each cell assigned whole to train, val or
-  test at random (the seed) so that the splits hold about ``fractions`` of the samples; spatial
+  test at random (the seed) with probabilities ``fractions`` (about those shares of the cells,
+  and of the samples where cells hold alike many); spatial
   block cross-validation (Roberts et al. 2017, "Cross-validation strategies for data with
   temporal, spatial, hierarchical, or phylogenetic structure", Ecography 40: 913-929): nearby
   samples are alike, so a random split measures interpolation, a block split extrapolation.
@@ -15,9 +16,14 @@ from the coordinates alone (no download) and a fixed seed. Three kinds of region
 
 For continents and latitude bands the in-region samples are divided into train and val by
 spatial blocks (``val_fraction`` of them validate). In every kind, ``in_region_fraction`` of the
-training regions' samples are held out at random, one by one: the *in-region* test set (the
+training regions' samples are held out at random, location by location: the *in-region* test set (the
 same regions as training, unseen samples), beside the *held-out* test set (unseen regions). The
 difference of a metric between the two is the geographic shift (docs/evaluation.md).
+
+Every random choice is a keyed hash of the seed and the sample's cell or coordinates, so a
+sample's split depends on its coordinates and the settings alone: a data config with more or
+fewer images (a generator's 400 training images, an evaluation's 2000) splits the images they
+share alike, and no trained image reaches a test split.
 
 :func:`assign` does the assignment (numpy over all samples); :func:`geo_dataset` applies it to
 a datamodule's datasets (the ``geo_split`` argument of every zoo datamodule).
@@ -107,7 +113,8 @@ class GeoSplit:
         seed: the seed of every random choice (which blocks go where, the in-region samples).
         size_deg: the side of the grid's cells, in degrees (``blocks``; for the other kinds the
             cells that divide the in-region samples into train and val).
-        fractions: target shares of the samples in train, val and test (``blocks`` only).
+        fractions: the probabilities of a cell to go to train, val and test (``blocks`` only):
+            about those shares of the cells, of the samples where the cells hold alike many.
         held_out: the continents of the test split (``continents`` only; :data:`CONTINENTS`).
         bands: latitude ranges ``[low, high)`` of the test split (``latitude_bands`` only), in
             degrees; of ``|lat|`` when ``absolute_latitude``.
@@ -269,29 +276,32 @@ def block_ids(lat: Any, lon: Any, size_deg: float) -> np.ndarray:
     return row * cols + col
 
 
-def _blocks_to_splits(
-    blocks: np.ndarray, fractions: Sequence[float], rng: np.random.Generator, what: str
-) -> np.ndarray:
-    """Each sample's split (0, 1, 2 by ``fractions``), whole blocks at a time.
+def _uniform(columns: dict[str, Any]) -> np.ndarray:
+    """A number in [0, 1) per row, a fixed function of the row's values (pandas' keyed hash,
+    vectorized and stable), so a sample's split depends on its own coordinates only."""
+    hashed = pd.util.hash_pandas_object(pd.DataFrame(columns), index=False).to_numpy()
+    return (hashed >> np.uint64(11)).astype(np.float64) / 2.0**53
 
-    The blocks are shuffled, then laid end to end by their sample counts; a block goes to the
-    split whose share of that line holds its middle, so the splits get about ``fractions`` of
-    the samples (lumpy when blocks are few and large).
+
+def _cells_to_splits(
+    cells: np.ndarray, fractions: Sequence[float], seed: int, what: str
+) -> np.ndarray:
+    """Each sample's split (0, 1, 2 by ``fractions``), whole cells at a time.
+
+    A cell draws its split with probabilities ``fractions`` from a hash of (seed, cell): the
+    same cell goes to the same split whichever samples are pooled with it (a data config with
+    more images never moves a training cell into the test split).
     """
-    cells, inverse, counts = np.unique(blocks, return_inverse=True, return_counts=True)
-    order = rng.permutation(len(cells))
-    middle = (np.cumsum(counts[order]) - counts[order] / 2.0) / counts.sum()
-    edges = np.cumsum(fractions)[:-1]
-    split_of_cell = np.empty(len(cells), dtype=np.int64)
-    split_of_cell[order] = np.searchsorted(edges, middle, side="right")
-    empty = [i for i, f in enumerate(fractions) if f > 0 and not (split_of_cell == i).any()]
+    u = _uniform({"seed": np.full(len(cells), seed, dtype=np.int64), "tag": 1, "cell": cells})
+    codes = np.searchsorted(np.cumsum(fractions)[:-1], u, side="right")
+    empty = [i for i, f in enumerate(fractions) if f > 0 and not (codes == i).any()]
     if empty:
         raise ValueError(
-            f"geo_split: the {len(cells)} grid cell(s) of {what} leave split(s) "
+            f"geo_split: the {len(np.unique(cells))} grid cell(s) of {what} leave split(s) "
             f"{[('train', 'val', 'test')[i] for i in empty]} empty: make size_deg smaller "
-            "(more, smaller cells) or set that fraction to 0"
+            "(more, smaller cells), change the seed, or set that fraction to 0"
         )
-    return split_of_cell[inverse]
+    return codes
 
 
 def assign(
@@ -303,7 +313,8 @@ def assign(
 ) -> np.ndarray:
     """Each sample's split: an index into :data:`GEO_SPLITS` (train, val, held_out, in_region).
 
-    Depends only on the coordinates, their order and ``split`` (its seed).
+    A sample's split is a function of its coordinates and ``split`` alone (its seed included):
+    neither the other samples nor their order change it.
 
     Args:
         lat: latitudes in degrees, one per sample.
@@ -319,11 +330,10 @@ def assign(
         ValueError: a coordinate is out of range (naming the sample), or a split would be empty.
     """
     lat, lon = check_coordinates(lat, lon, names, where)
-    rng = np.random.default_rng([split.seed, 26])
     blocks = block_ids(lat, lon, split.size_deg)
     codes = np.empty(lat.shape, dtype=np.int64)
     if split.kind == "blocks":
-        codes[:] = _blocks_to_splits(blocks, split.fractions, rng, where)
+        codes[:] = _cells_to_splits(blocks, split.fractions, split.seed, where)
         codes[codes == 2] = _HELD_OUT
     else:
         if split.kind == "continents":
@@ -347,12 +357,14 @@ def assign(
             )
         codes[held] = _HELD_OUT
         inside = ~held
-        codes[inside] = _blocks_to_splits(
-            blocks[inside], (1.0 - split.val_fraction, split.val_fraction, 0.0), rng, where
+        codes[inside] = _cells_to_splits(
+            blocks[inside], (1.0 - split.val_fraction, split.val_fraction, 0.0), split.seed, where
         )
-    train = np.flatnonzero(codes == _TRAIN)
-    picked = rng.random(len(train)) < split.in_region_fraction
-    codes[train[picked]] = _IN_REGION
+    # the in-region test samples: a draw per location (+ 0.0 makes -0.0 and 0.0 one location)
+    u = _uniform(
+        {"seed": np.full(len(lat), split.seed), "tag": 2, "lat": lat + 0.0, "lon": lon + 0.0}
+    )
+    codes[(codes == _TRAIN) & (u < split.in_region_fraction)] = _IN_REGION
     return codes
 
 
@@ -426,10 +438,9 @@ def _record_coordinates(
 def _image_codes(
     images: Sequence[str], lat: Any, lon: Any, geo: GeoSplit, where: str
 ) -> tuple[dict[str, int], np.ndarray]:
-    """The split code of each distinct image, assigned over the images in sorted order.
+    """The split code of each distinct image (its first coordinates).
 
-    Samples that share an image (a caption and a VQA record) share its split, and the codes do
-    not depend on which split is being built nor on the samples' order.
+    Samples that share an image (a caption and a VQA record) share its split.
 
     Returns:
         ``image -> code`` and the count of images per code.
