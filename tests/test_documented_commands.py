@@ -342,11 +342,24 @@ def _geo_fit() -> tuple[object, list[str]]:
 
 @pytest.mark.slow
 def check_geo_fit(command: str) -> None:
-    """evaluation.md: FLAVARS trains on the continents split (Africa held out), the log says so."""
+    """evaluation.md: FLAVARS trains on the continents split (Africa held out), the log says so
+    (the command with the measured run's sizes, once shrunk, is the same run: shared)."""
     cli, lines = _geo_fit()
     assert any(line.startswith("geographic train split (continents)") for line in lines)
     table = cli.datamodule.train_dataset.table
     assert len(table) and (continent_of(table["lat"], table["lon"]) != "africa").all()
+
+
+@pytest.mark.slow
+def check_geo_generator_fit(command: str) -> None:
+    """evaluation.md: Aquila trains on the conversations' continents split (images joined to
+    their coordinates from the embedded tables), the log says so."""
+    cli, lines = _run(command, *SMALL_DATA, *_GEO_DATA, *SHORT, *SHORT_ANSWERS)
+    assert any(
+        line.startswith("geographic train split (continents) of EmbeddedConversationDataModule")
+        for line in lines
+    )
+    assert cli.trainer.global_step == 2
 
 
 @pytest.mark.slow
@@ -650,6 +663,11 @@ CHECKS: dict[str, Callable[..., None]] = {
     "my_tifs --ckpt_path runs/flavars/.../last.ckpt --output embeddings.parquet": check_embed,
     _SUITE: check_evaluate_suite,
     _GEO_FIT: check_geo_fit,
+    _GEO_FIT + " --data.init_args.splits.train=600 --data.init_args.splits.val=100 "
+    "--data.init_args.splits.test=100 --trainer.max_epochs=4": check_geo_fit,
+    "zoo fit --config configs/aquila.yaml --config configs/data/embedded_conversations_geo.yaml "
+    "--trainer.max_epochs=4 --trainer.check_val_every_n_epoch=2 --trainer.num_sanity_val_steps=0 "
+    "--trainer.limit_val_batches=2 --model.init_args.val_generate_batches=1": check_geo_generator_fit,
     _GEO_EVALUATE: check_geo_evaluate,
     "zoo evaluate --help": check_evaluate_help,
     "zoo evaluate ...": check_evaluate_aliases,
