@@ -30,6 +30,7 @@ import yaml
 
 from tests.faults import stub_demo_page
 from tests.geotiffs import write_utm_geotiff
+from zoo.data.geo_splits import continent_of
 from zoo.main import main
 
 ROOT = Path(__file__).parents[1]
@@ -321,6 +322,56 @@ def check_evaluate_aliases(command: str) -> None:
         for m in (["zoo", "evaluate"], ["zoo.evaluate"])
     ]
     assert outs[0] == outs[1] and outs[0].startswith("usage: zoo evaluate")
+
+
+_GEO_FIT = "zoo fit --config configs/flavars.yaml --config configs/data/embedded_geo.yaml"
+_GEO_EVALUATE = (
+    "zoo evaluate --config configs/flavars.yaml --config configs/data/embedded_geo.yaml "
+    "--ckpt_path runs/flavars/flavars-embedded/latest/checkpoints/last.ckpt "
+    "--evals configs/eval/suites/flavars_geo.yaml --output results/flavars-geo"
+)
+#: Enough images that every geographic split of the continents config holds some.
+_GEO_DATA = ["--data.init_args.splits.train=60", "--data.init_args.splits.val=20"]
+
+
+def _geo_fit() -> tuple[object, list[str]]:
+    if "geo" not in _FITS:
+        _FITS["geo"] = _run(_GEO_FIT, *SMALL_DATA, *_GEO_DATA, *SHORT)
+    return _FITS["geo"]
+
+
+@pytest.mark.slow
+def check_geo_fit(command: str) -> None:
+    """evaluation.md: FLAVARS trains on the continents split (Africa held out), the log says so
+    (the command with the measured run's sizes, once shrunk, is the same run: shared)."""
+    cli, lines = _geo_fit()
+    assert any(line.startswith("geographic train split (continents)") for line in lines)
+    table = cli.datamodule.train_dataset.table
+    assert len(table) and (continent_of(table["lat"], table["lon"]) != "africa").all()
+
+
+@pytest.mark.slow
+def check_geo_generator_fit(command: str) -> None:
+    """evaluation.md: Aquila trains on the conversations' continents split (images joined to
+    their coordinates from the embedded tables), the log says so."""
+    cli, lines = _run(command, *SMALL_DATA, *_GEO_DATA, *SHORT, *SHORT_ANSWERS)
+    assert any(
+        line.startswith("geographic train split (continents) of EmbeddedConversationDataModule")
+        for line in lines
+    )
+    assert cli.trainer.global_step == 2
+
+
+@pytest.mark.slow
+def check_geo_evaluate(command: str, capsys) -> None:
+    """evaluation.md: the in-region and held-out results side by side with the gap, also in
+    geo_shift.md (one batch per split: the suite's own embedded data is generated at full size)."""
+    _geo_fit()
+    main([*_argv(command), "--limit_batches", "1"])
+    printed = capsys.readouterr().out
+    assert "| evaluation | protocol | metric | in-region | held-out | gap |" in printed
+    assert "| embedded geo zero-shot | zero_shot | zero_shot_top1 |" in printed
+    assert Path("results/flavars-geo/geo_shift.md").read_text() in printed
 
 
 # ---------------------------------------------------------------- Aquila
@@ -636,6 +687,13 @@ CHECKS: dict[str, Callable[..., None]] = {
     "zoo embed --config configs/flavars.yaml --config configs/data/images.yaml --data.init_args.root "
     "my_tifs --ckpt_path runs/flavars/.../last.ckpt --output embeddings.parquet": check_embed,
     _SUITE: check_evaluate_suite,
+    _GEO_FIT: check_geo_fit,
+    _GEO_FIT + " --data.init_args.splits.train=600 --data.init_args.splits.val=100 "
+    "--data.init_args.splits.test=100 --trainer.max_epochs=4": check_geo_fit,
+    "zoo fit --config configs/aquila.yaml --config configs/data/embedded_conversations_geo.yaml "
+    "--trainer.max_epochs=4 --trainer.check_val_every_n_epoch=2 --trainer.num_sanity_val_steps=0 "
+    "--trainer.limit_val_batches=2 --model.init_args.val_generate_batches=1": check_geo_generator_fit,
+    _GEO_EVALUATE: check_geo_evaluate,
     "zoo evaluate --help": check_evaluate_help,
     "zoo evaluate ...": check_evaluate_aliases,
     "zoo fit --config configs/aquila.yaml": check_aquila_fit,

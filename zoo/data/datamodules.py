@@ -22,6 +22,7 @@ from zoo.conversation_formats import resolve_conversation
 from zoo.data import embedded
 from zoo.data.batch import IMAGENET_MEAN, IMAGENET_STD, ImageTextBatch
 from zoo.data.conversations import SHORT_ANSWER_PROMPT, ConversationCollate, ConversationDataset
+from zoo.data.geo_splits import GeoSplit
 from zoo.data.image_text import ImageTextLocationDataset, caption_words, read_table
 from zoo.data.sampling import ResumableLoader, train_loader
 from zoo.data.tokenize import build_tokenizer
@@ -135,6 +136,9 @@ class ZooDataModule(NonGeoDataModule):
         streaming: a shard folder or ``s3://`` URI written by ``zoo optimize`` from this data
             config: the splits are read from it (:mod:`zoo.data.streaming`, LitData) instead of
             ``root``, with the same samples, collate and batch contract.
+        geo_split: re-split the data by region from its samples' coordinates
+            (:class:`~zoo.data.geo_splits.GeoSplit`: spatial blocks, continents or latitude
+            bands); None keeps the dataset's own train / val / test.
     """
 
     #: Generators need an EOS, a pad and the ``<image>`` token (:func:`build_tokenizer`).
@@ -154,11 +158,20 @@ class ZooDataModule(NonGeoDataModule):
         processor: str | None = None,
         llm: LLMSpec | None = None,
         streaming: str | None = None,
+        geo_split: GeoSplit | None = None,
     ) -> None:
         super().__init__(dataset_class, batch_size=batch_size, num_workers=num_workers)
+        #: The geographic split replacing the dataset's own (:mod:`zoo.data.geo_splits`).
+        self.geo_split = GeoSplit(**geo_split) if isinstance(geo_split, dict) else geo_split
         self.streaming = streaming
         self.shards = None
         if streaming is not None:  # LitData shards (zoo optimize) instead of root's files
+            if self.geo_split is not None:
+                raise ValueError(
+                    "data.streaming and data.geo_split are both set: shards hold the splits they "
+                    "were written with; give geo_split to `zoo optimize` instead and leave it out "
+                    "when reading the shards"
+                )
             from zoo.data.streaming import Shards
 
             self.shards = Shards(streaming)
@@ -286,11 +299,16 @@ class ZooDataModule(NonGeoDataModule):
         raise NotImplementedError
 
     def _split(self, split: str) -> Any:
-        """The dataset of ``split``: read from ``root`` (``_dataset``) or from the shards."""
-        if self.shards is None:
-            return self._dataset(split)
-        seed = torch.initial_seed() % 2**32  # seed_everything's (LitData takes 32 bits)
-        return self.shards.dataset(split, shuffle=split == "train", seed=seed).as_map()
+        """``split``'s dataset: from the shards (``streaming``), re-split by region
+        (``geo_split``) or the dataset's own (``_dataset``)."""
+        if self.shards is not None:
+            seed = torch.initial_seed() % 2**32  # seed_everything's (LitData takes 32 bits)
+            return self.shards.dataset(split, shuffle=split == "train", seed=seed).as_map()
+        if self.geo_split is not None:
+            from zoo.data.geo_splits import geo_dataset
+
+            return geo_dataset(self, split)
+        return self._dataset(split)
 
     def setup(self, stage: str) -> None:
         """Build the split datasets for ``stage`` and the tokenizing collate function.

@@ -21,8 +21,10 @@ from typing import Any
 from zoo.evaluation import protocols
 from zoo.evaluation.base import Evaluation
 from zoo.evaluation.config import load_evaluations
+from zoo.evaluation.geo_shift import geo_shift_table
 from zoo.evaluation.results import log_to_wandb, markdown_table
 from zoo.evaluation.runner import evaluate
+from zoo.io import atomic_write_text
 from zoo.main import build_from_configs, configure_logging, run_parser
 
 __all__ = ["build_parser", "main"]
@@ -111,4 +113,9 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         log_to_wandb(rows, header, args.wandb_project, args.output, args.wandb_online)
     print(markdown_table(rows, header))
     print(f"wrote {Path(args.output) / 'results.md'} and results.json")
+    shift = geo_shift_table({header["model"]: rows}, header)
+    if shift is not None:  # evaluations run on the in-region and the held-out split
+        atomic_write_text(Path(args.output) / "geo_shift.md", shift)
+        print(shift)
+        print(f"wrote {Path(args.output) / 'geo_shift.md'}")
     return rows

@@ -25,6 +25,7 @@ from typing import Any
 import torch
 
 from zoo.evaluation.config import load_evaluations, load_variants
+from zoo.evaluation.geo_shift import geo_shift_table
 from zoo.evaluation.results import side_by_side, side_by_side_table
 from zoo.evaluation.runner import evaluate
 from zoo.io import atomic_write_text
@@ -133,4 +134,9 @@ def main(argv: list[str] | None = None) -> dict[str, list[dict[str, Any]]]:
     print(
         f"wrote {output / 'comparison.md'} and comparison.json (each variant's table under {output})"
     )
+    shift = geo_shift_table(runs, header)
+    if shift is not None:  # evaluations run on the in-region and the held-out split
+        atomic_write_text(output / "geo_shift.md", shift)
+        print(shift)
+        print(f"wrote {output / 'geo_shift.md'}")
     return runs

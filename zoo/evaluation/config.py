@@ -45,6 +45,7 @@ from jsonargparse import ArgumentError, ArgumentParser, Namespace
 
 from zoo.errors import rename_hints
 from zoo.evaluation.base import Evaluation, check_model, paper_numbers
+from zoo.evaluation.geo_shift import expand_regions
 from zoo.io import read_yaml
 
 __all__ = ["EvaluationConfig", "Variant", "load_evaluations", "load_variants"]
@@ -196,19 +197,21 @@ def _read(path: Path) -> Any:
 
 
 def load_evaluations(paths: Iterable[str | Path]) -> list[EvaluationConfig]:
-    """Read evaluation configs and suites (expanded in order), every one checked."""
+    """Read evaluation configs and suites (expanded in order), every one checked; a config whose
+    data has ``geo_split.test_on: both`` becomes its in-region and held-out evaluations
+    (:func:`~zoo.evaluation.geo_shift.expand_regions`)."""
     out: list[EvaluationConfig] = []
     for path in map(Path, paths):
         spec = _read(path)
         if not (isinstance(spec, Mapping) and "evaluations" in spec):
-            out.append(EvaluationConfig(spec or {}, path))
+            out += expand_regions(EvaluationConfig(spec or {}, path))
             continue
         suite = _parse(_suite_parser(), spec, str(path))
         for i, item in enumerate(suite.evaluations):
             if isinstance(item, str):
                 out += load_evaluations([path.parent / item])
             else:
-                out.append(EvaluationConfig(item, f"{path} (evaluations[{i}])"))
+                out += expand_regions(EvaluationConfig(item, f"{path} (evaluations[{i}])"))
     return out
 
 
