@@ -249,3 +249,9 @@ def test_data_without_coordinates_is_a_clear_error(tmp_path):
     chat.setup("test")
     held_out = {r["image"] for r in chat.test_dataset.records}
     assert held_out == {"images/train_0.png", "images/train_1.png"}  # Gabon, Niger
+
+
+def test_shards_and_a_geo_split_together_are_an_error(tmp_path):
+    """Shards hold the splits ``zoo optimize`` wrote: a second re-split would be silent."""
+    with pytest.raises(ValueError, match="give geo_split to `zoo optimize`"):
+        EmbeddedDataModule(root=str(tmp_path), streaming=str(tmp_path / "shards"), geo_split=GEO)
