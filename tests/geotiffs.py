@@ -17,13 +17,17 @@ def write_utm_geotiff(
     path: Path,
     height: int = 96,
     width: int = 160,
-    bands: int = 4,
+    bands: int = 3,
     pixel_m: float = 10.0,
     nodata_corner: int = 0,
     seed: int = 0,
 ) -> Path:
     """A uint16 reflectance GeoTIFF (values 0..4000, bright square in the middle) with
-    nodata 0; ``nodata_corner`` pixels of the top-left corner are nodata."""
+    nodata 0; ``nodata_corner`` pixels of the top-left corner are nodata.
+
+    Three bands by default: a file an RGB model reads without a band choice (issue 24: any
+    other count needs ``bands``); band ``b``'s values do not depend on ``bands``, so bands 1-3
+    of a 4-band file equal the 3-band file's."""
     rng = np.random.default_rng(seed)
     data = rng.uniform(200, 1500, (bands, height, width)).astype(np.uint16)
     data[:, height // 3 : 2 * height // 3, width // 3 : 2 * width // 3] += 2500

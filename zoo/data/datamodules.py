@@ -20,10 +20,12 @@ from transformers import PreTrainedTokenizerBase
 
 from zoo.conversation_formats import resolve_conversation
 from zoo.data import embedded
+from zoo.data.bands import BandChoice
 from zoo.data.batch import IMAGENET_MEAN, IMAGENET_STD, ImageTextBatch
 from zoo.data.conversations import SHORT_ANSWER_PROMPT, ConversationCollate, ConversationDataset
 from zoo.data.image_text import ImageTextLocationDataset, caption_words, read_table
 from zoo.data.sampling import ResumableLoader, train_loader
+from zoo.data.statistics import resolve_statistics
 from zoo.data.tokenize import build_tokenizer
 from zoo.encoders.llm import LLMSpec
 from zoo.io import read_processor_settings
@@ -128,6 +130,13 @@ class ZooDataModule(NonGeoDataModule):
         processor: a model folder (FLAVA's) whose tokenizer, image size and mean / std the data
             must use (:func:`zoo.io.read_processor_settings`); the zoo CLI links FLAVARS'
             ``flava`` here. A ``tokenizer`` or ``image_size`` that disagrees with it is an error.
+        bands: the bands each image file is read with, in the order the model reads them:
+            1-based indices (rasterio's numbering, e.g. ``[4, 3, 2]`` for Sentinel-2's RGB) or
+            the bands' names (the files' band descriptions); None reads RGB files as they are,
+            and a file of any other band count is an error (:mod:`zoo.data.bands`). Their
+            number is :attr:`num_channels`, linked to the model's ``in_channels``.
+        band_names: a name for each band read (stored with the model; None: ``bands`` where
+            they are names).
         llm: a generator's LLM (:class:`~zoo.encoders.llm.LLMSpec`, linked from the model's
             ``llm`` by the zoo CLI): its tokenizer and conversation format are the data's. A
             ``tokenizer`` that names another tokenizer is an error; with a random ``tiny`` /
@@ -149,9 +158,22 @@ class ZooDataModule(NonGeoDataModule):
         std: Sequence[float] = IMAGENET_STD,
         llava: str | None = None,
         processor: str | None = None,
+        bands: list[int | str] | None = None,
+        band_names: list[str] | None = None,
         llm: LLMSpec | None = None,
     ) -> None:
         super().__init__(dataset_class, batch_size=batch_size, num_workers=num_workers)
+        #: The bands read from each file and the channel count the model reads.
+        self.band_choice = BandChoice.of(bands, band_names)
+        #: Where ``mean`` / ``std`` come from (None: not decided yet, see
+        #: :func:`~zoo.data.statistics.resolve_statistics`).
+        self.statistics_source: str | None = None
+        self._statistics_given = (
+            tuple(mean) != IMAGENET_MEAN
+            or tuple(std) != IMAGENET_STD
+            or llava is not None
+            or processor is not None
+        )
         #: The generator's LLM whose tokenizer and conversation format the data uses.
         self.llm = None if llm is None else LLMSpec.of(llm)
         self.llava = llava
@@ -204,10 +226,33 @@ class ZooDataModule(NonGeoDataModule):
         self.source: EmbeddedSource | None = None
 
     @property
+    def num_channels(self) -> int:
+        """The bands the model reads (linked to its ``in_channels``)."""
+        return self.band_choice.channels
+
+    @property
+    def band_names(self) -> tuple[str, ...] | None:
+        """The name of each band read (None: RGB as the files have it)."""
+        choice = self.band_choice
+        if choice.is_default:
+            return None
+        return choice.names or tuple(f"band {b}" for b in choice.bands or range(1, 4))
+
+    def resolve_statistics(self) -> None:
+        """Decide the per-band ``mean`` / ``std`` once: given, else a ``band_stats.json``
+        beside the data (``zoo stats``), else ImageNet's for RGB; it logs where they came from
+        (:func:`~zoo.data.statistics.resolve_statistics`)."""
+        if self.statistics_source is None:
+            self.mean, self.std, self.statistics_source = resolve_statistics(self)
+            self.aug = Normalize(self.mean, self.std)
+
+    @property
     def preprocessing(self) -> Preprocessing:
-        """How this data prepares images (size, mean / std): the model keeps it from its fit and
-        carries it in its checkpoint, so :func:`zoo.load`'s transform prepares images alike."""
-        return Preprocessing(self.image_size, self.mean, self.std)
+        """How this data prepares images (size, mean / std, band names): the model keeps it
+        from its fit and carries it in its checkpoint, so :func:`zoo.load`'s transform prepares
+        images alike."""
+        self.resolve_statistics()
+        return Preprocessing(self.image_size, self.mean, self.std, bands=self.band_names)
 
     @property
     def dataset_root(self) -> Path:
@@ -276,15 +321,37 @@ class ZooDataModule(NonGeoDataModule):
         Args:
             stage: ``fit``, ``validate``, ``test`` or ``predict``.
         """
+        self.resolve_statistics()
         self.collate_fn = self._collate()
         if stage == "fit":
-            self.train_dataset = self._dataset("train")
-            self.val_dataset = self._dataset("val")
+            self.train_dataset = self.banded(self._dataset("train"))
+            self.val_dataset = self.banded(self._dataset("val"))
         elif stage == "validate":
-            self.val_dataset = self._dataset("val")
+            self.val_dataset = self.banded(self._dataset("val"))
         elif stage in ("test", "predict"):
-            self.test_dataset = self._dataset("test")
+            self.test_dataset = self.banded(self._dataset("test"))
             self.predict_dataset = self.test_dataset
+
+    def banded(self, dataset: Any) -> Any:
+        """Give a split dataset this data's band choice (its readers follow
+        :mod:`zoo.data.bands`).
+
+        Args:
+            dataset: a split dataset; one that reads images has a ``band_choice`` attribute.
+
+        Returns:
+            The dataset.
+
+        Raises:
+            ValueError: bands are chosen but the dataset reads RGB images only.
+        """
+        if hasattr(dataset, "band_choice"):
+            dataset.band_choice = self.band_choice
+        elif not self.band_choice.is_default:
+            raise ValueError(
+                f"{type(dataset).__name__} reads RGB images only: remove data.init_args.bands"
+            )
+        return dataset
 
     def train_dataloader(self) -> ResumableLoader:
         """The training loader, shuffled by ``(seed, epoch)`` and resumable mid-epoch.
@@ -586,8 +653,11 @@ class ConversationDataModule(ZooDataModule):
 
     @property
     def preprocessing(self) -> Preprocessing:
-        """How this data prepares images: size, mean / std and the pad to a square."""
-        return Preprocessing(self.image_size, self.mean, self.std, self.pad_to_square)
+        """How this data prepares images: size, mean / std, the pad to a square, band names."""
+        self.resolve_statistics()
+        return Preprocessing(
+            self.image_size, self.mean, self.std, self.pad_to_square, self.band_names
+        )
 
     def vocabulary(self) -> list[str]:
         """Words of the training conversations and the short-answer prompt.
