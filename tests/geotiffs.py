@@ -46,3 +46,60 @@ def write_utm_geotiff(
     with rasterio.open(path, "w", **profile) as dst:
         dst.write(data)
     return path
+
+
+def write_multiband_geotiff(
+    path: Path,
+    bands: int,
+    dtype: str = "uint16",
+    size: int = 32,
+    seed: int = 0,
+    descriptions: tuple[str, ...] | None = None,
+) -> Path:
+    """A small ``bands``-band GeoTIFF in UTM 33N: uint8 (NAIP-like, 0..255), uint16
+    (Sentinel-2-like reflectance, 0..10000) or float32 (reflectance 0..1), with band names."""
+    rng = np.random.default_rng(seed)
+    high = {"uint8": 255, "uint16": 10_000, "float32": 1.0}[dtype]
+    data = (rng.uniform(0, high, (bands, size, size))).astype(dtype)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    profile = dict(
+        driver="GTiff",
+        height=size,
+        width=size,
+        count=bands,
+        dtype=dtype,
+        crs=UTM_CRS,
+        transform=from_origin(ORIGIN[0] + 320.0 * seed, ORIGIN[1], 10.0, 10.0),
+    )
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(data)
+        for i, name in enumerate(descriptions or ()):
+            dst.set_band_description(i + 1, name)
+    return path
+
+
+#: Sentinel-2 L1C's 13 bands in file order (B10 is cirrus).
+SENTINEL2_BANDS = (
+    "B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B10", "B11", "B12",
+)  # fmt: skip
+#: NAIP's four bands.
+NAIP_BANDS = ("R", "G", "B", "NIR")
+
+
+def write_band_table(
+    root: Path, bands: int, dtype: str, per_split: int = 8, descriptions: tuple[str, ...] = ()
+) -> Path:
+    """An image-caption-location table in SkyScript's CSV format (``train.csv``, ``val.csv``,
+    ``test.csv``) over ``bands``-band GeoTIFFs, two captions alternating."""
+    import pandas as pd
+
+    for split_id, split in enumerate(("train", "val", "test")):
+        rows = []
+        for i in range(per_split):
+            seed = 100 * split_id + i
+            name = f"images/{split}_{i}.tif"
+            write_multiband_geotiff(root / name, bands, dtype, seed=seed, descriptions=descriptions)
+            caption = "a field" if i % 2 else "a river"
+            rows.append({"filepath": name, "title": caption, "lat": 45.1, "lon": 15.0 + 0.01 * i})
+        pd.DataFrame(rows).to_csv(root / f"{split}.csv", index=False)
+    return root

@@ -8,9 +8,10 @@ bands' names (the file's band descriptions, e.g. ``[B04, B03, B02]``). The rule
 
 * ``bands`` given: exactly those bands, in that order; one that does not exist (an index past
   the file's count, a name the file does not describe) is an error naming the file;
-* ``bands`` not given: a file with exactly ``channels`` bands (an alpha band not counted) is read
-  whole; a one-band (grey) file is repeated to three bands for an RGB model where the reader
-  allows it (as PIL's ``convert("RGB")`` and :class:`~zoo.preprocessing.ImageTransform` do);
+* ``bands`` not given: a file with exactly ``channels`` bands is read whole, as is one whose
+  bands other than alpha are exactly ``channels`` (an RGBA PNG for an RGB model); a one-band
+  (grey) file is repeated to three bands for an RGB model where the reader allows it (as PIL's
+  ``convert("RGB")`` and :class:`~zoo.preprocessing.ImageTransform` do);
   any other count is an error naming the file, its band count, the model's channels and how to
   choose (``bands: [4, 3, 2]`` for Sentinel-2 RGB).
 
@@ -153,7 +154,8 @@ def select_bands(
         count: its number of bands.
         choice: the data's band choice and the model's channel count.
         descriptions: each band's name (rasterio's ``descriptions``), for names in ``bands``.
-        alpha: the 1-based bands that are alpha (not counted when ``bands`` is not given).
+        alpha: the 1-based bands that are alpha (left out when ``bands`` is not given and the
+            file has more bands than the model reads).
         repeat_grey: a one-band file is read three times for a 3-channel model.
         context: appended after the file in messages.
 
@@ -185,8 +187,10 @@ def select_bands(
                 out.append(band)
         return out
     channels = choice.channels
+    if count == channels:
+        return list(range(1, count + 1))
     colour = [b for b in range(1, count + 1) if b not in set(alpha)]
-    if len(colour) == channels:
+    if len(colour) == channels:  # an RGBA file for an RGB model: the alpha is a mask, no band
         return colour
     if len(colour) == 1 and channels == 3 and repeat_grey:
         return colour * 3

@@ -222,7 +222,7 @@ class ImageFolderDataset(Dataset):
         stem = path.rsplit(".", 1)[0].replace("/", "__")
         height, width = self.shapes[file]
         sample: dict[str, Any] = {
-            "image": image.clamp(0, 255),
+            "image": image.clamp(0, 255) if self.percentiles is not None else image,
             "id": stem if count == 1 else f"{stem}_r{w.row}_c{w.col}",
             "path": path,
             "chip": {

@@ -88,7 +88,8 @@ class SceneTableDataset(Dataset):
             ) from error
         image = pixels[None]
         image = F.interpolate(image, size=(self.image_size,) * 2, mode="bilinear", antialias=True)
-        return {"image": image[0].clamp(0, 255), "label": torch.tensor(self.labels[index])}
+        image = image[0].clamp(0, 255) if self.band_choice.is_default else image[0]  # raw: kept
+        return {"image": image, "label": torch.tensor(self.labels[index])}
 
 
 class SkyScriptBenchmarkDataModule(LightningDataModule):
