@@ -96,7 +96,7 @@ def test_scene_benchmark_reader_takes_bands(tmp_path: Path):
     with rasterio.open(path) as src:  # raw reflectance, not stretched nor clipped to 255
         expected = torch.from_numpy(src.read([4, 3, 2, 8]).astype(np.float32))
     assert dataset[0]["image"].amax() > 255
-    assert torch.allclose(dataset[0]["image"].mean((1, 2)), expected.mean((1, 2)), rtol=1e-3)
+    assert torch.allclose(dataset[0]["image"].mean((1, 2)), expected.mean((1, 2)), rtol=1e-2)
 
 
 def _datamodule(root: Path, **kwargs) -> ImageTextLocationDataModule:
