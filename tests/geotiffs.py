@@ -90,7 +90,7 @@ def write_band_table(
     root: Path, bands: int, dtype: str, per_split: int = 8, descriptions: tuple[str, ...] = ()
 ) -> Path:
     """An image-caption-location table in SkyScript's CSV format (``train.csv``, ``val.csv``,
-    ``test.csv``) over ``bands``-band GeoTIFFs, two captions alternating."""
+    ``test.csv``) over ``bands``-band GeoTIFFs, two classes (and captions) alternating."""
     import pandas as pd
 
     for split_id, split in enumerate(("train", "val", "test")):
@@ -99,7 +99,8 @@ def write_band_table(
             seed = 100 * split_id + i
             name = f"images/{split}_{i}.tif"
             write_multiband_geotiff(root / name, bands, dtype, seed=seed, descriptions=descriptions)
-            caption = "a field" if i % 2 else "a river"
-            rows.append({"filepath": name, "title": caption, "lat": 45.1, "lon": 15.0 + 0.01 * i})
+            label = "field" if i % 2 else "river"
+            row = {"filepath": name, "title": f"a {label}", "label": label}
+            rows.append(row | {"lat": 45.1, "lon": 15.0 + 0.01 * i})
         pd.DataFrame(rows).to_csv(root / f"{split}.csv", index=False)
     return root
