@@ -81,6 +81,7 @@ def main(argv: list[str] | None = None) -> Path:
 
     args, overrides = build_parser().parse_known_args(argv)
     datamodule = build_datamodule(args.config, overrides)
+    datamodule.prepare_data()  # the embedded dataset is written on first use
     path = write_statistics(datamodule, args.num_workers, progress=not args.no_progress)
     print(f"wrote per-band statistics to {path}")
     return path

@@ -137,6 +137,9 @@ class ZooDataModule(NonGeoDataModule):
             number is :attr:`num_channels`, linked to the model's ``in_channels``.
         band_names: a name for each band read (stored with the model; None: ``bands`` where
             they are names).
+        compute_statistics: ``prepare_data`` computes the per-band statistics over the training
+            split (as ``zoo stats`` does) when the data's ``band_stats.json`` has none for these
+            bands; ``mean`` / ``std`` given in the config still win.
         llm: a generator's LLM (:class:`~zoo.encoders.llm.LLMSpec`, linked from the model's
             ``llm`` by the zoo CLI): its tokenizer and conversation format are the data's. A
             ``tokenizer`` that names another tokenizer is an error; with a random ``tiny`` /
@@ -160,11 +163,13 @@ class ZooDataModule(NonGeoDataModule):
         processor: str | None = None,
         bands: list[int | str] | None = None,
         band_names: list[str] | None = None,
+        compute_statistics: bool = False,
         llm: LLMSpec | None = None,
     ) -> None:
         super().__init__(dataset_class, batch_size=batch_size, num_workers=num_workers)
         #: The bands read from each file and the channel count the model reads.
         self.band_choice = BandChoice.of(bands, band_names)
+        self.compute_statistics = compute_statistics
         #: Where ``mean`` / ``std`` come from (None: not decided yet, see
         #: :func:`~zoo.data.statistics.resolve_statistics`).
         self.statistics_source: str | None = None
@@ -260,9 +265,16 @@ class ZooDataModule(NonGeoDataModule):
         return self.source.path if self.source is not None else Path(self.root)
 
     def prepare_data(self) -> None:
-        """Write the embedded dataset on first use (when this datamodule has a source)."""
+        """Write the embedded dataset on first use (when this datamodule has a source); with
+        ``compute_statistics``, the per-band statistics when none are stored for these bands."""
         if self.source is not None:
             self.source.prepare()
+        if self.compute_statistics and not self._statistics_given:
+            from zoo.data.statistics import has_statistics, write_statistics
+
+            if not has_statistics(self):
+                log.info("computing per-band statistics over %s", self.dataset_root)
+                write_statistics(self)
 
     def vocabulary(self) -> list[str]:
         """Words of the word-level tokenizer used when ``tokenizer`` is None.
@@ -500,15 +512,22 @@ class EmbeddedSource:
         image_size: generated image size in pixels.
         seed: generator seed.
         splits: images per split.
+        multispectral: the multispectral variant (5-band GeoTIFFs: R, G, B, NIR, SWIR).
     """
 
     def __init__(
-        self, root: str, image_size: int, seed: int, splits: EmbeddedSplits | dict
+        self,
+        root: str,
+        image_size: int,
+        seed: int,
+        splits: EmbeddedSplits | dict,
+        multispectral: bool = False,
     ) -> None:
         self.root = Path(root)
         self.image_size = image_size
         self.seed = seed
         self.splits = EmbeddedSplits(**splits) if isinstance(splits, dict) else splits
+        self.multispectral = multispectral
 
     @property
     def sizes(self) -> dict[str, int]:
@@ -521,13 +540,16 @@ class EmbeddedSource:
         """The folder of this parameter set's copy."""
         n = self.splits
         version = f"v{embedded.DATASET_VERSION}-seed{self.seed}-{self.image_size}px"
-        return self.root / f"{version}-{n.train}-{n.val}-{n.test}"
+        kind = "-multispectral" if self.multispectral else ""
+        return self.root / f"{version}-{n.train}-{n.val}-{n.test}{kind}"
 
     def prepare(self) -> None:
         """Generate the dataset unless a complete copy with these parameters exists (the
         writer checks and reuses one), saying so in a log line first: a mistyped ``root`` is
         then seen at once."""
         params = {"image_size": self.image_size, "seed": self.seed, **self.sizes}
+        if self.multispectral:
+            params["multispectral"] = True
         if not embedded.is_complete(self.path, **params):
             where = (
                 "does not exist"
@@ -563,8 +585,12 @@ class EmbeddedDataModule(ImageTextLocationDataModule):
         seed: generator seed.
         image_size: generated image size in pixels.
         max_text_length: captions are truncated to this many tokens.
+        multispectral: the multispectral scenes (5-band GeoTIFFs: R, G, B, NIR, SWIR named in
+            each file, :mod:`zoo.data.embedded.spectra`); choose the bands with ``bands``
+            (e.g. ``[R, G, B, NIR, SWIR]``), the statistics with ``compute_statistics``.
         **kwargs: ``batch_size``, ``num_workers``, ``tokenizer`` (None: the generator's own
-            vocabulary), ``mean``, ``std`` of :class:`ZooDataModule`.
+            vocabulary), ``mean``, ``std``, ``bands``, ``compute_statistics`` of
+            :class:`ZooDataModule`.
     """
 
     def __init__(
@@ -574,13 +600,14 @@ class EmbeddedDataModule(ImageTextLocationDataModule):
         seed: int = 0,
         image_size: int = 64,
         max_text_length: int = 48,
+        multispectral: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(
             root, max_text_length, list(embedded.SCENE_CLASSES), image_size=image_size, **kwargs
         )
         self.seed = seed
-        self.source = EmbeddedSource(root, image_size, seed, splits)
+        self.source = EmbeddedSource(root, image_size, seed, splits, multispectral)
 
     def vocabulary(self) -> list[str]:
         """The embedded dataset's words (:func:`embedded_vocabulary`).

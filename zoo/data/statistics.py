@@ -28,7 +28,13 @@ from tqdm import tqdm
 from zoo.data.batch import IMAGENET_MEAN, IMAGENET_STD
 from zoo.io import atomic_write_text
 
-__all__ = ["STATS_FILE", "band_statistics", "resolve_statistics", "write_statistics"]
+__all__ = [
+    "STATS_FILE",
+    "band_statistics",
+    "has_statistics",
+    "resolve_statistics",
+    "write_statistics",
+]
 
 log = logging.getLogger(__name__)
 
@@ -85,8 +91,34 @@ def band_statistics(
     }
 
 
+def _stored(datamodule: Any) -> dict[str, Any] | None:
+    """The data's stored statistics when they are of its bands, else None."""
+    path = Path(datamodule.dataset_root) / STATS_FILE
+    if not path.is_file():
+        return None
+    stored = json.loads(path.read_text(encoding="utf-8"))
+    choice = datamodule.band_choice
+    wanted = None if choice.bands is None else list(choice.bands)
+    if stored.get("bands") == wanted and len(stored.get("mean", ())) == choice.channels:
+        return stored
+    return None
+
+
+def has_statistics(datamodule: Any) -> bool:
+    """Whether the data's :data:`STATS_FILE` holds statistics of its bands.
+
+    Args:
+        datamodule: a zoo datamodule (``dataset_root``, ``band_choice``).
+
+    Returns:
+        True when they are stored.
+    """
+    return _stored(datamodule) is not None
+
+
 def write_statistics(datamodule: Any, num_workers: int = 0, progress: bool = True) -> Path:
-    """Compute a datamodule's per-band statistics over its training split and store them.
+    """Compute a datamodule's per-band statistics over its training split and store them
+    (its data must be on disk: ``prepare_data`` first for the embedded dataset).
 
     Args:
         datamodule: a zoo datamodule (``_dataset``, ``banded``, ``dataset_root``,
@@ -97,7 +129,6 @@ def write_statistics(datamodule: Any, num_workers: int = 0, progress: bool = Tru
     Returns:
         The written :data:`STATS_FILE`.
     """
-    datamodule.prepare_data()
     dataset = datamodule.banded(datamodule._dataset("train"))
     stats = band_statistics(dataset, num_workers, progress)
     choice = datamodule.band_choice
@@ -146,18 +177,16 @@ def resolve_statistics(datamodule: Any) -> tuple[tuple[float, ...], tuple[float,
             )
         return mean, std, "data.init_args.mean / std"
     path = Path(datamodule.dataset_root) / STATS_FILE
-    wanted = None if choice.bands is None else list(choice.bands)
+    stored = _stored(datamodule)
+    if stored is not None:
+        log.info("per-band statistics of bands %s from %s", names, path)
+        return tuple(stored["mean"]), tuple(stored["std"]), str(path)
     if path.is_file():
-        stored = json.loads(path.read_text(encoding="utf-8"))
-        if stored.get("bands") == wanted and len(stored.get("mean", ())) == channels:
-            log.info("per-band statistics of bands %s from %s", names, path)
-            return tuple(stored["mean"]), tuple(stored["std"]), str(path)
         log.warning(
-            "%s holds statistics of bands %s, not of the data's bands %s: not used (run "
-            "`zoo stats` again for these bands)",
+            "%s holds statistics of other bands than the data's %s: not used (run `zoo stats` "
+            "again for these bands)",
             path,
-            stored.get("bands"),
-            wanted,
+            names,
         )
     if channels == 3 and (mean, std) == (IMAGENET_MEAN, IMAGENET_STD):
         if not choice.is_default:
