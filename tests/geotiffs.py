@@ -32,19 +32,22 @@ def write_utm_geotiff(
     data = rng.uniform(200, 1500, (bands, height, width)).astype(np.uint16)
     data[:, height // 3 : 2 * height // 3, width // 3 : 2 * width // 3] += 2500
     data[:, :nodata_corner, :nodata_corner] = 0
+    return _write(path, data, from_origin(*ORIGIN, pixel_m, pixel_m), nodata=0)
+
+
+def _write(
+    path: Path, data: np.ndarray, transform, nodata: float | None = None, names: tuple = ()
+) -> Path:
+    """Write ``C×H×W`` ``data`` as a GeoTIFF in :data:`UTM_CRS`, bands described by ``names``."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    profile = dict(
-        driver="GTiff",
-        height=height,
-        width=width,
-        count=bands,
-        dtype="uint16",
-        crs=UTM_CRS,
-        transform=from_origin(*ORIGIN, pixel_m, pixel_m),
-        nodata=0,
-    )
-    with rasterio.open(path, "w", **profile) as dst:
+    count, height, width = data.shape
+    profile = dict(driver="GTiff", height=height, width=width, count=count, dtype=data.dtype)
+    with rasterio.open(
+        path, "w", crs=UTM_CRS, transform=transform, nodata=nodata, **profile
+    ) as dst:
         dst.write(data)
+        for i, name in enumerate(names):
+            dst.set_band_description(i + 1, name)
     return path
 
 
@@ -61,21 +64,8 @@ def write_multiband_geotiff(
     rng = np.random.default_rng(seed)
     high = {"uint8": 255, "uint16": 10_000, "float32": 1.0}[dtype]
     data = (rng.uniform(0, high, (bands, size, size))).astype(dtype)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    profile = dict(
-        driver="GTiff",
-        height=size,
-        width=size,
-        count=bands,
-        dtype=dtype,
-        crs=UTM_CRS,
-        transform=from_origin(ORIGIN[0] + 320.0 * seed, ORIGIN[1], 10.0, 10.0),
-    )
-    with rasterio.open(path, "w", **profile) as dst:
-        dst.write(data)
-        for i, name in enumerate(descriptions or ()):
-            dst.set_band_description(i + 1, name)
-    return path
+    transform = from_origin(ORIGIN[0] + 320.0 * seed, ORIGIN[1], 10.0, 10.0)
+    return _write(path, data, transform, names=descriptions or ())
 
 
 #: Sentinel-2 L1C's 13 bands in file order (B10 is cirrus).
