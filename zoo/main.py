@@ -55,6 +55,7 @@ COMMANDS = {
     "embed": "zoo.embed",
     "demo": "zoo.demo",
     "optimize": "zoo.optimize",
+    "stats": "zoo.stats",
 }
 
 
@@ -184,13 +185,21 @@ class ZooCLI(LightningCLI):
             compute_fn=lambda data: data.class_names,
             apply_on="instantiate",
         )
+        # The bands the data reads reach every family's vision side (zoo.data.bands).
+        parser.link_arguments(
+            "data",
+            "model.init_args.in_channels",
+            compute_fn=lambda data: getattr(data, "num_channels", 3),
+            apply_on="instantiate",
+        )
         # FLAVARS: the data uses the FLAVA folder's tokenizer, image size and mean / std.
         parser.link_arguments("model.init_args.flava.folder", "data.init_args.processor")
 
 
 _EPILOG = (
     "Also: zoo evaluate (a checkpoint over evaluation configs, like the papers), zoo compare "
-    "(an ablation suite's variants side by side), zoo export "
+    "(an ablation suite's variants side by side), zoo stats (per-band statistics of the "
+    "data), zoo export "
     "(safetensors weights, LoRA merged), zoo embed (image embeddings of a folder as GeoParquet), "
     "zoo demo (a local Gradio page) and zoo optimize (a data config as LitData streaming "
     "shards); see zoo <command> --help."

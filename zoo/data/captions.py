@@ -35,6 +35,7 @@ import torch
 from torch.nn import functional as F
 from torchgeo.datasets import NonGeoDataset
 
+from zoo.data.bands import RGB, BandChoice
 from zoo.data.conversations import (
     IMAGE_TOKEN,
     SHORT_ANSWER_PROMPT,
@@ -232,6 +233,9 @@ class CaptionDataset(NonGeoDataset):
         transforms: a function applied to each sample dict.
     """
 
+    #: The bands read from each file (the datamodule sets its own, :mod:`zoo.data.bands`).
+    band_choice: BandChoice = RGB
+
     def __init__(
         self,
         root: str | Path = "data/rsicd",
@@ -280,7 +284,9 @@ class CaptionDataset(NonGeoDataset):
     def __getitem__(self, index: int) -> dict[str, Any]:
         item = self.items[index]
         path = self.root / self.images_dir / item["image"]
-        image = load_image(path, f" (image {item['image_id']!r} of {self.annotation_path})")
+        image = load_image(
+            path, f" (image {item['image_id']!r} of {self.annotation_path})", self.band_choice
+        )
         if image.shape[-1] != self.image_size or image.shape[-2] != self.image_size:
             image = F.interpolate(
                 image[None],

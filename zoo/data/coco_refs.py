@@ -140,7 +140,11 @@ class CocoReferringDataset(ReferringDataset):
     def _image(self, index: int) -> Tensor:
         image_id = self._image_of[index]
         path = self.image_root / self.coco.imgs[image_id]["file_name"]
-        return load_image(path, f" (image {image_id} of {self.instances_source}, sample {index})")
+        return load_image(
+            path,
+            f" (image {image_id} of {self.instances_source}, sample {index})",
+            self.band_choice,
+        )
 
     def _mask(self, index: int, ref: dict[str, Any]) -> np.ndarray:
         ann = self.coco.anns[ref["ann_id"]]

@@ -63,6 +63,7 @@ from zoo.conversation_formats import (
     resolve_conversation,
     tokenize_messages,
 )
+from zoo.data.bands import RGB, BandChoice
 from zoo.data.image_text import load_image
 from zoo.preprocessing import pad_to_square
 
@@ -306,6 +307,9 @@ class ConversationDataset(NonGeoDataset):
             before resizing (:func:`pad_to_square`); None stretches them.
     """
 
+    #: The bands read from each file (the datamodule sets its own, :mod:`zoo.data.bands`).
+    band_choice: BandChoice = RGB
+
     def __init__(
         self,
         root: str | Path,
@@ -445,7 +449,9 @@ class ConversationDataset(NonGeoDataset):
         record = self.records[index]
         path = self.image_path(record)
         tried = "" if path.suffix else f", also with the extensions {list(IMAGE_EXTENSIONS)}"
-        image = load_image(path, f" (record {record.get('id', index)!r} of {self.path}{tried})")
+        image = load_image(
+            path, f" (record {record.get('id', index)!r} of {self.path}{tried})", self.band_choice
+        )
         if self.pad_color is not None:
             image = pad_to_square(image, self.pad_color)
         if image.shape[-1] != self.image_size or image.shape[-2] != self.image_size:

@@ -20,11 +20,13 @@ from transformers import PreTrainedTokenizerBase
 
 from zoo.conversation_formats import resolve_conversation
 from zoo.data import embedded
+from zoo.data.bands import BandChoice
 from zoo.data.batch import IMAGENET_MEAN, IMAGENET_STD, ImageTextBatch
 from zoo.data.conversations import SHORT_ANSWER_PROMPT, ConversationCollate, ConversationDataset
 from zoo.data.geo_splits import GeoSplit
 from zoo.data.image_text import ImageTextLocationDataset, caption_words, read_table
 from zoo.data.sampling import ResumableLoader, train_loader
+from zoo.data.statistics import resolve_statistics
 from zoo.data.tokenize import build_tokenizer
 from zoo.encoders.llm import LLMSpec
 from zoo.io import read_processor_settings
@@ -129,6 +131,16 @@ class ZooDataModule(NonGeoDataModule):
         processor: a model folder (FLAVA's) whose tokenizer, image size and mean / std the data
             must use (:func:`zoo.io.read_processor_settings`); the zoo CLI links FLAVARS'
             ``flava`` here. A ``tokenizer`` or ``image_size`` that disagrees with it is an error.
+        bands: the bands each image file is read with, in the order the model reads them:
+            1-based indices (rasterio's numbering, e.g. ``[4, 3, 2]`` for Sentinel-2's RGB) or
+            the bands' names (the files' band descriptions); None reads RGB files as they are,
+            and a file of any other band count is an error (:mod:`zoo.data.bands`). Their
+            number is :attr:`num_channels`, linked to the model's ``in_channels``.
+        band_names: a name for each band read (stored with the model; None: ``bands`` where
+            they are names).
+        compute_statistics: ``prepare_data`` computes the per-band statistics over the training
+            split (as ``zoo stats`` does) when the data's ``band_stats.json`` has none for these
+            bands; ``mean`` / ``std`` given in the config still win.
         llm: a generator's LLM (:class:`~zoo.encoders.llm.LLMSpec`, linked from the model's
             ``llm`` by the zoo CLI): its tokenizer and conversation format are the data's. A
             ``tokenizer`` that names another tokenizer is an error; with a random ``tiny`` /
@@ -156,6 +168,9 @@ class ZooDataModule(NonGeoDataModule):
         std: Sequence[float] = IMAGENET_STD,
         llava: str | None = None,
         processor: str | None = None,
+        bands: list[int | str] | None = None,
+        band_names: list[str] | None = None,
+        compute_statistics: bool = False,
         llm: LLMSpec | None = None,
         streaming: str | None = None,
         geo_split: GeoSplit | None = None,
@@ -180,6 +195,18 @@ class ZooDataModule(NonGeoDataModule):
             if self.shards.vocabulary is not None:
                 words = list(self.shards.vocabulary)
                 self.vocabulary = lambda: words  # the conversion's word-level vocabulary
+        #: The bands read from each file and the channel count the model reads.
+        self.band_choice = BandChoice.of(bands, band_names)
+        self.compute_statistics = compute_statistics
+        #: Where ``mean`` / ``std`` come from (None: not decided yet, see
+        #: :func:`~zoo.data.statistics.resolve_statistics`).
+        self.statistics_source: str | None = None
+        self._statistics_given = (
+            tuple(mean) != IMAGENET_MEAN
+            or tuple(std) != IMAGENET_STD
+            or llava is not None
+            or processor is not None
+        )
         #: The generator's LLM whose tokenizer and conversation format the data uses.
         self.llm = None if llm is None else LLMSpec.of(llm)
         self.llava = llava
@@ -232,10 +259,33 @@ class ZooDataModule(NonGeoDataModule):
         self.source: EmbeddedSource | None = None
 
     @property
+    def num_channels(self) -> int:
+        """The bands the model reads (linked to its ``in_channels``)."""
+        return self.band_choice.channels
+
+    @property
+    def band_names(self) -> tuple[str, ...] | None:
+        """The name of each band read (None: RGB as the files have it)."""
+        choice = self.band_choice
+        if choice.is_default:
+            return None
+        return choice.names or tuple(f"band {b}" for b in choice.bands or range(1, 4))
+
+    def resolve_statistics(self) -> None:
+        """Decide the per-band ``mean`` / ``std`` once: given, else a ``band_stats.json``
+        beside the data (``zoo stats``), else ImageNet's for RGB; it logs where they came from
+        (:func:`~zoo.data.statistics.resolve_statistics`)."""
+        if self.statistics_source is None:
+            self.mean, self.std, self.statistics_source = resolve_statistics(self)
+            self.aug = Normalize(self.mean, self.std)
+
+    @property
     def preprocessing(self) -> Preprocessing:
-        """How this data prepares images (size, mean / std): the model keeps it from its fit and
-        carries it in its checkpoint, so :func:`zoo.load`'s transform prepares images alike."""
-        return Preprocessing(self.image_size, self.mean, self.std)
+        """How this data prepares images (size, mean / std, band names): the model keeps it
+        from its fit and carries it in its checkpoint, so :func:`zoo.load`'s transform prepares
+        images alike."""
+        self.resolve_statistics()
+        return Preprocessing(self.image_size, self.mean, self.std, bands=self.band_names)
 
     @property
     def dataset_root(self) -> Path:
@@ -243,9 +293,16 @@ class ZooDataModule(NonGeoDataModule):
         return self.source.path if self.source is not None else Path(self.root)
 
     def prepare_data(self) -> None:
-        """Write the embedded dataset on first use (when this datamodule has a source)."""
+        """Write the embedded dataset on first use (when this datamodule has a source); with
+        ``compute_statistics``, the per-band statistics when none are stored for these bands."""
         if self.source is not None and self.shards is None:
             self.source.prepare()
+        if self.compute_statistics and not self._statistics_given:
+            from zoo.data.statistics import has_statistics, write_statistics
+
+            if not has_statistics(self):
+                log.info("computing per-band statistics over %s", self.dataset_root)
+                write_statistics(self)
 
     def vocabulary(self) -> list[str]:
         """Words of the word-level tokenizer used when ``tokenizer`` is None.
@@ -299,16 +356,17 @@ class ZooDataModule(NonGeoDataModule):
         raise NotImplementedError
 
     def _split(self, split: str) -> Any:
-        """``split``'s dataset: from the shards (``streaming``), re-split by region
-        (``geo_split``) or the dataset's own (``_dataset``)."""
+        """``split``'s dataset: from the shards (``streaming``, which hold the bands they were
+        written with), or re-split by region (``geo_split``) or the dataset's own
+        (``_dataset``), both reading this data's bands (:meth:`banded`)."""
         if self.shards is not None:
             seed = torch.initial_seed() % 2**32  # seed_everything's (LitData takes 32 bits)
             return self.shards.dataset(split, shuffle=split == "train", seed=seed).as_map()
         if self.geo_split is not None:
             from zoo.data.geo_splits import geo_dataset
 
-            return geo_dataset(self, split)
-        return self._dataset(split)
+            return self.banded(geo_dataset(self, split))
+        return self.banded(self._dataset(split))
 
     def setup(self, stage: str) -> None:
         """Build the split datasets for ``stage`` and the tokenizing collate function.
@@ -316,6 +374,7 @@ class ZooDataModule(NonGeoDataModule):
         Args:
             stage: ``fit``, ``validate``, ``test`` or ``predict``.
         """
+        self.resolve_statistics()
         self.collate_fn = self._collate()
         if stage == "fit":
             self.train_dataset = self._split("train")
@@ -325,6 +384,27 @@ class ZooDataModule(NonGeoDataModule):
         elif stage in ("test", "predict"):
             self.test_dataset = self._split("test")
             self.predict_dataset = self.test_dataset
+
+    def banded(self, dataset: Any) -> Any:
+        """Give a split dataset this data's band choice (its readers follow
+        :mod:`zoo.data.bands`).
+
+        Args:
+            dataset: a split dataset; one that reads images has a ``band_choice`` attribute.
+
+        Returns:
+            The dataset.
+
+        Raises:
+            ValueError: bands are chosen but the dataset reads RGB images only.
+        """
+        if hasattr(dataset, "band_choice"):
+            dataset.band_choice = self.band_choice
+        elif not self.band_choice.is_default:
+            raise ValueError(
+                f"{type(dataset).__name__} reads RGB images only: remove data.init_args.bands"
+            )
+        return dataset
 
     def train_dataloader(self) -> Any:
         """The training loader, shuffled by ``(seed, epoch)`` and resumable mid-epoch.
@@ -485,15 +565,22 @@ class EmbeddedSource:
         image_size: generated image size in pixels.
         seed: generator seed.
         splits: images per split.
+        multispectral: the multispectral variant (5-band GeoTIFFs: R, G, B, NIR, SWIR).
     """
 
     def __init__(
-        self, root: str, image_size: int, seed: int, splits: EmbeddedSplits | dict
+        self,
+        root: str,
+        image_size: int,
+        seed: int,
+        splits: EmbeddedSplits | dict,
+        multispectral: bool = False,
     ) -> None:
         self.root = Path(root)
         self.image_size = image_size
         self.seed = seed
         self.splits = EmbeddedSplits(**splits) if isinstance(splits, dict) else splits
+        self.multispectral = multispectral
 
     @property
     def sizes(self) -> dict[str, int]:
@@ -506,13 +593,16 @@ class EmbeddedSource:
         """The folder of this parameter set's copy."""
         n = self.splits
         version = f"v{embedded.DATASET_VERSION}-seed{self.seed}-{self.image_size}px"
-        return self.root / f"{version}-{n.train}-{n.val}-{n.test}"
+        kind = "-multispectral" if self.multispectral else ""
+        return self.root / f"{version}-{n.train}-{n.val}-{n.test}{kind}"
 
     def prepare(self) -> None:
         """Generate the dataset unless a complete copy with these parameters exists (the
         writer checks and reuses one), saying so in a log line first: a mistyped ``root`` is
         then seen at once."""
         params = {"image_size": self.image_size, "seed": self.seed, **self.sizes}
+        if self.multispectral:
+            params["multispectral"] = True
         if not embedded.is_complete(self.path, **params):
             where = (
                 "does not exist"
@@ -548,8 +638,12 @@ class EmbeddedDataModule(ImageTextLocationDataModule):
         seed: generator seed.
         image_size: generated image size in pixels.
         max_text_length: captions are truncated to this many tokens.
+        multispectral: the multispectral scenes (5-band GeoTIFFs: R, G, B, NIR, SWIR named in
+            each file, :mod:`zoo.data.embedded.spectra`); choose the bands with ``bands``
+            (e.g. ``[R, G, B, NIR, SWIR]``), the statistics with ``compute_statistics``.
         **kwargs: ``batch_size``, ``num_workers``, ``tokenizer`` (None: the generator's own
-            vocabulary), ``mean``, ``std`` of :class:`ZooDataModule`.
+            vocabulary), ``mean``, ``std``, ``bands``, ``compute_statistics`` of
+            :class:`ZooDataModule`.
     """
 
     def __init__(
@@ -559,13 +653,14 @@ class EmbeddedDataModule(ImageTextLocationDataModule):
         seed: int = 0,
         image_size: int = 64,
         max_text_length: int = 48,
+        multispectral: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(
             root, max_text_length, list(embedded.SCENE_CLASSES), image_size=image_size, **kwargs
         )
         self.seed = seed
-        self.source = EmbeddedSource(root, image_size, seed, splits)
+        self.source = EmbeddedSource(root, image_size, seed, splits, multispectral)
 
     def vocabulary(self) -> list[str]:
         """The embedded dataset's words (:func:`embedded_vocabulary`).
@@ -638,8 +733,11 @@ class ConversationDataModule(ZooDataModule):
 
     @property
     def preprocessing(self) -> Preprocessing:
-        """How this data prepares images: size, mean / std and the pad to a square."""
-        return Preprocessing(self.image_size, self.mean, self.std, self.pad_to_square)
+        """How this data prepares images: size, mean / std, the pad to a square, band names."""
+        self.resolve_statistics()
+        return Preprocessing(
+            self.image_size, self.mean, self.std, self.pad_to_square, self.band_names
+        )
 
     def vocabulary(self) -> list[str]:
         """Words of the training conversations and the short-answer prompt.

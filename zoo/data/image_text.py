@@ -21,6 +21,7 @@ from torch import Tensor
 from torch.nn import functional as F
 from torchgeo.datasets import NonGeoDataset
 
+from zoo.data.bands import RGB, BandChoice, read_bands
 from zoo.encoders.location import validate_locations
 from zoo.io import require_dir
 
@@ -35,21 +36,34 @@ __all__ = [
 
 CAPTION_COLUMNS = ("title", "caption")
 
+#: Files read with rasterio whatever the band choice (an N-band GeoTIFF is no PIL image).
+GEOTIFF_SUFFIXES = (".tif", ".tiff")
 
-def load_image(path: Path, context: str = "") -> Tensor:
-    """Read an image file as float ``C×H×W`` in [0, 255].
+
+def load_image(path: Path, context: str = "", bands: BandChoice = RGB) -> Tensor:
+    """Read an image file as float ``C×H×W``: RGB files, or the chosen bands of any raster.
+
+    An RGB model's PNG / JPEG (``bands`` the default) is read by PIL as RGB, in [0, 255] as
+    always; a GeoTIFF, or any file when bands are chosen or the model reads other than three
+    channels, by rasterio with :mod:`zoo.data.bands`' rule (never a silent band choice; uint8
+    values as they are, uint16 / float as raw values for the per-band statistics).
 
     Args:
         path: the image file.
         context: appended to error messages (e.g. which table row names the file).
+        bands: the data's band choice and the model's channel count.
 
     Returns:
-        The RGB image.
+        The image, one band per model channel.
 
     Raises:
         FileNotFoundError: the file is missing (the message names it).
+        ValueError: the file's bands do not fit the choice (the message names the file).
         RuntimeError: the file is corrupt or not an image.
     """
+    if not bands.is_default or Path(path).suffix.lower() in GEOTIFF_SUFFIXES:
+        pixels, _, _ = read_bands(path, bands, context=context)
+        return torch.from_numpy(pixels)
     try:
         with Image.open(path) as img:
             array = np.array(img.convert("RGB"), dtype=np.uint8)
@@ -165,6 +179,8 @@ class ImageTextLocationDataset(NonGeoDataset):
     """
 
     splits = ("train", "val", "test")
+    #: The bands read from each file (the datamodule sets its own, :mod:`zoo.data.bands`).
+    band_choice: BandChoice = RGB
 
     def __init__(
         self,
@@ -195,7 +211,7 @@ class ImageTextLocationDataset(NonGeoDataset):
     def __getitem__(self, index: int) -> dict[str, Any]:
         row = self.table.iloc[index]
         path = self.root / row["filepath"]
-        image = load_image(path, f" (line {index + 2} of {self.table_path})")
+        image = load_image(path, f" (line {index + 2} of {self.table_path})", self.band_choice)
         if self.image_size is not None and image.shape[-1] != self.image_size:
             image = F.interpolate(
                 image[None],

@@ -36,6 +36,7 @@ from torch.utils.data import Dataset
 from transformers import PreTrainedTokenizerBase
 
 from zoo.data import embedded
+from zoo.data.bands import BandChoice
 from zoo.data.coco_refs import embedded_referring_vocabulary
 from zoo.data.conversations import IMAGE_TOKEN, ConversationCollate
 from zoo.data.datamodules import TextCollate, ZooDataModule, embedded_vocabulary
@@ -137,8 +138,10 @@ class ImageFolderDataset(Dataset):
             ``referring``).
         prompt: the prompt of every image (None: :data:`DEFAULT_PROMPTS`).
         prompts_file: a CSV under ``root`` with ``path`` and ``prompt`` columns (per image).
-        bands: 1-based bands to read (None: RGB of a file with three or more bands).
-        percentiles: the stretch of non-uint8 files (low, high percentile to 0, 255).
+        bands: 1-based bands (or band names) to read (None: a file with as many bands as the
+            model reads; :mod:`zoo.data.bands`).
+        percentiles: the stretch of non-uint8 files (low, high percentile to 0, 255; None:
+            their raw values, for a model normalized by per-band statistics).
         chip_size: chip side in source pixels (None: ``image_size``).
         overlap: pixels shared by neighbouring chips.
     """
@@ -150,15 +153,17 @@ class ImageFolderDataset(Dataset):
         task: Task = "image_text",
         prompt: str | None = None,
         prompts_file: str | None = None,
-        bands: Sequence[int] | None = None,
-        percentiles: tuple[float, float] = (2.0, 98.0),
+        bands: Sequence[int | str] | None = None,
+        percentiles: tuple[float, float] | None = (2.0, 98.0),
         chip_size: int | None = None,
         overlap: int = 0,
     ) -> None:
         self.root = Path(root)
         self.image_size = image_size
         self.task = task
-        self.bands = None if bands is None else [int(b) for b in bands]
+        self.bands = None if bands is None else [b if isinstance(b, str) else int(b) for b in bands]
+        #: The bands read and the model's channels (the datamodule sets its own).
+        self.band_choice = BandChoice.of(self.bands)
         self.percentiles = percentiles
         self.files = find_images(self.root)
         default = prompt if prompt is not None else DEFAULT_PROMPTS[task]
@@ -200,7 +205,7 @@ class ImageFolderDataset(Dataset):
             The raster read for the model.
         """
         if file not in self._cache:
-            self._cache[file] = read_raster(self.files[file], self.bands, self.percentiles)
+            self._cache[file] = read_raster(self.files[file], self.band_choice, self.percentiles)
             while len(self._cache) > 2:
                 self._cache.popitem(last=False)
         return self._cache[file]
@@ -217,7 +222,7 @@ class ImageFolderDataset(Dataset):
         stem = path.rsplit(".", 1)[0].replace("/", "__")
         height, width = self.shapes[file]
         sample: dict[str, Any] = {
-            "image": image.clamp(0, 255),
+            "image": image.clamp(0, 255) if self.percentiles is not None else image,
             "id": stem if count == 1 else f"{stem}_r{w.row}_c{w.col}",
             "path": path,
             "chip": {
@@ -297,8 +302,10 @@ class ImageFolderDataModule(ZooDataModule):
         task: ``image_text``, ``conversation`` or ``referring``.
         prompt: the prompt of every image (None: the task's default).
         prompts_file: a CSV under root with ``path``, ``prompt`` columns (per-image prompts).
-        bands: 1-based bands (None: RGB of a three-or-more-band file).
-        percentiles: low, high percentiles of the per-band stretch of non-uint8 files.
+        bands: 1-based bands or band names (None: a file with as many bands as the model
+            reads; :mod:`zoo.data.bands`); their number is the model's ``in_channels``.
+        percentiles: low, high percentiles of the per-band stretch of non-uint8 files (None:
+            raw values, for a model trained on raw reflectance with per-band statistics).
         chip_size: chip side in source pixels (None: ``image_size``).
         overlap: pixels shared by neighbouring chips.
         class_names: the model's classes (None: the embedded dataset's).
@@ -317,8 +324,8 @@ class ImageFolderDataModule(ZooDataModule):
         task: Task = "image_text",
         prompt: str | None = None,
         prompts_file: str | None = None,
-        bands: list[int] | None = None,
-        percentiles: tuple[float, float] = (2.0, 98.0),
+        bands: list[int | str] | None = None,
+        percentiles: tuple[float, float] | None = (2.0, 98.0),
         chip_size: int | None = None,
         overlap: int = 0,
         class_names: list[str] | None = None,
@@ -329,14 +336,16 @@ class ImageFolderDataModule(ZooDataModule):
         image_size: int = 64,
         **kwargs: Any,
     ) -> None:
-        super().__init__(ImageFolderDataset, root=root, image_size=image_size, **kwargs)
+        super().__init__(
+            ImageFolderDataset, root=root, image_size=image_size, bands=bands, **kwargs
+        )
         self.task = task
         self.dataset_args = dict(
             task=task,
             prompt=prompt,
             prompts_file=prompts_file,
             bands=bands,
-            percentiles=tuple(percentiles),
+            percentiles=None if percentiles is None else tuple(percentiles),
             chip_size=chip_size,
             overlap=overlap,
         )

@@ -1,9 +1,10 @@
 """A user's own imagery as geodata: reading rasters, stretching, chips and their footprints.
 
-GeoTIFF, PNG and JPEG files are all read with rasterio (GDAL): the bands a user picks, the
-file's nodata, its CRS and affine transform (none for a plain PNG or JPEG). Reflectance
-(uint16, float) is scaled to [0, 255] by a per-band percentile stretch over the image's valid
-pixels, so every chip of an image shares one scale. A raster larger than the model's input
+GeoTIFF, PNG and JPEG files are all read with rasterio (GDAL): the bands a user picks (by
+:mod:`zoo.data.bands`' rule, never silently), the file's nodata, its CRS and affine transform
+(none for a plain PNG or JPEG). Reflectance (uint16, float) is scaled to [0, 255] by a per-band
+percentile stretch over the image's valid pixels, so every chip of an image shares one scale,
+or (``percentiles`` None) kept raw for a model whose per-band statistics normalize it. A raster larger than the model's input
 is cut into square chips that overlap; :func:`stitch` puts per-chip results back together.
 Footprints and chip centres are given in EPSG:4326 (lon/lat), reprojected with
 :func:`rasterio.warp.transform_geom` from the file's own CRS.
@@ -24,6 +25,8 @@ from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 from rasterio.transform import Affine
 from rasterio.warp import transform as transform_points
 from rasterio.warp import transform_geom
+
+from zoo.data.bands import BandChoice, read_bands
 
 __all__ = [
     "RASTER_EXTENSIONS",
@@ -125,62 +128,56 @@ def stretch(
 
 def read_raster(
     path: str | Path,
-    bands: Sequence[int] | None = None,
+    bands: Sequence[int | str] | BandChoice | None = None,
     percentiles: tuple[float, float] | None = (2.0, 98.0),
+    channels: int = 3,
 ) -> Raster:
-    """Read ``bands`` (1-based, rasterio's numbering) of an image file.
+    """Read ``bands`` (1-based, rasterio's numbering, or band names) of an image file.
 
-    uint8 pixels are used as they are; other types are stretched by ``percentiles``.
+    The bands follow :func:`zoo.data.bands.select_bands` (never a silent choice: a file whose
+    band count is not the model's needs ``bands``). uint8 pixels are used as they are; other
+    types are stretched by ``percentiles``, or kept as raw values without them.
 
     Args:
         path: the image file (any format rasterio reads).
-        bands: the bands to read; None takes bands 1, 2, 3 of a file with three or more (RGB, an
-            RGBA PNG's alpha dropped); a one- or two-band file needs ``bands`` (e.g.
-            ``[1, 1, 1]`` for a grey image).
-        percentiles: the stretch of non-uint8 files (None: a uint8 file is kept, others are
-            clipped to [0, 255]).
+        bands: the bands to read, or a :class:`~zoo.data.bands.BandChoice`; None reads a file
+            with exactly ``channels`` bands whole (an RGBA PNG's alpha dropped); any other file
+            needs ``bands`` (e.g. ``[1, 1, 1]`` for a grey image, ``[4, 3, 2]`` for Sentinel-2
+            RGB).
+        percentiles: the stretch of non-uint8 files to [0, 255] (None: their raw values, for a
+            model whose per-band statistics normalize them).
+        channels: the model's input channels (when ``bands`` is not given).
 
     Returns:
         The pixels, the validity mask and, where the file has them, its CRS and transform.
 
     Raises:
-        ValueError: ``bands`` is missing for a file with fewer than three bands, or names a band
-            that does not exist.
+        ValueError: ``bands`` is missing for a file whose band count is not the model's, or
+            names a band that does not exist.
         RuntimeError: the file is corrupt or not a raster.
     """
     path = Path(path)
+    choice = bands if isinstance(bands, BandChoice) else BandChoice.of(bands)
+    if choice.bands is None and choice.channels != channels:
+        choice = BandChoice(None, channels, choice.names)
+    values, valid, dtype = read_bands(path, choice, repeat_grey=False)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
             with rasterio.open(path) as src:
-                count = src.count
-                if bands is None:
-                    if count < 3:
-                        raise ValueError(
-                            f"{path} has {count} band(s): set bands (1-based), e.g. "
-                            f"bands: {[1] * 3} for a grey image shown as RGB"
-                        )
-                    bands = [1, 2, 3]
-                bad = [b for b in bands if not 1 <= int(b) <= count]
-                if bad:
-                    raise ValueError(
-                        f"{path} has bands 1..{count}; bands {bad} do not exist (bands are 1-based)"
-                    )
-                data = src.read([int(b) for b in bands], masked=True)
                 crs = src.crs.to_wkt() if src.crs is not None else None
                 transform = src.transform if src.crs is not None else None
-                dtype = np.dtype(src.dtypes[0])
     except RasterioIOError as error:
         raise RuntimeError(
             f"could not read image {path}: {error}; the file is corrupt or not a raster "
             f"({', '.join(RASTER_EXTENSIONS)})"
         ) from error
-    valid = ~np.ma.getmaskarray(data).any(0)
-    values = np.ma.getdata(data).astype(np.float64)
-    if dtype == np.uint8 or percentiles is None:
-        pixels = np.clip(values, 0.0, 255.0).astype(np.float32)
+    if dtype == np.uint8:
+        pixels = values
+    elif percentiles is None:
+        pixels = values
     else:
-        pixels = stretch(values, valid, percentiles)
+        pixels = stretch(values.astype(np.float64), valid, percentiles)
     pixels[:, ~valid] = 0.0
     return Raster(pixels, valid, crs, transform)
 

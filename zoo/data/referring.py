@@ -31,6 +31,7 @@ from torch.nn import functional as F
 from torchgeo.datasets import NonGeoDataset
 from transformers import PreTrainedTokenizerBase
 
+from zoo.data.bands import RGB, BandChoice
 from zoo.data.conversations import (
     IMAGE_TOKEN,
     ConversationCollate,
@@ -178,6 +179,9 @@ class ReferringDataset(NonGeoDataset):
     georeferenced, ``geo``: ``{"lat", "lon", "gsd_m"}`` with the ground sample distance in
     metres of a *resized* pixel (None when unknown).
     """
+
+    #: The bands read from each file (the datamodule sets its own, :mod:`zoo.data.bands`).
+    band_choice: BandChoice = RGB
 
     def __init__(
         self,

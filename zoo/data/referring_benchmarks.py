@@ -379,7 +379,9 @@ class RefSegRSDataset(ReferringDataset):
     def _image(self, index: int) -> Tensor:
         ref = self.refs[index][0]
         return load_image(
-            self.image_paths[index], f" (id {ref['id']!r} of {self.phrases_path}, sample {index})"
+            self.image_paths[index],
+            f" (id {ref['id']!r} of {self.phrases_path}, sample {index})",
+            self.band_choice,
         )
 
     def _mask(self, index: int, ref: dict[str, Any]) -> np.ndarray:

@@ -26,6 +26,7 @@ from typing import Any, Literal
 from torch.nn import functional as F
 from torchgeo.datasets import NonGeoDataset
 
+from zoo.data.bands import RGB, BandChoice
 from zoo.data.conversations import (
     IMAGE_TOKEN,
     SHORT_ANSWER_PROMPT,
@@ -148,6 +149,9 @@ class RSVQADataset(NonGeoDataset):
         transforms: a function applied to each sample dict.
     """
 
+    #: The bands read from each file (the datamodule sets its own, :mod:`zoo.data.bands`).
+    band_choice: BandChoice = RGB
+
     def __init__(
         self,
         root: str | Path = "data/rsvqa_lr",
@@ -220,7 +224,9 @@ class RSVQADataset(NonGeoDataset):
         q = self.questions[index]
         path = self.root / self.images_dir / f"{q['img_id']}.tif"
         image = load_image(
-            path, f" (question {q['id']} of RSVQA-{self.variant.upper()} {self.split})"
+            path,
+            f" (question {q['id']} of RSVQA-{self.variant.upper()} {self.split})",
+            self.band_choice,
         )
         if image.shape[-1] != self.image_size or image.shape[-2] != self.image_size:
             image = F.interpolate(

@@ -27,13 +27,14 @@ import numpy as np
 import pandas as pd
 import torch
 from lightning.pytorch import LightningDataModule
-from PIL import Image
 from torch import Tensor
 from torch.nn import functional as F
 from torch.utils.data import DataLoader, Dataset
 
+from zoo.data.bands import RGB, BandChoice
 from zoo.data.batch import IMAGENET_MEAN, IMAGENET_STD
 from zoo.data.datamodules import Normalize
+from zoo.data.image_text import load_image
 
 __all__ = [
     "AIDBenchmarkDataModule",
@@ -50,7 +51,10 @@ __all__ = [
 
 
 class SceneTableDataset(Dataset):
-    """Rows of a benchmark table: ``{"image": 3×S×S float, "label": long}``.
+    """Rows of a benchmark table: ``{"image": C×S×S float, "label": long}``.
+
+    RGB files as RGB, or the bands the datamodule chooses (:attr:`band_choice`,
+    :func:`zoo.data.image_text.load_image`).
 
     Args:
         root: the folder the image paths are relative to.
@@ -65,6 +69,8 @@ class SceneTableDataset(Dataset):
     ) -> None:
         self.root, self.paths, self.labels = root, list(paths), list(labels)
         self.image_size, self.title = image_size, title
+        #: The bands read from each file (the datamodule sets its own).
+        self.band_choice: BandChoice = RGB
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -72,16 +78,18 @@ class SceneTableDataset(Dataset):
     def __getitem__(self, index: int) -> dict[str, Tensor]:
         path = self.root / self.paths[index]
         try:
-            with Image.open(path) as image:
-                pixels = np.asarray(image.convert("RGB"), dtype=np.float32)
-        except Exception as error:  # PIL raises many types
+            pixels = load_image(path, "", self.band_choice)
+        except ValueError:  # a band choice that does not fit: its message names the file
+            raise
+        except Exception as error:  # PIL and rasterio raise many types
             raise RuntimeError(
                 f"could not read {self.title} image file {path}: {error}. The file is missing, "
                 "corrupt or not an image: replace it (re-extract the archive)"
             ) from error
-        image = torch.from_numpy(pixels).permute(2, 0, 1)[None]
+        image = pixels[None]
         image = F.interpolate(image, size=(self.image_size,) * 2, mode="bilinear", antialias=True)
-        return {"image": image[0].clamp(0, 255), "label": torch.tensor(self.labels[index])}
+        image = image[0].clamp(0, 255) if self.band_choice.is_default else image[0]  # raw: kept
+        return {"image": image, "label": torch.tensor(self.labels[index])}
 
 
 class SkyScriptBenchmarkDataModule(LightningDataModule):
@@ -100,6 +108,9 @@ class SkyScriptBenchmarkDataModule(LightningDataModule):
         image_size: images are resized to this square size.
         mean: per-band mean of [0, 1] pixels, for normalization.
         std: per-band standard deviation of [0, 1] pixels.
+        bands: the bands read from each file (1-based indices or names; None: RGB files as
+            they are; :mod:`zoo.data.bands`).
+        band_names: a name for each band read.
     """
 
     #: Where to get the data (named subclasses).
@@ -121,8 +132,16 @@ class SkyScriptBenchmarkDataModule(LightningDataModule):
         image_size: int = 224,
         mean: Sequence[float] = IMAGENET_MEAN,
         std: Sequence[float] = IMAGENET_STD,
+        bands: list[int | str] | None = None,
+        band_names: list[str] | None = None,
     ) -> None:
         super().__init__()
+        self.band_choice = BandChoice.of(bands, band_names)
+        if len(mean) != self.band_choice.channels or len(std) != self.band_choice.channels:
+            raise ValueError(
+                f"{title}: mean / std have {len(mean)} / {len(std)} values but the data reads "
+                f"{self.band_choice.channels} bands: give one value per band"
+            )
         if not 0.0 < test_fraction < 1.0:
             raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
         self.root, self.table, self.title = Path(root), table, title
@@ -147,6 +166,11 @@ class SkyScriptBenchmarkDataModule(LightningDataModule):
         if len(set(names)) != len(names) or len(names) < 2:
             raise ValueError(f"{path} must list at least 2 distinct class names, one a line")
         return names
+
+    @property
+    def num_channels(self) -> int:
+        """The bands the model reads (linked to its ``in_channels``)."""
+        return self.band_choice.channels
 
     @property
     def num_classes(self) -> int:
@@ -218,6 +242,7 @@ class SkyScriptBenchmarkDataModule(LightningDataModule):
             self.datasets[split] = SceneTableDataset(
                 image_root, paths[keep], y[keep].tolist(), self.image_size, self.title
             )
+            self.datasets[split].band_choice = self.band_choice
         self.datasets["val"] = self.datasets["test"]
 
     @property

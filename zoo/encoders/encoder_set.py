@@ -71,6 +71,8 @@ class EncoderSet(nn.Module, ABC):
 
     Attributes:
         image_size: the input size in pixels the image encoder is built for.
+        in_channels: the bands the image encoder reads (the data's ``num_channels``: where the
+            channel count enters FLAVARS; a pretrained RGB stem is adapted by timm's rule).
         patch_size: ``(h, w)`` pixels of one patch.
         grid_size: ``(rows, columns)`` of the patch grid.
         image_width: width of the image encoder's states.
@@ -87,6 +89,7 @@ class EncoderSet(nn.Module, ABC):
     """
 
     image_size: int
+    in_channels: int
     patch_size: tuple[int, int]
     grid_size: tuple[int, int]
     image_width: int

@@ -28,6 +28,7 @@ from zoo.encoders.sources import (
     mark_source,
     stored_source,
 )
+from zoo.encoders.vision import adapt_clip_channels
 from zoo.groups import as_group
 from zoo.io import read_processor_settings, resolve_model_folder
 from zoo.layers.attention import dense_attention_mask
@@ -85,6 +86,8 @@ class FlavaEncoders(EncoderSet):
             give FLAVARS ``flava.codebook`` for that).
         vocab_size: the data tokenizer's length, checked against the text embedding table.
         image_size: the data's image size, checked against FLAVA's (None: not checked).
+        in_channels: the bands the data reads: FLAVA's RGB patch embedding is adapted by
+            timm's rule (:func:`~zoo.encoders.vision.adapt_patch_embedding`).
 
     Raises:
         RuntimeError: the folder holds no loadable ``FlavaForPreTraining``.
@@ -95,13 +98,18 @@ class FlavaEncoders(EncoderSet):
     """
 
     def __init__(
-        self, folder: str | Path, vocab_size: int | None = None, image_size: int | None = None
+        self,
+        folder: str | Path,
+        vocab_size: int | None = None,
+        image_size: int | None = None,
+        in_channels: int = 3,
     ) -> None:
         super().__init__()
         self.folder = str(folder)
         if building_architecture_only():  # the checkpoint holds every weight: no file read
             entry = stored_source(self.folder, read=lambda: _read_flava(self.folder))
             pretraining = build_hf_model(FlavaForPreTraining, entry)
+            adapt_clip_channels(pretraining.flava.image_model, in_channels)
         else:
             path = resolve_model_folder(folder, "flava")
             try:
@@ -111,7 +119,10 @@ class FlavaEncoders(EncoderSet):
                     f"flava {str(folder)!r}: could not load a FlavaForPreTraining from {path} "
                     f"({error})"
                 ) from error
+            adapt_clip_channels(pretraining.flava.image_model, in_channels)
+            pretraining.config.image_config.num_channels = in_channels
             entry = hf_source(pretraining, normalization=_folder_normalization(self.folder))
+        self.in_channels = in_channels
         #: The folder's processor mean / std as stored (None: read from the folder when asked).
         self._normalization = entry.get("normalization")
         mark_source(self, self.folder, entry)
@@ -281,7 +292,7 @@ class FlavaEncoders(EncoderSet):
             ValueError: the codebook's codes are not as many as FLAVA's heads predict.
         """
         if codes is None:
-            pixels = self.patch_size[0] * self.patch_size[1] * 3
+            pixels = self.patch_size[0] * self.patch_size[1] * self.in_channels
             self.mim_head = nn.Linear(self.image_width, pixels)
             self.mmm_image_head = nn.Linear(self.fusion_width, pixels)
         elif codes != self.image_vocab_size:

@@ -23,7 +23,12 @@ from typing import Any
 
 import timm
 import torch
-from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+from timm.models import (
+    adapt_input_conv,
+    build_model_with_cfg,
+    generate_default_cfgs,
+    register_model,
+)
 from timm.models.convnext import ConvNeXt
 from timm.models.vision_transformer import VisionTransformer, _create_vision_transformer
 from torch import Tensor, nn
@@ -43,6 +48,8 @@ __all__ = [
     "VisionEncoder",
     "VisionOutput",
     "VisionSpec",
+    "adapt_clip_channels",
+    "adapt_patch_embedding",
     "create_timm_model",
     "create_vision_model",
     "is_clip_folder",
@@ -50,14 +57,21 @@ __all__ = [
 ]
 
 
-# timm reads this module-level table when the models below are registered.
+# timm reads this module-level table when the models below are registered; ``first_conv``
+# lets timm adapt a weight file's RGB stem to ``in_chans`` bands (adapt_input_conv).
 default_cfgs = generate_default_cfgs(
     {
-        "zoo_vit_tiny.untrained": {"input_size": (3, 64, 64), "num_classes": 0, "license": "mit"},
+        "zoo_vit_tiny.untrained": {
+            "input_size": (3, 64, 64),
+            "num_classes": 0,
+            "license": "mit",
+            "first_conv": "patch_embed.proj",
+        },
         "zoo_convnext_tiny.untrained": {
             "input_size": (3, 64, 64),
             "num_classes": 0,
             "license": "mit",
+            "first_conv": "stem.0",
         },
     }
 )
@@ -228,6 +242,67 @@ def create_timm_model(
     return mark_source(model, name, _timm_source(model)) if _has_source_config(name) else model
 
 
+def adapt_patch_embedding(conv: nn.Conv2d, in_channels: int) -> nn.Conv2d:
+    """A pretrained RGB stem (patch embedding, first conv) for ``in_channels`` input bands.
+
+    timm's rule for ``in_chans`` (:func:`timm.models.adapt_input_conv`), so the zoo's CLIP,
+    FLAVA and LLaVA towers adapt exactly as timm adapts its own models: one band gets the sum of
+    the RGB kernels; N bands get the RGB kernels repeated cyclically (R, G, B, R, ...) and scaled
+    by ``3 / N``, so an image whose bands all equal one grey value gives the RGB model's response.
+
+    Args:
+        conv: the pretrained stem (its weights are not changed).
+        in_channels: the bands the model reads.
+
+    Returns:
+        ``conv`` itself when it already reads ``in_channels``, else a new conv with the adapted
+        weights (and the same bias, stride, padding, dtype and device).
+    """
+    if conv.in_channels == in_channels:
+        return conv
+    adapted = nn.Conv2d(
+        in_channels,
+        conv.out_channels,
+        conv.kernel_size,
+        conv.stride,
+        conv.padding,
+        conv.dilation,
+        conv.groups,
+        conv.bias is not None,
+        conv.padding_mode,
+        device=conv.weight.device,
+        dtype=conv.weight.dtype,
+    )
+    with torch.no_grad():
+        adapted.weight.copy_(adapt_input_conv(in_channels, conv.weight.detach()))
+        if conv.bias is not None:
+            adapted.bias.copy_(conv.bias)
+    return adapted
+
+
+def adapt_clip_channels(clip: nn.Module, in_channels: int) -> nn.Module:
+    """A transformers CLIP vision model (or its FLAVA cousin's image model) for ``in_channels``
+    bands: its patch embedding adapted by :func:`adapt_patch_embedding` and its config's
+    ``num_channels`` set, so the stored architecture rebuilds with the same shape.
+
+    Args:
+        clip: a ``CLIPVisionModel`` (``embeddings.patch_embedding``) or a FLAVA image model
+            (``embeddings.patch_embeddings.projection``).
+        in_channels: the bands the model reads.
+
+    Returns:
+        ``clip``, changed in place.
+    """
+    embeddings = clip.vision_model.embeddings if hasattr(clip, "vision_model") else clip.embeddings
+    if hasattr(embeddings, "patch_embedding"):
+        embeddings.patch_embedding = adapt_patch_embedding(embeddings.patch_embedding, in_channels)
+    else:
+        patches = embeddings.patch_embeddings
+        patches.projection = adapt_patch_embedding(patches.projection, in_channels)
+    clip.config.num_channels = in_channels
+    return clip
+
+
 def is_clip_folder(name: str) -> bool:
     """Whether ``name`` is a local folder holding a transformers CLIP (vision) model.
 
@@ -252,7 +327,8 @@ def create_vision_model(
     """A transformers CLIP folder as a :class:`CLIPVisionTower`, any other name through timm.
 
     ``kwargs`` are timm's; a CLIP tower keeps its own size (``img_size`` is read at call time,
-    position embeddings are interpolated) and refuses ``features_only`` (it has one scale).
+    position embeddings are interpolated), refuses ``features_only`` (it has one scale) and
+    takes ``in_chans`` as timm does (its patch embedding adapted, :func:`adapt_clip_channels`).
 
     Args:
         name: a timm name, ``hf-hub:org/model``, a timm folder or a CLIP folder.
@@ -277,7 +353,8 @@ def create_vision_model(
         _check_clip_arguments(name, kwargs, None)
         from transformers import CLIPVisionModel
 
-        tower = CLIPVisionTower(build_hf_model(CLIPVisionModel, stored["clip"]))
+        clip = build_hf_model(CLIPVisionModel, stored["clip"])
+        tower = CLIPVisionTower(adapt_clip_channels(clip, kwargs.get("in_chans", 3)))
         return mark_source(tower, name, stored)
     if not is_clip_folder(name):
         return create_timm_model(name, pretrained, checkpoint_path, **kwargs)
@@ -290,6 +367,7 @@ def create_vision_model(
         config = CLIPVisionConfig.from_pretrained(name)
         config._attn_implementation = "sdpa"
         clip = CLIPVisionModel(config)
+    clip = adapt_clip_channels(clip, kwargs.get("in_chans", 3))
     return mark_source(CLIPVisionTower(clip), name, {"clip": hf_source(clip)})
 
 

@@ -51,6 +51,8 @@ class ZooEncoders(EncoderSet):
         image_size: input size in pixels.
         embed_dim: width of the shared embedding space.
         temperature: initial contrastive temperature (logit scale ln(1/T)).
+        in_channels: the bands the image encoder reads (timm's ``in_chans``: a pretrained stem
+            is adapted by timm's rule).
 
     The heads predict pixels until :meth:`predict_image_targets` says codes.
     """
@@ -64,11 +66,13 @@ class ZooEncoders(EncoderSet):
         image_size: int,
         embed_dim: int,
         temperature: float,
+        in_channels: int = 3,
     ) -> None:
         super().__init__()
         self.vision_encoder = VisionEncoder(
-            vision.name, image_size, vision.pretrained, vision.checkpoint
+            vision.name, image_size, vision.pretrained, vision.checkpoint, in_channels
         )
+        self.in_channels = in_channels
         self.text_encoder = TextEncoder(text.name, vocab_size, pretrained=text.pretrained)
         vw, tw = self.vision_encoder.width, self.text_encoder.width
         self.image_size = image_size
@@ -174,7 +178,7 @@ class ZooEncoders(EncoderSet):
             codes: the codebook's number of codes, or None for pixel targets.
         """
         if codes is None:
-            pixels = self.patch_size[0] * self.patch_size[1] * 3
+            pixels = self.patch_size[0] * self.patch_size[1] * self.in_channels
             self.mim_head = nn.Linear(self.image_width, pixels)
             self.mmm_image_head = nn.Linear(self.fusion_width, pixels)
         else:
@@ -191,6 +195,7 @@ def build_encoder_set(
     image_size: int,
     embed_dim: int,
     temperature: float,
+    in_channels: int = 3,
 ) -> EncoderSet:
     """FLAVA's encoders when ``flava.folder`` is given, else the zoo's.
 
@@ -203,10 +208,15 @@ def build_encoder_set(
         image_size: the data's image size (FLAVA's must agree).
         embed_dim: the shared space's width (FLAVA keeps its own).
         temperature: initial contrastive temperature (FLAVA keeps its own logit scale).
+        in_channels: the bands the data reads (the image encoder's stem is adapted to them).
 
     Returns:
         The encoder set.
     """
     if flava.folder is not None:
-        return FlavaEncoders(flava.folder, vocab_size=vocab_size, image_size=image_size)
-    return ZooEncoders(vision, text, fusion, vocab_size, image_size, embed_dim, temperature)
+        return FlavaEncoders(
+            flava.folder, vocab_size=vocab_size, image_size=image_size, in_channels=in_channels
+        )
+    return ZooEncoders(
+        vision, text, fusion, vocab_size, image_size, embed_dim, temperature, in_channels
+    )

@@ -157,6 +157,7 @@ class Aquila(VisionLanguageGenerator):
         tokenizer: the LLM's tokenizer (linked from the data).
         class_names: scene classes (linked from the data).
         image_size: input size in pixels (linked from the data).
+        in_channels: the bands of an image (linked from the data's ``num_channels``).
         optimizer: AdamW and its schedule (defaults: the paper's recipe).
     """
 
@@ -175,6 +176,7 @@ class Aquila(VisionLanguageGenerator):
         tokenizer: PreTrainedTokenizerBase | None = None,
         class_names: list[str] | None = None,
         image_size: int = 64,
+        in_channels: int = 3,
         optimizer: OptimizerConfig = AQUILA_OPTIMIZER,
     ) -> None:
         self.sfi_config = as_group(SFIConfig, sfi, "sfi")
@@ -191,6 +193,7 @@ class Aquila(VisionLanguageGenerator):
             tokenizer=tokenizer,
             class_names=class_names,
             image_size=image_size,
+            in_channels=in_channels,
             optimizer=optimizer,
         )
 

@@ -125,6 +125,8 @@ class FLAVARS(ZooTask):
             codebook undoes: None is the ``flava`` folder's (the data's, by the CLI's link) or
             else the data's default (ImageNet's); set it with the data's ``mean`` otherwise.
         image_std: the per-band standard deviation, likewise.
+        in_channels: the bands of an image (linked from the data's ``num_channels``); the
+            encoder set's image stem reads them (a pretrained RGB stem adapted by timm's rule).
         optimizer: AdamW and its warm-up + cosine schedule.
 
     Raises:
@@ -146,6 +148,7 @@ class FLAVARS(ZooTask):
         tokenizer: PreTrainedTokenizerBase | None = None,
         image_mean: list[float] | None = None,
         image_std: list[float] | None = None,
+        in_channels: int = 3,
         optimizer: OptimizerConfig = FLAVARS_OPTIMIZER,
     ) -> None:
         super().__init__(optimizer)
@@ -170,7 +173,15 @@ class FLAVARS(ZooTask):
         temperature = self.objectives.temperature
 
         self.encoders: EncoderSet = build_encoder_set(
-            flava, vision, text, fusion, len(tokenizer), image_size, embed_dim, temperature
+            flava,
+            vision,
+            text,
+            fusion,
+            len(tokenizer),
+            image_size,
+            embed_dim,
+            temperature,
+            in_channels,
         )
         embed_dim = self.encoders.embed_dim
         self.location_encoder = location.build(embed_dim, max_latitude=89.95)
@@ -179,6 +190,11 @@ class FLAVARS(ZooTask):
 
         self.codebook: ImageCodebook | None = None
         if flava.codebook is not None:
+            if in_channels != 3:
+                raise ValueError(
+                    f"flava.codebook reads RGB images but the data has {in_channels} bands: "
+                    "drop the codebook (masked image modelling then predicts the bands' pixels)"
+                )
             mean, std = self.encoders.normalization or (IMAGENET_MEAN, IMAGENET_STD)
             mean, std = tuple(image_mean or mean), tuple(image_std or std)
             self.codebook = ImageCodebook(flava.codebook, mean, std)

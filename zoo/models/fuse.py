@@ -130,6 +130,7 @@ class FUSE(VisionLanguageGenerator):
         tokenizer: the LLM's tokenizer (linked from the data).
         class_names: scene classes (linked from the data).
         image_size: input size in pixels (linked from the data).
+        in_channels: the bands of an image (linked from the data's ``num_channels``).
         optimizer: AdamW and its schedule (defaults: the paper's recipe).
 
     Raises:
@@ -153,6 +154,7 @@ class FUSE(VisionLanguageGenerator):
         tokenizer: PreTrainedTokenizerBase | None = None,
         class_names: list[str] | None = None,
         image_size: int = 64,
+        in_channels: int = 3,
         optimizer: OptimizerConfig = FUSE_OPTIMIZER,
     ) -> None:
         if image_placement not in ("token", "first"):
@@ -176,6 +178,7 @@ class FUSE(VisionLanguageGenerator):
             tokenizer=tokenizer,
             class_names=class_names,
             image_size=image_size,
+            in_channels=in_channels,
             optimizer=optimizer,
         )
 

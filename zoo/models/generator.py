@@ -44,7 +44,7 @@ from zoo.data.batch import ConversationBatch
 from zoo.encoders.llava import LlavaParts, LlavaProjector, load_llava, load_llava_projector
 from zoo.encoders.llm import LLMSpec, build_llm, check_vocabulary, decoder_layers, fit_vocabulary
 from zoo.encoders.sources import building_architecture_only
-from zoo.encoders.vision import VisionSpec, create_vision_model
+from zoo.encoders.vision import VisionSpec, adapt_clip_channels, create_vision_model
 from zoo.layers.attention import dense_attention_mask
 from zoo.metrics.generation import GenerationMetrics
 from zoo.models.base import OptimizerConfig, ZooTask, as_group, regroup_hyperparameters
@@ -138,6 +138,9 @@ class VisionLanguageGenerator(ZooTask):
         tokenizer: the LLM's tokenizer, built by the data from ``llm`` (linked from the data).
         class_names: scene classes (linked from the data).
         image_size: input size in pixels (linked from the data).
+        in_channels: the bands of an image (linked from the data's ``num_channels``): the
+            vision encoder reads them (timm's ``in_chans``; a CLIP / LLaVA tower's patch
+            embedding adapted by the same rule).
         optimizer: AdamW and its warm-up + cosine schedule.
 
     Raises:
@@ -162,6 +165,7 @@ class VisionLanguageGenerator(ZooTask):
         tokenizer: PreTrainedTokenizerBase | None = None,
         class_names: list[str] | None = None,
         image_size: int = 64,
+        in_channels: int = 3,
         optimizer: OptimizerConfig = GENERATOR_OPTIMIZER,
     ) -> None:
         super().__init__(optimizer)
@@ -183,6 +187,7 @@ class VisionLanguageGenerator(ZooTask):
         self.stop_token_ids = stop_token_ids(self.conversation, tokenizer)
         self.class_names = list(class_names or [])
         self.image_size = image_size
+        self.in_channels = in_channels
         self.vision_spec = VisionSpec.of(vision)
         # Checkpoints store the dataclasses as dicts (see on_save_checkpoint).
         self.stage = as_group(TrainingStage, stage, "stage")
@@ -362,13 +367,20 @@ class VisionLanguageGenerator(ZooTask):
         """
         spec = self.vision_spec
         if self._llava is None:
-            return create_vision_model(spec.name, spec.pretrained, spec.checkpoint, **timm_kwargs)
+            return create_vision_model(
+                spec.name,
+                spec.pretrained,
+                spec.checkpoint,
+                in_chans=self.in_channels,
+                **timm_kwargs,
+            )
         if timm_kwargs.get("features_only"):
             raise ValueError(
                 f"llava: {type(self).__name__} needs stage maps (features_only) but a LLaVA "
                 "checkpoint has a one-scale CLIP ViT; use llava with FUSE or GeoPix"
             )
         rank_zero_info(f"llava: the checkpoint's CLIP tower replaces vision.name {spec.name!r}")
+        adapt_clip_channels(self._llava.vision.model, self.in_channels)
         return self._llava.vision
 
     @property

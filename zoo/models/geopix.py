@@ -190,6 +190,7 @@ class GeoPix(VisionLanguageGenerator):
         tokenizer: the LLM's tokenizer, with the segmentation tokens (linked from the data).
         class_names: the object categories of the memory (linked from the data).
         image_size: input size in pixels (linked from the data).
+        in_channels: the bands of an image (linked from the data's ``num_channels``).
         optimizer: AdamW and its schedule (defaults: the paper's recipe).
 
     Raises:
@@ -219,6 +220,7 @@ class GeoPix(VisionLanguageGenerator):
         tokenizer: PreTrainedTokenizerBase | None = None,
         class_names: list[str] | None = None,
         image_size: int = 64,
+        in_channels: int = 3,
         optimizer: OptimizerConfig = GEOPIX_OPTIMIZER,
     ) -> None:
         self.decoder_config = as_group(MaskDecoderConfig, decoder, "decoder")
@@ -243,6 +245,7 @@ class GeoPix(VisionLanguageGenerator):
             tokenizer=tokenizer,
             class_names=class_names,
             image_size=image_size,
+            in_channels=in_channels,
             optimizer=optimizer,
         )
 

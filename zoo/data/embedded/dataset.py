@@ -15,7 +15,15 @@ from tqdm import tqdm
 from zoo.data.embedded.language import SceneTexts, describe_scene
 from zoo.data.embedded.painters import paint
 from zoo.data.embedded.scene_graph import OBJECT_CATEGORIES, SCENE_CLASSES, SceneGraph
-from zoo.data.embedded.writers import CaptionTable, CocoRefs, Conversations, write_image, write_json
+from zoo.data.embedded.spectra import MULTISPECTRAL_BANDS, extra_bands
+from zoo.data.embedded.writers import (
+    CaptionTable,
+    CocoRefs,
+    Conversations,
+    write_geotiff,
+    write_image,
+    write_json,
+)
 from zoo.io import atomic_dir
 
 __all__ = [
@@ -38,7 +46,7 @@ NAME = "zoo-embedded"
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 
 _SPLIT_IDS = {split: i for i, split in enumerate(SPLITS)}
-_TAG_IMAGE, _TAG_LABEL = 1, 2  # first entropy word: separates the seed streams
+_TAG_IMAGE, _TAG_LABEL, _TAG_BANDS = 1, 2, 3  # first entropy word: separates the seed streams
 
 
 @dataclass
@@ -100,8 +108,11 @@ def _validate(num_train: int, num_val: int, num_test: int, image_size: int, seed
     _check_int("seed", seed, 0)
 
 
-def _metadata(sizes: dict[str, int], image_size: int, seed: int) -> dict[str, Any]:
-    return {
+def _metadata(
+    sizes: dict[str, int], image_size: int, seed: int, multispectral: bool = False
+) -> dict[str, Any]:
+    extra = {"bands": list(MULTISPECTRAL_BANDS)} if multispectral else {}
+    return extra | {
         "name": NAME,
         "version": DATASET_VERSION,
         "seed": int(seed),
@@ -113,17 +124,33 @@ def _metadata(sizes: dict[str, int], image_size: int, seed: int) -> dict[str, An
 
 
 def _write_split(
-    directory: Path, split: str, count: int, image_size: int, seed: int, bar: tqdm
+    directory: Path,
+    split: str,
+    count: int,
+    image_size: int,
+    seed: int,
+    bar: tqdm,
+    multispectral: bool = False,
 ) -> None:
-    """Write the images and all annotation files of one split."""
+    """Write the images (PNG; multispectral: 5-band GeoTIFFs) and all annotation files of one
+    split."""
     image_dir = directory / "images" / split
     image_dir.mkdir(parents=True, exist_ok=True)
     table, conversations, coco = CaptionTable(), Conversations(), CocoRefs(split)
     for index in range(count):
         sample = make_sample(seed, split, index, image_size)
         name = f"{split}_{index:05d}"
-        rel = f"images/{split}/{name}.png"
-        write_image(directory / rel, sample.pixels)
+        if multispectral:  # the visible bands as always, NIR and SWIR from their own stream
+            rel = f"images/{split}/{name}.tif"
+            rng = np.random.default_rng([_TAG_BANDS, seed, _SPLIT_IDS[split], index])
+            bands = np.concatenate([sample.pixels, extra_bands(sample.pixels, rng)], -1)
+            graph = sample.graph
+            write_geotiff(
+                directory / rel, bands, MULTISPECTRAL_BANDS, graph.lat, graph.lon, graph.gsd_m
+            )
+        else:
+            rel = f"images/{split}/{name}.png"
+            write_image(directory / rel, sample.pixels)
         table.add(rel, sample.graph, sample.texts.caption)
         conversations.add(name, rel, sample.texts)
         coco.add(rel, sample.graph, sample.texts.refs)
@@ -144,6 +171,7 @@ def is_complete(
     num_test: int = 250,
     image_size: int = 64,
     seed: int = 0,
+    multispectral: bool = False,
 ) -> bool:
     """Whether ``root`` holds a complete dataset with these parameters.
 
@@ -154,6 +182,7 @@ def is_complete(
         num_test: test images.
         image_size: the images' side, in pixels.
         seed: the generator seed.
+        multispectral: the multispectral variant (5-band GeoTIFFs).
 
     Returns:
         True when ``root/metadata.json`` exists and matches these parameters and the version.
@@ -164,7 +193,7 @@ def is_complete(
     except (OSError, ValueError):
         return False
     sizes = {"train": num_train, "val": num_val, "test": num_test}
-    return found == _metadata(sizes, image_size, seed)
+    return found == _metadata(sizes, image_size, seed, multispectral)
 
 
 def write_embedded_dataset(
@@ -175,6 +204,7 @@ def write_embedded_dataset(
     image_size: int = 64,
     seed: int = 0,
     progress: bool = True,
+    multispectral: bool = False,
 ) -> Path:
     """Write the dataset under ``root``; deterministic for (seed, sizes, image_size).
 
@@ -191,6 +221,8 @@ def write_embedded_dataset(
         image_size: the images' side, in pixels (at least 32).
         seed: the generator seed (at least 0).
         progress: show a progress bar.
+        multispectral: write each image as a 5-band GeoTIFF (R, G, B as the PNG, NIR, SWIR:
+            :mod:`.spectra`) in EPSG:4326 around its location, the tables naming the ``.tif``.
 
     Returns:
         ``root`` as a :class:`~pathlib.Path`.
@@ -202,7 +234,7 @@ def write_embedded_dataset(
     _validate(num_train, num_val, num_test, image_size, seed)
     root = Path(root)
     sizes = {"train": num_train, "val": num_val, "test": num_test}
-    if is_complete(root, num_train, num_val, num_test, image_size, seed):
+    if is_complete(root, num_train, num_val, num_test, image_size, seed, multispectral):
         log.info("embedded dataset already complete at %s", root)
         return root
     if root.is_dir() and not any(root.iterdir()):
@@ -211,7 +243,7 @@ def write_embedded_dataset(
         if (root / "metadata.json").is_file():
             reason = (
                 "holds an embedded dataset generated with other parameters or another "
-                f"generator version (wanted {_metadata(sizes, image_size, seed)})"
+                f"generator version (wanted {_metadata(sizes, image_size, seed, multispectral)})"
             )
         else:
             reason = "exists but holds no complete embedded dataset (no metadata.json)"
@@ -224,11 +256,12 @@ def write_embedded_dataset(
             total = sum(sizes.values())
             with tqdm(total=total, desc=NAME, unit="img", disable=not progress) as bar:
                 for split in SPLITS:
-                    _write_split(tmp, split, sizes[split], image_size, seed, bar)
-            write_json(tmp / "metadata.json", _metadata(sizes, image_size, seed))  # last
+                    _write_split(tmp, split, sizes[split], image_size, seed, bar, multispectral)
+            metadata = _metadata(sizes, image_size, seed, multispectral)
+            write_json(tmp / "metadata.json", metadata)  # last
     except OSError:
         # another process may have finished the same dataset first
-        if not is_complete(root, num_train, num_val, num_test, image_size, seed):
+        if not is_complete(root, num_train, num_val, num_test, image_size, seed, multispectral):
             raise
         log.info("embedded dataset completed meanwhile by another process at %s", root)
         return root

@@ -15,6 +15,7 @@ Each collects the records of one split with ``add`` and writes its file(s) with 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +60,41 @@ def write_image(path: Path, pixels: np.ndarray) -> None:
         pixels: the image.
     """
     Image.fromarray(pixels).save(path, format="PNG")
+
+
+def write_geotiff(
+    path: Path,
+    pixels: np.ndarray,
+    names: Sequence[str],
+    lat: float,
+    lon: float,
+    gsd_m: float,
+) -> None:
+    """Write an ``H×W×C`` uint8 array as a C-band GeoTIFF in EPSG:4326 centred on (lat, lon).
+
+    Args:
+        path: the file to write.
+        pixels: the bands, last axis in file order.
+        names: each band's description (``R``, ``G``, ``B``, ``NIR`` ...).
+        lat: the centre's latitude in degrees.
+        lon: the centre's longitude in degrees.
+        gsd_m: metres per pixel.
+    """
+    import rasterio
+    from rasterio.transform import from_origin
+
+    height, width, count = pixels.shape
+    dy = gsd_m / 111_320.0
+    dx = dy / max(np.cos(np.radians(lat)), 1e-3)
+    transform = from_origin(lon - width / 2 * dx, lat + height / 2 * dy, dx, dy)
+    profile = dict(
+        driver="GTiff", height=height, width=width, count=count, dtype="uint8",
+        crs="EPSG:4326", transform=transform,
+    )  # fmt: skip
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(np.ascontiguousarray(pixels.transpose(2, 0, 1)))
+        for i, name in enumerate(names):
+            dst.set_band_description(i + 1, name)
 
 
 class CaptionTable:
