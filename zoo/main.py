@@ -277,6 +277,14 @@ def configure_logging() -> None:
         log.setLevel(logging.INFO)
 
 
+def _finish_open_tracking_run() -> None:
+    """Close a W&B run a failed command left open (marked failed), so that the next command in
+    the same process (a notebook, a test) starts its own run instead of writing into it."""
+    wandb = sys.modules.get("wandb")
+    if wandb is not None and getattr(wandb, "run", None) is not None:
+        wandb.finish(exit_code=1)
+
+
 def main(args: list[str] | None = None, run: bool = True) -> Any:
     """Entry point of ``zoo`` and ``python -m zoo``.
 
@@ -297,6 +305,13 @@ def main(args: list[str] | None = None, run: bool = True) -> Any:
     os.environ.setdefault("WANDB_SILENT", "true")
 
     def build() -> ZooCLI:
+        try:
+            return _cli()
+        except BaseException:
+            _finish_open_tracking_run()
+            raise
+
+    def _cli() -> ZooCLI:
         return ZooCLI(
             LightningModule,
             LightningDataModule,

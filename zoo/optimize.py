@@ -36,6 +36,7 @@ from zoo.data.streaming import (
     FORMAT_VERSION,
     MANIFEST,
     apply_recipe,
+    decode_image,
     folder_checksum,
     is_remote,
     join,
@@ -69,8 +70,8 @@ def _install_recorder() -> None:
     if getattr(original, "recording", False):
         return
 
-    def load_image(path: Path, context: str = "") -> Tensor:
-        image = original(path, context)
+    def load_image(path: Path, context: str = "", bands: Any = image_text.RGB) -> Tensor:
+        image = original(path, context, bands)
         _READ.append((Path(path), image))
         return image
 
@@ -148,11 +149,18 @@ class SampleEncoder:
         }
         stored, recipe = None, None
         if len(_READ) == 1:
-            path, decoded = _READ[0]
-            for pad in self.pads:
+            path = _READ[0][0]
+            encoded = path.read_bytes()
+            try:
+                # What the stream will decode, not what the dataset read: a band choice (or
+                # a GeoTIFF) that the stream's decoder does not reproduce is stored as array.
+                decoded = decode_image(encoded)
+            except RuntimeError:
+                decoded = None
+            for pad in self.pads if decoded is not None else []:
                 candidate = {"pad": pad, "size": list(image.shape[-2:])}
                 if torch.equal(apply_recipe(decoded, candidate), image):
-                    stored, recipe = path.read_bytes(), candidate
+                    stored, recipe = encoded, candidate
                     break
         if stored is None:
             stored = _array_bytes(image)
