@@ -2,8 +2,10 @@
 
 Every file under ``root`` (recursively) is read with :mod:`zoo.data.rasters`: chosen bands,
 a percentile stretch of reflectance, nodata; a file larger than ``chip_size`` is cut into
-overlapping chips, each resized to the model's ``image_size``. A sample carries, besides the
-``image``:
+overlapping chips, each resized to the model's ``image_size``. Each chip is a windowed read of
+its file (a tiled or Cloud-Optimized GeoTIFF is read block by block), so memory is set by the
+batch of chips, never by the file; a file's stretch limits (:func:`~zoo.data.rasters.stretch_limits`)
+are computed once, on its first chip. A sample carries, besides the ``image``:
 
 * ``path`` (the file, relative to ``root``) and ``chip``: ``{"index", "count", "window":
   [row, col, height, width] in source pixels, "height", "width" (the file's), "valid_fraction"}``;
@@ -20,8 +22,7 @@ There are no labels: ``fit``, ``validate`` and ``test`` are errors that say so.
 from __future__ import annotations
 
 import logging
-from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
@@ -47,6 +48,7 @@ from zoo.data.rasters import (
     chip_windows,
     footprint,
     read_raster,
+    stretch_limits,
     window_transform,
 )
 from zoo.data.referring import ReferringCollate, add_seg_tokens
@@ -139,7 +141,9 @@ class ImageFolderDataset(Dataset):
         prompts_file: a CSV under ``root`` with ``path`` and ``prompt`` columns (per image).
         bands: 1-based bands to read (None: RGB of a file with three or more bands).
         percentiles: the stretch of non-uint8 files (low, high percentile to 0, 255).
-        chip_size: chip side in source pixels (None: ``image_size``).
+        chip_size: chip side in source pixels (None: ``image_size``, the model's input at the
+            file's own resolution: a larger chip would be shrunk to ``image_size``, changing
+            the ground sample distance the model sees).
         overlap: pixels shared by neighbouring chips.
     """
 
@@ -169,12 +173,28 @@ class ImageFolderDataset(Dataset):
         size = chip_size or image_size
         self.chips: list[tuple[int, Window, int, int]] = []  # file, window, index, count
         self.shapes: list[tuple[int, int]] = []
+        self.grids: list[tuple[str, Any] | None] = []  # (CRS WKT, transform) per file
         for i, path in enumerate(self.files):
             with rasterio.open(path) as src:
                 self.shapes.append((src.height, src.width))
+                grid = (src.crs.to_wkt(), src.transform) if src.crs is not None else None
+                self.grids.append(grid)
             windows = chip_windows(*self.shapes[-1], size, overlap)
             self.chips += [(i, w, k, len(windows)) for k, w in enumerate(windows)]
-        self._cache: OrderedDict[int, Raster] = OrderedDict()
+        self._limits: dict[int, np.ndarray | None] = {}  # per file, from its first chip
+
+    def exclude(self, paths: Collection[str]) -> int:
+        """Drop the chips of files that need no prediction (a resumed run's finished files).
+
+        Args:
+            paths: files relative to the folder (as in a sample's ``path``).
+
+        Returns:
+            How many of the folder's files were dropped.
+        """
+        drop = {i for i, f in enumerate(self.files) if self.relative(f) in set(paths)}
+        self.chips = [c for c in self.chips if c[0] not in drop]
+        return len(drop)
 
     def relative(self, path: Path) -> str:
         """A file's path relative to the folder, with ``/``.
@@ -191,7 +211,7 @@ class ImageFolderDataset(Dataset):
         return len(self.chips)
 
     def raster(self, file: int) -> Raster:
-        """The file's raster (the last two are kept: chips of one file come in a row).
+        """The whole file read for the model (chips are read window by window instead).
 
         Args:
             file: the file's index in :attr:`files`.
@@ -199,17 +219,27 @@ class ImageFolderDataset(Dataset):
         Returns:
             The raster read for the model.
         """
-        if file not in self._cache:
-            self._cache[file] = read_raster(self.files[file], self.bands, self.percentiles)
-            while len(self._cache) > 2:
-                self._cache.popitem(last=False)
-        return self._cache[file]
+        return read_raster(self.files[file], self.bands, self.percentiles, limits=None)
+
+    def limits(self, file: int) -> np.ndarray | None:
+        """The file's stretch limits (None for uint8), computed once.
+
+        Args:
+            file: the file's index in :attr:`files`.
+
+        Returns:
+            ``C×2`` limits of :func:`~zoo.data.rasters.stretch_limits`, or None.
+        """
+        if file not in self._limits:
+            self._limits[file] = stretch_limits(self.files[file], self.bands, self.percentiles)
+        return self._limits[file]
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         file, w, k, count = self.chips[index]
-        raster = self.raster(file)
-        rows, cols = slice(w.row, w.row + w.height), slice(w.col, w.col + w.width)
-        image = torch.from_numpy(np.ascontiguousarray(raster.pixels[:, rows, cols]))
+        raster = read_raster(
+            self.files[file], self.bands, self.percentiles, window=w, limits=self.limits(file)
+        )
+        image = torch.from_numpy(raster.pixels)
         size = (self.image_size, self.image_size)
         if tuple(image.shape[-2:]) != size:
             image = F.interpolate(image[None], size=size, mode="bilinear", antialias=True)[0]
@@ -226,19 +256,20 @@ class ImageFolderDataset(Dataset):
                 "window": w.as_list(),
                 "height": height,
                 "width": width,
-                "valid_fraction": float(raster.valid[rows, cols].mean()),
+                "valid_fraction": float(raster.valid.mean()),
             },
             "geo": None,
         }
-        if raster.georeferenced:
-            grid = window_transform(raster.transform, w, *size)
-            lat, lon = centre_lat_lon(raster.crs, grid, *size)
+        if self.grids[file] is not None:
+            crs, transform = self.grids[file]
+            grid = window_transform(transform, w, *size)
+            lat, lon = centre_lat_lon(crs, grid, *size)
             sample["geo"] = {
-                "crs": raster.crs,
+                "crs": crs,
                 "transform": list(grid)[:6],
                 "lat": lat,
                 "lon": lon,
-                "footprint": footprint(raster.crs, grid, *size),
+                "footprint": footprint(crs, grid, *size),
             }
             sample["location"] = torch.tensor([lat, lon], dtype=torch.float32)
         prompt = self.prompts[file]
