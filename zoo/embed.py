@@ -8,7 +8,10 @@ height, width in source pixels), ``lat``/``lon`` of the chip centre, ``valid_fra
 (share of pixels that are not nodata), ``image_embedding`` (the unit embedding of a model with
 a text encoder, FLAVARS; else the pooled backbone features), ``location_embedding`` (FLAVARS,
 georeferenced chips; null otherwise) and ``geometry``: the chip's footprint in EPSG:4326
-(null for a file without CRS). ``geopandas.read_parquet`` reads it back. Arguments after
+(null for a file without CRS). ``geopandas.read_parquet`` reads it back; the file's schema
+metadata holds the provenance (model, checkpoint and its SHA-256, bands, chip size, overlap,
+zoo version: :func:`zoo.provenance.read_geoparquet_provenance`). Chips are windowed reads
+(:mod:`zoo.data.images`), so memory is set by the batch, not by the scene. Arguments after
 the configs (``--data.init_args.bands=[4,3,2]`` ...) are the usual config overrides.
 """
 
@@ -29,6 +32,7 @@ from tqdm import tqdm
 from zoo.io import atomic_path
 from zoo.main import build_from_configs, run_parser
 from zoo.models.capabilities import ImageFeatures, TextEmbeddings, describe
+from zoo.provenance import provenance, write_geoparquet
 
 __all__ = ["embed_folder", "main"]
 
@@ -104,9 +108,11 @@ def main(argv: list[str] | None = None) -> Path:
     args, overrides = parser.parse_known_args(argv)
     cli = build_from_configs(args.config, args.ckpt_path, overrides)
     frame = embed_folder(cli.model, cli.datamodule, progress=not args.no_progress)
+    settings = getattr(cli.datamodule, "chip_settings", None)
+    record = provenance(cli.model, cli.ckpt_path, settings() if settings else None)
     output = Path(args.output)
     with atomic_path(output) as tmp:
-        frame.to_parquet(tmp)
+        write_geoparquet(frame, tmp, record)
     print(f"wrote {len(frame)} rows to {output}")
     return output
 

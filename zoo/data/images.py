@@ -330,7 +330,8 @@ class ImageFolderDataModule(ZooDataModule):
         prompts_file: a CSV under root with ``path``, ``prompt`` columns (per-image prompts).
         bands: 1-based bands (None: RGB of a three-or-more-band file).
         percentiles: low, high percentiles of the per-band stretch of non-uint8 files.
-        chip_size: chip side in source pixels (None: ``image_size``).
+        chip_size: chip side in source pixels (None: ``image_size``, the file's own resolution;
+            see :class:`ImageFolderDataset`).
         overlap: pixels shared by neighbouring chips.
         class_names: the model's classes (None: the embedded dataset's).
         max_length: prompts are truncated to this many tokens.
@@ -424,6 +425,22 @@ class ImageFolderDataModule(ZooDataModule):
         )
         collate.num_classes = len(self.class_names)
         return ImageFolderCollate(collate)
+
+    def chip_settings(self) -> dict[str, Any]:
+        """How the folder is read, as outputs record it (:mod:`zoo.provenance`).
+
+        Returns:
+            ``bands`` (None: the default RGB), ``chip_size`` (in source pixels), ``overlap``,
+            ``image_size`` (the model's input), ``percentiles``.
+        """
+        args = self.dataset_args
+        return {
+            "bands": args["bands"],
+            "chip_size": args["chip_size"] or self.image_size,
+            "overlap": args["overlap"],
+            "image_size": self.image_size,
+            "percentiles": list(args["percentiles"]),
+        }
 
     def setup(self, stage: str) -> None:
         """Build the predict dataset (the folder has images only, no labels).
