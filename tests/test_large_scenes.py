@@ -160,3 +160,47 @@ def test_overwrite_redoes_finished_files_and_other_settings_are_refused(tmp_path
     (out / "a" / "answer.json").write_text(json.dumps({"path": "a.tif"}))  # an older zoo's
     with pytest.raises(FileExistsError, match="no provenance recorded"):
         writer(0)
+
+
+def test_an_interrupted_embed_continues_where_it_stopped(tmp_path: Path, monkeypatch, caplog):
+    from zoo import embed
+    from zoo.models.flavars import FLAVARS
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["zoo"])
+    root = tmp_path / "images"
+    for name in ("a.tif", "b.tif"):
+        write_utm_geotiff(root / name, height=64, width=100)
+    Image.fromarray(np.full((40, 30, 3), 90, dtype=np.uint8)).save(root / "c.png")
+    output = tmp_path / "embeddings.parquet"
+    argv = ["--config", str(ROOT / "configs/flavars.yaml"), "--config"]
+    argv += [str(ROOT / "configs/data/images.yaml"), f"--data.init_args.root={root}"]
+    argv += ["--output", str(output), "--no_progress"]
+    write_part = embed._write_part
+
+    def interrupted(parts, path, rows, record):  # killed while b.tif's part is written
+        if path == "b.tif":
+            raise KeyboardInterrupt
+        write_part(parts, path, rows, record)
+
+    monkeypatch.setattr(embed, "_write_part", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        embed.main(argv)
+    parts = embed.parts_folder(output)
+    assert sorted(p.name for p in parts.iterdir()) == ["a.tif.parquet"] and not output.exists()
+
+    monkeypatch.setattr(embed, "_write_part", write_part)
+    embedded = []
+    encode = FLAVARS.encode_image
+    monkeypatch.setattr(
+        FLAVARS, "encode_image", lambda self, x: embedded.append(len(x)) or encode(self, x)
+    )
+    caplog.set_level(logging.INFO)
+    embed.main(argv)
+    assert sum(embedded) == 2 + 1  # b.tif's two chips and c.png's one
+    assert "1 of 3 files finished by an interrupted run are skipped" in caplog.text
+    frame = gpd.read_parquet(output)
+    assert list(frame["path"]) == ["a.tif", "a.tif", "b.tif", "b.tif", "c.png"]
+    assert frame.geometry.iloc[-1] is None and frame.geometry.iloc[:4].notna().all()
+    assert not parts.exists()  # joined into the output, then removed
+    assert read_geoparquet_provenance(output)["model"] == "zoo.models.flavars.FLAVARS"
