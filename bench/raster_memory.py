@@ -130,13 +130,14 @@ def _pythonpath() -> str:
     return os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
 
 
-def child(folder: Path, ckpt_path: Path, output: Path) -> dict:
+def child(folder: Path, ckpt_path: Path, output: Path, chip_size: int | None = None) -> dict:
     """Run ``zoo embed`` over ``folder`` in this process; its peak RSS and rows.
 
     Args:
         folder: the image folder (one scene).
         ckpt_path: the FLAVARS checkpoint.
         output: the GeoParquet file.
+        chip_size: chips in source pixels (None: the config's, the model's image size).
 
     Returns:
         ``peak_rss_mb``, ``rows``, ``seconds``.
@@ -158,6 +159,7 @@ def child(folder: Path, ckpt_path: Path, output: Path) -> dict:
             "--output",
             str(output),
             "--no_progress",
+            *([f"--data.init_args.chip_size={chip_size}"] if chip_size else []),
         ]
     )
     seconds = time.perf_counter() - start
@@ -166,13 +168,14 @@ def child(folder: Path, ckpt_path: Path, output: Path) -> dict:
     return {"peak_rss_mb": round(peak_kb / 1024, 1), "rows": rows, "seconds": round(seconds, 1)}
 
 
-def measure(size: int, workdir: Path, ckpt_path: Path) -> dict:
+def measure(size: int, workdir: Path, ckpt_path: Path, chip_size: int | None = None) -> dict:
     """Write the ``size`` scene and embed it in a fresh process.
 
     Args:
         size: the scene's side in pixels.
         workdir: the temporary folder.
         ckpt_path: the FLAVARS checkpoint.
+        chip_size: chips in source pixels (None: the model's image size).
 
     Returns:
         ``size``, ``pixels`` and the child's figures.
@@ -183,6 +186,7 @@ def measure(size: int, workdir: Path, ckpt_path: Path) -> dict:
     output = workdir / f"embeddings_{size}.parquet"
     command = [sys.executable, str(Path(__file__).resolve()), "--child", str(folder)]
     command += ["--ckpt_path", str(ckpt_path), "--output", str(output)]
+    command += ["--chip_size", str(chip_size)] if chip_size else []
     env = os.environ | {"WANDB_MODE": "offline", "PYTHONPATH": _pythonpath()}
     done = subprocess.run(command, capture_output=True, text=True, env=env)
     if done.returncode != 0:
@@ -205,17 +209,23 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--ckpt_path", default=None, help="a FLAVARS checkpoint (else a fit)")
     parser.add_argument("--output", default=None, help="the JSON report")
     parser.add_argument("--workdir", default=None, help="kept (else a temporary folder)")
+    parser.add_argument(
+        "--chip_size", type=int, default=None, help="chips in source pixels (None: 64, the model's)"
+    )
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child is not None:  # the fresh process of one measurement
-        report = child(Path(args.child), Path(args.ckpt_path), Path(args.output))
+        report = child(Path(args.child), Path(args.ckpt_path), Path(args.output), args.chip_size)
         print(json.dumps(report))
         return report
     with tempfile.TemporaryDirectory(prefix="raster_memory_") as tmp:
         workdir = Path(args.workdir or tmp)
         workdir.mkdir(parents=True, exist_ok=True)
         ckpt = Path(args.ckpt_path) if args.ckpt_path else tiny_checkpoint(workdir / "fit")
-        results = [measure(size, workdir, ckpt) for size in sorted(args.sizes)]
+        results = []
+        for size in sorted(args.sizes):
+            results.append(measure(size, workdir, ckpt, args.chip_size))
+            print(json.dumps(results[-1]), flush=True)
     ratio = results[-1]["peak_rss_mb"] / results[0]["peak_rss_mb"]
     meta = {
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +11,7 @@ import rasterio
 from rasterio.io import DatasetReader
 
 from tests.geotiffs import write_utm_geotiff
-from zoo.data.images import ImageFolderDataset
+from zoo.data.images import ImageFolderDataset, fixed_mmap_threshold
 from zoo.data.rasters import (
     Window,
     blend_weights,
@@ -116,3 +117,8 @@ def test_blend_weights_taper_across_the_overlap():
     assert (np.diff(out[0, 0]) <= 0).all() and out[0, 0, 0] == 1 and out[0, 0, -1] == 0
     with pytest.raises(ValueError, match="blend"):
         stitch([np.ones((1, 4, 8))], windows[:1], 4, 8, blend="hann")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
+def test_the_mmap_threshold_is_fixed_on_glibc():
+    assert fixed_mmap_threshold() is True  # glibc accepted it (bench/raster_memory.py: the effect)
