@@ -42,6 +42,7 @@ from zoo.callbacks.mask_files import (
     write_png,
 )
 from zoo.io import atomic_write_text
+from zoo.provenance import provenance
 
 __all__ = [
     "EARTH_RADIUS_M",
@@ -65,14 +66,20 @@ class MaskPredictionWriter(BasePredictionWriter):
 
     Samples from an image folder (with a ``path``; :mod:`zoo.data.images`) are stitched per
     file and georeferenced by the file's own CRS and transform instead, with one merged file
-    for the folder: see :mod:`zoo.callbacks.geo`.
+    for the folder, a mask COG per file and the provenance in each: see
+    :mod:`zoo.callbacks.geo`. A predict over an image folder into an ``output_dir`` that an
+    interrupted (or earlier) run of the same model, checkpoint and chipping wrote continues
+    where it stopped: the files it finished are skipped (logged), the rest predicted;
+    ``overwrite`` redoes them all.
 
     Args:
         output_dir: folder of the per-sample folders.
         merged: the image folder's merged features: ``parquet`` (GeoParquet), ``gpkg``
             (GeoPackage) or None.
         overwrite: write into an ``output_dir`` that holds an earlier output (else an error
-            before predicting; ``zoo predict --overwrite``).
+            before predicting, or for an image folder a resumed run; ``zoo predict
+            --overwrite``).
+        mask_raster: also write an image folder's masks as a COG per file (``masks.tif``).
     """
 
     def __init__(
@@ -80,16 +87,32 @@ class MaskPredictionWriter(BasePredictionWriter):
         output_dir: str = "predictions",
         merged: Literal["parquet", "gpkg"] | None = "parquet",
         overwrite: bool = False,
+        mask_raster: bool = True,
     ) -> None:
         super().__init__(write_interval="batch")
         self.output_dir = Path(output_dir)
         self.merged = merged
         self.overwrite = overwrite
+        self.mask_raster = mask_raster
         self.folder: Any = None  # zoo.callbacks.geo.FolderMasks, made on the first folder sample
         self.count = 0  # samples written by this predict
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        """Refuse, before predicting, to write into an earlier output unless ``overwrite``."""
+        """Refuse, before predicting, to write into an earlier output unless ``overwrite``; over
+        an image folder, skip the files an earlier run finished instead.
+
+        Args:
+            trainer: the trainer (its datamodule already set up).
+            pl_module: the model.
+            stage: Lightning's stage (``predict`` checks).
+
+        Raises:
+            FileExistsError: ``output_dir`` holds an earlier output that cannot be resumed.
+        """
+        datamodule = getattr(trainer, "datamodule", None)
+        if stage == "predict" and hasattr(getattr(datamodule, "predict_dataset", None), "exclude"):
+            self._resume(trainer, pl_module, datamodule)
+            return
         if (
             stage == "predict"
             and not self.overwrite
@@ -99,6 +122,21 @@ class MaskPredictionWriter(BasePredictionWriter):
             raise FileExistsError(
                 f"{self.output_dir} holds the output of an earlier predict: pass --overwrite to "
                 "write over it, or set the writer's output_dir to a new folder"
+            )
+
+    def _resume(self, trainer: Trainer, pl_module: LightningModule, datamodule: Any) -> None:
+        """Make the image folder's writer with the run's provenance; skip finished files."""
+        record = provenance(pl_module, trainer.ckpt_path, datamodule.chip_settings())
+        self.folder = FolderMasks(self.output_dir, self.merged, record, self.mask_raster)
+        if self.overwrite:
+            return
+        dataset = datamodule.predict_dataset
+        done = self.folder.finished([dataset.relative(f) for f in dataset.files])
+        if done:
+            dataset.exclude(done)
+            rank_zero_info(
+                f"resuming into {self.output_dir}: {len(done)} of {len(dataset.files)} files "
+                "finished by an earlier run are skipped (--overwrite redoes them)"
             )
 
     def write_on_batch_end(
@@ -115,7 +153,9 @@ class MaskPredictionWriter(BasePredictionWriter):
             self.count += 1
             if "path" in item:
                 if self.folder is None:
-                    self.folder = FolderMasks(self.output_dir, self.merged)
+                    self.folder = FolderMasks(
+                        self.output_dir, self.merged, mask_raster=self.mask_raster
+                    )
                 self.folder.add(item, Path(trainer.datamodule.root))
             else:
                 self.write(item)

@@ -33,11 +33,13 @@ import numpy as np
 import rasterio
 from rasterio.enums import ColorInterp
 from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
+from rasterio.windows import Window
 
 __all__ = [
     "BandChoice",
     "RGB",
     "band_error",
+    "bands_of",
     "read_bands",
     "select_bands",
 ]
@@ -197,13 +199,40 @@ def select_bands(
     raise band_error(path, count, channels, context)
 
 
+def bands_of(
+    src: rasterio.DatasetReader,
+    path: str | Path,
+    choice: BandChoice = RGB,
+    repeat_grey: bool = True,
+    context: str = "",
+) -> list[int]:
+    """:func:`select_bands` for an open file (its band count, names and alpha bands).
+
+    Args:
+        src: the open file.
+        path: the file (for the messages).
+        choice: the data's band choice and the model's channel count.
+        repeat_grey: a one-band file is read three times for a 3-channel model.
+        context: appended after the file in messages.
+
+    Returns:
+        The 1-based band indices, one per model channel.
+
+    Raises:
+        ValueError: the band choice does not fit the file (:func:`select_bands`).
+    """
+    alpha = [i + 1 for i, c in enumerate(src.colorinterp) if c == ColorInterp.alpha]
+    return select_bands(path, src.count, choice, src.descriptions, alpha, repeat_grey, context)
+
+
 def read_bands(
     path: str | Path,
     choice: BandChoice = RGB,
     repeat_grey: bool = True,
     context: str = "",
+    window: Window | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.dtype]:
-    """Read the chosen bands of any raster file as float32 ``C×H×W``.
+    """Read the chosen bands of any raster file (or one window of it) as float32 ``C×H×W``.
 
     uint8 values are kept as they are; other types are raw float32 values (see the module
     docstring); nodata pixels (in any chosen band) are 0.
@@ -213,6 +242,9 @@ def read_bands(
         choice: the data's band choice and the model's channel count.
         repeat_grey: a one-band file is read three times for a 3-channel model.
         context: appended after the file in messages.
+        window: read only this window (a rasterio windowed read: a tiled or Cloud-Optimized
+            GeoTIFF is read block by block, so memory is the window's, not the file's); None
+            reads the whole file.
 
     Returns:
         The pixels, the validity mask (bool ``H×W``) and the file's data type.
@@ -229,11 +261,8 @@ def read_bands(
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
             with rasterio.open(path) as src:
-                alpha = [i + 1 for i, c in enumerate(src.colorinterp) if c == ColorInterp.alpha]
-                indices = select_bands(
-                    path, src.count, choice, src.descriptions, alpha, repeat_grey, context
-                )
-                data = src.read(indices, masked=True)
+                indices = bands_of(src, path, choice, repeat_grey, context)
+                data = src.read(indices, window=window, masked=True)
                 dtype = np.dtype(src.dtypes[indices[0] - 1])
     except RasterioIOError as error:
         raise RuntimeError(

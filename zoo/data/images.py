@@ -2,8 +2,10 @@
 
 Every file under ``root`` (recursively) is read with :mod:`zoo.data.rasters`: chosen bands,
 a percentile stretch of reflectance, nodata; a file larger than ``chip_size`` is cut into
-overlapping chips, each resized to the model's ``image_size``. A sample carries, besides the
-``image``:
+overlapping chips, each resized to the model's ``image_size``. Each chip is a windowed read of
+its file (a tiled or Cloud-Optimized GeoTIFF is read block by block), so memory is set by the
+batch of chips, never by the file; a file's stretch limits (:func:`~zoo.data.rasters.stretch_limits`)
+are computed once, on its first chip. A sample carries, besides the ``image``:
 
 * ``path`` (the file, relative to ``root``) and ``chip``: ``{"index", "count", "window":
   [row, col, height, width] in source pixels, "height", "width" (the file's), "valid_fraction"}``;
@@ -19,9 +21,10 @@ There are no labels: ``fit``, ``validate`` and ``test`` are errors that say so.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import logging
-from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
@@ -48,6 +51,7 @@ from zoo.data.rasters import (
     chip_windows,
     footprint,
     read_raster,
+    stretch_limits,
     window_transform,
 )
 from zoo.data.referring import ReferringCollate, add_seg_tokens
@@ -68,6 +72,35 @@ DEFAULT_PROMPTS: dict[str, str] = {
 
 #: Sample keys that are per-sample Python values, batched as lists.
 _LIST_KEYS = ("path", "chip", "geo")
+
+
+def fixed_mmap_threshold(threshold: int = 128 * 1024) -> bool:
+    """Keep glibc's malloc from growing the heap chip after chip (Linux; a no-op elsewhere).
+
+    glibc raises its mmap threshold each time a large block is freed, so later batch-sized
+    buffers (chips, activations) come from the heap, where the small long-lived objects of a
+    long run (its output rows) pin them: without this, ``zoo embed`` over 16 384 chips of an
+    8192 px scene grew past 4.8 GB. A fixed threshold (``mallopt(M_MMAP_THRESHOLD)``) keeps
+    every block from ``threshold`` bytes up in its own mapping, returned on free. Written
+    here because no library sets it (the ``MALLOC_MMAP_THRESHOLD_`` variable would have to be
+    set before Python starts).
+
+    Args:
+        threshold: blocks from this size up are mapped on their own.
+
+    Returns:
+        Whether the threshold was set (False without glibc).
+    """
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name) if name else None
+        mallopt = getattr(libc, "mallopt", None)
+    except OSError:
+        mallopt = None
+    if mallopt is None:
+        log.debug("no glibc mallopt: the heap keeps the platform's default behaviour")
+        return False
+    return bool(mallopt(-3, threshold))  # M_MMAP_THRESHOLD
 
 
 def find_images(root: Path) -> list[Path]:
@@ -142,7 +175,9 @@ class ImageFolderDataset(Dataset):
             model reads; :mod:`zoo.data.bands`).
         percentiles: the stretch of non-uint8 files (low, high percentile to 0, 255; None:
             their raw values, for a model normalized by per-band statistics).
-        chip_size: chip side in source pixels (None: ``image_size``).
+        chip_size: chip side in source pixels (None: ``image_size``, the model's input at the
+            file's own resolution: a larger chip would be shrunk to ``image_size``, changing
+            the ground sample distance the model sees).
         overlap: pixels shared by neighbouring chips.
     """
 
@@ -174,12 +209,28 @@ class ImageFolderDataset(Dataset):
         size = chip_size or image_size
         self.chips: list[tuple[int, Window, int, int]] = []  # file, window, index, count
         self.shapes: list[tuple[int, int]] = []
+        self.grids: list[tuple[str, Any] | None] = []  # (CRS WKT, transform) per file
         for i, path in enumerate(self.files):
             with rasterio.open(path) as src:
                 self.shapes.append((src.height, src.width))
+                grid = (src.crs.to_wkt(), src.transform) if src.crs is not None else None
+                self.grids.append(grid)
             windows = chip_windows(*self.shapes[-1], size, overlap)
             self.chips += [(i, w, k, len(windows)) for k, w in enumerate(windows)]
-        self._cache: OrderedDict[int, Raster] = OrderedDict()
+        self._limits: dict[int, np.ndarray | None] = {}  # per file, from its first chip
+
+    def exclude(self, paths: Collection[str]) -> int:
+        """Drop the chips of files that need no prediction (a resumed run's finished files).
+
+        Args:
+            paths: files relative to the folder (as in a sample's ``path``).
+
+        Returns:
+            How many of the folder's files were dropped.
+        """
+        drop = {i for i, f in enumerate(self.files) if self.relative(f) in set(paths)}
+        self.chips = [c for c in self.chips if c[0] not in drop]
+        return len(drop)
 
     def relative(self, path: Path) -> str:
         """A file's path relative to the folder, with ``/``.
@@ -196,7 +247,7 @@ class ImageFolderDataset(Dataset):
         return len(self.chips)
 
     def raster(self, file: int) -> Raster:
-        """The file's raster (the last two are kept: chips of one file come in a row).
+        """The whole file read for the model (chips are read window by window instead).
 
         Args:
             file: the file's index in :attr:`files`.
@@ -204,17 +255,29 @@ class ImageFolderDataset(Dataset):
         Returns:
             The raster read for the model.
         """
-        if file not in self._cache:
-            self._cache[file] = read_raster(self.files[file], self.band_choice, self.percentiles)
-            while len(self._cache) > 2:
-                self._cache.popitem(last=False)
-        return self._cache[file]
+        return read_raster(self.files[file], self.band_choice, self.percentiles)
+
+    def limits(self, file: int) -> np.ndarray | None:
+        """The file's stretch limits (None for uint8), computed once.
+
+        Args:
+            file: the file's index in :attr:`files`.
+
+        Returns:
+            ``C×2`` limits of :func:`~zoo.data.rasters.stretch_limits`, or None.
+        """
+        if file not in self._limits:
+            self._limits[file] = stretch_limits(
+                self.files[file], self.band_choice, self.percentiles
+            )
+        return self._limits[file]
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         file, w, k, count = self.chips[index]
-        raster = self.raster(file)
-        rows, cols = slice(w.row, w.row + w.height), slice(w.col, w.col + w.width)
-        image = torch.from_numpy(np.ascontiguousarray(raster.pixels[:, rows, cols]))
+        raster = read_raster(
+            self.files[file], self.band_choice, self.percentiles, window=w, limits=self.limits(file)
+        )
+        image = torch.from_numpy(raster.pixels)
         size = (self.image_size, self.image_size)
         if tuple(image.shape[-2:]) != size:
             image = F.interpolate(image[None], size=size, mode="bilinear", antialias=True)[0]
@@ -231,19 +294,20 @@ class ImageFolderDataset(Dataset):
                 "window": w.as_list(),
                 "height": height,
                 "width": width,
-                "valid_fraction": float(raster.valid[rows, cols].mean()),
+                "valid_fraction": float(raster.valid.mean()),
             },
             "geo": None,
         }
-        if raster.georeferenced:
-            grid = window_transform(raster.transform, w, *size)
-            lat, lon = centre_lat_lon(raster.crs, grid, *size)
+        if self.grids[file] is not None:
+            crs, transform = self.grids[file]
+            grid = window_transform(transform, w, *size)
+            lat, lon = centre_lat_lon(crs, grid, *size)
             sample["geo"] = {
-                "crs": raster.crs,
+                "crs": crs,
                 "transform": list(grid)[:6],
                 "lat": lat,
                 "lon": lon,
-                "footprint": footprint(raster.crs, grid, *size),
+                "footprint": footprint(crs, grid, *size),
             }
             sample["location"] = torch.tensor([lat, lon], dtype=torch.float32)
         prompt = self.prompts[file]
@@ -306,7 +370,8 @@ class ImageFolderDataModule(ZooDataModule):
             reads; :mod:`zoo.data.bands`); their number is the model's ``in_channels``.
         percentiles: low, high percentiles of the per-band stretch of non-uint8 files (None:
             raw values, for a model trained on raw reflectance with per-band statistics).
-        chip_size: chip side in source pixels (None: ``image_size``).
+        chip_size: chip side in source pixels (None: ``image_size``, the file's own resolution;
+            see :class:`ImageFolderDataset`).
         overlap: pixels shared by neighbouring chips.
         class_names: the model's classes (None: the embedded dataset's).
         max_length: prompts are truncated to this many tokens.
@@ -403,6 +468,22 @@ class ImageFolderDataModule(ZooDataModule):
         collate.num_classes = len(self.class_names)
         return ImageFolderCollate(collate)
 
+    def chip_settings(self) -> dict[str, Any]:
+        """How the folder is read, as outputs record it (:mod:`zoo.provenance`).
+
+        Returns:
+            ``bands`` (None: the default RGB), ``chip_size`` (in source pixels), ``overlap``,
+            ``image_size`` (the model's input), ``percentiles``.
+        """
+        args = self.dataset_args
+        return {
+            "bands": args["bands"],
+            "chip_size": args["chip_size"] or self.image_size,
+            "overlap": args["overlap"],
+            "image_size": self.image_size,
+            "percentiles": list(args["percentiles"]),
+        }
+
     def setup(self, stage: str) -> None:
         """Build the predict dataset (the folder has images only, no labels).
 
@@ -418,6 +499,7 @@ class ImageFolderDataModule(ZooDataModule):
                 f"`zoo embed`, not {stage!r} (train and evaluate on a labelled dataset's config)"
             )
         super().setup(stage)
+        fixed_mmap_threshold()  # memory set by the batch over a long run (see there)
         log.info(
             "%d chips from %d images under %s",
             len(self.predict_dataset),

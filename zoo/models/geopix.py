@@ -720,8 +720,8 @@ class GeoPix(VisionLanguageGenerator):
 
         Returns:
             One row per sample: id, question, answer, reference, masks (``K×H×W`` booleans at
-            the model's input size, logits > 0), phrases, category, geo (and the file ``path``
-            and ``chip`` from an image folder).
+            the model's input size, logits > 0), phrases, category, geo (and the file ``path``,
+            ``chip`` and the masks' ``probabilities`` from an image folder).
         """
         decoded = self.decode_segmentations(
             batch["image"], batch["prompt_ids"], batch["prompt_attention_mask"]
@@ -739,7 +739,16 @@ class GeoPix(VisionLanguageGenerator):
                     "category": [None if c is None else self.class_names[c] for c in named],
                     "geo": batch.get("geo", [None] * len(decoded))[i],
                 }
-                | ({"path": batch["path"][i], "chip": batch["chip"][i]} if "path" in batch else {})
+                | (
+                    {
+                        "path": batch["path"][i],
+                        "chip": batch["chip"][i],
+                        # blended across overlapping chips before thresholding (zoo.callbacks.geo)
+                        "probabilities": logits.float().sigmoid().cpu(),
+                    }
+                    if "path" in batch
+                    else {}
+                )
             )
         return rows
 
