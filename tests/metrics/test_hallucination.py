@@ -37,6 +37,12 @@ def test_matcher_plural_multiword_synonym_and_no_substring() -> None:
     assert EMBEDDED.mentioned("the planes, the aircraft and a plane") == {"plane"}
     assert EMBEDDED.mentioned("streets and trees") == {"road", "tree"}
     assert EMBEDDED.mentioned("a treehouse near the tanker") == set()
+    # The longest form first where a shorter one ends at a word boundary too.
+    farms = ObjectVocabulary({"storage tank": [], "tank farm": ["storage tank farm"]})
+    assert [m.cls for m in farms.mentions("a storage tank farm and a storage tank")[1]] == [
+        "tank farm",
+        "storage tank",
+    ]
 
 
 def test_plural_rules() -> None:
@@ -85,7 +91,7 @@ def test_claims_of_counts_colours_and_positions() -> None:
 
 
 CAPTIONS = [
-    "two ships and a storage tank next to a building.",
+    "two ships and a storage tank next to 2 buildings.",
     "there are no vehicles, only 4 trees and a road on the left.",
     "a blue plane in the center and a red house at the bottom.",
     "an aerial image of a desert.",
@@ -101,7 +107,8 @@ INSTANCES = [
 
 def _expected_chair() -> dict[str, float]:
     # Caption 1 mentions {ship, storage tank, building}: building is absent (1 of 3); both
-    #   present classes mentioned; "two ships" is right (2 ships).
+    #   present classes mentioned; "two ships" is right (2 ships); "2 buildings" is no count
+    #   claim (no building: a CHAIR hallucination, not a count error).
     # Caption 2 mentions {vehicle, tree, road}: "no vehicles" still mentions vehicle, absent, as
     #   CHAIR counts it (1 of 3); both present classes mentioned; "4 trees" is wrong (3), "road on
     #   the left" right.

@@ -71,6 +71,8 @@ class Hallucination(Evaluation):
         pope_per_image: yes-probes per image (as many no-probes).
         seed: the probes' seed.
         max_new_tokens: the most tokens of a caption (None: the model's setting).
+        probe_max_new_tokens: the most tokens of a probe's answer (its first yes / no word
+            decides; None: the model's setting).
 
     Raises:
         ValueError: an unknown POPE mode, or a question without ``{name}``.
@@ -91,6 +93,7 @@ class Hallucination(Evaluation):
         pope_per_image: int = 3,
         seed: int = 0,
         max_new_tokens: int | None = None,
+        probe_max_new_tokens: int | None = 8,
         **kwargs: Any,
     ) -> None:
         super().__init__(data, **kwargs)
@@ -108,12 +111,15 @@ class Hallucination(Evaluation):
         self.pope_per_image = pope_per_image
         self.seed = seed
         self.max_new_tokens = max_new_tokens
+        self.probe_max_new_tokens = probe_max_new_tokens
 
-    def _ask(self, model: Any, images: torch.Tensor, questions: list[str]) -> list[str]:
+    def _ask(
+        self, model: Any, images: torch.Tensor, questions: list[str], max_new_tokens: int | None
+    ) -> list[str]:
         answer = getattr(model, "answer", None)
         if answer is None:
             raise ValueError(f"{self.name}: {type(model).__name__} has no answer() to prompt")
-        return list(answer(images, questions, max_new_tokens=self.max_new_tokens))
+        return list(answer(images, questions, max_new_tokens=max_new_tokens))
 
     @torch.no_grad()
     def run(self, ctx: Context) -> dict[str, float]:
@@ -139,7 +145,9 @@ class Hallucination(Evaluation):
         seen: set[int] = set()
         for batch in ctx.batches(dm, "test", "hallucination"):
             images, index = batch["image"], batch["index"].tolist()
-            captions = self._ask(model, images, [self.caption_prompt] * len(images))
+            captions = self._ask(
+                model, images, [self.caption_prompt] * len(images), self.max_new_tokens
+            )
             chair.update(captions, batch["instances"])
             seen.update(index)
             rows = [(row, cls) for row, i in enumerate(index) for cls in by_image.get(i, [])]
@@ -148,7 +156,9 @@ class Hallucination(Evaluation):
                 questions = [probe_question(self.probe_question, cls) for _, cls in chunk]
                 picked = images[torch.tensor([row for row, _ in chunk], device=images.device)]
                 for (row, cls), text in zip(
-                    chunk, self._ask(model, picked, questions), strict=True
+                    chunk,
+                    self._ask(model, picked, questions, self.probe_max_new_tokens),
+                    strict=True,
                 ):
                     answers[(index[row], cls)] = text
         if not seen:
