@@ -25,6 +25,7 @@ from pycocotools.coco import COCO
 from torch.nn import functional as F
 from torch.utils.data import Dataset
 
+from zoo.data.batch import InstancesBatch
 from zoo.data.coco_refs import load_coco
 from zoo.data.datamodules import (
     DEFAULT_SPLITS,
@@ -139,7 +140,7 @@ class CocoInstancesDataset(Dataset):
         }
 
 
-def collate_instances(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
+def collate_instances(samples: Sequence[dict[str, Any]]) -> InstancesBatch:
     """Stack the images and indices; keep paths and instance lists as lists.
 
     Args:
