@@ -212,6 +212,6 @@ def test_zoo_evaluate_prints_chair_and_pope_for_a_tiny_trained_aquila(
     for metric in ("chair_i", "chair_s", "coverage", "pope_random_accuracy", "pope_adversarial_f1",
                    "pope_popular_yes_ratio"):  # fmt: skip
         assert f"| {metric} |" in printed
-    rows = json.loads((tmp_path / "out" / "results.json").read_text())["rows"]
+    rows = json.loads((tmp_path / "out" / "results.json").read_text())["results"]
     ours = {r["metric"]: r["ours"] for r in rows}
     assert 0 <= ours["pope_random_yes_ratio"] <= 100
