@@ -149,6 +149,9 @@ class Hallucination(Evaluation):
                 model, images, [self.caption_prompt] * len(images), self.max_new_tokens
             )
             chair.update(captions, batch["instances"])
+            first = not seen  # log what the model says, for reading the figures
+            if first:
+                log.info("%s: first caption %r", self.name, captions[0])
             seen.update(index)
             rows = [(row, cls) for row, i in enumerate(index) for cls in by_image.get(i, [])]
             for start in range(0, len(rows), len(images)):
@@ -161,6 +164,14 @@ class Hallucination(Evaluation):
                     strict=True,
                 ):
                     answers[(index[row], cls)] = text
+                if first and start == 0:
+                    row, cls = chunk[0]
+                    log.info(
+                        "%s: first probe %r -> %r",
+                        self.name,
+                        questions[0],
+                        answers[(index[row], cls)],
+                    )
         if not seen:
             raise ValueError(f"{self.name}: the test split has no images")
         scores = chair.compute()
