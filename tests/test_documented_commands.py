@@ -295,6 +295,15 @@ def check_evaluate_suite(command: str, capsys) -> None:
     assert "wrote results/flavars/results.md" in capsys.readouterr().out
 
 
+@pytest.mark.slow
+def check_evaluate_hallucination(command: str, capsys) -> None:
+    """evaluation.md: the hallucination protocol prints CHAIR and POPE for a trained Aquila."""
+    _fit("aquila")
+    main([*_argv(command), "--limit_batches", "1"])
+    out = capsys.readouterr().out
+    assert "| chair_i |" in out and "| pope_adversarial_f1 |" in out
+
+
 def check_evaluate_help(command: str, capsys) -> None:
     """README / evaluation.md: lists the protocols."""
     with pytest.raises(SystemExit) as exit_:
@@ -709,6 +718,9 @@ CHECKS: dict[str, Callable[..., None]] = {
     "zoo predict --config configs/aquila.yaml --config configs/data/images.yaml --data.init_args.root "
     "my_tifs --data.init_args.task conversation --ckpt_path runs/aquila/.../last.ckpt": check_aquila_images,
     "zoo fit --config configs/fuse.yaml": check_fuse_fit,
+    "zoo evaluate --config configs/aquila.yaml --ckpt_path "
+    "runs/aquila/aquila-embedded/latest/checkpoints/last.ckpt --evals "
+    "configs/eval/embedded_hallucination.yaml --output results/aquila_hallucination": check_evaluate_hallucination,
     "zoo fit --config configs/geopix.yaml": check_geopix_fit,
     "zoo predict --config configs/geopix.yaml --ckpt_path last": check_geopix_predict,
     "zoo predict --config configs/geopix.yaml --config configs/data/images.yaml --data.init_args.root "

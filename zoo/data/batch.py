@@ -25,6 +25,7 @@ __all__ = [
     "ConversationBatch",
     "ImageBatch",
     "ImageTextBatch",
+    "InstancesBatch",
     "ReferringBatch",
     "SceneBatch",
     "SegmentationBatch",
@@ -86,6 +87,16 @@ class SegmentationBatch(ImageBatch):
 
     #: long ``B×H×W``: class per pixel (0 background).
     semantic_mask: Tensor
+
+
+class InstancesBatch(ImageBatch):
+    """Images with their annotated objects (COCO instances): the hallucination protocol."""
+
+    #: long ``B``: the image's position in its split.
+    index: Tensor
+    #: per sample its objects, each ``{"category": name, "colour": str | None, "cell": 3×3
+    #: cell name}`` (:mod:`zoo.data.coco_instances`).
+    instances: list[list[dict[str, Any]]]
 
 
 class ConversationBatch(ImageBatch):

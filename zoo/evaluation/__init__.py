@@ -4,7 +4,9 @@
   :class:`LinearProbe`, :class:`ZeroShot`, :class:`Retrieval`, :class:`Segmentation`, the
   model's own test loop: :class:`ModelTestLoop`, :class:`GenerationTestLoop`,
   :class:`ReferringTestLoop`, scene classification by generation:
-  :class:`SceneClassificationByGeneration` from :mod:`~zoo.evaluation.generative`), on
+  :class:`SceneClassificationByGeneration` from :mod:`~zoo.evaluation.generative`; object
+  hallucination, CHAIR and POPE: :class:`Hallucination` from
+  :mod:`~zoo.evaluation.hallucination`), on
   :mod:`~zoo.evaluation.base`'s :class:`Evaluation`.
 * :mod:`~zoo.evaluation.config`: evaluation YAMLs and suites, checked by jsonargparse.
 * :mod:`~zoo.evaluation.runner` and :mod:`~zoo.evaluation.results`: running a list of them
@@ -18,6 +20,7 @@
 from zoo.evaluation import protocols
 from zoo.evaluation.base import CapabilityError, Context, Evaluation
 from zoo.evaluation.config import EvaluationConfig, load_evaluations
+from zoo.evaluation.hallucination import Hallucination
 from zoo.evaluation.probes import (
     fit_logistic_regression,
     knn_accuracy,
@@ -41,6 +44,7 @@ __all__ = [
     "Context",
     "Evaluation",
     "EvaluationConfig",
+    "Hallucination",
     "SimpleFeaturePyramid",
     "UPerNetSegmentation",
     "caption_retrieval",

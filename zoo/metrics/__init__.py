@@ -9,6 +9,7 @@ from zoo.metrics.embedding import (
     retrieve_locations,
     zero_shot_logits,
 )
+from zoo.metrics.hallucination import CHAIR, POPE, ObjectVocabulary, parse_yes_no, pope_probes
 from zoo.metrics.segmentation import ReferringIoU
 from zoo.metrics.vqa import VQAAccuracy, normalize_answer
 
@@ -23,4 +24,9 @@ __all__ = [
     "ReferringIoU",
     "VQAAccuracy",
     "normalize_answer",
+    "CHAIR",
+    "POPE",
+    "ObjectVocabulary",
+    "parse_yes_no",
+    "pope_probes",
 ]
