@@ -30,6 +30,7 @@ from zoo.layers.sfi import ConvConcatBaseline, SpatialFeatureIntegration
 from zoo.models.base import OptimizerConfig, as_group
 from zoo.models.decoding import GenerationConfig
 from zoo.models.generator import DEFAULT_SPEED, SpeedConfig, VisionLanguageGenerator
+from zoo.models.location_token import LocationToken
 from zoo.models.stages import TrainingStage
 
 #: AdamW and schedule of the paper's recipe (the configs set each stage's own).
@@ -158,6 +159,8 @@ class Aquila(VisionLanguageGenerator):
         class_names: scene classes (linked from the data).
         image_size: input size in pixels (linked from the data).
         optimizer: AdamW and its schedule (defaults: the paper's recipe).
+        location: a location token after the visual tokens (None: none; see
+            :class:`~zoo.models.location_token.LocationToken`).
     """
 
     def __init__(
@@ -176,6 +179,7 @@ class Aquila(VisionLanguageGenerator):
         class_names: list[str] | None = None,
         image_size: int = 64,
         optimizer: OptimizerConfig = AQUILA_OPTIMIZER,
+        location: LocationToken | None = None,
     ) -> None:
         self.sfi_config = as_group(SFIConfig, sfi, "sfi")
         self.question_types = list(question_types)
@@ -192,6 +196,7 @@ class Aquila(VisionLanguageGenerator):
             class_names=class_names,
             image_size=image_size,
             optimizer=optimizer,
+            location=location,
         )
 
     def configure_models(self) -> None:

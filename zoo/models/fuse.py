@@ -51,6 +51,7 @@ from zoo.layers.windows import SlidingWindowFeatures
 from zoo.models.base import OptimizerConfig, as_group
 from zoo.models.decoding import GenerationConfig
 from zoo.models.generator import DEFAULT_SPEED, SpeedConfig, VisionLanguageGenerator
+from zoo.models.location_token import LocationToken
 from zoo.models.stages import TrainingStage
 
 #: AdamW and schedule of the paper's recipe (the configs set each stage's own).
@@ -131,6 +132,8 @@ class FUSE(VisionLanguageGenerator):
         class_names: scene classes (linked from the data).
         image_size: input size in pixels (linked from the data).
         optimizer: AdamW and its schedule (defaults: the paper's recipe).
+        location: a location token after the visual tokens (None: none; see
+            :class:`~zoo.models.location_token.LocationToken`).
 
     Raises:
         ValueError: an unknown ``image_placement``.
@@ -154,6 +157,7 @@ class FUSE(VisionLanguageGenerator):
         class_names: list[str] | None = None,
         image_size: int = 64,
         optimizer: OptimizerConfig = FUSE_OPTIMIZER,
+        location: LocationToken | None = None,
     ) -> None:
         if image_placement not in ("token", "first"):
             raise ValueError(
@@ -177,6 +181,7 @@ class FUSE(VisionLanguageGenerator):
             class_names=class_names,
             image_size=image_size,
             optimizer=optimizer,
+            location=location,
         )
 
     def configure_models(self) -> None:
