@@ -5,9 +5,10 @@ Aquila, FUSE and GeoPix share it through the generator core
 family's ``N`` visual tokens, spliced with them (labels -100, attended), the injections
 (Aquila's MDA, FUSE's) still rewriting the ``N`` image tokens only.
 
-Measured (docs/evaluation.md, "Location-aware generators"): Aquila with and without the token,
-three seeds each, on the embedded data's location questions; see that section for the table,
-the chance levels and the commands.
+Not yet measured: Aquila with and without the token over three seeds on the embedded data's
+location questions could not finish on the saturated shared CPU of 2026-12-07; docs/evaluation.md
+("Location-aware generators") has the commands, the chance levels (hemisphere 1/2, band 1/4)
+and the majority answers on its validation questions (0.800, 0.383).
 """
 
 from __future__ import annotations
