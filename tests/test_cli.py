@@ -48,6 +48,7 @@ BASES = {
     "configs/aquila/ablation_concat.yaml": ["configs/aquila/stage1.yaml"],
     "configs/aquila/ablation_concat_mda.yaml": ["configs/aquila/stage1.yaml"],
     "configs/aquila/ablation_sfi.yaml": ["configs/aquila/stage1.yaml"],
+    "configs/aquila/location.yaml": ["configs/aquila.yaml"],
     "configs/fuse/stage2.yaml": ["configs/fuse/stage1.yaml"],
     "configs/flavars/skyscript_vitb16_no_location.yaml": ["configs/flavars/skyscript_vitb16.yaml"],
 }

@@ -19,6 +19,7 @@ from pycocotools.coco import COCO
 
 from zoo.data.embedded import (
     DATASET_VERSION,
+    LOCATION_QUESTION_TYPES,
     OBJECT_CATEGORIES,
     PAINTERS,
     QUESTION_TYPES,
@@ -196,10 +197,10 @@ def test_conversations(dataset: Path) -> None:
     for split in SPLITS:
         records = load_json(dataset / f"conversations_{split}.json")
         table = pd.read_csv(dataset / f"{split}.csv")
-        assert len(records) == 3 * len(table)
+        assert len(records) == 4 * len(table)  # issue 26 added the location record
         assert len({r["id"] for r in records}) == len(records)
         tasks = Counter(r["task"] for r in records)
-        assert tasks == {t: len(table) for t in ("caption", "description", "vqa")}
+        assert tasks == {t: len(table) for t in ("caption", "description", "vqa", "location")}
         captions = {r["image"]: r["conversations"][1]["value"] for r in records
                     if r["task"] == "caption"}  # fmt: skip
         assert captions == dict(zip(table["filepath"], table["title"], strict=True))
@@ -212,8 +213,35 @@ def test_conversations(dataset: Path) -> None:
             if record["task"] == "vqa":
                 assert len(record["question_types"]) == len(turns) // 2 >= 3
                 assert set(record["question_types"]) <= set(QUESTION_TYPES)
+            elif record["task"] == "location":
+                assert sorted(record["question_types"]) == sorted(LOCATION_QUESTION_TYPES)
+                assert len(turns) == 4
             else:
                 assert len(turns) == 2 and record["question_types"] == []
+
+
+def test_location_questions_and_coordinates_follow_the_table(dataset: Path) -> None:
+    """Every record carries its image's ``lat``/``lon`` (the table's), and the location
+    questions' answers follow from them alone: the hemisphere from the latitude's sign, the band
+    from ``|lat|`` at 23.5, 35 and 60 degrees (the descriptions' words)."""
+    bands = ("tropics", "subtropics", "mid latitudes", "high latitudes")
+    checked = Counter()
+    for split in SPLITS:
+        records = load_json(dataset / f"conversations_{split}.json")
+        table = pd.read_csv(dataset / f"{split}.csv").set_index("filepath")
+        for record in records:
+            lat, lon = table.loc[record["image"], ["lat", "lon"]]
+            assert (record["lat"], record["lon"]) == pytest.approx((lat, lon), abs=1e-6)
+            if record["task"] != "location":
+                continue
+            turns = record["conversations"]
+            for qtype, answer in zip(record["question_types"], turns[1::2], strict=True):
+                if qtype == "hemisphere":
+                    assert answer["value"] == ("southern" if lat < 0 else "northern")
+                else:
+                    assert answer["value"] == bands[int(np.searchsorted((23.5, 35, 60), abs(lat)))]
+                checked[answer["value"]] += 1
+    assert {"northern", "southern", "tropics", "mid latitudes"} <= set(checked), checked
 
 
 # ---------------------------------------------------------------------------------------------
@@ -257,16 +285,27 @@ def test_split_independent_of_other_sizes(dataset: Path, tmp_path: Path) -> None
         np.testing.assert_array_equal(a, b)
 
 
-#: Digest of the files the single-module generator (``zoo/data/embedded.py``) wrote before its
-#: split into the package, for seed 7 and 6/3/3 images at 64 px.
+#: Digest of the files for seed 7 and 6/3/3 images at 64 px. Before issue 26 it was
+#: ``227e2e2c...``, the single-module generator's (``zoo/data/embedded.py``, before its split into
+#: the package); issue 26 added a location record and ``lat``/``lon`` to every record of
+#: ``conversations_*.json`` (and the version in ``metadata.json``): every other file stayed
+#: byte-identical, :data:`DIGEST_OTHER_FILES` (computed with both generators) says so.
 DIGEST_SIZES = {"num_train": 6, "num_val": 3, "num_test": 3, "image_size": 64, "seed": 7}
-DIGEST = "227e2e2c004183adb21594ef43132de82711fba6661b079815b1a33ddf800d5f"
+DIGEST = "a4650c2543d7416ed9e17faa8b5d7216be10c47d32461d263dac1d2b411ae882"
+#: The digest of every file but ``conversations_*.json`` and ``metadata.json``: the same before
+#: and after issue 26.
+DIGEST_OTHER_FILES = "14779e6805f131d974a0b9b50f9fe3ac1d81288a8179bf5070604cc777c68c88"
 
 
-def digest(root: Path) -> str:
-    """sha256 over the sorted relative paths and the bytes of every file under ``root``."""
+def digest(root: Path, conversations: bool = True) -> str:
+    """sha256 over the sorted relative paths and the bytes of every file under ``root``
+    (without ``conversations_*.json`` and ``metadata.json`` unless ``conversations``)."""
     h = hashlib.sha256()
     for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        if not conversations and (
+            path.name.startswith("conversations_") or path.name == "metadata.json"
+        ):
+            continue
         h.update(path.relative_to(root).as_posix().encode())
         h.update(b"\0")
         h.update(path.read_bytes())
@@ -284,6 +323,7 @@ def test_files_are_byte_identical_to_the_generator_before_the_split(tmp_path: Pa
     """
     root = write_embedded_dataset(tmp_path / "data", **DIGEST_SIZES, progress=False)
     assert digest(root) == DIGEST
+    assert digest(root, conversations=False) == DIGEST_OTHER_FILES
 
 
 def test_generate_is_write_embedded_dataset() -> None:

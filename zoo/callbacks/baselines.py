@@ -96,7 +96,8 @@ def majority_vqa_baselines(
         questions to score or training answers to count.
     """
     majority = majority_answers(train_records)
-    vqa = [r for r in eval_records if r.get("task") in ("vqa", "") and r.get("question_types")]
+    scored = ("vqa", "", "location")  # location: the embedded data's location questions
+    vqa = [r for r in eval_records if r.get("task") in scored and r.get("question_types")]
     if not majority or not vqa:
         return {}
     types = [str(r["question_types"][0]) for r in vqa]

@@ -91,8 +91,12 @@ class GenerationSamples(Callback):
         if trainer.datamodule is not None:
             batch = trainer.datamodule.on_after_batch_transfer(batch, 0)
         n = min(self.num_images, len(batch["image"]))
+        location = batch.get("location")  # a generator with a location token reads it
         answers = pl_module.generate(
-            batch["image"][:n], batch["prompt_ids"][:n], batch["prompt_attention_mask"][:n]
+            batch["image"][:n],
+            batch["prompt_ids"][:n],
+            batch["prompt_attention_mask"][:n],
+            **({} if location is None else {"location": location[:n]}),
         )
         images = _to_uint8(batch["image"][:n])
         rows = [

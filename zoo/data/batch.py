@@ -124,6 +124,9 @@ class ConversationBatch(ImageBatch):
     task: list[str]
     #: the VQA question type (``presence``, ``count`` ...), empty where there is none.
     question_type: NotRequired[list[str]]
+    #: float ``B×2``: (lat, lon) in degrees, where the records have coordinates (``location``
+    #: or ``lat``/``lon``); what a generator's location token reads.
+    location: NotRequired[Tensor]
 
 
 class ReferringBatch(ConversationBatch):

@@ -5,8 +5,10 @@ A record is ``{"id", "image", "conversations": [{"from": "human"|"gpt"|"system",
 with one ``<image>`` placeholder (anywhere in the conversation; it is moved to the front of its
 turn), the format of LLaVA, FIT-RS, GeoChat-Instruct and VRSBench (and of the embedded dataset's
 ``conversations_{split}.json``). Files are a JSON list or JSON lines. Optional fields the zoo
-uses when present: ``task``, ``question_types`` (one per QA pair) and ``references`` (all
-reference answers of a one-question record, e.g. the five captions of a caption benchmark).
+uses when present: ``task``, ``question_types`` (one per QA pair), ``references`` (all
+reference answers of a one-question record, e.g. the five captions of a caption benchmark) and
+the image's coordinates (``location: [lat, lon]`` or ``lat``/``lon``, degrees; every record of
+a file or none: :mod:`zoo.data.record_locations`), which samples carry as ``location``.
 
 The variants of the remote-sensing instruction sets are normalized by :func:`normalize_record`:
 
@@ -65,6 +67,7 @@ from zoo.conversation_formats import (
 )
 from zoo.data.bands import RGB, BandChoice
 from zoo.data.image_text import load_image
+from zoo.data.record_locations import record_locations
 from zoo.preprocessing import pad_to_square
 
 __all__ = [
@@ -289,8 +292,9 @@ class ConversationDataset(NonGeoDataset):
     """Images with LLaVA-format conversations, read from a file or given in memory.
 
     Samples hold ``image`` (float ``C×S×S`` in [0, 255]), ``id``, ``conversations``, ``task``,
-    ``question_type`` (the record's only question type, else ``""``) and, when the record has
-    them, ``references``.
+    ``question_type`` (the record's only question type, else ``""``) and, when the records have
+    them, ``references`` and ``location`` (float ``2``: lat, lon in degrees, checked at
+    construction by :func:`~zoo.data.record_locations.record_locations`).
 
     Args:
         root: folder of the images (paths in the records are relative to ``root/image_dir``).
@@ -349,6 +353,8 @@ class ConversationDataset(NonGeoDataset):
         if single_turn:
             records = [part for r in records for part in _split_turns(r)]
         self.records = records
+        #: float ``N×2`` (lat, lon) of the records, or None when they have no coordinates.
+        self.locations = record_locations(records, str(self.path))
         self.images = self.root / image_dir
         self.image_size = image_size
         self.transforms = transforms
@@ -471,6 +477,8 @@ class ConversationDataset(NonGeoDataset):
         }
         if record.get("references"):
             sample["references"] = list(record["references"])
+        if self.locations is not None:
+            sample["location"] = self.locations[index]
         if self.transforms is not None:
             sample = self.transforms(sample)
         return sample

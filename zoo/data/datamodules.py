@@ -811,7 +811,9 @@ class EmbeddedConversationDataModule(ConversationDataModule):
         root: parent folder of the generated datasets (as for :class:`EmbeddedDataModule`).
         splits: images per split.
         seed: generator seed.
-        tasks: training tasks among ``caption``, ``description``, ``vqa``.
+        tasks: training tasks among ``caption``, ``description``, ``vqa`` and ``location``
+            (questions whose answer depends on where the scene is: its hemisphere and latitude
+            band; short answers, as ``vqa``'s).
         eval_tasks: evaluation tasks (None: same as ``tasks``).
         image_size: generated image size in pixels.
         max_length: conversations are truncated to this many tokens.
@@ -837,7 +839,7 @@ class EmbeddedConversationDataModule(ConversationDataModule):
             "conversations_test.json",
             tasks,
             eval_tasks,
-            ["vqa"],
+            ["vqa", "location"],
             max_length,
             list(embedded.SCENE_CLASSES),
             image_dir="",

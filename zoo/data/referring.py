@@ -37,6 +37,7 @@ from zoo.data.conversations import (
     ConversationCollate,
 )
 from zoo.data.image_text import caption_words
+from zoo.data.record_locations import batch_locations
 from zoo.data.seg_targets import check_referring_batch, phrase_layout, phrase_token_ids
 
 __all__ = [
@@ -440,6 +441,9 @@ class ReferringCollate:
         batch["category"] = category
         batch["sentences"] = [list(s.get("sentences", [])) for s in samples]
         batch["geo"] = [s.get("geo") for s in samples]
+        location = batch_locations(samples)
+        if location is not None:
+            batch["location"] = location
         if any("mask_original" in s for s in samples):
             batch["mask_original"] = [
                 s.get("mask_original", torch.zeros(0, 1, 1, dtype=torch.bool)) for s in samples

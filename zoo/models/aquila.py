@@ -30,6 +30,7 @@ from zoo.layers.sfi import ConvConcatBaseline, SpatialFeatureIntegration
 from zoo.models.base import OptimizerConfig, as_group
 from zoo.models.decoding import GenerationConfig
 from zoo.models.generator import DEFAULT_SPEED, SpeedConfig, VisionLanguageGenerator
+from zoo.models.location_token import LocationToken
 from zoo.models.stages import TrainingStage
 
 #: AdamW and schedule of the paper's recipe (the configs set each stage's own).
@@ -159,6 +160,8 @@ class Aquila(VisionLanguageGenerator):
         image_size: input size in pixels (linked from the data).
         in_channels: the bands of an image (linked from the data's ``num_channels``).
         optimizer: AdamW and its schedule (defaults: the paper's recipe).
+        location: a location token after the visual tokens (None: none; see
+            :class:`~zoo.models.location_token.LocationToken`).
     """
 
     def __init__(
@@ -178,6 +181,7 @@ class Aquila(VisionLanguageGenerator):
         image_size: int = 64,
         in_channels: int = 3,
         optimizer: OptimizerConfig = AQUILA_OPTIMIZER,
+        location: LocationToken | None = None,
     ) -> None:
         self.sfi_config = as_group(SFIConfig, sfi, "sfi")
         self.question_types = list(question_types)
@@ -195,6 +199,7 @@ class Aquila(VisionLanguageGenerator):
             image_size=image_size,
             in_channels=in_channels,
             optimizer=optimizer,
+            location=location,
         )
 
     def configure_models(self) -> None:

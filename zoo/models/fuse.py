@@ -51,6 +51,7 @@ from zoo.layers.windows import SlidingWindowFeatures
 from zoo.models.base import OptimizerConfig, as_group
 from zoo.models.decoding import GenerationConfig
 from zoo.models.generator import DEFAULT_SPEED, SpeedConfig, VisionLanguageGenerator
+from zoo.models.location_token import LocationToken
 from zoo.models.stages import TrainingStage
 
 #: AdamW and schedule of the paper's recipe (the configs set each stage's own).
@@ -132,6 +133,8 @@ class FUSE(VisionLanguageGenerator):
         image_size: input size in pixels (linked from the data).
         in_channels: the bands of an image (linked from the data's ``num_channels``).
         optimizer: AdamW and its schedule (defaults: the paper's recipe).
+        location: a location token after the visual tokens (None: none; see
+            :class:`~zoo.models.location_token.LocationToken`).
 
     Raises:
         ValueError: an unknown ``image_placement``.
@@ -156,6 +159,7 @@ class FUSE(VisionLanguageGenerator):
         image_size: int = 64,
         in_channels: int = 3,
         optimizer: OptimizerConfig = FUSE_OPTIMIZER,
+        location: LocationToken | None = None,
     ) -> None:
         if image_placement not in ("token", "first"):
             raise ValueError(
@@ -180,6 +184,7 @@ class FUSE(VisionLanguageGenerator):
             image_size=image_size,
             in_channels=in_channels,
             optimizer=optimizer,
+            location=location,
         )
 
     def configure_models(self) -> None:

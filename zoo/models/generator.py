@@ -43,6 +43,7 @@ from zoo.conversation_formats import (
 from zoo.data.batch import ConversationBatch
 from zoo.encoders.llava import LlavaParts, LlavaProjector, load_llava, load_llava_projector
 from zoo.encoders.llm import LLMSpec, build_llm, check_vocabulary, decoder_layers, fit_vocabulary
+from zoo.encoders.location import validate_locations
 from zoo.encoders.sources import building_architecture_only
 from zoo.encoders.vision import VisionSpec, adapt_clip_channels, create_vision_model
 from zoo.layers.attention import dense_attention_mask
@@ -50,6 +51,7 @@ from zoo.metrics.generation import GenerationMetrics
 from zoo.models.base import OptimizerConfig, ZooTask, as_group, regroup_hyperparameters
 from zoo.models.decoding import GenerationConfig, repeat_rows
 from zoo.models.injection_hooks import InjectionHooks
+from zoo.models.location_token import LocationToken, LocationTokenEncoder
 from zoo.models.splice import splice_visual_tokens
 from zoo.models.stages import (
     TrainingStage,
@@ -142,6 +144,10 @@ class VisionLanguageGenerator(ZooTask):
             vision encoder reads them (timm's ``in_chans``; a CLIP / LLaVA tower's patch
             embedding adapted by the same rule).
         optimizer: AdamW and its warm-up + cosine schedule.
+        location: a location token after the visual tokens
+            (:class:`~zoo.models.location_token.LocationToken`: the SatCLIP / FLAVARS location
+            encoder, new or from a FLAVARS checkpoint); every batch then needs ``location``.
+            None (the default): no token, the model as before.
 
     Raises:
         ValueError: no tokenizer, a tokenizer without ``<image>``, or both ``llava`` and
@@ -167,6 +173,7 @@ class VisionLanguageGenerator(ZooTask):
         image_size: int = 64,
         in_channels: int = 3,
         optimizer: OptimizerConfig = GENERATOR_OPTIMIZER,
+        location: LocationToken | None = None,
     ) -> None:
         super().__init__(optimizer)
         # The family's arguments too (Lightning reads every __init__ frame of the instance).
@@ -193,6 +200,9 @@ class VisionLanguageGenerator(ZooTask):
         self.stage = as_group(TrainingStage, stage, "stage")
         self.generation = as_group(GenerationConfig, generation, "generation")
         self.speed = as_group(SpeedConfig, speed, "speed")
+        self.location_config = (
+            None if location is None else as_group(LocationToken, location, "location")
+        )
         self.val_generate_batches = val_generate_batches
         #: The loaded LLaVA checkpoint until the stage set-up has taken its parts.
         self._llava: LlavaParts | None = None
@@ -233,6 +243,10 @@ class VisionLanguageGenerator(ZooTask):
         self.metrics: nn.ModuleDict | None = None
         self.injection_hooks = InjectionHooks(self.inject_at)
         self.configure_models()
+        #: The location token's encoder and projection (``location``), or None.
+        self.location_token: LocationTokenEncoder | None = None
+        if self.location_config is not None:
+            self.location_token = LocationTokenEncoder(self.location_config, self.llm_width)
         self._setup_stage()
 
     @classmethod
@@ -420,7 +434,12 @@ class VisionLanguageGenerator(ZooTask):
         self._llava = self._llava_projector = None
         if stage.init_checkpoint is not None and not building_architecture_only():
             load_stage_checkpoint(self, stage.init_checkpoint)
-        freeze_groups(self, self.parameter_groups_for_stage(), stage)
+        groups = self.parameter_groups_for_stage()
+        if self.location_token is not None:  # the token's projection trains with the connector
+            groups = {**groups, "connector": [*groups["connector"], self.location_token]}
+        freeze_groups(self, groups, stage)
+        if self.location_token is not None and self.location_config.frozen:
+            self.location_token.encoder.requires_grad_(False)
         self.llm = add_lora(self.llm, stage)
         tokens = self.trained_token_ids()
         if tokens is not None and not stage.train_llm:
@@ -490,10 +509,66 @@ class VisionLanguageGenerator(ZooTask):
             fully_shard_generator(self, self.device_mesh["data_parallel"])
 
     # ------------------------------------------------------------------------ forward
-    def _inputs(
-        self, image: Tensor, input_ids: Tensor, attention_mask: Tensor, labels: Tensor | None
-    ) -> tuple[Tensor, Tensor, Tensor | None]:
+    def add_location_token(self, visual: Tensor, location: Tensor | None) -> Tensor:
+        """The visual tokens with the location token appended (``location``), else as given.
+
+        Args:
+            visual: the family's visual tokens ``B×N×D``.
+            location: the batch's float ``B×2`` (lat, lon) in degrees, or None (ignored by a
+                model without a location token).
+
+        Returns:
+            ``B×(N+1)×D`` with the token, ``visual`` itself without.
+
+        Raises:
+            ValueError: the model has a location token and ``location`` is None, or a number of
+                rows other than the images'.
+        """
+        if self.location_token is None:
+            return visual
+        if location is None:
+            raise ValueError(
+                f"{type(self).__name__} was built with a location token (location: "
+                f"{self.location_config}) and needs the batch's 'location' (float B×2, lat and "
+                "lon in degrees): give data whose records have coordinates ('location': [lat, "
+                "lon] or 'lat'/'lon'; the embedded data has them), pass location= to forward / "
+                "generate / answer, or build the model with location: null"
+            )
+        if location.shape[0] != visual.shape[0]:
+            raise ValueError(
+                f"location has {location.shape[0]} rows for {visual.shape[0]} images; give one "
+                "(lat, lon) per image"
+            )
+        token = self.location_token(location.to(visual.device)).to(visual.dtype)
+        return torch.cat([visual, token], dim=1)
+
+    def spliced_inputs(
+        self,
+        image: Tensor,
+        input_ids: Tensor,
+        attention_mask: Tensor,
+        labels: Tensor | None,
+        location: Tensor | None = None,
+    ) -> tuple[Tensor, Tensor, Tensor | None, Tensor, Any, int]:
+        """The LLM's input embeddings: the visual tokens (and location token) spliced in.
+
+        Args:
+            image: normalized images ``B×C×H×W``.
+            input_ids: token ids ``B×T`` with one ``<image>`` each.
+            attention_mask: ``B×T``.
+            labels: ``B×T`` targets, or None.
+            location: float ``B×2`` (lat, lon) in degrees, or None (see
+                :meth:`add_location_token`).
+
+        Returns:
+            Embeddings ``B×T'×D``, attention mask, labels (-100 on the visual and location
+            tokens), the positions of all ``N'`` spliced tokens ``B×N'``, the family's context
+            and ``N``, the number of the family's own visual tokens (the first ``N`` positions;
+            the location token, where there is one, is the last).
+        """
         visual, context = self.visual_tokens(image)
+        count = visual.shape[1]
+        visual = self.add_location_token(visual, location)
         embeds = self.llm.get_input_embeddings()(input_ids)
         embeds, mask, labels, positions = splice_visual_tokens(
             embeds,
@@ -504,7 +579,22 @@ class VisionLanguageGenerator(ZooTask):
             visual,
             self.image_first,
         )
+        return embeds, mask, labels, positions, context, count
+
+    def _inputs(
+        self,
+        image: Tensor,
+        input_ids: Tensor,
+        attention_mask: Tensor,
+        labels: Tensor | None,
+        location: Tensor | None = None,
+    ) -> tuple[Tensor, Tensor, Tensor | None]:
+        embeds, mask, labels, positions, context, count = self.spliced_inputs(
+            image, input_ids, attention_mask, labels, location
+        )
         if self.inject_layers:
+            if positions.shape[1] != count:  # the injection rewrites the image's tokens only
+                positions = positions[:, :count]
             self.injection_hooks.start(positions, context, embeds.shape[1])
         else:
             self.injection_hooks.stop()
@@ -535,7 +625,12 @@ class VisionLanguageGenerator(ZooTask):
         )
 
     def forward(
-        self, image: Tensor, input_ids: Tensor, attention_mask: Tensor, labels: Tensor | None = None
+        self,
+        image: Tensor,
+        input_ids: Tensor,
+        attention_mask: Tensor,
+        labels: Tensor | None = None,
+        location: Tensor | None = None,
     ) -> Any:
         """Teacher-forced pass.
 
@@ -544,11 +639,13 @@ class VisionLanguageGenerator(ZooTask):
             input_ids: token ids ``B×T`` with one ``<image>`` each.
             attention_mask: ``B×T``.
             labels: ``B×T`` targets, or None.
+            location: float ``B×2`` (lat, lon) in degrees; needed by a model with a location
+                token, ignored by one without.
 
         Returns:
             The Hugging Face output (``loss`` when labels are given).
         """
-        embeds, mask, labels = self._inputs(image, input_ids, attention_mask, labels)
+        embeds, mask, labels = self._inputs(image, input_ids, attention_mask, labels, location)
         try:
             return self.teacher_forced(embeds, mask, labels)
         finally:
@@ -561,6 +658,7 @@ class VisionLanguageGenerator(ZooTask):
         prompt_ids: Tensor,
         prompt_attention_mask: Tensor,
         generation: GenerationConfig | None = None,
+        location: Tensor | None = None,
     ) -> Tensor:
         """The answers' token ids to left-padded prompts: the one decoding path of every family.
 
@@ -573,13 +671,14 @@ class VisionLanguageGenerator(ZooTask):
             prompt_attention_mask: ``B×T``.
             generation: decoding settings for this call (None: :attr:`generation`); the
                 number of return sequences must stay :attr:`generation`'s.
+            location: float ``B×2`` (lat, lon) in degrees (a model with a location token).
 
         Returns:
             Ids ``(B·R)×T`` (``R`` = ``num_return_sequences``, each prompt's answers adjacent,
             best first).
         """
         generation = generation or self.generation
-        embeds, mask, _ = self._inputs(image, prompt_ids, prompt_attention_mask, None)
+        embeds, mask, _ = self._inputs(image, prompt_ids, prompt_attention_mask, None, location)
         try:
             return self.llm.generate(
                 inputs_embeds=embeds,
@@ -605,7 +704,11 @@ class VisionLanguageGenerator(ZooTask):
         return [texts[i : i + r] for i in range(0, len(texts), r)]
 
     def generate(
-        self, image: Tensor, prompt_ids: Tensor, prompt_attention_mask: Tensor
+        self,
+        image: Tensor,
+        prompt_ids: Tensor,
+        prompt_attention_mask: Tensor,
+        location: Tensor | None = None,
     ) -> list[str]:
         """The best answer to each left-padded prompt (see :meth:`generate_ids`).
 
@@ -613,6 +716,7 @@ class VisionLanguageGenerator(ZooTask):
             image: normalized images ``B×C×H×W``.
             prompt_ids: left-padded prompts ``B×T``.
             prompt_attention_mask: ``B×T``.
+            location: float ``B×2`` (lat, lon) in degrees (a model with a location token).
 
         Returns:
             One answer per prompt.
@@ -620,7 +724,7 @@ class VisionLanguageGenerator(ZooTask):
         return [
             a[0]
             for a in self.decode_answers(
-                self.generate_ids(image, prompt_ids, prompt_attention_mask)
+                self.generate_ids(image, prompt_ids, prompt_attention_mask, location=location)
             )
         ]
 
@@ -713,6 +817,7 @@ class VisionLanguageGenerator(ZooTask):
         images: Tensor | Sequence[Any] | Any,
         questions: str | Sequence[str],
         max_new_tokens: int | None = None,
+        location: Tensor | Sequence[tuple[float, float]] | None = None,
     ) -> list[str]:
         """Answer questions about images: no datamodule, the model's own tokenizer and format.
 
@@ -731,16 +836,26 @@ class VisionLanguageGenerator(ZooTask):
             questions: one question for every image, or one per image.
             max_new_tokens: the most tokens of each answer, for this call only (None:
                 ``generation.max_new_tokens``).
+            location: where each image is, (lat, lon) in degrees (a ``B×2`` tensor or pairs;
+                checked here): needed by a model with a location token.
 
         Returns:
             The best answer to each question.
 
         Raises:
-            ValueError: a number of questions that is neither one nor the number of images.
+            ValueError: a number of questions that is neither one nor the number of images, or
+                an invalid location.
         """
         with torch.inference_mode():
             image, prompt, mask = self._inference_inputs(images, questions)
-            ids = self.generate_ids(image, prompt, mask, self._generation_for(max_new_tokens))
+            where = None
+            if location is not None:
+                where = torch.as_tensor(location, dtype=torch.float64)
+                validate_locations(where, "location")  # on the host: inference only
+                where = where.to(self.device)
+            ids = self.generate_ids(
+                image, prompt, mask, self._generation_for(max_new_tokens), location=where
+            )
             return [a[0] for a in self.decode_answers(ids)]
 
     # ----------------------------------------------------------------------- training
@@ -755,19 +870,32 @@ class VisionLanguageGenerator(ZooTask):
             The loss.
         """
         loss = self(
-            batch["image"], batch["input_ids"], batch["attention_mask"], batch["labels"]
+            batch["image"],
+            batch["input_ids"],
+            batch["attention_mask"],
+            batch["labels"],
+            location=batch.get("location"),
         ).loss
         self.log("train_loss", loss, batch_size=len(batch["image"]), prog_bar=True)
         return loss
 
     def _evaluate(self, split: str, batch: ConversationBatch, batch_idx: int) -> None:
         loss = self(
-            batch["image"], batch["input_ids"], batch["attention_mask"], batch["labels"]
+            batch["image"],
+            batch["input_ids"],
+            batch["attention_mask"],
+            batch["labels"],
+            location=batch.get("location"),
         ).loss
         self.log(f"{split}_loss", loss, batch_size=len(batch["image"]), sync_dist=True)
         if split == "val" and batch_idx >= self.val_generate_batches:
             return
-        answers = self.generate(batch["image"], batch["prompt_ids"], batch["prompt_attention_mask"])
+        answers = self.generate(
+            batch["image"],
+            batch["prompt_ids"],
+            batch["prompt_attention_mask"],
+            location=batch.get("location"),
+        )
         self.update_generation_metrics(split, batch, answers)
 
     @staticmethod
@@ -841,7 +969,12 @@ class VisionLanguageGenerator(ZooTask):
             sequences), reference; from an image folder also the file ``path``, the chip
             ``window`` and its ``footprint`` (GeoJSON, EPSG:4326, or None).
         """
-        ids = self.generate_ids(batch["image"], batch["prompt_ids"], batch["prompt_attention_mask"])
+        ids = self.generate_ids(
+            batch["image"],
+            batch["prompt_ids"],
+            batch["prompt_attention_mask"],
+            location=batch.get("location"),
+        )
         rows = []
         for i, q, a, r in zip(
             batch["id"],

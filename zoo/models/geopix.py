@@ -55,6 +55,7 @@ from zoo.models.generator import (
     VisionLanguageGenerator,
     splice_visual_tokens,
 )
+from zoo.models.location_token import LocationToken
 from zoo.models.stages import TrainingStage
 
 #: AdamW and schedule of the paper's recipe (the configs set each stage's own).
@@ -192,6 +193,8 @@ class GeoPix(VisionLanguageGenerator):
         image_size: input size in pixels (linked from the data).
         in_channels: the bands of an image (linked from the data's ``num_channels``).
         optimizer: AdamW and its schedule (defaults: the paper's recipe).
+        location: a location token after the visual tokens (None: none; see
+            :class:`~zoo.models.location_token.LocationToken`).
 
     Raises:
         ValueError: no ``class_names``, a tokenizer without the segmentation tokens, or an
@@ -222,6 +225,7 @@ class GeoPix(VisionLanguageGenerator):
         image_size: int = 64,
         in_channels: int = 3,
         optimizer: OptimizerConfig = GEOPIX_OPTIMIZER,
+        location: LocationToken | None = None,
     ) -> None:
         self.decoder_config = as_group(MaskDecoderConfig, decoder, "decoder")
         self.memory_config = as_group(MemoryConfig, memory, "memory")
@@ -247,6 +251,7 @@ class GeoPix(VisionLanguageGenerator):
             image_size=image_size,
             in_channels=in_channels,
             optimizer=optimizer,
+            location=location,
         )
 
     def configure_models(self) -> None:
@@ -441,6 +446,7 @@ class GeoPix(VisionLanguageGenerator):
         """
         image = batch["image"]
         visual, maps = self.visual_tokens(image)
+        visual = self.add_location_token(visual, batch.get("location"))  # N + 1 with one
         embeds = self.llm.get_input_embeddings()(input_ids)
         embeds, mask, labels, visual_positions = splice_visual_tokens(
             embeds, input_ids, attention_mask, labels, self.image_token_id, visual
@@ -663,6 +669,7 @@ class GeoPix(VisionLanguageGenerator):
         prompt: Tensor,
         prompt_mask: Tensor,
         generation: GenerationConfig | None = None,
+        location: Tensor | None = None,
     ) -> list[tuple[str, Tensor, list[str], list[int | None]]]:
         """Generate each answer, then decode one mask per generated segmentation phrase.
 
@@ -676,12 +683,13 @@ class GeoPix(VisionLanguageGenerator):
             prompt: left-padded prompts ``B×T``.
             prompt_mask: ``B×T``.
             generation: decoding settings for this call (None: :attr:`generation`).
+            location: float ``B×2`` (lat, lon) in degrees (a model with a location token).
 
         Returns:
             Per image: the answer, the mask logits ``K×H×W`` at the model's input size (on the
             model's device), each phrase's words and the class index each names (None: none).
         """
-        generated = self.generate_ids(image, prompt, prompt_mask, generation)
+        generated = self.generate_ids(image, prompt, prompt_mask, generation, location=location)
         generated = generated[:: self.generation.num_return_sequences]
         out = []
         for i in range(len(prompt)):
@@ -704,6 +712,8 @@ class GeoPix(VisionLanguageGenerator):
                     [c or 0 for c in named], dtype=torch.long, device=ids.device
                 )
                 sample = {"image": image[i : i + 1]}
+                if location is not None:
+                    sample["location"] = location[i : i + 1]
                 _, logits, _ = self.forward_with_masks(
                     sample, ids, torch.ones_like(ids), None, category
                 )
@@ -724,7 +734,10 @@ class GeoPix(VisionLanguageGenerator):
             ``chip`` and the masks' ``probabilities`` from an image folder).
         """
         decoded = self.decode_segmentations(
-            batch["image"], batch["prompt_ids"], batch["prompt_attention_mask"]
+            batch["image"],
+            batch["prompt_ids"],
+            batch["prompt_attention_mask"],
+            location=batch.get("location"),
         )
         rows = []
         for i, (answer, logits, phrases, named) in enumerate(decoded):

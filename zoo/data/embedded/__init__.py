@@ -6,8 +6,8 @@ the real data, so that the real loaders read it:
 * ``images/{split}/{split}_{index:05d}.png``: RGB uint8 images.
 * ``{split}.csv``: torchgeo's SkyScript caption table plus location and scene label
   (columns ``filepath,title,lat,lon,label``).
-* ``conversations_{split}.json``: LLaVA conversations (short caption, long description and a
-  multi-turn VQA record per image).
+* ``conversations_{split}.json``: LLaVA conversations (short caption, long description, a
+  multi-turn VQA record and a record of location questions per image; ``lat``/``lon`` on each).
 * ``instances_{split}.json``: COCO instances (boxes, RLE masks) with ``lat``/``lon``/``scene``
   on each image and ``colour`` on each annotation.
 * ``refs_{split}.json``: RefCOCO / RRSIS-D style referring expressions.
@@ -47,10 +47,11 @@ from zoo.data.embedded.scene_graph import (
     SceneGraph,
     SceneObject,
 )
-from zoo.data.embedded.words import QUESTION_TYPES, vocabulary
+from zoo.data.embedded.words import LOCATION_QUESTION_TYPES, QUESTION_TYPES, vocabulary
 
 __all__ = [
     "DATASET_VERSION",
+    "LOCATION_QUESTION_TYPES",
     "MAX_OBJECTS",
     "NAME",
     "OBJECT_CATEGORIES",

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from zoo.data.embedded.language import SceneTexts, describe_scene
+from zoo.data.embedded.language import SceneTexts, describe_scene, location_questions
 from zoo.data.embedded.painters import paint
 from zoo.data.embedded.scene_graph import OBJECT_CATEGORIES, SCENE_CLASSES, SceneGraph
 from zoo.data.embedded.spectra import MULTISPECTRAL_BANDS, extra_bands
@@ -39,7 +39,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-DATASET_VERSION = 2
+DATASET_VERSION = 3
 """Bumped whenever the generated content changes; part of :func:`is_complete`'s check."""
 
 NAME = "zoo-embedded"
@@ -47,6 +47,7 @@ SPLITS: tuple[str, ...] = ("train", "val", "test")
 
 _SPLIT_IDS = {split: i for i, split in enumerate(SPLITS)}
 _TAG_IMAGE, _TAG_LABEL, _TAG_BANDS = 1, 2, 3  # first entropy word: separates the seed streams
+_TAG_LOCATION = 4  # the location questions' own stream: the other draws stay as they were
 
 
 @dataclass
@@ -90,7 +91,11 @@ def make_sample(seed: int, split: str, index: int, image_size: int) -> Sample:
     scene = SCENE_CLASSES[_block_labels(seed, split_id, index // n)[index % n]]
     rng = np.random.default_rng([_TAG_IMAGE, seed, split_id, index])
     pixels, graph = paint(rng, scene, image_size)
-    return Sample(pixels, graph, describe_scene(rng, graph))
+    texts = describe_scene(rng, graph)
+    texts.location_qa = location_questions(
+        np.random.default_rng([_TAG_LOCATION, seed, split_id, index]), graph
+    )
+    return Sample(pixels, graph, texts)
 
 
 def _check_int(name: str, value: Any, minimum: int) -> None:
@@ -152,7 +157,7 @@ def _write_split(
             rel = f"images/{split}/{name}.png"
             write_image(directory / rel, sample.pixels)
         table.add(rel, sample.graph, sample.texts.caption)
-        conversations.add(name, rel, sample.texts)
+        conversations.add(name, rel, sample.texts, (sample.graph.lat, sample.graph.lon))
         coco.add(rel, sample.graph, sample.texts.refs)
         bar.update(1)
     table.write(directory / f"{split}.csv")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -34,8 +34,10 @@ from zoo.data.embedded.words import (
     GROUND_SENTENCES,
     JOINERS,
     POSITION_PHRASES,
+    Q_BAND,
     Q_COLOUR,
     Q_COUNT,
+    Q_HEMISPHERE,
     Q_OBJECT,
     Q_POSITION,
     Q_PRESENCE,
@@ -46,7 +48,7 @@ from zoo.data.embedded.words import (
     plural,
 )
 
-__all__ = ["SceneTexts", "describe_scene"]
+__all__ = ["SceneTexts", "describe_scene", "location_questions"]
 
 _NO_POSITION = frozenset({"road"})  # elongated objects: a centroid position would mislead
 
@@ -61,12 +63,15 @@ class SceneTexts:
         qa: the questions, as ``(question type, question, answer)``.
         refs: the referring expressions, as ``(object index, 1 or 2 expressions that single it
             out)``.
+        location_qa: the location questions (:func:`location_questions`), as ``(question
+            type, question, answer)``; empty unless given.
     """
 
     caption: str
     description: str
     qa: list[tuple[str, str, str]]  # (question type, question, answer)
     refs: list[tuple[int, list[str]]]  # (object index, 1 or 2 expressions that single it out)
+    location_qa: list[tuple[str, str, str]] = field(default_factory=list)
 
 
 def describe_scene(rng: np.random.Generator, graph: SceneGraph) -> SceneTexts:
@@ -95,6 +100,32 @@ def describe_scene(rng: np.random.Generator, graph: SceneGraph) -> SceneTexts:
         qa=_questions(rng, graph.scene, objects, counts),
         refs=refs,
     )
+
+
+def location_questions(rng: np.random.Generator, graph: SceneGraph) -> list[tuple[str, str, str]]:
+    """Questions whose answer depends on where the scene is, not on what it shows.
+
+    Its hemisphere (``northern`` / ``southern``, from the sign of the latitude) and its
+    latitude band (``tropics``, ``subtropics``, ``mid latitudes``, ``high latitudes``, from
+    ``|lat|`` at 23.5, 35 and 60 degrees: :func:`~.geo.climate`'s words, which the
+    descriptions use too), in an order drawn from ``rng``. The painters' palettes depend on the
+    latitude too (:mod:`.geo`), so the pixels carry part of the answer; docs/evaluation.md
+    measures how much.
+
+    Args:
+        rng: a random state of its own (the other texts' draws stay as they were).
+        graph: the scene (its ``climate`` holds the words of its location).
+
+    Returns:
+        ``(question type, question, answer)`` triples, types from
+        :data:`~.words.LOCATION_QUESTION_TYPES`.
+    """
+    qa = [
+        ("hemisphere", pick(rng, Q_HEMISPHERE), graph.climate.hemisphere),
+        ("band", pick(rng, Q_BAND), graph.climate.band),
+    ]
+    order = rng.permutation(len(qa)).tolist()
+    return [qa[i] for i in order]
 
 
 def _noun(category: str, n: int) -> str:

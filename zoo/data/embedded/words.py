@@ -17,10 +17,14 @@ from zoo.data.embedded.scene_graph import (
     SIZE_WORDS,
 )
 
-__all__ = ["QUESTION_TYPES", "plural", "tokenize", "vocabulary"]
+__all__ = ["LOCATION_QUESTION_TYPES", "QUESTION_TYPES", "plural", "tokenize", "vocabulary"]
 
 QUESTION_TYPES: tuple[str, ...] = ("presence", "count", "position", "colour", "category")
 """Types of the generated VQA questions."""
+
+LOCATION_QUESTION_TYPES: tuple[str, ...] = ("hemisphere", "band")
+"""Types of the location questions (task ``location``): answers that depend on where the scene
+is (its hemisphere, its latitude band), not on what it shows."""
 
 SCENE_PHRASES = {  # noun phrase, with article where English wants one
     "residential": "a residential area",
@@ -128,6 +132,13 @@ Q_POSITION = (
 )
 Q_COLOUR = ("what colour is {ref}?", "what is the colour of {ref}?")
 Q_OBJECT = ("what is the object {pos}?", "which object is {pos}?")
+# Location questions: their words are the descriptions' (DESC_LOCATION), so the vocabulary and
+# with it every model's word-level tokenizer stay as they were.
+Q_HEMISPHERE = (
+    "in which hemisphere was the image taken?",
+    "which hemisphere is the scene located in?",
+)
+Q_BAND = ("in which latitudes was the image taken?", "which latitudes is the scene located in?")
 REF_TEMPLATES = (
     "the {c}",
     "the {adj} {c}",
@@ -205,6 +216,8 @@ def vocabulary() -> list[str]:
         *Q_POSITION,
         *Q_COLOUR,
         *Q_OBJECT,
+        *Q_HEMISPHERE,
+        *Q_BAND,
         *REF_TEMPLATES,
     ]
     words = {w for text in texts for w in tokenize(_FIELD.sub(" ", text))}

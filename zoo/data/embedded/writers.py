@@ -3,8 +3,9 @@
 * :class:`CaptionTable`: torchgeo's SkyScript caption table plus location and scene label
   (``filepath,title,lat,lon,label``), read by
   :class:`zoo.data.image_text.ImageTextLocationDataset`.
-* :class:`Conversations`: LLaVA conversations (short caption, long description and a
-  multi-turn VQA record per image), read by :class:`zoo.data.conversations.ConversationDataset`.
+* :class:`Conversations`: LLaVA conversations (short caption, long description, a multi-turn
+  VQA record and a location-question record per image; ``lat``/``lon`` on each record), read
+  by :class:`zoo.data.conversations.ConversationDataset`.
 * :class:`CocoRefs`: COCO instances (boxes, RLE masks; ``lat``/``lon``/``scene``/``gsd_m`` on
   each image, ``colour`` on each annotation) and RefCOCO / RRSIS-D style referring
   expressions, read by :class:`zoo.data.coco_refs.ReferringSegmentationDataset`.
@@ -132,20 +133,47 @@ def _record(
             "question_types": types}  # fmt: skip
 
 
+def _qa_turns(qa: list[tuple[str, str, str]], prompt: str) -> list[dict[str, str]]:
+    """The turns of ``(type, question, answer)`` triples, the image placeholder in the first."""
+    turns = []
+    for k, (_, question, answer) in enumerate(qa):
+        turns.append({"from": "human", "value": (prompt if k == 0 else "") + question})
+        turns.append({"from": "gpt", "value": answer})
+    return turns
+
+
 class Conversations:
-    """The LLaVA conversation file of one split: three records per image."""
+    """The LLaVA conversation file of one split: three records per image, and a fourth of
+    location questions (task ``location``) where the texts have them."""
 
     def __init__(self) -> None:
         self.records: list[dict[str, Any]] = []
 
-    def add(self, name: str, image: str, texts: SceneTexts) -> None:
-        """Add the ``{name}_caption``, ``{name}_description`` and ``{name}_vqa`` records.
+    def add(
+        self, name: str, image: str, texts: SceneTexts, location: tuple[float, float] | None = None
+    ) -> None:
+        """Add the ``{name}_caption``, ``{name}_description``, ``{name}_vqa`` and (with
+        location questions) ``{name}_location`` records.
 
         Args:
             name: the image's name, the records' id prefix.
             image: the image's path relative to the dataset folder.
             texts: the scene's texts.
+            location: the scene's ``(lat, lon)`` in degrees, written as ``lat`` and ``lon`` on
+                each record (the conversation loaders pass them as the batch's ``location``);
+                None writes none.
         """
+        first = len(self.records)
+        self._add(name, image, texts)
+        if texts.location_qa:
+            types = [t for t, _, _ in texts.location_qa]
+            turns = _qa_turns(texts.location_qa, f"{IMAGE_TOKEN}\n")
+            self.records.append(_record(f"{name}_location", image, turns, "location", types))
+        if location is not None:
+            for record in self.records[first:]:
+                record["lat"], record["lon"] = float(location[0]), float(location[1])
+
+    def _add(self, name: str, image: str, texts: SceneTexts) -> None:
         prompt = f"{IMAGE_TOKEN}\n"
         for task, question, answer in (
             ("caption", PROMPT_CAPTION, texts.caption),
