@@ -204,3 +204,47 @@ def test_an_interrupted_embed_continues_where_it_stopped(tmp_path: Path, monkeyp
     assert frame.geometry.iloc[-1] is None and frame.geometry.iloc[:4].notna().all()
     assert not parts.exists()  # joined into the output, then removed
     assert read_geoparquet_provenance(output)["model"] == "zoo.models.flavars.FLAVARS"
+
+
+@pytest.mark.parametrize(
+    ("count", "bands", "statistics"),
+    [
+        (13, [4, 3, 2], []),
+        (
+            4,
+            [1, 2, 3, 4],
+            [
+                "--data.init_args.mean=[0.5, 0.5, 0.5, 0.5]",
+                "--data.init_args.std=[0.2, 0.2, 0.2, 0.2]",
+            ],
+        ),
+    ],
+    ids=["sentinel2-rgb", "naip-4-band"],
+)
+def test_geopix_predicts_on_chosen_bands_of_a_multiband_scene(
+    tmp_path: Path, monkeypatch, answering, count, bands, statistics
+):
+    """A 13-band scene read as Sentinel-2 RGB, a 4-band one by a 4-channel GeoPix (the data's
+    band count linked to the model, its statistics given): masks and provenance come out,
+    naming the bands."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["zoo"])
+    root, out = tmp_path / "images", tmp_path / "out"
+    write_utm_geotiff(root / "scene.tif", height=64, width=100, bands=count)
+    _predict(tmp_path, root, out, f"--data.init_args.bands={bands}", *statistics)
+    assert sum(answering) == 2
+    with rasterio.open(out / "scene" / "masks.tif") as cog:
+        tagged = json.loads(cog.tags()[PROVENANCE_KEY])
+        assert cog.read(1).any()
+    assert tagged["bands"] == bands
+    frame = gpd.read_parquet(out / "masks.parquet")
+    assert len(frame) >= 1 and frame.crs.to_epsg() == 4326
+
+
+def test_geopix_predict_without_a_band_choice_names_the_file(tmp_path: Path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["zoo"])
+    root = tmp_path / "images"
+    write_utm_geotiff(root / "s2.tif", height=64, width=64, bands=13)
+    with pytest.raises(ValueError, match=r"s2\.tif .*has 13 band\(s\).*\[4, 3, 2\]"):
+        _predict(tmp_path, root, tmp_path / "out")
