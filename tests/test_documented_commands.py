@@ -35,7 +35,7 @@ from zoo.main import main
 
 ROOT = Path(__file__).parents[1]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
-SUBCOMMANDS = "fit|validate|test|predict|evaluate|embed|export|demo|compare|optimize"
+SUBCOMMANDS = "fit|validate|test|predict|evaluate|embed|export|demo|compare|optimize|stats"
 _COMMAND = re.compile(rf"(?:^|\s)(?:python -m |-m )?(zoo (?:{SUBCOMMANDS})\s+\S.*)$")
 
 #: Overrides that shrink a Trainer command (appended to the documented arguments).
@@ -643,10 +643,55 @@ def check_streaming_fit(command: str) -> None:
 check_streaming_fit.pytestmark = [pytest.mark.slow]  # a conversion and a fit: over 30 s
 
 
+# ---------------------------------------------------------------- location token (issue 26)
+_LOCATION_FIT = "zoo fit --config configs/aquila.yaml --config configs/aquila/location.yaml"
+
+
+def check_location_fit(command: str) -> None:
+    """docs/evaluation.md: the location token on Aquila, trained from scratch or (with a FLAVARS
+    checkpoint) its location encoder frozen, tensor for tensor; the location questions train."""
+    extra = [*SMALL_DATA, *SHORT, *SHORT_ANSWERS, "--trainer.default_root_dir=runs/location"]
+    if "location.checkpoint" in command:
+        _fit("flavars")
+    cli, _ = _run(command, *extra)
+    token = cli.model.location_token
+    tasks = {
+        cli.datamodule.train_dataset[i]["task"] for i in range(len(cli.datamodule.train_dataset))
+    }
+    assert "location" in tasks and cli.trainer.global_step == 2
+    if "location.checkpoint" not in command:
+        assert all(p.requires_grad for p in token.encoder.parameters())
+        return
+    flavars = _state(Path(_argv(command)[-1]))
+    theirs = {
+        k[len("location_encoder.") :]: v
+        for k, v in flavars.items()
+        if k.startswith("location_encoder.")
+    }
+    mine = token.encoder.state_dict()
+    assert theirs and mine.keys() == theirs.keys()
+    assert all(torch.equal(mine[k].cpu(), v) for k, v in theirs.items())
+    assert not any(p.requires_grad for p in token.encoder.parameters())
+
+
+# ---------------------------------------------------------------- band statistics (issue 24)
+def check_stats(command: str) -> None:
+    """docs/your-own-data.md: ``zoo stats`` writes one mean and std per band of the
+    multispectral embedded data (R, G, B, NIR, SWIR) into its root."""
+    path = main([*_argv(command), *SMALL_DATA[:1], "--no_progress"])
+    stats = json.loads(Path(path).read_text())
+    assert Path(path).name == "band_stats.json"
+    assert Path(path).resolve().is_relative_to(Path("data").resolve())
+    assert stats["bands"] == ["R", "G", "B", "NIR", "SWIR"]
+    assert len(stats["mean"]) == len(stats["std"]) == 5 and min(stats["std"]) > 0
+
+
 # ---------------------------------------------------------------- what runs elsewhere
 _GPUS = "needs GPUs (8 per node, several nodes); the config itself is parsed by tests/test_cli.py"
 _REAL = "needs the real dataset; its datamodule is tested on fake files in tests/data/"
+_PLACEHOLDER = "a placeholder for the reader's own config; zoo stats runs on a real one in "
 EXCLUDED: dict[str, str] = {
+    "zoo stats --config <your config>": _PLACEHOLDER + "check_stats and tests/test_bands_cli.py",
     "zoo optimize --config configs/aquila/stage1.yaml --config configs/aquila/stage2.yaml "
     "--output s3://bucket/fit_rs --workers 32": "an object store and the real data; s3:// runs "
     "against moto in tests/data/test_streaming.py",
@@ -686,6 +731,10 @@ _SUITE = (
     "configs/eval/suites/flavars_embedded.yaml --output results/flavars"
 )
 CHECKS: dict[str, Callable[..., None]] = {
+    _LOCATION_FIT: check_location_fit,
+    _LOCATION_FIT + " --model.init_args.location.checkpoint "
+    "runs/flavars/flavars-embedded/latest/checkpoints/last.ckpt": check_location_fit,
+    "zoo stats --config configs/flavars_multispectral.yaml": check_stats,
     "zoo fit --config configs/flavars.yaml": check_flavars_fit,
     "zoo fit --config configs/flavars.yaml --print_config": check_print_config,
     "zoo fit --config configs/flavars.yaml --model.init_args.vision.name=vit_small_patch16_224": check_swap_vision_encoder,

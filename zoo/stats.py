@@ -1,6 +1,6 @@
 """``zoo stats``: per-band normalization statistics of a config's training data, stored beside it.
 
-    zoo stats --config configs/flavars/multispectral.yaml
+    zoo stats --config configs/flavars_multispectral.yaml
     zoo stats --config configs/data/images.yaml --data.init_args.root my_tifs \\
         --data.init_args.bands=[1,2,3,4]
 
