@@ -2,10 +2,12 @@
 
     python bench/location_token.py --seeds 0 1 2 --output runs/location_token
     python bench/location_token.py --output runs/location_token --summarize  # table only
+    python bench/location_token.py --flavars_checkpoint runs/flavars/.../last.ckpt  # a third arm
 
 Each seed fits ``configs/aquila.yaml`` (SFI, no MDA) twice on the embedded data's VQA and
 location questions (hemisphere, latitude band): once with ``configs/aquila/location.yaml`` (the token), once
-without, the same data, steps and seed. Each run's last validation row of ``metrics.csv`` gives
+without, the same data, steps and seed; with ``--flavars_checkpoint`` a third arm whose token
+starts from that FLAVARS' location encoder, frozen. Each run's last validation row of ``metrics.csv`` gives
 the accuracy per question type; the table shows their mean and spread (sample standard
 deviation) over the seeds beside the majority answer and chance (docs/evaluation.md,
 "Location-aware generators"). A fit that fails stops the bench with its log's path.
@@ -43,14 +45,41 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--epochs", type=int, default=12)
     parser.add_argument("--output", type=Path, default=Path("runs/location_token"))
     parser.add_argument("--summarize", action="store_true", help="only read finished runs")
+    parser.add_argument(
+        "--flavars_checkpoint",
+        type=Path,
+        default=None,
+        help="a third arm: the token's location encoder from this FLAVARS checkpoint, frozen",
+    )
+    parser.add_argument("--arms", nargs="+", default=None, help="run only these arms")
     return parser
+
+
+def arms(args: argparse.Namespace) -> dict[str, list[str]]:
+    """The arms the bench compares and the arguments each adds.
+
+    Args:
+        args: the bench's arguments.
+
+    Returns:
+        ``{arm: extra fit arguments}``, ``token`` and ``none`` (and ``flavars``).
+    """
+    out = dict(ARMS)
+    if args.flavars_checkpoint is not None:
+        out["flavars"] = [
+            *ARMS["token"],
+            f"--model.init_args.location.checkpoint={args.flavars_checkpoint.resolve()}",
+        ]
+    if args.arms:
+        out = {arm: out[arm] for arm in args.arms}
+    return out
 
 
 def fit(arm: str, seed: int, args: argparse.Namespace) -> Path:
     """Fit one arm and seed; returns its ``metrics.csv``.
 
     Args:
-        arm: ``token`` or ``none``.
+        arm: a key of :func:`arms`.
         seed: the run's seed.
         args: the bench's arguments.
 
@@ -61,7 +90,8 @@ def fit(arm: str, seed: int, args: argparse.Namespace) -> Path:
         RuntimeError: the fit failed (its log is named).
     """
     out = args.output / f"{arm}_{seed}"
-    command = [sys.executable, "-m", "zoo", "fit", "--config", "configs/aquila.yaml", *ARMS[arm]]
+    command = [sys.executable, "-m", "zoo", "fit", "--config", "configs/aquila.yaml"]
+    command += arms(args)[arm]
     command += [
         f"--data.init_args.splits.train={args.train}",
         f"--data.init_args.splits.val={args.val}",
@@ -125,7 +155,7 @@ def last_validation(path: Path) -> dict[str, float]:
 
 
 def table(results: dict[str, list[dict[str, float]]]) -> str:
-    """Mean ± spread per question type and arm, as markdown.
+    """Mean ± spread per question type and arm, as markdown (a column per arm).
 
     Args:
         results: per arm, one dict of accuracies per seed.
@@ -138,11 +168,12 @@ def table(results: dict[str, list[dict[str, float]]]) -> str:
         spread = statistics.stdev(values) if len(values) > 1 else 0.0
         return f"{statistics.mean(values):.3f} ± {spread:.3f} ({', '.join(f'{v:.3f}' for v in values)})"
 
-    lines = ["| question type | with the token | without |", "| --- | --- | --- |"]
+    names = list(results)
+    lines = ["| question type | " + " | ".join(names) + " |", "| --- |" + " --- |" * len(names)]
     for kind in ("hemisphere", "band", "all", *TYPES[2:]):
-        columns = [[r[kind] for r in results[arm] if kind in r] for arm in ("token", "none")]
+        columns = [[r[kind] for r in results[arm] if kind in r] for arm in names]
         if all(columns):
-            lines.append(f"| {kind} | {cell(columns[0])} | {cell(columns[1])} |")
+            lines.append(f"| {kind} | " + " | ".join(cell(c) for c in columns) + " |")
     return "\n".join(lines)
 
 
@@ -156,9 +187,10 @@ def main(argv: list[str] | None = None) -> str:
         The table.
     """
     args = build_parser().parse_args(argv)
-    results: dict[str, list[dict[str, float]]] = {arm: [] for arm in ARMS}
+    chosen = arms(args)
+    results: dict[str, list[dict[str, float]]] = {arm: [] for arm in chosen}
     for seed in args.seeds:
-        for arm in ARMS:
+        for arm in chosen:
             path = (
                 metrics_file(args.output / f"{arm}_{seed}")
                 if args.summarize

@@ -21,6 +21,7 @@ from litdata import StreamingDataset
 from torch.utils.data import DataLoader
 
 from tests.conftest import write_table_dataset
+from tests.geotiffs import write_band_table
 from zoo.data.datamodules import (
     EmbeddedConversationDataModule,
     EmbeddedSplits,
@@ -304,3 +305,25 @@ def test_optimize_then_fit_on_the_shards_offline(family, tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     assert "Validation metrics of this fit" in done.stdout
     assert not (tmp_path / "data").exists()  # nothing regenerated the embedded data
+
+
+def test_a_band_choice_streams_the_pixels_the_file_reader_gives(tmp_path):
+    """13-band uint16 GeoTIFFs read as bands [4, 3, 2]: the stream's decoder cannot rebuild that
+    choice from the file's bytes, so the shards hold the chosen pixels, equal to the files'."""
+    root = write_band_table(tmp_path / "s2", 13, "uint16", per_split=4)
+    kwargs = {"image_size": 24, "batch_size": 4, "bands": [4, 3, 2]}
+    source = ImageTextLocationDataModule(str(root), **kwargs)
+    write_shards(source, str(tmp_path / "shards"), workers=1)
+    streamed = ImageTextLocationDataModule(
+        str(tmp_path / "absent"), streaming=str(tmp_path / "shards"), **kwargs
+    )
+    files = ImageTextLocationDataModule(str(root), **kwargs)
+    for dm in (files, streamed):
+        dm.prepare_data()
+        dm.setup("fit")
+    stream = streamed.shards.dataset("train", shuffle=False)
+    loader = StreamingLoader(stream, batch_size=4, collate_fn=streamed.collate_fn)
+    reference = DataLoader(files.train_dataset, batch_size=4, collate_fn=files.collate_fn)
+    ((a, b),) = zip(reference, loader, strict=True)
+    assert a["image"].shape[1] == 3 and a["image"].max() > 255  # raw reflectance, 3 bands
+    assert_same_batch(a, b)
