@@ -248,3 +248,38 @@ def test_geopix_predict_without_a_band_choice_names_the_file(tmp_path: Path, mon
     write_utm_geotiff(root / "s2.tif", height=64, width=64, bands=13)
     with pytest.raises(ValueError, match=r"s2\.tif .*has 13 band\(s\).*\[4, 3, 2\]"):
         _predict(tmp_path, root, tmp_path / "out")
+
+
+def test_the_folder_writer_blends_overlapping_chips_with_the_cosine_taper(tmp_path: Path):
+    """Two chips overlap by 16 columns, one sure (0.9), one not (0.0): a plain mean would give
+    0.45 across the overlap (no mask there); the taper trusts each chip near its own centre, so
+    the mask runs into the overlap from the sure chip's side and stops before the other's."""
+    from zoo.callbacks.geo import FolderMasks
+
+    root = tmp_path / "images"
+    write_utm_geotiff(root / "a.tif", height=32, width=48)
+    writer = FolderMasks(tmp_path / "out", merged=None, mask_raster=False)
+
+    def chip(index: int, col: int, probability: float) -> dict:
+        return {
+            "path": "a.tif",
+            "question": "the building",
+            "answer": "sure",
+            "phrases": ["the building"],
+            "category": ["building"],
+            "masks": torch.zeros(1, 32, 32, dtype=torch.bool),
+            "probabilities": torch.full((1, 32, 32), probability),
+            "chip": {
+                "index": index,
+                "count": 2,
+                "window": [0, col, 32, 32],
+                "height": 32,
+                "width": 48,
+            },
+        }
+
+    assert writer.add(chip(0, 0, 0.9), root) is None
+    folder = writer.add(chip(1, 16, 0.0), root)
+    mask = np.array(Image.open(folder / "mask_0.png")) > 0
+    assert mask[:, :16].all() and not mask[:, 32:].any()
+    assert mask[:, 16:20].all() and not mask[:, 28:32].any()  # the taper decides the overlap
