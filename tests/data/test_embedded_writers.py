@@ -77,16 +77,23 @@ def test_conversations_read_back_through_the_llava_reader(root: Path, split: str
     file = f"conversations_{split}.json"
     dataset = ConversationDataset(root, file, image_size=IMAGE_SIZE)
     expected = samples(split)
-    assert len(dataset) == 3 * len(expected)
+    assert len(dataset) == 4 * len(expected)  # caption, description, vqa, location per image
     for index, sample in enumerate(expected):
-        caption, description, vqa = (dataset[3 * index + k] for k in range(3))
+        caption, description, vqa, where = (dataset[4 * index + k] for k in range(4))
         name = f"{split}_{index:05d}"
-        assert [caption["id"], description["id"], vqa["id"]] == [
-            f"{name}_caption", f"{name}_description", f"{name}_vqa"
+        assert [caption["id"], description["id"], vqa["id"], where["id"]] == [
+            f"{name}_caption", f"{name}_description", f"{name}_vqa", f"{name}_location"
         ]  # fmt: skip
-        assert [caption["task"], description["task"], vqa["task"]] == [
-            "caption", "description", "vqa"
+        assert [caption["task"], description["task"], vqa["task"], where["task"]] == [
+            "caption", "description", "vqa", "location"
         ]  # fmt: skip
+        turns = where["conversations"]
+        located = [t["value"].removeprefix("<image>\n") for t in turns[0::2]]
+        assert list(zip(located, [t["value"] for t in turns[1::2]], strict=True)) == [
+            (q, a) for _, q, a in sample.texts.location_qa
+        ]
+        location = torch.tensor([sample.graph.lat, sample.graph.lon], dtype=torch.float32)
+        assert all(torch.equal(item["location"], location) for item in (caption, vqa, where))
         assert caption["conversations"][1]["value"] == sample.texts.caption
         assert description["conversations"][1]["value"] == sample.texts.description
         questions = [t["value"] for t in vqa["conversations"][0::2]]
@@ -94,7 +101,7 @@ def test_conversations_read_back_through_the_llava_reader(root: Path, split: str
         assert questions[0].startswith("<image>\n")
         questions[0] = questions[0].removeprefix("<image>\n")
         assert list(zip(questions, answers, strict=True)) == [(q, a) for _, q, a in sample.texts.qa]
-        for item in (caption, description, vqa):
+        for item in (caption, description, vqa, where):
             assert torch.equal(item["image"], image_tensor(sample))
     single = ConversationDataset(root, file, image_size=IMAGE_SIZE, tasks=["vqa"], single_turn=True)
     assert len(single) == sum(len(s.texts.qa) for s in expected)

@@ -339,10 +339,10 @@ class ImageFolderCollate:
     def __call__(self, samples: list[dict[str, Any]]) -> dict[str, Any]:
         kept = {k: [s.get(k) for s in samples] for k in _LIST_KEYS}
         locations = [s.get("location") for s in samples]
+        # ``geo`` and ``location`` stay out of the task's collate: a folder may mix georeferenced
+        # files with plain photos, which the referring collate (whose batches are all or none
+        # georeferenced) would refuse; the folder's batch keeps ``geo`` per sample.
         rest = [{k: v for k, v in s.items() if k not in (*_LIST_KEYS, "location")} for s in samples]
-        if isinstance(self.inner, ReferringCollate):  # it passes ``geo`` through itself
-            for r, g in zip(rest, kept["geo"], strict=True):
-                r["geo"] = g
         batch = self.inner(rest)
         batch.update(kept)
         if all(isinstance(x, Tensor) for x in locations):
