@@ -216,6 +216,7 @@ def test_an_interrupted_embed_continues_where_it_stopped(tmp_path: Path, monkeyp
             [
                 "--data.init_args.mean=[0.5, 0.5, 0.5, 0.5]",
                 "--data.init_args.std=[0.2, 0.2, 0.2, 0.2]",
+                "--data.init_args.percentiles=null",  # raw reflectance, recorded as such
             ],
         ),
     ],
@@ -237,6 +238,7 @@ def test_geopix_predicts_on_chosen_bands_of_a_multiband_scene(
         tagged = json.loads(cog.tags()[PROVENANCE_KEY])
         assert cog.read(1).any()
     assert tagged["bands"] == bands
+    assert tagged["percentiles"] == (None if statistics else [2.0, 98.0])
     frame = gpd.read_parquet(out / "masks.parquet")
     assert len(frame) >= 1 and frame.crs.to_epsg() == 4326
 

@@ -473,7 +473,7 @@ class ImageFolderDataModule(ZooDataModule):
 
         Returns:
             ``bands`` (None: the default RGB), ``chip_size`` (in source pixels), ``overlap``,
-            ``image_size`` (the model's input), ``percentiles``.
+            ``image_size`` (the model's input), ``percentiles`` (None: raw values).
         """
         args = self.dataset_args
         return {
@@ -481,7 +481,7 @@ class ImageFolderDataModule(ZooDataModule):
             "chip_size": args["chip_size"] or self.image_size,
             "overlap": args["overlap"],
             "image_size": self.image_size,
-            "percentiles": list(args["percentiles"]),
+            "percentiles": None if args["percentiles"] is None else list(args["percentiles"]),
         }
 
     def setup(self, stage: str) -> None:
