@@ -63,6 +63,9 @@ def arms(args: argparse.Namespace) -> dict[str, list[str]]:
 
     Returns:
         ``{arm: extra fit arguments}``, ``token`` and ``none`` (and ``flavars``).
+
+    Raises:
+        ValueError: ``--arms`` names an arm there is not (``flavars`` without a checkpoint).
     """
     out = dict(ARMS)
     if args.flavars_checkpoint is not None:
@@ -71,6 +74,12 @@ def arms(args: argparse.Namespace) -> dict[str, list[str]]:
             f"--model.init_args.location.checkpoint={args.flavars_checkpoint.resolve()}",
         ]
     if args.arms:
+        unknown = [arm for arm in args.arms if arm not in out]
+        if unknown:
+            raise ValueError(
+                f"--arms {unknown}: the arms are {sorted(out)}"
+                + ("" if "flavars" in out else "; 'flavars' needs --flavars_checkpoint")
+            )
         out = {arm: out[arm] for arm in args.arms}
     return out
 

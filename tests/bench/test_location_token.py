@@ -36,3 +36,8 @@ def test_summary_reads_the_last_validation_of_every_run(tmp_path, capsys):
 def test_summary_of_a_missing_run_says_so(tmp_path):
     with pytest.raises(FileNotFoundError, match="token_0"):
         location_token.main(["--seeds", "0", "--output", str(tmp_path), "--summarize"])
+
+
+def test_the_flavars_arm_without_its_checkpoint_is_named(tmp_path):
+    with pytest.raises(ValueError, match="'flavars' needs --flavars_checkpoint"):
+        location_token.main(["--output", str(tmp_path), "--summarize", "--arms", "flavars"])
