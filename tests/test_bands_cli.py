@@ -18,6 +18,7 @@ import yaml
 
 import zoo
 from tests.geotiffs import NAIP_BANDS, SENTINEL2_BANDS, write_band_table
+from tests.overrides import two_step_trainer
 from zoo.data.images import ImageFolderDataModule
 from zoo.data.statistics import STATS_FILE
 from zoo.main import main
@@ -50,15 +51,7 @@ def _override(folder: Path, data: Path, bands: list | None) -> Path:
     path.write_text(
         yaml.safe_dump(
             {
-                "trainer": {
-                    "max_epochs": 1,
-                    "limit_train_batches": 2,
-                    "limit_val_batches": 1,
-                    "num_sanity_val_steps": 0,
-                    "enable_progress_bar": False,
-                    "default_root_dir": str(runs),
-                    "logger": {"init_args": {"save_dir": str(runs)}},
-                },
+                "trainer": two_step_trainer(runs),
                 "model": {"init_args": {"embed_dim": 32, "fusion": {"width": 32, "layers": 1}}},
                 "data": {
                     "class_path": "ImageTextLocationDataModule",

@@ -16,6 +16,7 @@ import yaml
 from PIL import Image
 from pycocotools import mask as mask_utils
 
+from tests.overrides import two_step_trainer
 from zoo.data.coco_instances import CocoInstancesDataModule
 from zoo.evaluation import Context, Hallucination
 
@@ -183,15 +184,7 @@ def test_zoo_evaluate_prints_chair_and_pope_for_a_tiny_trained_aquila(
     override.write_text(
         yaml.safe_dump(
             {
-                "trainer": {
-                    "max_epochs": 1,
-                    "limit_train_batches": 2,
-                    "limit_val_batches": 1,
-                    "num_sanity_val_steps": 0,
-                    "enable_progress_bar": False,
-                    "default_root_dir": "runs",
-                    "logger": {"init_args": {"save_dir": "runs"}},
-                },
+                "trainer": two_step_trainer("runs"),
                 "data": {"init_args": {"root": "data", "batch_size": 4, "splits": splits}},
                 "model": {"init_args": {"generation": {"max_new_tokens": 8}}},
             }
