@@ -20,9 +20,14 @@ Pairs (``--pairs``):
 * ``fuse``: FUSE with windows and recurrent injection vs the same LLaVA;
 * ``aquila``: Aquila (ConvNeXt, SFI + MDA, the LLaVA's Llama) vs the same LLaVA;
 * ``geopix``: GeoPix (the LLaVA's tower and Llama, mask decoder, one target per image) vs
-  the same LLaVA.
+  the same LLaVA;
+* ``geopix_no_memory``: the same GeoPix without its class-wise memory (an ablation: what the
+  memory's bank, at the paper's width whatever the scale, costs beside the LLaVA).
 
-``--device cpu`` uses tiny dimensions and one thread; ``--device cuda`` the papers' (FLAVA
+``--device cpu`` uses tiny dimensions and one thread, with glibc keeping the memory a step
+frees for the next step (:func:`zoo.allocator.keep_freed_memory`, both sides alike: the CPU
+has no caching allocator, and a fresh gradient faults its pages in every step;
+``--allocator default`` measures glibc's defaults); ``--device cuda`` the papers' (FLAVA
 ViT-B/16 at 224 px batch 64, CLIP ViT-B/16 batch 256, LLaVA with a 1.1 B Llama and
 ViT-L/14-336, batch 8, 576 image + 448 text tokens) under bf16 autocast with fused AdamW.
 Every parameter of both sides trains.
@@ -66,7 +71,9 @@ from timing import (  # noqa: E402
     table,
 )
 
-PAIRS = ("flava", "clip", "llava", "fuse", "aquila", "geopix")
+from zoo.allocator import keep_freed_memory  # noqa: E402
+
+PAIRS = ("flava", "clip", "llava", "fuse", "aquila", "geopix", "geopix_no_memory")
 
 
 def main(argv: list[str] | None = None) -> list[Result] | list[CompileResult]:
@@ -94,6 +101,12 @@ def main(argv: list[str] | None = None) -> list[Result] | list[CompileResult]:
     parser.add_argument("--steps", type=int, default=7)
     parser.add_argument("--threads", type=int, default=1, help="CPU threads (cpu only)")
     parser.add_argument(
+        "--allocator",
+        choices=["keep-freed", "default"],
+        default="keep-freed",
+        help="cpu only: glibc keeps freed blocks for the next step (zoo.allocator), or its defaults",
+    )
+    parser.add_argument(
         "--compile",
         action="store_true",
         help="measure torch.compile: each side eager and compiled, the compile time",
@@ -108,8 +121,11 @@ def main(argv: list[str] | None = None) -> list[Result] | list[CompileResult]:
     hf_logging.disable_progress_bar()
     hf_logging.set_verbosity_error()
     device = torch.device(args.device)
+    allocator = "default"
     if device.type == "cpu":
         torch.set_num_threads(args.threads)
+        if args.allocator == "keep-freed" and keep_freed_memory():
+            allocator = "keep-freed"
     if device.type == "cuda" and not torch.cuda.is_available():
         raise SystemExit("--device cuda: no CUDA device is visible")
     dims = scale_dims(args.scale or args.device)
@@ -148,6 +164,7 @@ def main(argv: list[str] | None = None) -> list[Result] | list[CompileResult]:
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
     print(
         f"\ntorch {torch.__version__}, {where}, {torch.get_num_threads()} threads, "
+        f"allocator {allocator}, "
         f"{args.steps} timed steps after {args.warmup} warm-up, medians; {wall:.0f} s in all\n"
     )
     print(compile_table(results) if args.compile else table(results, device.type == "cuda"))
@@ -157,6 +174,7 @@ def main(argv: list[str] | None = None) -> list[Result] | list[CompileResult]:
             "device": where,
             "torch": torch.__version__,
             "threads": torch.get_num_threads(),
+            "allocator": allocator,
             "scale": args.scale or args.device,
             "warmup": args.warmup,
             "steps": args.steps,

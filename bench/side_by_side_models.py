@@ -523,7 +523,8 @@ def generator_model(
     and ``bench/inference.py`` build it here), every part trainable.
 
     Args:
-        name: ``llava``, ``fuse``, ``aquila`` or ``geopix``.
+        name: ``llava``, ``fuse``, ``aquila``, ``geopix`` or ``geopix_no_memory`` (GeoPix with
+            ``memory.enabled: false``: what its class-wise memory costs).
         d: the scale's ``llava`` dimensions.
         folder: where the random LLaVA is saved (:func:`llava_folder`).
         compile_: the family's own switch, ``speed.compile`` (each LLM decoder layer and
@@ -542,6 +543,7 @@ def generator_model(
     from zoo.encoders.vision import VisionSpec
     from zoo.models import FUSE, Aquila, FuseInjection, FuseViews, GeoPix, SFIConfig, TrainingStage
     from zoo.models.generator import SpeedConfig
+    from zoo.models.geopix import MemoryConfig
 
     path, llm_path = llava_folder(d, folder)
     tokenizer = AutoTokenizer.from_pretrained(path)
@@ -591,14 +593,16 @@ def generator_model(
             f"vision: {d['aquila_vision']} at {image} px vs CLIP ViT {d['vit_width']}x"
             f"{d['vit_depth']} at {d['image']} px; Llama and {d['aquila_grid'] ** 2} visual tokens matched"
         )
-    elif name == "geopix":
+    elif name in ("geopix", "geopix_no_memory"):
+        with_memory = name == "geopix"
         zoo = GeoPix(
             llava=str(path),
             feature_layers=d["geopix_layers"],
             class_names=list(SCENE_CLASSES),
+            memory=MemoryConfig(enabled=with_memory),
             **common,
         )
-        label = "GeoPix"
+        label = "GeoPix" if with_memory else "GeoPix without its memory (ablation)"
         unmatched = "GeoPix adds its mask decoder and mask losses (one target per image)"
     else:
         raise ValueError(f"unknown generator pair {name!r}")

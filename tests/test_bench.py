@@ -44,8 +44,10 @@ def test_cpu_attention_is_counted():
     assert ops["aten._scaled_dot_product_flash_attention_for_cpu_backward"] == 5 * forward // 2
 
 
-def test_smallest_pair_writes_its_table(tmp_path):
+def test_smallest_pair_writes_its_table(tmp_path, monkeypatch):
     bench = load_bench()
+    kept: list[bool] = []  # the CPU run keeps freed memory (recorded, not applied to pytest)
+    monkeypatch.setattr(bench, "keep_freed_memory", lambda: kept.append(True) or True)
     output = tmp_path / "bench.json"
     bench.main(
         [
@@ -65,6 +67,7 @@ def test_smallest_pair_writes_its_table(tmp_path):
     )
     report = json.loads(output.read_text())
     assert {"date", "device", "torch", "threads", "steps", "dims"} <= set(report["meta"])
+    assert kept == [True] and report["meta"]["allocator"] == "keep-freed"
     (result,) = report["results"]
     assert {
         "pair",
@@ -152,6 +155,8 @@ def test_compile_table_prints(tmp_path, capsys, monkeypatch):
     bench = load_bench()
     output = tmp_path / "compile.json"
     argv = ["--device", "cpu", "--scale", "test", "--pairs", "llava", "--compile"]
+    argv += ["--allocator", "default"]  # glibc's own behaviour: left alone
+    monkeypatch.setattr(bench, "keep_freed_memory", lambda: pytest.fail("not asked for"))
     bench.main([*argv, "--steps", "1", "--warmup", "0", "--output", str(output)])
     printed = capsys.readouterr().out
     assert "| pair | side | eager ms (range) | compiled ms (range) |" in printed
@@ -160,7 +165,7 @@ def test_compile_table_prints(tmp_path, capsys, monkeypatch):
     # The zoo's switch: 2 decoder layers + 3 CLIP layers (the llava: tower's too); HF: 1 model.
     assert len(compiled) == 6
     report = json.loads(output.read_text())
-    assert report["meta"]["compile"] is True
+    assert report["meta"]["compile"] is True and report["meta"]["allocator"] == "default"
     (result,) = report["results"]
     for side in (result["zoo"], result["hf"]):
         assert side["graphs"] > 0 and side["recompiles"] == 0
@@ -211,3 +216,20 @@ def test_compiled_step_equals_eager(tmp_path):
         loss.backward()
     for (name, p), q in zip(eager.named_parameters(), compiled.parameters(), strict=True):
         torch.testing.assert_close(q.grad, p.grad, atol=1e-5, rtol=1e-4, msg=name)
+
+
+def test_geopix_memory_ablation_pair_differs_only_by_its_memory(tmp_path):
+    """``geopix_no_memory`` is the ``geopix`` pair's model without the class-wise memory: the
+    same parameters but the memory's, so its row measures what the memory costs."""
+    load_bench()
+    from side_by_side_models import generator_model, scale_dims
+
+    d = scale_dims("test")["llava"]
+    with_memory, label, _, _ = generator_model("geopix", d, tmp_path)
+    without, ablation, _, _ = generator_model("geopix_no_memory", d, tmp_path)
+    assert with_memory.decoder.memory is not None and without.decoder.memory is None
+    assert label == "GeoPix" and "without its memory" in ablation
+    names = {n for n, _ in with_memory.named_parameters()}
+    assert {n for n, _ in without.named_parameters()} == {
+        n for n in names if not n.startswith("decoder.memory.")
+    }

@@ -11,7 +11,8 @@ import rasterio
 from rasterio.io import DatasetReader
 
 from tests.geotiffs import write_utm_geotiff
-from zoo.data.images import ImageFolderDataset, fixed_mmap_threshold
+from zoo.allocator import fixed_mmap_threshold
+from zoo.data.images import ImageFolderDataset
 from zoo.data.rasters import (
     Window,
     blend_weights,

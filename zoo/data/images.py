@@ -21,8 +21,6 @@ There are no labels: ``fit``, ``validate`` and ``test`` are errors that say so.
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import logging
 from collections.abc import Collection, Sequence
 from functools import cached_property
@@ -38,6 +36,7 @@ from torch.nn import functional as F
 from torch.utils.data import Dataset
 from transformers import PreTrainedTokenizerBase
 
+from zoo.allocator import fixed_mmap_threshold
 from zoo.data import embedded
 from zoo.data.bands import BandChoice
 from zoo.data.coco_refs import embedded_referring_vocabulary
@@ -72,35 +71,6 @@ DEFAULT_PROMPTS: dict[str, str] = {
 
 #: Sample keys that are per-sample Python values, batched as lists.
 _LIST_KEYS = ("path", "chip", "geo")
-
-
-def fixed_mmap_threshold(threshold: int = 128 * 1024) -> bool:
-    """Keep glibc's malloc from growing the heap chip after chip (Linux; a no-op elsewhere).
-
-    glibc raises its mmap threshold each time a large block is freed, so later batch-sized
-    buffers (chips, activations) come from the heap, where the small long-lived objects of a
-    long run (its output rows) pin them: without this, ``zoo embed`` over 16 384 chips of an
-    8192 px scene grew past 4.8 GB. A fixed threshold (``mallopt(M_MMAP_THRESHOLD)``) keeps
-    every block from ``threshold`` bytes up in its own mapping, returned on free. Written
-    here because no library sets it (the ``MALLOC_MMAP_THRESHOLD_`` variable would have to be
-    set before Python starts).
-
-    Args:
-        threshold: blocks from this size up are mapped on their own.
-
-    Returns:
-        Whether the threshold was set (False without glibc).
-    """
-    name = ctypes.util.find_library("c")
-    try:
-        libc = ctypes.CDLL(name) if name else None
-        mallopt = getattr(libc, "mallopt", None)
-    except OSError:
-        mallopt = None
-    if mallopt is None:
-        log.debug("no glibc mallopt: the heap keeps the platform's default behaviour")
-        return False
-    return bool(mallopt(-3, threshold))  # M_MMAP_THRESHOLD
 
 
 def find_images(root: Path) -> list[Path]:
