@@ -2,7 +2,9 @@
 
 The effect is measured in a fresh process each time (a policy is process-wide): the page
 faults of a training-like loop that frees and allocates a 10 MB tensor, like a fresh gradient,
-every step.
+every step. Both runs start from the fixed threshold (a process that ran ``zoo embed``): glibc's
+own dynamic threshold would also keep this one block, so only from there does a no-op, or a
+``keep_freed_memory`` that set one of its two options, show.
 """
 
 from __future__ import annotations
@@ -41,10 +43,9 @@ _FAULTS = textwrap.dedent(
     import resource, sys
     import torch
     from zoo import allocator
-    if sys.argv[1] == "keep":
+    assert allocator.fixed_mmap_threshold()  # the embed's policy first
+    if sys.argv[1] == "keep":  # then a training run in the same process
         assert allocator.keep_freed_memory()
-    elif sys.argv[1] == "fixed":
-        assert allocator.fixed_mmap_threshold()
     x = torch.ones(1)
     for step in range(30):  # a 10 MB gradient, freed and made again each step
         grad = torch.zeros(10, 64, 4096)
@@ -68,7 +69,9 @@ def _faults(policy: str) -> int:
 @LINUX
 def test_kept_memory_spares_the_page_faults_of_fresh_tensors():
     """A 10 MB block freed and allocated again: in its own mapping (the fixed threshold) each
-    step faults its 2 560 pages in again; kept, the pages stay and the steps fault ~nothing."""
+    step faults its 2 560 pages in again; kept, the pages stay and the steps fault ~nothing.
+    (Measured here: 51 220 and 0; with only the mmap threshold raised, 50 560: the freed heap
+    top is trimmed; with only the trim threshold, 51 220.)"""
     fixed, kept = _faults("fixed"), _faults("keep")
     assert fixed > 20 * 2000  # 20 steps of ~2 560 pages each
-    assert kept < fixed / 20
+    assert kept < 1000
