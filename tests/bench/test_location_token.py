@@ -3,6 +3,8 @@ per question type and arm (the fits themselves are the bench's work, not the tes
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from bench import location_token
@@ -41,3 +43,25 @@ def test_summary_of_a_missing_run_says_so(tmp_path):
 def test_the_flavars_arm_without_its_checkpoint_is_named(tmp_path):
     with pytest.raises(ValueError, match="'flavars' needs --flavars_checkpoint"):
         location_token.main(["--output", str(tmp_path), "--summarize", "--arms", "flavars"])
+
+
+def test_the_flavars_arm_fits_with_the_token_and_its_checkpoint(tmp_path, monkeypatch):
+    """The third arm's fit is the token arm's plus the FLAVARS checkpoint (absolute, since the
+    fit runs from the repository root); ``--arms`` runs only the arms it names."""
+    commands: list[list[str]] = []
+
+    def call(command, cwd, stdout, stderr):
+        commands.append(command)
+        _run(Path(next(a for a in command if "default_root_dir" in a).split("=", 1)[1]), 0.5, 0.9)
+        return 0
+
+    monkeypatch.setattr(location_token.subprocess, "call", call)
+    monkeypatch.chdir(tmp_path)
+    checkpoint = Path("flavars.ckpt")
+    argv = ["--seeds", "0", "--output", str(tmp_path / "runs"), "--arms", "flavars", "none"]
+    printed = location_token.main([*argv, "--flavars_checkpoint", str(checkpoint)])
+    flavars, none = commands
+    assert "configs/aquila/location.yaml" in flavars and "configs/aquila/location.yaml" not in none
+    assert f"--model.init_args.location.checkpoint={tmp_path / 'flavars.ckpt'}" in flavars
+    assert not any("location.checkpoint" in a for a in none)
+    assert "| question type | flavars | none |" in printed
